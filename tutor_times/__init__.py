@@ -1,0 +1,16 @@
+"""tutor_times: how long tutors spend marking, tracked live in a Flask LMS."""
+
+from .constants import DEFAULT_ACTIONS, TRACKED_ROLES, ConfigVars
+from .errors import ConfigurationError, InvalidActivityError, TutorTimesError, UnknownActionError
+from .extension import TutorTimes
+
+__all__ = [
+    "DEFAULT_ACTIONS",
+    "TRACKED_ROLES",
+    "ConfigVars",
+    "ConfigurationError",
+    "InvalidActivityError",
+    "TutorTimes",
+    "TutorTimesError",
+    "UnknownActionError",
+]

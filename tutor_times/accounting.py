@@ -1,0 +1,32 @@
+"""The rules of time accounting (R2-R4) as pure functions, shared by every step."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+UTC = timezone.utc
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def continues(t: datetime, last_activity: datetime, timeout: timedelta) -> bool:
+    """R2: an activity at ``t`` joins the session whose last activity is ``last_activity``.
+
+    An out-of-order ``t`` (before ``last_activity``) always joins.
+    """
+    return t - last_activity < timeout
+
+
+def duration_minutes(start: datetime, end: datetime, min_minutes: int) -> int:
+    """R4: whole minutes from start to end, never below ``min_minutes``."""
+    return max(min_minutes, int((end - start) // timedelta(minutes=1)))
+
+
+def to_micros(t: datetime) -> int:
+    """Microseconds since the epoch: exact, and small enough for Lua's doubles."""
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,68 @@
+"""Every configuration key of the extension, with its default, in one place."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+
+class ConfigVars:
+    """Names of the ``app.config`` keys read by :class:`tutor_times.TutorTimes`."""
+
+    SESSION_TIMEOUT: Final = "TUTOR_TIMES_SESSION_TIMEOUT"
+    MIN_SESSION_MINUTES: Final = "TUTOR_TIMES_MIN_SESSION_MINUTES"
+    ACTIONS: Final = "TUTOR_TIMES_ACTIONS"
+    STORE: Final = "TUTOR_TIMES_STORE"
+    REDIS_URL: Final = "TUTOR_TIMES_REDIS_URL"
+    REDIS_OPTIONS: Final = "TUTOR_TIMES_REDIS_OPTIONS"
+    REDIS_PREFIX: Final = "TUTOR_TIMES_REDIS_PREFIX"
+    REDIS_RETRY_AFTER: Final = "TUTOR_TIMES_REDIS_RETRY_AFTER"
+    MAX_CLOCK_SKEW: Final = "TUTOR_TIMES_MAX_CLOCK_SKEW"
+    SWEEP_INTERVAL: Final = "TUTOR_TIMES_SWEEP_INTERVAL"
+    SWEEP_BATCH_SIZE: Final = "TUTOR_TIMES_SWEEP_BATCH_SIZE"
+    URL_PREFIX: Final = "TUTOR_TIMES_URL_PREFIX"
+
+
+DEFAULT_ACTIONS: Final = (
+    "inbox",
+    "GET",
+    "PUT",
+    "assessing",
+    "add-comment",
+    "get-submission-details",
+)
+
+#: Roles (as returned by the host's ``role_loader``) whose actions are tracked (R7).
+TRACKED_ROLES: Final = frozenset({"admin", "convenor", "tutor"})
+
+STORES: Final = ("redis", "sql")
+
+DEFAULTS: Final[dict[str, Any]] = {
+    # Seconds of inactivity after which a marking session ends (R2).
+    ConfigVars.SESSION_TIMEOUT: 900,
+    # Shortest duration recorded for a closed session, in whole minutes (R4).
+    ConfigVars.MIN_SESSION_MINUTES: 1,
+    ConfigVars.ACTIONS: DEFAULT_ACTIONS,
+    ConfigVars.STORE: "redis",
+    # Unset: an in-process embedded store, so nothing has to be installed to try it.
+    ConfigVars.REDIS_URL: None,
+    # Extra keyword arguments for ``redis.Redis.from_url``; they override ours.
+    ConfigVars.REDIS_OPTIONS: {},
+    ConfigVars.REDIS_PREFIX: "tutor_times",
+    # Seconds the tracker skips Redis after a Redis error (circuit breaker).
+    ConfigVars.REDIS_RETRY_AFTER: 30.0,
+    # How far in the future an explicit ``at`` may lie before it is rejected.
+    ConfigVars.MAX_CLOCK_SKEW: 60.0,
+    # Seconds between two passes of the idle-session sweep (worker, embedded sweeper).
+    ConfigVars.SWEEP_INTERVAL: 60.0,
+    # Sessions closed per transaction by the sweep.
+    ConfigVars.SWEEP_BATCH_SIZE: 1000,
+    ConfigVars.URL_PREFIX: "/tutor-times",
+}
+
+# Short timeouts and no retry loop: a stalled Redis must cost a tracked request
+# milliseconds, not the seconds redis-py's defaults allow (5 s timeouts, 10 retries).
+REDIS_CLIENT_DEFAULTS: Final[dict[str, Any]] = {
+    "socket_connect_timeout": 0.25,
+    "socket_timeout": 0.25,
+    "health_check_interval": 0,
+}

@@ -1,0 +1,106 @@
+"""``@tutor_times.track(...)``: records the host view's marking action after it succeeds."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, Union
+
+from flask import Response, after_this_request, request
+from flask_login import current_user
+
+if TYPE_CHECKING:
+    from .extension import TutorTimes
+
+logger = logging.getLogger("tutor_times")
+
+#: a view-argument name, a callable of the view's kwargs, or None
+IdSpec = Union[str, Callable[[Mapping[str, Any]], Any], None]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def resolve(spec: IdSpec, kwargs: Mapping[str, Any]) -> Any:
+    if spec is None:
+        return None
+    if callable(spec):
+        return spec(kwargs)
+    return kwargs[spec]
+
+
+def _check_spec(name: str, spec: object, *, required: bool = False) -> None:
+    if spec is None and not required:
+        return
+    if not (isinstance(spec, str) or callable(spec)):
+        raise TypeError(
+            f"track({name}=...) takes a view-argument name or a callable of the view's kwargs,"
+            f" got {spec!r}"
+        )
+
+
+@dataclass(frozen=True)
+class TrackSpec:
+    action: str
+    unit_id: IdSpec
+    project_id: IdSpec
+    task_id: IdSpec
+    task_definition_id: IdSpec
+    when: Callable[[Mapping[str, Any]], Any] | None
+
+    def __post_init__(self) -> None:
+        _check_spec("unit_id", self.unit_id, required=True)
+        for name in ("project_id", "task_id", "task_definition_id", "when"):
+            _check_spec(name, getattr(self, name))
+        if isinstance(self.when, str):
+            raise TypeError("track(when=...) takes a callable of the view's kwargs")
+
+
+def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
+    def decorator(view: F) -> F:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            rv = view(*args, **kwargs)
+
+            # Registered only once the view has returned: a view that raised records nothing.
+            @after_this_request
+            def record(response: Response) -> Response:
+                if response.status_code < 400:
+                    try:
+                        track_request(ext, spec, kwargs)
+                    except Exception:
+                        # Fail open: tracking never changes the host's response (R9).
+                        ext.count_failure()
+                        logger.exception(
+                            "could not record the %r activity of %s %s",
+                            spec.action,
+                            request.method,
+                            request.path,
+                        )
+                return response
+
+            return rv
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+
+
+def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> None:
+    user = current_user
+    if user is None or not user.is_authenticated:
+        return
+    unit_id = resolve(spec.unit_id, kwargs)
+    if not ext.is_tracked_role(user, unit_id):  # R7
+        return
+    if spec.when is not None and not spec.when(kwargs):
+        return
+    ext.record_activity(
+        spec.action,
+        marker_id=ext.marker_id_of(user),
+        unit_id=unit_id,
+        ip_address=request.remote_addr,
+        project_id=resolve(spec.project_id, kwargs),
+        task_id=resolve(spec.task_id, kwargs),
+        task_definition_id=resolve(spec.task_definition_id, kwargs),
+    )

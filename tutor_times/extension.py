@@ -1,0 +1,267 @@
+"""The ``TutorTimes`` Flask extension."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable, TypeVar
+
+import redis
+from flask import Flask, current_app
+from flask_sqlalchemy import SQLAlchemy
+
+from .accounting import UTC, utcnow
+from .closer import sweep
+from .constants import DEFAULTS, STORES, TRACKED_ROLES, ConfigVars
+from .decorator import IdSpec, TrackSpec, track_view
+from .errors import ConfigurationError
+from .models import Models, build_models
+from .store import CircuitBreaker, RedisStore, SqlStore, redis_client
+from .tracker import Tracker, check_action
+
+F = TypeVar("F", bound=Callable[..., Any])
+RoleLoader = Callable[[Any, Any], "str | None"]
+
+EXTENSION_KEY = "tutor_times"
+
+
+@dataclass
+class _State:
+    """What the extension holds for one app."""
+
+    owner: TutorTimes
+    tracker: Tracker
+    redis: redis.Redis | None
+    timeout: timedelta
+    min_minutes: int
+    sweep_batch_size: int
+    sweep_interval: float
+
+
+class TutorTimes:
+    """Tracks marking actions into sessions and reports the time tutors spend marking.
+
+    ``TutorTimes(app, db=db)``, or ``TutorTimes(db=db)`` then ``init_app(app)``.
+    ``clock`` returns the current aware UTC datetime (tests inject their own);
+    ``redis`` is a client to use instead of ``TUTOR_TIMES_REDIS_URL``;
+    ``user_fk``/``unit_fk`` name the host's user and unit primary keys (None: no FK).
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        db: SQLAlchemy | None = None,
+        clock: Callable[[], datetime] | None = None,
+        redis: redis.Redis | None = None,
+        user_fk: str | None = "users.id",
+        unit_fk: str | None = "units.id",
+    ) -> None:
+        if db is None:
+            raise ConfigurationError(
+                "TutorTimes needs the host's Flask-SQLAlchemy instance: TutorTimes(app, db=db)"
+            )
+        self.db = db
+        self.models: Models = build_models(db, user_fk=user_fk, unit_fk=unit_fk)
+        self.MarkingSession = self.models.MarkingSession
+        self.SessionActivity = self.models.SessionActivity
+        self.clock: Callable[[], datetime] = clock or utcnow
+        self._redis = redis
+        self._role_loader: RoleLoader | None = None
+        self._failures = 0
+        self._failures_lock = threading.Lock()
+        self.app = app
+        if app is not None:
+            self.init_app(app)
+
+    # -- setup ---------------------------------------------------------------
+
+    def init_app(self, app: Flask) -> None:
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError(
+                "A 'TutorTimes' instance has already been registered on this Flask app."
+                " Import and use that instance instead."
+            )
+        for key, value in DEFAULTS.items():
+            app.config.setdefault(key, value)
+        app.extensions[EXTENSION_KEY] = self._build_state(app.config)
+
+        from .cli import cli
+
+        app.cli.add_command(cli)
+
+    def _build_state(self, config: Any) -> _State:
+        timeout = config[ConfigVars.SESSION_TIMEOUT]
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigurationError(
+                f"{ConfigVars.SESSION_TIMEOUT} must be a positive number of seconds, got {timeout!r}"
+            )
+        min_minutes = config[ConfigVars.MIN_SESSION_MINUTES]
+        if isinstance(min_minutes, bool) or not isinstance(min_minutes, int) or min_minutes < 1:
+            raise ConfigurationError(
+                f"{ConfigVars.MIN_SESSION_MINUTES} must be a whole number >= 1 (a closed session"
+                f" always has a positive duration), got {min_minutes!r}"
+            )
+        actions = config[ConfigVars.ACTIONS]
+        if isinstance(actions, str) or not isinstance(actions, Collection) or not actions or not all(
+            isinstance(a, str) and a for a in actions
+        ):
+            raise ConfigurationError(
+                f"{ConfigVars.ACTIONS} must be a non-empty list of action names, got {actions!r}"
+            )
+        store_name = config[ConfigVars.STORE]
+        if store_name not in STORES:
+            raise ConfigurationError(
+                f"{ConfigVars.STORE} must be one of {', '.join(STORES)}, got {store_name!r}"
+            )
+        for key in (ConfigVars.SWEEP_BATCH_SIZE,):
+            if not isinstance(config[key], int) or config[key] < 1:
+                raise ConfigurationError(f"{key} must be a whole number >= 1, got {config[key]!r}")
+
+        delta = timedelta(seconds=timeout)
+        sql = SqlStore(self.models, lambda: self.db.engine, timeout=delta, min_minutes=min_minutes)
+        client = None
+        redis_store = None
+        if store_name == "redis":
+            client = redis_client(
+                config[ConfigVars.REDIS_URL], config[ConfigVars.REDIS_OPTIONS], self._redis
+            )
+            redis_store = RedisStore(
+                client,
+                prefix=config[ConfigVars.REDIS_PREFIX],
+                timeout=delta,
+                breaker=CircuitBreaker(float(config[ConfigVars.REDIS_RETRY_AFTER])),
+            )
+        tracker = Tracker(
+            actions=actions,
+            sql=sql,
+            redis_store=redis_store,
+            clock=self.clock,
+            max_skew=timedelta(seconds=config[ConfigVars.MAX_CLOCK_SKEW]),
+        )
+        return _State(
+            owner=self,
+            tracker=tracker,
+            redis=client,
+            timeout=delta,
+            min_minutes=min_minutes,
+            sweep_batch_size=config[ConfigVars.SWEEP_BATCH_SIZE],
+            sweep_interval=float(config[ConfigVars.SWEEP_INTERVAL]),
+        )
+
+    @property
+    def state(self) -> _State:
+        try:
+            return current_app.extensions[EXTENSION_KEY]  # type: ignore[no-any-return]
+        except KeyError:
+            raise ConfigurationError(
+                "TutorTimes is not registered on this app: call tutor_times.init_app(app)"
+            ) from None
+
+    # -- host hooks ------------------------------------------------------------
+
+    def role_loader(self, callback: RoleLoader) -> RoleLoader:
+        """Register ``callback(user, unit_id)`` -> "admin" | "convenor" | "tutor" | "student" | None."""
+        self._role_loader = callback
+        return callback
+
+    def role_of(self, user: Any, unit_id: Any) -> str | None:
+        if self._role_loader is None:
+            raise ConfigurationError(
+                "No role_loader registered: decorate a function (user, unit_id) -> role with"
+                " @tutor_times.role_loader"
+            )
+        return self._role_loader(user, unit_id)
+
+    def is_tracked_role(self, user: Any, unit_id: Any) -> bool:
+        return self.role_of(user, unit_id) in TRACKED_ROLES
+
+    @staticmethod
+    def marker_id_of(user: Any) -> int:
+        user_id = user.get_id()
+        try:
+            return int(user_id)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"the current user's get_id() must be an integer user id, got {user_id!r}"
+            ) from None
+
+    # -- tracking ----------------------------------------------------------------
+
+    def track(
+        self,
+        action: str,
+        *,
+        unit_id: IdSpec,
+        project_id: IdSpec = None,
+        task_id: IdSpec = None,
+        task_definition_id: IdSpec = None,
+        when: Callable[[Any], Any] | None = None,
+    ) -> Callable[[F], F]:
+        """Record ``action`` whenever the decorated view returns a response below 400.
+
+        Each id is a view-argument name, a callable of the view's kwargs, or None.
+        ``when(kwargs)`` returning false skips tracking (e.g. a marker on their own project).
+        """
+        if self.app is not None:
+            check_action(action, self.app.config[ConfigVars.ACTIONS])
+        spec = TrackSpec(action, unit_id, project_id, task_id, task_definition_id, when)
+        return track_view(self, spec)
+
+    def record_activity(
+        self,
+        action: str,
+        *,
+        marker_id: int,
+        unit_id: int,
+        ip_address: str,
+        project_id: int | None = None,
+        task_id: int | None = None,
+        task_definition_id: int | None = None,
+        at: datetime | None = None,
+    ) -> Any:
+        """Record one activity and return it (a ``SessionActivity`` with its session id).
+
+        Raises :class:`InvalidActivityError` before writing anything when input is bad.
+        """
+        tracker = self.state.tracker
+        activity = tracker.validate(
+            action,
+            marker_id=marker_id,
+            unit_id=unit_id,
+            ip_address=ip_address,
+            project_id=project_id,
+            task_id=task_id,
+            task_definition_id=task_definition_id,
+            at=at,
+        )
+        return tracker.record(activity)
+
+    def count_failure(self) -> None:
+        with self._failures_lock:
+            self._failures += 1
+
+    @property
+    def failures(self) -> int:
+        """Tracked requests whose activity could not be recorded, since start."""
+        return self._failures
+
+    # -- closing -------------------------------------------------------------
+
+    def close_expired_sessions(self, now: datetime | None = None) -> int:
+        """Close every session idle for TIMEOUT at ``now``; returns how many were closed."""
+        state = self.state
+        if now is None:
+            now = self.clock()
+        elif now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
+        return sweep(
+            state.tracker.sql.connect,
+            self.models,
+            now=now.astimezone(UTC),
+            timeout=state.timeout,
+            min_minutes=state.min_minutes,
+            batch_size=state.sweep_batch_size,
+        )
