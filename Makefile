@@ -18,7 +18,8 @@ install: $(VENV)/.installed
 
 ## make run: the demo LMS on http://127.0.0.1:5000 (SQLite file + embedded store)
 run: install
-	$(BIN)/flask db upgrade
+	$(BIN)/flask db upgrade demo@head
+	$(BIN)/flask db upgrade heads
 	$(BIN)/flask seed-demo
 	$(BIN)/flask run --host 127.0.0.1 --port 5000
 

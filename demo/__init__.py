@@ -1,0 +1,39 @@
+"""A small OnTrack-like LMS that mounts tutor_times, for trying it and for its tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from .extensions import db, login_manager, migrate, tutor_times
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def create_app(config: str | None = None, **overrides: Any) -> Flask:
+    from config import ProductionConfig, configs
+
+    name = config or os.environ.get("DEMO_CONFIG", "development")
+    if name not in configs:
+        raise RuntimeError(f"unknown DEMO_CONFIG {name!r}; one of {', '.join(configs)}")
+    app = Flask(__name__, instance_path=str(ROOT / "instance"))
+    cls = configs[name]
+    app.config.from_object(cls() if cls is ProductionConfig else cls)
+    app.config.update(overrides)
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    db.init_app(app)
+    login_manager.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    tutor_times.init_app(app)
+
+    from . import models  # noqa: F401  (declares the tables)
+    from .seed import seed_demo_command
+    from .views import bp
+
+    app.register_blueprint(bp)
+    app.cli.add_command(seed_demo_command)
+    return app

@@ -1,0 +1,71 @@
+"""``flask seed-demo``: a unit with staff, students and submissions waiting to be marked."""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+from flask.cli import with_appcontext
+
+from .extensions import db
+from .models import Project, Task, TaskDefinition, Unit, UnitRole, User
+
+PASSWORD = "password"
+
+STAFF = [
+    # username, name, is_admin, role in COS10001
+    ("admin", "Ada Admin", True, None),
+    ("convenor", "Connie Convenor", False, "convenor"),
+    ("tutor1", "Tom Tutor", False, "tutor"),
+    ("tutor2", "Tina Tutor", False, "tutor"),
+]
+STUDENTS = ["student1", "student2", "student3", "student4"]
+TASKS = [("1.1P", "Hello World"), ("2.1P", "Counter"), ("3.1C", "Shape Drawer")]
+
+
+def seed() -> bool:
+    """Create the demo data; False when it is already there."""
+    if db.session.scalar(sa.select(sa.func.count()).select_from(User)):
+        return False
+    unit = Unit(code="COS10001", name="Introduction to Programming")
+    db.session.add(unit)
+    db.session.flush()
+    for username, name, is_admin, role in STAFF:
+        user = User(username=username, name=name, is_admin=is_admin)
+        user.set_password(PASSWORD)
+        db.session.add(user)
+        db.session.flush()
+        if role:
+            db.session.add(UnitRole(user_id=user.id, unit_id=unit.id, role=role))
+    definitions = [TaskDefinition(unit_id=unit.id, abbreviation=a, name=n) for a, n in TASKS]
+    db.session.add_all(definitions)
+    for username in STUDENTS:
+        student = User(username=username, name=username.capitalize())
+        student.set_password(PASSWORD)
+        db.session.add(student)
+        db.session.flush()
+        project = Project(unit_id=unit.id, user_id=student.id)
+        db.session.add(project)
+        db.session.flush()
+        for definition in definitions:
+            db.session.add(
+                Task(
+                    project_id=project.id,
+                    task_definition_id=definition.id,
+                    submission=f"{username}'s work for {definition.abbreviation}",
+                )
+            )
+    db.session.commit()
+    return True
+
+
+@click.command("seed-demo")
+@with_appcontext
+def seed_demo_command() -> None:
+    """Fill the demo database (once; it leaves existing data alone)."""
+    if seed():
+        click.echo(
+            f"seeded unit COS10001 (id 1): users admin, convenor, tutor1, tutor2,"
+            f" student1-4, all with password {PASSWORD!r}"
+        )
+    else:
+        click.echo("demo data already present; nothing changed")

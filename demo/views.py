@@ -1,0 +1,169 @@
+"""The demo LMS's JSON API; its marking endpoints are tracked by tutor_times."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, jsonify, request
+from flask_login import current_user, login_required, login_user, logout_user
+from werkzeug.exceptions import HTTPException
+
+from .extensions import db, login_manager, tutor_times
+from .models import Comment, Project, Task, UnitRole, User
+
+bp = Blueprint("lms", __name__)
+
+STATUSES = frozenset(
+    {
+        "ready_for_feedback",
+        "discuss",
+        "demonstrate",
+        "complete",
+        "fix_and_resubmit",
+        "redo",
+        "feedback_exceeded",
+        "fail",
+        "time_exceeded",
+    }
+)
+STAFF = frozenset({"admin", "convenor", "tutor"})
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> User | None:
+    return db.session.get(User, int(user_id))
+
+
+@login_manager.unauthorized_handler
+def unauthorized() -> Any:
+    return jsonify(error={"status": 401, "message": "log in first"}), 401
+
+
+@tutor_times.role_loader
+def unit_role(user: User, unit_id: int) -> str | None:
+    if user.is_admin:
+        return "admin"
+    role = db.session.scalar(
+        sa.select(UnitRole.role).where(UnitRole.user_id == user.id, UnitRole.unit_id == unit_id)
+    )
+    if role is not None:
+        return str(role)
+    enrolled = db.session.scalar(
+        sa.select(Project.id).where(Project.user_id == user.id, Project.unit_id == unit_id)
+    )
+    return "student" if enrolled is not None else None
+
+
+@bp.errorhandler(HTTPException)
+def json_error(exc: HTTPException) -> Any:
+    return jsonify(error={"status": exc.code, "message": exc.description}), exc.code
+
+
+def require_staff(unit_id: int) -> str:
+    role = unit_role(current_user, unit_id)
+    if role not in STAFF:
+        abort(403, "only the unit's staff may do this")
+    return role
+
+
+def task_in_unit(unit_id: int, project_id: int, task_id: int) -> Task:
+    task = db.session.get(Task, task_id)
+    if task is None or task.project_id != project_id or task.project.unit_id != unit_id:
+        abort(404, "no such task in this unit")
+    return task
+
+
+def task_definition_of(kwargs: Mapping[str, Any]) -> int:
+    return int(db.session.get(Task, kwargs["task_id"]).task_definition_id)
+
+
+def not_own_project(kwargs: Mapping[str, Any]) -> bool:
+    """A marker working on their own project is not marking (R7)."""
+    return bool(db.session.get(Project, kwargs["project_id"]).user_id != current_user.id)
+
+
+TASK_IDS: dict[str, Any] = {
+    "unit_id": "unit_id",
+    "project_id": "project_id",
+    "task_id": "task_id",
+    "task_definition_id": task_definition_of,
+    "when": not_own_project,
+}
+
+
+@bp.post("/login")
+def login() -> Any:
+    data = request.get_json(silent=True) or {}
+    user = db.session.scalar(sa.select(User).where(User.username == data.get("username")))
+    if user is None or not user.check_password(str(data.get("password", ""))):
+        abort(401, "wrong username or password")
+    login_user(user)
+    return jsonify(user.to_dict())
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    logout_user()
+    return "", 204
+
+
+@bp.get("/me")
+@login_required
+def me() -> Any:
+    return jsonify(current_user.to_dict())
+
+
+@bp.get("/units/<int:unit_id>/inbox")
+@login_required
+@tutor_times.track("inbox", unit_id="unit_id")
+def inbox(unit_id: int) -> Any:
+    require_staff(unit_id)
+    tasks = db.session.scalars(
+        sa.select(Task)
+        .join(Project)
+        .where(Project.unit_id == unit_id, Task.status == "ready_for_feedback")
+        .order_by(Task.id)
+    ).all()
+    return jsonify(tasks=[t.to_dict() for t in tasks])
+
+
+@bp.get("/units/<int:unit_id>/projects/<int:project_id>/tasks/<int:task_id>/submission")
+@login_required
+@tutor_times.track("get-submission-details", **TASK_IDS)
+def submission(unit_id: int, project_id: int, task_id: int) -> Any:
+    task = task_in_unit(unit_id, project_id, task_id)
+    if task.project.user_id != current_user.id:
+        require_staff(unit_id)
+    return jsonify(task.to_dict() | {"submission": task.submission})
+
+
+@bp.post("/units/<int:unit_id>/projects/<int:project_id>/tasks/<int:task_id>/comments")
+@login_required
+@tutor_times.track("add-comment", **TASK_IDS)
+def add_comment(unit_id: int, project_id: int, task_id: int) -> Any:
+    task = task_in_unit(unit_id, project_id, task_id)
+    if task.project.user_id != current_user.id:
+        require_staff(unit_id)
+    text = (request.get_json(silent=True) or {}).get("text")
+    if not isinstance(text, str) or not text.strip():
+        abort(400, "text: a non-empty comment is required")
+    comment = Comment(task_id=task.id, user_id=current_user.id, text=text)
+    db.session.add(comment)
+    db.session.commit()
+    return jsonify(id=comment.id, task_id=task.id, text=comment.text), 201
+
+
+@bp.put("/units/<int:unit_id>/projects/<int:project_id>/tasks/<int:task_id>")
+@login_required
+@tutor_times.track("assessing", **TASK_IDS)
+def assess(unit_id: int, project_id: int, task_id: int) -> Any:
+    task = task_in_unit(unit_id, project_id, task_id)
+    require_staff(unit_id)
+    status = (request.get_json(silent=True) or {}).get("status")
+    if status not in STATUSES:
+        abort(400, f"status: one of {', '.join(sorted(STATUSES))}")
+    task.status = status
+    db.session.commit()
+    return jsonify(task.to_dict())
