@@ -9,6 +9,7 @@ HERE = Path(__file__).resolve().parent
 
 
 class Config:
+    PASSWORD_HASH_METHOD = "scrypt"
     SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-not-secret")
     SQLALCHEMY_DATABASE_URI = os.environ.get(
         "DATABASE_URL", f"sqlite:///{HERE / 'instance' / 'demo.sqlite'}"
@@ -26,6 +27,8 @@ class TestingConfig(Config):
     TESTING = True
     SQLALCHEMY_DATABASE_URI = "sqlite://"
     TUTOR_TIMES_REDIS_URL = None
+    # Demo passwords need no strength in tests; scrypt would cost 0.1 s a user.
+    PASSWORD_HASH_METHOD = "pbkdf2:sha256:1"
 
 
 class ProductionConfig(Config):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
+from flask import current_app
 from flask_login import UserMixin
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -26,7 +27,9 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     is_admin = sa.Column(sa.Boolean, nullable=False, default=False)
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = generate_password_hash(
+            password, method=current_app.config["PASSWORD_HASH_METHOD"]
+        )
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -138,7 +138,8 @@ class TutorTimes:
             actions=actions,
             sql=sql,
             redis_store=redis_store,
-            clock=self.clock,
+            # Looked up on each call, so a test can swap the clock of a running app.
+            clock=lambda: self.clock(),
             max_skew=timedelta(seconds=config[ConfigVars.MAX_CLOCK_SKEW]),
         )
         return _State(

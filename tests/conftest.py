@@ -1,0 +1,204 @@
+"""Fixtures: the demo LMS on each backend, a clock tests can move, real-service gating.
+
+Backends: ``sqlite`` (a SQLite file + the embedded fakeredis) is always run; ``postgres``
+(PostgreSQL + the real Redis) is marked ``real``. Outside CI a missing server skips the
+real tests with a reason; with CI=true it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from flask import Flask
+
+from demo import create_app
+from demo.extensions import db, tutor_times
+from demo.models import Unit
+from demo.seed import seed
+
+PG_URL = os.environ.get(
+    "TUTOR_TIMES_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("TUTOR_TIMES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+
+
+class Clock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> datetime:
+        self.now += timedelta(**kwargs)
+        return self.now
+
+    def set(self, now: datetime) -> datetime:
+        self.now = now
+        return now
+
+
+_unreachable: dict[str, str | None] = {}
+
+
+def require_real_services() -> None:
+    """Skip (or, under CI, fail) when PostgreSQL or Redis does not answer."""
+    if "checked" not in _unreachable:
+        problems = []
+        try:
+            engine = sa.create_engine(PG_URL)
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            engine.dispose()
+        except Exception as exc:  # any failure to reach it
+            problems.append(f"PostgreSQL at {PG_URL}: {exc}")
+        try:
+            redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+        except Exception as exc:
+            problems.append(f"Redis at {REDIS_URL}: {exc}")
+        _unreachable["checked"] = "; ".join(problems) or None
+    problem = _unreachable["checked"]
+    if problem:
+        if IN_CI:
+            pytest.fail(f"real-service tests cannot run under CI: {problem}", pytrace=False)
+        pytest.skip(f"real services unavailable: {problem}")
+
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite+fakeredis"),
+    pytest.param("postgres", id="postgres+redis", marks=pytest.mark.real),
+]
+STORES = ["redis", "sql"]
+
+
+_sqlite_dir: list[Any] = []
+
+
+def database_url(backend: str) -> str:
+    if backend == "postgres":
+        return PG_URL
+    return f"sqlite:///{_sqlite_dir[0] / 'test.sqlite'}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sqlite_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    _sqlite_dir.append(tmp_path_factory.mktemp("db"))
+
+
+def make_app(backend: str, **config: Any) -> Flask:
+    if backend == "postgres":
+        require_real_services()
+        config.setdefault("TUTOR_TIMES_REDIS_URL", REDIS_URL)
+    config.setdefault("TUTOR_TIMES_REDIS_PREFIX", f"tt-test-{uuid.uuid4().hex[:12]}")
+    return create_app("testing", SQLALCHEMY_DATABASE_URI=database_url(backend), **config)
+
+
+def reset_redis(app: Flask) -> None:
+    """Forget every key of this app's prefix."""
+    client = app.extensions["tutor_times"].redis
+    if client is None:
+        return
+    prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]
+    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def reset_tables(app: Flask) -> None:
+    with app.app_context():
+        db.session.execute(tutor_times.SessionActivity.__table__.delete())
+        db.session.execute(tutor_times.MarkingSession.__table__.delete())
+        db.session.commit()
+    reset_redis(app)
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    c = Clock()
+    previous = tutor_times.clock
+    tutor_times.clock = c
+    yield c
+    tutor_times.clock = previous
+
+
+_prepared: set[str] = set()
+
+
+def prepare_schema(app: Flask) -> None:
+    """Create the schema and the demo data once per database and run."""
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    if url in _prepared:
+        return
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+        seed()
+        db.session.add(Unit(id=2, code="COS20007", name="Object Oriented Programming"))
+        db.session.commit()
+        db.engine.dispose()
+    _prepared.add(url)
+
+
+def build(backend: str, **config: Any) -> Iterator[Flask]:
+    """A fresh app on a prepared database whose tracking tables are empty."""
+    app = make_app(backend, **config)
+    prepare_schema(app)
+    reset_tables(app)
+    try:
+        yield app
+    finally:
+        reset_tables(app)
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=STORES)
+def store(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def app(backend: str, store: str, clock: Clock) -> Iterator[Flask]:
+    yield from build(backend, TUTOR_TIMES_STORE=store)
+
+
+@pytest.fixture
+def ctx(app: Flask) -> Iterator[Flask]:
+    with app.app_context():
+        yield app
+
+
+def sessions(app: Flask) -> list[Any]:
+    ms = tutor_times.MarkingSession
+    with app.app_context():
+        rows = db.session.scalars(sa.select(ms).order_by(ms.id)).all()
+        db.session.expunge_all()
+        db.session.commit()
+        return list(rows)
+
+
+def activities(app: Flask) -> list[Any]:
+    act = tutor_times.SessionActivity
+    with app.app_context():
+        rows = db.session.scalars(sa.select(act).order_by(act.id)).all()
+        db.session.expunge_all()
+        db.session.commit()
+        return list(rows)

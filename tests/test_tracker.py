@@ -1,0 +1,230 @@
+"""R1-R5 and R8 through record_activity, on every backend and store."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from sqlalchemy.exc import IntegrityError
+
+from demo.extensions import db, tutor_times
+from tutor_times import InvalidActivityError, UnknownActionError
+
+from .conftest import T0, Clock, activities, sessions
+
+TUTOR, OTHER_TUTOR, UNIT, OTHER_UNIT = 3, 4, 1, 2
+IP, OTHER_IP = "10.0.0.1", "10.0.0.2"
+TIMEOUT = timedelta(seconds=900)
+
+
+def record(at: datetime, marker: int = TUTOR, unit: int = UNIT, ip: str = IP, **kw: object):  # type: ignore[no-untyped-def]
+    """Record at ``at``, letting the clock catch up as real time would."""
+    clock = tutor_times.clock
+    if isinstance(at, datetime) and at.tzinfo is not None and clock() < at:
+        clock.set(at)  # type: ignore[attr-defined]
+    return tutor_times.record_activity(
+        kw.pop("action", "assessing"), marker_id=marker, unit_id=unit, ip_address=ip, at=at, **kw
+    )
+
+
+def test_activities_within_the_timeout_share_a_session(ctx: Flask) -> None:
+    a = record(T0)
+    b = record(T0 + timedelta(minutes=5))
+    c = record(T0 + timedelta(minutes=19))
+    assert a.marking_session_id == b.marking_session_id == c.marking_session_id
+    [s] = sessions(ctx)
+    assert s.start_time == T0 and s.end_time is None
+
+
+def test_a_gap_of_exactly_timeout_starts_a_new_session(ctx: Flask) -> None:
+    a = record(T0)
+    b = record(T0 + TIMEOUT)
+    assert a.marking_session_id != b.marking_session_id
+    first, second = sessions(ctx)
+    # R3: the first ends at its last activity, not when the gap was noticed.
+    assert first.end_time == T0 and first.duration_minutes == 1
+    assert second.start_time == T0 + TIMEOUT and second.end_time is None
+
+
+def test_a_gap_just_under_timeout_continues(ctx: Flask) -> None:
+    a = record(T0)
+    b = record(T0 + TIMEOUT - timedelta(seconds=1))
+    c = record(T0 + 2 * TIMEOUT - timedelta(seconds=2))
+    assert a.marking_session_id == b.marking_session_id == c.marking_session_id
+    # one microsecond under the timeout still continues
+    d = record(T0 + 3 * TIMEOUT - timedelta(seconds=2, microseconds=1))
+    assert d.marking_session_id == a.marking_session_id
+
+
+def test_each_key_has_its_own_session(ctx: Flask) -> None:
+    ids = {
+        record(T0).marking_session_id,
+        record(T0, marker=OTHER_TUTOR).marking_session_id,
+        record(T0, unit=OTHER_UNIT).marking_session_id,
+        record(T0, ip=OTHER_IP).marking_session_id,
+    }
+    assert len(ids) == 4
+    assert record(T0 + timedelta(minutes=1), ip=OTHER_IP).marking_session_id in ids
+
+
+def test_out_of_order_activity_joins_and_never_moves_the_end_backwards(
+    ctx: Flask, clock: Clock
+) -> None:
+    clock.set(T0 + timedelta(minutes=10))
+    a = record(T0 + timedelta(minutes=10))
+    b = record(T0 + timedelta(minutes=7))  # arrives late
+    c = record(T0 + timedelta(minutes=24))  # 14 min after the last activity, not after b
+    assert a.marking_session_id == b.marking_session_id == c.marking_session_id
+    clock.set(T0 + timedelta(hours=2))
+    assert tutor_times.close_expired_sessions() == 1
+    [s] = sessions(ctx)
+    assert s.start_time == T0 + timedelta(minutes=10)
+    assert s.end_time == T0 + timedelta(minutes=24)
+    assert s.duration_minutes == 14
+
+
+def test_close_uses_the_last_activity_and_floors_minutes(ctx: Flask) -> None:
+    record(T0)
+    record(T0 + timedelta(minutes=12, seconds=59, microseconds=999999))
+    last = T0 + timedelta(minutes=12, seconds=59, microseconds=999999)
+    # idle for TIMEOUT minus a microsecond: still open
+    assert tutor_times.close_expired_sessions(last + TIMEOUT - timedelta(microseconds=1)) == 0
+    assert tutor_times.close_expired_sessions(last + TIMEOUT) == 1
+    [s] = sessions(ctx)
+    assert s.end_time == last
+    assert s.duration_minutes == 12
+
+
+def test_a_single_activity_session_lasts_the_minimum(ctx: Flask) -> None:
+    record(T0)
+    assert tutor_times.close_expired_sessions(T0 + timedelta(days=1)) == 1
+    [s] = sessions(ctx)
+    assert (s.end_time, s.duration_minutes) == (T0, 1)
+
+
+def test_closing_is_idempotent(ctx: Flask) -> None:
+    record(T0)
+    assert tutor_times.close_expired_sessions(T0 + timedelta(hours=1)) == 1
+    before = sessions(ctx)[0]
+    assert tutor_times.close_expired_sessions(T0 + timedelta(hours=3)) == 0
+    after = sessions(ctx)[0]
+    assert (after.end_time, after.duration_minutes, after.updated_at) == (
+        before.end_time,
+        before.duration_minutes,
+        before.updated_at,
+    )
+
+
+def test_activity_after_a_sweep_starts_a_new_session(ctx: Flask) -> None:
+    a = record(T0)
+    tutor_times.close_expired_sessions(T0 + TIMEOUT)
+    # within TIMEOUT of the last activity by its own time, but the session is closed
+    b = record(T0 + TIMEOUT - timedelta(seconds=1))
+    assert b.marking_session_id != a.marking_session_id
+    first, second = sessions(ctx)
+    assert first.end_time == T0 and second.end_time is None
+
+
+def test_the_returned_activity_is_the_stored_row(ctx: Flask) -> None:
+    a = record(T0, project_id=1, task_id=2, task_definition_id=2, action="add-comment")
+    [stored] = activities(ctx)
+    assert (a.id, a.marking_session_id, a.action, a.project_id, a.task_id) == (
+        stored.id,
+        stored.marking_session_id,
+        "add-comment",
+        1,
+        2,
+    )
+    assert stored.created_at == T0 and stored.task_definition_id == 2
+    merged = db.session.merge(a, load=False)
+    assert merged.marking_session.marker_id == TUTOR
+
+
+def test_the_database_allows_one_open_session_per_key(ctx: Flask) -> None:
+    """R5 holds even for code that bypasses the tracker."""
+    record(T0)
+    ms = tutor_times.MarkingSession
+    with pytest.raises(IntegrityError):
+        db.session.execute(
+            sa.insert(ms).values(
+                marker_id=TUTOR, unit_id=UNIT, ip_address=IP, start_time=T0, created_at=T0, updated_at=T0
+            )
+        )
+        db.session.commit()
+    db.session.rollback()
+
+
+def test_the_database_refuses_a_closed_session_without_a_positive_duration(ctx: Flask) -> None:
+    ms = tutor_times.MarkingSession
+    with pytest.raises(IntegrityError):
+        db.session.execute(
+            sa.insert(ms).values(
+                marker_id=TUTOR, unit_id=UNIT, ip_address=IP, start_time=T0,
+                end_time=T0, duration_minutes=0, created_at=T0, updated_at=T0,
+            )
+        )
+        db.session.commit()
+    db.session.rollback()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"action": "delete-everything"}, "action"),
+        ({"action": ""}, "action"),
+        ({"marker": -1}, "marker_id"),
+        ({"marker": 0}, "marker_id"),
+        ({"marker": "3"}, "marker_id"),
+        ({"marker": True}, "marker_id"),
+        ({"unit": 1.5}, "unit_id"),
+        ({"unit": None}, "unit_id"),
+        ({"ip": "not-an-ip"}, "ip_address"),
+        ({"ip": "300.1.1.1"}, "ip_address"),
+        ({"ip": None}, "ip_address"),
+        ({"task_id": -5}, "task_id"),
+        ({"project_id": "x"}, "project_id"),
+        ({"task_definition_id": 2**63}, "task_definition_id"),
+        ({"at": datetime(2026, 3, 2, 9, 0)}, "at"),  # naive
+        ({"at": "2026-03-02T09:00:00Z"}, "at"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_written(
+    ctx: Flask, kwargs: dict[str, object], field: str
+) -> None:
+    args: dict[str, object] = {"at": T0, **kwargs}
+    with pytest.raises(InvalidActivityError) as info:
+        record(**args)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert field in str(info.value) or "action" in str(info.value)
+    assert sessions(ctx) == [] and activities(ctx) == []
+
+
+def test_an_activity_in_the_future_is_refused(ctx: Flask, clock: Clock) -> None:
+    with pytest.raises(InvalidActivityError, match="future") as info:
+        tutor_times.record_activity(
+            "assessing", marker_id=TUTOR, unit_id=UNIT, ip_address=IP, at=clock() + timedelta(hours=1)
+        )
+    assert info.value.field == "at"
+    assert activities(ctx) == []
+
+
+def test_unknown_action_names_the_allowed_ones(ctx: Flask) -> None:
+    with pytest.raises(UnknownActionError, match="assessing"):
+        record(T0, action="grade")
+
+
+def test_a_small_clock_skew_is_accepted(ctx: Flask, clock: Clock) -> None:
+    a = tutor_times.record_activity(
+        "assessing", marker_id=TUTOR, unit_id=UNIT, ip_address=IP, at=clock() + timedelta(seconds=30)
+    )
+    assert a.created_at == T0 + timedelta(seconds=30)
+
+
+def test_times_are_stored_in_utc(ctx: Flask) -> None:
+    melbourne = timezone(timedelta(hours=11))
+    a = record(datetime(2026, 3, 2, 20, 0, tzinfo=melbourne))
+    [stored] = activities(ctx)
+    assert stored.created_at == T0 and stored.created_at.utcoffset() == timedelta(0)
+    assert a.created_at == T0
