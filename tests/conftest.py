@@ -111,7 +111,10 @@ def reset_redis(app: Flask) -> None:
     if client is None:
         return
     prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]
-    keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    except redis.RedisError:
+        return  # a test's deliberately unreachable Redis holds nothing
     if keys:
         client.delete(*keys)
 

@@ -1,0 +1,104 @@
+"""The hot path, a session that already exists, costs one Redis round trip and one INSERT."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from demo.extensions import db, tutor_times
+
+from .conftest import BACKENDS, Clock, build
+from .test_decorator import TASK, login
+
+
+class Counter:
+    def __init__(self, app: Flask) -> None:
+        self.statements: list[str] = []
+        self.commits = 0
+        self.redis: list[str] = []
+        with app.app_context():
+            self.engine = db.engine
+        self.client = app.extensions["tutor_times"].redis
+        self._execute = self.client.execute_command
+
+    def __enter__(self) -> Counter:
+        sa.event.listen(self.engine, "before_cursor_execute", self._on_statement)
+        sa.event.listen(self.engine, "commit", self._on_commit)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.redis.append(str(args[0]))
+            return self._execute(*args, **kwargs)
+
+        self.client.execute_command = counted
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._on_statement)
+        sa.event.remove(self.engine, "commit", self._on_commit)
+        del self.client.execute_command
+
+    def _on_statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        self.statements.append(statement)
+
+    def _on_commit(self, conn: Any) -> None:
+        self.commits += 1
+
+    def ours(self) -> list[str]:
+        """Statements that touch the extension's tables (the host's own queries aside)."""
+        return [s for s in self.statements if "marking_sessions" in s or "session_activities" in s]
+
+
+@pytest.fixture(params=BACKENDS)
+def redis_app(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Flask]:
+    yield from build(str(request.param), TUTOR_TIMES_STORE="redis")
+
+
+def test_record_activity_on_an_open_session(redis_app: Flask, clock: Clock) -> None:
+    with redis_app.app_context():
+        first = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
+        clock.advance(minutes=3)
+        with Counter(redis_app) as count:
+            second = tutor_times.record_activity(
+                "assessing", marker_id=3, unit_id=1, ip_address="10.1.1.1", task_id=1
+            )
+    assert second.marking_session_id == first.marking_session_id
+    assert count.redis == ["EVALSHA"]
+    assert len(count.statements) == 1 and count.statements[0].lstrip().upper().startswith("INSERT")
+    assert count.commits == 1
+
+
+def test_a_tracked_request_on_an_open_session(redis_app: Flask, clock: Clock) -> None:
+    tutor = login(redis_app, "tutor1")
+    assert tutor.get("/units/1/inbox").status_code == 200
+    clock.advance(minutes=2)
+    with Counter(redis_app) as count:
+        assert tutor.put(TASK, json={"status": "complete"}).status_code == 200
+    assert count.redis == ["EVALSHA"]
+    [insert] = count.ours()
+    assert insert.lstrip().upper().startswith("INSERT INTO SESSION_ACTIVITIES")
+
+
+def test_starting_a_session_is_the_slow_path(redis_app: Flask, clock: Clock) -> None:
+    """For contrast: a new session needs SQL to decide and Redis to remember."""
+    with redis_app.app_context():
+        # Each script is loaded into Redis once, by its first use (another key here).
+        tutor_times.record_activity("inbox", marker_id=4, unit_id=1, ip_address="10.1.1.9")
+        with Counter(redis_app) as count:
+            tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
+    assert count.redis == ["EVALSHA", "EVALSHA"]
+    assert len(count.ours()) == 3  # find the open session, create one, insert the activity
+    assert count.commits == 1
+
+
+def test_the_sql_store_needs_no_redis(clock: Clock) -> None:
+    for app in build("sqlite", TUTOR_TIMES_STORE="sql"):
+        assert app.extensions["tutor_times"].redis is None
+        with app.app_context():
+            a = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
+            clock.advance(minutes=1)
+            b = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
+            assert b.marking_session_id == a.marking_session_id
