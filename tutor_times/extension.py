@@ -89,8 +89,10 @@ class TutorTimes:
         app.extensions[EXTENSION_KEY] = self._build_state(app.config)
 
         from .cli import cli
+        from .views import bp
 
         app.cli.add_command(cli)
+        app.register_blueprint(bp, url_prefix=app.config[ConfigVars.URL_PREFIX])
 
     def _build_state(self, config: Any) -> _State:
         timeout = config[ConfigVars.SESSION_TIMEOUT]
