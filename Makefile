@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check tutor_times demo tests
+	$(BIN)/ruff check tutor_times demo tests config.py wsgi.py
 	$(BIN)/mypy
 
 clean:

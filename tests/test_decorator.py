@@ -36,7 +36,12 @@ def test_each_marking_endpoint_records_its_action(app: Flask, tutor: FlaskClient
     assert tutor.post(f"{TASK}/comments", json={"text": "Nice work"}).status_code == 201
     assert tutor.put(TASK, json={"status": "complete"}).status_code == 200
     acts = activities(app)
-    assert [a.action for a in acts] == ["inbox", "get-submission-details", "add-comment", "assessing"]
+    assert [a.action for a in acts] == [
+        "inbox",
+        "get-submission-details",
+        "add-comment",
+        "assessing",
+    ]
     assert [(a.project_id, a.task_id, a.task_definition_id) for a in acts[1:]] == [(1, 1, 1)] * 3
     assert acts[0].project_id is None and acts[0].task_id is None
     [s] = sessions(app)
@@ -226,7 +231,10 @@ def test_a_failing_resolver_leaves_the_response_and_is_logged(
 
 
 def test_a_missing_role_loader_is_a_clear_logged_error(
-    app: Flask, tutor: FlaskClient, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    app: Flask,
+    tutor: FlaskClient,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(tutor_times, "_role_loader", None)
     with caplog.at_level(logging.ERROR, logger="tutor_times"):

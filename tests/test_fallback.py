@@ -25,7 +25,9 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 def dead_redis_app(backend_name: str, clock: Clock) -> Iterator[Flask]:
     # Nothing listens on this port: every connection is refused at once.
     yield from build(
-        backend_name, TUTOR_TIMES_STORE="redis", TUTOR_TIMES_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
+        backend_name,
+        TUTOR_TIMES_STORE="redis",
+        TUTOR_TIMES_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
     )
 
 
@@ -79,8 +81,12 @@ def test_redis_stopped_and_restarted_mid_session(
                 clock.advance(minutes=1)
                 hot = record()
 
-            ids = {first.marking_session_id, during.marking_session_id,
-                   after.marking_session_id, hot.marking_session_id}
+            ids = {
+                first.marking_session_id,
+                during.marking_session_id,
+                after.marking_session_id,
+                hot.marking_session_id,
+            }
             assert len(ids) == 1, "no split: one session across the outage and the data loss"
             assert len(activities(app)) == 4
             messages = [r.getMessage() for r in caplog.records]

@@ -61,8 +61,17 @@ def reference(stream: list[tuple[Any, ...]], timeout: timedelta) -> list[tuple[A
 
 # Gaps cluster around the boundaries that matter: the timeout and whole minutes.
 gaps = st.one_of(
-    st.sampled_from([TIMEOUT, TIMEOUT - US, TIMEOUT + US, TIMEOUT - timedelta(seconds=1),
-                     timedelta(minutes=1), timedelta(minutes=1) - US, timedelta(0)]),
+    st.sampled_from(
+        [
+            TIMEOUT,
+            TIMEOUT - US,
+            TIMEOUT + US,
+            TIMEOUT - timedelta(seconds=1),
+            timedelta(minutes=1),
+            timedelta(minutes=1) - US,
+            timedelta(0),
+        ]
+    ),
     st.integers(0, 2_000_000_000).map(lambda us: timedelta(microseconds=us)),
 )
 # Mostly one key, so consecutive activities of a key meet the boundaries often.
@@ -88,10 +97,22 @@ def property_app(request: pytest.FixtureRequest, store: str) -> Iterator[Flask]:
 @given(events)
 @example([("act", K, timedelta(0), 0), ("act", K, TIMEOUT, 0)])
 @example([("act", K, timedelta(0), 0), ("act", K, TIMEOUT - US, 0), ("act", K, TIMEOUT, 0)])
-@example([("act", K, timedelta(0), 0), ("act", K, timedelta(minutes=1) - US, 0),
-          ("sweep", None, TIMEOUT, 0), ("act", K, timedelta(0), 5)])
-@example([("act", K, timedelta(0), 0), ("act", K, timedelta(seconds=5), 5),
-          ("act", K, TIMEOUT - US, 0), ("act", KEYS[1], timedelta(0), 0)])
+@example(
+    [
+        ("act", K, timedelta(0), 0),
+        ("act", K, timedelta(minutes=1) - US, 0),
+        ("sweep", None, TIMEOUT, 0),
+        ("act", K, timedelta(0), 5),
+    ]
+)
+@example(
+    [
+        ("act", K, timedelta(0), 0),
+        ("act", K, timedelta(seconds=5), 5),
+        ("act", K, TIMEOUT - US, 0),
+        ("act", KEYS[1], timedelta(0), 0),
+    ]
+)
 def test_sessions_match_the_reference(
     property_app: Flask, clock: Clock, drawn: list[tuple[Any, ...]]
 ) -> None:
@@ -156,5 +177,3 @@ def test_the_reference_itself() -> None:
         (k, T0 + timedelta(minutes=29), T0 + timedelta(minutes=29), 1, 1),
         (k, T0 + timedelta(minutes=43), T0 + timedelta(minutes=43), 1, 1),
     ]
-
-

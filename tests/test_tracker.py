@@ -149,7 +149,12 @@ def test_the_database_allows_one_open_session_per_key(ctx: Flask) -> None:
     with pytest.raises(IntegrityError):
         db.session.execute(
             sa.insert(ms).values(
-                marker_id=TUTOR, unit_id=UNIT, ip_address=IP, start_time=T0, created_at=T0, updated_at=T0
+                marker_id=TUTOR,
+                unit_id=UNIT,
+                ip_address=IP,
+                start_time=T0,
+                created_at=T0,
+                updated_at=T0,
             )
         )
         db.session.commit()
@@ -161,8 +166,14 @@ def test_the_database_refuses_a_closed_session_without_a_positive_duration(ctx: 
     with pytest.raises(IntegrityError):
         db.session.execute(
             sa.insert(ms).values(
-                marker_id=TUTOR, unit_id=UNIT, ip_address=IP, start_time=T0,
-                end_time=T0, duration_minutes=0, created_at=T0, updated_at=T0,
+                marker_id=TUTOR,
+                unit_id=UNIT,
+                ip_address=IP,
+                start_time=T0,
+                end_time=T0,
+                duration_minutes=0,
+                created_at=T0,
+                updated_at=T0,
             )
         )
         db.session.commit()
@@ -204,7 +215,11 @@ def test_bad_input_is_refused_and_nothing_is_written(
 def test_an_activity_in_the_future_is_refused(ctx: Flask, clock: Clock) -> None:
     with pytest.raises(InvalidActivityError, match="future") as info:
         tutor_times.record_activity(
-            "assessing", marker_id=TUTOR, unit_id=UNIT, ip_address=IP, at=clock() + timedelta(hours=1)
+            "assessing",
+            marker_id=TUTOR,
+            unit_id=UNIT,
+            ip_address=IP,
+            at=clock() + timedelta(hours=1),
         )
     assert info.value.field == "at"
     assert activities(ctx) == []
@@ -217,7 +232,11 @@ def test_unknown_action_names_the_allowed_ones(ctx: Flask) -> None:
 
 def test_a_small_clock_skew_is_accepted(ctx: Flask, clock: Clock) -> None:
     a = tutor_times.record_activity(
-        "assessing", marker_id=TUTOR, unit_id=UNIT, ip_address=IP, at=clock() + timedelta(seconds=30)
+        "assessing",
+        marker_id=TUTOR,
+        unit_id=UNIT,
+        ip_address=IP,
+        at=clock() + timedelta(seconds=30),
     )
     assert a.created_at == T0 + timedelta(seconds=30)
 

@@ -8,9 +8,9 @@ makes closing sooner). SQL is the source of truth; closing is idempotent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -24,7 +24,11 @@ IdleSession = tuple[int, datetime, datetime]
 
 
 def close_sessions(
-    conn: sa.Connection, models: Models, idle: Iterable[IdleSession], min_minutes: int, now: datetime
+    conn: sa.Connection,
+    models: Models,
+    idle: Iterable[IdleSession],
+    min_minutes: int,
+    now: datetime,
 ) -> int:
     """Close each session at its last activity; returns how many were still open."""
     table = models.MarkingSession.__table__

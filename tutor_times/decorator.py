@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Response, after_this_request, request
 from flask_login import current_user
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tutor_times")
 
 #: a view-argument name, a callable of the view's kwargs, or None
-IdSpec = Union[str, Callable[[Mapping[str, Any]], Any], None]
+IdSpec = str | Callable[[Mapping[str, Any]], Any] | None
 F = TypeVar("F", bound=Callable[..., Any])
 
 

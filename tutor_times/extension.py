@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import redis
 from flask import Flask, current_app
@@ -107,8 +107,11 @@ class TutorTimes:
                 f" always has a positive duration), got {min_minutes!r}"
             )
         actions = config[ConfigVars.ACTIONS]
-        if isinstance(actions, str) or not isinstance(actions, Collection) or not actions or not all(
-            isinstance(a, str) and a for a in actions
+        if (
+            isinstance(actions, str)
+            or not isinstance(actions, Collection)
+            or not actions
+            or not all(isinstance(a, str) and a for a in actions)
         ):
             raise ConfigurationError(
                 f"{ConfigVars.ACTIONS} must be a non-empty list of action names, got {actions!r}"
@@ -219,7 +222,7 @@ class TutorTimes:
         *,
         marker_id: int,
         unit_id: int,
-        ip_address: str,
+        ip_address: str | None,
         project_id: int | None = None,
         task_id: int | None = None,
         task_definition_id: int | None = None,

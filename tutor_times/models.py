@@ -89,7 +89,11 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
 
         __table_args__ = (
             sa.Index(
-                "ix_marking_sessions_key_updated_at", "marker_id", "unit_id", "ip_address", "updated_at"
+                "ix_marking_sessions_key_updated_at",
+                "marker_id",
+                "unit_id",
+                "ip_address",
+                "updated_at",
             ),
             # R5: at most one open session per key, whatever the code does.
             sa.Index(
@@ -124,7 +128,9 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
 
         id = sa.Column(BigId, primary_key=True)
         marking_session_id = sa.Column(
-            sa.BigInteger, sa.ForeignKey(f"{MARKING_SESSIONS}.id", ondelete="CASCADE"), nullable=False
+            sa.BigInteger,
+            sa.ForeignKey(f"{MARKING_SESSIONS}.id", ondelete="CASCADE"),
+            nullable=False,
         )
         action = sa.Column(sa.String(64), nullable=False, index=True)
         project_id = sa.Column(sa.BigInteger)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from redis.exceptions import RedisError
 

@@ -17,7 +17,7 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.DateTime(timezone=True)
 
 
-def _fk(table: str) -> tuple:
+def _fk(table: str) -> tuple[sa.ForeignKey, ...]:
     # The host's users and units tables get foreign keys when they already exist.
     return (sa.ForeignKey(f"{table}.id"),) if sa.inspect(op.get_bind()).has_table(table) else ()
 
