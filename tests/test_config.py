@@ -1,0 +1,104 @@
+"""Set-up mistakes get clear errors at set-up time, not at the first tracked request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+
+from tutor_times import ConfigurationError, TutorTimes, UnknownActionError
+from tutor_times.constants import DEFAULTS
+
+
+def host(**config: Any) -> tuple[Flask, SQLAlchemy]:
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", **config)
+    return app, SQLAlchemy(app)
+
+
+def test_db_is_required() -> None:
+    with pytest.raises(ConfigurationError, match="db=db"):
+        TutorTimes(Flask(__name__))
+
+
+def test_defaults_are_set_and_overridable() -> None:
+    app, db = host(TUTOR_TIMES_SESSION_TIMEOUT=600)
+    TutorTimes(app, db=db)
+    assert app.config["TUTOR_TIMES_SESSION_TIMEOUT"] == 600
+    for key, value in DEFAULTS.items():
+        if key != "TUTOR_TIMES_SESSION_TIMEOUT":
+            assert app.config[key] == value
+    assert all(key.startswith("TUTOR_TIMES_") for key in DEFAULTS)
+
+
+def test_a_second_instance_on_one_app_is_refused() -> None:
+    app, db = host()
+    TutorTimes(app, db=db)
+    with pytest.raises(RuntimeError, match="already been registered"):
+        TutorTimes(db=SQLAlchemy()).init_app(app)
+
+
+def test_one_instance_serves_several_apps() -> None:
+    db = SQLAlchemy()
+    ext = TutorTimes(db=db)
+    for _ in range(2):
+        app = Flask(__name__)
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+        db.init_app(app)
+        ext.init_app(app)
+        assert app.extensions["tutor_times"].owner is ext
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("TUTOR_TIMES_SESSION_TIMEOUT", 0, "positive number of seconds"),
+        ("TUTOR_TIMES_SESSION_TIMEOUT", "900", "positive number of seconds"),
+        ("TUTOR_TIMES_MIN_SESSION_MINUTES", 0, ">= 1"),
+        ("TUTOR_TIMES_STORE", "memcached", "one of redis, sql"),
+        ("TUTOR_TIMES_ACTIONS", "assessing", "non-empty list"),
+        ("TUTOR_TIMES_ACTIONS", [], "non-empty list"),
+        ("TUTOR_TIMES_SWEEP_BATCH_SIZE", 0, ">= 1"),
+    ],
+)
+def test_bad_config_is_refused_at_init(key: str, value: object, message: str) -> None:
+    app, db = host(**{key: value})
+    with pytest.raises(ConfigurationError, match=message) as info:
+        TutorTimes(app, db=db)
+    assert key in str(info.value)
+
+
+def test_track_checks_its_action_when_the_app_is_known() -> None:
+    app, db = host()
+    ext = TutorTimes(app, db=db)
+    with pytest.raises(UnknownActionError, match="grading"):
+        ext.track("grading", unit_id="unit_id")
+
+
+def test_custom_actions_are_accepted() -> None:
+    app, db = host(TUTOR_TIMES_ACTIONS=["assessing", "video-review"])
+    ext = TutorTimes(app, db=db)
+    ext.track("video-review", unit_id="unit_id")
+
+
+@pytest.mark.parametrize("spec", [{"unit_id": None}, {"unit_id": 5}, {"unit_id": "u", "when": "x"}])
+def test_track_specs_are_checked(spec: dict[str, Any]) -> None:
+    app, db = host()
+    ext = TutorTimes(app, db=db)
+    with pytest.raises(TypeError, match="track"):
+        ext.track("inbox", **spec)
+
+
+def test_using_an_app_without_init_app_is_a_clear_error() -> None:
+    ext = TutorTimes(db=SQLAlchemy())
+    app = Flask(__name__)
+    with app.app_context(), pytest.raises(ConfigurationError, match="init_app"):
+        ext.record_activity("inbox", marker_id=1, unit_id=1, ip_address="10.0.0.1")
+
+
+def test_the_sql_store_makes_no_redis_client() -> None:
+    app, db = host(TUTOR_TIMES_STORE="sql")
+    TutorTimes(app, db=db)
+    assert app.extensions["tutor_times"].redis is None
