@@ -27,6 +27,8 @@ class TestingConfig(Config):
     TESTING = True
     SQLALCHEMY_DATABASE_URI = "sqlite://"
     TUTOR_TIMES_REDIS_URL = None
+    # Tests close sessions themselves, at the times they choose.
+    TUTOR_TIMES_IN_PROCESS_SWEEPER = False
     # Demo passwords need no strength in tests; scrypt would cost 0.1 s a user.
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1"
 

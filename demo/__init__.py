@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,20 @@ from .extensions import db, login_manager, migrate, tutor_times
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _tutor_times_environment() -> dict[str, Any]:
+    """Any TUTOR_TIMES_* key from the environment; JSON values (numbers, lists) are parsed."""
+    from tutor_times.constants import DEFAULTS
+
+    found: dict[str, Any] = {}
+    for key in DEFAULTS:
+        if key in os.environ:
+            try:
+                found[key] = json.loads(os.environ[key])
+            except ValueError:
+                found[key] = os.environ[key]
+    return found
+
+
 def create_app(config: str | None = None, **overrides: Any) -> Flask:
     from config import ProductionConfig, configs
 
@@ -22,6 +37,7 @@ def create_app(config: str | None = None, **overrides: Any) -> Flask:
     app = Flask(__name__, instance_path=str(ROOT / "instance"))
     cls = configs[name]
     app.config.from_object(cls() if cls is ProductionConfig else cls)
+    app.config.update(_tutor_times_environment())
     app.config.update(overrides)
     os.makedirs(app.instance_path, exist_ok=True)
 

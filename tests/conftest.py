@@ -7,6 +7,7 @@ real tests with a reason; with CI=true it fails them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -102,7 +103,8 @@ def make_app(backend: str, **config: Any) -> Flask:
         require_real_services()
         config.setdefault("TUTOR_TIMES_REDIS_URL", REDIS_URL)
     config.setdefault("TUTOR_TIMES_REDIS_PREFIX", f"tt-test-{uuid.uuid4().hex[:12]}")
-    return create_app("testing", SQLALCHEMY_DATABASE_URI=database_url(backend), **config)
+    config.setdefault("SQLALCHEMY_DATABASE_URI", database_url(backend))
+    return create_app("testing", **config)
 
 
 def reset_redis(app: Flask) -> None:
@@ -166,6 +168,9 @@ def build(backend: str, **config: Any) -> Iterator[Flask]:
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+built = contextlib.contextmanager(build)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -20,7 +20,8 @@ def free_port() -> int:
 
 
 class OwnRedis:
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *extra_args: str) -> None:
+        self.extra_args = list(extra_args)
         binary = shutil.which("redis-server")
         if binary is None:
             if IN_CI:
@@ -46,6 +47,7 @@ class OwnRedis:
                 "",
                 "--appendonly",
                 "no",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

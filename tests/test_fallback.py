@@ -11,7 +11,7 @@ from flask import Flask
 
 from demo.extensions import tutor_times
 
-from .conftest import BACKENDS, Clock, activities, build, sessions
+from .conftest import BACKENDS, Clock, activities, build, built, sessions
 from .servers import OwnRedis, free_port
 from .test_decorator import TASK, login
 
@@ -54,12 +54,12 @@ def test_redis_stopped_and_restarted_mid_session(
 ) -> None:
     server = OwnRedis().start()
     try:
-        for app in build(
+        with built(
             backend_name,
             TUTOR_TIMES_STORE="redis",
             TUTOR_TIMES_REDIS_URL=server.url,
             TUTOR_TIMES_REDIS_RETRY_AFTER=0.2,
-        ):
+        ) as app:
             client = app.extensions["tutor_times"].redis
             prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]
             with app.app_context(), caplog.at_level(logging.WARNING, logger="tutor_times"):

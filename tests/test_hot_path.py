@@ -11,7 +11,7 @@ from flask import Flask
 
 from demo.extensions import db, tutor_times
 
-from .conftest import BACKENDS, Clock, build
+from .conftest import BACKENDS, Clock, build, built
 from .test_decorator import TASK, login
 
 
@@ -95,7 +95,7 @@ def test_starting_a_session_is_the_slow_path(redis_app: Flask, clock: Clock) -> 
 
 
 def test_the_sql_store_needs_no_redis(clock: Clock) -> None:
-    for app in build("sqlite", TUTOR_TIMES_STORE="sql"):
+    with built("sqlite", TUTOR_TIMES_STORE="sql") as app:
         assert app.extensions["tutor_times"].redis is None
         with app.app_context():
             a = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -37,3 +40,41 @@ def sweep_command(now: datetime | None) -> None:
     ext = extension()
     closed = ext.close_expired_sessions(now.replace(tzinfo=UTC) if now else None)
     click.echo(f"closed {closed} idle session{'s' if closed != 1 else ''}")
+
+
+@cli.command("worker")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=None,
+    help="Seconds between sweeps (default: TUTOR_TIMES_SWEEP_INTERVAL).",
+)
+@click.option("--no-listen", is_flag=True, help="Sweep only; ignore Redis expiry events.")
+@with_appcontext
+def worker_command(interval: float | None, no_listen: bool) -> None:
+    """Close idle sessions: Redis expiry listener plus a periodic sweep, until SIGTERM/SIGINT."""
+    ext = extension()
+    logger = logging.getLogger("tutor_times")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        logger.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, request_stop)
+    every = interval if interval is not None else ext.state.sweep_interval
+    logger.info(
+        "tutor-times worker started: sweep every %.1f s%s",
+        every,
+        "" if no_listen else ", listening for expiry events",
+    )
+    ext.run_worker(interval=interval, listen=not no_listen, stop=stop)
+    logger.info("tutor-times worker stopped")

@@ -8,10 +8,12 @@ makes closing sooner). SQL is the source of truth; closing is idempotent.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+import redis
 import sqlalchemy as sa
 
 from .accounting import duration_minutes
@@ -74,9 +76,11 @@ def sweep(
     timeout: timedelta,
     min_minutes: int,
     batch_size: int,
-    on_batch: Callable[[int], None] | None = None,
+    key: tuple[int, int, str] | None = None,
 ) -> int:
     """Close every session idle for ``timeout`` at ``now``, one batch per transaction.
+
+    ``key`` (marker_id, unit_id, ip_address) limits it to one key's open session.
 
     Safe with several sweepers at once: each locks its batch with SKIP LOCKED, and a
     session locked by an activity being written is, by definition, not idle. The last
@@ -86,13 +90,16 @@ def sweep(
     cutoff = now - timeout
     last = last_activity_of(models)
     recent = sa.exists().where(act.marking_session_id == ms.id, act.created_at > cutoff)
+    scope = [ms.end_time.is_(None), ~recent]
+    if key is not None:
+        scope += [ms.marker_id == key[0], ms.unit_id == key[1], ms.ip_address == key[2]]
     closed = 0
     after_id = 0
     while True:
         with connect() as s:
             ids = s.scalars(
                 sa.select(ms.id)
-                .where(ms.end_time.is_(None), ms.id > after_id, ~recent)
+                .where(ms.id > after_id, *scope)
                 .order_by(ms.id)
                 .limit(batch_size)
                 .with_for_update(of=ms, skip_locked=True)
@@ -111,10 +118,113 @@ def sweep(
             n = close_sessions(s, models, idle, min_minutes, now)
             s.commit()
         closed += n
-        if n:
+        if n and key is None:
             logger.info("closed %d idle marking sessions", n)
-            if on_batch is not None:
-                on_batch(n)
         if len(ids) < batch_size:
             break
     return closed
+
+
+def wants_expiry_events(flags: str) -> str | None:
+    """The notify-keyspace-events value that adds expired key events, or None if already on."""
+    has_event_class = "E" in flags
+    has_expired = "x" in flags or "A" in flags
+    if has_event_class and has_expired:
+        return None
+    return flags + ("" if has_event_class else "E") + ("" if has_expired else "x")
+
+
+class ExpiryListener:
+    """Closes a key's session as soon as Redis expires the key: only a faster path.
+
+    The key's value is gone when the event arrives, so the session is found in SQL. Events
+    are late, lost while disconnected, and per node on a cluster; the sweep stays the
+    guarantee (R6).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        parse_key: Callable[[str], tuple[int, int, str] | None],
+        close_key: Callable[[tuple[int, int, str]], int],
+        stop: threading.Event,
+        reconnect_delay: float = 1.0,
+    ) -> None:
+        self.client = client
+        self.parse_key = parse_key
+        self.close_key = close_key
+        self.stop = stop
+        self.reconnect_delay = reconnect_delay
+        db_index = client.connection_pool.connection_kwargs.get("db", 0)
+        self.channel = f"__keyevent@{db_index}__:expired"
+        self.closed = 0
+
+    def enable_notifications(self) -> bool:
+        """Turn expired-key events on; on a Redis that refuses, say so once and carry on."""
+        try:
+            flags = str(
+                self.client.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
+            )
+            wanted = wants_expiry_events(flags)
+            if wanted is not None:
+                self.client.config_set("notify-keyspace-events", wanted)
+            return True
+        except redis.RedisError as exc:
+            logger.warning(
+                "could not enable Redis expiry notifications (%s); idle sessions are closed by"
+                " the periodic sweep alone. Set `notify-keyspace-events Ex` in redis.conf to"
+                " close them sooner.",
+                exc,
+            )
+            return False
+
+    def handle(self, key: str | bytes) -> None:
+        if isinstance(key, bytes):
+            key = key.decode("utf-8", "replace")
+        parsed = self.parse_key(key)
+        if parsed is None:
+            return
+        try:
+            self.closed += self.close_key(parsed)
+        except Exception:
+            logger.exception("could not close the session of the expired key %s", key)
+
+    def run(self) -> None:
+        notified = self.enable_notifications()
+        connected_once = False
+        while not self.stop.is_set():
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self.channel)
+                if connected_once:
+                    logger.warning("Redis expiry listener reconnected")
+                    if notified:  # a restarted Redis forgets a CONFIG SET
+                        self.enable_notifications()
+                connected_once = True
+                while not self.stop.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        self.handle(message["data"])
+            except redis.RedisError as exc:
+                logger.warning(
+                    "Redis expiry listener lost its connection (%s); retrying in %.0f s",
+                    exc,
+                    self.reconnect_delay,
+                )
+                self.stop.wait(self.reconnect_delay)
+            finally:
+                try:
+                    pubsub.close()
+                except redis.RedisError:
+                    pass
+
+
+def sweep_forever(sweep_once: Callable[[], int], interval: float, stop: threading.Event) -> None:
+    """Sweep every ``interval`` seconds until ``stop``; an error is logged and retried."""
+    while not stop.is_set():
+        try:
+            sweep_once()
+        except Exception:
+            logger.exception("the idle-session sweep failed; retrying in %.1f s", interval)
+        stop.wait(interval)

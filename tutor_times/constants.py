@@ -19,6 +19,7 @@ class ConfigVars:
     MAX_CLOCK_SKEW: Final = "TUTOR_TIMES_MAX_CLOCK_SKEW"
     SWEEP_INTERVAL: Final = "TUTOR_TIMES_SWEEP_INTERVAL"
     SWEEP_BATCH_SIZE: Final = "TUTOR_TIMES_SWEEP_BATCH_SIZE"
+    IN_PROCESS_SWEEPER: Final = "TUTOR_TIMES_IN_PROCESS_SWEEPER"
     URL_PREFIX: Final = "TUTOR_TIMES_URL_PREFIX"
 
 
@@ -56,6 +57,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.SWEEP_INTERVAL: 60.0,
     # Sessions closed per transaction by the sweep.
     ConfigVars.SWEEP_BATCH_SIZE: 1000,
+    # A sweeper thread inside the app process. None: on with the embedded store only.
+    ConfigVars.IN_PROCESS_SWEEPER: None,
     ConfigVars.URL_PREFIX: "/tutor-times",
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
 from .accounting import UTC, utcnow
-from .closer import sweep
+from .closer import ExpiryListener, sweep, sweep_forever
 from .constants import DEFAULTS, STORES, TRACKED_ROLES, ConfigVars
 from .decorator import IdSpec, TrackSpec, track_view
 from .errors import ConfigurationError
@@ -38,6 +38,9 @@ class _State:
     min_minutes: int
     sweep_batch_size: int
     sweep_interval: float
+    in_process_sweeper: bool
+    sweeper: threading.Thread | None = None
+    sweeper_stop: threading.Event = field(default_factory=threading.Event)
 
 
 class TutorTimes:
@@ -71,7 +74,7 @@ class TutorTimes:
         self._redis = redis
         self._role_loader: RoleLoader | None = None
         self._failures = 0
-        self._failures_lock = threading.Lock()
+        self._lock = threading.Lock()
         self.app = app
         if app is not None:
             self.init_app(app)
@@ -125,6 +128,12 @@ class TutorTimes:
             if not isinstance(config[key], int) or config[key] < 1:
                 raise ConfigurationError(f"{key} must be a whole number >= 1, got {config[key]!r}")
 
+        embedded = (
+            store_name == "redis" and not config[ConfigVars.REDIS_URL] and self._redis is None
+        )
+        in_process = config[ConfigVars.IN_PROCESS_SWEEPER]
+        if in_process is None:
+            in_process = embedded
         delta = timedelta(seconds=timeout)
         sql = SqlStore(self.models, lambda: self.db.engine, timeout=delta, min_minutes=min_minutes)
         client = None
@@ -155,6 +164,7 @@ class TutorTimes:
             min_minutes=min_minutes,
             sweep_batch_size=config[ConfigVars.SWEEP_BATCH_SIZE],
             sweep_interval=float(config[ConfigVars.SWEEP_INTERVAL]),
+            in_process_sweeper=bool(in_process),
         )
 
     @property
@@ -232,7 +242,10 @@ class TutorTimes:
 
         Raises :class:`InvalidActivityError` before writing anything when input is bad.
         """
-        tracker = self.state.tracker
+        state = self.state
+        if state.in_process_sweeper and state.sweeper is None:
+            self._start_sweeper(state)
+        tracker = state.tracker
         activity = tracker.validate(
             action,
             marker_id=marker_id,
@@ -246,7 +259,7 @@ class TutorTimes:
         return tracker.record(activity)
 
     def count_failure(self) -> None:
-        with self._failures_lock:
+        with self._lock:
             self._failures += 1
 
     @property
@@ -256,17 +269,101 @@ class TutorTimes:
 
     # -- closing -------------------------------------------------------------
 
-    def close_expired_sessions(self, now: datetime | None = None) -> int:
-        """Close every session idle for TIMEOUT at ``now``; returns how many were closed."""
+    def close_idle_session(
+        self, marker_id: int, unit_id: int, ip_address: str, now: datetime | None = None
+    ) -> int:
+        """Close one key's open session if it is idle at ``now`` (1), else leave it (0)."""
         state = self.state
-        if now is None:
-            now = self.clock()
-        elif now.tzinfo is None:
-            raise ValueError("now must be an aware datetime")
         return sweep(
             state.tracker.sql.connect,
             self.models,
-            now=now.astimezone(UTC),
+            now=self._now(now),
+            timeout=state.timeout,
+            min_minutes=state.min_minutes,
+            batch_size=1,
+            key=(marker_id, unit_id, ip_address),
+        )
+
+    def _now(self, now: datetime | None) -> datetime:
+        if now is None:
+            return self.clock()
+        if now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
+        return now.astimezone(UTC)
+
+    def run_worker(
+        self,
+        *,
+        interval: float | None = None,
+        listen: bool = True,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Sweep every ``interval`` seconds and close sessions on Redis expiry events,
+        until ``stop`` is set. Runs in an app context; the listener gets its own thread."""
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        state = self.state
+        stop = stop or threading.Event()
+        interval = state.sweep_interval if interval is None else interval
+        listener = None
+        store = state.tracker.redis
+        if listen and store is not None and not self._is_embedded(app):
+            listener = self._listener(app, store, stop)
+        try:
+            sweep_forever(self.close_expired_sessions, interval, stop)
+        finally:
+            stop.set()
+            if listener is not None:
+                listener.join(timeout=10)
+
+    def stop_sweeper(self) -> None:
+        """Stop this app's in-process sweeper thread, if it runs."""
+        state = self.state
+        state.sweeper_stop.set()
+        if state.sweeper is not None:
+            state.sweeper.join(timeout=10)
+
+    def _is_embedded(self, app: Flask) -> bool:
+        return self._redis is None and not app.config[ConfigVars.REDIS_URL]
+
+    def _listener(self, app: Flask, store: RedisStore, stop: threading.Event) -> threading.Thread:
+        def close_key(key: tuple[int, int, str]) -> int:
+            with app.app_context():
+                return self.close_idle_session(*key)
+
+        listener = ExpiryListener(
+            store.client, parse_key=store.parse_key, close_key=close_key, stop=stop
+        )
+        thread = threading.Thread(target=listener.run, name="tutor-times-listener", daemon=True)
+        thread.start()
+        return thread
+
+    def _start_sweeper(self, state: _State) -> None:
+        """The embedded mode's sweeper: a daemon thread of this process, started on first use
+        (after any fork). Several processes each run one; the sweep is safe to run at once."""
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        with self._lock:
+            if state.sweeper is not None:
+                return
+
+            def sweep_once() -> int:
+                with app.app_context():
+                    return self.close_expired_sessions()
+
+            state.sweeper = threading.Thread(
+                target=sweep_forever,
+                args=(sweep_once, state.sweep_interval, state.sweeper_stop),
+                name="tutor-times-sweeper",
+                daemon=True,
+            )
+            state.sweeper.start()
+
+    def close_expired_sessions(self, now: datetime | None = None) -> int:
+        """Close every session idle for TIMEOUT at ``now``; returns how many were closed."""
+        state = self.state
+        return sweep(
+            state.tracker.sql.connect,
+            self.models,
+            now=self._now(now),
             timeout=state.timeout,
             min_minutes=state.min_minutes,
             batch_size=state.sweep_batch_size,

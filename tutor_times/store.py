@@ -274,6 +274,16 @@ class RedisStore:
     def key(self, marker_id: int, unit_id: int, ip_address: str) -> str:
         return f"{self.prefix}:session:{marker_id}:{unit_id}:{ip_address}"
 
+    def parse_key(self, key: str) -> tuple[int, int, str] | None:
+        """The (marker_id, unit_id, ip_address) of one of our keys; None for any other key."""
+        head = f"{self.prefix}:session:"
+        if not key.startswith(head):
+            return None
+        parts = key[len(head) :].split(":", 2)  # an IPv6 address keeps its colons
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            return None
+        return int(parts[0]), int(parts[1]), parts[2]
+
     def lookup(self, key: str, t: datetime) -> int | None:
         """One round trip: the open session ``t`` continues, or None."""
         sid = self._lookup(keys=[key], args=[to_micros(t), self.timeout_us, self.ttl_ms])

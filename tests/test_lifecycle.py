@@ -1,0 +1,378 @@
+"""R6: every session is closed within TIMEOUT + the sweep interval of its last activity,
+with the exact end time, whatever happens to Redis events or to the worker."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from demo.extensions import db, tutor_times
+
+from .conftest import BACKENDS, PG_URL, T0, Clock, activities, build, built, sessions
+from .servers import OwnRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 1  # second
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    server = OwnRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def live_app(own_redis: OwnRedis) -> Iterator[Flask]:
+    """PostgreSQL + a Redis of our own, the real clock, a one-second timeout."""
+    yield from build(
+        "postgres",
+        TUTOR_TIMES_REDIS_URL=own_redis.url,
+        TUTOR_TIMES_SESSION_TIMEOUT=TIMEOUT,
+    )
+
+
+class Worker:
+    """`flask tutor-times worker` in a process of its own, on the live app's settings."""
+
+    def __init__(self, app: Flask, tmp_path: Path, interval: float) -> None:
+        self.log = tmp_path / f"worker-{time.monotonic_ns()}.log"
+        env = {
+            **os.environ,
+            "FLASK_APP": "wsgi",
+            "DEMO_CONFIG": "development",
+            "DATABASE_URL": PG_URL,
+            "TUTOR_TIMES_REDIS_URL": app.config["TUTOR_TIMES_REDIS_URL"],
+            "TUTOR_TIMES_REDIS_PREFIX": app.config["TUTOR_TIMES_REDIS_PREFIX"],
+            "TUTOR_TIMES_SESSION_TIMEOUT": str(TIMEOUT),
+        }
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flask",
+                    "tutor-times",
+                    "worker",
+                    "--interval",
+                    str(interval),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.wait_for("worker started")
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def wait_for(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.proc.poll() is None, self.output()
+            assert time.monotonic() < deadline, self.output()
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=20)
+
+
+def record(ip: str = "10.4.4.4", marker: int = 3) -> Any:
+    return tutor_times.record_activity("assessing", marker_id=marker, unit_id=1, ip_address=ip)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            return float("inf")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def all_closed(app: Flask) -> Callable[[], bool]:
+    return lambda: all(s.end_time is not None for s in sessions(app))
+
+
+def assert_exact(app: Flask) -> None:
+    """R3/R4 on every session: end = its last activity, minutes floored, at least one."""
+    by_session: dict[int, list[datetime]] = {}
+    for a in activities(app):
+        by_session.setdefault(a.marking_session_id, []).append(a.created_at)
+    for s in sessions(app):
+        assert s.end_time == max(by_session[s.id])
+        assert s.duration_minutes == max(1, (s.end_time - s.start_time) // timedelta(minutes=1))
+
+
+@pytest.mark.real
+def test_the_worker_closes_a_session_in_time(live_app: Flask, tmp_path: Path) -> None:
+    interval = 0.5
+    worker = Worker(live_app, tmp_path, interval)
+    try:
+        with live_app.app_context():
+            record()
+            time.sleep(0.3)
+            record()
+        waited = wait_until(all_closed(live_app), TIMEOUT + interval + 1)
+        assert waited <= TIMEOUT + interval + 1, worker.output()
+        assert_exact(live_app)
+    finally:
+        assert worker.stop(signal.SIGTERM) == 0
+    assert "received SIGTERM; stopping" in worker.output()
+    assert "worker stopped" in worker.output()
+
+
+@pytest.mark.real
+def test_the_expiry_listener_closes_before_the_next_sweep(live_app: Flask, tmp_path: Path) -> None:
+    """With sweeps a minute apart, only the expiry event can close the session this soon."""
+    worker = Worker(live_app, tmp_path, interval=60)
+    try:
+        time.sleep(0.3)  # the first sweep has run and the listener is subscribed
+        with live_app.app_context():
+            record()
+        waited = wait_until(all_closed(live_app), TIMEOUT + 3)
+        assert waited < TIMEOUT + 3, worker.output()
+        assert_exact(live_app)
+    finally:
+        assert worker.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.real
+def test_a_killed_worker_restarted_later_closes_everything(live_app: Flask, tmp_path: Path) -> None:
+    worker = Worker(live_app, tmp_path, interval=60)
+    with live_app.app_context():
+        for i in range(5):
+            record(ip=f"10.5.5.{i}")
+            record(ip=f"10.5.5.{i}")
+    worker.stop(signal.SIGKILL)
+    time.sleep(TIMEOUT + 0.5)  # the keys expire with nobody listening: the events are lost
+    assert not all_closed(live_app)()
+    restarted = Worker(live_app, tmp_path, interval=0.5)
+    try:
+        assert wait_until(all_closed(live_app), 5) < 5, restarted.output()
+        assert len(sessions(live_app)) == 5
+        assert_exact(live_app)
+    finally:
+        assert restarted.stop() == 0
+
+
+@pytest.mark.real
+def test_a_listener_started_after_the_keys_expired_still_closes_by_sweep(
+    live_app: Flask, own_redis: OwnRedis, tmp_path: Path
+) -> None:
+    with live_app.app_context():
+        record()
+    prefix = live_app.config["TUTOR_TIMES_REDIS_PREFIX"]
+    client = live_app.extensions["tutor_times"].redis
+    assert wait_until(lambda: not client.keys(f"{prefix}:*"), TIMEOUT + 3) < TIMEOUT + 3
+    worker = Worker(live_app, tmp_path, interval=0.5)
+    try:
+        assert wait_until(all_closed(live_app), 3) < 3, worker.output()
+        assert_exact(live_app)
+    finally:
+        worker.stop()
+
+
+@pytest.mark.real
+def test_flushall_mid_session_does_not_split_it(live_app: Flask, own_redis: OwnRedis) -> None:
+    client = live_app.extensions["tutor_times"].redis
+    with live_app.app_context():
+        first = record()
+        client.flushall()
+        second = record()
+        assert second.marking_session_id == first.marking_session_id
+        third = record()  # and Redis knows the session again: the hot path
+        assert third.marking_session_id == first.marking_session_id
+    time.sleep(TIMEOUT + 0.1)
+    with live_app.app_context():
+        assert tutor_times.close_expired_sessions() == 1
+    assert_exact(live_app)
+
+
+@pytest.mark.real
+def test_two_sweepers_at_once_close_each_session_exactly_once(clock: Clock) -> None:
+    n = 3000
+    with built("postgres", TUTOR_TIMES_SWEEP_BATCH_SIZE=100) as app:
+        insert_idle_sessions(app, n)
+        nows = [T0 + timedelta(hours=1), T0 + timedelta(hours=2)]
+        counts: list[int] = []
+        barrier = threading.Barrier(2)
+
+        def sweeper(now: datetime) -> None:
+            with app.app_context():
+                barrier.wait()
+                counts.append(tutor_times.close_expired_sessions(now))
+
+        threads = [threading.Thread(target=sweeper, args=(now,)) for now in nows]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert sum(counts) == n, counts
+        closed = sessions(app)
+        assert all(s.end_time is not None for s in closed)
+        assert {s.updated_at for s in closed} <= set(nows)
+        assert_exact(app)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ten_thousand_idle_sessions_close_in_batches(
+    backend: str, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = 10_000
+    with built(backend, TUTOR_TIMES_SWEEP_BATCH_SIZE=1000) as app:
+        insert_idle_sessions(app, n)
+        with app.app_context(), caplog.at_level(logging.INFO, logger="tutor_times"):
+            assert tutor_times.close_expired_sessions(T0 + timedelta(hours=1)) == n
+        batches = [
+            r.getMessage() for r in caplog.records if "idle marking sessions" in r.getMessage()
+        ]
+        assert batches == ["closed 1000 idle marking sessions"] * 10
+        with app.app_context():
+            ms = tutor_times.MarkingSession
+            still_open = db.session.scalar(sa.select(sa.func.count()).where(ms.end_time.is_(None)))
+            assert still_open == 0
+            # spot-check exactness without loading 10k rows through the ORM
+            durations = db.session.execute(
+                sa.select(ms.duration_minutes, sa.func.count()).group_by(ms.duration_minutes)
+            ).all()
+            assert dict(durations) == {3: n}
+
+
+def insert_idle_sessions(app: Flask, n: int) -> None:
+    """n open sessions, each with activities at T0 and T0 + 3m30s."""
+    ms, act = tutor_times.MarkingSession, tutor_times.SessionActivity
+    last = T0 + timedelta(minutes=3, seconds=30)
+    with app.app_context():
+        db.session.execute(
+            sa.insert(ms),
+            [
+                {
+                    "id": i + 1,
+                    "marker_id": 3,
+                    "unit_id": 1,
+                    "ip_address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
+                    "start_time": T0,
+                    "created_at": T0,
+                    "updated_at": T0,
+                }
+                for i in range(n)
+            ],
+        )
+        db.session.execute(
+            sa.insert(act),
+            [
+                {
+                    "marking_session_id": i // 2 + 1,
+                    "action": "assessing",
+                    "created_at": T0 if i % 2 == 0 else last,
+                    "updated_at": T0,
+                }
+                for i in range(2 * n)
+            ],
+        )
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(
+                sa.text("SELECT setval(pg_get_serial_sequence('marking_sessions', 'id'), :n)"),
+                {"n": n},
+            )
+        db.session.commit()
+
+
+def test_the_in_process_sweeper_closes_idle_sessions(tmp_path: Path) -> None:
+    """Embedded mode: no worker, the app's own thread closes sessions."""
+    with built(
+        "sqlite",
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'embedded.sqlite'}",
+        TUTOR_TIMES_IN_PROCESS_SWEEPER=True,
+        TUTOR_TIMES_SWEEP_INTERVAL=0.1,
+        TUTOR_TIMES_SESSION_TIMEOUT=0.3,
+    ) as app:
+        try:
+            with app.app_context():
+                record()
+                assert app.extensions["tutor_times"].sweeper is not None
+            assert wait_until(all_closed(app), 3) < 3
+            assert_exact(app)
+        finally:
+            with app.app_context():
+                tutor_times.stop_sweeper()
+            assert not app.extensions["tutor_times"].sweeper.is_alive()
+
+
+def run_worker_thread(app: Flask, interval: float) -> tuple[threading.Thread, threading.Event]:
+    stop = threading.Event()
+
+    def target() -> None:
+        with app.app_context():
+            tutor_times.run_worker(interval=interval, stop=stop)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, stop
+
+
+@pytest.mark.real
+def test_the_listener_reconnects_after_redis_restarts(
+    live_app: Flask, own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="tutor_times"):
+        thread, stop = run_worker_thread(live_app, interval=60)
+        try:
+            time.sleep(0.3)
+            own_redis.stop()
+            time.sleep(0.5)
+            own_redis.start()  # a fresh server: notifications are off again
+            text = "expiry listener reconnected"
+            assert wait_until(lambda: text in caplog.text, 10) < 10, caplog.text
+            with live_app.app_context():
+                record()
+            assert wait_until(all_closed(live_app), TIMEOUT + 3) < TIMEOUT + 3
+            assert_exact(live_app)
+        finally:
+            stop.set()
+            thread.join(timeout=15)
+    assert not thread.is_alive()
+
+
+@pytest.mark.real
+def test_a_redis_that_refuses_config_leaves_the_sweep_to_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Managed Redis services refuse CONFIG SET: one warning, and the sweep does the work."""
+    server = OwnRedis(None, "--rename-command", "CONFIG", "").start()
+    try:
+        with built(
+            "postgres", TUTOR_TIMES_REDIS_URL=server.url, TUTOR_TIMES_SESSION_TIMEOUT=TIMEOUT
+        ) as app:
+            with caplog.at_level(logging.WARNING, logger="tutor_times"):
+                thread, stop = run_worker_thread(app, interval=0.3)
+                try:
+                    with app.app_context():
+                        record()
+                    assert wait_until(all_closed(app), TIMEOUT + 2) < TIMEOUT + 2
+                    assert_exact(app)
+                finally:
+                    stop.set()
+                    thread.join(timeout=15)
+            warnings = [r for r in caplog.records if "expiry notifications" in r.getMessage()]
+            assert len(warnings) == 1
+            assert "periodic sweep alone" in warnings[0].getMessage()
+    finally:
+        server.stop()
