@@ -194,19 +194,18 @@ def ctx(app: Flask) -> Iterator[Flask]:
         yield app
 
 
-def sessions(app: Flask) -> list[Any]:
-    ms = tutor_times.MarkingSession
+def stored(app: Flask, model: Any, *options: Any) -> list[Any]:
+    """Every row of ``model`` by id, detached, with ``options`` (eager loads) applied."""
     with app.app_context():
-        rows = db.session.scalars(sa.select(ms).order_by(ms.id)).all()
+        rows = db.session.scalars(sa.select(model).options(*options).order_by(model.id)).all()
         db.session.expunge_all()
         db.session.commit()
         return list(rows)
+
+
+def sessions(app: Flask) -> list[Any]:
+    return stored(app, tutor_times.MarkingSession)
 
 
 def activities(app: Flask) -> list[Any]:
-    act = tutor_times.SessionActivity
-    with app.app_context():
-        rows = db.session.scalars(sa.select(act).order_by(act.id)).all()
-        db.session.expunge_all()
-        db.session.commit()
-        return list(rows)
+    return stored(app, tutor_times.SessionActivity)

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.orm import selectinload
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from demo.extensions import tutor_times
 
-from .conftest import Clock, activities, sessions
+from .conftest import Clock, activities, sessions, stored
 
 TASK = "/units/1/projects/1/tasks/1"  # project 1 belongs to student1 (user 5)
 
@@ -156,15 +157,8 @@ def test_a_marker_on_their_own_project_is_not_tracked(app: Flask) -> None:
 
 
 def _with_sessions(app: Flask) -> list[Any]:
-    from sqlalchemy.orm import selectinload
-
-    from demo.models import db
-
     act = tutor_times.SessionActivity
-    with app.app_context():
-        rows = db.session.query(act).options(selectinload(act.marking_session)).all()
-        db.session.expunge_all()
-        return rows
+    return stored(app, act, selectinload(act.marking_session))
 
 
 def test_the_ip_is_the_peer_address_not_a_forwarded_header(app: Flask, tutor: FlaskClient) -> None:

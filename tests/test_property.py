@@ -12,10 +12,11 @@ import pytest
 from flask import Flask
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy.orm import selectinload
 
 from demo.extensions import tutor_times
 
-from .conftest import BACKENDS, T0, Clock, build, reset_tables
+from .conftest import BACKENDS, T0, Clock, build, reset_tables, stored
 
 TIMEOUT = timedelta(seconds=900)
 US = timedelta(microseconds=1)
@@ -150,15 +151,8 @@ def test_sessions_match_the_reference(
 
 
 def _sessions_with_activities(app: Flask) -> list[Any]:
-    from sqlalchemy.orm import selectinload
-
-    from demo.extensions import db
-
     ms = tutor_times.MarkingSession
-    with app.app_context():
-        rows = db.session.query(ms).options(selectinload(ms.activities)).all()
-        db.session.expunge_all()
-        return rows
+    return stored(app, ms, selectinload(ms.activities))
 
 
 def test_the_reference_itself() -> None:

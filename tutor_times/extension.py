@@ -273,23 +273,27 @@ class TutorTimes:
         self, marker_id: int, unit_id: int, ip_address: str, now: datetime | None = None
     ) -> int:
         """Close one key's open session if it is idle at ``now`` (1), else leave it (0)."""
+        return self._sweep(now, key=(marker_id, unit_id, ip_address))
+
+    def close_expired_sessions(self, now: datetime | None = None) -> int:
+        """Close every session idle for TIMEOUT at ``now``; returns how many were closed."""
+        return self._sweep(now)
+
+    def _sweep(self, now: datetime | None, key: tuple[int, int, str] | None = None) -> int:
+        if now is None:
+            now = self.clock()
+        elif now.tzinfo is None:
+            raise ValueError("now must be an aware datetime")
         state = self.state
         return sweep(
             state.tracker.sql.connect,
             self.models,
-            now=self._now(now),
+            now=now.astimezone(UTC),
             timeout=state.timeout,
             min_minutes=state.min_minutes,
-            batch_size=1,
-            key=(marker_id, unit_id, ip_address),
+            batch_size=1 if key else state.sweep_batch_size,
+            key=key,
         )
-
-    def _now(self, now: datetime | None) -> datetime:
-        if now is None:
-            return self.clock()
-        if now.tzinfo is None:
-            raise ValueError("now must be an aware datetime")
-        return now.astimezone(UTC)
 
     def run_worker(
         self,
@@ -356,15 +360,3 @@ class TutorTimes:
                 daemon=True,
             )
             state.sweeper.start()
-
-    def close_expired_sessions(self, now: datetime | None = None) -> int:
-        """Close every session idle for TIMEOUT at ``now``; returns how many were closed."""
-        state = self.state
-        return sweep(
-            state.tracker.sql.connect,
-            self.models,
-            now=self._now(now),
-            timeout=state.timeout,
-            min_minutes=state.min_minutes,
-            batch_size=state.sweep_batch_size,
-        )

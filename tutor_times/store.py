@@ -244,12 +244,13 @@ class CircuitBreaker:
             )
 
     def succeeded(self) -> None:
-        if self._open_until is None:
+        if self._open_until is None:  # the usual case, without taking the lock
             return
         with self._lock:
-            reopened, self._open_until = self._open_until is not None, None
-        if reopened:
-            logger.warning("Redis is back; recording through Redis again")
+            if self._open_until is None:
+                return
+            self._open_until = None
+        logger.warning("Redis is back; recording through Redis again")
 
 
 class RedisStore:
