@@ -48,7 +48,7 @@ def live_app(own_redis: OwnRedis) -> Iterator[Flask]:
 class Worker:
     """`flask tutor-times worker` in a process of its own, on the live app's settings."""
 
-    def __init__(self, app: Flask, tmp_path: Path, interval: float) -> None:
+    def __init__(self, app: Flask, tmp_path: Path, interval: float, **settings: object) -> None:
         self.log = tmp_path / f"worker-{time.monotonic_ns()}.log"
         env = {
             **os.environ,
@@ -58,6 +58,7 @@ class Worker:
             "TUTOR_TIMES_REDIS_URL": app.config["TUTOR_TIMES_REDIS_URL"],
             "TUTOR_TIMES_REDIS_PREFIX": app.config["TUTOR_TIMES_REDIS_PREFIX"],
             "TUTOR_TIMES_SESSION_TIMEOUT": str(TIMEOUT),
+            **{key: str(value) for key, value in settings.items()},
         }
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
@@ -93,6 +94,23 @@ class Worker:
         return self.proc.wait(timeout=20)
 
 
+@pytest.fixture
+def spawn(live_app: Flask, tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Starts workers; every one still running at the end is killed, whatever the test did."""
+    started: list[Worker] = []
+
+    def start(interval: float, **settings: object) -> Worker:
+        worker = Worker(live_app, tmp_path, interval, **settings)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+            worker.proc.wait(timeout=20)
+
+
 def record(ip: str = "10.4.4.4", marker: int = 3) -> Any:
     return tutor_times.record_activity("assessing", marker_id=marker, unit_id=1, ip_address=ip)
 
@@ -121,9 +139,9 @@ def assert_exact(app: Flask) -> None:
 
 
 @pytest.mark.real
-def test_the_worker_closes_a_session_in_time(live_app: Flask, tmp_path: Path) -> None:
+def test_the_worker_closes_a_session_in_time(live_app: Flask, spawn: Callable[..., Worker]) -> None:
     interval = 0.5
-    worker = Worker(live_app, tmp_path, interval)
+    worker = spawn(interval)
     try:
         with live_app.app_context():
             record()
@@ -139,9 +157,11 @@ def test_the_worker_closes_a_session_in_time(live_app: Flask, tmp_path: Path) ->
 
 
 @pytest.mark.real
-def test_the_expiry_listener_closes_before_the_next_sweep(live_app: Flask, tmp_path: Path) -> None:
+def test_the_expiry_listener_closes_before_the_next_sweep(
+    live_app: Flask, spawn: Callable[..., Worker]
+) -> None:
     """With sweeps a minute apart, only the expiry event can close the session this soon."""
-    worker = Worker(live_app, tmp_path, interval=60)
+    worker = spawn(60)
     try:
         time.sleep(0.3)  # the first sweep has run and the listener is subscribed
         with live_app.app_context():
@@ -154,8 +174,10 @@ def test_the_expiry_listener_closes_before_the_next_sweep(live_app: Flask, tmp_p
 
 
 @pytest.mark.real
-def test_a_killed_worker_restarted_later_closes_everything(live_app: Flask, tmp_path: Path) -> None:
-    worker = Worker(live_app, tmp_path, interval=60)
+def test_a_killed_worker_restarted_later_closes_everything(
+    live_app: Flask, spawn: Callable[..., Worker]
+) -> None:
+    worker = spawn(60)
     with live_app.app_context():
         for i in range(5):
             record(ip=f"10.5.5.{i}")
@@ -163,7 +185,7 @@ def test_a_killed_worker_restarted_later_closes_everything(live_app: Flask, tmp_
     worker.stop(signal.SIGKILL)
     time.sleep(TIMEOUT + 0.5)  # the keys expire with nobody listening: the events are lost
     assert not all_closed(live_app)()
-    restarted = Worker(live_app, tmp_path, interval=0.5)
+    restarted = spawn(0.5)
     try:
         assert wait_until(all_closed(live_app), 5) < 5, restarted.output()
         assert len(sessions(live_app)) == 5
@@ -174,14 +196,14 @@ def test_a_killed_worker_restarted_later_closes_everything(live_app: Flask, tmp_
 
 @pytest.mark.real
 def test_a_listener_started_after_the_keys_expired_still_closes_by_sweep(
-    live_app: Flask, own_redis: OwnRedis, tmp_path: Path
+    live_app: Flask, own_redis: OwnRedis, spawn: Callable[..., Worker]
 ) -> None:
     with live_app.app_context():
         record()
     prefix = live_app.config["TUTOR_TIMES_REDIS_PREFIX"]
     client = live_app.extensions["tutor_times"].redis
     assert wait_until(lambda: not client.keys(f"{prefix}:*"), TIMEOUT + 3) < TIMEOUT + 3
-    worker = Worker(live_app, tmp_path, interval=0.5)
+    worker = spawn(0.5)
     try:
         assert wait_until(all_closed(live_app), 3) < 3, worker.output()
         assert_exact(live_app)
@@ -229,6 +251,30 @@ def test_two_sweepers_at_once_close_each_session_exactly_once(clock: Clock) -> N
         assert all(s.end_time is not None for s in closed)
         assert {s.updated_at for s in closed} <= set(nows)
         assert_exact(app)
+
+
+@pytest.mark.real
+def test_two_worker_processes_share_the_work(live_app: Flask, spawn: Callable[..., Worker]) -> None:
+    n = 3000
+    workers = [spawn(0.1, TUTOR_TIMES_SWEEP_BATCH_SIZE=20) for _ in range(2)]
+    try:
+        # idle at once, for both running workers to find at their next sweep
+        insert_idle_sessions(live_app, n)
+        assert wait_until(all_closed(live_app), 60) < 60
+    finally:
+        codes = [worker.stop() for worker in workers]
+    assert codes == [0, 0]
+    closed = [
+        [
+            int(line.split("closed ")[1].split()[0])
+            for line in w.output().splitlines()
+            if "idle marking sessions" in line
+        ]
+        for w in workers
+    ]
+    assert sum(map(sum, closed)) == n, "each session closed exactly once"
+    assert all(closed), f"both workers closed sessions: {[len(c) for c in closed]} batches"
+    assert_exact(live_app)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -26,36 +26,34 @@ IdleSession = tuple[int, datetime, datetime]
 
 
 def close_sessions(
-    conn: sa.Connection,
-    models: Models,
-    idle: Iterable[IdleSession],
-    min_minutes: int,
-    now: datetime,
+    conn: sa.Connection, models: Models, idle: Iterable[IdleSession], min_minutes: int, now: datetime
 ) -> int:
-    """Close each session at its last activity; returns how many were still open."""
-    table = models.MarkingSession.__table__
-    params = [
-        {
-            "b_id": sid,
-            "b_end": last,
-            "b_duration": duration_minutes(start, last, min_minutes),
-            "b_now": now,
-        }
-        for sid, start, last in idle
-    ]
-    if not params:
+    """Close each session at its last activity; returns how many were still open.
+
+    One UPDATE for the whole batch, counted by RETURNING: a DBAPI's executemany row count
+    is not reliable (psycopg's undercounts), and the count is what proves closing happened
+    exactly once.
+    """
+    idle = list(idle)
+    if not idle:
         return 0
+    table = models.MarkingSession.__table__
+    time_type = table.c.end_time.type
+    ends = {sid: sa.literal(last, time_type) for sid, _, last in idle}
+    durations = {
+        sid: sa.literal(duration_minutes(start, last, min_minutes)) for sid, start, last in idle
+    }
     stmt = (
         sa.update(table)
-        .where(table.c.id == sa.bindparam("b_id"), table.c.end_time.is_(None))
+        .where(table.c.id.in_(list(ends)), table.c.end_time.is_(None))
         .values(
-            end_time=sa.bindparam("b_end", type_=table.c.end_time.type),
-            duration_minutes=sa.bindparam("b_duration"),
-            updated_at=sa.bindparam("b_now", type_=table.c.updated_at.type),
+            end_time=sa.case(ends, value=table.c.id),
+            duration_minutes=sa.case(durations, value=table.c.id),
+            updated_at=sa.literal(now, time_type),
         )
+        .returning(table.c.id)
     )
-    result = conn.execute(stmt, params)
-    return int(result.rowcount)
+    return len(conn.execute(stmt).all())
 
 
 def last_activity_of(models: Models) -> Any:
