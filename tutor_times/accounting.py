@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 UTC = timezone.utc
@@ -30,3 +31,23 @@ def to_micros(t: datetime) -> int:
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def merged_minutes(intervals: Iterable[tuple[datetime, datetime]], min_minutes: int) -> int:
+    """R10: one tutor's minutes in a unit, counting no wall-clock minute twice.
+
+    Sessions that overlap in time (two IPs at once) are merged into one block first; each
+    block counts as a session would (R4). Without overlaps this is the sum of the durations.
+    """
+    total = 0
+    block: tuple[datetime, datetime] | None = None
+    for start, end in sorted(intervals):
+        if block is not None and start <= block[1]:
+            block = (block[0], max(block[1], end))
+            continue
+        if block is not None:
+            total += duration_minutes(*block, min_minutes)
+        block = (start, end)
+    if block is not None:
+        total += duration_minutes(*block, min_minutes)
+    return total

@@ -1,0 +1,149 @@
+"""Report numbers on a hand-built scenario: known sessions, exact expected results."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from demo.extensions import tutor_times
+from tutor_times.accounting import merged_minutes
+from tutor_times.reports import summary
+
+from .conftest import Clock
+
+D = datetime(2026, 3, 2, tzinfo=timezone.utc)
+
+
+def at(day: int, hh: int, mm: int, ss: int = 0) -> datetime:
+    return D + timedelta(days=day, hours=hh, minutes=mm, seconds=ss)
+
+
+# (time, marker, unit, ip, action)
+SCENARIO = [
+    # tutor 3, two IPs at once: 09:00-09:20 and 09:15-09:29 merge into 29 minutes (R10);
+    # each gap is under the 15-minute timeout
+    (at(0, 9, 0), 3, 1, "10.0.0.1", "assessing"),
+    (at(0, 9, 10), 3, 1, "10.0.0.1", "inbox"),
+    (at(0, 9, 20), 3, 1, "10.0.0.1", "assessing"),
+    (at(0, 9, 15), 3, 1, "10.0.0.2", "assessing"),
+    (at(0, 9, 29), 3, 1, "10.0.0.2", "add-comment"),
+    # tutor 3 in another unit at the same time: not this unit's time
+    (at(0, 9, 5), 3, 2, "10.0.0.1", "assessing"),
+    # tutor 3 two days earlier: outside the range
+    (at(-2, 9, 0), 3, 1, "10.0.0.1", "assessing"),
+    # tutor 3 across midnight: 23:50-00:10, 20 minutes, 2 assessments
+    (at(0, 23, 50), 3, 1, "10.0.0.1", "assessing"),
+    (at(1, 0, 2), 3, 1, "10.0.0.1", "add-comment"),
+    (at(1, 0, 10), 3, 1, "10.0.0.1", "assessing"),
+    # tutor 4: a single look at the inbox (1 minute, the minimum) ...
+    (at(0, 10, 0), 4, 1, "10.0.0.3", "inbox"),
+    # ... and a session still open: 7.5 minutes so far, 2 assessments
+    (at(1, 0, 20), 4, 1, "10.0.0.3", "assessing"),
+    (at(1, 0, 27, 30), 4, 1, "10.0.0.3", "assessing"),
+]
+NOW = at(1, 0, 28)
+
+
+@pytest.fixture
+def scenario(app: Flask, clock: Clock) -> Flask:
+    with app.app_context():
+        for t, marker, unit, ip, action in sorted(SCENARIO):
+            clock.set(t)
+            tutor_times.record_activity(action, marker_id=marker, unit_id=unit, ip_address=ip)
+        clock.set(NOW)
+        tutor_times.close_expired_sessions()
+    return app
+
+
+def run_summary(app: Flask, **kw: Any) -> dict[str, Any]:
+    with app.app_context():
+        state = tutor_times.state
+        with state.tracker.sql.connect() as conn:
+            args = {"unit_id": 1, "start": D, "end": D + timedelta(days=2), "marker_id": None}
+            return summary(conn, tutor_times.models, min_minutes=state.min_minutes, **(args | kw))
+
+
+def test_summary_golden_numbers(scenario: Flask) -> None:
+    assert run_summary(scenario) == {
+        "unit_id": 1,
+        "tutors": [
+            {
+                "marker_id": 3,
+                "sessions": 3,
+                "assessments": 5,
+                "minutes": 49,
+                "minutes_per_assessment": 9.8,
+            },
+            {
+                "marker_id": 4,
+                "sessions": 2,
+                "assessments": 2,
+                "minutes": 8,
+                "minutes_per_assessment": 4.0,
+            },
+        ],
+        "totals": {"sessions": 5, "assessments": 7, "minutes": 57, "minutes_per_assessment": 8.1},
+    }
+
+
+def test_summary_of_one_tutor(scenario: Flask) -> None:
+    result = run_summary(scenario, marker_id=4)
+    assert [t["marker_id"] for t in result["tutors"]] == [4]
+    assert result["totals"]["minutes"] == 8
+
+
+def test_summary_range_is_by_session_start(scenario: Flask) -> None:
+    # the first day only: the midnight session started on it, the open one did not
+    result = run_summary(scenario, end=D + timedelta(days=1))
+    assert [(t["marker_id"], t["sessions"], t["minutes"]) for t in result["tutors"]] == [
+        (3, 3, 49),
+        (4, 1, 1),
+    ]
+
+
+def test_no_assessments_gives_no_minutes_per_assessment(scenario: Flask) -> None:
+    result = run_summary(scenario, end=D + timedelta(hours=10, minutes=30), marker_id=4)
+    assert result["tutors"] == [
+        {
+            "marker_id": 4,
+            "sessions": 1,
+            "assessments": 0,
+            "minutes": 1,
+            "minutes_per_assessment": None,
+        }
+    ]
+
+
+def test_an_empty_range(scenario: Flask) -> None:
+    result = run_summary(scenario, start=D + timedelta(days=30), end=D + timedelta(days=31))
+    assert result["tutors"] == []
+    assert result["totals"] == {
+        "sessions": 0,
+        "assessments": 0,
+        "minutes": 0,
+        "minutes_per_assessment": None,
+    }
+
+
+def m(hh: int, mm: int) -> datetime:
+    return at(0, hh, mm)
+
+
+@pytest.mark.parametrize(
+    ("intervals", "minutes"),
+    [
+        ([], 0),
+        ([(m(9, 0), m(9, 20))], 20),
+        ([(m(9, 0), m(9, 20)), (m(9, 15), m(9, 30))], 30),  # overlap: merged
+        ([(m(9, 0), m(9, 20)), (m(9, 20), m(9, 30))], 30),  # touching: same total either way
+        ([(m(9, 0), m(9, 10)), (m(9, 30), m(9, 40))], 20),  # apart: summed
+        ([(m(9, 0), m(10, 0)), (m(9, 10), m(9, 20)), (m(9, 30), m(9, 31))], 60),  # nested
+        ([(m(9, 5), m(9, 5)), (m(9, 0), m(9, 10))], 10),  # a one-activity session inside another
+        ([(m(9, 5), m(9, 5)), (m(11, 0), m(11, 0))], 2),  # two lone activities: the minimum each
+    ],
+)
+def test_merged_minutes(intervals: list[tuple[datetime, datetime]], minutes: int) -> None:
+    assert merged_minutes(intervals, 1) == minutes
