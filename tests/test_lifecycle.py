@@ -3,6 +3,7 @@ with the exact end time, whatever happens to Redis events or to the worker."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -362,7 +363,9 @@ def test_the_in_process_sweeper_closes_idle_sessions(tmp_path: Path) -> None:
             assert not app.extensions["tutor_times"].sweeper.is_alive()
 
 
-def run_worker_thread(app: Flask, interval: float) -> tuple[threading.Thread, threading.Event]:
+@contextlib.contextmanager
+def worker_thread(app: Flask, interval: float) -> Iterator[threading.Thread]:
+    """run_worker in a thread of this process, stopped on leaving the block."""
     stop = threading.Event()
 
     def target() -> None:
@@ -371,7 +374,11 @@ def run_worker_thread(app: Flask, interval: float) -> tuple[threading.Thread, th
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
-    return thread, stop
+    try:
+        yield thread
+    finally:
+        stop.set()
+        thread.join(timeout=15)
 
 
 @pytest.mark.real
@@ -379,8 +386,7 @@ def test_the_listener_reconnects_after_redis_restarts(
     live_app: Flask, own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="tutor_times"):
-        thread, stop = run_worker_thread(live_app, interval=60)
-        try:
+        with worker_thread(live_app, interval=60) as thread:
             time.sleep(0.3)
             own_redis.stop()
             time.sleep(0.5)
@@ -391,9 +397,6 @@ def test_the_listener_reconnects_after_redis_restarts(
                 record()
             assert wait_until(all_closed(live_app), TIMEOUT + 3) < TIMEOUT + 3
             assert_exact(live_app)
-        finally:
-            stop.set()
-            thread.join(timeout=15)
     assert not thread.is_alive()
 
 
@@ -408,15 +411,11 @@ def test_a_redis_that_refuses_config_leaves_the_sweep_to_close(
             "postgres", TUTOR_TIMES_REDIS_URL=server.url, TUTOR_TIMES_SESSION_TIMEOUT=TIMEOUT
         ) as app:
             with caplog.at_level(logging.WARNING, logger="tutor_times"):
-                thread, stop = run_worker_thread(app, interval=0.3)
-                try:
+                with worker_thread(app, interval=0.3):
                     with app.app_context():
                         record()
                     assert wait_until(all_closed(app), TIMEOUT + 2) < TIMEOUT + 2
                     assert_exact(app)
-                finally:
-                    stop.set()
-                    thread.join(timeout=15)
             warnings = [r for r in caplog.records if "expiry notifications" in r.getMessage()]
             assert len(warnings) == 1
             assert "periodic sweep alone" in warnings[0].getMessage()

@@ -142,39 +142,25 @@ def test_the_returned_activity_is_the_stored_row(ctx: Flask) -> None:
     assert merged.marking_session.marker_id == TUTOR
 
 
-def test_the_database_allows_one_open_session_per_key(ctx: Flask) -> None:
-    """R5 holds even for code that bypasses the tracker."""
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param({}, id="a second open session of the key (R5)"),
+        pytest.param({"end_time": T0, "duration_minutes": 0}, id="closed with no minutes (R4)"),
+        pytest.param(
+            {"end_time": T0 - timedelta(minutes=5), "duration_minutes": 1},
+            id="ending before it starts",
+        ),
+    ],
+)
+def test_the_database_itself_refuses(ctx: Flask, row: dict[str, object]) -> None:
+    """The rules hold even for code that bypasses the tracker."""
     record(T0)
     ms = tutor_times.MarkingSession
+    key = {"marker_id": TUTOR, "unit_id": UNIT, "ip_address": IP}
     with pytest.raises(IntegrityError):
         db.session.execute(
-            sa.insert(ms).values(
-                marker_id=TUTOR,
-                unit_id=UNIT,
-                ip_address=IP,
-                start_time=T0,
-                created_at=T0,
-                updated_at=T0,
-            )
-        )
-        db.session.commit()
-    db.session.rollback()
-
-
-def test_the_database_refuses_a_closed_session_without_a_positive_duration(ctx: Flask) -> None:
-    ms = tutor_times.MarkingSession
-    with pytest.raises(IntegrityError):
-        db.session.execute(
-            sa.insert(ms).values(
-                marker_id=TUTOR,
-                unit_id=UNIT,
-                ip_address=IP,
-                start_time=T0,
-                end_time=T0,
-                duration_minutes=0,
-                created_at=T0,
-                updated_at=T0,
-            )
+            sa.insert(ms).values(**key, start_time=T0, created_at=T0, updated_at=T0, **row)
         )
         db.session.commit()
     db.session.rollback()
