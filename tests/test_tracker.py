@@ -180,6 +180,7 @@ def test_the_database_itself_refuses(ctx: Flask, row: dict[str, object]) -> None
         ({"ip": "not-an-ip"}, "ip_address"),
         ({"ip": "300.1.1.1"}, "ip_address"),
         ({"ip": None}, "ip_address"),
+        ({"ip": 167772161}, "ip_address"),  # an int is not an address, even if ipaddress takes it
         ({"task_id": -5}, "task_id"),
         ({"project_id": "x"}, "project_id"),
         ({"task_definition_id": 2**63}, "task_definition_id"),

@@ -40,7 +40,9 @@ def check_id(value: object, field: str, *, required: bool) -> int | None:
 
 def check_ip(value: object) -> str:
     try:
-        return str(ipaddress.ip_address(value))  # type: ignore[arg-type]
+        if not isinstance(value, str):  # ip_address() would take an int as an address
+            raise ValueError
+        return str(ipaddress.ip_address(value))
     except ValueError:
         raise InvalidActivityError(
             f"ip_address must be an IPv4 or IPv6 address, got {value!r}", field="ip_address"
