@@ -75,6 +75,14 @@ def task_in_unit(unit_id: int, project_id: int, task_id: int) -> Task:
     return task
 
 
+def task_for_owner_or_staff(unit_id: int, project_id: int, task_id: int) -> Task:
+    """The student who owns the task, or the unit's staff, may open and comment on it."""
+    task = task_in_unit(unit_id, project_id, task_id)
+    if task.project.user_id != current_user.id:
+        require_staff(unit_id)
+    return task
+
+
 def task_definition_of(kwargs: Mapping[str, Any]) -> int:
     return int(db.session.get(Task, kwargs["task_id"]).task_definition_id)
 
@@ -133,9 +141,7 @@ def inbox(unit_id: int) -> Any:
 @login_required
 @tutor_times.track("get-submission-details", **TASK_IDS)
 def submission(unit_id: int, project_id: int, task_id: int) -> Any:
-    task = task_in_unit(unit_id, project_id, task_id)
-    if task.project.user_id != current_user.id:
-        require_staff(unit_id)
+    task = task_for_owner_or_staff(unit_id, project_id, task_id)
     return jsonify(task.to_dict() | {"submission": task.submission})
 
 
@@ -143,9 +149,7 @@ def submission(unit_id: int, project_id: int, task_id: int) -> Any:
 @login_required
 @tutor_times.track("add-comment", **TASK_IDS)
 def add_comment(unit_id: int, project_id: int, task_id: int) -> Any:
-    task = task_in_unit(unit_id, project_id, task_id)
-    if task.project.user_id != current_user.id:
-        require_staff(unit_id)
+    task = task_for_owner_or_staff(unit_id, project_id, task_id)
     text = (request.get_json(silent=True) or {}).get("text")
     if not isinstance(text, str) or not text.strip():
         abort(400, "text: a non-empty comment is required")

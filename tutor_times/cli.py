@@ -70,11 +70,5 @@ def worker_command(interval: float | None, no_listen: bool) -> None:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, request_stop)
-    every = interval if interval is not None else ext.state.sweep_interval
-    logger.info(
-        "tutor-times worker started: sweep every %.1f s%s",
-        every,
-        "" if no_listen else ", listening for expiry events",
-    )
     ext.run_worker(interval=interval, listen=not no_listen, stop=stop)
     logger.info("tutor-times worker stopped")

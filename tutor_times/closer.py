@@ -26,7 +26,11 @@ IdleSession = tuple[int, datetime, datetime]
 
 
 def close_sessions(
-    conn: sa.Connection, models: Models, idle: Iterable[IdleSession], min_minutes: int, now: datetime
+    conn: sa.Connection,
+    models: Models,
+    idle: Iterable[IdleSession],
+    min_minutes: int,
+    now: datetime,
 ) -> int:
     """Close each session at its last activity; returns how many were still open.
 
@@ -57,13 +61,18 @@ def close_sessions(
 
 
 def last_activity_of(models: Models) -> Any:
-    """A correlated scalar: the created_at of a session's last activity."""
+    """A correlated scalar: the created_at of a session's last activity.
+
+    A session is created with its first activity; its start_time stands in should the
+    activities have been removed.
+    """
     ms, act = models.MarkingSession, models.SessionActivity
-    return (
+    latest = (
         sa.select(sa.func.max(act.created_at))
         .where(act.marking_session_id == ms.id)
         .scalar_subquery()
     )
+    return sa.func.coalesce(latest, ms.start_time, type_=ms.start_time.type)
 
 
 def sweep(
@@ -108,11 +117,7 @@ def sweep(
             rows = s.execute(
                 sa.select(ms.id, ms.start_time, last.label("last")).where(ms.id.in_(ids))
             ).all()
-            idle = [
-                (r.id, r.start_time, r.last or r.start_time)
-                for r in rows
-                if (r.last or r.start_time) <= cutoff
-            ]
+            idle = [(r.id, r.start_time, r.last) for r in rows if r.last <= cutoff]
             n = close_sessions(s, models, idle, min_minutes, now)
             s.commit()
         closed += n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -25,6 +26,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 RoleLoader = Callable[[Any, Any], "str | None"]
 
 EXTENSION_KEY = "tutor_times"
+logger = logging.getLogger("tutor_times")
+
+
+def _whole_number(config: Any, key: str, why: str = "") -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{key} must be a whole number >= 1{why}, got {value!r}")
+    return value
 
 
 @dataclass
@@ -33,7 +42,8 @@ class _State:
 
     owner: TutorTimes
     tracker: Tracker
-    redis: redis.Redis | None
+    #: the in-process fakeredis: no other process can see it, nor listen to it
+    embedded: bool
     timeout: timedelta
     min_minutes: int
     sweep_batch_size: int
@@ -41,6 +51,11 @@ class _State:
     in_process_sweeper: bool
     sweeper: threading.Thread | None = None
     sweeper_stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def redis(self) -> redis.Redis | None:
+        store = self.tracker.redis
+        return store.client if store is not None else None
 
 
 class TutorTimes:
@@ -103,12 +118,11 @@ class TutorTimes:
             raise ConfigurationError(
                 f"{ConfigVars.SESSION_TIMEOUT} must be a positive number of seconds, got {timeout!r}"
             )
-        min_minutes = config[ConfigVars.MIN_SESSION_MINUTES]
-        if isinstance(min_minutes, bool) or not isinstance(min_minutes, int) or min_minutes < 1:
-            raise ConfigurationError(
-                f"{ConfigVars.MIN_SESSION_MINUTES} must be a whole number >= 1 (a closed session"
-                f" always has a positive duration), got {min_minutes!r}"
-            )
+        min_minutes = _whole_number(
+            config,
+            ConfigVars.MIN_SESSION_MINUTES,
+            " (a closed session always has a positive duration)",
+        )
         actions = config[ConfigVars.ACTIONS]
         if (
             isinstance(actions, str)
@@ -124,9 +138,7 @@ class TutorTimes:
             raise ConfigurationError(
                 f"{ConfigVars.STORE} must be one of {', '.join(STORES)}, got {store_name!r}"
             )
-        for key in (ConfigVars.SWEEP_BATCH_SIZE,):
-            if not isinstance(config[key], int) or config[key] < 1:
-                raise ConfigurationError(f"{key} must be a whole number >= 1, got {config[key]!r}")
+        batch_size = _whole_number(config, ConfigVars.SWEEP_BATCH_SIZE)
 
         embedded = (
             store_name == "redis" and not config[ConfigVars.REDIS_URL] and self._redis is None
@@ -136,7 +148,6 @@ class TutorTimes:
             in_process = embedded
         delta = timedelta(seconds=timeout)
         sql = SqlStore(self.models, lambda: self.db.engine, timeout=delta, min_minutes=min_minutes)
-        client = None
         redis_store = None
         if store_name == "redis":
             client = redis_client(
@@ -159,10 +170,10 @@ class TutorTimes:
         return _State(
             owner=self,
             tracker=tracker,
-            redis=client,
+            embedded=embedded,
             timeout=delta,
             min_minutes=min_minutes,
-            sweep_batch_size=config[ConfigVars.SWEEP_BATCH_SIZE],
+            sweep_batch_size=batch_size,
             sweep_interval=float(config[ConfigVars.SWEEP_INTERVAL]),
             in_process_sweeper=bool(in_process),
         )
@@ -310,8 +321,13 @@ class TutorTimes:
         interval = state.sweep_interval if interval is None else interval
         listener = None
         store = state.tracker.redis
-        if listen and store is not None and not self._is_embedded(app):
+        if listen and store is not None and not state.embedded:
             listener = self._listener(app, store, stop)
+        logger.info(
+            "tutor-times worker started: sweep every %.1f s%s",
+            interval,
+            ", listening for expiry events" if listener else "",
+        )
         try:
             sweep_forever(self.close_expired_sessions, interval, stop)
         finally:
@@ -325,9 +341,6 @@ class TutorTimes:
         state.sweeper_stop.set()
         if state.sweeper is not None:
             state.sweeper.join(timeout=10)
-
-    def _is_embedded(self, app: Flask) -> bool:
-        return self._redis is None and not app.config[ConfigVars.REDIS_URL]
 
     def _listener(self, app: Flask, store: RedisStore, stop: threading.Event) -> threading.Thread:
         def close_key(key: tuple[int, int, str]) -> int:

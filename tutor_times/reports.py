@@ -42,10 +42,8 @@ def active_sessions(
             "marker_id": r.marker_id,
             "ip_address": r.ip_address,
             "start_time": _iso(r.start_time),
-            "last_activity": _iso(r.last_activity or r.start_time),
-            "duration_minutes": duration_minutes(
-                r.start_time, r.last_activity or r.start_time, min_minutes
-            ),
+            "last_activity": _iso(r.last_activity),
+            "duration_minutes": duration_minutes(r.start_time, r.last_activity, min_minutes),
             "active": True,
         }
         for r in rows
@@ -85,7 +83,7 @@ def summary(
         .group_by(ms.marker_id)
         .order_by(ms.marker_id)
     ).all()
-    ends = sa.func.coalesce(ms.end_time, last_activity_of(models), ms.start_time)
+    ends = sa.func.coalesce(ms.end_time, last_activity_of(models))
     intervals: dict[int, list[tuple[datetime, datetime]]] = {}
     for marker, s_start, s_end in conn.execute(
         sa.select(ms.marker_id, ms.start_time, ends.label("end")).where(*scope)

@@ -89,9 +89,9 @@ class SqlStore:
             table.c[name]
             for name in ("marking_session_id", *ACTIVITY_COLUMNS, "created_at", "updated_at")
         ]
-        # The hot path: append to the session only while it is still open. FOR SHARE makes a
-        # concurrent sweep wait for this INSERT, so it never closes a session before an
-        # activity it is about to receive (R3).
+        # Every activity is written by this one statement: append to the session only while
+        # it is still open. FOR SHARE makes a concurrent sweep wait for this INSERT, so it
+        # never closes a session before an activity it is about to receive (R3).
         self._append_if_open = (
             sa.insert(act)
             .from_select(
@@ -102,7 +102,6 @@ class SqlStore:
             )
             .returning(*table.c)
         )
-        self._append = sa.insert(table).returning(*table.c)
         last = last_activity_of(models)
         self._open_session = (
             sa.select(ms.id, ms.start_time, last.label("last"))
@@ -132,12 +131,16 @@ class SqlStore:
     def append_if_open(self, session_id: int, a: Activity) -> Any | None:
         """One INSERT and a commit; None when the session is closed or gone."""
         with self.connect() as conn:
-            row = conn.execute(self._append_if_open, {"sid": session_id, **self._params(a)}).first()
+            activity = self._append(conn, session_id, a)
             conn.commit()
-        return None if row is None else self._loaded(row)
+        return activity
 
-    def _loaded(self, row: sa.Row[Any]) -> Any:
-        """The stored activity as a detached ORM object, ready to be merged into a session."""
+    def _append(self, conn: sa.Connection, session_id: int, a: Activity) -> Any | None:
+        """The stored activity as a detached ORM object, ready to be merged into a session;
+        None when the session is not open."""
+        row = conn.execute(self._append_if_open, {"sid": session_id, **self._params(a)}).first()
+        if row is None:
+            return None
         activity = self.models.SessionActivity(**row._mapping)
         make_transient_to_detached(activity)
         return activity
@@ -157,31 +160,24 @@ class SqlStore:
                         raise
         raise AssertionError("unreachable")
 
-    def _record(self, s: sa.Connection, key: dict[str, Any], a: Activity) -> Recorded:
-        row = s.execute(self._open_session, key).first()
+    def _record(self, conn: sa.Connection, key: dict[str, Any], a: Activity) -> Recorded:
+        # The session appended to below is locked or was just created by this transaction,
+        # so it is open: the append cannot come back empty.
+        row = conn.execute(self._open_session, key).first()
         if row is not None:
-            last = row.last or row.start_time
-            if continues(a.at, last, self.timeout):
-                activity = self._insert_activity(s, row.id, a)
-                s.commit()
-                return Recorded(activity, row.id, max(last, a.at))
-            close_sessions(s, self.models, [(row.id, row.start_time, last)], self.min_minutes, a.at)
-        session_id = s.scalar(
+            if continues(a.at, row.last, self.timeout):
+                activity = self._append(conn, row.id, a)
+                conn.commit()
+                return Recorded(activity, row.id, max(row.last, a.at))
+            idle = [(row.id, row.start_time, row.last)]
+            close_sessions(conn, self.models, idle, self.min_minutes, a.at)
+        session_id = conn.scalar(
             self._create_session,
             {**key, "start_time": a.at, "created_at": a.at, "updated_at": a.at},
         )
-        activity = self._insert_activity(s, session_id, a)
-        s.commit()
+        activity = self._append(conn, session_id, a)
+        conn.commit()
         return Recorded(activity, session_id, a.at)
-
-    def _insert_activity(self, s: sa.Connection, session_id: int, a: Activity) -> Any:
-        params = self._params(a)
-        at = params.pop("at")
-        row = s.execute(
-            self._append,
-            {"marking_session_id": session_id, **params, "created_at": at, "updated_at": at},
-        ).one()
-        return self._loaded(row)
 
 
 # KEYS[1] = the key's hash {sid, last}; ARGV = t (µs), timeout (µs), ttl (ms).
