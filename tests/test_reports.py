@@ -10,7 +10,7 @@ from flask import Flask
 
 from demo.extensions import tutor_times
 from tutor_times.accounting import merged_minutes
-from tutor_times.reports import summary
+from tutor_times.reports import Scope, summary
 
 from .conftest import Clock
 
@@ -63,7 +63,10 @@ def run_summary(app: Flask, **kw: Any) -> dict[str, Any]:
         state = tutor_times.state
         with state.tracker.sql.connect() as conn:
             args = {"unit_id": 1, "start": D, "end": D + timedelta(days=2), "marker_id": None}
-            return summary(conn, tutor_times.models, min_minutes=state.min_minutes, **(args | kw))
+            result = summary(
+                conn, tutor_times.models, Scope(**(args | kw)), min_minutes=state.min_minutes
+            )
+            return {"unit_id": 1, **result}
 
 
 def test_summary_golden_numbers(scenario: Flask) -> None:

@@ -1,64 +1,383 @@
-"""The report endpoints' blueprint: authentication, authorization, JSON."""
+"""The report endpoints (DESIGN §4): who may see what, and how it is rendered."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from flask import Blueprint, current_app, jsonify
+import sqlalchemy as sa
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException
 
+from . import reports
+from . import schemas as s
+from .api import Api, ApiError, csv_response, error_response
 from .constants import TRACKED_ROLES
-from .reports import active_sessions
+from .errors import InvalidActivityError
+from .reports import Scope
+
+logger = logging.getLogger("tutor_times")
 
 bp = Blueprint("tutor_times", __name__)
+api = Api(bp, title="tutor_times reports", version="1", authenticate=lambda: _current_user_id())
 
 SEE_EVERY_TUTOR = frozenset({"admin", "convenor"})
-
-
-class ApiError(HTTPException):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = status
-        self.field = field
-
-
-@bp.errorhandler(HTTPException)
-def json_error(exc: HTTPException) -> Any:
-    error: dict[str, Any] = {"status": exc.code, "message": exc.description}
-    if getattr(exc, "field", None):
-        error["field"] = exc.field  # type: ignore[attr-defined]
-    return jsonify(error=error), exc.code
+bp.register_error_handler(HTTPException, error_response)
 
 
 def _owner() -> Any:
     return current_app.extensions["tutor_times"].owner
 
 
-def marker_scope(unit_id: int) -> int | None:
-    """None when the user sees every tutor of the unit, else the user's own id.
-
-    Anonymous users get 401 as JSON (never a redirect to a login page).
-    """
+def _current_user_id() -> int:
+    """The logged-in user's id; anonymous users get 401 as JSON, never a login redirect."""
     if not current_user or not current_user.is_authenticated:
         raise ApiError(401, "authentication required")
-    ext = _owner()
-    role = ext.role_of(current_user, unit_id)
+    return int(_owner().marker_id_of(current_user))
+
+
+def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
+    """Whose rows the user may see in the unit: None for every tutor (convenors, admins,
+    or the ``requested`` tutor), else the user's own id. Another tutor's rows are a 403."""
+    me = _current_user_id()
+    role = _owner().role_of(current_user, unit_id)
     if role in SEE_EVERY_TUTOR:
-        return None
+        return requested
     if role in TRACKED_ROLES:
-        return int(ext.marker_id_of(current_user))
+        if requested not in (None, me):
+            raise ApiError(403, "a tutor may see only their own marking times", "marker_id")
+        return me
     raise ApiError(403, "only the unit's convenors, admins and tutors may see its marking times")
 
 
-@bp.get("/units/<int:unit_id>/active")
-def active(unit_id: int) -> Any:
-    """Open sessions of the unit, right now (a tutor sees only their own)."""
-    marker_id = marker_scope(unit_id)
-    ext = _owner()
-    state = ext.state
-    with state.tracker.sql.connect() as conn:
-        rows = active_sessions(
-            conn, ext.models, unit_id=unit_id, marker_id=marker_id, min_minutes=state.min_minutes
+def _range(query: s.RangeQuery, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    return query.bounds(_owner().clock().astimezone(tz).date())
+
+
+def _range_out(start: datetime, end: datetime, query: s.RangeQuery) -> dict[str, Any]:
+    return {"start": reports.iso(start), "end": reports.iso(end), "tz": query.tz}
+
+
+def _unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str, Any]]:
+    marker_id = marker_scope(unit_id, query.marker_id)
+    start, end = _range(query, query.zone())
+    return Scope(start, end, unit_id=unit_id, marker_id=marker_id), _range_out(start, end, query)
+
+
+def _connect() -> sa.Connection:
+    return _owner().state.tracker.sql.connect()  # type: ignore[no-any-return]
+
+
+def _min_minutes() -> int:
+    return int(_owner().state.min_minutes)
+
+
+# -- CSV -------------------------------------------------------------------------------
+
+SESSION_COLUMNS = [
+    "session_id",
+    "marker_id",
+    "unit_id",
+    "ip_address",
+    "start_date",
+    "start_time",
+    "end_date",
+    "end_time",
+    "timezone",
+    "duration_minutes",
+    "duration_hours",
+    "active",
+    "assessments",
+    "comments",
+    "submissions_opened",
+    "activities",
+]
+
+
+def _hours(minutes: float | None) -> str:
+    return "" if minutes is None else f"{minutes / 60:.1f}"
+
+
+def _local(stamp: str | None, tz: ZoneInfo) -> tuple[str, str]:
+    if stamp is None:
+        return "", ""
+    t = datetime.fromisoformat(stamp).astimezone(tz)
+    return t.date().isoformat(), t.strftime("%H:%M:%S")
+
+
+def _session_csv(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> Iterable[dict[str, Any]]:
+    for r in rows:
+        start_date, start_time = _local(r["start_time"], tz)
+        end_date, end_time = _local(r["end_time"], tz)
+        yield {
+            "session_id": r["id"],
+            "marker_id": r["marker_id"],
+            "unit_id": r["unit_id"],
+            "ip_address": r["ip_address"],
+            "start_date": start_date,
+            "start_time": start_time,
+            "end_date": end_date,
+            "end_time": end_time,
+            "timezone": tz.key,
+            "duration_minutes": r["duration_minutes"],
+            "duration_hours": _hours(r["duration_minutes"]),
+            "active": "yes" if r["active"] else "no",
+            "assessments": r["assessments"],
+            "comments": r["activities"].get("add-comment", 0),
+            "submissions_opened": r["activities"].get("get-submission-details", 0),
+            "activities": sum(r["activities"].values()),
+        }
+
+
+def _sessions_reply(name: str, result: dict[str, Any], query: s.RangeQuery) -> Any:
+    if query.format == "csv":
+        return csv_response(name, SESSION_COLUMNS, _session_csv(result["sessions"], query.zone()))
+    return result
+
+
+# -- endpoints ---------------------------------------------------------------------------
+
+
+@api.route("GET", "/units/{unit_id}/active", path=s.UnitPath, response=s.ActiveOut)
+def active(path: s.UnitPath) -> Any:
+    """Open sessions of the unit, right now.
+
+    Each with its running duration (to its last activity). A tutor sees only their own.
+    """
+    marker_id = marker_scope(path.unit_id)
+    with _connect() as conn:
+        rows = reports.active_sessions(
+            conn,
+            _owner().models,
+            unit_id=path.unit_id,
+            marker_id=marker_id,
+            min_minutes=_min_minutes(),
         )
-    return jsonify(unit_id=unit_id, sessions=rows)
+    return {"unit_id": path.unit_id, "sessions": rows}
+
+
+@api.route(
+    "GET",
+    "/units/{unit_id}/sessions",
+    path=s.UnitPath,
+    query=s.SessionsQuery,
+    response=s.SessionsPage,
+    csv=True,
+)
+def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
+    """The unit's sessions that started in the range, newest first, a page at a time.
+
+    Open sessions show their running duration, `end_time` null and `active` true.
+    """
+    scope, range_out = _unit_scope(path.unit_id, query)
+    with _connect() as conn:
+        result = reports.sessions_page(
+            conn,
+            _owner().models,
+            scope,
+            page=query.page,
+            per_page=query.per_page,
+            min_minutes=_min_minutes(),
+        )
+    return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
+
+
+@api.route(
+    "GET",
+    "/units/{unit_id}/summary",
+    path=s.UnitPath,
+    query=s.UnitReportQuery,
+    response=s.SummaryOut,
+    csv=True,
+)
+def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
+    """Per tutor: sessions, minutes, assessments and minutes per assessment; and totals.
+
+    A tutor's overlapping sessions (two IPs at once) are merged before their minutes are
+    summed, so no minute counts twice.
+    """
+    scope, range_out = _unit_scope(path.unit_id, query)
+    with _connect() as conn:
+        result = reports.summary(conn, _owner().models, scope, min_minutes=_min_minutes())
+    if query.format == "csv":
+        total = {"marker_id": "total", **result["totals"]}
+        rows = [
+            {
+                **r,
+                "hours": _hours(r["minutes"]),
+                "from": range_out["start"],
+                "to": range_out["end"],
+                "timezone": query.tz,
+            }
+            for r in [*result["tutors"], total]
+        ]
+        columns = [
+            "marker_id",
+            "sessions",
+            "minutes",
+            "hours",
+            "assessments",
+            "minutes_per_assessment",
+            "from",
+            "to",
+            "timezone",
+        ]
+        return csv_response(f"unit-{path.unit_id}-summary", columns, rows)
+    return {"unit_id": path.unit_id, "range": range_out, **result}
+
+
+@api.route(
+    "GET",
+    "/units/{unit_id}/tasks",
+    path=s.UnitPath,
+    query=s.UnitReportQuery,
+    response=s.TasksOut,
+    csv=True,
+)
+def tasks(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
+    """Per task definition: assessments, tasks, markers and estimated minutes.
+
+    Each session's minutes are shared equally among that session's assessments.
+    """
+    scope, range_out = _unit_scope(path.unit_id, query)
+    with _connect() as conn:
+        rows = reports.tasks(conn, _owner().models, scope, min_minutes=_min_minutes())
+    if query.format == "csv":
+        columns = [
+            "task_definition_id",
+            "assessments",
+            "tasks",
+            "markers",
+            "estimated_minutes",
+            "estimated_hours",
+        ]
+        return csv_response(
+            f"unit-{path.unit_id}-tasks",
+            columns,
+            ({**r, "estimated_hours": _hours(r["estimated_minutes"])} for r in rows),
+        )
+    return {"unit_id": path.unit_id, "range": range_out, "tasks": rows}
+
+
+@api.route(
+    "GET",
+    "/units/{unit_id}/timeline",
+    path=s.UnitPath,
+    query=s.TimelineQuery,
+    response=s.TimelineOut,
+    csv=True,
+)
+def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
+    """Minutes, sessions and assessments per day or week, in `tz`.
+
+    A session counts in the bucket its start lies in; every bucket of the range is listed.
+    """
+    scope, range_out = _unit_scope(path.unit_id, query)
+    tz = query.zone()
+    starts = s.day_starts(scope.start, scope.end, tz, query.bucket)
+    with _connect() as conn:
+        buckets = reports.timeline(
+            conn, _owner().models, scope, starts, tz, min_minutes=_min_minutes()
+        )
+    if query.format == "csv":
+        columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
+        return csv_response(
+            f"unit-{path.unit_id}-timeline-{query.bucket}",
+            columns,
+            (
+                {**b, "start_date": b["start"], "timezone": query.tz, "hours": _hours(b["minutes"])}
+                for b in buckets
+            ),
+        )
+    return {"unit_id": path.unit_id, "range": range_out, "bucket": query.bucket, "buckets": buckets}
+
+
+@api.route("GET", "/sessions/{session_id}", path=s.SessionPath, response=s.SessionDetail)
+def session(path: s.SessionPath) -> Any:
+    """One session with every activity in it.
+
+    Convenors and admins of its unit may see it; a tutor only their own.
+    """
+    with _connect() as conn:
+        detail = reports.session_detail(
+            conn, _owner().models, path.session_id, min_minutes=_min_minutes()
+        )
+    if detail is None:
+        raise ApiError(404, f"no session {path.session_id}", "session_id")
+    marker_scope(detail["unit_id"], detail["marker_id"])
+    return detail
+
+
+@api.route(
+    "GET",
+    "/me/sessions",
+    query=s.MySessionsQuery,
+    response=s.MySessionsOut,
+    csv=True,
+    tag="tutors",
+)
+def my_sessions(query: s.MySessionsQuery) -> Any:
+    """The current user's own sessions across units (or in one), newest first."""
+    me = _current_user_id()
+    start, end = _range(query, query.zone())
+    scope = Scope(start, end, unit_id=query.unit_id, marker_id=me)
+    with _connect() as conn:
+        result = reports.sessions_page(
+            conn,
+            _owner().models,
+            scope,
+            page=query.page,
+            per_page=query.per_page,
+            min_minutes=_min_minutes(),
+        )
+    reply = {"marker_id": me, "range": _range_out(start, end, query), **result}
+    return _sessions_reply("my-sessions", reply, query)
+
+
+@api.route(
+    "POST",
+    "/activities",
+    body=s.ActivityIn,
+    response=s.ActivityCreated,
+    status=201,
+    tag="tutors",
+)
+def report_activity(body: s.ActivityIn) -> Any:
+    """Report an activity of the current user, e.g. a heartbeat while reading a submission.
+
+    The marker is always the current user and the IP the request's; only the unit's
+    tutors, convenors and admins are tracked (R7); the action must be allowed (R8).
+    """
+    me = _current_user_id()
+    ext = _owner()
+    if ext.role_of(current_user, body.unit_id) not in TRACKED_ROLES:
+        raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
+    try:
+        activity = ext.record_activity(
+            body.action,
+            marker_id=me,
+            unit_id=body.unit_id,
+            ip_address=request.remote_addr,
+            project_id=body.project_id,
+            task_id=body.task_id,
+            task_definition_id=body.task_definition_id,
+            at=body.at,
+        )
+    except InvalidActivityError as exc:
+        raise ApiError(400, exc.message, exc.field) from None
+    except sa.exc.SQLAlchemyError:
+        ext.count_failure()
+        logger.exception("could not record a reported %r activity", body.action)
+        raise ApiError(503, "the activity could not be stored; try again") from None
+    return {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    """The OpenAPI 3.1 document of these endpoints, from the schemas that validate them."""
+    prefix = current_app.config["TUTOR_TIMES_URL_PREFIX"].rstrip("/")
+    return jsonify(api.openapi(prefix))
