@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,50 +12,7 @@ from demo.extensions import tutor_times
 from tutor_times.accounting import merged_minutes
 from tutor_times.reports import Scope, summary
 
-from .conftest import Clock
-
-D = datetime(2026, 3, 2, tzinfo=timezone.utc)
-
-
-def at(day: int, hh: int, mm: int, ss: int = 0) -> datetime:
-    return D + timedelta(days=day, hours=hh, minutes=mm, seconds=ss)
-
-
-# (time, marker, unit, ip, action)
-SCENARIO = [
-    # tutor 3, two IPs at once: 09:00-09:20 and 09:15-09:29 merge into 29 minutes (R10);
-    # each gap is under the 15-minute timeout
-    (at(0, 9, 0), 3, 1, "10.0.0.1", "assessing"),
-    (at(0, 9, 10), 3, 1, "10.0.0.1", "inbox"),
-    (at(0, 9, 20), 3, 1, "10.0.0.1", "assessing"),
-    (at(0, 9, 15), 3, 1, "10.0.0.2", "assessing"),
-    (at(0, 9, 29), 3, 1, "10.0.0.2", "add-comment"),
-    # tutor 3 in another unit at the same time: not this unit's time
-    (at(0, 9, 5), 3, 2, "10.0.0.1", "assessing"),
-    # tutor 3 two days earlier: outside the range
-    (at(-2, 9, 0), 3, 1, "10.0.0.1", "assessing"),
-    # tutor 3 across midnight: 23:50-00:10, 20 minutes, 2 assessments
-    (at(0, 23, 50), 3, 1, "10.0.0.1", "assessing"),
-    (at(1, 0, 2), 3, 1, "10.0.0.1", "add-comment"),
-    (at(1, 0, 10), 3, 1, "10.0.0.1", "assessing"),
-    # tutor 4: a single look at the inbox (1 minute, the minimum) ...
-    (at(0, 10, 0), 4, 1, "10.0.0.3", "inbox"),
-    # ... and a session still open: 7.5 minutes so far, 2 assessments
-    (at(1, 0, 20), 4, 1, "10.0.0.3", "assessing"),
-    (at(1, 0, 27, 30), 4, 1, "10.0.0.3", "assessing"),
-]
-NOW = at(1, 0, 28)
-
-
-@pytest.fixture
-def scenario(app: Flask, clock: Clock) -> Flask:
-    with app.app_context():
-        for t, marker, unit, ip, action in sorted(SCENARIO):
-            clock.set(t)
-            tutor_times.record_activity(action, marker_id=marker, unit_id=unit, ip_address=ip)
-        clock.set(NOW)
-        tutor_times.close_expired_sessions()
-    return app
+from .conftest import D, at
 
 
 def run_summary(app: Flask, **kw: Any) -> dict[str, Any]:
