@@ -254,6 +254,11 @@ NOW = at(1, 0, 28)
 
 @pytest.fixture
 def scenario(app: Flask, clock: Clock) -> Flask:
+    return play_scenario(app, clock)
+
+
+def play_scenario(app: Flask, clock: Clock) -> Flask:
+    """Record SCENARIO's activities at their times, then close what is idle at NOW."""
     with app.app_context():
         for t, marker, unit, ip, action, task, definition in sorted(SCENARIO, key=lambda a: a[0]):
             clock.set(t)

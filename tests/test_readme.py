@@ -1,0 +1,85 @@
+"""Every example request in the README's report section, replayed on the golden scenario:
+the response shown there is the response the endpoint gives."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from .conftest import Clock, built, play_scenario
+from .test_decorator import login
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+HOST = "http://127.0.0.1:5000"
+# a curl command block followed by the response block it shows
+EXAMPLE = re.compile(r"```sh\n(curl [^`]*?)\n```\n```(json|csv)\n(.*?)\n```", re.S)
+
+
+def examples() -> list[tuple[str, str, str]]:
+    section = README.read_text().split("### Report endpoints", 1)[1].split("\n## ", 1)[0]
+    return [m.groups() for m in EXAMPLE.finditer(section)]
+
+
+def url_of(args: list[str]) -> str:
+    return next(a for a in args if a.startswith(HOST)).removeprefix(HOST)
+
+
+def replay(app: Flask, command: str) -> Any:
+    """Run one README curl command on the test client: (user from the jar, method, URL, body)."""
+    args = shlex.split(command.replace("\\\n", " "))
+    jar = args[args.index("-b") + 1] if "-b" in args else None
+    method = args[args.index("-X") + 1] if "-X" in args else "GET"
+    body = args[args.index("-d") + 1] if "-d" in args else None
+    url = url_of(args)
+    client = login(app, jar.removesuffix(".jar")) if jar else app.test_client()
+    return client.open(
+        url,
+        method=method,
+        data=body,
+        content_type="application/json" if body else None,
+        environ_base={"REMOTE_ADDR": "10.0.0.9"},
+    )
+
+
+def test_the_readme_shows_every_endpoint() -> None:
+    shown = {re.sub(r"\?.*", "", url_of(shlex.split(c))) for c, _, _ in examples()}
+    assert {re.sub(r"/\d+", "/N", path) for path in shown} >= {
+        "/tutor-times/units/N/active",
+        "/tutor-times/units/N/sessions",
+        "/tutor-times/units/N/summary",
+        "/tutor-times/units/N/tasks",
+        "/tutor-times/units/N/timeline",
+        "/tutor-times/sessions/N",
+        "/tutor-times/me/sessions",
+        "/tutor-times/activities",
+        "/tutor-times/openapi.json",
+    }
+
+
+@pytest.mark.parametrize(("command", "kind", "shown"), examples())
+def test_each_readme_example_is_what_the_endpoint_answers(
+    scenario_sqlite: Flask, command: str, kind: str, shown: str
+) -> None:
+    r = replay(scenario_sqlite, command)
+    if kind == "csv":
+        assert r.get_data(as_text=True).lstrip("\ufeff").replace("\r\n", "\n").strip() == shown
+        return
+    answer = r.get_json()
+    expected = json.loads(shown)
+    if command.endswith("openapi.json"):  # the document is long: its opening is shown
+        answer = {key: answer[key] for key in expected}
+    assert answer == expected, json.dumps(answer, indent=2)
+
+
+@pytest.fixture
+def scenario_sqlite(clock: Clock) -> Iterator[Flask]:
+    with built("sqlite") as app:
+        play_scenario(app, clock)
+        yield app
