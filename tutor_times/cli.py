@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -40,6 +41,42 @@ def sweep_command(now: datetime | None) -> None:
     ext = extension()
     closed = ext.close_expired_sessions(now.replace(tzinfo=UTC) if now else None)
     click.echo(f"closed {closed} idle session{'s' if closed != 1 else ''}")
+
+
+@cli.command("purge")
+@click.option(
+    "--before",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    required=True,
+    help="Sessions that ended before this UTC date or time.",
+)
+@click.option("--anonymize", is_flag=True, help="Keep the sessions; blank their IP addresses.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def purge_command(before: datetime, anonymize: bool, yes: bool) -> None:
+    """Remove old sessions and their activities (or only their IPs), in batches."""
+    from .accounting import UTC
+
+    ext = extension()
+    before = before.replace(tzinfo=UTC)
+    if before > ext.clock():
+        raise click.BadParameter("lies in the future", param_hint="--before")
+    total = ext.purge_count(before, anonymize=anonymize)
+    what = "strip the IP addresses of" if anonymize else "delete"
+    if total == 0:
+        click.echo("nothing to purge")
+        return
+    if not yes:
+        click.confirm(
+            f"{what} {total} session{'s' if total != 1 else ''} that ended before"
+            f" {before:%Y-%m-%d %H:%M} UTC?",
+            abort=True,
+        )
+    with click.progressbar(length=total, label="purging", file=sys.stderr) as bar:
+        done = ext.purge(before, anonymize=anonymize, progress=bar.update)
+    click.echo(
+        f"{'anonymized' if anonymize else 'deleted'} {done} session{'s' if done != 1 else ''}"
+    )
 
 
 @cli.command("worker")

@@ -21,6 +21,8 @@ class ConfigVars:
     SWEEP_BATCH_SIZE: Final = "TUTOR_TIMES_SWEEP_BATCH_SIZE"
     IN_PROCESS_SWEEPER: Final = "TUTOR_TIMES_IN_PROCESS_SWEEPER"
     URL_PREFIX: Final = "TUTOR_TIMES_URL_PREFIX"
+    IP_STORAGE: Final = "TUTOR_TIMES_IP_STORAGE"
+    IP_HASH_KEY: Final = "TUTOR_TIMES_IP_HASH_KEY"
 
 
 DEFAULT_ACTIONS: Final = (
@@ -60,6 +62,11 @@ DEFAULTS: Final[dict[str, Any]] = {
     # A sweeper thread inside the app process. None: on with the embedded store only.
     ConfigVars.IN_PROCESS_SWEEPER: None,
     ConfigVars.URL_PREFIX: "/tutor-times",
+    # How much of an IP address is stored (and used in keys): "full", "truncated"
+    # (IPv4 /24, IPv6 /48) or "hashed" (HMAC-SHA256 with IP_HASH_KEY).
+    ConfigVars.IP_STORAGE: "full",
+    # The secret for "hashed"; None: the app's SECRET_KEY.
+    ConfigVars.IP_HASH_KEY: None,
 }
 
 # Short timeouts and no retry loop: a stalled Redis must cost a tracked request

@@ -13,6 +13,7 @@ import redis
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
+from . import privacy
 from .accounting import UTC, utcnow
 from .closer import ExpiryListener, sweep, sweep_forever
 from .constants import DEFAULTS, STORES, TRACKED_ROLES, ConfigVars
@@ -159,6 +160,10 @@ class TutorTimes:
                 timeout=delta,
                 breaker=CircuitBreaker(float(config[ConfigVars.REDIS_RETRY_AFTER])),
             )
+        policy = privacy.ip_policy(
+            config[ConfigVars.IP_STORAGE],
+            config[ConfigVars.IP_HASH_KEY] or config.get("SECRET_KEY"),
+        )
         tracker = Tracker(
             actions=actions,
             sql=sql,
@@ -166,6 +171,7 @@ class TutorTimes:
             # Looked up on each call, so a test can swap the clock of a running app.
             clock=lambda: self.clock(),
             max_skew=timedelta(seconds=config[ConfigVars.MAX_CLOCK_SKEW]),
+            ip_policy=policy,
         )
         return _State(
             owner=self,
@@ -305,6 +311,34 @@ class TutorTimes:
             batch_size=1 if key else state.sweep_batch_size,
             key=key,
         )
+
+    def purge(
+        self,
+        before: datetime,
+        *,
+        anonymize: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete closed sessions that ended before ``before`` and their activities (or,
+        with ``anonymize``, blank their IP addresses); returns how many sessions changed."""
+        if before.tzinfo is None:
+            raise ValueError("before must be an aware datetime")
+        state = self.state
+        return privacy.purge(
+            state.tracker.sql.connect,
+            self.models,
+            before=before.astimezone(UTC),
+            anonymize=anonymize,
+            batch_size=state.sweep_batch_size,
+            progress=progress or (lambda n: None),
+        )
+
+    def purge_count(self, before: datetime, *, anonymize: bool = False) -> int:
+        """How many sessions :meth:`purge` would change."""
+        with self.state.tracker.sql.connect() as conn:
+            return privacy.purge_count(
+                conn, self.models, before=before.astimezone(UTC), anonymize=anonymize
+            )
 
     def run_worker(
         self,

@@ -58,12 +58,15 @@ class Tracker:
         redis_store: RedisStore | None,
         clock: Callable[[], datetime],
         max_skew: timedelta,
+        ip_policy: Callable[[str], str] = str,
     ) -> None:
         self.actions = frozenset(actions)
         self.sql = sql
         self.redis = redis_store
         self.clock = clock
         self.max_skew = max_skew
+        #: the stored form of an address (TUTOR_TIMES_IP_STORAGE), applied before any key
+        self.ip_policy = ip_policy
 
     def validate(
         self,
@@ -96,7 +99,7 @@ class Tracker:
             action=check_action(action, self.actions),
             marker_id=check_id(marker_id, "marker_id", required=True),  # type: ignore[arg-type]
             unit_id=check_id(unit_id, "unit_id", required=True),  # type: ignore[arg-type]
-            ip_address=check_ip(ip_address),
+            ip_address=self.ip_policy(check_ip(ip_address)),
             project_id=check_id(project_id, "project_id", required=False),
             task_id=check_id(task_id, "task_id", required=False),
             task_definition_id=check_id(task_definition_id, "task_definition_id", required=False),
