@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from tutor_times.constants import DEFAULTS
+
 from .conftest import Clock, built, play_scenario
 from .test_decorator import login
 
@@ -83,3 +85,21 @@ def scenario_sqlite(clock: Clock) -> Iterator[Flask]:
     with built("sqlite") as app:
         play_scenario(app, clock)
         yield app
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    table = README.read_text().split("### Configuration", 1)[1].split("\n#", 1)[0]
+    for key, default in DEFAULTS.items():
+        assert f"| `{key}` |" in table, key
+        if isinstance(default, (int, float, str)) and not isinstance(default, bool):
+            assert f"| `{key}` | `{default!r}`".replace("'", '"') in table, key
+
+
+def test_every_reliability_row_names_tests_that_exist() -> None:
+    table = README.read_text().split("## Reliability", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "test" in line]
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", table)
+    assert len(rows) >= 12 and len(named) >= len(rows) - 1
+    for path, name in named:
+        source = (README.parent / path).read_text()
+        assert f"def {name}(" in source, f"{path}::{name}"
