@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, abort, g, jsonify, request
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.exceptions import HTTPException
 
@@ -43,6 +43,16 @@ def unauthorized() -> Any:
 
 @tutor_times.role_loader
 def unit_role(user: User, unit_id: int) -> str | None:
+    """The user's role in the unit, looked up once per request: a tracked view asks, and so
+    does the tracker after it."""
+    cache: dict[tuple[int, int], str | None] = g.setdefault("unit_roles", {})
+    key = (user.id, unit_id)
+    if key not in cache:
+        cache[key] = _load_role(user, unit_id)
+    return cache[key]
+
+
+def _load_role(user: User, unit_id: int) -> str | None:
     if user.is_admin:
         return "admin"
     role = db.session.scalar(

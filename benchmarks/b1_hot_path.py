@@ -1,0 +1,148 @@
+"""B1 hot path: what ``record_activity`` costs when the key's session is open.
+
+Three ways to store one activity, interleaved round by round so they share the machine's
+noise: the Redis store, the SQL-only store, and the floor — one raw EVALSHA of the same
+lookup script with redis-py and one raw INSERT + COMMIT with psycopg, no ORM, no checks.
+Each at two sizes of ``marking_sessions``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from contextlib import nullcontext
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+import redis
+import sqlalchemy as sa
+
+from benchmarks.common import (
+    DATABASE_URL,
+    REDIS_URL,
+    bench_app,
+    engine_of,
+    ensure_database,
+    fill_closed_sessions,
+    forget_redis,
+    fresh_schema,
+    percentiles,
+    save,
+    smoke_url,
+    step,
+    time_calls,
+)
+
+SIZES = [10_000, 1_000_000]
+CALLS = 10_000
+ROUND = 500
+
+
+def floor_call(database_url: str, redis_url: str, session_id: int) -> tuple[Any, Any]:
+    """One EVALSHA + one INSERT/COMMIT, as bare as the drivers allow."""
+    from tutor_times.accounting import to_micros
+    from tutor_times.store import LOOKUP
+
+    client = redis.Redis.from_url(redis_url)
+    sha = client.script_load(LOOKUP)
+    key = f"tt-bench-floor:session:{session_id}"
+    client.hset(key, mapping={"sid": session_id, "last": to_micros(datetime.now(timezone.utc))})
+    url = sa.make_url(database_url).set(drivername="postgresql")
+    conn = psycopg.connect(url.render_as_string(hide_password=False))
+    insert = (
+        "INSERT INTO session_activities (marking_session_id, action, created_at, updated_at)"
+        " VALUES (%s, 'assessing', %s, %s)"
+    )
+
+    def call() -> None:
+        now = datetime.now(timezone.utc)
+        client.evalsha(sha, 1, key, to_micros(now), 900_000_000, 900_000)
+        with conn.cursor() as cur:
+            cur.execute(insert, (session_id, now, now))
+        conn.commit()
+
+    def close() -> None:
+        client.delete(key)
+        conn.close()
+
+    return call, close
+
+
+def recorder(app: Any, marker: int) -> tuple[Any, Any]:
+    """(the app's context, a call recording one activity of ``marker``'s open session)."""
+    from demo.extensions import tutor_times
+
+    # A tracked view runs inside its request's app context: so does each timed call.
+    context = app.app_context()
+
+    def call() -> None:
+        tutor_times.record_activity("assessing", marker_id=marker, unit_id=1, ip_address="10.9.9.1")
+
+    with context:
+        call()  # opens the key's session: every timed call continues it
+    return context, call
+
+
+def run(database_url: str, sizes: list[int], calls: int, rounds: int) -> dict[str, Any]:
+    ensure_database(database_url)
+    redis_app = bench_app(database_url, TUTOR_TIMES_STORE="redis")
+    sql_app = bench_app(database_url, TUTOR_TIMES_STORE="sql")
+    results = []
+    for size in sizes:
+        print(f"B1 with {size:,} rows in marking_sessions")
+        with step("schema and rows"):
+            fresh_schema(redis_app)
+            forget_redis(redis_app)
+            fill_closed_sessions(redis_app, size - 2, days=365)
+
+        variants = {"redis_store": recorder(redis_app, 3), "sql_store": recorder(sql_app, 4)}
+        with engine_of(redis_app).connect() as conn:
+            open_id = conn.scalar(sa.text("SELECT max(id) FROM marking_sessions"))
+        floor, close_floor = floor_call(database_url, REDIS_URL, int(open_id))
+        variants["floor"] = (nullcontext(), floor)
+        samples: dict[str, list[int]] = {name: [] for name in variants}
+        with step(f"{calls:,} calls each, in rounds of {rounds}"):
+            for context, call in variants.values():  # warm: connections, compiled statements
+                with context:
+                    time_calls(call, 50)
+            done = 0
+            while done < calls:
+                n = min(rounds, calls - done)
+                for name, (context, call) in variants.items():
+                    with context:
+                        samples[name] += time_calls(call, n)
+                done += n
+        close_floor()
+        row: dict[str, Any] = {"rows": size}
+        for name, times in samples.items():
+            row[name] = percentiles(times)
+        row["redis_vs_floor_p50"] = round(row["redis_store"]["p50_ms"] / row["floor"]["p50_ms"], 2)
+        row["redis_vs_floor_p99"] = round(row["redis_store"]["p99_ms"] / row["floor"]["p99_ms"], 2)
+        row["sql_vs_redis_p50"] = round(
+            row["sql_store"]["p50_ms"] / row["redis_store"]["p50_ms"], 2
+        )
+        results.append(row)
+        print(
+            f"  p50 ms: redis {row['redis_store']['p50_ms']}, sql {row['sql_store']['p50_ms']},"
+            f" floor {row['floor']['p50_ms']}; redis/floor {row['redis_vs_floor_p50']}x,"
+            f" sql/redis {row['sql_vs_redis_p50']}x"
+        )
+    forget_redis(redis_app)
+    return {"benchmark": "B1 hot path", "calls": calls, "results": results}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
+    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
+    parser.add_argument("--calls", type=int, default=CALLS)
+    args = parser.parse_args(argv)
+    if args.smoke:
+        return run(smoke_url(DATABASE_URL), [100, 1_000], calls=60, rounds=20)
+    result = run(DATABASE_URL, args.sizes, calls=args.calls, rounds=ROUND)
+    save("b1_hot_path", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

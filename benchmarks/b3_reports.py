@@ -1,0 +1,143 @@
+"""B3 reports: the report endpoints of one unit over years of data.
+
+1M activities in 100k sessions of 200 tutors over two years, in four units; the convenor of
+unit 1 asks for its summary, tasks, timeline and a sessions page, through the Flask test
+client (JSON rendering and the role check included, HTTP aside), over three ranges. Every
+SQL statement of one request per report is then run again under EXPLAIN ANALYZE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from benchmarks.common import (
+    DATABASE_URL,
+    RESULTS,
+    bench_app,
+    engine_of,
+    ensure_database,
+    fill_closed_sessions,
+    fresh_schema,
+    percentiles,
+    save,
+    smoke_url,
+    step,
+    time_calls,
+)
+
+REPORTS = {
+    "summary": "/tutor-times/units/1/summary",
+    "tasks": "/tutor-times/units/1/tasks",
+    "timeline": "/tutor-times/units/1/timeline",
+    "sessions page": "/tutor-times/units/1/sessions?per_page=50&page=2&",
+}
+
+
+def ranges(today: datetime) -> dict[str, str]:
+    term = today.date() - timedelta(weeks=12)
+    return {
+        "last 7 days (default)": "",
+        "a 12-week term": f"from={term}&to={today.date()}",
+        "two years, by week": f"from={(today - timedelta(days=729)).date()}&to={today.date()}",
+    }
+
+
+def url(report: str, query: str) -> str:
+    path = REPORTS[report]
+    sep = "" if path.endswith("&") else "?"
+    extra = "&bucket=week" if report == "timeline" and "two years" in query else ""
+    return f"{path}{sep}{query}{extra}"
+
+
+def explain(app: Any, client: Any, path: str) -> list[str]:
+    """EXPLAIN ANALYZE of every statement one request of ``path`` runs on our tables."""
+    engine = engine_of(app)
+    seen: list[tuple[str, Any]] = []
+
+    def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if "marking_sessions" in statement and not statement.lstrip().startswith("EXPLAIN"):
+            seen.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        assert client.get(path).status_code == 200
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+    plans = []
+    with engine.connect() as conn:
+        for statement, parameters in seen:
+            rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+            plans.append(statement.strip() + "\n" + "\n".join(r[0] for r in rows))
+    return plans
+
+
+def run(database_url: str, sessions: int, activities: int, calls: int) -> dict[str, Any]:
+    ensure_database(database_url)
+    app = bench_app(database_url)
+    with step(f"{sessions:,} sessions, {activities * sessions:,} activities, 200 tutors"):
+        fresh_schema(app)
+        fill_closed_sessions(
+            app, sessions, markers=200, units=4, activities_per_session=activities, days=730
+        )
+    client = app.test_client()
+    login = client.post("/login", json={"username": "convenor", "password": "password"})
+    assert login.status_code == 200
+    today = datetime.now(timezone.utc)
+    results = []
+    for range_name, query in ranges(today).items():
+        for report in REPORTS:
+            path = url(report, query)
+            for _ in range(3):  # warm: plans, caches
+                assert client.get(path).status_code == 200
+            samples = time_calls(lambda p=path: client.get(p), calls)
+            row = {"report": report, "range": range_name, **percentiles(samples)}
+            results.append(row)
+            print(
+                f"  {report:14} {range_name:24} p50 {row['p50_ms']:8.2f} ms"
+                f"  p99 {row['p99_ms']:8.2f} ms"
+            )
+    plans: dict[str, list[str]] = {}
+    term_query = ranges(today)["a 12-week term"]
+    for report in REPORTS:
+        plans[report] = explain(app, client, url(report, term_query))
+    index_use = {
+        report: {
+            "indexes": sorted(
+                set(re.findall(r"Index (?:Only )?Scan (?:Backward )?using (\w+)", "\n".join(p)))
+            ),
+            "seq_scans": sorted(set(re.findall(r"Seq Scan on (\w+)", "\n".join(p)))),
+        }
+        for report, p in plans.items()
+    }
+    return {
+        "benchmark": "B3 reports",
+        "sessions": sessions,
+        "activities": activities * sessions,
+        "results": results,
+        "index_use": index_use,
+        "plans": plans,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        return run(smoke_url(DATABASE_URL), 2_000, 3, calls=3)
+    result = run(DATABASE_URL, 100_000, 10, calls=30)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "b3_explain.txt").write_text(
+        "\n\n".join(f"## {r}\n\n" + "\n\n".join(p) for r, p in result.pop("plans").items())
+    )
+    save("b3_reports", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
