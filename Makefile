@@ -27,8 +27,12 @@ run: install
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## make bench: the benchmarks on the real servers (B=b1 for one); rewrites benchmarks/README.md
+bench: install
+	$(BIN)/python -m benchmarks.run $(B)
+
 lint: install
-	$(BIN)/ruff check tutor_times demo tests config.py wsgi.py
+	$(BIN)/ruff check tutor_times demo tests benchmarks config.py wsgi.py
 	$(BIN)/mypy
 
 clean:

@@ -54,6 +54,10 @@ def url(report: str, query: str) -> str:
     return f"{path}{sep}{query}{extra}"
 
 
+#: "Index Scan using ix", "Index Only Scan Backward using ix", "Bitmap Index Scan on ix"
+INDEX_USE = r"Index (?:Only )?Scan (?:Backward )?(?:using|on) (\w+)"
+
+
 def explain(app: Any, client: Any, path: str) -> list[str]:
     """EXPLAIN ANALYZE of every statement one request of ``path`` runs on our tables."""
     engine = engine_of(app)
@@ -107,9 +111,7 @@ def run(database_url: str, sessions: int, activities: int, calls: int) -> dict[s
         plans[report] = explain(app, client, url(report, term_query))
     index_use = {
         report: {
-            "indexes": sorted(
-                set(re.findall(r"Index (?:Only )?Scan (?:Backward )?using (\w+)", "\n".join(p)))
-            ),
+            "indexes": sorted(set(re.findall(INDEX_USE, "\n".join(p)))),
             "seq_scans": sorted(set(re.findall(r"Seq Scan on (\w+)", "\n".join(p)))),
         }
         for report, p in plans.items()

@@ -31,6 +31,7 @@ from benchmarks.common import (
     save,
     smoke_url,
     step,
+    vacuum,
 )
 
 
@@ -57,8 +58,7 @@ def idle_sessions(app: Any, n: int, idle_for: timedelta) -> None:
                 " updated_at) SELECT id, 'inbox', start_time, start_time FROM marking_sessions"
             )
         )
-        conn.execute(sa.text("ANALYZE marking_sessions"))
-        conn.execute(sa.text("ANALYZE session_activities"))
+    vacuum(engine_of(app))
 
 
 def sweep_throughput(database_url: str, n: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ last activity so far.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -203,36 +204,112 @@ def activity_row(a: Any) -> dict[str, Any]:
     }
 
 
-def _intervals(conn: sa.Connection, models: Models, scope: Scope) -> Any:
-    """(marker_id, start, end so far) of every session in the scope: R10's input."""
-    ms = models.MarkingSession
-    return conn.execute(
-        sa.select(ms.marker_id, ms.start_time, _last_activity(models)).where(*scope.where(models))
+def _assessments_of(models: Models) -> Any:
+    """A correlated count of the session's assessments. Per session, it reads the
+    (marking_session_id, created_at) index — covering on PostgreSQL — rather than joining
+    every activity of the range, which planners turn into a scan of the whole table."""
+    ms, act = models.MarkingSession, models.SessionActivity
+    return (
+        sa.select(sa.func.count())
+        .where(act.marking_session_id == ms.id, act.action == ASSESSING)
+        .scalar_subquery()
     )
+
+
+def merged_minutes_by(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    *,
+    min_minutes: int,
+    bucket: tuple[Any, Callable[[datetime], Any]] | None = None,
+) -> dict[tuple[Any, int], int]:
+    """R10: minutes per (bucket, marker) of the scope's sessions, overlapping sessions of a
+    tutor merged first. ``bucket`` is (its SQL expression, the same as a function of a
+    session's start); without it every session is in bucket None.
+
+    PostgreSQL merges in SQL (gaps and islands: a session starts a new block when it starts
+    after every earlier one of its tutor has ended), so only one row per tutor comes back.
+    Elsewhere the sessions' intervals are merged here by :func:`merged_minutes`.
+    """
+    ms = models.MarkingSession
+    where = scope.where(models)
+    end = _last_activity(models)
+    if conn.dialect.name != "postgresql":
+        to_bucket = bucket[1] if bucket else (lambda start: None)
+        intervals: dict[tuple[Any, int], list[tuple[datetime, datetime]]] = {}
+        for marker, start, last in conn.execute(
+            sa.select(ms.marker_id, ms.start_time, end).where(*where)
+        ):
+            intervals.setdefault((to_bucket(start), marker), []).append((start, last))
+        return {key: merged_minutes(spans, min_minutes) for key, spans in intervals.items()}
+
+    label = (bucket[0] if bucket else sa.null()).label("bucket")
+    s = (
+        sa.select(label, ms.marker_id.label("marker"), ms.start_time.label("st"), end.label("en"))
+        .where(*where)
+        .subquery("s")
+    )
+    order = [s.c.st, s.c.en]
+    ended_before = sa.func.max(s.c.en).over(
+        partition_by=[s.c.bucket, s.c.marker], order_by=order, rows=(None, -1)
+    )
+    flagged = sa.select(
+        s.c.bucket,
+        s.c.marker,
+        s.c.st,
+        s.c.en,
+        sa.case((s.c.st <= ended_before, 0), else_=1).label("starts_block"),
+    ).subquery("flagged")
+    f = flagged.c
+    numbered = sa.select(
+        f.bucket,
+        f.marker,
+        f.st,
+        f.en,
+        sa.func.sum(f.starts_block)
+        .over(partition_by=[f.bucket, f.marker], order_by=[f.st, f.en], rows=(None, 0))
+        .label("block"),
+    ).subquery("numbered")
+    n = numbered.c
+    blocks = (
+        sa.select(
+            n.bucket,
+            n.marker,
+            sa.extract("epoch", sa.func.max(n.en) - sa.func.min(n.st)).label("seconds"),
+        )
+        .group_by(n.bucket, n.marker, n.block)
+        .subquery("blocks")
+    )
+    b = blocks.c
+    minutes = sa.func.greatest(min_minutes, sa.func.floor(b.seconds / 60))  # R4, per block
+    rows = conn.execute(
+        sa.select(b.bucket, b.marker, sa.func.sum(minutes)).group_by(b.bucket, b.marker)
+    )
+    return {(value, marker): int(total) for value, marker, total in rows}
 
 
 def summary(
     conn: sa.Connection, models: Models, scope: Scope, *, min_minutes: int
 ) -> dict[str, Any]:
     """Per tutor: sessions, minutes (R10), assessments, minutes per assessment; and totals."""
-    ms, act = models.MarkingSession, models.SessionActivity
-    assessments = sa.func.count(act.id).filter(act.action == ASSESSING)
-    counts = conn.execute(
-        sa.select(ms.marker_id, sa.func.count(sa.distinct(ms.id)), assessments)
-        .select_from(ms)
-        .outerjoin(act, act.marking_session_id == ms.id)
+    ms = models.MarkingSession
+    per_session = (
+        sa.select(ms.marker_id, _assessments_of(models).label("n"))
         .where(*scope.where(models))
-        .group_by(ms.marker_id)
-        .order_by(ms.marker_id)
+        .subquery()
+    )
+    counts = conn.execute(
+        sa.select(per_session.c.marker_id, sa.func.count(), sa.func.sum(per_session.c.n))
+        .group_by(per_session.c.marker_id)
+        .order_by(per_session.c.marker_id)
     ).all()
-    intervals: dict[int, list[tuple[datetime, datetime]]] = {}
-    for marker, start, end in _intervals(conn, models, scope):
-        intervals.setdefault(marker, []).append((start, end))
+    minutes = merged_minutes_by(conn, models, scope, min_minutes=min_minutes)
 
     tutors = [
         with_rate(
-            {"marker_id": marker, "sessions": n_sessions, "assessments": n_assessments},
-            merged_minutes(intervals[marker], min_minutes),
+            {"marker_id": marker, "sessions": n_sessions, "assessments": int(n_assessments)},
+            minutes[None, marker],
         )
         for marker, n_sessions, n_assessments in counts
     ]
@@ -281,33 +358,30 @@ def tasks(
     """Per task definition: assessments, distinct tasks and markers, and estimated minutes —
     each session's minutes shared equally among that session's assessments."""
     ms, act = models.MarkingSession, models.SessionActivity
-    where = [*scope.where(models), act.action == ASSESSING]
-    per_session = (
-        sa.select(
-            ms.id.label("session_id"),
-            (_open_minutes(conn, models, scope, min_minutes) * 1.0 / sa.func.count(act.id)).label(
-                "share"
-            ),
-        )
-        .join(act, act.marking_session_id == ms.id)
-        .where(*where)
-        .group_by(ms.id, ms.duration_minutes)
-        .subquery()
-    )
-    rows = conn.execute(
+    # one row per assessment, with its session's minutes and assessment count beside it
+    assessed = (
         sa.select(
             act.task_definition_id,
-            sa.func.count(act.id),
-            sa.func.count(sa.distinct(act.task_id)),
-            sa.func.count(sa.distinct(ms.marker_id)),
-            sa.func.sum(per_session.c.share),
+            act.task_id,
+            ms.marker_id,
+            _open_minutes(conn, models, scope, min_minutes).label("minutes"),
+            sa.func.count().over(partition_by=ms.id).label("n"),
         )
-        .select_from(act)
-        .join(ms, act.marking_session_id == ms.id)
-        .join(per_session, per_session.c.session_id == ms.id)
-        .where(*where)
-        .group_by(act.task_definition_id)
-        .order_by(act.task_definition_id.is_(None), act.task_definition_id)
+        .join(act, act.marking_session_id == ms.id)
+        .where(*scope.where(models), act.action == ASSESSING)
+        .subquery()
+    )
+    c = assessed.c
+    rows = conn.execute(
+        sa.select(
+            c.task_definition_id,
+            sa.func.count(),
+            sa.func.count(sa.distinct(c.task_id)),
+            sa.func.count(sa.distinct(c.marker_id)),
+            sa.func.sum(c.minutes * 1.0 / c.n),
+        )
+        .group_by(c.task_definition_id)
+        .order_by(c.task_definition_id.is_(None), c.task_definition_id)
     ).all()
     return [
         {
@@ -327,6 +401,7 @@ def timeline(
     scope: Scope,
     starts: list[datetime],
     tz: ZoneInfo,
+    bucket: str,
     *,
     min_minutes: int,
 ) -> list[dict[str, Any]]:
@@ -335,7 +410,6 @@ def timeline(
     ``starts`` are the buckets' first instants in UTC (local midnights, so DST falls right);
     a session belongs to the bucket its start lies in. Every bucket is listed, empty or not.
     """
-    ms, act = models.MarkingSession, models.SessionActivity
     buckets: list[dict[str, Any]] = [
         {
             "start": s.astimezone(tz).date().isoformat(),
@@ -348,34 +422,49 @@ def timeline(
     ]
     if not starts:
         return buckets
-    # the bucket index, as SQL: the last start at or before the session's start
-    index: Any = sa.literal(0)
-    if len(starts) > 1:
-        index = sa.case(
-            *[(ms.start_time < s, i) for i, s in enumerate(starts[1:])], else_=len(starts) - 1
-        )
-    sessions = (
-        sa.select(index.label("bucket"), ms.id.label("session_id"))
+    label, index_of = _bucket_of(conn, models, starts, tz, bucket)
+    per_session = (
+        sa.select(label.label("bucket"), _assessments_of(models).label("n"))
         .where(*scope.where(models))
         .subquery()
     )
-    for i, n_sessions, n_assessments in conn.execute(
-        sa.select(
-            sessions.c.bucket,
-            sa.func.count(sa.distinct(sessions.c.session_id)),
-            sa.func.count(act.id).filter(act.action == ASSESSING),
+    for value, n_sessions, n_assessments in conn.execute(
+        sa.select(per_session.c.bucket, sa.func.count(), sa.func.sum(per_session.c.n)).group_by(
+            per_session.c.bucket
         )
-        .select_from(sessions)
-        .outerjoin(act, act.marking_session_id == sessions.c.session_id)
-        .group_by(sessions.c.bucket)
     ):
+        i = index_of(value)
         buckets[i]["sessions"] = n_sessions
-        buckets[i]["assessments"] = n_assessments
+        buckets[i]["assessments"] = int(n_assessments)
 
-    intervals: dict[tuple[int, int], list[tuple[datetime, datetime]]] = {}
-    for marker, start, end in _intervals(conn, models, scope):
-        i = bisect.bisect_right(starts, start) - 1
-        intervals.setdefault((max(i, 0), marker), []).append((start, end))
-    for (i, _), spans in intervals.items():
-        buckets[i]["minutes"] += merged_minutes(spans, min_minutes)
+    def bucket_of_start(start: datetime) -> int:
+        return max(0, bisect.bisect_right(starts, start) - 1)
+
+    # keys are values of the bucket expression (an index where SQL computes the index)
+    minutes = merged_minutes_by(
+        conn, models, scope, min_minutes=min_minutes, bucket=(label, bucket_of_start)
+    )
+    for (value, _), total in minutes.items():
+        buckets[index_of(value)]["minutes"] += total
     return buckets
+
+
+def _bucket_of(
+    conn: sa.Connection, models: Models, starts: list[datetime], tz: ZoneInfo, bucket: str
+) -> tuple[Any, Callable[[Any], int]]:
+    """A session's bucket as SQL, and how a value of it maps to an index into ``starts``.
+
+    PostgreSQL converts to local time itself (``date_trunc`` of the start in ``tz``, DST
+    included); elsewhere a CASE over the buckets' first instants gives the index.
+    """
+    ms = models.MarkingSession
+    if conn.dialect.name == "postgresql":
+        first_days = {s.astimezone(tz).date(): i for i, s in enumerate(starts)}
+        local = sa.func.date_trunc(bucket, sa.func.timezone(tz.key, ms.start_time))
+        return local, lambda value: first_days[value.date()]
+    if len(starts) == 1:
+        return sa.literal(0), int
+    index = sa.case(
+        *[(ms.start_time < s, i) for i, s in enumerate(starts[1:])], else_=len(starts) - 1
+    )
+    return index, int

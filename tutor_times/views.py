@@ -281,7 +281,7 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     starts = s.day_starts(scope.start, scope.end, tz, query.bucket)
     with _connect() as conn:
         buckets = reports.timeline(
-            conn, _owner().models, scope, starts, tz, min_minutes=_min_minutes()
+            conn, _owner().models, scope, starts, tz, query.bucket, min_minutes=_min_minutes()
         )
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]

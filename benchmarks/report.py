@@ -1,0 +1,89 @@
+"""The results table of benchmarks/README.md, from benchmarks/results/*.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS
+
+README = Path(__file__).resolve().parent / "README.md"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ok(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def table() -> str:
+    lines = ["| benchmark | measured (median of the run) | target | |", "|---|---|---|---|"]
+    b1 = load("b1_hot_path")
+    if b1:
+        for r in b1["results"]:
+            lines.append(
+                f"| B1 hot path, {r['rows']:,} sessions | Redis store p50 {r['redis_store']['p50_ms']} ms"
+                f" / p99 {r['redis_store']['p99_ms']} ms; SQL-only store p50"
+                f" {r['sql_store']['p50_ms']} / p99 {r['sql_store']['p99_ms']} ms; floor p50"
+                f" {r['floor']['p50_ms']} / p99 {r['floor']['p99_ms']} ms. Redis store"
+                f" {r['redis_vs_floor_p50']}x the floor (p99 {r['redis_vs_floor_p99']}x); the SQL-only"
+                f" store is {r['sql_vs_redis_p50']}x the Redis store"
+                f" | ≤ 1.3x floor | {ok(r['redis_vs_floor_p50'] <= 1.3)} |"
+            )
+    b2 = load("b2_end_to_end")
+    if b2:
+        for r in b2["results"]:
+            lines.append(
+                f"| B2 end to end, {r['workers']} gunicorn workers, {r['connections']} connections"
+                f" | untracked {r['untracked']['rps']} req/s (p99 {r['untracked']['p99_ms']} ms);"
+                f" floor {r['floor']['rps']} req/s (p99 {r['floor']['p99_ms']} ms); tracked"
+                f" {r['tracked']['rps']} req/s (p99 {r['tracked']['p99_ms']} ms). Tracked"
+                f" {r['tracked_vs_untracked_rps']:.0%} of untracked; the floor"
+                f" {r['floor_vs_untracked_rps']:.0%}; tracked {r['tracked_vs_floor_rps']:.0%} of"
+                f" the floor | ≥ 85% of untracked | {ok(r['tracked_vs_untracked_rps'] >= 0.85)} |"
+            )
+    b3 = load("b3_reports")
+    if b3:
+        for r in b3["results"]:
+            lines.append(
+                f"| B3 {r['report']}, {r['range']} ({b3['sessions']:,} sessions,"
+                f" {b3['activities']:,} activities) | p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
+                f" | < 100 ms p50 | {ok(r['p50_ms'] < 100)} |"
+            )
+    b4 = load("b4_closing")
+    if b4:
+        s, lag = b4["sweep"], b4["lag"]
+        lines.append(
+            f"| B4 sweep, {s['sessions']:,} idle sessions | {s['sessions_per_s']:,} sessions/s"
+            f" ({s['seconds']} s) | ≥ 5,000/s | {ok(s['sessions_per_s'] >= 5000)} |"
+        )
+        bound = lag["sweep_interval_s"] * 1000
+        lines.append(
+            f"| B4 closing lag, worker running, {lag['keys']} sessions (TIMEOUT"
+            f" {lag['timeout_s']} s, sweep every {lag['sweep_interval_s']} s) | after TIMEOUT:"
+            f" p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms"
+            f" | ≤ TIMEOUT + interval | {ok(lag['max_ms'] <= bound)} |"
+        )
+    machine = (b1 or b2 or b3 or b4 or {}).get("machine", {})
+    lines.append("")
+    lines.append(
+        f"Machine: {machine.get('cpus')} CPUs (shared), Python {machine.get('python')},"
+        f" {machine.get('platform')}; PostgreSQL and Redis on the same machine."
+    )
+    return "\n".join(lines)
+
+
+def write_readme() -> None:
+    text = README.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    README.write_text(f"{head}{BEGIN}\n{table()}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    write_readme()

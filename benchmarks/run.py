@@ -1,0 +1,22 @@
+"""``make bench``: every benchmark on the real servers, then the results table in
+benchmarks/README.md rewritten from what they measured."""
+
+from __future__ import annotations
+
+import sys
+
+from benchmarks import b1_hot_path, b2_end_to_end, b3_reports, b4_closing
+from benchmarks.report import write_readme
+
+BENCHMARKS = {"b1": b1_hot_path, "b2": b2_end_to_end, "b3": b3_reports, "b4": b4_closing}
+
+
+def main(argv: list[str]) -> None:
+    chosen = argv or list(BENCHMARKS)
+    for name in chosen:
+        BENCHMARKS[name].main([])
+    write_readme()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

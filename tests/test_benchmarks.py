@@ -1,0 +1,41 @@
+"""Every benchmark once at a tiny size, so none of them rots (the real runs: make bench)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import b1_hot_path, b2_end_to_end, b3_reports, b4_closing
+
+from .conftest import require_real_services
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(autouse=True)
+def _real() -> None:
+    require_real_services()
+
+
+def test_b1_hot_path() -> None:
+    result = b1_hot_path.main(["--smoke"])
+    for row in result["results"]:
+        assert {row[v]["n"] for v in ("redis_store", "sql_store", "floor")} == {60}
+        assert row["redis_vs_floor_p50"] > 0
+
+
+def test_b2_end_to_end() -> None:
+    [row] = b2_end_to_end.main(["--smoke"])["results"]
+    assert all(row[route]["rps"] > 0 for route in b2_end_to_end.ROUTES)
+
+
+def test_b3_reports() -> None:
+    result = b3_reports.main(["--smoke"])
+    assert len(result["results"]) == len(b3_reports.REPORTS) * 3
+    assert set(result["plans"]) == set(b3_reports.REPORTS)
+    assert all(result["plans"].values())  # each report's statements were explained
+
+
+def test_b4_closing() -> None:
+    result = b4_closing.main(["--smoke"])
+    assert result["sweep"]["sessions"] == 500
+    assert result["lag"]["n"] == 20  # every session closed
