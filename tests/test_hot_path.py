@@ -105,3 +105,32 @@ def test_the_sql_store_needs_no_redis(clock: Clock) -> None:
             clock.advance(minutes=1)
             b = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
             assert b.marking_session_id == a.marking_session_id
+
+
+@pytest.mark.real
+def test_on_psycopg_the_insert_goes_straight_to_the_driver(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nobody listening to statement events, the one INSERT skips SQLAlchemy's
+    execution layer; it is still the only statement and is committed."""
+    import psycopg
+
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return execute(self, query, *args, **kwargs)
+
+    with built("postgres", TUTOR_TIMES_STORE="redis") as app, app.app_context():
+        first = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
+        clock.advance(minutes=1)
+        monkeypatch.setattr(psycopg.Connection, "execute", counted)
+        second = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
+        monkeypatch.undo()
+        assert second.marking_session_id == first.marking_session_id
+        assert len(sent) == 1 and sent[0].lstrip().upper().startswith(
+            "INSERT INTO SESSION_ACTIVITIES"
+        )
+        [stored] = [a for a in activities(app) if a.id == second.id]
+        assert (stored.action, stored.created_at) == ("inbox", clock())

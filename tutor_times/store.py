@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 
-from .accounting import UTC, continues, to_micros
+from .accounting import continues, to_micros
 from .closer import close_sessions, last_activity_of
 from .constants import REDIS_CLIENT_DEFAULTS
 from .models import Models, UTCDateTime
@@ -105,7 +105,7 @@ class SqlStore:
                 .where(ms.id == sa.bindparam("sid"), ms.end_time.is_(None))
                 .with_for_update(read=True),
             )
-            .returning(*table.c)
+            .returning(table.c.id)
         )
         last = last_activity_of(models)
         self._open_session = (
@@ -145,32 +145,56 @@ class SqlStore:
         with self._autocommit[1].connect() as conn:
             return self._append(conn, session_id, a)
 
+    def _insert(self, conn: sa.Connection, params: dict[str, Any]) -> int | None:
+        """Run the append statement; the new activity's id, or None (the session is closed).
+
+        On psycopg, unless someone listens to the engine's statement events (tracing, tests),
+        the statement — compiled once — goes straight to the driver: SQLAlchemy's per-call
+        execution machinery would be a sixth of the hot path (benchmarks/README.md, B1).
+        Errors still come out as SQLAlchemy's, and a lost connection is invalidated.
+        """
+        dialect = conn.dialect
+        events = conn.dispatch
+        if (
+            dialect.paramstyle != "pyformat"
+            or events.before_cursor_execute
+            or events.after_cursor_execute
+            or dialect.dispatch.handle_error
+        ):
+            return conn.execute(self._append_if_open, params).scalar()
+        sql = self._driver_sql.get(dialect.name)
+        if sql is None:
+            sql = self._driver_sql[dialect.name] = str(
+                self._append_if_open.compile(dialect=dialect)
+            )
+        pooled = conn.connection
+        try:
+            row = pooled.driver_connection.execute(sql, params).fetchone()  # type: ignore[union-attr]
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, pooled.dbapi_connection, None):
+                conn.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                sql, params, exc, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from exc
+        return None if row is None else int(row[0])
+
     def _append(self, conn: sa.Connection, session_id: int, a: Activity) -> Any | None:
         """The stored activity as a detached ORM object, ready to be merged into a session;
         None when the session is not open."""
-        params = {"sid": session_id, **self._params(a)}
-        dialect = conn.dialect
-        if dialect.paramstyle == "pyformat":
-            # psycopg takes our named parameters as they are: run the statement compiled once
-            # per dialect, skipping SQLAlchemy's per-call compilation step (a tenth of a
-            # millisecond, a sixth of the hot path: benchmarks/README.md, B1).
-            sql = self._driver_sql.get(dialect.name)
-            if sql is None:
-                sql = self._driver_sql[dialect.name] = str(
-                    self._append_if_open.compile(dialect=dialect)
-                )
-            row = conn.exec_driver_sql(sql, params).first()
-            if row is None:
-                return None
-            values = {
-                name: v.astimezone(UTC) if isinstance(v, datetime) else v
-                for name, v in row._mapping.items()
-            }
-        else:
-            row = conn.execute(self._append_if_open, params).first()
-            if row is None:
-                return None
-            values = dict(row._mapping)
+        activity_id = self._insert(conn, {"sid": session_id, **self._params(a)})
+        if activity_id is None:
+            return None
+        # Every other column is what was just written: only the id comes back.
+        values = {
+            "id": activity_id,
+            "marking_session_id": session_id,
+            "action": a.action,
+            "project_id": a.project_id,
+            "task_id": a.task_id,
+            "task_definition_id": a.task_definition_id,
+            "created_at": a.at,
+            "updated_at": a.at,
+        }
         # As the ORM builds a loaded object: no attribute events, no INSERT pending.
         activity = self._activity_class.new_instance()
         activity.__dict__.update(values)
