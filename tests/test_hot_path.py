@@ -134,3 +134,37 @@ def test_on_psycopg_the_insert_goes_straight_to_the_driver(
         )
         [stored] = [a for a in activities(app) if a.id == second.id]
         assert (stored.action, stored.created_at) == ("inbox", clock())
+
+
+def cached_sid(app: Flask, store: Any, key: str) -> int:
+    return int(store.client.hget(key, "sid"))
+
+
+@pytest.mark.parametrize("cached", ["another key's open session", "an id from the future"])
+def test_a_wrong_cached_session_is_refused_and_replaced(
+    redis_app: Flask, clock: Clock, cached: str
+) -> None:
+    """After a database restore the cache may name a session that is not this key's: the
+    activity still lands in the key's own session, and the cache is put right."""
+    with redis_app.app_context():
+        store = tutor_times.state.tracker.redis
+        other = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
+        mine = tutor_times.record_activity("inbox", marker_id=4, unit_id=1, ip_address="10.1.1.2")
+        key = store.key(4, 1, "10.1.1.2")
+        wrong = other.marking_session_id if cached.startswith("another") else 10**12
+        store.client.hset(key, "sid", wrong)
+        clock.advance(minutes=1)
+        again = tutor_times.record_activity(
+            "assessing", marker_id=4, unit_id=1, ip_address="10.1.1.2"
+        )
+        assert again.marking_session_id == mine.marking_session_id
+        assert cached_sid(redis_app, store, key) == mine.marking_session_id
+        clock.advance(minutes=1)
+        with Counter(redis_app) as count:
+            tutor_times.record_activity("assessing", marker_id=4, unit_id=1, ip_address="10.1.1.2")
+        assert len(count.ours()) == 1  # the hot path again
+    by_session = {}
+    for a in activities(redis_app):
+        by_session.setdefault(a.marking_session_id, []).append(a.action)
+    assert by_session[other.marking_session_id] == ["inbox"]  # nothing of tutor 4's in it
+    assert by_session[mine.marking_session_id] == ["inbox", "assessing", "assessing"]

@@ -95,14 +95,22 @@ class SqlStore:
             for name in ("marking_session_id", *ACTIVITY_COLUMNS, "created_at", "updated_at")
         ]
         # Every activity is written by this one statement: append to the session only while
-        # it is still open. FOR SHARE makes a concurrent sweep wait for this INSERT, so it
-        # never closes a session before an activity it is about to receive (R3).
+        # it is still open, and only if it is this key's (a cached id from before a database
+        # restore must not put the activity into another tutor's session). FOR SHARE makes a
+        # concurrent sweep wait for this INSERT, so it never closes a session before an
+        # activity it is about to receive (R3).
         self._append_if_open = (
             sa.insert(act)
             .from_select(
                 target,
                 sa.select(ms.id, *values)
-                .where(ms.id == sa.bindparam("sid"), ms.end_time.is_(None))
+                .where(
+                    ms.id == sa.bindparam("sid"),
+                    ms.end_time.is_(None),
+                    ms.marker_id == sa.bindparam("marker_id"),
+                    ms.unit_id == sa.bindparam("unit_id"),
+                    ms.ip_address == sa.bindparam("ip_address"),
+                )
                 .with_for_update(read=True),
             )
             .returning(table.c.id)
@@ -126,6 +134,9 @@ class SqlStore:
     @staticmethod
     def _params(a: Activity) -> dict[str, Any]:
         return {
+            "marker_id": a.marker_id,
+            "unit_id": a.unit_id,
+            "ip_address": a.ip_address,
             "action": a.action,
             "project_id": a.project_id,
             "task_id": a.task_id,
@@ -254,7 +265,7 @@ return cur[1]
 REMEMBER = """
 local cur = redis.call('HMGET', KEYS[1], 'sid', 'last')
 local sid = tonumber(ARGV[1])
-if cur[1] then
+if cur[1] and cur[1] ~= ARGV[4] then
   local csid = tonumber(cur[1])
   if csid > sid then return 0 end
   if csid == sid and tonumber(cur[2]) >= tonumber(ARGV[2]) then
@@ -342,8 +353,14 @@ class RedisStore:
         sid = self._lookup(keys=[key], args=[to_micros(t), self.timeout_us, self.ttl_ms])
         return int(sid) if sid is not None else None
 
-    def remember(self, key: str, session_id: int, last: datetime) -> None:
-        self._remember(keys=[key], args=[session_id, to_micros(last), self.ttl_ms])
+    def remember(
+        self, key: str, session_id: int, last: datetime, *, stale: int | None = None
+    ) -> None:
+        """Cache the key's open session. A newer cached session wins (ids only grow), except
+        over ``stale``: a cached id SQL has just refused for this key (e.g. after a restore
+        reset the ids), which is replaced whatever its number."""
+        args = [session_id, to_micros(last), self.ttl_ms, "" if stale is None else stale]
+        self._remember(keys=[key], args=args)
 
 
 def redis_client(

@@ -122,10 +122,11 @@ class Tracker:
             activity = self.sql.append_if_open(session_id, a)
             if activity is not None:
                 return activity
-            # The cached session was closed meanwhile (by a sweep): SQL decides afresh.
+            # The cached session was closed meanwhile (by a sweep), or is not this key's
+            # (the database was restored): SQL decides afresh, and replaces the cached id.
         recorded = self.sql.record(a)
         try:
-            store.remember(key, recorded.session_id, recorded.last_activity)
+            store.remember(key, recorded.session_id, recorded.last_activity, stale=session_id)
         except RedisError as exc:
             store.breaker.failed(exc)
         return recorded.activity
