@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -21,6 +21,8 @@ from .errors import InvalidActivityError
 from .reports import Scope
 
 logger = logging.getLogger("tutor_times")
+
+T = TypeVar("T")
 
 bp = Blueprint("tutor_times", __name__)
 api = Api(bp, title="tutor_times reports", version="1", authenticate=lambda: _current_user_id())
@@ -68,12 +70,12 @@ def _unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str
     return Scope(start, end, unit_id=unit_id, marker_id=marker_id), _range_out(start, end, query)
 
 
-def _connect() -> sa.Connection:
-    return _owner().state.tracker.sql.connect()  # type: ignore[no-any-return]
-
-
-def _min_minutes() -> int:
-    return int(_owner().state.min_minutes)
+def _report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one of the ``reports`` functions on a connection of its own, with the tables and
+    the shortest session length it needs."""
+    ext = _owner()
+    with ext.state.tracker.sql.connect() as conn:
+        return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
 
 
 # -- CSV -------------------------------------------------------------------------------
@@ -149,14 +151,7 @@ def active(path: s.UnitPath) -> Any:
     Each with its running duration (to its last activity). A tutor sees only their own.
     """
     marker_id = marker_scope(path.unit_id)
-    with _connect() as conn:
-        rows = reports.active_sessions(
-            conn,
-            _owner().models,
-            unit_id=path.unit_id,
-            marker_id=marker_id,
-            min_minutes=_min_minutes(),
-        )
+    rows = _report(reports.active_sessions, unit_id=path.unit_id, marker_id=marker_id)
     return {"unit_id": path.unit_id, "sessions": rows}
 
 
@@ -174,15 +169,7 @@ def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     Open sessions show their running duration, `end_time` null and `active` true.
     """
     scope, range_out = _unit_scope(path.unit_id, query)
-    with _connect() as conn:
-        result = reports.sessions_page(
-            conn,
-            _owner().models,
-            scope,
-            page=query.page,
-            per_page=query.per_page,
-            min_minutes=_min_minutes(),
-        )
+    result = _report(reports.sessions_page, scope, page=query.page, per_page=query.per_page)
     return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
 
 
@@ -201,8 +188,7 @@ def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
     summed, so no minute counts twice.
     """
     scope, range_out = _unit_scope(path.unit_id, query)
-    with _connect() as conn:
-        result = reports.summary(conn, _owner().models, scope, min_minutes=_min_minutes())
+    result = _report(reports.summary, scope)
     if query.format == "csv":
         total = {"marker_id": "total", **result["totals"]}
         rows = [
@@ -244,8 +230,7 @@ def tasks(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
     Each session's minutes are shared equally among that session's assessments.
     """
     scope, range_out = _unit_scope(path.unit_id, query)
-    with _connect() as conn:
-        rows = reports.tasks(conn, _owner().models, scope, min_minutes=_min_minutes())
+    rows = _report(reports.tasks, scope)
     if query.format == "csv":
         columns = [
             "task_definition_id",
@@ -279,10 +264,7 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     scope, range_out = _unit_scope(path.unit_id, query)
     tz = query.zone()
     starts = s.day_starts(scope.start, scope.end, tz, query.bucket)
-    with _connect() as conn:
-        buckets = reports.timeline(
-            conn, _owner().models, scope, starts, tz, query.bucket, min_minutes=_min_minutes()
-        )
+    buckets = _report(reports.timeline, scope, starts, tz, query.bucket)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
         return csv_response(
@@ -302,10 +284,7 @@ def session(path: s.SessionPath) -> Any:
 
     Convenors and admins of its unit may see it; a tutor only their own.
     """
-    with _connect() as conn:
-        detail = reports.session_detail(
-            conn, _owner().models, path.session_id, min_minutes=_min_minutes()
-        )
+    detail = _report(reports.session_detail, path.session_id)
     if detail is None:
         raise ApiError(404, f"no session {path.session_id}", "session_id")
     marker_scope(detail["unit_id"], detail["marker_id"])
@@ -325,15 +304,7 @@ def my_sessions(query: s.MySessionsQuery) -> Any:
     me = _current_user_id()
     start, end = _range(query, query.zone())
     scope = Scope(start, end, unit_id=query.unit_id, marker_id=me)
-    with _connect() as conn:
-        result = reports.sessions_page(
-            conn,
-            _owner().models,
-            scope,
-            page=query.page,
-            per_page=query.per_page,
-            min_minutes=_min_minutes(),
-        )
+    result = _report(reports.sessions_page, scope, page=query.page, per_page=query.per_page)
     reply = {"marker_id": me, "range": _range_out(start, end, query), **result}
     return _sessions_reply("my-sessions", reply, query)
 
