@@ -8,7 +8,6 @@ Each at two sizes of ``marking_sessions``.
 
 from __future__ import annotations
 
-import argparse
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 from benchmarks.common import (
     DATABASE_URL,
     REDIS_URL,
+    arguments,
     bench_app,
     engine_of,
     ensure_database,
@@ -132,11 +132,12 @@ def run(database_url: str, sizes: list[int], calls: int, rounds: int) -> dict[st
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
-    parser.add_argument("--sizes", type=int, nargs="+", default=SIZES)
-    parser.add_argument("--calls", type=int, default=CALLS)
-    args = parser.parse_args(argv)
+    args = arguments(
+        __doc__,
+        argv,
+        ("--sizes", {"type": int, "nargs": "+", "default": SIZES}),
+        ("--calls", {"type": int, "default": CALLS}),
+    )
     if args.smoke:
         return run(smoke_url(DATABASE_URL), [100, 1_000], calls=60, rounds=20)
     result = run(DATABASE_URL, args.sizes, calls=args.calls, rounds=ROUND)

@@ -7,7 +7,6 @@ tracked and untracked routes run the same view; runs alternate so both see the s
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -25,6 +24,7 @@ from benchmarks.common import (
     DATABASE_URL,
     REDIS_URL,
     ROOT,
+    arguments,
     bench_app,
     ensure_database,
     forget_redis,
@@ -205,9 +205,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     print("B2 end to end")
     if args.smoke:
         return run(smoke_url(DATABASE_URL), [1], seconds=1, runs=1, connections=2)

@@ -8,7 +8,6 @@ SQL statement of one request per report is then run again under EXPLAIN ANALYZE.
 
 from __future__ import annotations
 
-import argparse
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 from benchmarks.common import (
     DATABASE_URL,
     RESULTS,
+    arguments,
     bench_app,
     engine_of,
     ensure_database,
@@ -127,9 +127,7 @@ def run(database_url: str, sessions: int, activities: int, calls: int) -> dict[s
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, argv)
     if args.smoke:
         return run(smoke_url(DATABASE_URL), 2_000, 3, calls=3)
     result = run(DATABASE_URL, 100_000, 10, calls=30)

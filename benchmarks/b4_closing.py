@@ -23,6 +23,7 @@ from benchmarks.common import (
     DATABASE_URL,
     ROOT,
     add_staff,
+    arguments,
     bench_app,
     engine_of,
     ensure_database,
@@ -180,10 +181,11 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
-    parser.add_argument("--worker", metavar="DATABASE_URL", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = arguments(
+        __doc__,
+        argv,
+        ("--worker", {"metavar": "DATABASE_URL", "help": argparse.SUPPRESS}),
+    )
     if args.worker:
         worker_main(args.worker)
         return {}

@@ -3,6 +3,7 @@ and percentiles. Benchmarks run against the real servers, never the embedded one
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -26,6 +27,18 @@ DATABASE_URL = os.environ.get(
     "postgresql+psycopg://postgres@127.0.0.1:5432/tutor_times_bench",
 )
 REDIS_URL = os.environ.get("TUTOR_TIMES_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def arguments(
+    doc: str | None, argv: list[str] | None, *extra: tuple[str, dict[str, Any]]
+) -> argparse.Namespace:
+    """A benchmark's command line: ``--smoke`` (tiny sizes, to check it runs) and ``extra``
+    options as (flag, add_argument keywords)."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check it runs")
+    for flag, options in extra:
+        parser.add_argument(flag, **options)
+    return parser.parse_args(argv)
 
 
 def smoke_url(url: str) -> str:

@@ -69,6 +69,18 @@ def table() -> str:
             f" p50 {lag['p50_ms']} ms, p99 {lag['p99_ms']} ms, max {lag['max_ms']} ms"
             f" | ≤ TIMEOUT + interval | {ok(lag['max_ms'] <= bound)} |"
         )
+    b5 = load("b5_redis_stall")
+    if b5:
+        waits = "; ".join(
+            f"{r['client']}: "
+            + (f"more than {r['cap_s']:.0f} s" if r["seconds"] is None else f"{r['seconds']} s")
+            for r in b5["results"]
+        )
+        ours = b5["results"][0]["seconds"]
+        lines.append(
+            f"| B5 one command to a Redis that never answers | {waits}"
+            f" | bounded (tracked request) | {ok(ours is not None and ours < 1)} |"
+        )
     machine = (b1 or b2 or b3 or b4 or {}).get("machine", {})
     lines.append("")
     lines.append(

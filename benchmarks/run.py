@@ -6,10 +6,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from benchmarks import b1_hot_path, b2_end_to_end, b3_reports, b4_closing
+from benchmarks import b1_hot_path, b2_end_to_end, b3_reports, b4_closing, b5_redis_stall
 from benchmarks.report import write_readme
 
-BENCHMARKS = {"b1": b1_hot_path, "b2": b2_end_to_end, "b3": b3_reports, "b4": b4_closing}
+BENCHMARKS = {
+    "b1": b1_hot_path,
+    "b2": b2_end_to_end,
+    "b3": b3_reports,
+    "b4": b4_closing,
+    "b5": b5_redis_stall,
+}
 
 
 def main(argv: list[str]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import b1_hot_path, b2_end_to_end, b3_reports, b4_closing
+from benchmarks import b1_hot_path, b2_end_to_end, b3_reports, b4_closing, b5_redis_stall
 
 from .conftest import require_real_services
 
@@ -39,3 +39,9 @@ def test_b4_closing() -> None:
     result = b4_closing.main(["--smoke"])
     assert result["sweep"]["sessions"] == 500
     assert result["lag"]["n"] == 20  # every session closed
+
+
+def test_b5_redis_stall() -> None:
+    ours, defaults, _ = b5_redis_stall.main(["--smoke"])["results"]
+    assert ours["seconds"] is not None and ours["seconds"] < 1.0
+    assert defaults["seconds"] is None  # redis-py's defaults are still waiting
