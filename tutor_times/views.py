@@ -144,6 +144,20 @@ def _sessions_reply(name: str, result: dict[str, Any], query: s.RangeQuery) -> A
 # -- endpoints ---------------------------------------------------------------------------
 
 
+def unit_report(
+    name: str, query: type[s.RangeQuery], response: type[Any]
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``GET /units/{unit_id}/<name>``: a report over a range, in JSON or CSV."""
+    return api.route(
+        "GET",
+        f"/units/{{unit_id}}/{name}",
+        path=s.UnitPath,
+        query=query,
+        response=response,
+        csv=True,
+    )
+
+
 @api.route("GET", "/units/{unit_id}/active", path=s.UnitPath, response=s.ActiveOut)
 def active(path: s.UnitPath) -> Any:
     """Open sessions of the unit, right now.
@@ -155,14 +169,7 @@ def active(path: s.UnitPath) -> Any:
     return {"unit_id": path.unit_id, "sessions": rows}
 
 
-@api.route(
-    "GET",
-    "/units/{unit_id}/sessions",
-    path=s.UnitPath,
-    query=s.SessionsQuery,
-    response=s.SessionsPage,
-    csv=True,
-)
+@unit_report("sessions", s.SessionsQuery, s.SessionsPage)
 def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     """The unit's sessions that started in the range, newest first, a page at a time.
 
@@ -173,14 +180,7 @@ def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
 
 
-@api.route(
-    "GET",
-    "/units/{unit_id}/summary",
-    path=s.UnitPath,
-    query=s.UnitReportQuery,
-    response=s.SummaryOut,
-    csv=True,
-)
+@unit_report("summary", s.UnitReportQuery, s.SummaryOut)
 def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
     """Per tutor: sessions, minutes, assessments and minutes per assessment; and totals.
 
@@ -216,14 +216,7 @@ def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
     return {"unit_id": path.unit_id, "range": range_out, **result}
 
 
-@api.route(
-    "GET",
-    "/units/{unit_id}/tasks",
-    path=s.UnitPath,
-    query=s.UnitReportQuery,
-    response=s.TasksOut,
-    csv=True,
-)
+@unit_report("tasks", s.UnitReportQuery, s.TasksOut)
 def tasks(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
     """Per task definition: assessments, tasks, markers and estimated minutes.
 
@@ -248,14 +241,7 @@ def tasks(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
     return {"unit_id": path.unit_id, "range": range_out, "tasks": rows}
 
 
-@api.route(
-    "GET",
-    "/units/{unit_id}/timeline",
-    path=s.UnitPath,
-    query=s.TimelineQuery,
-    response=s.TimelineOut,
-    csv=True,
-)
+@unit_report("timeline", s.TimelineQuery, s.TimelineOut)
 def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     """Minutes, sessions and assessments per day or week, in `tz`.
 
