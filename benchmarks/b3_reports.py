@@ -106,15 +106,20 @@ def run(database_url: str, sessions: int, activities: int, calls: int) -> dict[s
                 f"  p99 {row['p99_ms']:8.2f} ms"
             )
     plans: dict[str, list[str]] = {}
-    term_query = ranges(today)["a 12-week term"]
-    for report in REPORTS:
-        plans[report] = explain(app, client, url(report, term_query))
+    for range_name, query in ranges(today).items():
+        if range_name.startswith("last"):
+            continue
+        for report in REPORTS:
+            plans[f"{report}, {range_name}"] = explain(app, client, url(report, query))
     index_use = {
-        report: {
+        name: {
             "indexes": sorted(set(re.findall(INDEX_USE, "\n".join(p)))),
             "seq_scans": sorted(set(re.findall(r"Seq Scan on (\w+)", "\n".join(p)))),
+            "execution_ms": [
+                float(t) for t in re.findall(r"Execution Time: ([\d.]+) ms", "\n".join(p))
+            ],
         }
-        for report, p in plans.items()
+        for name, p in plans.items()
     }
     return {
         "benchmark": "B3 reports",
