@@ -64,10 +64,6 @@ def ensure_database(url: str) -> None:
 
 def bench_app(database_url: str, **config: Any) -> Flask:
     """The demo LMS on the benchmark database and the real Redis, with a prefix of its own."""
-    import sys
-
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     from demo import create_app
 
     config.setdefault("TUTOR_TIMES_REDIS_URL", REDIS_URL)

@@ -214,3 +214,16 @@ def test_purge_asks_first_and_never_touches_open_sessions(old_data: Flask) -> No
 def test_purge_refuses_bad_dates(old_data: Flask, args: list[str], message: str) -> None:
     code, _, err = purge(old_data, *args, "--yes")
     assert code == 2 and message in err
+
+
+def test_times_without_a_zone_are_refused(old_data: Flask) -> None:
+    naive = datetime(2026, 3, 2)
+    with old_data.app_context():
+        for call in (
+            lambda: tutor_times.purge(naive),
+            lambda: tutor_times.purge_count(naive),
+            lambda: tutor_times.close_expired_sessions(naive),
+        ):
+            with pytest.raises(ValueError, match="must be an aware datetime"):
+                call()
+    assert len(activities(old_data)) == 13  # nothing touched

@@ -37,6 +37,13 @@ def _whole_number(config: Any, key: str, why: str = "") -> int:
     return value
 
 
+def _utc(t: datetime, name: str) -> datetime:
+    """An aware datetime in UTC; a naive one is refused (it would be read as local time)."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime")
+    return t.astimezone(UTC)
+
+
 @dataclass
 class _State:
     """What the extension holds for one app."""
@@ -297,15 +304,11 @@ class TutorTimes:
         return self._sweep(now)
 
     def _sweep(self, now: datetime | None, key: tuple[int, int, str] | None = None) -> int:
-        if now is None:
-            now = self.clock()
-        elif now.tzinfo is None:
-            raise ValueError("now must be an aware datetime")
         state = self.state
         return sweep(
             state.tracker.sql.connect,
             self.models,
-            now=now.astimezone(UTC),
+            now=self.clock() if now is None else _utc(now, "now"),
             timeout=state.timeout,
             min_minutes=state.min_minutes,
             batch_size=1 if key else state.sweep_batch_size,
@@ -321,23 +324,21 @@ class TutorTimes:
     ) -> int:
         """Delete closed sessions that ended before ``before`` and their activities (or,
         with ``anonymize``, blank their IP addresses); returns how many sessions changed."""
-        if before.tzinfo is None:
-            raise ValueError("before must be an aware datetime")
         state = self.state
         return privacy.purge(
             state.tracker.sql.connect,
             self.models,
-            before=before.astimezone(UTC),
+            before=_utc(before, "before"),
             anonymize=anonymize,
             batch_size=state.sweep_batch_size,
-            progress=progress or (lambda n: None),
+            progress=progress,
         )
 
     def purge_count(self, before: datetime, *, anonymize: bool = False) -> int:
         """How many sessions :meth:`purge` would change."""
         with self.state.tracker.sql.connect() as conn:
             return privacy.purge_count(
-                conn, self.models, before=before.astimezone(UTC), anonymize=anonymize
+                conn, self.models, before=_utc(before, "before"), anonymize=anonymize
             )
 
     def run_worker(

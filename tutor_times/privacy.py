@@ -68,7 +68,7 @@ def purge(
     before: datetime,
     anonymize: bool,
     batch_size: int,
-    progress: Callable[[int], None] = lambda n: None,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Delete the closed sessions that ended before ``before``, with their activities — or,
     with ``anonymize``, only blank their IP addresses. One batch per transaction; returns
@@ -90,7 +90,8 @@ def purge(
                 conn.execute(sa.delete(ms).where(ms.c.id.in_(ids)))
             conn.commit()
         done += len(ids)
-        progress(len(ids))
+        if progress is not None:
+            progress(len(ids))
 
 
 def purge_count(conn: sa.Connection, models: Models, *, before: datetime, anonymize: bool) -> int:

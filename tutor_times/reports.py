@@ -1,13 +1,12 @@
 """Report queries: pure functions of a connection, the tables and a :class:`Scope`.
 
-Counting and summing happen in SQL (GROUP BY over the indexed unit/start filter); only R10's
-interval merge walks each tutor's sessions in the range. An open session counts up to its
-last activity so far.
+Counting and summing happen in SQL (GROUP BY over the indexed unit/start filter). R10's
+interval merge is SQL too on PostgreSQL; elsewhere it walks each tutor's sessions in the
+range. An open session counts up to its last activity so far.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -222,11 +221,11 @@ def merged_minutes_by(
     scope: Scope,
     *,
     min_minutes: int,
-    bucket: tuple[Any, Callable[[datetime], Any]] | None = None,
+    bucket: Any = None,
 ) -> dict[tuple[Any, int], int]:
     """R10: minutes per (bucket, marker) of the scope's sessions, overlapping sessions of a
-    tutor merged first. ``bucket`` is (its SQL expression, the same as a function of a
-    session's start); without it every session is in bucket None.
+    tutor merged first. ``bucket`` is a SQL expression of a session; without it every
+    session is in bucket None.
 
     PostgreSQL merges in SQL (gaps and islands: a session starts a new block when it starts
     after every earlier one of its tutor has ended), so only one row per tutor comes back.
@@ -235,16 +234,15 @@ def merged_minutes_by(
     ms = models.MarkingSession
     where = scope.where(models)
     end = _last_activity(models)
+    label = (sa.null() if bucket is None else bucket).label("bucket")
     if conn.dialect.name != "postgresql":
-        to_bucket = bucket[1] if bucket else (lambda start: None)
         intervals: dict[tuple[Any, int], list[tuple[datetime, datetime]]] = {}
-        for marker, start, last in conn.execute(
-            sa.select(ms.marker_id, ms.start_time, end).where(*where)
+        for value, marker, start, last in conn.execute(
+            sa.select(label, ms.marker_id, ms.start_time, end).where(*where)
         ):
-            intervals.setdefault((to_bucket(start), marker), []).append((start, last))
+            intervals.setdefault((value, marker), []).append((start, last))
         return {key: merged_minutes(spans, min_minutes) for key, spans in intervals.items()}
 
-    label = (bucket[0] if bucket else sa.null()).label("bucket")
     s = (
         sa.select(label, ms.marker_id.label("marker"), ms.start_time.label("st"), end.label("en"))
         .where(*where)
@@ -289,29 +287,31 @@ def merged_minutes_by(
     return {(value, marker): int(total) for value, marker, total in rows}
 
 
+def _counts_by(conn: sa.Connection, models: Models, scope: Scope, key: Any) -> Any:
+    """(key, sessions, assessments) rows of the scope, grouped by ``key`` (SQL), in order."""
+    per_session = (
+        sa.select(key.label("key"), _assessments_of(models).label("n"))
+        .where(*scope.where(models))
+        .subquery()
+    )
+    c = per_session.c
+    return conn.execute(
+        sa.select(c.key, sa.func.count(), sa.func.sum(c.n)).group_by(c.key).order_by(c.key)
+    )
+
+
 def summary(
     conn: sa.Connection, models: Models, scope: Scope, *, min_minutes: int
 ) -> dict[str, Any]:
     """Per tutor: sessions, minutes (R10), assessments, minutes per assessment; and totals."""
-    ms = models.MarkingSession
-    per_session = (
-        sa.select(ms.marker_id, _assessments_of(models).label("n"))
-        .where(*scope.where(models))
-        .subquery()
-    )
-    counts = conn.execute(
-        sa.select(per_session.c.marker_id, sa.func.count(), sa.func.sum(per_session.c.n))
-        .group_by(per_session.c.marker_id)
-        .order_by(per_session.c.marker_id)
-    ).all()
+    marker = models.MarkingSession.marker_id
     minutes = merged_minutes_by(conn, models, scope, min_minutes=min_minutes)
-
     tutors = [
         with_rate(
-            {"marker_id": marker, "sessions": n_sessions, "assessments": int(n_assessments)},
-            minutes[None, marker],
+            {"marker_id": key, "sessions": n_sessions, "assessments": int(n_assessments)},
+            minutes[None, key],
         )
-        for marker, n_sessions, n_assessments in counts
+        for key, n_sessions, n_assessments in _counts_by(conn, models, scope, marker)
     ]
     totals = with_rate(
         {
@@ -423,27 +423,11 @@ def timeline(
     if not starts:
         return buckets
     label, index_of = _bucket_of(conn, models, starts, tz, bucket)
-    per_session = (
-        sa.select(label.label("bucket"), _assessments_of(models).label("n"))
-        .where(*scope.where(models))
-        .subquery()
-    )
-    for value, n_sessions, n_assessments in conn.execute(
-        sa.select(per_session.c.bucket, sa.func.count(), sa.func.sum(per_session.c.n)).group_by(
-            per_session.c.bucket
-        )
-    ):
+    for value, n_sessions, n_assessments in _counts_by(conn, models, scope, label):
         i = index_of(value)
         buckets[i]["sessions"] = n_sessions
         buckets[i]["assessments"] = int(n_assessments)
-
-    def bucket_of_start(start: datetime) -> int:
-        return max(0, bisect.bisect_right(starts, start) - 1)
-
-    # keys are values of the bucket expression (an index where SQL computes the index)
-    minutes = merged_minutes_by(
-        conn, models, scope, min_minutes=min_minutes, bucket=(label, bucket_of_start)
-    )
+    minutes = merged_minutes_by(conn, models, scope, min_minutes=min_minutes, bucket=label)
     for (value, _), total in minutes.items():
         buckets[index_of(value)]["minutes"] += total
     return buckets

@@ -92,15 +92,12 @@ class RangeQuery(_Query):
     def bounds(self, today: date) -> tuple[datetime, datetime]:
         """[start, end) in UTC; raises ValueError naming the field that is out of range."""
         tz = self.zone()
-        end = _instant(self.to, tz, "to", end=True) if self.to is not None else None
-        if end is None:
-            end = _instant(today, tz, "to", end=True)
+        last = today if self.to is None else self.to
+        end = _instant(last, tz, "to", end=True)
         if self.from_ is not None:
             start = _instant(self.from_, tz, "from", end=False)
         else:
-            last_day = self.to if self.to is not None else today
-            if isinstance(last_day, datetime):
-                last_day = _local(last_day, tz).date()
+            last_day = _local(last, tz).date() if isinstance(last, datetime) else last
             start = _instant(last_day - timedelta(days=DEFAULT_DAYS - 1), tz, "from", end=False)
         if start >= end:
             raise FieldError("to", "must not be before from")

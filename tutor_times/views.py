@@ -56,8 +56,9 @@ def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
     raise ApiError(403, "only the unit's convenors, admins and tutors may see its marking times")
 
 
-def _range(query: s.RangeQuery, tz: ZoneInfo) -> tuple[datetime, datetime]:
-    return query.bounds(_owner().clock().astimezone(tz).date())
+def _range(query: s.RangeQuery) -> tuple[datetime, datetime]:
+    """The query's [start, end) in UTC; "today" is the extension's clock's, in ``tz``."""
+    return query.bounds(_owner().clock().astimezone(query.zone()).date())
 
 
 def _range_out(start: datetime, end: datetime, query: s.RangeQuery) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def _range_out(start: datetime, end: datetime, query: s.RangeQuery) -> dict[str,
 
 def _unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str, Any]]:
     marker_id = marker_scope(unit_id, query.marker_id)
-    start, end = _range(query, query.zone())
+    start, end = _range(query)
     return Scope(start, end, unit_id=unit_id, marker_id=marker_id), _range_out(start, end, query)
 
 
@@ -288,7 +289,7 @@ def session(path: s.SessionPath) -> Any:
 def my_sessions(query: s.MySessionsQuery) -> Any:
     """The current user's own sessions across units (or in one), newest first."""
     me = _current_user_id()
-    start, end = _range(query, query.zone())
+    start, end = _range(query)
     scope = Scope(start, end, unit_id=query.unit_id, marker_id=me)
     result = _report(reports.sessions_page, scope, page=query.page, per_page=query.per_page)
     reply = {"marker_id": me, "range": _range_out(start, end, query), **result}
@@ -311,7 +312,7 @@ def report_activity(body: s.ActivityIn) -> Any:
     """
     me = _current_user_id()
     ext = _owner()
-    if ext.role_of(current_user, body.unit_id) not in TRACKED_ROLES:
+    if not ext.is_tracked_role(current_user, body.unit_id):
         raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
     try:
         activity = ext.record_activity(
