@@ -41,7 +41,7 @@ ROUND = 500
 def floor_call(database_url: str, redis_url: str, session_id: int) -> tuple[Any, Any]:
     """One EVALSHA + one INSERT/COMMIT, as bare as the drivers allow."""
     from tutor_times.accounting import to_micros
-    from tutor_times.store import LOOKUP
+    from tutor_times.redis_cache import LOOKUP
 
     client = redis.Redis.from_url(redis_url)
     sha = client.script_load(LOOKUP)

@@ -172,6 +172,7 @@ def build(backend: str, **config: Any) -> Iterator[Flask]:
     finally:
         reset_tables(app)
         with app.app_context():
+            tutor_times.dispose()
             db.session.remove()
             db.engine.dispose()
 

@@ -22,13 +22,15 @@ class Counter:
         self.commits = 0
         self.redis: list[str] = []
         with app.app_context():
-            self.engine = db.engine
+            # the host's statements and the tracker's, which has an engine of its own
+            self.engines = {db.engine, tutor_times.tracking_engine}
         self.client = app.extensions["tutor_times"].redis
         self._execute = self.client.execute_command
 
     def __enter__(self) -> Counter:
-        sa.event.listen(self.engine, "before_cursor_execute", self._on_statement)
-        sa.event.listen(self.engine, "commit", self._on_commit)
+        for engine in self.engines:
+            sa.event.listen(engine, "before_cursor_execute", self._on_statement)
+            sa.event.listen(engine, "commit", self._on_commit)
 
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.redis.append(str(args[0]))
@@ -38,8 +40,9 @@ class Counter:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        sa.event.remove(self.engine, "before_cursor_execute", self._on_statement)
-        sa.event.remove(self.engine, "commit", self._on_commit)
+        for engine in self.engines:
+            sa.event.remove(engine, "before_cursor_execute", self._on_statement)
+            sa.event.remove(engine, "commit", self._on_commit)
         del self.client.execute_command
 
     def _on_statement(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:

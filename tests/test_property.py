@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,45 +18,34 @@ from demo.extensions import tutor_times
 from .conftest import BACKENDS, T0, Clock, build, reset_tables, stored
 
 TIMEOUT = timedelta(seconds=900)
+BACKDATE = timedelta(seconds=60)  # TUTOR_TIMES_MAX_BACKDATE's default
 US = timedelta(microseconds=1)
 KEYS = [(3, 1, "10.0.0.1"), (3, 1, "10.0.0.2"), (4, 1, "10.0.0.1"), (3, 2, "10.0.0.1")]
 
 
-@dataclass
-class RefSession:
-    key: tuple[int, int, str]
-    start: datetime
-    last: datetime
-    count: int = 1
-    end: datetime | None = field(default=None)
-
-
 def reference(stream: list[tuple[Any, ...]], timeout: timedelta) -> list[tuple[Any, ...]]:
-    """R2: join the key's open session when t - last < timeout, else start anew.
-    R3/R4: a closed session ends at its last activity; minutes floored, at least one."""
-    open_: dict[tuple[int, int, str], RefSession] = {}
-    done: list[RefSession] = []
+    """R2 over each key's activities sorted by time: a session is a maximal run in which every
+    gap between consecutive activities is under the timeout, whatever order they arrived in.
+    R3/R4: a closed session ends at its last activity; minutes floored, at least one.
+    (Every session is closed at the end of a stream, so sweeps do not change the answer.)"""
+    times: dict[tuple[int, int, str], list[datetime]] = {}
     for event in stream:
-        if event[0] == "sweep":
-            now = event[1]
-            for key, s in list(open_.items()):
-                if now - s.last >= timeout:
-                    done.append(open_.pop(key))
-            continue
-        _, key, t = event
-        s = open_.get(key)
-        if s is not None and t - s.last < timeout:
-            s.last = max(s.last, t)
-            s.count += 1
-        else:
-            if s is not None:
-                done.append(s)
-            open_[key] = RefSession(key, t, t)
-    done.extend(open_.values())
-    return sorted(
-        (s.key, s.start, s.last, max(1, (s.last - s.start) // timedelta(minutes=1)), s.count)
-        for s in done
-    )
+        if event[0] == "act":
+            times.setdefault(event[1], []).append(event[2])
+    sessions: list[tuple[Any, ...]] = []
+    for key, ts in times.items():
+        ts.sort()
+        runs: list[list[datetime]] = [[ts[0]]]
+        for t in ts[1:]:
+            if t - runs[-1][-1] < timeout:
+                runs[-1].append(t)
+            else:
+                runs.append([t])
+        for run in runs:
+            start, last = run[0], run[-1]
+            minutes = max(1, (last - start) // timedelta(minutes=1))
+            sessions.append((key, start, last, minutes, len(run)))
+    return sorted(sessions)
 
 
 # Gaps cluster around the boundaries that matter: the timeout and whole minutes.
@@ -77,7 +65,13 @@ gaps = st.one_of(
 )
 # Mostly one key, so consecutive activities of a key meet the boundaries often.
 keys = st.one_of(st.just(KEYS[0]), st.just(KEYS[0]), st.sampled_from(KEYS))
-act = st.tuples(st.just("act"), keys, gaps, st.sampled_from([0, 0, 0, 1, 5]))
+# How late an activity arrives: mostly on time, else anywhere in the backdating window,
+# including its edge.
+late = st.one_of(
+    st.sampled_from([0, 0, 0, 1, 5, 59, 60]),
+    st.integers(0, 60_000_000).map(lambda us: us / 1e6),
+)
+act = st.tuples(st.just("act"), keys, gaps, late)
 sweep = st.tuples(st.just("sweep"), st.just(None), gaps, st.just(0))
 events = st.lists(st.one_of(act, act, act, sweep), min_size=1, max_size=30)
 K = KEYS[0]
@@ -114,6 +108,24 @@ def property_app(request: pytest.FixtureRequest, store: str) -> Iterator[Flask]:
         ("act", KEYS[1], timedelta(0), 0),
     ]
 )
+# a late activity moves the open session's start back
+@example([("act", K, timedelta(0), 0), ("act", K, timedelta(seconds=30), 60)])
+# ... and bridges it with the session its arrival had closed: the two become one
+@example(
+    [
+        ("act", K, timedelta(0), 0),
+        ("act", K, TIMEOUT + timedelta(seconds=30), 0),
+        ("act", K, timedelta(seconds=1), 60),
+    ]
+)
+# a sweep right before a late activity must not have closed its session
+@example(
+    [
+        ("act", K, timedelta(0), 0),
+        ("sweep", None, TIMEOUT + BACKDATE - US, 0),
+        ("act", K, timedelta(0), 60),
+    ]
+)
 def test_sessions_match_the_reference(
     property_app: Flask, clock: Clock, drawn: list[tuple[Any, ...]]
 ) -> None:
@@ -134,7 +146,7 @@ def test_sessions_match_the_reference(
                 "assessing", marker_id=marker, unit_id=unit, ip_address=ip, at=t
             )
             stream.append(("act", key, t))
-        final = now + TIMEOUT
+        final = now + TIMEOUT + BACKDATE
         tutor_times.close_expired_sessions(final)
         stream.append(("sweep", final))
     got = sorted(
@@ -163,11 +175,14 @@ def test_the_reference_itself() -> None:
         ("act", k, T0 + timedelta(minutes=14)),
         ("act", k, T0 + timedelta(minutes=13)),  # late, joins
         ("act", k, T0 + timedelta(minutes=29)),  # exactly TIMEOUT after 14: new
-        ("sweep", T0 + timedelta(minutes=44)),  # closes the second
-        ("act", k, T0 + timedelta(minutes=43)),  # late but its session is closed: new
+        ("sweep", T0 + timedelta(minutes=44)),
+        ("act", k, T0 + timedelta(minutes=43)),  # late, joins the second
+        ("act", k, T0 + timedelta(minutes=60)),  # 17 minutes later: new
+        ("act", k, T0 + timedelta(minutes=45, seconds=30)),  # late: bridges the two
+        ("act", k, T0 + timedelta(minutes=90)),  # new
     ]
     assert reference(stream, TIMEOUT) == [
         (k, T0, T0 + timedelta(minutes=14), 14, 3),
-        (k, T0 + timedelta(minutes=29), T0 + timedelta(minutes=29), 1, 1),
-        (k, T0 + timedelta(minutes=43), T0 + timedelta(minutes=43), 1, 1),
+        (k, T0 + timedelta(minutes=29), T0 + timedelta(minutes=60), 31, 4),
+        (k, T0 + timedelta(minutes=90), T0 + timedelta(minutes=90), 1, 1),
     ]

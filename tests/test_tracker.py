@@ -17,6 +17,7 @@ from .conftest import T0, Clock, activities, sessions
 TUTOR, OTHER_TUTOR, UNIT, OTHER_UNIT = 3, 4, 1, 2
 IP, OTHER_IP = "10.0.0.1", "10.0.0.2"
 TIMEOUT = timedelta(seconds=900)
+BACKDATE = timedelta(seconds=60)  # TUTOR_TIMES_MAX_BACKDATE's default
 
 
 def record(at: datetime, marker: int = TUTOR, unit: int = UNIT, ip: str = IP, **kw: object):  # type: ignore[no-untyped-def]
@@ -74,24 +75,75 @@ def test_out_of_order_activity_joins_and_never_moves_the_end_backwards(
 ) -> None:
     clock.set(T0 + timedelta(minutes=10))
     a = record(T0 + timedelta(minutes=10))
-    b = record(T0 + timedelta(minutes=7))  # arrives late
+    clock.set(T0 + timedelta(minutes=10, seconds=30))
+    b = record(T0 + timedelta(minutes=9, seconds=45))  # arrives late, before the start
     c = record(T0 + timedelta(minutes=24))  # 14 min after the last activity, not after b
     assert a.marking_session_id == b.marking_session_id == c.marking_session_id
     clock.set(T0 + timedelta(hours=2))
     assert tutor_times.close_expired_sessions() == 1
     [s] = sessions(ctx)
-    assert s.start_time == T0 + timedelta(minutes=10)
+    # R2: the late activity moved the start back; the end is the latest activity
+    assert s.start_time == T0 + timedelta(minutes=9, seconds=45)
     assert s.end_time == T0 + timedelta(minutes=24)
     assert s.duration_minutes == 14
+
+
+def test_a_late_activity_bridges_the_session_its_successor_closed(ctx: Flask, clock: Clock) -> None:
+    """The activity at 15:30 closed the first session (idle 15:30 > TIMEOUT); one from 14:59
+    arriving late lies within the timeout of both, so the two are one session (R2)."""
+    first = record(T0)
+    second = record(T0 + timedelta(minutes=15, seconds=30))
+    assert [s.end_time for s in sessions(ctx)] == [T0, None]
+    late = record(T0 + timedelta(minutes=14, seconds=59))  # 31 s late
+    assert late.marking_session_id == first.marking_session_id
+    [s] = sessions(ctx)
+    assert (s.id, s.start_time, s.end_time) == (first.marking_session_id, T0, None)
+    assert {a.marking_session_id for a in activities(ctx)} == {first.marking_session_id}
+    assert second.marking_session_id != first.marking_session_id
+    # the merged session goes on: the hot path finds it, whatever Redis had cached
+    nxt = record(T0 + timedelta(minutes=20))
+    assert nxt.marking_session_id == first.marking_session_id
+    assert tutor_times.close_expired_sessions(T0 + timedelta(hours=1)) == 1
+    [s] = sessions(ctx)
+    assert (s.start_time, s.end_time, s.duration_minutes) == (
+        T0,
+        T0 + timedelta(minutes=20),
+        20,
+    )
+
+
+@pytest.mark.parametrize(
+    ("late", "message"),
+    [
+        (timedelta(seconds=60, microseconds=1), "in the past"),
+        (timedelta(days=-1), "in the future"),
+    ],
+)
+def test_live_activities_lie_within_the_backdating_window(
+    ctx: Flask, clock: Clock, late: timedelta, message: str
+) -> None:
+    """R2: `at` within [now - MAX_BACKDATE, now + MAX_CLOCK_SKEW]; older is history."""
+    clock.set(T0)
+    with pytest.raises(InvalidActivityError, match=message) as info:
+        tutor_times.record_activity(
+            "inbox", marker_id=TUTOR, unit_id=UNIT, ip_address=IP, at=T0 - late
+        )
+    assert info.value.field == "at"
+    assert sessions(ctx) == [] and activities(ctx) == []
+    # the edge of the window is inside it
+    tutor_times.record_activity(
+        "inbox", marker_id=TUTOR, unit_id=UNIT, ip_address=IP, at=T0 - timedelta(seconds=60)
+    )
 
 
 def test_close_uses_the_last_activity_and_floors_minutes(ctx: Flask) -> None:
     record(T0)
     record(T0 + timedelta(minutes=12, seconds=59, microseconds=999999))
     last = T0 + timedelta(minutes=12, seconds=59, microseconds=999999)
-    # idle for TIMEOUT minus a microsecond: still open
-    assert tutor_times.close_expired_sessions(last + TIMEOUT - timedelta(microseconds=1)) == 0
-    assert tutor_times.close_expired_sessions(last + TIMEOUT) == 1
+    # R6: the sweep waits TIMEOUT and the backdating window, so a late activity still fits
+    idle = TIMEOUT + BACKDATE
+    assert tutor_times.close_expired_sessions(last + idle - timedelta(microseconds=1)) == 0
+    assert tutor_times.close_expired_sessions(last + idle) == 1
     [s] = sessions(ctx)
     assert s.end_time == last
     assert s.duration_minutes == 12
@@ -117,11 +169,26 @@ def test_closing_is_idempotent(ctx: Flask) -> None:
     )
 
 
-def test_activity_after_a_sweep_starts_a_new_session(ctx: Flask) -> None:
+def test_a_late_activity_finds_its_session_still_open(ctx: Flask, clock: Clock) -> None:
+    """R6: a sweep an instant before the grace ends closes nothing; the activity that arrives
+    a whole backdating window late then joins its session, and the next sweep closes it."""
     a = record(T0)
-    tutor_times.close_expired_sessions(T0 + TIMEOUT)
-    # within TIMEOUT of the last activity by its own time, but the session is closed
-    b = record(T0 + TIMEOUT - timedelta(seconds=1))
+    now = T0 + TIMEOUT + BACKDATE - timedelta(microseconds=1)
+    clock.set(now)
+    assert tutor_times.close_expired_sessions() == 0
+    b = record(now - BACKDATE)
+    assert b.marking_session_id == a.marking_session_id
+    clock.set(now + TIMEOUT + BACKDATE)
+    assert tutor_times.close_expired_sessions() == 1
+    [s] = sessions(ctx)
+    assert (s.start_time, s.end_time) == (T0, now - BACKDATE)
+
+
+def test_activity_after_a_sweep_starts_a_new_session(ctx: Flask, clock: Clock) -> None:
+    a = record(T0)
+    clock.set(T0 + TIMEOUT + BACKDATE)
+    assert tutor_times.close_expired_sessions() == 1
+    b = record(T0 + TIMEOUT + BACKDATE)
     assert b.marking_session_id != a.marking_session_id
     first, second = sessions(ctx)
     assert first.end_time == T0 and second.end_time is None

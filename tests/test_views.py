@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 from flask import Flask
 
@@ -18,14 +16,15 @@ ACTIVE = "/tutor-times/units/1/active"
 @pytest.fixture
 def two_tutors_marking(app: Flask, clock: Clock) -> None:
     with app.app_context():
+        # closed already: not active
+        clock.advance(hours=-1)
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=2, ip_address="10.0.0.3")
+        clock.advance(hours=1)
+        tutor_times.close_expired_sessions()
         tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.0.0.3")
         tutor_times.record_activity("inbox", marker_id=4, unit_id=1, ip_address="10.0.0.4")
         clock.advance(minutes=7, seconds=30)
         tutor_times.record_activity("assessing", marker_id=3, unit_id=1, ip_address="10.0.0.3")
-        # closed already: not active
-        tutor_times.record_activity(
-            "inbox", marker_id=3, unit_id=2, ip_address="10.0.0.3", at=clock() - timedelta(hours=1)
-        )
 
 
 @pytest.mark.parametrize("username", ["admin", "convenor"])

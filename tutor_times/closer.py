@@ -9,70 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import redis
 import sqlalchemy as sa
 
-from .accounting import duration_minutes
-from .models import Models
+from .models import Models, close_sessions
+from .models import last_activity_of as last_activity_of  # reports read it from here
 
 logger = logging.getLogger("tutor_times")
-
-#: (session id, start_time, time of its last activity)
-IdleSession = tuple[int, datetime, datetime]
-
-
-def close_sessions(
-    conn: sa.Connection,
-    models: Models,
-    idle: Iterable[IdleSession],
-    min_minutes: int,
-    now: datetime,
-) -> int:
-    """Close each session at its last activity; returns how many were still open.
-
-    One UPDATE for the whole batch, counted by RETURNING: a DBAPI's executemany row count
-    is not reliable (psycopg's undercounts), and the count is what proves closing happened
-    exactly once.
-    """
-    idle = list(idle)
-    if not idle:
-        return 0
-    table = models.MarkingSession.__table__
-    time_type = table.c.end_time.type
-    ends = {sid: sa.literal(last, time_type) for sid, _, last in idle}
-    durations = {
-        sid: sa.literal(duration_minutes(start, last, min_minutes)) for sid, start, last in idle
-    }
-    stmt = (
-        sa.update(table)
-        .where(table.c.id.in_(list(ends)), table.c.end_time.is_(None))
-        .values(
-            end_time=sa.case(ends, value=table.c.id),
-            duration_minutes=sa.case(durations, value=table.c.id),
-            updated_at=sa.literal(now, time_type),
-        )
-        .returning(table.c.id)
-    )
-    return len(conn.execute(stmt).all())
-
-
-def last_activity_of(models: Models) -> Any:
-    """A correlated scalar: the created_at of a session's last activity.
-
-    A session is created with its first activity; its start_time stands in should the
-    activities have been removed.
-    """
-    ms, act = models.MarkingSession, models.SessionActivity
-    latest = (
-        sa.select(sa.func.max(act.created_at))
-        .where(act.marking_session_id == ms.id)
-        .scalar_subquery()
-    )
-    return sa.func.coalesce(latest, ms.start_time, type_=ms.start_time.type)
 
 
 def sweep(

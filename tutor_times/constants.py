@@ -17,6 +17,10 @@ class ConfigVars:
     REDIS_PREFIX: Final = "TUTOR_TIMES_REDIS_PREFIX"
     REDIS_RETRY_AFTER: Final = "TUTOR_TIMES_REDIS_RETRY_AFTER"
     MAX_CLOCK_SKEW: Final = "TUTOR_TIMES_MAX_CLOCK_SKEW"
+    MAX_BACKDATE: Final = "TUTOR_TIMES_MAX_BACKDATE"
+    CLIENT_ACTIONS: Final = "TUTOR_TIMES_CLIENT_ACTIONS"
+    SQL_TIMEOUT: Final = "TUTOR_TIMES_SQL_TIMEOUT"
+    SQL_POOL_SIZE: Final = "TUTOR_TIMES_SQL_POOL_SIZE"
     SWEEP_INTERVAL: Final = "TUTOR_TIMES_SWEEP_INTERVAL"
     SWEEP_BATCH_SIZE: Final = "TUTOR_TIMES_SWEEP_BATCH_SIZE"
     IN_PROCESS_SWEEPER: Final = "TUTOR_TIMES_IN_PROCESS_SWEEPER"
@@ -33,6 +37,10 @@ DEFAULT_ACTIONS: Final = (
     "add-comment",
     "get-submission-details",
 )
+
+#: What a client may report about itself through ``POST /activities`` (R11): reading, never
+#: assessing or commenting, which only the host's tracked endpoints record.
+DEFAULT_CLIENT_ACTIONS: Final = ("inbox", "get-submission-details")
 
 #: Roles (as returned by the host's ``role_loader``) whose actions are tracked (R7).
 TRACKED_ROLES: Final = frozenset({"admin", "convenor", "tutor"})
@@ -55,6 +63,21 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.REDIS_RETRY_AFTER: 30.0,
     # How far in the future an explicit ``at`` may lie before it is rejected.
     ConfigVars.MAX_CLOCK_SKEW: 60.0,
+    # How far in the past a live activity's ``at`` may lie (R2); at most the session timeout.
+    # Older activities are history, and the sweep waits this much longer than the timeout so
+    # that a late activity always finds its session still open (R6). None: 60 s, or the
+    # timeout if that is shorter.
+    ConfigVars.MAX_BACKDATE: None,
+    # The actions a client may report itself through POST /activities (R11). None: those of
+    # DEFAULT_CLIENT_ACTIONS that TUTOR_TIMES_ACTIONS allows.
+    ConfigVars.CLIENT_ACTIONS: None,
+    # Seconds one tracking write may take (statement, lock wait and pool checkout) before it
+    # is given up, logged and counted, so a slow database never holds the host's view (R9).
+    ConfigVars.SQL_TIMEOUT: 1.0,
+    # Connections of the tracking pool (plus as many again in overflow). Tracking writes on
+    # connections of its own so that it never waits for the host's pool while the request
+    # holds one of its connections.
+    ConfigVars.SQL_POOL_SIZE: 5,
     # Seconds between two passes of the idle-session sweep (worker, embedded sweeper).
     ConfigVars.SWEEP_INTERVAL: 60.0,
     # Sessions closed per transaction by the sweep.

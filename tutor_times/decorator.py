@@ -8,8 +8,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from flask import Response, after_this_request, request
+from flask import Flask, Response, after_this_request, request
 from flask_login import current_user
+
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     from .extension import TutorTimes
@@ -21,12 +23,38 @@ IdSpec = str | Callable[[Mapping[str, Any]], Any] | None
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: the attribute a tracked view carries its spec in (functools.wraps copies it outward)
+SPEC_ATTRIBUTE = "_tutor_times_track"
+
+
 def resolve(spec: IdSpec, kwargs: Mapping[str, Any]) -> Any:
+    """An id named by ``spec``. A view argument that is a decimal string — from a route
+    declared ``<unit_id>`` rather than ``<int:unit_id>`` — is that number."""
     if spec is None:
         return None
     if callable(spec):
         return spec(kwargs)
-    return kwargs[spec]
+    value = kwargs[spec]
+    if isinstance(value, str) and value.isascii() and value.isdecimal():
+        return int(value)
+    return value
+
+
+def check_routes(app: Flask) -> None:
+    """Every tracked view's view-argument names must be arguments of each of its routes:
+    otherwise no request could ever be recorded, silently. Raises ConfigurationError."""
+    for rule in app.url_map.iter_rules():
+        spec = getattr(app.view_functions.get(rule.endpoint), SPEC_ATTRIBUTE, None)
+        if not isinstance(spec, TrackSpec):
+            continue
+        for name in ("unit_id", "project_id", "task_id", "task_definition_id"):
+            value = getattr(spec, name)
+            if isinstance(value, str) and value not in rule.arguments:
+                raise ConfigurationError(
+                    f"@track({spec.action!r}, {name}={value!r}) on {rule.endpoint!r}: the route"
+                    f" {rule.rule!r} has no argument {value!r}"
+                    f" (it has: {', '.join(sorted(rule.arguments)) or 'none'})"
+                )
 
 
 def _check_spec(name: str, spec: object, *, required: bool = False) -> None:
@@ -81,6 +109,7 @@ def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
 
             return rv
 
+        setattr(wrapper, SPEC_ATTRIBUTE, spec)
         return wrapper  # type: ignore[return-value]
 
     return decorator

@@ -4,37 +4,37 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import redis
+import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import privacy
+from . import drivers, privacy
 from .accounting import UTC, utcnow
+from .activity import check_action
 from .closer import ExpiryListener, sweep, sweep_forever
-from .constants import DEFAULTS, STORES, TRACKED_ROLES, ConfigVars
-from .decorator import IdSpec, TrackSpec, track_view
-from .errors import ConfigurationError
-from .models import Models, build_models
-from .store import CircuitBreaker, RedisStore, SqlStore, redis_client
-from .tracker import Tracker, check_action
+from .constants import DEFAULTS, TRACKED_ROLES
+from .decorator import IdSpec, TrackSpec, check_routes, track_view
+from .errors import ConfigurationError, InvalidActivityError
+from .models import CLIENT, SERVER, Models, build_models
+from .redis_cache import CircuitBreaker, RedisStore, redis_client
+from .settings import Settings
+from .sql_store import SqlStore
+from .tracker import Tracker
 
 F = TypeVar("F", bound=Callable[..., Any])
 RoleLoader = Callable[[Any, Any], "str | None"]
+#: (unit_id, project_id, task_id, task_definition_id) -> whether they are that unit's
+TargetLoader = Callable[[int, "int | None", "int | None", "int | None"], bool]
 
 EXTENSION_KEY = "tutor_times"
 logger = logging.getLogger("tutor_times")
-
-
-def _whole_number(config: Any, key: str, why: str = "") -> int:
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{key} must be a whole number >= 1{why}, got {value!r}")
-    return value
 
 
 def _utc(t: datetime, name: str) -> datetime:
@@ -49,16 +49,34 @@ class _State:
     """What the extension holds for one app."""
 
     owner: TutorTimes
+    settings: Settings
     tracker: Tracker
     #: the in-process fakeredis: no other process can see it, nor listen to it
     embedded: bool
-    timeout: timedelta
-    min_minutes: int
-    sweep_batch_size: int
-    sweep_interval: float
     in_process_sweeper: bool
+    #: the tracking engine, made on first use (see drivers.tracking_engine)
+    engine: sa.Engine | None = None
+    #: the tracked views of this app have been checked against its routes
+    routes_checked: bool = False
     sweeper: threading.Thread | None = None
     sweeper_stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def timeout(self) -> timedelta:
+        return self.settings.timeout
+
+    @property
+    def min_minutes(self) -> int:
+        return self.settings.min_minutes
+
+    @property
+    def sweep_batch_size(self) -> int:
+        return self.settings.sweep_batch_size
+
+    @property
+    def sweep_interval(self) -> float:
+        return self.settings.sweep_interval
 
     @property
     def redis(self) -> redis.Redis | None:
@@ -96,6 +114,10 @@ class TutorTimes:
         self.clock: Callable[[], datetime] = clock or utcnow
         self._redis = redis
         self._role_loader: RoleLoader | None = None
+        self._target_loader: TargetLoader | None = None
+        #: every @track applied with this extension, checked against each app's actions
+        self._specs: list[TrackSpec] = []
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         self._failures = 0
         self._lock = threading.Lock()
         self.app = app
@@ -112,84 +134,101 @@ class TutorTimes:
             )
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        app.extensions[EXTENSION_KEY] = self._build_state(app.config)
+        settings = Settings.from_config(app.config)
+        for spec in self._specs:  # decorated before this app was known
+            check_action(spec.action, settings.actions)
+        state = self._build_state(settings)
+        app.extensions[EXTENSION_KEY] = state
+        self._apps.add(app)
 
         from .cli import cli
         from .views import bp
 
         app.cli.add_command(cli)
-        app.register_blueprint(bp, url_prefix=app.config[ConfigVars.URL_PREFIX])
+        app.register_blueprint(bp, url_prefix=settings.url_prefix)
+        app.before_request(self._check_routes_once)
 
-    def _build_state(self, config: Any) -> _State:
-        timeout = config[ConfigVars.SESSION_TIMEOUT]
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigurationError(
-                f"{ConfigVars.SESSION_TIMEOUT} must be a positive number of seconds, got {timeout!r}"
-            )
-        min_minutes = _whole_number(
-            config,
-            ConfigVars.MIN_SESSION_MINUTES,
-            " (a closed session always has a positive duration)",
-        )
-        actions = config[ConfigVars.ACTIONS]
-        if (
-            isinstance(actions, str)
-            or not isinstance(actions, Collection)
-            or not actions
-            or not all(isinstance(a, str) and a for a in actions)
-        ):
-            raise ConfigurationError(
-                f"{ConfigVars.ACTIONS} must be a non-empty list of action names, got {actions!r}"
-            )
-        store_name = config[ConfigVars.STORE]
-        if store_name not in STORES:
-            raise ConfigurationError(
-                f"{ConfigVars.STORE} must be one of {', '.join(STORES)}, got {store_name!r}"
-            )
-        batch_size = _whole_number(config, ConfigVars.SWEEP_BATCH_SIZE)
-
-        embedded = (
-            store_name == "redis" and not config[ConfigVars.REDIS_URL] and self._redis is None
-        )
-        in_process = config[ConfigVars.IN_PROCESS_SWEEPER]
+    def _build_state(self, settings: Settings) -> _State:
+        embedded = settings.store == "redis" and not settings.redis_url and self._redis is None
+        in_process = settings.in_process_sweeper
         if in_process is None:
             in_process = embedded
-        delta = timedelta(seconds=timeout)
-        sql = SqlStore(self.models, lambda: self.db.engine, timeout=delta, min_minutes=min_minutes)
+        state: _State
+        sql = SqlStore(
+            self.models,
+            lambda: self._tracking_engine(state),
+            timeout=settings.timeout,
+            min_minutes=settings.min_minutes,
+            maintenance=lambda: self.db.engine,
+        )
         redis_store = None
-        if store_name == "redis":
-            client = redis_client(
-                config[ConfigVars.REDIS_URL], config[ConfigVars.REDIS_OPTIONS], self._redis
-            )
+        if settings.store == "redis":
+            client = redis_client(settings.redis_url, settings.redis_options, self._redis)
             redis_store = RedisStore(
                 client,
-                prefix=config[ConfigVars.REDIS_PREFIX],
-                timeout=delta,
-                breaker=CircuitBreaker(float(config[ConfigVars.REDIS_RETRY_AFTER])),
+                prefix=settings.redis_prefix,
+                timeout=settings.timeout,
+                # the key expires when the sweep may close its session: its expiry event
+                # closes it then
+                ttl=settings.closing_delay,
+                breaker=CircuitBreaker(settings.redis_retry_after),
             )
-        policy = privacy.ip_policy(
-            config[ConfigVars.IP_STORAGE],
-            config[ConfigVars.IP_HASH_KEY] or config.get("SECRET_KEY"),
-        )
         tracker = Tracker(
-            actions=actions,
+            actions=settings.actions,
             sql=sql,
             redis_store=redis_store,
             # Looked up on each call, so a test can swap the clock of a running app.
             clock=lambda: self.clock(),
-            max_skew=timedelta(seconds=config[ConfigVars.MAX_CLOCK_SKEW]),
-            ip_policy=policy,
+            max_skew=settings.max_skew,
+            max_backdate=settings.max_backdate,
+            ip_policy=privacy.ip_policy(settings.ip_storage, settings.ip_hash_key),
         )
-        return _State(
+        state = _State(
             owner=self,
+            settings=settings,
             tracker=tracker,
             embedded=embedded,
-            timeout=delta,
-            min_minutes=min_minutes,
-            sweep_batch_size=batch_size,
-            sweep_interval=float(config[ConfigVars.SWEEP_INTERVAL]),
             in_process_sweeper=bool(in_process),
         )
+        return state
+
+    def _tracking_engine(self, state: _State) -> sa.Engine:
+        """The engine tracking writes with, made once per app on first use."""
+        engine = state.engine
+        if engine is None:
+            with state.lock:
+                if state.engine is None:
+                    state.engine = drivers.tracking_engine(
+                        self.db.engine,
+                        timeout=state.settings.sql_timeout,
+                        pool_size=state.settings.sql_pool_size,
+                        options=dict(current_app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})),
+                    )
+                engine = state.engine
+        return engine
+
+    @property
+    def tracking_engine(self) -> sa.Engine:
+        """The current app's engine for tracking writes (the host's own when its database is
+        in-memory SQLite)."""
+        return self._tracking_engine(self.state)
+
+    def dispose(self) -> None:
+        """Close the current app's tracking connections (e.g. after a fork, or in tests);
+        new ones are opened on next use."""
+        state = self.state
+        with state.lock:
+            engine, state.engine = state.engine, None
+        if engine is not None and engine is not self.db.engine:
+            engine.dispose()
+
+    def _check_routes_once(self) -> None:
+        """On the app's first request, when every route exists: each @track's view-argument
+        names must be arguments of its route, or the activity could never be recorded."""
+        state = self.state
+        if not state.routes_checked:
+            check_routes(current_app)
+            state.routes_checked = True
 
     @property
     def state(self) -> _State:
@@ -207,6 +246,16 @@ class TutorTimes:
         self._role_loader = callback
         return callback
 
+    def target_loader(self, callback: TargetLoader) -> TargetLoader:
+        """Register ``callback(unit_id, project_id, task_id, task_definition_id)`` -> whether
+        every id given (the others are None) belongs to that unit.
+
+        Only what a client reports itself (``POST /activities``) is checked this way (R11);
+        without a loader, a client may report no project, task or task definition ids.
+        """
+        self._target_loader = callback
+        return callback
+
     def role_of(self, user: Any, unit_id: Any) -> str | None:
         if self._role_loader is None:
             raise ConfigurationError(
@@ -217,6 +266,32 @@ class TutorTimes:
 
     def is_tracked_role(self, user: Any, unit_id: Any) -> bool:
         return self.role_of(user, unit_id) in TRACKED_ROLES
+
+    def confirm_targets(
+        self,
+        unit_id: int,
+        project_id: int | None,
+        task_id: int | None,
+        task_definition_id: int | None,
+    ) -> None:
+        """R11: the ids a client reports must be confirmed by the host as the unit's."""
+        ids = {
+            "project_id": project_id,
+            "task_id": task_id,
+            "task_definition_id": task_definition_id,
+        }
+        named = [name for name, value in ids.items() if value is not None]
+        if not named:
+            return
+        if self._target_loader is None:
+            raise InvalidActivityError(
+                f"{named[0]}: this server cannot confirm ids (no target_loader is registered)",
+                field=named[0],
+            )
+        if not self._target_loader(unit_id, project_id, task_id, task_definition_id):
+            raise InvalidActivityError(
+                f"{', '.join(named)}: not found in unit {unit_id}", field=named[0]
+            )
 
     @staticmethod
     def marker_id_of(user: Any) -> int:
@@ -242,12 +317,16 @@ class TutorTimes:
     ) -> Callable[[F], F]:
         """Record ``action`` whenever the decorated view returns a response below 400.
 
-        Each id is a view-argument name, a callable of the view's kwargs, or None.
-        ``when(kwargs)`` returning false skips tracking (e.g. a marker on their own project).
+        Each id is a view-argument name, a callable of the view's kwargs, or None; a
+        view argument that is a decimal string (a route without ``int:``) is read as a
+        number. ``when(kwargs)`` returning false skips tracking (e.g. a marker on their own
+        project). The action is checked against every app this extension is registered on,
+        now and at each later ``init_app``, so a typo fails at start-up.
         """
-        if self.app is not None:
-            check_action(action, self.app.config[ConfigVars.ACTIONS])
+        for app in list(self._apps):
+            check_action(action, app.extensions[EXTENSION_KEY].settings.actions)
         spec = TrackSpec(action, unit_id, project_id, task_id, task_definition_id, when)
+        self._specs.append(spec)
         return track_view(self, spec)
 
     def record_activity(
@@ -264,14 +343,14 @@ class TutorTimes:
     ) -> Any:
         """Record one activity and return it (a ``SessionActivity`` with its session id).
 
-        Raises :class:`InvalidActivityError` before writing anything when input is bad.
+        The trusted service API: the caller vouches for who acted (no role is checked, as
+        the host calls it for its own users). ``at`` may lie at most TUTOR_TIMES_MAX_BACKDATE
+        in the past. Raises :class:`InvalidActivityError` before writing anything when input
+        is bad.
         """
-        state = self.state
-        if state.in_process_sweeper and state.sweeper is None:
-            self._start_sweeper(state)
-        tracker = state.tracker
-        activity = tracker.validate(
+        return self._record(
             action,
+            source=SERVER,
             marker_id=marker_id,
             unit_id=unit_id,
             ip_address=ip_address,
@@ -280,6 +359,33 @@ class TutorTimes:
             task_definition_id=task_definition_id,
             at=at,
         )
+
+    def record_client_activity(self, action: str, *, unit_id: int, **fields: Any) -> Any:
+        """Record an activity a client reported itself (R11): only TUTOR_TIMES_CLIENT_ACTIONS,
+        ids the host confirms as the unit's, marked ``source="client"``. The caller has
+        checked that the marker is staff of the unit."""
+        state = self.state
+        client_actions = state.settings.client_actions
+        if action not in client_actions:
+            allowed = ", ".join(sorted(client_actions)) or "none"
+            raise InvalidActivityError(
+                f"action {action!r} cannot be reported by a client; allowed: {allowed}",
+                field="action",
+            )
+        self.confirm_targets(
+            unit_id,
+            fields.get("project_id"),
+            fields.get("task_id"),
+            fields.get("task_definition_id"),
+        )
+        return self._record(action, source=CLIENT, unit_id=unit_id, **fields)
+
+    def _record(self, action: str, *, source: str, **fields: Any) -> Any:
+        state = self.state
+        if state.in_process_sweeper and state.sweeper is None:
+            self._start_sweeper(state)
+        tracker = state.tracker
+        activity = tracker.validate(action, source=source, **fields)
         return tracker.record(activity)
 
     def count_failure(self) -> None:
@@ -296,11 +402,15 @@ class TutorTimes:
     def close_idle_session(
         self, marker_id: int, unit_id: int, ip_address: str, now: datetime | None = None
     ) -> int:
-        """Close one key's open session if it is idle at ``now`` (1), else leave it (0)."""
+        """Close one key's open session if it is idle at ``now`` (1), else leave it (0).
+
+        Idle means no activity for the timeout plus TUTOR_TIMES_MAX_BACKDATE: an activity
+        that arrives late may still belong to the session until then (R6)."""
         return self._sweep(now, key=(marker_id, unit_id, ip_address))
 
     def close_expired_sessions(self, now: datetime | None = None) -> int:
-        """Close every session idle for TIMEOUT at ``now``; returns how many were closed."""
+        """Close every session idle at ``now`` — no activity for the timeout plus
+        TUTOR_TIMES_MAX_BACKDATE (R6) — at its last activity; returns how many were closed."""
         return self._sweep(now)
 
     def _sweep(self, now: datetime | None, key: tuple[int, int, str] | None = None) -> int:
@@ -309,7 +419,7 @@ class TutorTimes:
             state.tracker.sql.connect,
             self.models,
             now=self.clock() if now is None else _utc(now, "now"),
-            timeout=state.timeout,
+            timeout=state.settings.closing_delay,
             min_minutes=state.min_minutes,
             batch_size=1 if key else state.sweep_batch_size,
             key=key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 from weakref import WeakKeyDictionary
@@ -10,10 +11,20 @@ import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.engine import Dialect
 
-from .accounting import UTC
+from .accounting import UTC, duration_minutes
 
 MARKING_SESSIONS = "marking_sessions"
 SESSION_ACTIVITIES = "session_activities"
+
+#: the sources of an activity (R11): tracked by the server, or reported by a client
+SERVER, CLIENT = "server", "client"
+SOURCES = (SERVER, CLIENT)
+
+CLOSED_DURATION_CHECK = (
+    "(end_time IS NULL AND duration_minutes IS NULL)"
+    " OR (end_time IS NOT NULL AND duration_minutes IS NOT NULL"
+    " AND duration_minutes > 0 AND end_time >= start_time)"
+)
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -106,11 +117,19 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 sqlite_where=sa.text("end_time IS NULL"),
             ),
             sa.Index("ix_marking_sessions_unit_start", "unit_id", "start_time"),
-            # R4: a closed session has a positive duration and does not end before it starts.
-            sa.CheckConstraint(
-                "end_time IS NULL OR (duration_minutes > 0 AND end_time >= start_time)",
-                name="ck_marking_sessions_closed_duration",
+            # Placing a late or historical activity looks for the key's neighbouring sessions
+            # by start time.
+            sa.Index(
+                "ix_marking_sessions_key_start",
+                "marker_id",
+                "unit_id",
+                "ip_address",
+                "start_time",
             ),
+            # R4: a closed session has a positive duration and does not end before it starts;
+            # an open one has no duration yet. Spelt without a bare comparison on a nullable
+            # column, since a CHECK that evaluates to NULL passes.
+            sa.CheckConstraint(CLOSED_DURATION_CHECK, name="ck_marking_sessions_closed_duration"),
         )
 
         @property
@@ -138,6 +157,9 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         task_definition_id = sa.Column(sa.BigInteger)
         created_at = sa.Column(UTCDateTime, nullable=False, index=True)
         updated_at = sa.Column(UTCDateTime, nullable=False)
+        #: who reported it: "server" (a tracked host endpoint or record_activity) or
+        #: "client" (POST /activities, e.g. a reading heartbeat) — R11
+        source = sa.Column(sa.String(16), nullable=False, default=SERVER, server_default=SERVER)
 
         marking_session = db.relationship("MarkingSession", back_populates="activities")
 
@@ -161,3 +183,59 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
     models = Models(MarkingSession, SessionActivity)
     _built[db] = models
     return models
+
+
+# -- SQL shared by the steps that write, close and read sessions ---------------------------
+
+#: (session id, start_time, time of its last activity)
+IdleSession = tuple[int, datetime, datetime]
+
+
+def close_sessions(
+    conn: sa.Connection,
+    models: Models,
+    idle: Iterable[IdleSession],
+    min_minutes: int,
+    now: datetime,
+) -> int:
+    """Close each session at its last activity; returns how many were still open.
+
+    One UPDATE for the whole batch, counted by RETURNING: a DBAPI's executemany row count
+    is not reliable (psycopg's undercounts), and the count is what proves closing happened
+    exactly once.
+    """
+    idle = list(idle)
+    if not idle:
+        return 0
+    table = models.MarkingSession.__table__
+    time_type = table.c.end_time.type
+    ends = {sid: sa.literal(last, time_type) for sid, _, last in idle}
+    durations = {
+        sid: sa.literal(duration_minutes(start, last, min_minutes)) for sid, start, last in idle
+    }
+    stmt = (
+        sa.update(table)
+        .where(table.c.id.in_(list(ends)), table.c.end_time.is_(None))
+        .values(
+            end_time=sa.case(ends, value=table.c.id),
+            duration_minutes=sa.case(durations, value=table.c.id),
+            updated_at=sa.literal(now, time_type),
+        )
+        .returning(table.c.id)
+    )
+    return len(conn.execute(stmt).all())
+
+
+def last_activity_of(models: Models) -> Any:
+    """A correlated scalar: the created_at of a session's last activity.
+
+    A session is created with its first activity; its start_time stands in should the
+    activities have been removed.
+    """
+    ms, act = models.MarkingSession, models.SessionActivity
+    latest = (
+        sa.select(sa.func.max(act.created_at))
+        .where(act.marking_session_id == ms.id)
+        .scalar_subquery()
+    )
+    return sa.func.coalesce(latest, ms.start_time, type_=ms.start_time.type)

@@ -1,8 +1,8 @@
-"""The tracker: validates an activity and records it through the stores (R1-R9)."""
+"""The tracker: checks an activity against the rules of time and records it through the
+session cache and the SQL store (R1-R9)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
@@ -10,43 +10,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from .accounting import UTC
-from .errors import InvalidActivityError, UnknownActionError
-from .store import Activity, RedisStore, SqlStore
+from .activity import Activity
+from .errors import InvalidActivityError
+from .models import SERVER
+from .redis_cache import RedisStore
+from .sql_store import SqlStore
 
 logger = logging.getLogger("tutor_times")
-
-BIGINT_MAX = 2**63 - 1
-
-
-def check_action(action: object, actions: Collection[str]) -> str:
-    if not isinstance(action, str) or action not in actions:
-        raise UnknownActionError(
-            f"unknown action {action!r}; TUTOR_TIMES_ACTIONS allows: {', '.join(sorted(actions))}",
-            field="action",
-        )
-    return action
-
-
-def check_id(value: object, field: str, *, required: bool) -> int | None:
-    if value is None and not required:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= BIGINT_MAX:
-        raise InvalidActivityError(
-            f"{field} must be a positive integer, got {value!r}", field=field
-        )
-    return value
-
-
-def check_ip(value: object) -> str:
-    try:
-        if not isinstance(value, str):  # ip_address() would take an int as an address
-            raise ValueError
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        raise InvalidActivityError(
-            f"ip_address must be an IPv4 or IPv6 address, got {value!r}", field="ip_address"
-        ) from None
 
 
 class Tracker:
@@ -58,6 +28,7 @@ class Tracker:
         redis_store: RedisStore | None,
         clock: Callable[[], datetime],
         max_skew: timedelta,
+        max_backdate: timedelta,
         ip_policy: Callable[[str], str] = str,
     ) -> None:
         self.actions = frozenset(actions)
@@ -65,6 +36,7 @@ class Tracker:
         self.redis = redis_store
         self.clock = clock
         self.max_skew = max_skew
+        self.max_backdate = max_backdate
         #: the stored form of an address (TUTOR_TIMES_IP_STORAGE), applied before any key
         self.ip_policy = ip_policy
 
@@ -79,32 +51,44 @@ class Tracker:
         task_id: object = None,
         task_definition_id: object = None,
         at: object = None,
+        source: str = SERVER,
     ) -> Activity:
-        """Every check before anything is written (R8, bad input)."""
+        """Every check before anything is written (R2's window, R8, bad input)."""
         now = self.clock()
-        if at is None:
-            at = now
-        elif not isinstance(at, datetime):
-            raise InvalidActivityError(f"at must be a datetime, got {at!r}", field="at")
-        elif at.tzinfo is None or at.utcoffset() is None:
+        activity = Activity.checked(
+            action,
+            marker_id=marker_id,
+            unit_id=unit_id,
+            ip_address=ip_address,
+            project_id=project_id,
+            task_id=task_id,
+            task_definition_id=task_definition_id,
+            at=now if at is None else at,
+            source=source,
+            actions=self.actions,
+            ip_policy=self.ip_policy,
+        )
+        self.check_live(activity.at, now)
+        return activity
+
+    def check_live(self, at: datetime, now: datetime) -> None:
+        """R2: a live activity lies within [now - MAX_BACKDATE, now + MAX_CLOCK_SKEW].
+
+        Anything older is history: it would reopen or reshape sessions that reports have
+        already counted, so it goes through the importer, never through live tracking.
+        """
+        if at - now > self.max_skew:
             raise InvalidActivityError(
-                "at must be an aware datetime (with a time zone), got a naive one", field="at"
-            )
-        elif at - now > self.max_skew:
-            raise InvalidActivityError(
-                f"at lies {at - now} in the future (more than the allowed clock skew)",
+                f"at lies {at - now} in the future (more than the allowed clock skew,"
+                f" {self.max_skew.total_seconds():g} s)",
                 field="at",
             )
-        return Activity(
-            action=check_action(action, self.actions),
-            marker_id=check_id(marker_id, "marker_id", required=True),  # type: ignore[arg-type]
-            unit_id=check_id(unit_id, "unit_id", required=True),  # type: ignore[arg-type]
-            ip_address=self.ip_policy(check_ip(ip_address)),
-            project_id=check_id(project_id, "project_id", required=False),
-            task_id=check_id(task_id, "task_id", required=False),
-            task_definition_id=check_id(task_definition_id, "task_definition_id", required=False),
-            at=at.astimezone(UTC),
-        )
+        if now - at > self.max_backdate:
+            raise InvalidActivityError(
+                f"at lies {now - at} in the past (more than TUTOR_TIMES_MAX_BACKDATE,"
+                f" {self.max_backdate.total_seconds():g} s); import history instead",
+                field="at",
+            )
 
     def record(self, a: Activity) -> Any:
         """Store one activity in its session; Redis errors fall back to SQL only (R9)."""
@@ -122,9 +106,12 @@ class Tracker:
             activity = self.sql.append_if_open(session_id, a)
             if activity is not None:
                 return activity
-            # The cached session was closed meanwhile (by a sweep), or is not this key's
-            # (the database was restored): SQL decides afresh, and replaces the cached id.
+            # The cached session was closed meanwhile (by a sweep), is not this key's (the
+            # database was restored), was merged into an earlier one, or starts after this
+            # activity: SQL decides afresh, and replaces the cached id.
         recorded = self.sql.record(a)
+        if not recorded.open:
+            return recorded.activity  # a late activity joined a closed session
         try:
             store.remember(key, recorded.session_id, recorded.last_activity, stale=session_id)
         except RedisError as exc:

@@ -1,0 +1,160 @@
+"""What differs between database drivers, named in this one module.
+
+Supported: psycopg 3 (``postgresql+psycopg://``), psycopg2 (``postgresql+psycopg2://`` and,
+under SQLAlchemy 2, plain ``postgresql://``) and SQLite's ``pysqlite``. Everything else in the
+package speaks SQLAlchemy and asks here when a driver matters.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+#: the drivers whose connections take libpq's ``options`` and ``connect_timeout``
+LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2"})
+#: keys of SQLALCHEMY_ENGINE_OPTIONS that size the host's pool; the tracking pool has its own
+POOL_KEYS = frozenset(
+    {"pool_size", "max_overflow", "pool_timeout", "poolclass", "pool_recycle", "pool_pre_ping"}
+)
+
+
+def has_fast_path(dialect: Dialect) -> bool:
+    """Whether the hot path's INSERT may go straight to the driver's connection.
+
+    Only psycopg 3: its ``Connection.execute`` runs a prepared statement in one call.
+    psycopg2 shares psycopg's paramstyle but has no such method, so the test is the
+    driver's name, never the paramstyle.
+    """
+    return dialect.driver == "psycopg"
+
+
+def is_in_memory(url: sa.URL) -> bool:
+    """An in-memory SQLite database exists once per connection: nothing else can share it."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return database in ("", ":memory:") or "mode=memory" in str(url.query.get("mode", ""))
+
+
+def _timeout_args(driver: str, timeout: float) -> dict[str, Any]:
+    """Connection arguments that bound every statement and lock wait by ``timeout``."""
+    ms = max(1, round(timeout * 1000))
+    if driver in LIBPQ_DRIVERS:
+        return {
+            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+            # libpq takes whole seconds and treats anything below 2 as 2
+            "connect_timeout": max(2, math.ceil(timeout)),
+        }
+    if driver == "pysqlite":
+        return {"timeout": timeout}  # how long to wait for a locked database
+    return {}
+
+
+def tracking_engine(
+    host: sa.Engine, *, timeout: float, pool_size: int, options: dict[str, Any]
+) -> sa.Engine:
+    """An engine of the tracker's own on the host's database, or the host's engine itself
+    when its database cannot be shared (in-memory SQLite).
+
+    Tracking writes after the host's view, while the request still holds a connection of the
+    host's pool: taking a second one from the same pool deadlocks under load (every request
+    holds one and waits for another). A pool of its own cannot, and its waits — checkout,
+    statements, locks — are bounded by ``timeout``. ``options`` are the host's
+    SQLALCHEMY_ENGINE_OPTIONS; its pool sizing is not copied.
+    """
+    url = host.url
+    if is_in_memory(url):
+        return host
+    kwargs = {k: v for k, v in options.items() if k not in POOL_KEYS}
+    connect_args = dict(kwargs.pop("connect_args", {}) or {})
+    ours = _timeout_args(host.dialect.driver, timeout)
+    if "options" in ours and connect_args.get("options"):
+        ours["options"] = f"{connect_args['options']} {ours['options']}"
+    connect_args.update(ours)
+    if host.dialect.driver == "pysqlite":
+        # one engine's connections are used from the threads of many requests
+        connect_args.setdefault("check_same_thread", False)
+    return sa.create_engine(
+        url,
+        connect_args=connect_args,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=timeout,
+        **kwargs,
+    )
+
+
+Violation = Literal["unique", "foreign_key", "check", "other"]
+
+
+def integrity_violation(exc: sa.exc.IntegrityError) -> Violation:
+    """Which kind of constraint refused a statement.
+
+    A unique violation on the open-session index is a race another request won (retry); a
+    foreign key violation names a user or unit that does not exist (a client's mistake).
+    """
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code is not None:
+        kinds: dict[str, Violation] = {"23505": "unique", "23503": "foreign_key", "23514": "check"}
+        return kinds.get(code, "other")
+    text = str(orig).upper()
+    if "UNIQUE" in text:
+        return "unique"
+    if "FOREIGN KEY" in text:
+        return "foreign_key"
+    if "CHECK" in text:
+        return "check"
+    return "other"
+
+
+def execute_for_id(
+    conn: sa.Connection, statement: Any, params: dict[str, Any], compiled: dict[str, str]
+) -> int | None:
+    """Run an INSERT … RETURNING id; the new id, or None when it inserted nothing.
+
+    On psycopg 3, unless someone listens to the engine's statement events (tracing, tests),
+    the statement — compiled once per dialect into ``compiled`` — goes straight to the
+    driver: SQLAlchemy's per-call execution machinery would be a sixth of the hot path
+    (benchmarks/README.md, B1). Errors still come out as SQLAlchemy's, and a lost connection
+    is invalidated.
+    """
+    dialect = conn.dialect
+    events = conn.dispatch
+    if (
+        not has_fast_path(dialect)
+        or events.before_cursor_execute
+        or events.after_cursor_execute
+        or dialect.dispatch.handle_error
+    ):
+        value = conn.execute(statement, params).scalar()
+        return None if value is None else int(value)
+    sql = compiled.get(dialect.name)
+    if sql is None:
+        sql = compiled[dialect.name] = str(statement.compile(dialect=dialect))
+    pooled = conn.connection
+    try:
+        row = pooled.driver_connection.execute(sql, params).fetchone()  # type: ignore[union-attr]
+    except dialect.loaded_dbapi.Error as exc:
+        invalidated = dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+        if invalidated:
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=invalidated,
+            dialect=dialect,
+        ) from exc
+    return None if row is None else int(row[0])
+
+
+def lock_key(conn: sa.Connection, key: int) -> None:
+    """Hold a lock on one session key until the transaction ends, so placements of one key
+    happen one at a time. SQLite runs one writer at a time already."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))

@@ -1,0 +1,138 @@
+"""The Redis session cache: each key's open session, so the hot path need not search SQL.
+
+A key's hash holds its open session's id and last activity with a TTL of the timeout plus
+the backdating window (when the sweep may close the session, R6), so the key's expiry event
+is the signal to close it; the two
+Lua scripts in ``tutor_times/lua/`` (each headed by its KEYS/ARGV contract) read and write it
+atomically. SQL stays the source of truth: a missing or wrong entry costs one slow request,
+never a wrong session. A circuit breaker skips Redis for a while after an error (R9).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import redis
+
+from .accounting import to_micros
+from .constants import REDIS_CLIENT_DEFAULTS
+
+logger = logging.getLogger("tutor_times")
+
+
+def lua(name: str) -> str:
+    """A Lua script shipped in the package."""
+    return resources.files(__package__).joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+LOOKUP = lua("lookup")
+REMEMBER = lua("remember")
+
+
+class CircuitBreaker:
+    """Skips Redis for ``retry_after`` seconds after an error; logs each change of state once."""
+
+    def __init__(self, retry_after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.retry_after = retry_after
+        self.clock = clock
+        self._open_until: float | None = None
+        self._lock = threading.Lock()
+        self.failures = 0
+
+    def allows(self) -> bool:
+        until = self._open_until
+        return until is None or self.clock() >= until
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self.failures += 1
+            was_closed = self._open_until is None
+            self._open_until = self.clock() + self.retry_after
+        if was_closed:
+            logger.error(
+                "Redis failed (%s: %s); recording through SQL only, retrying Redis in %.0f s",
+                type(exc).__name__,
+                exc,
+                self.retry_after,
+            )
+
+    def succeeded(self) -> None:
+        if self._open_until is None:  # the usual case, without taking the lock
+            return
+        with self._lock:
+            if self._open_until is None:
+                return
+            self._open_until = None
+        logger.warning("Redis is back; recording through Redis again")
+
+
+class RedisStore:
+    """The open session of each key, cached in Redis with TTL = TIMEOUT."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str,
+        timeout: timedelta,
+        ttl: timedelta | None = None,
+        breaker: CircuitBreaker,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.timeout_us = timeout // timedelta(microseconds=1)
+        self.ttl_ms = max(1, (ttl or timeout) // timedelta(milliseconds=1))
+        self.breaker = breaker
+        self._lookup = client.register_script(LOOKUP)
+        self._remember = client.register_script(REMEMBER)
+
+    def key(self, marker_id: int, unit_id: int, ip_address: str) -> str:
+        return f"{self.prefix}:session:{marker_id}:{unit_id}:{ip_address}"
+
+    def parse_key(self, key: str) -> tuple[int, int, str] | None:
+        """The (marker_id, unit_id, ip_address) of one of our keys; None for any other key."""
+        head = f"{self.prefix}:session:"
+        if not key.startswith(head):
+            return None
+        parts = key[len(head) :].split(":", 2)  # an IPv6 address keeps its colons
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            return None
+        return int(parts[0]), int(parts[1]), parts[2]
+
+    def lookup(self, key: str, t: datetime) -> int | None:
+        """One round trip: the open session ``t`` continues, or None."""
+        sid = self._lookup(keys=[key], args=[to_micros(t), self.timeout_us, self.ttl_ms])
+        return int(sid) if sid is not None else None
+
+    def remember(
+        self, key: str, session_id: int, last: datetime, *, stale: int | None = None
+    ) -> None:
+        """Cache the key's open session. A newer cached session wins (ids only grow), except
+        over ``stale``: a cached id SQL has just refused for this key (e.g. after a restore
+        reset the ids), which is replaced whatever its number."""
+        args = [session_id, to_micros(last), self.ttl_ms, "" if stale is None else stale]
+        self._remember(keys=[key], args=args)
+
+
+def redis_client(
+    url: str | None, options: dict[str, Any], injected: redis.Redis | None
+) -> redis.Redis:
+    """The Redis client: the injected one, one for ``url``, or an embedded in-process store."""
+    if injected is not None:
+        return injected
+    if url is None:
+        import fakeredis
+
+        # Each app gets its own embedded server; nothing is shared between processes.
+        return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    kwargs: dict[str, Any] = {**REDIS_CLIENT_DEFAULTS, "retry": Retry(NoBackoff(), 0), **options}
+    return redis.Redis.from_url(url, **kwargs)

@@ -1,0 +1,167 @@
+"""Every ``TUTOR_TIMES_*`` key read once, checked, into one typed object.
+
+A wrong value fails at ``init_app`` with the key's name and what it must be, never later on
+a request. :data:`tutor_times.constants.DEFAULTS` holds the defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from .constants import DEFAULT_CLIENT_ACTIONS, STORES, ConfigVars
+from .errors import ConfigurationError
+from .privacy import IP_STORAGE_MODES
+
+#: seconds a live activity may lie in the past when TUTOR_TIMES_MAX_BACKDATE is unset
+DEFAULT_MAX_BACKDATE = 60.0
+
+
+def _number(config: Mapping[str, Any], key: str, *, minimum: float, strict: bool) -> float:
+    value = config[key]
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or value < minimum
+        or (strict and value == minimum)
+    ):
+        kind = "positive" if strict else "non-negative"
+        raise ConfigurationError(f"{key} must be a {kind} number of seconds, got {value!r}")
+    return float(value)
+
+
+def _whole_number(config: Mapping[str, Any], key: str, why: str = "") -> int:
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{key} must be a whole number >= 1{why}, got {value!r}")
+    return value
+
+
+def _names(config: Mapping[str, Any], key: str, *, allow_empty: bool = False) -> frozenset[str]:
+    value = config[key]
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Collection)
+        or (not value and not allow_empty)
+        or not all(isinstance(a, str) and a for a in value)
+    ):
+        kind = "list" if allow_empty else "non-empty list"
+        raise ConfigurationError(f"{key} must be a {kind} of action names, got {value!r}")
+    return frozenset(value)
+
+
+def _choice(config: Mapping[str, Any], key: str, choices: Collection[str]) -> str:
+    value = config[key]
+    if value not in choices:
+        raise ConfigurationError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The extension's configuration for one app, after checking."""
+
+    #: inactivity that ends a session (R2)
+    timeout: timedelta
+    #: the shortest recorded duration of a closed session (R4)
+    min_minutes: int
+    #: what may be recorded at all (R8)
+    actions: frozenset[str]
+    #: what a client may report itself (R11), a subset of ``actions``
+    client_actions: frozenset[str]
+    store: str
+    redis_url: str | None
+    redis_options: dict[str, Any]
+    redis_prefix: str
+    redis_retry_after: float
+    #: how far in the future a live activity may lie
+    max_skew: timedelta
+    #: how far in the past a live activity may lie (R2); the sweep waits this much longer
+    max_backdate: timedelta
+    sweep_interval: float
+    sweep_batch_size: int
+    #: None: on with the embedded store only
+    in_process_sweeper: bool | None
+    url_prefix: str
+    ip_storage: str
+    ip_hash_key: Any
+    #: seconds one tracking write may take, pool checkout included (R9)
+    sql_timeout: float
+    sql_pool_size: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        timeout = _number(config, ConfigVars.SESSION_TIMEOUT, minimum=0, strict=True)
+        if config[ConfigVars.MAX_BACKDATE] is None:
+            backdate = min(DEFAULT_MAX_BACKDATE, timeout)
+        else:
+            backdate = _number(config, ConfigVars.MAX_BACKDATE, minimum=0, strict=False)
+        if backdate > timeout:
+            raise ConfigurationError(
+                f"{ConfigVars.MAX_BACKDATE} must not exceed {ConfigVars.SESSION_TIMEOUT}"
+                f" ({timeout:g} s), got {backdate!r}: older activities are history"
+            )
+        actions = _names(config, ConfigVars.ACTIONS)
+        if config[ConfigVars.CLIENT_ACTIONS] is None:
+            client_actions = frozenset(DEFAULT_CLIENT_ACTIONS) & actions
+        else:
+            client_actions = _names(config, ConfigVars.CLIENT_ACTIONS, allow_empty=True)
+        if not client_actions <= actions:
+            unknown = ", ".join(sorted(client_actions - actions))
+            raise ConfigurationError(
+                f"{ConfigVars.CLIENT_ACTIONS} names actions that {ConfigVars.ACTIONS} does not"
+                f" allow: {unknown}"
+            )
+        redis_options = config[ConfigVars.REDIS_OPTIONS]
+        if not isinstance(redis_options, Mapping):
+            raise ConfigurationError(
+                f"{ConfigVars.REDIS_OPTIONS} must be a dict of keyword arguments,"
+                f" got {redis_options!r}"
+            )
+        in_process = config[ConfigVars.IN_PROCESS_SWEEPER]
+        if in_process is not None and not isinstance(in_process, bool):
+            raise ConfigurationError(
+                f"{ConfigVars.IN_PROCESS_SWEEPER} must be True, False or None, got {in_process!r}"
+            )
+        prefix = config[ConfigVars.URL_PREFIX]
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ConfigurationError(
+                f"{ConfigVars.URL_PREFIX} must be a path starting with '/', got {prefix!r}"
+            )
+        return cls(
+            timeout=timedelta(seconds=timeout),
+            min_minutes=_whole_number(
+                config,
+                ConfigVars.MIN_SESSION_MINUTES,
+                " (a closed session always has a positive duration)",
+            ),
+            actions=actions,
+            client_actions=client_actions,
+            store=_choice(config, ConfigVars.STORE, STORES),
+            redis_url=config[ConfigVars.REDIS_URL] or None,
+            redis_options=dict(redis_options),
+            redis_prefix=str(config[ConfigVars.REDIS_PREFIX]),
+            redis_retry_after=_number(
+                config, ConfigVars.REDIS_RETRY_AFTER, minimum=0, strict=False
+            ),
+            max_skew=timedelta(
+                seconds=_number(config, ConfigVars.MAX_CLOCK_SKEW, minimum=0, strict=False)
+            ),
+            max_backdate=timedelta(seconds=backdate),
+            sweep_interval=_number(config, ConfigVars.SWEEP_INTERVAL, minimum=0, strict=True),
+            sweep_batch_size=_whole_number(config, ConfigVars.SWEEP_BATCH_SIZE),
+            in_process_sweeper=in_process,
+            url_prefix=prefix,
+            ip_storage=_choice(config, ConfigVars.IP_STORAGE, IP_STORAGE_MODES),
+            ip_hash_key=config[ConfigVars.IP_HASH_KEY] or config.get("SECRET_KEY"),
+            sql_timeout=_number(config, ConfigVars.SQL_TIMEOUT, minimum=0, strict=True),
+            sql_pool_size=_whole_number(config, ConfigVars.SQL_POOL_SIZE),
+        )
+
+    @property
+    def closing_delay(self) -> timedelta:
+        """How long the sweep waits after a session's last activity before closing it (R6):
+        the timeout, plus the backdating window so a late activity finds it open."""
+        return self.timeout + self.max_backdate
