@@ -77,7 +77,7 @@ def tracking_engine(
     if host.dialect.driver == "pysqlite":
         # one engine's connections are used from the threads of many requests
         connect_args.setdefault("check_same_thread", False)
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         connect_args=connect_args,
         pool_size=pool_size,
@@ -85,6 +85,17 @@ def tracking_engine(
         pool_timeout=timeout,
         **kwargs,
     )
+    if host.dialect.driver == "pysqlite":
+        sa.event.listen(engine, "connect", _enforce_foreign_keys)
+    return engine
+
+
+def _enforce_foreign_keys(dbapi_connection: Any, record: Any) -> None:
+    """SQLite checks foreign keys only when asked, per connection: without it an activity
+    for a unit that does not exist would be stored on SQLite and refused on PostgreSQL."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
 
 
 Violation = Literal["unique", "foreign_key", "check", "other"]

@@ -29,12 +29,3 @@ class UnknownActionError(InvalidActivityError):
 
 class UnknownReferenceError(InvalidActivityError):
     """The activity names a user or unit that the database does not know (a foreign key)."""
-
-    @classmethod
-    def of(cls, exc: BaseException) -> UnknownReferenceError:
-        orig = getattr(exc, "orig", exc)
-        diag = getattr(orig, "diag", None)
-        name = str(getattr(diag, "constraint_name", "") or orig).lower()
-        field = "unit_id" if "unit" in name else "marker_id" if "marker" in name else None
-        what = {"unit_id": "unit", "marker_id": "user"}.get(field or "", "user or unit")
-        return cls(f"no such {what}", field=field)

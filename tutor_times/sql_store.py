@@ -201,7 +201,7 @@ class SqlStore:
                         conn.rollback()
                         kind = drivers.integrity_violation(exc)
                         if kind == "foreign_key":
-                            raise UnknownReferenceError.of(exc) from None
+                            raise self._unknown_reference(conn, a) from None
                         # Another request opened this key's session between our SELECT and
                         # INSERT; the partial unique index refused the second one (R5).
                         if kind != "unique" or attempt == self.attempts:
@@ -209,6 +209,19 @@ class SqlStore:
             raise AssertionError("unreachable")
 
         return self._once_more_if_disconnected(write)
+
+    def _unknown_reference(self, conn: sa.Connection, a: Activity) -> UnknownReferenceError:
+        """Which of the activity's user and unit the database does not know: drivers do not
+        all say which foreign key refused a row, so ask the referenced tables."""
+        columns = self.models.MarkingSession.__table__.c
+        for field, noun in (("unit_id", "unit"), ("marker_id", "user")):
+            value = getattr(a, field)
+            for fk in columns[field].foreign_keys:
+                target = fk.column
+                found = conn.scalar(sa.select(target).where(target == value).limit(1))
+                if found is None:
+                    return UnknownReferenceError(f"no such {noun}: {value}", field=field)
+        return UnknownReferenceError("no such user or unit")
 
     def _record(self, conn: sa.Connection, a: Activity) -> Recorded:
         # Every slow path of a key takes the key's lock first, so two of them never hold

@@ -1,0 +1,140 @@
+"""Tracking never waits for the host's connection pool, and never waits long for anything.
+
+Each tracked request holds a connection of the host's pool (its user loader, its view) until
+it ends; the activity is written after the view. Were it written on a second connection of
+the same pool, N simultaneous requests would each hold one connection and wait for another:
+with Flask-SQLAlchemy's default pool (5 + 10) sixteen requests stalled for the pool timeout,
+and activities were lost. The tracker writes through a pool of its own, with bounded waits.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from werkzeug.serving import make_server
+
+from demo.extensions import db, tutor_times
+
+from .conftest import activities, built, sessions
+from .test_decorator import login
+
+INBOX = "/units/1/inbox"
+SLOW = "/units/1/slow-inbox"
+
+
+def add_slow_view(app: Flask) -> None:
+    """A tracked view that reads through the host's session and then works a while, so
+    every request holds its pooled connection when its activity is written."""
+    from flask_login import login_required
+
+    from demo.models import Task
+
+    @app.get("/units/<int:unit_id>/slow-inbox")
+    @login_required
+    @tutor_times.track("inbox", unit_id="unit_id")
+    def slow_inbox(unit_id: int) -> dict[str, int]:
+        n = db.session.scalar(sa.select(sa.func.count()).select_from(Task))
+        time.sleep(0.3)
+        return {"tasks": int(n or 0)}
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[int]:
+    """The app on a loopback port, one thread per request, as a threaded server runs it."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+
+
+def simultaneous_gets(port: int, cookie: str, n: int) -> list[int]:
+    """``n`` requests released at the same instant; their status codes."""
+    barrier = threading.Barrier(n)
+
+    def get(_: int) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        barrier.wait()
+        conn.request("GET", SLOW, headers={"Cookie": f"session={cookie}"})
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(get, range(n)))
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("n", [16, 64])
+@pytest.mark.parametrize("store", ["redis", "sql"])
+def test_simultaneous_tracked_requests_with_the_default_pool(store: str, n: int) -> None:
+    # The host's pool keeps Flask-SQLAlchemy's defaults; only its wait is shortened, so a
+    # deadlock shows as errors in seconds rather than as a 30-second stall.
+    with built(
+        "postgres",
+        TUTOR_TIMES_STORE=store,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_timeout": 5},
+    ) as app:
+        add_slow_view(app)
+        cookie = login(app, "tutor1").get_cookie("session")
+        assert cookie is not None
+        with app.app_context():
+            assert db.engine.pool.size() == 5  # the default pool, as the host has it
+        failures = tutor_times.failures
+        with serving(app) as port:
+            statuses = simultaneous_gets(port, cookie.value, n)
+        assert tutor_times.failures == failures
+        assert statuses == [200] * n
+        assert len(activities(app)) == n  # every request's activity, none lost
+        assert len(sessions(app)) == 1  # one tutor, one key: one session (R5)
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("store", ["redis", "sql"])
+def test_a_stalled_database_write_is_given_up_in_time(
+    store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A trigger that sleeps 3 s on every activity INSERT stands for a lock held elsewhere or
+    a struggling primary: the tracked view answers once TUTOR_TIMES_SQL_TIMEOUT has passed,
+    and the failure is logged and counted (R9)."""
+    with built("postgres", TUTOR_TIMES_STORE=store, TUTOR_TIMES_SQL_TIMEOUT=0.3) as app:
+        tutor = login(app, "tutor1")
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE OR REPLACE FUNCTION tt_stall() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$ BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER tt_stall BEFORE INSERT ON session_activities"
+                    " FOR EACH ROW EXECUTE FUNCTION tt_stall()"
+                )
+            )
+        try:
+            before = tutor_times.failures
+            with caplog.at_level(logging.ERROR, logger="tutor_times"):
+                started = time.monotonic()
+                r = tutor.get(INBOX)
+                elapsed = time.monotonic() - started
+            assert r.status_code == 200
+            assert elapsed < 2.5  # the 3-second stall was cut short
+            assert tutor_times.failures == before + 1
+            assert "statement timeout" in caplog.text
+        finally:
+            with app.app_context(), db.engine.begin() as conn:
+                conn.execute(sa.text("DROP TRIGGER IF EXISTS tt_stall ON session_activities"))
+                conn.execute(sa.text("DROP FUNCTION IF EXISTS tt_stall()"))
