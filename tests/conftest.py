@@ -81,6 +81,18 @@ BACKENDS = [
     pytest.param("sqlite", id="sqlite+fakeredis"),
     pytest.param("postgres", id="postgres+redis", marks=pytest.mark.real),
 ]
+#: the same PostgreSQL database through each supported driver (the rule tests run on each)
+DRIVERS = {
+    "postgres": "postgresql+psycopg",
+    "postgres-psycopg2": "postgresql+psycopg2",
+    # what a bare postgresql:// means under SQLAlchemy 2: psycopg2
+    "postgres-default": "postgresql",
+}
+EVERY_DRIVER = [
+    *BACKENDS,
+    pytest.param("postgres-psycopg2", id="psycopg2+redis", marks=pytest.mark.real),
+    pytest.param("postgres-default", id="postgresql-url+redis", marks=pytest.mark.real),
+]
 STORES = ["redis", "sql"]
 
 
@@ -88,8 +100,8 @@ _sqlite_dir: list[Any] = []
 
 
 def database_url(backend: str) -> str:
-    if backend == "postgres":
-        return PG_URL
+    if backend in DRIVERS:
+        return sa.make_url(PG_URL).set(drivername=DRIVERS[backend]).render_as_string(False)
     return f"sqlite:///{_sqlite_dir[0] / 'test.sqlite'}"
 
 
@@ -99,7 +111,7 @@ def _sqlite_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 def make_app(backend: str, **config: Any) -> Flask:
-    if backend == "postgres":
+    if backend in DRIVERS:
         require_real_services()
         config.setdefault("TUTOR_TIMES_REDIS_URL", REDIS_URL)
     config.setdefault("TUTOR_TIMES_REDIS_PREFIX", f"tt-test-{uuid.uuid4().hex[:12]}")

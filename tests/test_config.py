@@ -102,3 +102,84 @@ def test_the_sql_store_makes_no_redis_client() -> None:
     app, db = host(TUTOR_TIMES_STORE="sql")
     TutorTimes(app, db=db)
     assert app.extensions["tutor_times"].redis is None
+
+
+def test_a_typo_in_track_fails_at_init_app_under_an_app_factory() -> None:
+    """The demo's own pattern: the extension exists before the app; views are decorated at
+    import time. The action is checked when init_app comes, not silently never recorded."""
+    db = SQLAlchemy()
+    ext = TutorTimes(db=db)
+    ext.track("inboxx", unit_id="unit_id")
+    app = Flask(__name__)
+    app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite://"
+    db.init_app(app)
+    with pytest.raises(UnknownActionError, match="inboxx"):
+        ext.init_app(app)
+
+
+def test_a_typo_in_track_fails_at_decoration_once_an_app_is_known() -> None:
+    db = SQLAlchemy()
+    ext = TutorTimes(db=db)
+    app = Flask(__name__)
+    app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", TUTOR_TIMES_ACTIONS=["inbox"])
+    db.init_app(app)
+    ext.init_app(app)
+    ext.track("inbox", unit_id="unit_id")
+    with pytest.raises(UnknownActionError, match="assessing"):
+        ext.track("assessing", unit_id="unit_id")  # allowed by default, not by this app
+
+
+def test_a_view_argument_the_route_lacks_fails_loudly_on_the_first_request() -> None:
+    from tutor_times import ConfigurationError as Refused
+
+    app, db = host(SECRET_KEY="x" * 32, TESTING=True)
+    ext = TutorTimes(app, db=db)
+
+    @app.get("/units/<int:unit>/inbox")
+    @ext.track("inbox", unit_id="unit_id")  # the route calls it `unit`
+    def inbox(unit: int) -> str:
+        return "ok"
+
+    client = app.test_client()
+    with pytest.raises(Refused, match=r"unit_id='unit_id'.*has no argument 'unit_id'"):
+        client.get("/units/1/inbox")
+    with pytest.raises(Refused):  # and on every request until it is fixed
+        client.get("/units/1/inbox")
+
+
+def test_a_route_without_int_records_its_decimal_ids() -> None:
+    """``<unit_id>`` hands the view a string: a decimal string is the id it spells."""
+    from tutor_times.decorator import resolve
+
+    assert resolve("unit_id", {"unit_id": "42"}) == 42
+    assert resolve("unit_id", {"unit_id": 42}) == 42
+    for text in ("4a", "", "٤٢", "-1", " 1"):  # not ASCII decimal digits: refused later
+        assert resolve("unit_id", {"unit_id": text}) == text
+
+
+def test_the_configured_backdating_window_cannot_exceed_the_timeout() -> None:
+    app, db = host(TUTOR_TIMES_SESSION_TIMEOUT=30, TUTOR_TIMES_MAX_BACKDATE=31)
+    with pytest.raises(ConfigurationError, match="TUTOR_TIMES_MAX_BACKDATE must not exceed"):
+        TutorTimes(app, db=db)
+
+
+def test_the_default_backdating_window_shrinks_with_a_short_timeout() -> None:
+    app, db = host(TUTOR_TIMES_SESSION_TIMEOUT=30)
+    TutorTimes(app, db=db)
+    settings = app.extensions["tutor_times"].settings
+    assert settings.max_backdate.total_seconds() == 30
+    assert settings.closing_delay.total_seconds() == 60
+
+
+def test_client_actions_must_be_allowed_actions() -> None:
+    app, db = host(TUTOR_TIMES_CLIENT_ACTIONS=["assessing", "heartbeat"])
+    with pytest.raises(ConfigurationError, match="heartbeat"):
+        TutorTimes(app, db=db)
+
+
+def test_by_default_a_client_may_not_report_assessments() -> None:
+    app, db = host()
+    TutorTimes(app, db=db)
+    settings = app.extensions["tutor_times"].settings
+    assert "assessing" not in settings.client_actions
+    assert settings.client_actions == {"inbox", "get-submission-details"}

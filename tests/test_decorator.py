@@ -236,3 +236,36 @@ def test_a_missing_role_loader_is_a_clear_logged_error(
     assert r.status_code == 200
     assert "@tutor_times.role_loader" in caplog.text
     assert activities(app) == []
+
+
+def test_a_route_declared_without_int_is_recorded_with_its_numeric_ids(app: Flask) -> None:
+    """`<unit_id>` hands the view a string; it used to fail every request, logged, forever."""
+
+    @app.get("/units/<unit_id>/plain-inbox")
+    @tutor_times.track("inbox", unit_id="unit_id")
+    def plain_inbox(unit_id: str) -> Any:
+        return {"unit": unit_id}
+
+    before = tutor_times.failures
+    r = login(app, "tutor1").get("/units/1/plain-inbox")
+    assert r.status_code == 200 and r.get_json() == {"unit": "1"}
+    assert tutor_times.failures == before
+    [a] = _with_sessions(app)
+    assert (a.marking_session.unit_id, a.action) == (1, "inbox")
+
+
+def test_record_activity_is_the_trusted_service_api(app: Flask) -> None:
+    """The host calls record_activity for its own users (imports, other front ends): it
+    checks the input, not roles. Roles are checked where a request's user acts: the decorator
+    and POST /activities (a student is refused there)."""
+    student = _user(app, "student1")
+    with app.app_context():
+        a = tutor_times.record_activity(
+            "inbox", marker_id=student.id, unit_id=1, ip_address="10.0.0.9"
+        )
+    assert a.marking_session_id is not None
+    r = login(app, "student1").post(
+        "/tutor-times/activities", json={"action": "inbox", "unit_id": 1}
+    )
+    assert r.status_code == 403
+    assert len(activities(app)) == 1

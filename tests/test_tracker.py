@@ -12,7 +12,15 @@ from sqlalchemy.exc import IntegrityError
 from demo.extensions import db, tutor_times
 from tutor_times import InvalidActivityError, UnknownActionError
 
-from .conftest import T0, Clock, activities, sessions
+from .conftest import EVERY_DRIVER, T0, Clock, activities, sessions
+
+
+
+@pytest.fixture(params=EVERY_DRIVER)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The rules hold on every supported driver: psycopg 3, psycopg2 and SQLite."""
+    return str(request.param)
+
 
 TUTOR, OTHER_TUTOR, UNIT, OTHER_UNIT = 3, 4, 1, 2
 IP, OTHER_IP = "10.0.0.1", "10.0.0.2"
