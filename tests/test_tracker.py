@@ -15,7 +15,6 @@ from tutor_times import InvalidActivityError, UnknownActionError
 from .conftest import EVERY_DRIVER, T0, Clock, activities, sessions
 
 
-
 @pytest.fixture(params=EVERY_DRIVER)
 def backend(request: pytest.FixtureRequest) -> str:
     """The rules hold on every supported driver: psycopg 3, psycopg2 and SQLite."""
