@@ -429,3 +429,59 @@ def test_a_redis_that_refuses_config_leaves_the_sweep_to_close(
             assert "periodic sweep alone" in warnings[0].getMessage()
     finally:
         server.stop()
+
+
+@pytest.mark.real
+def test_a_worker_started_while_redis_is_down_enables_events_once_it_is_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The listener retries with backoff, logs the outage once (not every second), and on
+    reconnecting turns expiry events on: the session then closes by its event, long before
+    the next sweep."""
+    server = OwnRedis()  # its port is chosen, the server not started: connection refused
+    try:
+        with built(
+            "postgres",
+            TUTOR_TIMES_REDIS_URL=server.url,
+            TUTOR_TIMES_SESSION_TIMEOUT=TIMEOUT,
+            TUTOR_TIMES_MAX_BACKDATE=BACKDATE,
+        ) as app:
+            with caplog.at_level(logging.INFO, logger="tutor_times"):
+                with worker_thread(app, interval=60):
+                    time.sleep(2.5)  # attempts at 0, 1 and 3 s: two of them fail
+                    down = [r for r in caplog.records if "cannot reach Redis" in r.getMessage()]
+                    assert len(down) == 1, caplog.text
+                    assert "redis.conf" not in caplog.text  # not blamed on the configuration
+                    server.start()
+                    text = "expiry listener reconnected"
+                    assert wait_until(lambda: text in caplog.text, 10) < 10, caplog.text
+                    flags = app.extensions["tutor_times"].redis.config_get(
+                        "notify-keyspace-events"
+                    )["notify-keyspace-events"]
+                    assert "E" in flags and ("x" in flags or "A" in flags)
+                    with app.app_context():
+                        record()
+                    assert wait_until(all_closed(app), IDLE + 3) < IDLE + 3
+                    assert_exact(app)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("sweeper", [False, True])
+def test_an_app_without_a_closer_warns_when_sessions_stay_open(
+    clock: Clock, caplog: pytest.LogCaptureFixture, sweeper: bool
+) -> None:
+    """With a Redis URL the in-process sweeper is off, and sessions close only if a worker or
+    cron runs: an app that finds sessions open long past idle says so at start-up."""
+    with built("sqlite", TUTOR_TIMES_IN_PROCESS_SWEEPER=sweeper) as app:
+        with app.app_context():
+            tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.0.0.1")
+        if sweeper:
+            with app.app_context():
+                tutor_times.stop_sweeper()
+        clock.advance(hours=3)
+        with caplog.at_level(logging.WARNING, logger="tutor_times"):
+            app.test_client().get("/tutor-times/openapi.json")
+            app.test_client().get("/tutor-times/openapi.json")
+        warnings = [r for r in caplog.records if "no worker or cron sweep" in r.getMessage()]
+        assert len(warnings) == (0 if sweeper else 1)

@@ -74,6 +74,21 @@ def sweep(
     return closed
 
 
+def oldest_unclosed(conn: sa.Connection, models: Models, *, cutoff: datetime) -> datetime | None:
+    """The last activity of the oldest open session idle since before ``cutoff``: evidence
+    that nothing is closing sessions. None when there is none."""
+    ms, act = models.MarkingSession, models.SessionActivity
+    recent = sa.exists().where(act.marking_session_id == ms.id, act.created_at > cutoff)
+    query = (
+        sa.select(last_activity_of(models))
+        .where(ms.end_time.is_(None), ms.start_time <= cutoff, ~recent)
+        .order_by(ms.start_time)
+        .limit(1)
+    )
+    value: datetime | None = conn.scalar(query)
+    return value
+
+
 def wants_expiry_events(flags: str) -> str | None:
     """The notify-keyspace-events value that adds expired key events, or None if already on."""
     has_event_class = "E" in flags
@@ -99,18 +114,21 @@ class ExpiryListener:
         close_key: Callable[[tuple[int, int, str]], int],
         stop: threading.Event,
         reconnect_delay: float = 1.0,
+        max_reconnect_delay: float = 30.0,
     ) -> None:
         self.client = client
         self.parse_key = parse_key
         self.close_key = close_key
         self.stop = stop
         self.reconnect_delay = reconnect_delay
+        self.max_reconnect_delay = max_reconnect_delay
         db_index = client.connection_pool.connection_kwargs.get("db", 0)
         self.channel = f"__keyevent@{db_index}__:expired"
         self.closed = 0
 
     def enable_notifications(self) -> bool:
-        """Turn expired-key events on; on a Redis that refuses, say so once and carry on."""
+        """Turn expired-key events on; on a Redis that refuses CONFIG, say so once and carry
+        on. A Redis that cannot be reached raises: that is an outage, not a refusal."""
         try:
             flags = str(
                 self.client.config_get("notify-keyspace-events").get("notify-keyspace-events", "")
@@ -119,6 +137,8 @@ class ExpiryListener:
             if wanted is not None:
                 self.client.config_set("notify-keyspace-events", wanted)
             return True
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
         except redis.RedisError as exc:
             logger.warning(
                 "could not enable Redis expiry notifications (%s); idle sessions are closed by"
@@ -140,28 +160,37 @@ class ExpiryListener:
             logger.exception("could not close the session of the expired key %s", key)
 
     def run(self) -> None:
-        notified = self.enable_notifications()
-        connected_once = False
+        """Listen until ``stop``. While Redis cannot be reached, retry with a doubling delay
+        (up to ``max_reconnect_delay``) and log once when it goes and once when it is back;
+        on every (re)connection enable the events again, since a restarted Redis forgets a
+        CONFIG SET."""
+        refused = False  # the server refuses CONFIG: the sweep alone closes sessions
+        reachable: bool | None = None
+        delay = self.reconnect_delay
         while not self.stop.is_set():
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
             try:
+                if not refused:
+                    refused = not self.enable_notifications()
                 pubsub.subscribe(self.channel)
-                if connected_once:
+                if reachable is False:
                     logger.warning("Redis expiry listener reconnected")
-                    if notified:  # a restarted Redis forgets a CONFIG SET
-                        self.enable_notifications()
-                connected_once = True
+                reachable, delay = True, self.reconnect_delay
                 while not self.stop.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         self.handle(message["data"])
             except redis.RedisError as exc:
-                logger.warning(
-                    "Redis expiry listener lost its connection (%s); retrying in %.0f s",
-                    exc,
-                    self.reconnect_delay,
-                )
-                self.stop.wait(self.reconnect_delay)
+                if reachable is not False:
+                    logger.warning(
+                        "Redis expiry listener cannot reach Redis (%s: %s); retrying with"
+                        " backoff. Until it is back, the periodic sweep alone closes sessions.",
+                        type(exc).__name__,
+                        exc,
+                    )
+                reachable = False
+                self.stop.wait(delay)
+                delay = min(delay * 2, self.max_reconnect_delay)
             finally:
                 try:
                     pubsub.close()

@@ -18,7 +18,7 @@ from flask_sqlalchemy import SQLAlchemy
 from . import drivers, privacy
 from .accounting import UTC, utcnow
 from .activity import check_action
-from .closer import ExpiryListener, sweep, sweep_forever
+from .closer import ExpiryListener, oldest_unclosed, sweep, sweep_forever
 from .constants import DEFAULTS, TRACKED_ROLES
 from .decorator import IdSpec, TrackSpec, check_routes, track_view
 from .errors import ConfigurationError, InvalidActivityError
@@ -224,11 +224,31 @@ class TutorTimes:
 
     def _check_routes_once(self) -> None:
         """On the app's first request, when every route exists: each @track's view-argument
-        names must be arguments of its route, or the activity could never be recorded."""
+        names must be arguments of its route, or the activity could never be recorded. And
+        without a closer in this process, say so if sessions are left open long past idle."""
         state = self.state
         if not state.routes_checked:
             check_routes(current_app)
             state.routes_checked = True
+            if not state.in_process_sweeper:
+                self._warn_if_nothing_closes(state)
+
+    def _warn_if_nothing_closes(self, state: _State) -> None:
+        settings = state.settings
+        grace = settings.closing_delay + timedelta(seconds=2 * settings.sweep_interval + 60)
+        try:
+            with state.tracker.sql.connect() as conn:
+                since = oldest_unclosed(conn, self.models, cutoff=self.clock() - grace)
+        except Exception:  # a check at start-up must never cost the request
+            logger.debug("could not look for unclosed sessions", exc_info=True)
+            return
+        if since is not None:
+            logger.warning(
+                "a marking session idle since %s is still open: no worker or cron sweep seems"
+                " to run, and this process closes none (TUTOR_TIMES_IN_PROCESS_SWEEPER is off)."
+                " Run `flask tutor-times worker`, or `flask tutor-times sweep` from cron.",
+                since.isoformat(),
+            )
 
     @property
     def state(self) -> _State:
