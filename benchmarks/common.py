@@ -85,7 +85,9 @@ def fresh_schema(app: Flask) -> None:
 
 
 def forget_redis(app: Flask) -> None:
-    client = app.extensions["tutor_times"].redis
+    from demo.extensions import tutor_times
+
+    client = tutor_times.state_of(app).redis
     prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]
     keys = list(client.scan_iter(match=f"{prefix}:*", count=1000))
     if keys:

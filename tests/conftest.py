@@ -8,6 +8,7 @@ real tests with a reason; with CI=true it fails them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -105,6 +106,13 @@ def database_url(backend: str) -> str:
     return f"sqlite:///{_sqlite_dir[0] / 'test.sqlite'}"
 
 
+@pytest.fixture(autouse=True)
+def _our_logger_enabled() -> None:
+    """Alembic's fileConfig (run by the migration tests) disables every logger it does not
+    name, ours included; later tests read what we log."""
+    logging.getLogger("tutor_times").disabled = False
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _sqlite_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
     _sqlite_dir.append(tmp_path_factory.mktemp("db"))
@@ -121,7 +129,7 @@ def make_app(backend: str, **config: Any) -> Flask:
 
 def reset_redis(app: Flask) -> None:
     """Forget every key of this app's prefix."""
-    client = app.extensions["tutor_times"].redis
+    client = tutor_times.state_of(app).redis
     if client is None:
         return
     prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]

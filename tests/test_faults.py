@@ -41,8 +41,8 @@ def test_a_redis_that_never_answers(
             TUTOR_TIMES_REDIS_RETRY_AFTER=0.5,
         ) as app:
             tutor = login(app, "tutor1")
-            breaker = app.extensions["tutor_times"].tracker.redis.breaker
-            client = app.extensions["tutor_times"].redis
+            breaker = tutor_times.state_of(app).tracker.redis.breaker
+            client = tutor_times.state_of(app).redis
             prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]
             with caplog.at_level(logging.WARNING, logger="tutor_times"):
                 assert tutor.put(TASK, json={"status": "complete"}).status_code == 200

@@ -24,7 +24,7 @@ class Counter:
         with app.app_context():
             # the host's statements and the tracker's, which has an engine of its own
             self.engines = {db.engine, tutor_times.tracking_engine}
-        self.client = app.extensions["tutor_times"].redis
+        self.client = tutor_times.state_of(app).redis
         self._execute = self.client.execute_command
 
     def __enter__(self) -> Counter:
@@ -102,7 +102,7 @@ def test_starting_a_session_is_the_slow_path(redis_app: Flask, clock: Clock) -> 
 
 def test_the_sql_store_needs_no_redis(clock: Clock) -> None:
     with built("sqlite", TUTOR_TIMES_STORE="sql") as app:
-        assert app.extensions["tutor_times"].redis is None
+        assert tutor_times.state_of(app).redis is None
         with app.app_context():
             a = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
             clock.advance(minutes=1)

@@ -207,7 +207,7 @@ def test_a_listener_started_after_the_keys_expired_still_closes_by_sweep(
     with live_app.app_context():
         record()
     prefix = live_app.config["TUTOR_TIMES_REDIS_PREFIX"]
-    client = live_app.extensions["tutor_times"].redis
+    client = tutor_times.state_of(live_app).redis
     assert wait_until(lambda: not client.keys(f"{prefix}:*"), IDLE + 3) < IDLE + 3
     worker = spawn(0.5)
     try:
@@ -219,7 +219,7 @@ def test_a_listener_started_after_the_keys_expired_still_closes_by_sweep(
 
 @pytest.mark.real
 def test_flushall_mid_session_does_not_split_it(live_app: Flask, own_redis: OwnRedis) -> None:
-    client = live_app.extensions["tutor_times"].redis
+    client = tutor_times.state_of(live_app).redis
     with live_app.app_context():
         first = record()
         client.flushall()
@@ -359,13 +359,13 @@ def test_the_in_process_sweeper_closes_idle_sessions(tmp_path: Path) -> None:
         try:
             with app.app_context():
                 record()
-                assert app.extensions["tutor_times"].sweeper is not None
+                assert tutor_times.state_of(app).sweeper is not None
             assert wait_until(all_closed(app), 3) < 3
             assert_exact(app)
         finally:
             with app.app_context():
                 tutor_times.stop_sweeper()
-            assert not app.extensions["tutor_times"].sweeper.is_alive()
+            assert not tutor_times.state_of(app).sweeper.thread.is_alive()
 
 
 @contextlib.contextmanager
@@ -455,7 +455,7 @@ def test_a_worker_started_while_redis_is_down_enables_events_once_it_is_up(
                     server.start()
                     text = "expiry listener reconnected"
                     assert wait_until(lambda: text in caplog.text, 10) < 10, caplog.text
-                    flags = app.extensions["tutor_times"].redis.config_get(
+                    flags = tutor_times.state_of(app).redis.config_get(
                         "notify-keyspace-events"
                     )["notify-keyspace-events"]
                     assert "E" in flags and ("x" in flags or "A" in flags)

@@ -62,7 +62,7 @@ def record(app: Flask, ip: str) -> int:
 
 def redis_contents(app: Flask) -> str:
     """Every key and value of this app's prefix, as one string."""
-    client = app.extensions["tutor_times"].redis
+    client = tutor_times.state_of(app).redis
     if client is None:
         return ""
     prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]
@@ -113,7 +113,7 @@ def test_a_hashed_session_is_closed_from_its_redis_key(backend_name: str, clock:
         TUTOR_TIMES_IP_HASH_KEY="k" * 32,
     ) as app:
         record(app, RAW)
-        store = app.extensions["tutor_times"].tracker.redis
+        store = tutor_times.state_of(app).tracker.redis
         [key] = store.client.keys(f"{app.config['TUTOR_TIMES_REDIS_PREFIX']}:*")
         parsed = store.parse_key(key.decode() if isinstance(key, bytes) else key)
         assert parsed is not None and RAW not in parsed[2]

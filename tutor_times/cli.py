@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -13,17 +11,19 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .extension import EXTENSION_KEY
+from .errors import ConfigurationError
+from .extension import current
+from .worker import Worker
 
 if TYPE_CHECKING:
     from .extension import TutorTimes
 
 
 def extension() -> TutorTimes:
-    state = current_app.extensions.get(EXTENSION_KEY)
-    if state is None:
-        raise click.ClickException("TutorTimes is not registered on this app")
-    return state.owner  # type: ignore[no-any-return]
+    try:
+        return current()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @click.group("tutor-times")
@@ -87,8 +87,9 @@ def purge_command(before: datetime, anonymize: bool, yes: bool) -> None:
     help="Seconds between sweeps (default: TUTOR_TIMES_SWEEP_INTERVAL).",
 )
 @click.option("--no-listen", is_flag=True, help="Sweep only; ignore Redis expiry events.")
+@click.option("--burst", is_flag=True, help="One sweep, then exit (like `sweep`, for cron).")
 @with_appcontext
-def worker_command(interval: float | None, no_listen: bool) -> None:
+def worker_command(interval: float | None, no_listen: bool, burst: bool) -> None:
     """Close idle sessions: Redis expiry listener plus a periodic sweep, until SIGTERM/SIGINT."""
     ext = extension()
     logger = logging.getLogger("tutor_times")
@@ -98,14 +99,12 @@ def worker_command(interval: float | None, no_listen: bool) -> None:
         logger.addHandler(handler)
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
-
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: object) -> None:
-        logger.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, request_stop)
-    ext.run_worker(interval=interval, listen=not no_listen, stop=stop)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    worker = Worker(app, ext, interval=interval, listen=not no_listen)
+    if burst:
+        closed = worker.work(burst=True)
+        click.echo(f"closed {closed} idle session{'s' if closed != 1 else ''}")
+        return
+    worker.install_signal_handlers()
+    worker.work()
     logger.info("tutor-times worker stopped")

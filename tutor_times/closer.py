@@ -196,13 +196,3 @@ class ExpiryListener:
                     pubsub.close()
                 except redis.RedisError:
                     pass
-
-
-def sweep_forever(sweep_once: Callable[[], int], interval: float, stop: threading.Event) -> None:
-    """Sweep every ``interval`` seconds until ``stop``; an error is logged and retried."""
-    while not stop.is_set():
-        try:
-            sweep_once()
-        except Exception:
-            logger.exception("the idle-session sweep failed; retrying in %.1f s", interval)
-        stop.wait(interval)

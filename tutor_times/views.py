@@ -18,6 +18,7 @@ from . import schemas as s
 from .api import Api, ApiError, csv_response, error_response
 from .constants import TRACKED_ROLES
 from .errors import InvalidActivityError
+from .extension import current
 from .reports import Scope
 
 logger = logging.getLogger("tutor_times")
@@ -32,7 +33,7 @@ bp.register_error_handler(HTTPException, error_response)
 
 
 def _owner() -> Any:
-    return current_app.extensions["tutor_times"].owner
+    return current()
 
 
 def _current_user_id() -> int:

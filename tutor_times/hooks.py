@@ -1,0 +1,85 @@
+"""How the host plugs in: callbacks registered with decorators on the extension."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .constants import TRACKED_ROLES
+from .errors import ConfigurationError, InvalidActivityError
+
+#: (user, unit_id) -> "admin" | "convenor" | "tutor" | "student" | None
+RoleLoader = Callable[[Any, Any], "str | None"]
+#: (unit_id, project_id, task_id, task_definition_id) -> whether the ids are that unit's
+TargetLoader = Callable[[int, "int | None", "int | None", "int | None"], bool]
+
+
+class HostHooks:
+    """The host's answers to who may do what, as registered callbacks."""
+
+    def __init__(self) -> None:
+        self._role_loader: RoleLoader | None = None
+        self._target_loader: TargetLoader | None = None
+
+    def role_loader(self, callback: RoleLoader) -> RoleLoader:
+        """Register ``callback(user, unit_id)`` -> "admin" | "convenor" | "tutor" | "student" | None."""
+        self._role_loader = callback
+        return callback
+
+    def target_loader(self, callback: TargetLoader) -> TargetLoader:
+        """Register ``callback(unit_id, project_id, task_id, task_definition_id)`` -> whether
+        every id given (the others are None) belongs to that unit.
+
+        Only what a client reports itself (``POST /activities``) is checked this way (R11);
+        without a loader, a client may report no project, task or task definition ids.
+        """
+        self._target_loader = callback
+        return callback
+
+    def role_of(self, user: Any, unit_id: Any) -> str | None:
+        if self._role_loader is None:
+            raise ConfigurationError(
+                "No role_loader registered: decorate a function (user, unit_id) -> role with"
+                " @tutor_times.role_loader"
+            )
+        return self._role_loader(user, unit_id)
+
+    def is_tracked_role(self, user: Any, unit_id: Any) -> bool:
+        """R7: only the unit's tutors, convenors and admins are tracked."""
+        return self.role_of(user, unit_id) in TRACKED_ROLES
+
+    def confirm_targets(
+        self,
+        unit_id: int,
+        project_id: int | None,
+        task_id: int | None,
+        task_definition_id: int | None,
+    ) -> None:
+        """R11: ids a client reports must be confirmed by the host as the unit's."""
+        ids = {
+            "project_id": project_id,
+            "task_id": task_id,
+            "task_definition_id": task_definition_id,
+        }
+        named = [name for name, value in ids.items() if value is not None]
+        if not named:
+            return
+        if self._target_loader is None:
+            raise InvalidActivityError(
+                f"{named[0]}: this server cannot confirm ids (no target_loader is registered)",
+                field=named[0],
+            )
+        if not self._target_loader(unit_id, project_id, task_id, task_definition_id):
+            raise InvalidActivityError(
+                f"{', '.join(named)}: not found in unit {unit_id}", field=named[0]
+            )
+
+    @staticmethod
+    def marker_id_of(user: Any) -> int:
+        user_id = user.get_id()
+        try:
+            return int(user_id)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"the current user's get_id() must be an integer user id, got {user_id!r}"
+            ) from None

@@ -1,0 +1,133 @@
+"""What the extension holds for one app, and how it is wired from the app's settings."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import redis
+import sqlalchemy as sa
+
+from . import drivers, privacy
+from .models import Models
+from .redis_cache import CircuitBreaker, RedisStore, redis_client
+from .settings import Settings
+from .sql_store import SqlStore
+from .tracker import Tracker
+
+if TYPE_CHECKING:
+    from flask_sqlalchemy import SQLAlchemy
+
+    from .worker import Worker
+
+
+@dataclass
+class AppState:
+    """One app's tracker, stores and threads, built once by ``init_app``."""
+
+    settings: Settings
+    tracker: Tracker
+    #: the in-process fakeredis: no other process can see it, nor listen to it
+    embedded: bool
+    #: whether this process runs a sweeper thread of its own
+    in_process_sweeper: bool
+    #: the host's SQLALCHEMY_ENGINE_OPTIONS, for the tracking engine
+    engine_options: dict[str, Any]
+    #: the tracking engine, made on first use (see drivers.tracking_engine)
+    engine: sa.Engine | None = None
+    #: the tracked views of this app have been checked against its routes
+    routes_checked: bool = False
+    #: the in-process sweeper, once started
+    sweeper: Worker | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def redis(self) -> redis.Redis | None:
+        store = self.tracker.redis
+        return store.client if store is not None else None
+
+    @property
+    def timeout(self) -> timedelta:
+        return self.settings.timeout
+
+    @property
+    def min_minutes(self) -> int:
+        return self.settings.min_minutes
+
+    def tracking_engine(self, host: sa.Engine) -> sa.Engine:
+        """The engine tracking writes with, made once on first use."""
+        engine = self.engine
+        if engine is None:
+            with self.lock:
+                if self.engine is None:
+                    self.engine = drivers.tracking_engine(
+                        host,
+                        timeout=self.settings.sql_timeout,
+                        pool_size=self.settings.sql_pool_size,
+                        options=self.engine_options,
+                    )
+                engine = self.engine
+        return engine
+
+    def dispose(self, host: sa.Engine) -> None:
+        with self.lock:
+            engine, self.engine = self.engine, None
+        if engine is not None and engine is not host:
+            engine.dispose()
+
+
+def build_state(
+    settings: Settings,
+    *,
+    db: SQLAlchemy,
+    models: Models,
+    clock: Callable[[], datetime],
+    redis_client_override: redis.Redis | None,
+    engine_options: dict[str, Any],
+) -> AppState:
+    """Wire the tracker and its stores for one app."""
+    embedded = (
+        settings.store == "redis" and not settings.redis_url and redis_client_override is None
+    )
+    in_process = settings.in_process_sweeper
+    if in_process is None:
+        in_process = embedded
+    state: AppState
+    sql = SqlStore(
+        models,
+        lambda: state.tracking_engine(db.engine),
+        timeout=settings.timeout,
+        min_minutes=settings.min_minutes,
+        maintenance=lambda: db.engine,
+    )
+    redis_store = None
+    if settings.store == "redis":
+        client = redis_client(settings.redis_url, settings.redis_options, redis_client_override)
+        redis_store = RedisStore(
+            client,
+            prefix=settings.redis_prefix,
+            timeout=settings.timeout,
+            # the key expires when the sweep may close its session: its expiry event closes it
+            ttl=settings.closing_delay,
+            breaker=CircuitBreaker(settings.redis_retry_after),
+        )
+    tracker = Tracker(
+        actions=settings.actions,
+        sql=sql,
+        redis_store=redis_store,
+        clock=clock,
+        max_skew=settings.max_skew,
+        max_backdate=settings.max_backdate,
+        ip_policy=privacy.ip_policy(settings.ip_storage, settings.ip_hash_key),
+    )
+    state = AppState(
+        settings=settings,
+        tracker=tracker,
+        embedded=embedded,
+        in_process_sweeper=bool(in_process),
+        engine_options=engine_options,
+    )
+    return state
