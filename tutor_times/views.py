@@ -246,12 +246,15 @@ def tasks(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
 def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     """Minutes, sessions and assessments per day or week, in `tz`.
 
-    A session counts in the bucket its start lies in; every bucket of the range is listed.
+    A session counts in the bucket its start lies in; a tutor's overlapping sessions are
+    merged over the whole range (as in the summary) and each merged block's minutes count in
+    the bucket the block starts in, so the buckets add up to the summary. Every bucket of
+    the range is listed.
     """
     scope, range_out = _unit_scope(path.unit_id, query)
     tz = query.zone()
     starts = s.day_starts(scope.start, scope.end, tz, query.bucket)
-    buckets = _report(reports.timeline, scope, starts, tz, query.bucket)
+    buckets = _report(reports.timeline, scope, starts, tz)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
         return csv_response(
