@@ -68,17 +68,21 @@ def active_sessions(
     *,
     unit_id: int,
     marker_id: int | None,
+    live_after: datetime,
     min_minutes: int,
 ) -> list[dict[str, Any]]:
-    """The unit's open sessions (of one marker, when given), oldest first.
+    """The unit's live sessions (of one marker, when given), oldest first.
 
+    Live means open with a last activity after ``live_after`` (now − TIMEOUT): an idle
+    session that no sweep has closed yet is over all the same (R2), so it is not listed.
     ``duration_minutes`` runs to the last activity so far: what the session would
     record if it ended now (R3, R4).
     """
     ms = models.MarkingSession
-    last = last_activity_of(models).label("last_activity")
+    last_activity = last_activity_of(models)
+    last = last_activity.label("last_activity")
     query = sa.select(ms.id, ms.marker_id, ms.ip_address, ms.start_time, last).where(
-        ms.unit_id == unit_id, ms.end_time.is_(None)
+        ms.unit_id == unit_id, ms.end_time.is_(None), last_activity > live_after
     )
     if marker_id is not None:
         query = query.where(ms.marker_id == marker_id)
@@ -97,9 +101,12 @@ def active_sessions(
     ]
 
 
-def _session_rows(conn: sa.Connection, models: Models, query: Any, min_minutes: int) -> list[Any]:
+def _session_rows(
+    conn: sa.Connection, models: Models, query: Any, live_after: datetime, min_minutes: int
+) -> list[Any]:
     """Sessions selected by ``query`` (a WHERE/ORDER/LIMIT over marking_sessions), with
-    their activity counts by action, as response rows."""
+    their activity counts by action, as response rows. ``active`` is true for an open
+    session whose last activity is after ``live_after``, as in :func:`active_sessions`."""
     ms, act = models.MarkingSession, models.SessionActivity
     rows = conn.execute(
         query.with_only_columns(
@@ -132,7 +139,7 @@ def _session_rows(conn: sa.Connection, models: Models, query: Any, min_minutes: 
             "end_time": iso(r.end_time) if r.end_time is not None else None,
             "last_activity": iso(r.last_activity),
             "duration_minutes": _minutes(r, min_minutes),
-            "active": r.end_time is None,
+            "active": r.end_time is None and r.last_activity > live_after,
             "assessments": counts[r.id].get(ASSESSING, 0),
             "activities": counts[r.id],
         }
@@ -147,6 +154,7 @@ def sessions_page(
     *,
     page: int,
     per_page: int,
+    live_after: datetime,
     min_minutes: int,
 ) -> dict[str, Any]:
     """One page of the scope's sessions, newest first, and how many there are in all."""
@@ -164,16 +172,22 @@ def sessions_page(
         "page": page,
         "per_page": per_page,
         "total": total,
-        "sessions": _session_rows(conn, models, query, min_minutes),
+        "sessions": _session_rows(conn, models, query, live_after, min_minutes),
     }
 
 
 def session_detail(
-    conn: sa.Connection, models: Models, session_id: int, *, min_minutes: int
+    conn: sa.Connection,
+    models: Models,
+    session_id: int,
+    *,
+    live_after: datetime,
+    min_minutes: int,
 ) -> dict[str, Any] | None:
     """One session with every activity, oldest first; None when there is no such session."""
     ms, act = models.MarkingSession, models.SessionActivity
-    rows = _session_rows(conn, models, sa.select(ms.id).where(ms.id == session_id), min_minutes)
+    query = sa.select(ms.id).where(ms.id == session_id)
+    rows = _session_rows(conn, models, query, live_after, min_minutes)
     if not rows:
         return None
     activities = conn.execute(

@@ -197,7 +197,9 @@ class SessionOut(BaseModel):
     end_time: datetime | None = Field(description="Null while the session is open.")
     last_activity: datetime
     duration_minutes: int = Field(description="Recorded, or running while open.")
-    active: bool
+    active: bool = Field(
+        description="Open, with a last activity within the session timeout of now."
+    )
     assessments: int
     activities: dict[str, int] = Field(description="Activity counts by action.")
 

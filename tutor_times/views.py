@@ -71,6 +71,13 @@ def _unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str
     return Scope(start, end, unit_id=unit_id, marker_id=marker_id), _range_out(start, end, query)
 
 
+def _live_after() -> datetime:
+    """Sessions whose last activity is after this instant are live: the next activity
+    would still join them (R2), whether or not a sweep has closed the others yet."""
+    state = current_app.extensions["tutor_times"]
+    return state.owner.clock() - state.timeout  # type: ignore[no-any-return]
+
+
 def _report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one of the ``reports`` functions on a connection of its own, with the tables and
     the shortest session length it needs."""
@@ -161,12 +168,19 @@ def unit_report(
 
 @api.route("GET", "/units/{unit_id}/active", path=s.UnitPath, response=s.ActiveOut)
 def active(path: s.UnitPath) -> Any:
-    """Open sessions of the unit, right now.
+    """Live sessions of the unit, right now.
 
-    Each with its running duration (to its last activity). A tutor sees only their own.
+    Open, with a last activity within the session timeout of now (an idle session is over
+    even before a sweep closes it); each with its running duration (to its last activity).
+    A tutor sees only their own.
     """
     marker_id = marker_scope(path.unit_id)
-    rows = _report(reports.active_sessions, unit_id=path.unit_id, marker_id=marker_id)
+    rows = _report(
+        reports.active_sessions,
+        unit_id=path.unit_id,
+        marker_id=marker_id,
+        live_after=_live_after(),
+    )
     return {"unit_id": path.unit_id, "sessions": rows}
 
 
@@ -174,10 +188,17 @@ def active(path: s.UnitPath) -> Any:
 def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     """The unit's sessions that started in the range, newest first, a page at a time.
 
-    Open sessions show their running duration, `end_time` null and `active` true.
+    Open sessions show their running duration and `end_time` null; `active` is true while
+    the session is live (last activity within the session timeout of now).
     """
     scope, range_out = _unit_scope(path.unit_id, query)
-    result = _report(reports.sessions_page, scope, page=query.page, per_page=query.per_page)
+    result = _report(
+        reports.sessions_page,
+        scope,
+        page=query.page,
+        per_page=query.per_page,
+        live_after=_live_after(),
+    )
     return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
 
 
@@ -274,7 +295,7 @@ def session(path: s.SessionPath) -> Any:
 
     Convenors and admins of its unit may see it; a tutor only their own.
     """
-    detail = _report(reports.session_detail, path.session_id)
+    detail = _report(reports.session_detail, path.session_id, live_after=_live_after())
     if detail is None:
         raise ApiError(404, f"no session {path.session_id}", "session_id")
     marker_scope(detail["unit_id"], detail["marker_id"])
@@ -294,7 +315,13 @@ def my_sessions(query: s.MySessionsQuery) -> Any:
     me = _current_user_id()
     start, end = _range(query)
     scope = Scope(start, end, unit_id=query.unit_id, marker_id=me)
-    result = _report(reports.sessions_page, scope, page=query.page, per_page=query.per_page)
+    result = _report(
+        reports.sessions_page,
+        scope,
+        page=query.page,
+        per_page=query.per_page,
+        live_after=_live_after(),
+    )
     reply = {"marker_id": me, "range": _range_out(start, end, query), **result}
     return _sessions_reply("my-sessions", reply, query)
 
