@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, current_app, request
 from flask_login import current_user
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from . import reports
 from . import schemas as s
@@ -25,10 +25,58 @@ logger = logging.getLogger("tutor_times")
 T = TypeVar("T")
 
 bp = Blueprint("tutor_times", __name__)
-api = Api(bp, title="tutor_times reports", version="1", authenticate=lambda: _current_user_id())
+
+#: the largest request body the endpoints read, in bytes; the host's MAX_CONTENT_LENGTH
+#: wins when it is smaller. An activity report is a few hundred bytes.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def body_cap() -> int:
+    host_cap = current_app.config.get("MAX_CONTENT_LENGTH")
+    return MAX_BODY_BYTES if host_cap is None else min(MAX_BODY_BYTES, int(host_cap))
+
+
+api = Api(
+    bp,
+    title="tutor_times reports",
+    version="1",
+    authenticate=lambda: _current_user_id(),
+    body_cap=body_cap,
+)
 
 SEE_EVERY_TUTOR = frozenset({"admin", "convenor"})
 bp.register_error_handler(HTTPException, error_response)
+
+
+@bp.before_request
+def _cap_the_body() -> None:
+    """Refuse a body over the cap before anything reads it: a declared length at once; a
+    streamed one (no Content-Length) is read one byte past the cap at most."""
+    cap = body_cap()
+    request.max_content_length = cap + 1
+    if request.content_length is not None and request.content_length > cap:
+        raise ApiError(413, f"the request body is larger than {cap} bytes", "body")
+
+
+@bp.before_app_request
+def _routing_errors_in_json() -> Any:
+    """A 404 or 405 under the prefix answered in JSON like every other error of ours.
+
+    Routing fails before any blueprint is chosen, so the blueprint's error handler never
+    sees it; this app-wide hook runs first and takes only paths under the prefix.
+    """
+    exc = request.routing_exception
+    if not isinstance(exc, (NotFound, MethodNotAllowed)):
+        return None  # also a redirect to the canonical URL: left to werkzeug
+    prefix = current_app.config["TUTOR_TIMES_URL_PREFIX"].rstrip("/")
+    if not prefix or (request.path != prefix and not request.path.startswith(prefix + "/")):
+        return None  # the host's own URL
+    if isinstance(exc, MethodNotAllowed):
+        allowed = sorted(exc.valid_methods or ())
+        message = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+        response = error_response(ApiError(405, message))
+        return response[0], 405, {"Allow": ", ".join(allowed)}
+    return error_response(ApiError(404, "no such endpoint; see openapi.json"))
 
 
 def _owner() -> Any:
@@ -293,12 +341,21 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
 def session(path: s.SessionPath) -> Any:
     """One session with every activity in it.
 
-    Convenors and admins of its unit may see it; a tutor only their own.
+    Convenors and admins of its unit may see it; a tutor only their own. Any other session
+    is a 404, exactly as if it did not exist.
     """
     detail = _report(reports.session_detail, path.session_id, live_after=_live_after())
+    # One answer for a session that does not exist and one the user may not see, so ids
+    # cannot be probed for other tutors' sessions.
+    hidden = ApiError(404, "no such session", "session_id")
     if detail is None:
-        raise ApiError(404, f"no session {path.session_id}", "session_id")
-    marker_scope(detail["unit_id"], detail["marker_id"])
+        raise hidden
+    try:
+        marker_scope(detail["unit_id"], detail["marker_id"])
+    except ApiError as exc:
+        if exc.code != 403:
+            raise
+        raise hidden from None
     return detail
 
 
@@ -364,8 +421,8 @@ def report_activity(body: s.ActivityIn) -> Any:
     return {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
 
 
-@bp.get("/openapi.json")
-def openapi() -> Response:
+@api.route("GET", "/openapi.json", response=s.OpenApiOut, tag="meta", public=True)
+def openapi() -> Any:
     """The OpenAPI 3.1 document of these endpoints, from the schemas that validate them."""
     prefix = current_app.config["TUTOR_TIMES_URL_PREFIX"].rstrip("/")
-    return jsonify(api.openapi(prefix))
+    return api.openapi(prefix)
