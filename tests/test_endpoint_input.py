@@ -40,6 +40,22 @@ def test_a_default_range_before_year_one_is_a_400(app: Flask, report: str, to: s
     assert error_of(r, 400)["field"] == "from"
 
 
+def test_an_instant_with_an_offset_is_taken_as_given_at_the_ends_of_the_calendar(
+    app: Flask,
+) -> None:
+    # 9999-12-31T23:59:59Z is in year 10000 in Kiritimati: it need not be converted there
+    r = login(app, "convenor").get(
+        f"{P}/units/1/summary?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59Z"
+        "&tz=Pacific/Kiritimati"
+    )
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["range"] == {
+        "start": "0001-01-01T00:00:00Z",
+        "end": "9999-12-31T23:59:59.000001Z",
+        "tz": "Pacific/Kiritimati",
+    }
+
+
 @pytest.mark.parametrize("username", ["tutor1", "student1"])
 def test_my_sessions_before_year_one_is_a_400(app: Flask, username: str) -> None:
     r = login(app, username).get(f"{P}/me/sessions?to=0001-01-03")

@@ -377,7 +377,9 @@ def _instant(when: date, tz: ZoneInfo, field: str, *, end: bool) -> datetime:
     """The UTC instant a ``from`` (start) or ``to`` (first instant after it) stands for."""
     try:
         if isinstance(when, datetime):
-            t = _local(when, tz)
+            # an aware datetime is an instant already: never converted into ``tz``, where
+            # an instant at either end of the calendar may not exist
+            t = when if when.tzinfo is not None else when.replace(tzinfo=tz)
             if end:
                 t += timedelta(microseconds=1)  # a `to` instant is inclusive
         else:

@@ -163,7 +163,10 @@ def _hours(minutes: float | None) -> str:
 def _local(stamp: str | None, tz: ZoneInfo) -> tuple[str, str]:
     if stamp is None:
         return "", ""
-    t = datetime.fromisoformat(stamp).astimezone(tz)
+    try:
+        t = datetime.fromisoformat(stamp).astimezone(tz)
+    except OverflowError:  # a stored time at an end of the calendar, past it in ``tz``
+        raise s.FieldError("tz", f"a time in the result cannot be shown in {tz.key}") from None
     return t.date().isoformat(), t.strftime("%H:%M:%S")
 
 
