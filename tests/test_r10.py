@@ -1,7 +1,9 @@
-"""R10 computed by the database (PostgreSQL merges in SQL) equals R10 computed in Python."""
+"""R10 computed by the database (PostgreSQL merges in SQL) equals R10 computed in Python,
+for the summary and per timeline bucket."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -12,8 +14,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
-from tutor_times.accounting import merged_minutes
-from tutor_times.reports import Scope, merged_minutes_by
+from tutor_times.accounting import duration_minutes, merged_minutes
+from tutor_times.reports import Scope, bucket_index, merged_blocks, merged_minutes_by
 
 from .conftest import T0, built
 
@@ -28,6 +30,10 @@ SESSIONS = st.lists(
     ),
     max_size=25,
 )
+
+
+# half-hour buckets over the sessions' four hours, so blocks often cross a bucket's edge
+BUCKET_STARTS = [T0 + timedelta(minutes=30 * i) for i in range(-1, 12)]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +73,13 @@ def test_sql_merge_equals_python_merge(pg_app: Flask, sessions: list[tuple[int, 
         with db.engine.connect() as conn:
             assert conn.dialect.name == "postgresql"
             in_sql = merged_minutes_by(conn, tutor_times.models, scope, min_minutes=1)
+            by_bucket = merged_minutes_by(
+                conn,
+                tutor_times.models,
+                scope,
+                min_minutes=1,
+                bucket=bucket_index(conn, BUCKET_STARTS),
+            )
     expected = {
         (None, marker): merged_minutes(
             [(r["start_time"], r["end_time"]) for r in rows if r["marker_id"] == marker], 1
@@ -74,3 +87,18 @@ def test_sql_merge_equals_python_merge(pg_app: Flask, sessions: list[tuple[int, 
         for marker in {r["marker_id"] for r in rows}
     }
     assert in_sql == expected
+    # per bucket: each merged block wholly in the bucket of its first session's start
+    expected_by_bucket: dict[tuple[int, int], int] = {}
+    for marker in {r["marker_id"] for r in rows}:
+        spans = [
+            (r["start_time"], r["end_time"], bisect_right(BUCKET_STARTS, r["start_time"]) - 1)
+            for r in rows
+            if r["marker_id"] == marker
+        ]
+        for first, last, i in merged_blocks(spans):
+            key = (i, marker)
+            expected_by_bucket[key] = expected_by_bucket.get(key, 0) + duration_minutes(
+                first, last, 1
+            )
+    assert by_bucket == expected_by_bucket
+    assert sum(by_bucket.values()) == sum(in_sql.values())

@@ -65,3 +65,27 @@ def test_anonymous_gets_401_json_even_with_a_login_view(app: Flask) -> None:
         login_manager.login_view = None
     assert r.status_code == 401
     assert r.get_json() == {"error": {"status": 401, "message": "authentication required"}}
+
+
+@pytest.mark.parametrize(
+    ("idle", "shown"),
+    [
+        (timedelta(minutes=14, seconds=59), True),
+        (timedelta(minutes=15), False),  # R2: the next activity would start a new session
+        (timedelta(hours=3), False),
+    ],
+)
+def test_an_idle_session_is_not_active_even_before_a_sweep_closes_it(
+    app: Flask, clock: Clock, idle: timedelta, shown: bool
+) -> None:
+    with app.app_context():
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.0.0.3")
+    clock.advance(seconds=idle.total_seconds())
+    client = login(app, "convenor")
+    live = client.get(ACTIVE).get_json()["sessions"]
+    assert [s["marker_id"] for s in live] == ([3] if shown else [])
+    # still open in SQL (no sweep ran), and every report agrees on whether it is live
+    [row] = client.get("/tutor-times/units/1/sessions").get_json()["sessions"]
+    assert (row["end_time"], row["active"]) == (None, shown)
+    detail = client.get(f"/tutor-times/sessions/{row['id']}").get_json()
+    assert detail["active"] is shown

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import schemas
 
@@ -44,6 +45,54 @@ def bad_request(exc: ValidationError) -> ApiError:
     return ApiError(400, f"{name}: {message}", field=name.split(".")[0])
 
 
+def query_args(model: type[BaseModel] | None) -> dict[str, str]:
+    """The query string as a dict; a parameter the endpoint does not know, or one given
+    twice, is a 400 naming it rather than something silently ignored."""
+    known = {f.alias or name for name, f in model.model_fields.items()} if model else set()
+    args: dict[str, str] = {}
+    for name, values in request.args.lists():
+        shown = name[:64]
+        if name not in known:
+            allowed = ", ".join(sorted(known)) or "none"
+            raise ApiError(400, f"unknown parameter {shown!r} (allowed: {allowed})", shown)
+        if len(values) > 1:
+            raise ApiError(400, f"{shown}: given more than once", shown)
+        args[name] = values[0]
+    return args
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise ValueError("a key appears twice")
+    return data
+
+
+def json_object(cap: int) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 (413 past ``cap`` bytes) naming the body.
+
+    Parsed here rather than by ``request.get_json`` so that nesting too deep for the parser
+    (RecursionError) and keys given twice are refused like any other bad JSON. A streamed
+    body is read to one byte past the cap at most (``request.max_content_length``), which
+    tells a body of exactly ``cap`` bytes from a longer one."""
+    if not request.is_json:
+        raise ApiError(400, "the request body must be a JSON object", "body")
+    too_large = ApiError(413, f"the request body is larger than {cap} bytes", "body")
+    try:
+        text = request.get_data(cache=False)
+    except RequestEntityTooLarge:
+        raise too_large from None
+    if len(text) > cap:
+        raise too_large
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the request body is not valid JSON", "body") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object", "body")
+    return data
+
+
 def parse(model: type[BaseModel], data: Any) -> Any:
     try:
         return model.model_validate(data)
@@ -64,6 +113,7 @@ class Operation:
     status: int
     csv: bool
     tag: str
+    public: bool
 
 
 @dataclass
@@ -75,6 +125,8 @@ class Api:
     version: str
     #: called before any input is read: raises for an anonymous request (401 before 400)
     authenticate: Callable[[], Any]
+    #: the largest JSON body, in bytes, for the request being served
+    body_cap: Callable[[], int]
     operations: list[Operation] = field(default_factory=list)
 
     def route(
@@ -89,9 +141,11 @@ class Api:
         status: int = 200,
         csv: bool = False,
         tag: str = "reports",
+        public: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare an endpoint: the view gets ``path``, ``query`` and ``body`` as validated
-        models and returns a dict (JSON) or a ready response."""
+        models and returns a dict (JSON) or a ready response. A ``public`` one answers
+        anonymous users too."""
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             doc = (view.__doc__ or "").strip().split("\n\n")
@@ -108,22 +162,22 @@ class Api:
                     status,
                     csv,
                     tag,
+                    public,
                 )
             )
 
             @functools.wraps(view)
             def endpoint(**view_args: Any) -> Any:
-                self.authenticate()
+                if not public:
+                    self.authenticate()
                 kwargs: dict[str, Any] = {}
                 if path is not None:
                     kwargs["path"] = parse(path, view_args)
+                args = query_args(query)
                 if query is not None:
-                    kwargs["query"] = parse(query, request.args.to_dict())
+                    kwargs["query"] = parse(query, args)
                 if body is not None:
-                    data = request.get_json(silent=True)
-                    if not isinstance(data, dict):
-                        raise ApiError(400, "the request body must be a JSON object", "body")
-                    kwargs["body"] = parse(body, data)
+                    kwargs["body"] = parse(body, json_object(self.body_cap()))
                 try:
                     result = view(**kwargs)
                 except schemas.FieldError as exc:
@@ -160,9 +214,10 @@ class Api:
 
 
 ERRORS = {
-    "400": "Invalid input; `field` names the parameter.",
+    "400": "Invalid input, or an unknown parameter; `field` names it.",
     "401": "Not logged in.",
     "403": "Not allowed to see this (or to report for this unit).",
+    "413": "The request body is larger than the cap.",
 }
 
 
@@ -211,10 +266,18 @@ def _operation(op: Operation) -> dict[str, Any]:
         content["text/csv"] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(op.status): {"description": "OK", "content": content}}
     error = {"application/json": {"schema": _ref(schemas.ErrorOut)}}
+    one_session = op.path is not None and "session_id" in op.path.model_fields
     for code, description in ERRORS.items():
+        if code in ("401", "403") and op.public:
+            continue
+        if code == "403" and one_session:
+            continue  # a session the user may not see is a 404, as if it did not exist
         responses[code] = {"description": description, "content": error}
-    if op.path is not None and "session_id" in op.path.model_fields:
-        responses["404"] = {"description": "No such session.", "content": error}
+    if one_session:
+        responses["404"] = {
+            "description": "No such session, or not one the user may see.",
+            "content": error,
+        }
     if op.body is not None:
         responses["503"] = {"description": "The database could not store it.", "content": error}
     spec["responses"] = responses

@@ -7,20 +7,23 @@ range. An open session counts up to its last activity so far.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
-from .accounting import UTC, duration_minutes, merged_minutes
+from .accounting import UTC, duration_minutes
 from .closer import last_activity_of
 from .models import Models
 
 #: the action that counts as one assessment
 ASSESSING = "assessing"
+
+B = TypeVar("B")
 
 
 @dataclass(frozen=True)
@@ -65,17 +68,21 @@ def active_sessions(
     *,
     unit_id: int,
     marker_id: int | None,
+    live_after: datetime,
     min_minutes: int,
 ) -> list[dict[str, Any]]:
-    """The unit's open sessions (of one marker, when given), oldest first.
+    """The unit's live sessions (of one marker, when given), oldest first.
 
+    Live means open with a last activity after ``live_after`` (now − TIMEOUT): an idle
+    session that no sweep has closed yet is over all the same (R2), so it is not listed.
     ``duration_minutes`` runs to the last activity so far: what the session would
     record if it ended now (R3, R4).
     """
     ms = models.MarkingSession
-    last = last_activity_of(models).label("last_activity")
+    last_activity = last_activity_of(models)
+    last = last_activity.label("last_activity")
     query = sa.select(ms.id, ms.marker_id, ms.ip_address, ms.start_time, last).where(
-        ms.unit_id == unit_id, ms.end_time.is_(None)
+        ms.unit_id == unit_id, ms.end_time.is_(None), last_activity > live_after
     )
     if marker_id is not None:
         query = query.where(ms.marker_id == marker_id)
@@ -94,9 +101,12 @@ def active_sessions(
     ]
 
 
-def _session_rows(conn: sa.Connection, models: Models, query: Any, min_minutes: int) -> list[Any]:
+def _session_rows(
+    conn: sa.Connection, models: Models, query: Any, live_after: datetime, min_minutes: int
+) -> list[Any]:
     """Sessions selected by ``query`` (a WHERE/ORDER/LIMIT over marking_sessions), with
-    their activity counts by action, as response rows."""
+    their activity counts by action, as response rows. ``active`` is true for an open
+    session whose last activity is after ``live_after``, as in :func:`active_sessions`."""
     ms, act = models.MarkingSession, models.SessionActivity
     rows = conn.execute(
         query.with_only_columns(
@@ -129,7 +139,7 @@ def _session_rows(conn: sa.Connection, models: Models, query: Any, min_minutes: 
             "end_time": iso(r.end_time) if r.end_time is not None else None,
             "last_activity": iso(r.last_activity),
             "duration_minutes": _minutes(r, min_minutes),
-            "active": r.end_time is None,
+            "active": r.end_time is None and r.last_activity > live_after,
             "assessments": counts[r.id].get(ASSESSING, 0),
             "activities": counts[r.id],
         }
@@ -144,6 +154,7 @@ def sessions_page(
     *,
     page: int,
     per_page: int,
+    live_after: datetime,
     min_minutes: int,
 ) -> dict[str, Any]:
     """One page of the scope's sessions, newest first, and how many there are in all."""
@@ -161,16 +172,22 @@ def sessions_page(
         "page": page,
         "per_page": per_page,
         "total": total,
-        "sessions": _session_rows(conn, models, query, min_minutes),
+        "sessions": _session_rows(conn, models, query, live_after, min_minutes),
     }
 
 
 def session_detail(
-    conn: sa.Connection, models: Models, session_id: int, *, min_minutes: int
+    conn: sa.Connection,
+    models: Models,
+    session_id: int,
+    *,
+    live_after: datetime,
+    min_minutes: int,
 ) -> dict[str, Any] | None:
     """One session with every activity, oldest first; None when there is no such session."""
     ms, act = models.MarkingSession, models.SessionActivity
-    rows = _session_rows(conn, models, sa.select(ms.id).where(ms.id == session_id), min_minutes)
+    query = sa.select(ms.id).where(ms.id == session_id)
+    rows = _session_rows(conn, models, query, live_after, min_minutes)
     if not rows:
         return None
     activities = conn.execute(
@@ -215,45 +232,77 @@ def _assessments_of(models: Models) -> Any:
     )
 
 
+def merged_blocks(
+    spans: Iterable[tuple[datetime, datetime, B]],
+) -> list[tuple[datetime, datetime, B]]:
+    """R10 for one tutor in one unit: (start, end, bucket) spans merged into blocks.
+
+    Spans that overlap or touch become one block, labelled with the bucket of its first
+    span (the bucket the block starts in). Sorted by (start, end), exactly as the SQL merge
+    orders them, so both give the same blocks.
+    """
+    blocks: list[tuple[datetime, datetime, B]] = []
+    for start, end, bucket in sorted(spans, key=lambda span: (span[0], span[1])):
+        if blocks and start <= blocks[-1][1]:
+            first, last, label = blocks[-1]
+            blocks[-1] = (first, max(last, end), label)
+        else:
+            blocks.append((start, end, bucket))
+    return blocks
+
+
 def merged_minutes_by(
     conn: sa.Connection,
     models: Models,
     scope: Scope,
     *,
     min_minutes: int,
-    bucket: Any = None,
+    bucket: Callable[[Any], Any] | None = None,
 ) -> dict[tuple[Any, int], int]:
-    """R10: minutes per (bucket, marker) of the scope's sessions, overlapping sessions of a
-    tutor merged first. ``bucket`` is a SQL expression of a session; without it every
-    session is in bucket None.
+    """R10: minutes per (bucket, marker) of the scope's sessions.
+
+    A tutor's overlapping sessions in a unit are merged into blocks over the whole scope
+    (never per bucket, or a block crossing a bucket's edge would count twice); each block
+    counts as a session would (R4) and goes wholly to the bucket its first session starts
+    in. ``bucket`` maps a start time (a SQL expression) to its bucket; without it every
+    block is in bucket None. So the buckets' minutes always add up to the summary's.
 
     PostgreSQL merges in SQL (gaps and islands: a session starts a new block when it starts
-    after every earlier one of its tutor has ended), so only one row per tutor comes back.
-    Elsewhere the sessions' intervals are merged here by :func:`merged_minutes`.
+    after every earlier one of its tutor has ended), so only one row per tutor and bucket
+    comes back. Elsewhere :func:`merged_blocks` merges the sessions here.
     """
     ms = models.MarkingSession
     where = scope.where(models)
     end = _last_activity(models)
-    label = (sa.null() if bucket is None else bucket).label("bucket")
     if conn.dialect.name != "postgresql":
-        intervals: dict[tuple[Any, int], list[tuple[datetime, datetime]]] = {}
-        for value, marker, start, last in conn.execute(
-            sa.select(label, ms.marker_id, ms.start_time, end).where(*where)
+        label = (sa.null() if bucket is None else bucket(ms.start_time)).label("bucket")
+        spans: dict[tuple[int, int], list[tuple[datetime, datetime, Any]]] = {}
+        for unit, marker, start, last, value in conn.execute(
+            sa.select(ms.unit_id, ms.marker_id, ms.start_time, end, label).where(*where)
         ):
-            intervals.setdefault((value, marker), []).append((start, last))
-        return {key: merged_minutes(spans, min_minutes) for key, spans in intervals.items()}
+            spans.setdefault((unit, marker), []).append((start, last, value))
+        totals: dict[tuple[Any, int], int] = {}
+        for (_, marker), tutor_spans in spans.items():
+            for first, last, value in merged_blocks(tutor_spans):
+                key = (value, marker)
+                totals[key] = totals.get(key, 0) + duration_minutes(first, last, min_minutes)
+        return totals
 
     s = (
-        sa.select(label, ms.marker_id.label("marker"), ms.start_time.label("st"), end.label("en"))
+        sa.select(
+            ms.unit_id.label("unit"),
+            ms.marker_id.label("marker"),
+            ms.start_time.label("st"),
+            end.label("en"),
+        )
         .where(*where)
         .subquery("s")
     )
+    tutor = [s.c.unit, s.c.marker]
     order = [s.c.st, s.c.en]
-    ended_before = sa.func.max(s.c.en).over(
-        partition_by=[s.c.bucket, s.c.marker], order_by=order, rows=(None, -1)
-    )
+    ended_before = sa.func.max(s.c.en).over(partition_by=tutor, order_by=order, rows=(None, -1))
     flagged = sa.select(
-        s.c.bucket,
+        s.c.unit,
         s.c.marker,
         s.c.st,
         s.c.en,
@@ -261,28 +310,31 @@ def merged_minutes_by(
     ).subquery("flagged")
     f = flagged.c
     numbered = sa.select(
-        f.bucket,
+        f.unit,
         f.marker,
         f.st,
         f.en,
         sa.func.sum(f.starts_block)
-        .over(partition_by=[f.bucket, f.marker], order_by=[f.st, f.en], rows=(None, 0))
+        .over(partition_by=[f.unit, f.marker], order_by=[f.st, f.en], rows=(None, 0))
         .label("block"),
     ).subquery("numbered")
     n = numbered.c
     blocks = (
         sa.select(
-            n.bucket,
             n.marker,
+            sa.func.min(n.st).label("first"),
             sa.extract("epoch", sa.func.max(n.en) - sa.func.min(n.st)).label("seconds"),
         )
-        .group_by(n.bucket, n.marker, n.block)
+        .group_by(n.unit, n.marker, n.block)
         .subquery("blocks")
     )
     b = blocks.c
+    value = (sa.null() if bucket is None else bucket(b.first)).label("bucket")
     minutes = sa.func.greatest(min_minutes, sa.func.floor(b.seconds / 60))  # R4, per block
+    per_block = sa.select(value, b.marker, minutes.label("minutes")).subquery("per_block")
+    p = per_block.c
     rows = conn.execute(
-        sa.select(b.bucket, b.marker, sa.func.sum(minutes)).group_by(b.bucket, b.marker)
+        sa.select(p.bucket, p.marker, sa.func.sum(p.minutes)).group_by(p.bucket, p.marker)
     )
     return {(value, marker): int(total) for value, marker, total in rows}
 
@@ -401,14 +453,16 @@ def timeline(
     scope: Scope,
     starts: list[datetime],
     tz: ZoneInfo,
-    bucket: str,
     *,
     min_minutes: int,
 ) -> list[dict[str, Any]]:
-    """Minutes (R10 per tutor and bucket), sessions and assessments per bucket.
+    """Minutes (R10), sessions and assessments per bucket; every bucket listed, empty or not.
 
-    ``starts`` are the buckets' first instants in UTC (local midnights, so DST falls right);
-    a session belongs to the bucket its start lies in. Every bucket is listed, empty or not.
+    ``starts`` are the buckets' first instants in UTC (local midnights, so DST falls right).
+    Sessions and assessments count in the bucket each session starts in. A tutor's
+    overlapping sessions are merged over the whole range, as the summary merges them, and
+    each merged block's minutes count in the bucket the block starts in: so the buckets
+    always add up to the summary of the same range, and no minute counts twice.
     """
     buckets: list[dict[str, Any]] = [
         {
@@ -422,33 +476,31 @@ def timeline(
     ]
     if not starts:
         return buckets
-    label, index_of = _bucket_of(conn, models, starts, tz, bucket)
-    for value, n_sessions, n_assessments in _counts_by(conn, models, scope, label):
-        i = index_of(value)
+    index = bucket_index(conn, starts)
+    for i, n_sessions, n_assessments in _counts_by(
+        conn, models, scope, index(models.MarkingSession.start_time)
+    ):
         buckets[i]["sessions"] = n_sessions
         buckets[i]["assessments"] = int(n_assessments)
-    minutes = merged_minutes_by(conn, models, scope, min_minutes=min_minutes, bucket=label)
-    for (value, _), total in minutes.items():
-        buckets[index_of(value)]["minutes"] += total
+    minutes = merged_minutes_by(conn, models, scope, min_minutes=min_minutes, bucket=index)
+    for (i, _), total in minutes.items():
+        buckets[i]["minutes"] += total
     return buckets
 
 
-def _bucket_of(
-    conn: sa.Connection, models: Models, starts: list[datetime], tz: ZoneInfo, bucket: str
-) -> tuple[Any, Callable[[Any], int]]:
-    """A session's bucket as SQL, and how a value of it maps to an index into ``starts``.
+def bucket_index(conn: sa.Connection, starts: list[datetime]) -> Callable[[Any], Any]:
+    """A start time's bucket, as SQL: the index of the last of ``starts`` at or before it.
 
-    PostgreSQL converts to local time itself (``date_trunc`` of the start in ``tz``, DST
-    included); elsewhere a CASE over the buckets' first instants gives the index.
+    Both backends compare UTC instants with the same bucket starts, so they agree to the
+    microsecond whatever the zone; no zone name reaches the database. PostgreSQL's
+    ``width_bucket`` does it by binary search; elsewhere a CASE walks the starts. A time
+    before the first start counts in the first bucket (the scope never holds one).
     """
-    ms = models.MarkingSession
-    if conn.dialect.name == "postgresql":
-        first_days = {s.astimezone(tz).date(): i for i, s in enumerate(starts)}
-        local = sa.func.date_trunc(bucket, sa.func.timezone(tz.key, ms.start_time))
-        return local, lambda value: first_days[value.date()]
     if len(starts) == 1:
-        return sa.literal(0), int
-    index = sa.case(
-        *[(ms.start_time < s, i) for i, s in enumerate(starts[1:])], else_=len(starts) - 1
-    )
-    return index, int
+        return lambda _: sa.literal(0)
+    if conn.dialect.name == "postgresql":
+        thresholds = sa.bindparam(
+            "bucket_starts", starts, type_=postgresql.ARRAY(sa.DateTime(timezone=True))
+        )
+        return lambda t: sa.func.greatest(sa.func.width_bucket(t, thresholds), 1) - 1
+    return lambda t: sa.case(*[(t < s, i) for i, s in enumerate(starts[1:])], else_=len(starts) - 1)

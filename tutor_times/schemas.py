@@ -6,17 +6,50 @@ what an endpoint returns. ``GET /openapi.json`` is generated from these same cla
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, available_timezones
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    field_validator,
+)
 
 from .accounting import UTC
 
 BIGINT_MAX = 2**63 - 1
+DIGITS = re.compile(r"[0-9]{1,30}")
 
-Id = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
+
+def _digits(value: Any) -> Any:
+    """Integers in a URL are plain decimal digits: ``1.0``, ``+1``, `` 1``, ``1_0`` or
+    another script's digits would each be read as some number, so none is."""
+    if isinstance(value, str):
+        if not DIGITS.fullmatch(value):
+            raise ValueError("must be a whole number in decimal digits")
+        return int(value)
+    return value
+
+
+#: an id in a path or query string
+Id = Annotated[int, BeforeValidator(_digits), Field(ge=1, le=BIGINT_MAX)]
+#: an id in a JSON body: a JSON integer, never a string, a float or a boolean
+BodyId = Annotated[StrictInt, Field(ge=1, le=BIGINT_MAX)]
+#: the zones a report may be asked in: the IANA names, without the tz database's
+#: special files (``localtime`` is the server's own zone; ``posix/`` and ``right/`` are
+#: copies, the latter counting leap seconds; ``Factory`` and ``posixrules`` are no place)
+ZONES = frozenset(
+    name
+    for name in available_timezones()
+    if name not in {"localtime", "posixrules", "Factory"}
+    and not name.startswith(("posix/", "right/"))
+)
 #: a date (the whole day) or a datetime (naive: read in ``tz``)
 When = Annotated[
     date | datetime,
@@ -36,7 +69,8 @@ MAX_BUCKETS = 1000
 
 
 class _Query(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+    # unknown parameters are refused before these models see them (api.py)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class UnitPath(_Query):
@@ -65,7 +99,8 @@ class RangeQuery(_Query):
         "UTC",
         min_length=1,
         max_length=64,
-        description="IANA time zone for dates, buckets and CSV times, e.g. Australia/Melbourne.",
+        description="IANA time zone name for dates, buckets and CSV times,"
+        " e.g. Australia/Melbourne.",
     )
     format: Literal["json", "csv"] = Field("json", description="`csv` for a spreadsheet.")
 
@@ -90,23 +125,33 @@ class RangeQuery(_Query):
         return zone(self.tz)
 
     def bounds(self, today: date) -> tuple[datetime, datetime]:
-        """[start, end) in UTC; raises ValueError naming the field that is out of range."""
+        """[start, end) in UTC; raises FieldError naming the field that is out of range."""
         tz = self.zone()
         last = today if self.to is None else self.to
         end = _instant(last, tz, "to", end=True)
         if self.from_ is not None:
             start = _instant(self.from_, tz, "from", end=False)
         else:
-            last_day = _local(last, tz).date() if isinstance(last, datetime) else last
-            start = _instant(last_day - timedelta(days=DEFAULT_DAYS - 1), tz, "from", end=False)
+            try:
+                last_day = _local(last, tz).date() if isinstance(last, datetime) else last
+                first_day = last_day - timedelta(days=DEFAULT_DAYS - 1)
+            except (OverflowError, ValueError):
+                raise FieldError(
+                    "from", f"is out of range ({DEFAULT_DAYS - 1} days before `to`)"
+                ) from None
+            start = _instant(first_day, tz, "from", end=False)
         if start >= end:
             raise FieldError("to", "must not be before from")
         return start, end
 
 
 class PageQuery(_Query):
-    page: int = Field(1, ge=1, le=1_000_000, description="Page number, from 1.")
-    per_page: int = Field(50, ge=1, le=500, description="Rows per page (at most 500).")
+    page: Annotated[int, BeforeValidator(_digits)] = Field(
+        1, ge=1, le=1_000_000, description="Page number, from 1."
+    )
+    per_page: Annotated[int, BeforeValidator(_digits)] = Field(
+        50, ge=1, le=500, description="Rows per page (at most 500)."
+    )
 
 
 class UnitReportQuery(RangeQuery):
@@ -136,13 +181,29 @@ class ActivityIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: str = Field(min_length=1, max_length=64, description="One of TUTOR_TIMES_ACTIONS.")
-    unit_id: Id
-    project_id: Id | None = None
-    task_id: Id | None = None
-    task_definition_id: Id | None = None
+    unit_id: BodyId
+    project_id: BodyId | None = None
+    task_id: BodyId | None = None
+    task_definition_id: BodyId | None = None
     at: AwareDatetime | None = Field(
-        None, description="When it happened (with a time zone); default: now."
+        None, description="When it happened, an ISO datetime with a time zone; default: now."
     )
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: Any) -> Any:
+        # a number would be read as seconds since 1970: too easy to send by mistake
+        if value is not None and not isinstance(value, str):
+            raise ValueError("must be an ISO datetime with a time zone")
+        return value
+
+    @field_validator("at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        try:
+            return None if value is None else value.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ValueError("is out of range") from None
 
 
 # -- responses ---------------------------------------------------------------------------
@@ -197,7 +258,9 @@ class SessionOut(BaseModel):
     end_time: datetime | None = Field(description="Null while the session is open.")
     last_activity: datetime
     duration_minutes: int = Field(description="Recorded, or running while open.")
-    active: bool
+    active: bool = Field(
+        description="Open, with a last activity within the session timeout of now."
+    )
     assessments: int
     activities: dict[str, int] = Field(description="Activity counts by action.")
 
@@ -277,6 +340,17 @@ class MySessionsOut(SessionsPage):
     marker_id: int
 
 
+class OpenApiOut(BaseModel):
+    """An OpenAPI 3.1 document."""
+
+    model_config = ConfigDict(extra="allow")
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]
+    components: dict[str, Any]
+
+
 # -- helpers -----------------------------------------------------------------------------
 
 
@@ -290,10 +364,9 @@ class FieldError(ValueError):
 
 
 def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except Exception:  # ZoneInfo raises several kinds for a bad key
-        raise ValueError(f"unknown time zone {name!r}; use an IANA name like UTC") from None
+    if name not in ZONES:
+        raise ValueError(f"unknown time zone {name[:64]!r}; use an IANA name like UTC")
+    return ZoneInfo(name)
 
 
 def _local(t: datetime, tz: ZoneInfo) -> datetime:
@@ -304,7 +377,9 @@ def _instant(when: date, tz: ZoneInfo, field: str, *, end: bool) -> datetime:
     """The UTC instant a ``from`` (start) or ``to`` (first instant after it) stands for."""
     try:
         if isinstance(when, datetime):
-            t = _local(when, tz)
+            # an aware datetime is an instant already: never converted into ``tz``, where
+            # an instant at either end of the calendar may not exist
+            t = when if when.tzinfo is not None else when.replace(tzinfo=tz)
             if end:
                 t += timedelta(microseconds=1)  # a `to` instant is inclusive
         else:
@@ -317,18 +392,22 @@ def _instant(when: date, tz: ZoneInfo, field: str, *, end: bool) -> datetime:
 def day_starts(start: datetime, end: datetime, tz: ZoneInfo, bucket: str) -> list[datetime]:
     """Each bucket's first instant in UTC, from the bucket holding ``start`` up to ``end``,
     stepping calendar days (or weeks from Monday) in ``tz`` so DST changes fall right."""
-    first = start.astimezone(tz).date()
-    step = 1
-    if bucket == "week":
-        first -= timedelta(days=first.weekday())
-        step = 7
+    step = 7 if bucket == "week" else 1
+    try:
+        first = start.astimezone(tz).date()
+        if bucket == "week":
+            first -= timedelta(days=first.weekday())
+    except (OverflowError, ValueError):
+        raise FieldError("from", f"is out of range (the {bucket} holding it)") from None
     starts: list[datetime] = []
     day = first
     while True:
         try:
             t = datetime.combine(day, time(), tzinfo=tz).astimezone(UTC)
         except OverflowError:
-            break
+            if starts:
+                break
+            t = start  # the first local midnight is before year 1 in UTC: start there
         if t >= end:
             break
         starts.append(t)

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, current_app, request
 from flask_login import current_user
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from . import reports
 from . import schemas as s
@@ -26,10 +26,58 @@ logger = logging.getLogger("tutor_times")
 T = TypeVar("T")
 
 bp = Blueprint("tutor_times", __name__)
-api = Api(bp, title="tutor_times reports", version="1", authenticate=lambda: _current_user_id())
+
+#: the largest request body the endpoints read, in bytes; the host's MAX_CONTENT_LENGTH
+#: wins when it is smaller. An activity report is a few hundred bytes.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def body_cap() -> int:
+    host_cap = current_app.config.get("MAX_CONTENT_LENGTH")
+    return MAX_BODY_BYTES if host_cap is None else min(MAX_BODY_BYTES, int(host_cap))
+
+
+api = Api(
+    bp,
+    title="tutor_times reports",
+    version="1",
+    authenticate=lambda: _current_user_id(),
+    body_cap=body_cap,
+)
 
 SEE_EVERY_TUTOR = frozenset({"admin", "convenor"})
 bp.register_error_handler(HTTPException, error_response)
+
+
+@bp.before_request
+def _cap_the_body() -> None:
+    """Refuse a body over the cap before anything reads it: a declared length at once; a
+    streamed one (no Content-Length) is read one byte past the cap at most."""
+    cap = body_cap()
+    request.max_content_length = cap + 1
+    if request.content_length is not None and request.content_length > cap:
+        raise ApiError(413, f"the request body is larger than {cap} bytes", "body")
+
+
+@bp.before_app_request
+def _routing_errors_in_json() -> Any:
+    """A 404 or 405 under the prefix answered in JSON like every other error of ours.
+
+    Routing fails before any blueprint is chosen, so the blueprint's error handler never
+    sees it; this app-wide hook runs first and takes only paths under the prefix.
+    """
+    exc = request.routing_exception
+    if not isinstance(exc, (NotFound, MethodNotAllowed)):
+        return None  # also a redirect to the canonical URL: left to werkzeug
+    prefix = current_app.config["TUTOR_TIMES_URL_PREFIX"].rstrip("/")
+    if not prefix or (request.path != prefix and not request.path.startswith(prefix + "/")):
+        return None  # the host's own URL
+    if isinstance(exc, MethodNotAllowed):
+        allowed = sorted(exc.valid_methods or ())
+        message = f"{request.method} is not allowed here; use {', '.join(allowed)}"
+        response = error_response(ApiError(405, message))
+        return response[0], 405, {"Allow": ", ".join(allowed)}
+    return error_response(ApiError(404, "no such endpoint; see openapi.json"))
 
 
 def _owner() -> Any:
@@ -72,6 +120,13 @@ def _unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str
     return Scope(start, end, unit_id=unit_id, marker_id=marker_id), _range_out(start, end, query)
 
 
+def _live_after() -> datetime:
+    """Sessions whose last activity is after this instant are live: the next activity
+    would still join them (R2), whether or not a sweep has closed the others yet."""
+    state = current_app.extensions["tutor_times"]
+    return state.owner.clock() - state.timeout  # type: ignore[no-any-return]
+
+
 def _report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one of the ``reports`` functions on a connection of its own, with the tables and
     the shortest session length it needs."""
@@ -109,7 +164,10 @@ def _hours(minutes: float | None) -> str:
 def _local(stamp: str | None, tz: ZoneInfo) -> tuple[str, str]:
     if stamp is None:
         return "", ""
-    t = datetime.fromisoformat(stamp).astimezone(tz)
+    try:
+        t = datetime.fromisoformat(stamp).astimezone(tz)
+    except OverflowError:  # a stored time at an end of the calendar, past it in ``tz``
+        raise s.FieldError("tz", f"a time in the result cannot be shown in {tz.key}") from None
     return t.date().isoformat(), t.strftime("%H:%M:%S")
 
 
@@ -162,12 +220,19 @@ def unit_report(
 
 @api.route("GET", "/units/{unit_id}/active", path=s.UnitPath, response=s.ActiveOut)
 def active(path: s.UnitPath) -> Any:
-    """Open sessions of the unit, right now.
+    """Live sessions of the unit, right now.
 
-    Each with its running duration (to its last activity). A tutor sees only their own.
+    Open, with a last activity within the session timeout of now (an idle session is over
+    even before a sweep closes it); each with its running duration (to its last activity).
+    A tutor sees only their own.
     """
     marker_id = marker_scope(path.unit_id)
-    rows = _report(reports.active_sessions, unit_id=path.unit_id, marker_id=marker_id)
+    rows = _report(
+        reports.active_sessions,
+        unit_id=path.unit_id,
+        marker_id=marker_id,
+        live_after=_live_after(),
+    )
     return {"unit_id": path.unit_id, "sessions": rows}
 
 
@@ -175,10 +240,17 @@ def active(path: s.UnitPath) -> Any:
 def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     """The unit's sessions that started in the range, newest first, a page at a time.
 
-    Open sessions show their running duration, `end_time` null and `active` true.
+    Open sessions show their running duration and `end_time` null; `active` is true while
+    the session is live (last activity within the session timeout of now).
     """
     scope, range_out = _unit_scope(path.unit_id, query)
-    result = _report(reports.sessions_page, scope, page=query.page, per_page=query.per_page)
+    result = _report(
+        reports.sessions_page,
+        scope,
+        page=query.page,
+        per_page=query.per_page,
+        live_after=_live_after(),
+    )
     return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
 
 
@@ -247,12 +319,15 @@ def tasks(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
 def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     """Minutes, sessions and assessments per day or week, in `tz`.
 
-    A session counts in the bucket its start lies in; every bucket of the range is listed.
+    A session counts in the bucket its start lies in; a tutor's overlapping sessions are
+    merged over the whole range (as in the summary) and each merged block's minutes count in
+    the bucket the block starts in, so the buckets add up to the summary. Every bucket of
+    the range is listed.
     """
     scope, range_out = _unit_scope(path.unit_id, query)
     tz = query.zone()
     starts = s.day_starts(scope.start, scope.end, tz, query.bucket)
-    buckets = _report(reports.timeline, scope, starts, tz, query.bucket)
+    buckets = _report(reports.timeline, scope, starts, tz)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
         return csv_response(
@@ -270,12 +345,21 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
 def session(path: s.SessionPath) -> Any:
     """One session with every activity in it.
 
-    Convenors and admins of its unit may see it; a tutor only their own.
+    Convenors and admins of its unit may see it; a tutor only their own. Any other session
+    is a 404, exactly as if it did not exist.
     """
-    detail = _report(reports.session_detail, path.session_id)
+    detail = _report(reports.session_detail, path.session_id, live_after=_live_after())
+    # One answer for a session that does not exist and one the user may not see, so ids
+    # cannot be probed for other tutors' sessions.
+    hidden = ApiError(404, "no such session", "session_id")
     if detail is None:
-        raise ApiError(404, f"no session {path.session_id}", "session_id")
-    marker_scope(detail["unit_id"], detail["marker_id"])
+        raise hidden
+    try:
+        marker_scope(detail["unit_id"], detail["marker_id"])
+    except ApiError as exc:
+        if exc.code != 403:
+            raise
+        raise hidden from None
     return detail
 
 
@@ -292,7 +376,13 @@ def my_sessions(query: s.MySessionsQuery) -> Any:
     me = _current_user_id()
     start, end = _range(query)
     scope = Scope(start, end, unit_id=query.unit_id, marker_id=me)
-    result = _report(reports.sessions_page, scope, page=query.page, per_page=query.per_page)
+    result = _report(
+        reports.sessions_page,
+        scope,
+        page=query.page,
+        per_page=query.per_page,
+        live_after=_live_after(),
+    )
     reply = {"marker_id": me, "range": _range_out(start, end, query), **result}
     return _sessions_reply("my-sessions", reply, query)
 
@@ -335,8 +425,8 @@ def report_activity(body: s.ActivityIn) -> Any:
     return {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
 
 
-@bp.get("/openapi.json")
-def openapi() -> Response:
+@api.route("GET", "/openapi.json", response=s.OpenApiOut, tag="meta", public=True)
+def openapi() -> Any:
     """The OpenAPI 3.1 document of these endpoints, from the schemas that validate them."""
     prefix = current_app.config["TUTOR_TIMES_URL_PREFIX"].rstrip("/")
-    return jsonify(api.openapi(prefix))
+    return api.openapi(prefix)
