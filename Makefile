@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PORT ?= 5000
 export FLASK_APP := wsgi
 
 .PHONY: run test lint bench clean install
@@ -16,12 +17,13 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-## make run: the demo LMS on http://127.0.0.1:5000 (SQLite file + embedded store)
+## make run: the demo LMS on http://127.0.0.1:$(PORT) (SQLite file + embedded store); make run PORT=8000
+run: export DEMO_CONFIG := development
 run: install
 	$(BIN)/flask db upgrade demo@head
 	$(BIN)/flask db upgrade heads
 	$(BIN)/flask seed-demo
-	$(BIN)/flask run --host 127.0.0.1 --port 5000
+	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
 
 ## make test: the whole suite (real-service tests run when the servers answer; CI=true requires them)
 test: install
