@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench clean install
+.PHONY: run test lint bench clean install dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,14 @@ test: install
 bench: install
 	$(BIN)/python -m benchmarks.run $(B)
 
+## make dist: sdist and wheel in dist/, built offline with the venv's setuptools
+dist: install
+	rm -rf dist
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m build --no-isolation --outdir dist .
+
 lint: install
 	$(BIN)/ruff check tutor_times demo tests benchmarks config.py wsgi.py
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) instance dist build .pytest_cache .mypy_cache .ruff_cache
