@@ -42,6 +42,8 @@ def include_migrations(config: Any) -> Any:
     config.set_main_option("version_path_separator", "os")
     config.set_main_option("version_locations", os.pathsep.join(locations))
     if host_dir is not None:
+        # Without it, a hand-written `flask db revision` skips env.py and so the hook below.
+        config.set_main_option("revision_environment", "true")
         _install_revision_hook(config, host_dir)
     return config
 
