@@ -58,8 +58,10 @@ def _install_revision_hook(config: Any, host_dir: str) -> None:
     Flask-Migrate's env.py installs its own hook (skip an empty autogenerate) only when none
     is configured, so ours does that too.
     """
-    from flask import current_app
+    from flask import current_app, has_app_context
 
+    if not has_app_context():  # plain Alembic, without Flask-Migrate: nothing to chain onto
+        return
     state = current_app.extensions.get("migrate")
     if state is None:
         return
