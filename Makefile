@@ -2,9 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PORT ?= 5000
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench clean install
+.PHONY: run test lint bench clean install dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,12 +17,13 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-## make run: the demo LMS on http://127.0.0.1:5000 (SQLite file + embedded store)
+## make run: the demo LMS on http://127.0.0.1:$(PORT) (SQLite file + embedded store); make run PORT=8000
+run: export DEMO_CONFIG := development
 run: install
 	$(BIN)/flask db upgrade demo@head
 	$(BIN)/flask db upgrade heads
 	$(BIN)/flask seed-demo
-	$(BIN)/flask run --host 127.0.0.1 --port 5000
+	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
 
 ## make test: the whole suite (real-service tests run when the servers answer; CI=true requires them)
 test: install
@@ -31,9 +33,14 @@ test: install
 bench: install
 	$(BIN)/python -m benchmarks.run $(B)
 
+## make dist: sdist and wheel in dist/, built offline with the venv's setuptools
+dist: install
+	rm -rf dist
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m build --no-isolation --outdir dist .
+
 lint: install
 	$(BIN)/ruff check tutor_times demo tests benchmarks config.py wsgi.py
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) instance dist build .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .extensions import db, login_manager, migrate, tutor_times
 
@@ -31,7 +32,8 @@ def _tutor_times_environment() -> dict[str, Any]:
 def create_app(config: str | None = None, **overrides: Any) -> Flask:
     from config import ProductionConfig, configs
 
-    name = config or os.environ.get("DEMO_CONFIG", "development")
+    # Production unless asked otherwise: a forgotten variable must not mean debug mode.
+    name = config or os.environ.get("DEMO_CONFIG", "production")
     if name not in configs:
         raise RuntimeError(f"unknown DEMO_CONFIG {name!r}; one of {', '.join(configs)}")
     app = Flask(__name__, instance_path=str(ROOT / "instance"))
@@ -40,6 +42,10 @@ def create_app(config: str | None = None, **overrides: Any) -> Flask:
     app.config.update(_tutor_times_environment())
     app.config.update(overrides)
     os.makedirs(app.instance_path, exist_ok=True)
+    if app.config["TRUSTED_PROXIES"]:
+        # Only then may X-Forwarded-For name the tutor's address (the session key).
+        hops = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
     db.init_app(app)
     login_manager.init_app(app)

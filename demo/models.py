@@ -25,6 +25,9 @@ class User(UserMixin, db.Model):  # type: ignore[name-defined,misc]
     name = sa.Column(sa.String(120), nullable=False)
     password_hash = sa.Column(sa.String(256), nullable=False)
     is_admin = sa.Column(sa.Boolean, nullable=False, default=False)
+    # Stored in each login's session and checked on every request; logging out moves it on,
+    # so a session cookie copied before the logout is worthless after it.
+    session_version = sa.Column(sa.Integer, nullable=False, default=0, server_default="0")
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 import sqlalchemy as sa
 from flask.cli import with_appcontext
@@ -58,9 +60,39 @@ def seed() -> bool:
     return True
 
 
+def seed_example() -> None:
+    """The README's report examples: unit 2, tutor9, and the golden scenario's sessions."""
+    from .extensions import tutor_times
+    from .scenario import add_second_unit, play
+
+    tracked = tutor_times.MarkingSession
+    if db.session.scalar(sa.select(sa.func.count()).select_from(tracked)) or db.session.get(
+        Unit, 2
+    ):
+        raise click.ClickException(
+            "the example needs a database with no tracked sessions yet (the README's ids"
+            " start at 1): remove instance/demo.sqlite (or use a new DATABASE_URL), run"
+            " make run once, then seed-demo --example"
+        )
+    add_second_unit()
+    real_clock = tutor_times.clock
+    moved: list[datetime] = []
+    tutor_times.clock = lambda: moved[-1]
+    try:
+        play(moved.append)
+    finally:
+        tutor_times.clock = real_clock
+        tutor_times.stop_sweeper()
+
+
 @click.command("seed-demo")
+@click.option(
+    "--example",
+    is_flag=True,
+    help="Also load the README's report examples (unit 2, March 2026, 10.0.0.x).",
+)
 @with_appcontext
-def seed_demo_command() -> None:
+def seed_demo_command(example: bool) -> None:
     """Fill the demo database (once; it leaves existing data alone)."""
     if seed():
         click.echo(
@@ -69,3 +101,9 @@ def seed_demo_command() -> None:
         )
     else:
         click.echo("demo data already present; nothing changed")
+    if example:
+        seed_example()
+        click.echo(
+            "loaded the README's example sessions: unit 1 and 2, 2026-03-02 and 03 (UTC),"
+            " tutors 3 and 4 from 10.0.0.1-3; try the report examples with from=2026-03-02"
+        )

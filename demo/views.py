@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, g, jsonify, request
+from flask import Blueprint, abort, current_app, g, jsonify, request, session
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.exceptions import HTTPException
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db, login_manager, tutor_times
 from .models import Comment, Project, Task, UnitRole, User
@@ -31,9 +34,20 @@ STATUSES = frozenset(
 STAFF = frozenset({"admin", "convenor", "tutor"})
 
 
+SESSION_VERSION = "session_version"
+
+
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+    user = db.session.get(User, int(user_id))
+    if user is None or session.get(SESSION_VERSION) != user.session_version:
+        return None  # a session from before the user's last logout
+    return user
+
+
+@functools.cache
+def _dummy_hash(method: str) -> str:
+    return generate_password_hash(secrets.token_hex(16), method=method)
 
 
 @login_manager.unauthorized_handler
@@ -114,16 +128,27 @@ TASK_IDS: dict[str, Any] = {
 @bp.post("/login")
 def login() -> Any:
     data = request.get_json(silent=True) or {}
+    password = str(data.get("password", ""))
     user = db.session.scalar(sa.select(User).where(User.username == data.get("username")))
-    if user is None or not user.check_password(str(data.get("password", ""))):
+    if user is None:
+        # Hash anyway: an answer that comes back faster would tell who has an account.
+        check_password_hash(_dummy_hash(current_app.config["PASSWORD_HASH_METHOD"]), password)
+        abort(401, "wrong username or password")
+    if not user.check_password(password):
         abort(401, "wrong username or password")
     login_user(user)
+    session[SESSION_VERSION] = user.session_version
     return jsonify(user.to_dict())
 
 
 @bp.post("/logout")
 def logout() -> Any:
+    """End every session of this user: the session cookie alone cannot be revoked."""
+    if current_user.is_authenticated:
+        current_user.session_version += 1
+        db.session.commit()
     logout_user()
+    session.pop(SESSION_VERSION, None)
     return "", 204
 
 

@@ -22,7 +22,11 @@ from flask import Flask
 
 from demo import create_app
 from demo.extensions import db, tutor_times
-from demo.models import Unit, UnitRole, User
+from demo.scenario import NOW as NOW
+from demo.scenario import SCENARIO as SCENARIO
+from demo.scenario import D as D
+from demo.scenario import add_second_unit, play
+from demo.scenario import at as at
 from demo.seed import seed
 
 PG_URL = os.environ.get(
@@ -170,14 +174,7 @@ def prepare_schema(app: Flask) -> None:
         db.drop_all()
         db.create_all()
         seed()
-        db.session.add(Unit(id=2, code="COS20007", name="Object Oriented Programming"))
-        # a tutor of unit 2 only, to knock on unit 1's door
-        other = User(username="tutor9", name="Otto Other")
-        other.set_password("password")
-        db.session.add(other)
-        db.session.flush()
-        db.session.add(UnitRole(user_id=other.id, unit_id=2, role="tutor"))
-        db.session.commit()
+        add_second_unit()
         db.engine.dispose()
     _prepared.add(url)
 
@@ -238,39 +235,7 @@ def activities(app: Flask) -> list[Any]:
     return stored(app, tutor_times.SessionActivity)
 
 
-# -- the golden scenario of the report tests --------------------------------------------------
-
-D = datetime(2026, 3, 2, tzinfo=timezone.utc)
-
-
-def at(day: int, hh: int, mm: int, ss: int = 0) -> datetime:
-    return D + timedelta(days=day, hours=hh, minutes=mm, seconds=ss)
-
-
-# (time, marker, unit, ip, action, task_id, task_definition_id)
-SCENARIO = [
-    # tutor 3, two IPs at once: 09:00-09:20 and 09:15-09:29 merge into 29 minutes (R10);
-    # each gap is under the 15-minute timeout
-    (at(0, 9, 0), 3, 1, "10.0.0.1", "assessing", 11, 1),
-    (at(0, 9, 10), 3, 1, "10.0.0.1", "inbox", None, None),
-    (at(0, 9, 20), 3, 1, "10.0.0.1", "assessing", 21, 2),
-    (at(0, 9, 15), 3, 1, "10.0.0.2", "assessing", 11, 1),
-    (at(0, 9, 29), 3, 1, "10.0.0.2", "add-comment", 11, 1),
-    # tutor 3 in another unit at the same time: not this unit's time
-    (at(0, 9, 5), 3, 2, "10.0.0.1", "assessing", 11, 1),
-    # tutor 3 two days earlier: outside the range
-    (at(-2, 9, 0), 3, 1, "10.0.0.1", "assessing", 11, 1),
-    # tutor 3 across midnight: 23:50-00:10, 20 minutes, 2 assessments
-    (at(0, 23, 50), 3, 1, "10.0.0.1", "assessing", 12, 1),
-    (at(1, 0, 2), 3, 1, "10.0.0.1", "add-comment", 12, 1),
-    (at(1, 0, 10), 3, 1, "10.0.0.1", "assessing", 13, 1),
-    # tutor 4: a single look at the inbox (1 minute, the minimum) ...
-    (at(0, 10, 0), 4, 1, "10.0.0.3", "inbox", None, None),
-    # ... and a session still open: 7.5 minutes so far, 2 assessments of one task
-    (at(1, 0, 20), 4, 1, "10.0.0.3", "assessing", 22, 2),
-    (at(1, 0, 27, 30), 4, 1, "10.0.0.3", "assessing", 22, 2),
-]
-NOW = at(1, 0, 28)
+# -- the golden scenario of the report tests: demo/scenario.py ------------------------------
 
 
 @pytest.fixture
@@ -281,16 +246,5 @@ def scenario(app: Flask, clock: Clock) -> Flask:
 def play_scenario(app: Flask, clock: Clock) -> Flask:
     """Record SCENARIO's activities at their times, then close what is idle at NOW."""
     with app.app_context():
-        for t, marker, unit, ip, action, task, definition in sorted(SCENARIO, key=lambda a: a[0]):
-            clock.set(t)
-            tutor_times.record_activity(
-                action,
-                marker_id=marker,
-                unit_id=unit,
-                ip_address=ip,
-                task_id=task,
-                task_definition_id=definition,
-            )
-        clock.set(NOW)
-        tutor_times.close_expired_sessions()
+        play(clock.set)
     return app

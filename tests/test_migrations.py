@@ -1,10 +1,15 @@
-"""The shipped migrations build exactly the schema the models declare."""
+"""The shipped migrations build exactly the schema the models declare, and a host project,
+new or existing, can follow the README's path with the real ``flask db`` commands."""
 
 from __future__ import annotations
 
-import uuid
+import os
+import re
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,26 +19,20 @@ from flask_migrate import downgrade, upgrade
 
 from demo import create_app
 from demo.extensions import db
+from tutor_times.migrations import VERSIONS_DIR
 
-from .conftest import BACKENDS, PG_URL, require_real_services
+from .conftest import BACKENDS
+from .databases import foreign_keys, scratch_database
+
+HOST_APP = Path(__file__).with_name("host_app.py")
+FLASK = str(Path(sys.executable).with_name("flask"))
+TRACKED_FKS = {("marker_id", "users"), ("unit_id", "units")}
 
 
 @pytest.fixture(params=BACKENDS)
-def empty_database(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrated.sqlite'}"
-        return
-    require_real_services()
-    name = f"tt_migrations_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield str(sa.make_url(PG_URL).set(database=name))
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with scratch_database(request.param, tmp_path, "migrations") as url:
+        yield url
 
 
 def test_migrations_match_the_models(empty_database: str) -> None:
@@ -60,3 +59,121 @@ def test_migrations_match_the_models(empty_database: str) -> None:
         with db.engine.connect() as conn:
             assert not sa.inspect(conn).has_table("marking_sessions")
         db.engine.dispose()
+
+
+class Host:
+    """A host project in a folder of its own, driven by the ``flask`` command."""
+
+    def __init__(self, folder: Path, url: str) -> None:
+        self.folder = folder
+        self.url = url
+        shutil.copy(HOST_APP, folder / "host.py")
+
+    def flask(self, *args: str, with_tutor_times: bool = True, step: int = 1) -> str:
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.url,
+            "WITH_TUTOR_TIMES": "1" if with_tutor_times else "0",
+            "HOST_STEP": str(step),
+        }
+        done = subprocess.run(
+            [FLASK, "--app", "host", *args],
+            cwd=self.folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, f"flask {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout + done.stderr
+
+    @property
+    def revisions(self) -> list[Path]:
+        return sorted((self.folder / "migrations" / "versions").glob("*.py"))
+
+    def columns(self, table: str) -> set[str]:
+        engine = sa.create_engine(self.url)
+        try:
+            with engine.connect() as conn:
+                return {c["name"] for c in sa.inspect(conn).get_columns(table)}
+        finally:
+            engine.dispose()
+
+
+def package_revisions() -> list[str]:
+    return sorted(p.name for p in Path(VERSIONS_DIR).glob("*.py"))
+
+
+def branch_head() -> str:
+    """The tutor_times branch's last revision, whichever release this is."""
+    revisions = [revision_of(p) for p in Path(VERSIONS_DIR).glob("*.py")]
+    downs = {down.strip("'\"") for _, down in revisions}
+    [head] = [rev for rev, _ in revisions if rev not in downs]
+    return head
+
+
+@pytest.fixture
+def host(empty_database: str, tmp_path: Path) -> Iterator[Host]:
+    before = package_revisions()
+    folder = tmp_path / "host"
+    folder.mkdir()
+    yield Host(folder, empty_database)
+    stray = sorted(set(package_revisions()) - set(before))
+    for name in stray:  # never leave a host's revision in the package, even when a test failed
+        Path(VERSIONS_DIR, name).unlink()
+    assert stray == [], f"host revisions written into the package: {stray}"
+
+
+def revision_of(path: Path) -> tuple[str, str]:
+    text = path.read_text()
+    revision = re.search(r"^revision = ['\"](\w+)['\"]", text, re.M)
+    down = re.search(r"^down_revision = (.*)$", text, re.M)
+    assert revision and down, text
+    return revision.group(1), down.group(1)
+
+
+def test_a_new_project(host: Host) -> None:
+    """README, "A new project": tracking tables first, then the host's own first revision,
+    which also adds the foreign keys to the tables it creates."""
+    host.flask("db", "init")
+    host.flask("db", "upgrade", "heads")
+    assert foreign_keys(host.url, "marking_sessions") == set()  # users and units do not exist yet
+    host.flask("db", "migrate", "-m", "users and units")
+    [first] = host.revisions
+    assert revision_of(first)[1] == "None"  # a root of the host's own, not on tutor_times
+    # it adds foreign keys to marking_sessions, so it must run after the branch created it
+    depends_on = re.search(r"^depends_on = (.*)$", first.read_text(), re.M)
+    assert depends_on and f"'{branch_head()}'" in depends_on.group(1), first.read_text()
+    host.flask("db", "upgrade", "heads")
+    assert foreign_keys(host.url, "marking_sessions") == TRACKED_FKS
+
+    host.flask("db", "migrate", "-m", "unit terms", step=2)
+    second = next(p for p in host.revisions if p != first)
+    assert revision_of(second)[1] == f"'{revision_of(first)[0]}'"
+    host.flask("db", "upgrade", "heads", step=2)
+    assert "term" in host.columns("units")
+    assert "No changes in schema detected" in host.flask("db", "migrate", step=2)
+    assert len(host.revisions) == 2
+
+
+def test_an_existing_project(host: Host) -> None:
+    """README, "An existing project": its tables exist, so the branch adds the foreign keys
+    itself, and the host's next revision continues the host's own line."""
+    host.flask("db", "init", with_tutor_times=False)
+    host.flask("db", "migrate", "-m", "users and units", with_tutor_times=False)
+    host.flask("db", "upgrade", with_tutor_times=False)
+    [first] = host.revisions
+
+    host.flask("db", "upgrade", "heads")
+    assert foreign_keys(host.url, "marking_sessions") == TRACKED_FKS
+    host.flask("db", "migrate", "-m", "unit terms", step=2)
+    second = next(p for p in host.revisions if p != first)
+    assert revision_of(second)[1] == f"'{revision_of(first)[0]}'"
+    host.flask("db", "upgrade", "heads", step=2)
+    assert "term" in host.columns("units")
+    heads = host.flask("db", "heads", step=2)
+    assert revision_of(second)[0] in heads and branch_head() in heads
+
+    host.flask("db", "revision", "-m", "a data fix by hand", step=2)
+    [third] = [p for p in host.revisions if p not in (first, second)]
+    assert revision_of(third)[1] == f"'{revision_of(second)[0]}'"

@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
+from demo import create_app
+from demo.extensions import db
+from demo.scenario import NOW
 from tutor_times.constants import DEFAULTS
 
 from .conftest import Clock, built, play_scenario
@@ -65,11 +68,12 @@ def test_the_readme_shows_every_endpoint() -> None:
     }
 
 
+@pytest.mark.parametrize("loaded_by", ["scenario_sqlite", "seed_demo_example"])
 @pytest.mark.parametrize(("command", "kind", "shown"), examples())
 def test_each_readme_example_is_what_the_endpoint_answers(
-    scenario_sqlite: Flask, command: str, kind: str, shown: str
+    request: pytest.FixtureRequest, loaded_by: str, command: str, kind: str, shown: str
 ) -> None:
-    r = replay(scenario_sqlite, command)
+    r = replay(request.getfixturevalue(loaded_by), command)
     if kind == "csv":
         assert r.get_data(as_text=True).lstrip("\ufeff").replace("\r\n", "\n").strip() == shown
         return
@@ -85,6 +89,24 @@ def scenario_sqlite(clock: Clock) -> Iterator[Flask]:
     with built("sqlite") as app:
         play_scenario(app, clock)
         yield app
+
+
+@pytest.fixture
+def seed_demo_example(clock: Clock, tmp_path: Path) -> Iterator[Flask]:
+    """A new demo database filled by ``flask seed-demo --example``, as the README says."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'example.sqlite'}")
+    with app.app_context():
+        db.create_all()
+    runner = app.test_cli_runner()
+    loaded = runner.invoke(args=["seed-demo", "--example"])
+    assert loaded.exit_code == 0, loaded.output
+    assert "loaded the README's example sessions" in loaded.output
+    again = runner.invoke(args=["seed-demo", "--example"])
+    assert again.exit_code != 0 and "no tracked sessions yet" in again.output
+    clock.set(NOW)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:

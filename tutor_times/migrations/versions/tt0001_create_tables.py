@@ -17,17 +17,31 @@ BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Time = sa.DateTime(timezone=True)
 
 
-def _fk(table: str) -> tuple[sa.ForeignKey, ...]:
-    # The host's users and units tables get foreign keys when they already exist.
-    return (sa.ForeignKey(f"{table}.id"),) if sa.inspect(op.get_bind()).has_table(table) else ()
+def _fk(column: str, default: str) -> tuple[sa.ForeignKey, ...]:
+    """The foreign key the host's models declare for ``column``, if its table exists yet.
+
+    The host names its targets (``TutorTimes(user_fk=..., unit_fk=...)``) on the metadata
+    its env.py gives Alembic. In a new project this branch runs before the host's first
+    revision has created users and units; that revision's autogenerate then adds the keys.
+    """
+    target = default
+    metadata = op.get_context().opts.get("target_metadata")
+    declared = metadata.tables.get("marking_sessions") if metadata is not None else None
+    if declared is not None:
+        keys = list(declared.c[column].foreign_keys)
+        if not keys:
+            return ()
+        target = keys[0].target_fullname
+    table = target.rsplit(".", 1)[0]
+    return (sa.ForeignKey(target),) if sa.inspect(op.get_bind()).has_table(table) else ()
 
 
 def upgrade() -> None:
     op.create_table(
         "marking_sessions",
         sa.Column("id", BigId, primary_key=True),
-        sa.Column("marker_id", sa.BigInteger, *_fk("users"), nullable=False),
-        sa.Column("unit_id", sa.BigInteger, *_fk("units"), nullable=False),
+        sa.Column("marker_id", sa.BigInteger, *_fk("marker_id", "users.id"), nullable=False),
+        sa.Column("unit_id", sa.BigInteger, *_fk("unit_id", "units.id"), nullable=False),
         sa.Column("ip_address", sa.String(64), nullable=False),
         sa.Column("start_time", Time, nullable=False),
         sa.Column("end_time", Time),
