@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db, login_manager, tutor_times
-from .models import Comment, Project, Task, UnitRole, User
+from .models import Comment, Project, Task, TaskDefinition, UnitRole, User
 
 bp = Blueprint("lms", __name__)
 
@@ -64,6 +64,31 @@ def unit_role(user: User, unit_id: int) -> str | None:
     if key not in cache:
         cache[key] = _load_role(user, unit_id)
     return cache[key]
+
+
+@tutor_times.target_loader
+def unit_targets(
+    unit_id: int, project_id: int | None, task_id: int | None, task_definition_id: int | None
+) -> bool:
+    """Whether the ids a client reports belong to the unit (and to each other): a heartbeat
+    may name only the unit's own projects, tasks and task definitions."""
+    if project_id is not None:
+        project = db.session.get(Project, project_id)
+        if project is None or project.unit_id != unit_id:
+            return False
+    if task_id is not None:
+        task = db.session.get(Task, task_id)
+        if task is None or task.project.unit_id != unit_id:
+            return False
+        if project_id is not None and task.project_id != project_id:
+            return False
+        if task_definition_id is not None and task.task_definition_id != task_definition_id:
+            return False
+    if task_definition_id is not None:
+        definition = db.session.get(TaskDefinition, task_definition_id)
+        if definition is None or definition.unit_id != unit_id:
+            return False
+    return True
 
 
 def _load_role(user: User, unit_id: int) -> str | None:

@@ -174,8 +174,15 @@ def test_the_default_backdating_window_shrinks_with_a_short_timeout() -> None:
 
 
 def test_client_actions_must_be_allowed_actions() -> None:
-    app, db = host(TUTOR_TIMES_CLIENT_ACTIONS=["assessing", "heartbeat"])
+    app, db = host(TUTOR_TIMES_CLIENT_ACTIONS=["inbox", "heartbeat"])
     with pytest.raises(ConfigurationError, match="heartbeat"):
+        TutorTimes(app, db=db)
+
+
+def test_a_client_may_never_report_assessments() -> None:
+    """R11: assessments come only from the host's tracked endpoints."""
+    app, db = host(TUTOR_TIMES_CLIENT_ACTIONS=["inbox", "assessing"])
+    with pytest.raises(ConfigurationError, match="must not list 'assessing'"):
         TutorTimes(app, db=db)
 
 

@@ -83,7 +83,8 @@ def test_a_weak_secret_key_is_refused(
 def test_production_needs_redis_only_for_the_redis_store(
     production_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert create_app().extensions["tutor_times"].redis is None  # TUTOR_TIMES_STORE=sql
+    app = create_app()
+    assert app.extensions["tutor_times"].state_of(app).redis is None  # TUTOR_TIMES_STORE=sql
     monkeypatch.setenv("TUTOR_TIMES_STORE", "redis")
     with pytest.raises(RuntimeError, match="TUTOR_TIMES_REDIS_URL"):
         create_app()

@@ -144,6 +144,7 @@ def test_sessions_page(scenario: Flask) -> None:
         "active": True,
         "assessments": 2,
         "activities": {"assessing": 2},
+        "client_activities": 0,
     }
     assert body["sessions"][1]["start_time"] == "2026-03-02T23:50:00Z"
     assert body["sessions"][1]["end_time"] == "2026-03-03T00:10:00Z"

@@ -1,4 +1,7 @@
-"""tutor_times: how long tutors spend marking, tracked live in a Flask LMS."""
+"""tutor_times: how long tutors spend marking, tracked live in a Flask LMS.
+
+The rules every number follows are stated in docs/rules.md; code cites them as R1 … R11.
+"""
 
 from .constants import DEFAULT_ACTIONS, TRACKED_ROLES, ConfigVars
 from .errors import ConfigurationError, InvalidActivityError, TutorTimesError, UnknownActionError

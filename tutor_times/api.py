@@ -279,6 +279,10 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": error,
         }
     if op.body is not None:
+        responses["404"] = {
+            "description": "The unit (or user) does not exist.",
+            "content": error,
+        }
         responses["503"] = {"description": "The database could not store it.", "content": error}
     spec["responses"] = responses
     return spec

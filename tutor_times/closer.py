@@ -15,8 +15,7 @@ from datetime import datetime, timedelta
 import redis
 import sqlalchemy as sa
 
-from .models import Models, close_sessions
-from .models import last_activity_of as last_activity_of  # reports read it from here
+from .models import Models, close_sessions, last_activity_of
 
 logger = logging.getLogger("tutor_times")
 

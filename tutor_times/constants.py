@@ -38,6 +38,9 @@ DEFAULT_ACTIONS: Final = (
     "get-submission-details",
 )
 
+#: The action that counts as one assessment. Only tracked host endpoints record it (R11).
+ASSESSING: Final = "assessing"
+
 #: What a client may report about itself through ``POST /activities`` (R11): reading, never
 #: assessing or commenting, which only the host's tracked endpoints record.
 DEFAULT_CLIENT_ACTIONS: Final = ("inbox", "get-submission-details")

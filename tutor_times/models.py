@@ -1,4 +1,4 @@
-"""The two tables, declared on the host's own ``db`` metadata (§5)."""
+"""The two tables, declared on the host's own ``db`` metadata."""
 
 from __future__ import annotations
 

@@ -17,11 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from .accounting import UTC, duration_minutes
-from .closer import last_activity_of
-from .models import Models
-
-#: the action that counts as one assessment
-ASSESSING = "assessing"
+from .constants import ASSESSING
+from .models import CLIENT, Models, last_activity_of
 
 B = TypeVar("B")
 
@@ -121,14 +118,17 @@ def _session_rows(
         )
     ).all()
     counts: dict[int, dict[str, int]] = {r.id: {} for r in rows}
+    reported: dict[int, int] = dict.fromkeys(counts, 0)
     if rows:
-        for sid, action, n in conn.execute(
-            sa.select(act.marking_session_id, act.action, sa.func.count())
+        for sid, action, source, n in conn.execute(
+            sa.select(act.marking_session_id, act.action, act.source, sa.func.count())
             .where(act.marking_session_id.in_(list(counts)))
-            .group_by(act.marking_session_id, act.action)
+            .group_by(act.marking_session_id, act.action, act.source)
             .order_by(act.marking_session_id, act.action)
         ):
-            counts[sid][action] = n
+            counts[sid][action] = counts[sid].get(action, 0) + n
+            if source == CLIENT:
+                reported[sid] += n
     return [
         {
             "id": r.id,
@@ -142,6 +142,7 @@ def _session_rows(
             "active": r.end_time is None and r.last_activity > live_after,
             "assessments": counts[r.id].get(ASSESSING, 0),
             "activities": counts[r.id],
+            "client_activities": reported[r.id],
         }
         for r in rows
     ]
@@ -199,6 +200,7 @@ def session_detail(
             act.project_id,
             act.task_id,
             act.task_definition_id,
+            act.source,
         )
         .where(act.marking_session_id == session_id)
         .order_by(act.created_at, act.id)
@@ -217,6 +219,7 @@ def activity_row(a: Any) -> dict[str, Any]:
         "project_id": a.project_id,
         "task_id": a.task_id,
         "task_definition_id": a.task_definition_id,
+        "source": a.source,
     }
 
 

@@ -227,6 +227,10 @@ class ActivityOut(BaseModel):
     project_id: int | None
     task_id: int | None
     task_definition_id: int | None
+    source: Literal["server", "client"] = Field(
+        description="`server`: recorded by a tracked endpoint of the host; `client`: reported"
+        " by the user's client through POST /activities."
+    )
 
 
 class ActivityCreated(ActivityOut):
@@ -263,6 +267,10 @@ class SessionOut(BaseModel):
     )
     assessments: int
     activities: dict[str, int] = Field(description="Activity counts by action.")
+    client_activities: int = Field(
+        description="How many of the activities the user's client reported itself"
+        " (POST /activities) rather than a tracked endpoint of the host."
+    )
 
 
 class SessionDetail(SessionOut):

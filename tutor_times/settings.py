@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .constants import DEFAULT_CLIENT_ACTIONS, STORES, ConfigVars
+from .constants import ASSESSING, DEFAULT_CLIENT_ACTIONS, STORES, ConfigVars
 from .errors import ConfigurationError
 from .privacy import IP_STORAGE_MODES
 
@@ -108,6 +108,11 @@ class Settings:
             client_actions = frozenset(DEFAULT_CLIENT_ACTIONS) & actions
         else:
             client_actions = _names(config, ConfigVars.CLIENT_ACTIONS, allow_empty=True)
+        if ASSESSING in client_actions:
+            raise ConfigurationError(
+                f"{ConfigVars.CLIENT_ACTIONS} must not list {ASSESSING!r}: assessments come only"
+                " from the host's tracked endpoints, never from what a client reports (R11)"
+            )
         if not client_actions <= actions:
             unknown = ", ".join(sorted(client_actions - actions))
             raise ConfigurationError(

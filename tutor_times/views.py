@@ -1,4 +1,4 @@
-"""The report endpoints (DESIGN §4): who may see what, and how it is rendered."""
+"""The report endpoints: who may see what, and how it is rendered."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from . import reports
 from . import schemas as s
 from .api import Api, ApiError, csv_response, error_response
 from .constants import TRACKED_ROLES
-from .errors import InvalidActivityError
+from .errors import InvalidActivityError, UnknownReferenceError
 from .extension import current
 from .reports import Scope
 
@@ -123,8 +123,8 @@ def _unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str
 def _live_after() -> datetime:
     """Sessions whose last activity is after this instant are live: the next activity
     would still join them (R2), whether or not a sweep has closed the others yet."""
-    state = current_app.extensions["tutor_times"]
-    return state.owner.clock() - state.timeout  # type: ignore[no-any-return]
+    ext = current()
+    return ext.clock() - ext.state.timeout
 
 
 def _report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -154,6 +154,7 @@ SESSION_COLUMNS = [
     "comments",
     "submissions_opened",
     "activities",
+    "client_activities",
 ]
 
 
@@ -192,6 +193,7 @@ def _session_csv(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> Iterable[dict[
             "comments": r["activities"].get("add-comment", 0),
             "submissions_opened": r["activities"].get("get-submission-details", 0),
             "activities": sum(r["activities"].values()),
+            "client_activities": r["client_activities"],
         }
 
 
@@ -399,14 +401,16 @@ def report_activity(body: s.ActivityIn) -> Any:
     """Report an activity of the current user, e.g. a heartbeat while reading a submission.
 
     The marker is always the current user and the IP the request's; only the unit's
-    tutors, convenors and admins are tracked (R7); the action must be allowed (R8).
+    tutors, convenors and admins are tracked (R7). What a client reports is limited (R11):
+    only the actions of TUTOR_TIMES_CLIENT_ACTIONS (never `assessing`), only ids the host
+    confirms as the unit's, `at` within the backdating window; it is stored as `client`.
     """
     me = _current_user_id()
     ext = _owner()
     if not ext.is_tracked_role(current_user, body.unit_id):
         raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
     try:
-        activity = ext.record_activity(
+        activity = ext.record_client_activity(
             body.action,
             marker_id=me,
             unit_id=body.unit_id,
@@ -416,6 +420,8 @@ def report_activity(body: s.ActivityIn) -> Any:
             task_definition_id=body.task_definition_id,
             at=body.at,
         )
+    except UnknownReferenceError as exc:
+        raise ApiError(404, exc.message, exc.field) from None
     except InvalidActivityError as exc:
         raise ApiError(400, exc.message, exc.field) from None
     except sa.exc.SQLAlchemyError:
