@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from demo.extensions import db, tutor_times
-from tutor_times.views import MAX_BODY_BYTES, api
+from tutor_times.web.views import MAX_BODY_BYTES, api
 
 from .conftest import BACKENDS, build, built
 from .test_decorator import login

@@ -12,8 +12,8 @@ import sqlalchemy as sa
 from flask import Flask
 
 from demo.extensions import db
-from tutor_times.schemas import ZONES
-from tutor_times.views import MAX_BODY_BYTES
+from tutor_times.web.ranges import ZONES
+from tutor_times.web.views import MAX_BODY_BYTES
 
 from .conftest import sessions
 from .test_decorator import login

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from demo.extensions import tutor_times
-from tutor_times.schemas import day_starts, zone
+from tutor_times.web.ranges import day_starts, zone
 
 from .conftest import Clock, activities, sessions
 from .test_decorator import login

@@ -11,7 +11,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
@@ -19,30 +19,21 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
-from . import retention
-from .accounting import UTC, utcnow
+from .accounting import utcnow
 from .activity import check_action
-from .closer import oldest_unclosed, sweep
 from .constants import DEFAULTS
-from .decorator import IdSpec, TrackSpec, check_routes, track_view
-from .errors import ConfigurationError, InvalidActivityError
+from .decorator import IdSpec, TrackSpec, track_view
+from .errors import ConfigurationError
 from .hooks import HostHooks
+from .maintenance import Maintenance
 from .models import CLIENT, SERVER, Models, build_models
 from .settings import Settings
 from .state import AppState, build_state
-from .worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXTENSION_KEY = "tutor_times"
 logger = logging.getLogger("tutor_times")
-
-
-def _utc(t: datetime, name: str) -> datetime:
-    """An aware datetime in UTC; a naive one is refused (it would be read as local time)."""
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"{name} must be an aware datetime")
-    return t.astimezone(UTC)
 
 
 def current() -> TutorTimes:
@@ -55,7 +46,7 @@ def current() -> TutorTimes:
     return ext
 
 
-class TutorTimes(HostHooks):
+class TutorTimes(HostHooks, Maintenance):
     """Tracks marking actions into sessions and reports the time tutors spend marking.
 
     ``TutorTimes(app, db=db)``, or ``TutorTimes(db=db)`` then ``init_app(app)``.
@@ -117,7 +108,7 @@ class TutorTimes(HostHooks):
         app.extensions[EXTENSION_KEY] = self
 
         from .cli import cli
-        from .views import bp
+        from .web import bp
 
         app.cli.add_command(cli)
         app.register_blueprint(bp, url_prefix=settings.url_prefix)
@@ -145,35 +136,6 @@ class TutorTimes(HostHooks):
     def dispose(self) -> None:
         """Close the current app's tracking connections (after a fork, or in tests)."""
         self.state.dispose(self.db.engine)
-
-    def _on_first_request(self) -> None:
-        """Once per app, when every route exists: each @track's view-argument names must be
-        arguments of its route (or nothing could ever be recorded), and without a closer in
-        this process, warn if sessions are left open long past idle."""
-        state = self.state
-        if state.routes_checked:
-            return
-        check_routes(current_app)
-        state.routes_checked = True
-        if not state.in_process_sweeper:
-            self._warn_if_nothing_closes(state)
-
-    def _warn_if_nothing_closes(self, state: AppState) -> None:
-        settings = state.settings
-        grace = settings.closing_delay + timedelta(seconds=2 * settings.sweep_interval + 60)
-        try:
-            with state.tracker.sql.connect() as conn:
-                since = oldest_unclosed(conn, self.models, cutoff=self.clock() - grace)
-        except Exception:  # a check at start-up must never cost the request
-            logger.debug("could not look for unclosed sessions", exc_info=True)
-            return
-        if since is not None:
-            logger.warning(
-                "a marking session idle since %s is still open: no worker or cron sweep seems"
-                " to run, and this process closes none (TUTOR_TIMES_IN_PROCESS_SWEEPER is off)."
-                " Run `flask tutor-times worker`, or `flask tutor-times sweep` from cron.",
-                since.isoformat(),
-            )
 
     # -- tracking --------------------------------------------------------------
 
@@ -235,15 +197,7 @@ class TutorTimes(HostHooks):
         """Record what a client reported itself (R11): only TUTOR_TIMES_CLIENT_ACTIONS, ids the
         host confirms as the unit's, marked ``source="client"``. The caller has checked that
         the marker is staff of the unit."""
-        allowed = self.state.settings.client_actions
-        if action not in allowed:
-            raise InvalidActivityError(
-                f"action {action!r} cannot be reported by a client;"
-                f" allowed: {', '.join(sorted(allowed)) or 'none'}",
-                field="action",
-            )
-        ids = ("project_id", "task_id", "task_definition_id")
-        self.confirm_targets(unit_id, *(fields.get(name) for name in ids))
+        self.check_client_report(action, unit_id, self.state.settings.client_actions, fields)
         return self._record(action, source=CLIENT, unit_id=unit_id, **fields)
 
     def _record(self, action: str, *, source: str, **fields: Any) -> Any:
@@ -261,83 +215,3 @@ class TutorTimes(HostHooks):
     def failures(self) -> int:
         """Tracked requests whose activity could not be recorded, since start."""
         return self._failures
-
-    # -- closing and removing --------------------------------------------------
-
-    def close_idle_session(
-        self, marker_id: int, unit_id: int, ip_address: str, now: datetime | None = None
-    ) -> int:
-        """Close one key's open session if it is idle at ``now`` (1), else leave it (0)."""
-        return self._sweep(now, key=(marker_id, unit_id, ip_address))
-
-    def close_expired_sessions(self, now: datetime | None = None) -> int:
-        """Close every session idle at ``now`` — no activity for the timeout plus
-        TUTOR_TIMES_MAX_BACKDATE (R6) — at its last activity; returns how many were closed."""
-        return self._sweep(now)
-
-    def _sweep(self, now: datetime | None, key: tuple[int, int, str] | None = None) -> int:
-        state = self.state
-        return sweep(
-            state.tracker.sql.connect,
-            self.models,
-            now=self.clock() if now is None else _utc(now, "now"),
-            timeout=state.settings.closing_delay,
-            min_minutes=state.min_minutes,
-            batch_size=1 if key else state.settings.sweep_batch_size,
-            key=key,
-        )
-
-    def purge(
-        self,
-        before: datetime,
-        *,
-        anonymize: bool = False,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Delete closed sessions that ended before ``before`` and their activities (or,
-        with ``anonymize``, blank their IP addresses); returns how many sessions changed."""
-        state = self.state
-        return retention.purge(
-            state.tracker.sql.connect,
-            self.models,
-            before=_utc(before, "before"),
-            anonymize=anonymize,
-            batch_size=state.settings.sweep_batch_size,
-            progress=progress,
-        )
-
-    def purge_count(self, before: datetime, *, anonymize: bool = False) -> int:
-        """How many sessions :meth:`purge` would change."""
-        with self.state.tracker.sql.connect() as conn:
-            return retention.purge_count(
-                conn, self.models, before=_utc(before, "before"), anonymize=anonymize
-            )
-
-    # -- the worker --------------------------------------------------------------
-
-    def run_worker(
-        self,
-        *,
-        interval: float | None = None,
-        listen: bool = True,
-        stop: threading.Event | None = None,
-    ) -> None:
-        """Sweep every ``interval`` seconds and close sessions on Redis expiry events, until
-        ``stop`` is set (see :class:`~tutor_times.worker.Worker`)."""
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        Worker(app, self, interval=interval, listen=listen, stop=stop).work()
-
-    def stop_sweeper(self) -> None:
-        """Stop this app's in-process sweeper thread, if it runs."""
-        sweeper = self.state.sweeper
-        if sweeper is not None:
-            sweeper.stop()
-            sweeper.join(timeout=10)
-
-    def _start_sweeper(self, state: AppState) -> None:
-        """The embedded mode's sweeper: a daemon thread of this process, started on first use
-        (after any fork). Several processes each run one; the sweep is safe to run at once."""
-        app = current_app._get_current_object()  # type: ignore[attr-defined]
-        with self._lock:
-            if state.sweeper is None:
-                state.sweeper = Worker(app, self, listen=False).start_in_background()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from .constants import TRACKED_ROLES
@@ -73,6 +73,19 @@ class HostHooks:
             raise InvalidActivityError(
                 f"{', '.join(named)}: not found in unit {unit_id}", field=named[0]
             )
+
+    def check_client_report(
+        self, action: str, unit_id: int, allowed: Collection[str], ids: Mapping[str, Any]
+    ) -> None:
+        """R11: a client may report only the allowed actions, about ids the host confirms."""
+        if action not in allowed:
+            raise InvalidActivityError(
+                f"action {action!r} cannot be reported by a client;"
+                f" allowed: {', '.join(sorted(allowed)) or 'none'}",
+                field="action",
+            )
+        names = ("project_id", "task_id", "task_definition_id")
+        self.confirm_targets(unit_id, *(ids.get(name) for name in names))
 
     @staticmethod
     def marker_id_of(user: Any) -> int:

@@ -18,7 +18,7 @@ from flask import Flask
 from .closer import ExpiryListener
 
 if TYPE_CHECKING:
-    from .extension import TutorTimes
+    from .maintenance import Maintenance
 
 logger = logging.getLogger("tutor_times")
 
@@ -27,7 +27,7 @@ class Worker:
     def __init__(
         self,
         app: Flask,
-        ext: TutorTimes,
+        ext: Maintenance,
         *,
         interval: float | None = None,
         listen: bool = True,

@@ -3,22 +3,37 @@ records the operation for ``/openapi.json``, and renders JSON or CSV; errors are
 
 from __future__ import annotations
 
-import csv
 import functools
-import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from . import schemas
-
 REF = "#/components/schemas/{model}"
+
+
+class FieldError(ValueError):
+    """A valid-looking parameter that cannot be used, e.g. a date out of range."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+class ErrorBody(BaseModel):
+    status: int
+    message: str
+    field: str | None = Field(None, description="The offending parameter, when there is one.")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
 
 
 class ApiError(HTTPException):
@@ -102,6 +117,8 @@ def parse(model: type[BaseModel], data: Any) -> Any:
 
 @dataclass
 class Operation:
+    #: the view's name: the endpoint's name in Flask and its operationId in OpenAPI
+    name: str
     method: str
     rule: str
     summary: str
@@ -151,6 +168,7 @@ class Api:
             doc = (view.__doc__ or "").strip().split("\n\n")
             self.operations.append(
                 Operation(
+                    view.__name__,
                     method,
                     rule,
                     doc[0].replace("\n", " "),
@@ -180,7 +198,7 @@ class Api:
                     kwargs["body"] = parse(body, json_object(self.body_cap()))
                 try:
                     result = view(**kwargs)
-                except schemas.FieldError as exc:
+                except FieldError as exc:
                     raise ApiError(400, f"{exc.field}: {exc.message}", exc.field) from None
                 if isinstance(result, Response):
                     return result
@@ -194,7 +212,7 @@ class Api:
 
     def openapi(self, prefix: str) -> dict[str, Any]:
         """The OpenAPI 3.1 document of every declared operation."""
-        models: set[type[BaseModel]] = {schemas.ErrorOut}
+        models: set[type[BaseModel]] = {ErrorOut}
         for op in self.operations:
             models.update(m for m in (op.body, op.response) if m is not None)
         bodies = {op.body for op in self.operations}
@@ -247,7 +265,7 @@ def _parameters(model: type[BaseModel], where: str) -> list[dict[str, Any]]:
 def _operation(op: Operation) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "summary": op.summary,
-        "operationId": op.summary.split(":")[0].lower().replace(" ", "_").strip(".")[:60],
+        "operationId": op.name,
         "tags": [op.tag],
         "parameters": (_parameters(op.path, "path") if op.path else [])
         + (_parameters(op.query, "query") if op.query else []),
@@ -265,7 +283,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.csv:
         content["text/csv"] = {"schema": {"type": "string"}}
     responses: dict[str, Any] = {str(op.status): {"description": "OK", "content": content}}
-    error = {"application/json": {"schema": _ref(schemas.ErrorOut)}}
+    error = {"application/json": {"schema": _ref(ErrorOut)}}
     one_session = op.path is not None and "session_id" in op.path.model_fields
     for code, description in ERRORS.items():
         if code in ("401", "403") and op.public:
@@ -286,17 +304,3 @@ def _operation(op: Operation) -> dict[str, Any]:
         responses["503"] = {"description": "The database could not store it.", "content": error}
     spec["responses"] = responses
     return spec
-
-
-def csv_response(name: str, columns: list[str], rows: Iterable[dict[str, Any]]) -> Response:
-    """A spreadsheet-ready CSV download (UTF-8 with BOM, so Excel reads it as UTF-8)."""
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.DictWriter(out, columns, extrasaction="ignore", lineterminator="\r\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return Response(
-        out.getvalue(),
-        mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
-    )

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from . import reports
+from .. import reports
+from ..constants import TRACKED_ROLES
+from ..errors import InvalidActivityError, UnknownReferenceError
+from ..extension import current
+from ..reports import Scope
+from . import csv_export, ranges
 from . import schemas as s
-from .api import Api, ApiError, csv_response, error_response
-from .constants import TRACKED_ROLES
-from .errors import InvalidActivityError, UnknownReferenceError
-from .extension import current
-from .reports import Scope
+from .api import Api, ApiError, error_response
+from .csv_export import csv_response
 
 logger = logging.getLogger("tutor_times")
 
@@ -135,71 +136,13 @@ def _report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
 
 
-# -- CSV -------------------------------------------------------------------------------
-
-SESSION_COLUMNS = [
-    "session_id",
-    "marker_id",
-    "unit_id",
-    "ip_address",
-    "start_date",
-    "start_time",
-    "end_date",
-    "end_time",
-    "timezone",
-    "duration_minutes",
-    "duration_hours",
-    "active",
-    "assessments",
-    "comments",
-    "submissions_opened",
-    "activities",
-    "client_activities",
-]
-
-
-def _hours(minutes: float | None) -> str:
-    return "" if minutes is None else f"{minutes / 60:.1f}"
-
-
-def _local(stamp: str | None, tz: ZoneInfo) -> tuple[str, str]:
-    if stamp is None:
-        return "", ""
-    try:
-        t = datetime.fromisoformat(stamp).astimezone(tz)
-    except OverflowError:  # a stored time at an end of the calendar, past it in ``tz``
-        raise s.FieldError("tz", f"a time in the result cannot be shown in {tz.key}") from None
-    return t.date().isoformat(), t.strftime("%H:%M:%S")
-
-
-def _session_csv(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> Iterable[dict[str, Any]]:
-    for r in rows:
-        start_date, start_time = _local(r["start_time"], tz)
-        end_date, end_time = _local(r["end_time"], tz)
-        yield {
-            "session_id": r["id"],
-            "marker_id": r["marker_id"],
-            "unit_id": r["unit_id"],
-            "ip_address": r["ip_address"],
-            "start_date": start_date,
-            "start_time": start_time,
-            "end_date": end_date,
-            "end_time": end_time,
-            "timezone": tz.key,
-            "duration_minutes": r["duration_minutes"],
-            "duration_hours": _hours(r["duration_minutes"]),
-            "active": "yes" if r["active"] else "no",
-            "assessments": r["assessments"],
-            "comments": r["activities"].get("add-comment", 0),
-            "submissions_opened": r["activities"].get("get-submission-details", 0),
-            "activities": sum(r["activities"].values()),
-            "client_activities": r["client_activities"],
-        }
-
-
 def _sessions_reply(name: str, result: dict[str, Any], query: s.RangeQuery) -> Any:
     if query.format == "csv":
-        return csv_response(name, SESSION_COLUMNS, _session_csv(result["sessions"], query.zone()))
+        return csv_response(
+            name,
+            csv_export.SESSION_COLUMNS,
+            csv_export.session_rows(result["sessions"], query.zone()),
+        )
     return result
 
 
@@ -270,7 +213,7 @@ def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
         rows = [
             {
                 **r,
-                "hours": _hours(r["minutes"]),
+                "hours": csv_export.hours(r["minutes"]),
                 "from": range_out["start"],
                 "to": range_out["end"],
                 "timezone": query.tz,
@@ -312,7 +255,7 @@ def tasks(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
         return csv_response(
             f"unit-{path.unit_id}-tasks",
             columns,
-            ({**r, "estimated_hours": _hours(r["estimated_minutes"])} for r in rows),
+            ({**r, "estimated_hours": csv_export.hours(r["estimated_minutes"])} for r in rows),
         )
     return {"unit_id": path.unit_id, "range": range_out, "tasks": rows}
 
@@ -328,7 +271,7 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     """
     scope, range_out = _unit_scope(path.unit_id, query)
     tz = query.zone()
-    starts = s.day_starts(scope.start, scope.end, tz, query.bucket)
+    starts = ranges.day_starts(scope.start, scope.end, tz, query.bucket)
     buckets = _report(reports.timeline, scope, starts, tz)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
@@ -336,7 +279,12 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
             f"unit-{path.unit_id}-timeline-{query.bucket}",
             columns,
             (
-                {**b, "start_date": b["start"], "timezone": query.tz, "hours": _hours(b["minutes"])}
+                {
+                    **b,
+                    "start_date": b["start"],
+                    "timezone": query.tz,
+                    "hours": csv_export.hours(b["minutes"]),
+                }
                 for b in buckets
             ),
         )
