@@ -19,6 +19,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from flask import Flask
+from flask.testing import FlaskClient
 
 from demo import create_app
 from demo.extensions import db, tutor_times
@@ -28,6 +29,7 @@ from demo.scenario import D as D
 from demo.scenario import add_second_unit, play
 from demo.scenario import at as at
 from demo.seed import seed
+from tutor_times.redis_cache import RedisStore
 
 PG_URL = os.environ.get(
     "TUTOR_TIMES_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -131,6 +133,20 @@ def make_app(backend: str, **config: Any) -> Flask:
     return create_app("testing", **config)
 
 
+def redis_of(app: Flask) -> redis.Redis:
+    """The app's Redis client (a test of the Redis store: there is one)."""
+    client = tutor_times.state_of(app).redis
+    assert client is not None
+    return client
+
+
+def cache_of(app: Flask) -> RedisStore:
+    """The app's Redis session cache."""
+    cache = tutor_times.state_of(app).tracker.redis
+    assert cache is not None
+    return cache
+
+
 def reset_redis(app: Flask) -> None:
     """Forget every key of this app's prefix."""
     client = tutor_times.state_of(app).redis
@@ -216,6 +232,18 @@ def app(backend: str, store: str, clock: Clock) -> Iterator[Flask]:
 def ctx(app: Flask) -> Iterator[Flask]:
     with app.app_context():
         yield app
+
+
+#: a task of student1's project (project 1, user 5) in unit 1, as the demo seeds it
+TASK = "/units/1/projects/1/tasks/1"
+
+
+def login(app: Flask, username: str) -> FlaskClient:
+    """A test client logged in as one of the demo's users (password "password")."""
+    client = app.test_client()
+    r = client.post("/login", json={"username": username, "password": "password"})
+    assert r.status_code == 200, r.get_json()
+    return client
 
 
 def stored(app: Flask, model: Any, *options: Any) -> list[Any]:

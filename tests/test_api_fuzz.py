@@ -21,9 +21,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from demo.extensions import db, tutor_times
 from tutor_times.web.views import MAX_BODY_BYTES, api
 
-from .conftest import BACKENDS, build, built
-from .test_decorator import login
-from .test_timeline import store_sessions
+from .conftest import BACKENDS, build, built, login, reset_tables
 
 P = "/tutor-times"
 
@@ -146,7 +144,7 @@ def extreme_app(request: pytest.FixtureRequest) -> Iterator[tuple[Flask, FlaskCl
     """An app whose unit 1 holds sessions in years 1 and 9999 (and in 2026), and a
     convenor's client."""
     with built(str(request.param)) as app:
-        store_sessions(app, [])
+        reset_tables(app)
         ms = tutor_times.MarkingSession
         with app.app_context(), db.engine.begin() as conn:
             for start in (D0, D9, datetime(2026, 3, 2, 9, tzinfo=timezone.utc)):
@@ -231,7 +229,7 @@ def test_every_zone_name_on_summary_and_timeline(extreme_app: tuple[Flask, Flask
 def test_type_confusion_in_every_body_field(extreme_app: tuple[Flask, FlaskClient]) -> None:
     app, _ = extreme_app
     client = login(app, "tutor1")
-    requests = [
+    requests: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/activities", {"json": {**VALID_BODY, field: value}})
         for field in BODY_FIELDS
         for value in CONFUSED
@@ -280,7 +278,7 @@ def test_extreme_ids_in_every_path_and_query(extreme_app: tuple[Flask, FlaskClie
         "%F0%9F%98%80",
         "9" * 5000,
     ]
-    requests = [
+    requests: list[tuple[str, str, dict[str, Any]]] = [
         ("GET", f"/units/{i}/{report}", {})
         for i in ids
         for report in ("active", "summary", "sessions", "tasks", "timeline")

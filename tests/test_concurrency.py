@@ -13,7 +13,7 @@ from flask import Flask
 
 from demo.extensions import tutor_times
 
-from .conftest import BACKENDS, Clock, activities, build, make_app, sessions
+from .conftest import BACKENDS, Clock, activities, build, built, make_app, sessions
 from .servers import free_port
 
 THREADS = 16
@@ -91,9 +91,7 @@ def _process(config: dict[str, Any], barrier: Any, results: Any) -> None:
 @pytest.mark.real
 def test_simultaneous_first_activities_from_processes(store_mode: str) -> None:
     config = store_config(store_mode)
-    with_app = build("postgres", **config)
-    app = next(with_app)
-    try:
+    with built("postgres", **config) as app:
         config["TUTOR_TIMES_REDIS_PREFIX"] = app.config["TUTOR_TIMES_REDIS_PREFIX"]
         spawn = multiprocessing.get_context("spawn")
         barrier = spawn.Barrier(PROCESSES * PER_PROCESS)
@@ -111,5 +109,3 @@ def test_simultaneous_first_activities_from_processes(store_mode: str) -> None:
         ids = [i for got, _ in outcomes for i in got]
         errors = [e for _, got in outcomes for e in got]
         assert_one_session(app, ids, errors, PROCESSES * PER_PROCESS)
-    finally:
-        with_app.close()

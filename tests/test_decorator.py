@@ -14,16 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from demo.extensions import tutor_times
 
-from .conftest import Clock, activities, sessions, stored
-
-TASK = "/units/1/projects/1/tasks/1"  # project 1 belongs to student1 (user 5)
-
-
-def login(app: Flask, username: str) -> FlaskClient:
-    client = app.test_client()
-    r = client.post("/login", json={"username": username, "password": "password"})
-    assert r.status_code == 200, r.get_json()
-    return client
+from .conftest import TASK, Clock, activities, login, sessions, stored
 
 
 @pytest.fixture
@@ -121,7 +112,8 @@ def test_admins_and_convenors_are_tracked(app: Flask, username: str, role: str) 
 
 
 def _user(app: Flask, username: str) -> Any:
-    from demo.models import User, db
+    from demo.extensions import db
+    from demo.models import User
 
     with app.app_context():
         user = db.session.query(User).filter_by(username=username).one()
@@ -131,7 +123,8 @@ def _user(app: Flask, username: str) -> Any:
 
 def test_a_marker_on_their_own_project_is_not_tracked(app: Flask) -> None:
     """tutor2 is staff in unit 1 and also enrolled there: `when=` keeps their own task out."""
-    from demo.models import Project, Task, db
+    from demo.extensions import db
+    from demo.models import Project, Task
 
     with app.app_context():
         project = Project(unit_id=1, user_id=4)

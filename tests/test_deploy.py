@@ -19,9 +19,8 @@ from demo.extensions import db
 from demo.models import User
 from demo.seed import seed
 
-from .conftest import built
+from .conftest import built, login
 from .databases import scratch_database
-from .test_decorator import login
 
 ROOT = Path(__file__).resolve().parent.parent
 STRONG = "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyz"

@@ -15,8 +15,7 @@ from demo.extensions import db
 from tutor_times.web.ranges import ZONES
 from tutor_times.web.views import MAX_BODY_BYTES
 
-from .conftest import sessions
-from .test_decorator import login
+from .conftest import login, sessions
 
 P = "/tutor-times"
 RANGE_REPORTS = ["summary", "sessions", "tasks", "timeline"]

@@ -14,8 +14,7 @@ from flask.testing import FlaskClient
 from demo.extensions import tutor_times
 from tutor_times.web.ranges import day_starts, zone
 
-from .conftest import Clock, activities, sessions
-from .test_decorator import login
+from .conftest import Clock, activities, login, sessions
 
 P = "/tutor-times"
 RANGE = "from=2026-03-02&to=2026-03-03"

@@ -11,9 +11,19 @@ from flask import Flask
 
 from demo.extensions import tutor_times
 
-from .conftest import BACKENDS, Clock, activities, build, built, sessions
+from .conftest import (
+    BACKENDS,
+    TASK,
+    Clock,
+    activities,
+    build,
+    built,
+    cache_of,
+    login,
+    redis_of,
+    sessions,
+)
 from .servers import OwnRedis, free_port
-from .test_decorator import TASK, login
 
 
 @pytest.fixture(params=BACKENDS)
@@ -45,7 +55,7 @@ def test_a_closed_redis_port_falls_back_to_sql(
     # one log line for the change of state, not one per request
     assert [r.getMessage() for r in caplog.records if "Redis failed" in r.getMessage()] != []
     assert sum("Redis failed" in r.getMessage() for r in caplog.records) == 1
-    breaker = tutor_times.state_of(dead_redis_app).tracker.redis.breaker
+    breaker = cache_of(dead_redis_app).breaker
     assert breaker.failures == 1  # the open breaker skipped Redis for the next two
 
 
@@ -60,7 +70,7 @@ def test_redis_stopped_and_restarted_mid_session(
             TUTOR_TIMES_REDIS_URL=server.url,
             TUTOR_TIMES_REDIS_RETRY_AFTER=0.2,
         ) as app:
-            client = tutor_times.state_of(app).redis
+            client = redis_of(app)
             prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]
             with app.app_context(), caplog.at_level(logging.WARNING, logger="tutor_times"):
                 record = lambda: tutor_times.record_activity(  # noqa: E731

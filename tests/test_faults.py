@@ -15,9 +15,19 @@ from flask import Flask
 
 from demo.extensions import db, tutor_times
 
-from .conftest import BACKENDS, Clock, activities, build, built, sessions
+from .conftest import (
+    BACKENDS,
+    TASK,
+    Clock,
+    activities,
+    build,
+    built,
+    cache_of,
+    login,
+    redis_of,
+    sessions,
+)
 from .servers import OwnRedis
-from .test_decorator import TASK, login
 
 #: generous against the 0.25 s timeouts; redis-py's own defaults would wait forever here
 STALL_BOUND_S = 2.0
@@ -41,8 +51,8 @@ def test_a_redis_that_never_answers(
             TUTOR_TIMES_REDIS_RETRY_AFTER=0.5,
         ) as app:
             tutor = login(app, "tutor1")
-            breaker = tutor_times.state_of(app).tracker.redis.breaker
-            client = tutor_times.state_of(app).redis
+            breaker = cache_of(app).breaker
+            client = redis_of(app)
             prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]
             with caplog.at_level(logging.WARNING, logger="tutor_times"):
                 assert tutor.put(TASK, json={"status": "complete"}).status_code == 200

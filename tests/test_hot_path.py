@@ -12,8 +12,7 @@ from flask import Flask
 
 from demo.extensions import db, tutor_times
 
-from .conftest import BACKENDS, Clock, activities, build, built
-from .test_decorator import TASK, login
+from .conftest import BACKENDS, TASK, Clock, activities, build, built, cache_of, login, redis_of
 
 
 class Counter:
@@ -24,7 +23,7 @@ class Counter:
         with app.app_context():
             # the host's statements and the tracker's, which has an engine of its own
             self.engines = {db.engine, tutor_times.tracking_engine}
-        self.client = tutor_times.state_of(app).redis
+        self.client = redis_of(app)
         self._execute = self.client.execute_command
 
     def __enter__(self) -> Counter:
@@ -36,7 +35,7 @@ class Counter:
             self.redis.append(str(args[0]))
             return self._execute(*args, **kwargs)
 
-        self.client.execute_command = counted
+        self.client.execute_command = counted  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -102,7 +101,7 @@ def test_starting_a_session_is_the_slow_path(redis_app: Flask, clock: Clock) -> 
 
 def test_the_sql_store_needs_no_redis(clock: Clock) -> None:
     with built("sqlite", TUTOR_TIMES_STORE="sql") as app:
-        assert tutor_times.state_of(app).redis is None
+        assert redis_of(app) is None
         with app.app_context():
             a = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
             clock.advance(minutes=1)
@@ -150,7 +149,7 @@ def test_a_wrong_cached_session_is_refused_and_replaced(
     """After a database restore the cache may name a session that is not this key's: the
     activity still lands in the key's own session, and the cache is put right."""
     with redis_app.app_context():
-        store = tutor_times.state.tracker.redis
+        store = cache_of(redis_app)
         other = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
         mine = tutor_times.record_activity("inbox", marker_id=4, unit_id=1, ip_address="10.1.1.2")
         key = store.key(4, 1, "10.1.1.2")
@@ -166,7 +165,7 @@ def test_a_wrong_cached_session_is_refused_and_replaced(
         with Counter(redis_app) as count:
             tutor_times.record_activity("assessing", marker_id=4, unit_id=1, ip_address="10.1.1.2")
         assert len(count.ours()) == 1  # the hot path again
-    by_session = {}
+    by_session: dict[int, list[Any]] = {}
     for a in activities(redis_app):
         by_session.setdefault(a.marking_session_id, []).append(a.action)
     assert by_session[other.marking_session_id] == ["inbox"]  # nothing of tutor 4's in it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ def test_a_closed_session_without_a_duration_is_refused_by_the_database(ctx: Fla
         "created_at": T0,
         "updated_at": T0,
     }
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"end_time": T0 + timedelta(minutes=5), "duration_minutes": None},
         {"end_time": T0 + timedelta(minutes=5), "duration_minutes": 0},
         {"end_time": T0 - timedelta(minutes=5), "duration_minutes": 5},

@@ -23,7 +23,7 @@ from flask import Flask
 
 from demo.extensions import db, tutor_times
 
-from .conftest import BACKENDS, PG_URL, T0, Clock, activities, build, built, sessions
+from .conftest import BACKENDS, PG_URL, T0, Clock, activities, build, built, redis_of, sessions
 from .servers import OwnRedis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -207,7 +207,7 @@ def test_a_listener_started_after_the_keys_expired_still_closes_by_sweep(
     with live_app.app_context():
         record()
     prefix = live_app.config["TUTOR_TIMES_REDIS_PREFIX"]
-    client = tutor_times.state_of(live_app).redis
+    client = redis_of(live_app)
     assert wait_until(lambda: not client.keys(f"{prefix}:*"), IDLE + 3) < IDLE + 3
     worker = spawn(0.5)
     try:
@@ -219,7 +219,7 @@ def test_a_listener_started_after_the_keys_expired_still_closes_by_sweep(
 
 @pytest.mark.real
 def test_flushall_mid_session_does_not_split_it(live_app: Flask, own_redis: OwnRedis) -> None:
-    client = tutor_times.state_of(live_app).redis
+    client = redis_of(live_app)
     with live_app.app_context():
         first = record()
         client.flushall()
@@ -365,7 +365,9 @@ def test_the_in_process_sweeper_closes_idle_sessions(tmp_path: Path) -> None:
         finally:
             with app.app_context():
                 tutor_times.stop_sweeper()
-            assert not tutor_times.state_of(app).sweeper.thread.is_alive()
+            sweeper = tutor_times.state_of(app).sweeper
+            assert sweeper is not None and sweeper.thread is not None
+            assert not sweeper.thread.is_alive()
 
 
 @contextlib.contextmanager
@@ -455,9 +457,9 @@ def test_a_worker_started_while_redis_is_down_enables_events_once_it_is_up(
                     server.start()
                     text = "expiry listener reconnected"
                     assert wait_until(lambda: text in caplog.text, 10) < 10, caplog.text
-                    flags = tutor_times.state_of(app).redis.config_get(
-                        "notify-keyspace-events"
-                    )["notify-keyspace-events"]
+                    flags = str(
+                        redis_of(app).config_get("notify-keyspace-events")["notify-keyspace-events"]
+                    )
                     assert "E" in flags and ("x" in flags or "A" in flags)
                     with app.app_context():
                         record()

@@ -13,7 +13,17 @@ from demo.extensions import tutor_times
 from tutor_times import ConfigurationError
 from tutor_times.privacy import truncate
 
-from .conftest import BACKENDS, Clock, activities, build, built, play_scenario, sessions
+from .conftest import (
+    BACKENDS,
+    Clock,
+    activities,
+    build,
+    built,
+    cache_of,
+    play_scenario,
+    redis_of,
+    sessions,
+)
 
 RAW = "192.0.2.77"
 SAME_NETWORK = "192.0.2.200"
@@ -62,7 +72,7 @@ def record(app: Flask, ip: str) -> int:
 
 def redis_contents(app: Flask) -> str:
     """Every key and value of this app's prefix, as one string."""
-    client = tutor_times.state_of(app).redis
+    client = redis_of(app)
     if client is None:
         return ""
     prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]
@@ -113,7 +123,7 @@ def test_a_hashed_session_is_closed_from_its_redis_key(backend_name: str, clock:
         TUTOR_TIMES_IP_HASH_KEY="k" * 32,
     ) as app:
         record(app, RAW)
-        store = tutor_times.state_of(app).tracker.redis
+        store = cache_of(app)
         [key] = store.client.keys(f"{app.config['TUTOR_TIMES_REDIS_PREFIX']}:*")
         parsed = store.parse_key(key.decode() if isinstance(key, bytes) else key)
         assert parsed is not None and RAW not in parsed[2]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -51,7 +52,7 @@ def pg_app() -> Iterator[Flask]:
 @example([(3, 0, 59_999_999), (3, 3600 * 10**6, 0)])  # under a minute each: the minimum
 def test_sql_merge_equals_python_merge(pg_app: Flask, sessions: list[tuple[int, int, int]]) -> None:
     ms = tutor_times.MarkingSession
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "marker_id": marker,
             "unit_id": 1,

@@ -15,8 +15,7 @@ from flask.testing import FlaskClient
 
 from demo.extensions import tutor_times
 
-from .conftest import T0, Clock, activities, sessions
-from .test_decorator import login
+from .conftest import T0, Clock, activities, login, sessions
 
 P = "/tutor-times"
 

@@ -18,8 +18,7 @@ from demo.extensions import db
 from demo.scenario import NOW
 from tutor_times.constants import DEFAULTS
 
-from .conftest import Clock, built, play_scenario
-from .test_decorator import login
+from .conftest import Clock, built, login, play_scenario
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 HOST = "http://127.0.0.1:5000"
@@ -29,7 +28,7 @@ EXAMPLE = re.compile(r"```sh\n(curl [^`]*?)\n```\n```(json|csv)\n(.*?)\n```", re
 
 def examples() -> list[tuple[str, str, str]]:
     section = README.read_text().split("### Report endpoints", 1)[1].split("\n## ", 1)[0]
-    return [m.groups() for m in EXAMPLE.finditer(section)]
+    return [(m[1], m[2], m[3]) for m in EXAMPLE.finditer(section)]
 
 
 def url_of(args: list[str]) -> str:

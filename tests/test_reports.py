@@ -19,7 +19,12 @@ def run_summary(app: Flask, **kw: Any) -> dict[str, Any]:
     with app.app_context():
         state = tutor_times.state
         with state.tracker.sql.connect() as conn:
-            args = {"unit_id": 1, "start": D, "end": D + timedelta(days=2), "marker_id": None}
+            args: dict[str, Any] = {
+                "unit_id": 1,
+                "start": D,
+                "end": D + timedelta(days=2),
+                "marker_id": None,
+            }
             result = summary(
                 conn, tutor_times.models, Scope(**(args | kw)), min_minutes=state.min_minutes
             )

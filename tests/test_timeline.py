@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
 
-from .conftest import BACKENDS, Clock, built
-from .test_decorator import login
+from .conftest import BACKENDS, Clock, built, login
 
 P = "/tutor-times"
 UTC = timezone.utc
@@ -51,8 +50,8 @@ def assert_buckets_add_up(totals: dict[str, Any], buckets: list[dict[str, Any]])
         assert sum(b[key] for b in buckets) == totals[key], key
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def test_two_ips_overlapping_across_midnight_count_once_on_the_day_they_start(

@@ -33,7 +33,12 @@ def record(at: datetime, marker: int = TUTOR, unit: int = UNIT, ip: str = IP, **
     if isinstance(at, datetime) and at.tzinfo is not None and clock() < at:
         clock.set(at)  # type: ignore[attr-defined]
     return tutor_times.record_activity(
-        kw.pop("action", "assessing"), marker_id=marker, unit_id=unit, ip_address=ip, at=at, **kw
+        str(kw.pop("action", "assessing")),
+        marker_id=marker,
+        unit_id=unit,
+        ip_address=ip,
+        at=at,
+        **kw,  # type: ignore[arg-type]
     )
 
 

@@ -9,8 +9,7 @@ from flask import Flask
 
 from demo.extensions import tutor_times
 
-from .conftest import Clock
-from .test_decorator import login
+from .conftest import Clock, login
 
 ACTIVE = "/tutor-times/units/1/active"
 

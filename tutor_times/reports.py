@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from .accounting import UTC, duration_minutes
+from .accounting import duration_minutes
 from .constants import ASSESSING
 from .models import CLIENT, Models, last_activity_of
 
@@ -40,10 +40,6 @@ class Scope:
         if self.marker_id is not None:
             clauses.append(ms.marker_id == self.marker_id)
         return clauses
-
-
-def iso(t: datetime) -> str:
-    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _last_activity(models: Models) -> Any:
@@ -89,8 +85,8 @@ def active_sessions(
             "id": r.id,
             "marker_id": r.marker_id,
             "ip_address": r.ip_address,
-            "start_time": iso(r.start_time),
-            "last_activity": iso(r.last_activity),
+            "start_time": r.start_time,
+            "last_activity": r.last_activity,
             "duration_minutes": duration_minutes(r.start_time, r.last_activity, min_minutes),
             "active": True,
         }
@@ -135,9 +131,9 @@ def _session_rows(
             "marker_id": r.marker_id,
             "unit_id": r.unit_id,
             "ip_address": r.ip_address,
-            "start_time": iso(r.start_time),
-            "end_time": iso(r.end_time) if r.end_time is not None else None,
-            "last_activity": iso(r.last_activity),
+            "start_time": r.start_time,
+            "end_time": r.end_time,
+            "last_activity": r.last_activity,
             "duration_minutes": _minutes(r, min_minutes),
             "active": r.end_time is None and r.last_activity > live_after,
             "assessments": counts[r.id].get(ASSESSING, 0),
@@ -215,7 +211,7 @@ def activity_row(a: Any) -> dict[str, Any]:
         "id": a.id,
         "marking_session_id": a.marking_session_id,
         "action": a.action,
-        "created_at": iso(a.created_at),
+        "created_at": a.created_at,
         "project_id": a.project_id,
         "task_id": a.task_id,
         "task_definition_id": a.task_definition_id,
@@ -469,8 +465,8 @@ def timeline(
     """
     buckets: list[dict[str, Any]] = [
         {
-            "start": s.astimezone(tz).date().isoformat(),
-            "start_time": iso(s),
+            "start": s.astimezone(tz).date(),
+            "start_time": s,
             "minutes": 0,
             "sessions": 0,
             "assessments": 0,

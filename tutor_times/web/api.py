@@ -202,6 +202,9 @@ class Api:
                     raise ApiError(400, f"{exc.field}: {exc.message}", exc.field) from None
                 if isinstance(result, Response):
                     return result
+                if response is not None:
+                    # the reply is built by the model that documents it: the two cannot drift
+                    result = response.model_validate(result).model_dump(mode="json")
                 return jsonify(result), status
 
             flask_rule = rule.replace("{", "<").replace("}", ">")

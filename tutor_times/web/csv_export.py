@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Response
 
+from ..accounting import UTC
 from .api import FieldError
 
 
@@ -53,11 +54,17 @@ def hours(minutes: float | None) -> str:
     return "" if minutes is None else f"{minutes / 60:.1f}"
 
 
-def local_date_time(stamp: str | None, tz: ZoneInfo) -> tuple[str, str]:
+def instant(t: datetime) -> str:
+    """A UTC instant as ISO 8601 with a Z, as the JSON replies write it."""
+    return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def local_date_time(stamp: datetime | None, tz: ZoneInfo) -> tuple[str, str]:
+    """A time as its local date and time of day in ``tz``, for a spreadsheet."""
     if stamp is None:
         return "", ""
     try:
-        t = datetime.fromisoformat(stamp).astimezone(tz)
+        t = stamp.astimezone(tz)
     except OverflowError:  # a stored time at an end of the calendar, past it in ``tz``
         raise FieldError("tz", f"a time in the result cannot be shown in {tz.key}") from None
     return t.date().isoformat(), t.strftime("%H:%M:%S")

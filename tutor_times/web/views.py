@@ -112,7 +112,7 @@ def _range(query: s.RangeQuery) -> tuple[datetime, datetime]:
 
 
 def _range_out(start: datetime, end: datetime, query: s.RangeQuery) -> dict[str, Any]:
-    return {"start": reports.iso(start), "end": reports.iso(end), "tz": query.tz}
+    return {"start": start, "end": end, "tz": query.tz}
 
 
 def _unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str, Any]]:
@@ -214,8 +214,8 @@ def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
             {
                 **r,
                 "hours": csv_export.hours(r["minutes"]),
-                "from": range_out["start"],
-                "to": range_out["end"],
+                "from": csv_export.instant(range_out["start"]),
+                "to": csv_export.instant(range_out["end"]),
                 "timezone": query.tz,
             }
             for r in [*result["tutors"], total]
