@@ -270,41 +270,50 @@ def merged_minutes_by(
     after every earlier one of its tutor has ended), so only one row per tutor and bucket
     comes back. Elsewhere :func:`merged_blocks` merges the sessions here.
     """
+    if conn.dialect.name == "postgresql":
+        return _merged_minutes_in_sql(conn, models, scope, min_minutes, bucket)
     ms = models.MarkingSession
-    where = scope.where(models)
-    end = _last_activity(models)
-    if conn.dialect.name != "postgresql":
-        label = (sa.null() if bucket is None else bucket(ms.start_time)).label("bucket")
-        spans: dict[tuple[int, int], list[tuple[datetime, datetime, Any]]] = {}
-        for unit, marker, start, last, value in conn.execute(
-            sa.select(ms.unit_id, ms.marker_id, ms.start_time, end, label).where(*where)
-        ):
-            spans.setdefault((unit, marker), []).append((start, last, value))
-        totals: dict[tuple[Any, int], int] = {}
-        for (_, marker), tutor_spans in spans.items():
-            for first, last, value in merged_blocks(tutor_spans):
-                key = (value, marker)
-                totals[key] = totals.get(key, 0) + duration_minutes(first, last, min_minutes)
-        return totals
+    label = (sa.null() if bucket is None else bucket(ms.start_time)).label("bucket")
+    spans: dict[tuple[int, int], list[tuple[datetime, datetime, Any]]] = {}
+    for unit, marker, start, last, value in conn.execute(
+        sa.select(ms.unit_id, ms.marker_id, ms.start_time, _last_activity(models), label).where(
+            *scope.where(models)
+        )
+    ):
+        spans.setdefault((unit, marker), []).append((start, last, value))
+    totals: dict[tuple[Any, int], int] = {}
+    for (_, marker), tutor_spans in spans.items():
+        for first, last, value in merged_blocks(tutor_spans):
+            key = (value, marker)
+            totals[key] = totals.get(key, 0) + duration_minutes(first, last, min_minutes)
+    return totals
 
+
+def _merged_minutes_in_sql(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    min_minutes: int,
+    bucket: Callable[[Any], Any] | None,
+) -> dict[tuple[Any, int], int]:
+    """:func:`merged_minutes_by` as one PostgreSQL query: gaps and islands."""
+    ms = models.MarkingSession
     s = (
         sa.select(
             ms.unit_id.label("unit"),
             ms.marker_id.label("marker"),
             ms.start_time.label("st"),
-            end.label("en"),
+            _last_activity(models).label("en"),
         )
-        .where(*where)
+        .where(*scope.where(models))
         .subquery("s")
     )
     tutor = [s.c.unit, s.c.marker]
     order = [s.c.st, s.c.en]
     ended_before = sa.func.max(s.c.en).over(partition_by=tutor, order_by=order, rows=(None, -1))
     flagged = sa.select(
-        s.c.unit,
-        s.c.marker,
-        s.c.st,
-        s.c.en,
+        *tutor,
+        *order,
         sa.case((s.c.st <= ended_before, 0), else_=1).label("starts_block"),
     ).subquery("flagged")
     f = flagged.c

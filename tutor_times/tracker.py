@@ -41,32 +41,18 @@ class Tracker:
         self.ip_policy = ip_policy
 
     def validate(
-        self,
-        action: object,
-        *,
-        marker_id: object,
-        unit_id: object,
-        ip_address: object,
-        project_id: object = None,
-        task_id: object = None,
-        task_definition_id: object = None,
-        at: object = None,
-        source: str = SERVER,
+        self, action: object, *, source: str = SERVER, at: object = None, **fields: object
     ) -> Activity:
-        """Every check before anything is written (R2's window, R8, bad input)."""
+        """Every check before anything is written (R2's window, R8, bad input). ``fields``
+        are the activity's ids and address, as :meth:`Activity.checked` names them."""
         now = self.clock()
         activity = Activity.checked(
             action,
-            marker_id=marker_id,
-            unit_id=unit_id,
-            ip_address=ip_address,
-            project_id=project_id,
-            task_id=task_id,
-            task_definition_id=task_definition_id,
             at=now if at is None else at,
             source=source,
             actions=self.actions,
             ip_policy=self.ip_policy,
+            **fields,
         )
         self.check_live(activity.at, now)
         return activity

@@ -136,6 +136,17 @@ def _report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
 
 
+def _sessions_page(scope: Scope, query: s.SessionsQuery | s.MySessionsQuery) -> dict[str, Any]:
+    """One page of the scope's sessions, as the query asks for it."""
+    return _report(
+        reports.sessions_page,
+        scope,
+        page=query.page,
+        per_page=query.per_page,
+        live_after=_live_after(),
+    )
+
+
 def _sessions_reply(name: str, result: dict[str, Any], query: s.RangeQuery) -> Any:
     if query.format == "csv":
         return csv_response(
@@ -189,13 +200,7 @@ def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     the session is live (last activity within the session timeout of now).
     """
     scope, range_out = _unit_scope(path.unit_id, query)
-    result = _report(
-        reports.sessions_page,
-        scope,
-        page=query.page,
-        per_page=query.per_page,
-        live_after=_live_after(),
-    )
+    result = _sessions_page(scope, query)
     return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
 
 
@@ -325,14 +330,7 @@ def my_sessions(query: s.MySessionsQuery) -> Any:
     """The current user's own sessions across units (or in one), newest first."""
     me = _current_user_id()
     start, end = _range(query)
-    scope = Scope(start, end, unit_id=query.unit_id, marker_id=me)
-    result = _report(
-        reports.sessions_page,
-        scope,
-        page=query.page,
-        per_page=query.per_page,
-        live_after=_live_after(),
-    )
+    result = _sessions_page(Scope(start, end, unit_id=query.unit_id, marker_id=me), query)
     reply = {"marker_id": me, "range": _range_out(start, end, query), **result}
     return _sessions_reply("my-sessions", reply, query)
 
