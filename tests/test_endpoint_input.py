@@ -15,7 +15,7 @@ from demo.extensions import db
 from tutor_times.web.ranges import ZONES
 from tutor_times.web.views import MAX_BODY_BYTES
 
-from .conftest import login, sessions
+from .conftest import built, login, sessions
 
 P = "/tutor-times"
 RANGE_REPORTS = ["summary", "sessions", "tasks", "timeline"]
@@ -82,6 +82,15 @@ def test_a_declared_huge_body_is_a_413_without_reading_it(app: Flask) -> None:
     )
     assert error_of(r, 413)["field"] == "body"
     assert sessions(app) == []
+
+
+def test_the_body_cap_is_configurable(clock: Any) -> None:
+    body = {"action": "inbox", "unit_id": 1, "project_id": None}
+    with built("sqlite", TUTOR_TIMES_MAX_BODY_BYTES=40) as app:
+        r = login(app, "tutor1").post(f"{P}/activities", json=body)
+        assert error_of(r, 413)["field"] == "body"
+    with built("sqlite", TUTOR_TIMES_MAX_BODY_BYTES=4096) as app:
+        assert login(app, "tutor1").post(f"{P}/activities", json=body).status_code == 201
 
 
 class Endless(io.RawIOBase):

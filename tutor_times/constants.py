@@ -21,6 +21,7 @@ class ConfigVars:
     CLIENT_ACTIONS: Final = "TUTOR_TIMES_CLIENT_ACTIONS"
     SQL_TIMEOUT: Final = "TUTOR_TIMES_SQL_TIMEOUT"
     SQL_POOL_SIZE: Final = "TUTOR_TIMES_SQL_POOL_SIZE"
+    MAX_BODY_BYTES: Final = "TUTOR_TIMES_MAX_BODY_BYTES"
     SWEEP_INTERVAL: Final = "TUTOR_TIMES_SWEEP_INTERVAL"
     SWEEP_BATCH_SIZE: Final = "TUTOR_TIMES_SWEEP_BATCH_SIZE"
     IN_PROCESS_SWEEPER: Final = "TUTOR_TIMES_IN_PROCESS_SWEEPER"
@@ -81,6 +82,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     # connections of its own so that it never waits for the host's pool while the request
     # holds one of its connections.
     ConfigVars.SQL_POOL_SIZE: 5,
+    # The largest request body the endpoints read, in bytes (an activity report is a few
+    # hundred); the host's MAX_CONTENT_LENGTH wins when it is smaller.
+    ConfigVars.MAX_BODY_BYTES: 64 * 1024,
     # Seconds between two passes of the idle-session sweep (worker, embedded sweeper).
     ConfigVars.SWEEP_INTERVAL: 60.0,
     # Sessions closed per transaction by the sweep.

@@ -90,6 +90,8 @@ class Settings:
     #: seconds one tracking write may take, pool checkout included (R9)
     sql_timeout: float
     sql_pool_size: int
+    #: the largest request body the endpoints read
+    max_body_bytes: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -163,6 +165,7 @@ class Settings:
             ip_hash_key=config[ConfigVars.IP_HASH_KEY] or config.get("SECRET_KEY"),
             sql_timeout=_number(config, ConfigVars.SQL_TIMEOUT, minimum=0, strict=True),
             sql_pool_size=_whole_number(config, ConfigVars.SQL_POOL_SIZE),
+            max_body_bytes=_whole_number(config, ConfigVars.MAX_BODY_BYTES),
         )
 
     @property

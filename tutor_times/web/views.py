@@ -13,7 +13,7 @@ from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from .. import reports
-from ..constants import TRACKED_ROLES
+from ..constants import DEFAULTS, TRACKED_ROLES, ConfigVars
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
 from ..reports import Scope
@@ -28,14 +28,15 @@ T = TypeVar("T")
 
 bp = Blueprint("tutor_times", __name__)
 
-#: the largest request body the endpoints read, in bytes; the host's MAX_CONTENT_LENGTH
-#: wins when it is smaller. An activity report is a few hundred bytes.
-MAX_BODY_BYTES = 64 * 1024
+#: TUTOR_TIMES_MAX_BODY_BYTES's default
+MAX_BODY_BYTES = DEFAULTS[ConfigVars.MAX_BODY_BYTES]
 
 
 def body_cap() -> int:
+    """TUTOR_TIMES_MAX_BODY_BYTES, or the host's MAX_CONTENT_LENGTH when it is smaller."""
+    cap = current().state.settings.max_body_bytes
     host_cap = current_app.config.get("MAX_CONTENT_LENGTH")
-    return MAX_BODY_BYTES if host_cap is None else min(MAX_BODY_BYTES, int(host_cap))
+    return cap if host_cap is None else min(cap, int(host_cap))
 
 
 api = Api(
