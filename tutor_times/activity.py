@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -128,8 +128,9 @@ class Activity:
         return self.marker_id, self.unit_id, self.ip_address
 
     def params(self) -> dict[str, Any]:
-        """Every field by name, as bind parameters."""
-        return asdict(self)
+        """Every field by name, as bind parameters. (Not ``dataclasses.asdict``: it deep-copies
+        each value, a tenth of a millisecond on the hot path.)"""
+        return dict(self.__dict__)
 
     def row(self, activity_id: int, session_id: int) -> dict[str, Any]:
         """The stored row's columns."""
