@@ -166,52 +166,55 @@ class Api:
 
         def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
             doc = (view.__doc__ or "").strip().split("\n\n")
-            self.operations.append(
-                Operation(
-                    view.__name__,
-                    method,
-                    rule,
-                    doc[0].replace("\n", " "),
-                    "\n\n".join(doc[1:]),
-                    path,
-                    query,
-                    body,
-                    response,
-                    status,
-                    csv,
-                    tag,
-                    public,
-                )
+            op = Operation(
+                view.__name__,
+                method,
+                rule,
+                doc[0].replace("\n", " "),
+                "\n\n".join(doc[1:]),
+                path,
+                query,
+                body,
+                response,
+                status,
+                csv,
+                tag,
+                public,
             )
-
-            @functools.wraps(view)
-            def endpoint(**view_args: Any) -> Any:
-                if not public:
-                    self.authenticate()
-                kwargs: dict[str, Any] = {}
-                if path is not None:
-                    kwargs["path"] = parse(path, view_args)
-                args = query_args(query)
-                if query is not None:
-                    kwargs["query"] = parse(query, args)
-                if body is not None:
-                    kwargs["body"] = parse(body, json_object(self.body_cap()))
-                try:
-                    result = view(**kwargs)
-                except FieldError as exc:
-                    raise ApiError(400, f"{exc.field}: {exc.message}", exc.field) from None
-                if isinstance(result, Response):
-                    return result
-                if response is not None:
-                    # the reply is built by the model that documents it: the two cannot drift
-                    result = response.model_validate(result).model_dump(mode="json")
-                return jsonify(result), status
-
+            self.operations.append(op)
+            endpoint = functools.wraps(view)(self._endpoint(op, view))
             flask_rule = rule.replace("{", "<").replace("}", ">")
             self.blueprint.add_url_rule(flask_rule, view.__name__, endpoint, methods=[method])
             return endpoint
 
         return decorate
+
+    def _endpoint(self, op: Operation, view: Callable[..., Any]) -> Callable[..., Any]:
+        """The Flask view of an operation: authenticate, validate, call, build the reply."""
+
+        def endpoint(**view_args: Any) -> Any:
+            if not op.public:
+                self.authenticate()
+            kwargs: dict[str, Any] = {}
+            if op.path is not None:
+                kwargs["path"] = parse(op.path, view_args)
+            args = query_args(op.query)
+            if op.query is not None:
+                kwargs["query"] = parse(op.query, args)
+            if op.body is not None:
+                kwargs["body"] = parse(op.body, json_object(self.body_cap()))
+            try:
+                result = view(**kwargs)
+            except FieldError as exc:
+                raise ApiError(400, f"{exc.field}: {exc.message}", exc.field) from None
+            if isinstance(result, Response):
+                return result
+            if op.response is not None:
+                # the reply is built by the model that documents it: the two cannot drift
+                result = op.response.model_validate(result).model_dump(mode="json")
+            return jsonify(result), op.status
+
+        return endpoint
 
     def openapi(self, prefix: str) -> dict[str, Any]:
         """The OpenAPI 3.1 document of every declared operation."""
