@@ -69,45 +69,9 @@ class SqlStore:
         self._build_statements()
 
     def _build_statements(self) -> None:
-        ms, act = self.models.MarkingSession, self.models.SessionActivity
-        table = act.__table__
-        columns = {c.name: c for c in table.columns}
-        values = [
-            # No CAST on times: SQLite would turn the timestamp into a number.
-            sa.bindparam(name, type_=columns[name].type)
-            if name == "at"
-            else sa.cast(sa.bindparam(name), columns[name].type)
-            for name in STORED_FIELDS
-        ]
-        target = [
-            table.c.marking_session_id,
-            *(table.c[name] for name in STORED_FIELDS),
-            table.c.created_at,
-            table.c.updated_at,
-        ]
+        ms = self.models.MarkingSession
         at = sa.bindparam("at", type_=UTCDateTime)
-        # Every activity is written by this one statement: append to the session only while
-        # it is open, only if it is this key's (a cached id from before a database restore
-        # must not put the activity into another tutor's session), and only if the activity
-        # does not precede the session's start (then the session must be moved: see place).
-        # FOR SHARE makes a concurrent sweep or placement wait for this INSERT.
-        self._append_if_open = (
-            sa.insert(act)
-            .from_select(
-                target,
-                sa.select(ms.id, *values, at, at)
-                .where(
-                    ms.id == sa.bindparam("sid"),
-                    ms.end_time.is_(None),
-                    ms.marker_id == sa.bindparam("marker_id"),
-                    ms.unit_id == sa.bindparam("unit_id"),
-                    ms.ip_address == sa.bindparam("ip_address"),
-                    ms.start_time <= at,
-                )
-                .with_for_update(read=True),
-            )
-            .returning(table.c.id)
-        )
+        self._append_if_open = append_statement(self.models)
         last = last_activity_of(self.models).label("last")
         of_key = [
             ms.marker_id == sa.bindparam("marker_id"),
@@ -345,6 +309,40 @@ class SqlStore:
                 end_time=last, duration_minutes=duration_minutes(start, last, self.min_minutes)
             )
         conn.execute(sa.update(ms).where(ms.c.id == session_id).values(**values, updated_at=now))
+
+
+def append_statement(models: Models) -> Any:
+    """The INSERT every activity is written by.
+
+    It appends to the session only while it is open, only if it is the activity's key's (a
+    cached id from before a database restore must not put the activity into another tutor's
+    session), and only if the activity does not precede the session's start (then the
+    session must be moved: see :meth:`SqlStore.place`). FOR SHARE makes a concurrent sweep or
+    placement wait for this INSERT. Only the new id comes back.
+    """
+    ms, act = models.MarkingSession, models.SessionActivity
+    table = act.__table__
+    at = sa.bindparam("at", type_=UTCDateTime)  # no CAST: SQLite would make it a number
+    values = [sa.cast(sa.bindparam(name), table.c[name].type) for name in STORED_FIELDS]
+    target = [
+        table.c.marking_session_id,
+        *(table.c[name] for name in STORED_FIELDS),
+        table.c.created_at,
+        table.c.updated_at,
+    ]
+    session = (
+        sa.select(ms.id, *values, at, at)
+        .where(
+            ms.id == sa.bindparam("sid"),
+            ms.end_time.is_(None),
+            ms.marker_id == sa.bindparam("marker_id"),
+            ms.unit_id == sa.bindparam("unit_id"),
+            ms.ip_address == sa.bindparam("ip_address"),
+            ms.start_time <= at,
+        )
+        .with_for_update(read=True)
+    )
+    return sa.insert(act).from_select(target, session).returning(table.c.id)
 
 
 def _key_params(a: Activity) -> dict[str, Any]:
