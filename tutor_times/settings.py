@@ -59,6 +59,59 @@ def _choice(config: Mapping[str, Any], key: str, choices: Collection[str]) -> st
     return str(value)
 
 
+def _backdate(config: Mapping[str, Any], timeout: float) -> float:
+    """TUTOR_TIMES_MAX_BACKDATE: at most the timeout (older activities are history)."""
+    if config[ConfigVars.MAX_BACKDATE] is None:
+        return min(DEFAULT_MAX_BACKDATE, timeout)
+    backdate = _number(config, ConfigVars.MAX_BACKDATE, minimum=0, strict=False)
+    if backdate > timeout:
+        raise ConfigurationError(
+            f"{ConfigVars.MAX_BACKDATE} must not exceed {ConfigVars.SESSION_TIMEOUT}"
+            f" ({timeout:g} s), got {backdate!r}: older activities are history"
+        )
+    return backdate
+
+
+def _client_actions(config: Mapping[str, Any], actions: frozenset[str]) -> frozenset[str]:
+    """TUTOR_TIMES_CLIENT_ACTIONS: allowed actions, never ``assessing`` (R11)."""
+    if config[ConfigVars.CLIENT_ACTIONS] is None:
+        return frozenset(DEFAULT_CLIENT_ACTIONS) & actions
+    client_actions = _names(config, ConfigVars.CLIENT_ACTIONS, allow_empty=True)
+    if ASSESSING in client_actions:
+        raise ConfigurationError(
+            f"{ConfigVars.CLIENT_ACTIONS} must not list {ASSESSING!r}: assessments come only"
+            " from the host's tracked endpoints, never from what a client reports (R11)"
+        )
+    if not client_actions <= actions:
+        unknown = ", ".join(sorted(client_actions - actions))
+        raise ConfigurationError(
+            f"{ConfigVars.CLIENT_ACTIONS} names actions that {ConfigVars.ACTIONS} does not"
+            f" allow: {unknown}"
+        )
+    return client_actions
+
+
+def _mapping(config: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = config[key]
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{key} must be a dict of keyword arguments, got {value!r}")
+    return dict(value)
+
+
+def _optional_bool(config: Mapping[str, Any], key: str) -> bool | None:
+    value = config[key]
+    if value is not None and not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be True, False or None, got {value!r}")
+    return value
+
+
+def _path(config: Mapping[str, Any], key: str) -> str:
+    value = config[key]
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigurationError(f"{key} must be a path starting with '/', got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The extension's configuration for one app, after checking."""
@@ -96,47 +149,12 @@ class Settings:
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         timeout = _number(config, ConfigVars.SESSION_TIMEOUT, minimum=0, strict=True)
-        if config[ConfigVars.MAX_BACKDATE] is None:
-            backdate = min(DEFAULT_MAX_BACKDATE, timeout)
-        else:
-            backdate = _number(config, ConfigVars.MAX_BACKDATE, minimum=0, strict=False)
-        if backdate > timeout:
-            raise ConfigurationError(
-                f"{ConfigVars.MAX_BACKDATE} must not exceed {ConfigVars.SESSION_TIMEOUT}"
-                f" ({timeout:g} s), got {backdate!r}: older activities are history"
-            )
+        backdate = _backdate(config, timeout)
         actions = _names(config, ConfigVars.ACTIONS)
-        if config[ConfigVars.CLIENT_ACTIONS] is None:
-            client_actions = frozenset(DEFAULT_CLIENT_ACTIONS) & actions
-        else:
-            client_actions = _names(config, ConfigVars.CLIENT_ACTIONS, allow_empty=True)
-        if ASSESSING in client_actions:
-            raise ConfigurationError(
-                f"{ConfigVars.CLIENT_ACTIONS} must not list {ASSESSING!r}: assessments come only"
-                " from the host's tracked endpoints, never from what a client reports (R11)"
-            )
-        if not client_actions <= actions:
-            unknown = ", ".join(sorted(client_actions - actions))
-            raise ConfigurationError(
-                f"{ConfigVars.CLIENT_ACTIONS} names actions that {ConfigVars.ACTIONS} does not"
-                f" allow: {unknown}"
-            )
-        redis_options = config[ConfigVars.REDIS_OPTIONS]
-        if not isinstance(redis_options, Mapping):
-            raise ConfigurationError(
-                f"{ConfigVars.REDIS_OPTIONS} must be a dict of keyword arguments,"
-                f" got {redis_options!r}"
-            )
-        in_process = config[ConfigVars.IN_PROCESS_SWEEPER]
-        if in_process is not None and not isinstance(in_process, bool):
-            raise ConfigurationError(
-                f"{ConfigVars.IN_PROCESS_SWEEPER} must be True, False or None, got {in_process!r}"
-            )
-        prefix = config[ConfigVars.URL_PREFIX]
-        if not isinstance(prefix, str) or not prefix.startswith("/"):
-            raise ConfigurationError(
-                f"{ConfigVars.URL_PREFIX} must be a path starting with '/', got {prefix!r}"
-            )
+        client_actions = _client_actions(config, actions)
+        redis_options = _mapping(config, ConfigVars.REDIS_OPTIONS)
+        in_process = _optional_bool(config, ConfigVars.IN_PROCESS_SWEEPER)
+        prefix = _path(config, ConfigVars.URL_PREFIX)
         return cls(
             timeout=timedelta(seconds=timeout),
             min_minutes=_whole_number(
@@ -148,7 +166,7 @@ class Settings:
             client_actions=client_actions,
             store=_choice(config, ConfigVars.STORE, STORES),
             redis_url=config[ConfigVars.REDIS_URL] or None,
-            redis_options=dict(redis_options),
+            redis_options=redis_options,
             redis_prefix=str(config[ConfigVars.REDIS_PREFIX]),
             redis_retry_after=_number(
                 config, ConfigVars.REDIS_RETRY_AFTER, minimum=0, strict=False
