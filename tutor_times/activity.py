@@ -13,10 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from .accounting import UTC
+from .constants import BIGINT_MAX
 from .errors import InvalidActivityError, UnknownActionError
 from .models import SERVER, SOURCES
-
-BIGINT_MAX = 2**63 - 1
 
 
 def check_action(action: object, actions: Collection[str]) -> str:

@@ -39,6 +39,9 @@ DEFAULT_ACTIONS: Final = (
     "get-submission-details",
 )
 
+#: The largest id a BIGINT column holds: ids are positive 64-bit integers.
+BIGINT_MAX: Final = 2**63 - 1
+
 #: The action that counts as one assessment. Only tracked host endpoints record it (R11).
 ASSESSING: Final = "assessing"
 

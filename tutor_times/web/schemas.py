@@ -22,10 +22,10 @@ from pydantic import (
 )
 
 from ..accounting import UTC
+from ..constants import BIGINT_MAX
 from . import ranges
 from .ranges import zone
 
-BIGINT_MAX = 2**63 - 1
 DIGITS = re.compile(r"[0-9]{1,30}")
 
 
