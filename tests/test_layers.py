@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "decorator": 5,
     "hooks": 5,
     "worker": 5,
+    "idempotency": 4,
     "state": 5,
     "maintenance": 6,
     "extension": 7,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
-from . import retention
+from . import idempotency, retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
@@ -107,6 +107,13 @@ class Maintenance:
             return retention.purge_count(
                 conn, self.models, before=_utc(before, "before"), anonymize=anonymize
             )
+
+    def expire_idempotency_keys(self) -> int:
+        """Forget the idempotency keys older than TUTOR_TIMES_IDEMPOTENCY_TTL; how many."""
+        state = self.state
+        before = self.clock() - state.settings.operations.idempotency_ttl
+        with state.tracker.sql.connect() as conn:
+            return idempotency.expire(conn, self.models.IdempotencyKeys, before=before)
 
     # -- the worker --------------------------------------------------------------
 

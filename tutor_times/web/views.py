@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import reports
+from .. import idempotency, reports
 from ..constants import TRACKED_ROLES
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
@@ -45,6 +45,8 @@ api = Api(
     authenticate=lambda: _current_user_id(),
     body_cap=body_cap,
 )
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 SEE_EVERY_TUTOR = frozenset({"admin", "convenor"})
 bp.register_error_handler(HTTPException, error_response)
@@ -352,8 +354,50 @@ def report_activity(body: s.ActivityIn) -> Any:
     tutors, convenors and admins are tracked (R7). What a client reports is limited (R11):
     only the actions of TUTOR_TIMES_CLIENT_ACTIONS (never `assessing`), only ids the host
     confirms as the unit's, `at` within the backdating window; it is stored as `client`.
+
+    With an `Idempotency-Key` header, a retry returns the first answer (status and body, with
+    `Idempotent-Replayed: true`) and stores nothing; the same key with another body is a 422,
+    and a retry while the first request is still being served waits for it (a 409 after 5 s).
+    Keys are per user and kept for TUTOR_TIMES_IDEMPOTENCY_TTL; a request that failed leaves
+    its key free.
     """
     me = _current_user_id()
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return _report_activity(me, body)
+    if not idempotency.valid_key(key):
+        raise ApiError(
+            400,
+            f"{IDEMPOTENCY_HEADER}: 1 to {idempotency.MAX_KEY_LENGTH} printable ASCII characters",
+            IDEMPOTENCY_HEADER,
+        )
+    keys = _owner().state.idempotency
+    claim = idempotency.Claim(idempotency.ACTIVITIES, me, key)
+    try:
+        first = keys.claim(claim, idempotency.fingerprint(body.model_dump(mode="json")))
+    except idempotency.KeyReused:
+        raise ApiError(
+            422, "this Idempotency-Key was used with another request", IDEMPOTENCY_HEADER
+        ) from None
+    except idempotency.KeyInUse:
+        raise ApiError(
+            409, "a request with this Idempotency-Key is still in progress", IDEMPOTENCY_HEADER
+        ) from None
+    if first is not None:
+        replay = Response(first.body, status=first.status, mimetype="application/json")
+        replay.headers["Idempotent-Replayed"] = "true"
+        return replay
+    try:
+        response = jsonify(_report_activity(me, body))
+    except BaseException:
+        keys.release(claim)
+        raise
+    response.status_code = 201
+    keys.complete(claim, idempotency.Answer(201, response.get_data(as_text=True)))
+    return response
+
+
+def _report_activity(me: int, body: s.ActivityIn) -> dict[str, Any]:
     ext = _owner()
     if not ext.is_tracked_role(current_user, body.unit_id):
         raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
