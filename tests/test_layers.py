@@ -37,6 +37,8 @@ LAYERS: dict[str, int] = {
     "hooks": 5,
     "worker": 5,
     "idempotency": 4,
+    "jobs": 4,
+    "health": 6,
     "state": 5,
     "maintenance": 6,
     "extension": 7,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
-from . import idempotency, retention
+from . import idempotency, jobs, retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
@@ -116,6 +116,24 @@ class Maintenance:
             return idempotency.expire(conn, self.models.IdempotencyKeys, before=before)
 
     # -- the worker --------------------------------------------------------------
+
+    def after_sweep(self) -> None:
+        """What the worker does after each sweep pass: its heartbeat (for ``/health``), and
+        forgetting expired idempotency keys. Each step's failure is logged, never fatal to
+        the others."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("write the worker heartbeat", self.heartbeat),
+            ("forget expired idempotency keys", self.expire_idempotency_keys),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                logger.exception("could not %s", what)
+
+    def heartbeat(self) -> None:
+        with self.state.tracker.sql.connect() as conn:
+            jobs.beat(conn, self.models.Jobs, now=self.clock())
 
     def run_worker(
         self,

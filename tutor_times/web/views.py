@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import idempotency, reports
+from .. import health, idempotency, reports
 from ..constants import TRACKED_ROLES
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
@@ -421,6 +421,27 @@ def _report_activity(me: int, body: s.ActivityIn) -> dict[str, Any]:
         logger.exception("could not record a reported %r activity", body.action)
         raise ApiError(503, "the activity could not be stored; try again") from None
     return {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
+
+
+@api.route("GET", "/health", response=s.HealthOut, tag="meta", public=True)
+def health_check() -> Any:
+    """Whether this process can track: the database, Redis, and the worker's last heartbeat.
+
+    200 with `status: ok` when every check passes, 503 with `status: fail` otherwise, for a
+    load balancer; each check's status, time and kind of failure, for a person. Redis is
+    "not used" with TUTOR_TIMES_STORE = "sql". The worker's heartbeat age fails the check
+    only past TUTOR_TIMES_HEALTH_MAX_HEARTBEAT_AGE. Public unless TUTOR_TIMES_HEALTH_PUBLIC
+    is off. Every wait is bounded (TUTOR_TIMES_SQL_TIMEOUT, Redis's socket timeout).
+    """
+    ext = _owner()
+    state = ext.state
+    if not state.settings.operations.health_public:
+        _current_user_id()
+    body = health.check(state, ext.tracking_engine, ext.models.Jobs, ext.clock())
+    response = jsonify(body)
+    response.status_code = 200 if body["status"] == health.OK else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @api.route("GET", "/openapi.json", response=s.OpenApiOut, tag="meta", public=True)
