@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "worker": 5,
     "idempotency": 4,
     "jobs": 4,
+    "metrics": 0,
     "health": 6,
     "state": 5,
     "maintenance": 6,

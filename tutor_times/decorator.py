@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from flask import Flask, Response, after_this_request, request
 from flask_login import current_user
 
-from . import idempotency
+from . import idempotency, metrics
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
             @after_this_request
             def record(response: Response) -> Response:
                 if response.status_code < 400:
+                    started = time.perf_counter()
                     try:
                         track_request(ext, spec, kwargs)
                     except Exception:
@@ -112,6 +114,7 @@ def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
                             request.method,
                             request.path,
                         )
+                    metrics.tracking_took(time.perf_counter() - started)
                 return response
 
             return rv
@@ -153,7 +156,9 @@ def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -
         ext.state.idempotency.complete(claim, idempotency.Answer(200, ""))
 
 
-def _claim(ext: TutorTimes, spec: TrackSpec, marker_id: int) -> idempotency.Claim | Literal[False] | None:
+def _claim(
+    ext: TutorTimes, spec: TrackSpec, marker_id: int
+) -> idempotency.Claim | Literal[False] | None:
     """The request's claim on its idempotency key; None when it has none, False when the key
     was seen. Never waits: the host's response must not wait for another request."""
     if spec.idempotency_header is None:

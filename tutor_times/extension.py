@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
+from . import metrics
 from .accounting import utcnow
 from .activity import check_action
 from .constants import DEFAULTS
@@ -212,7 +213,10 @@ class TutorTimes(HostHooks, Maintenance):
         activity = state.tracker.validate(action, source=source, **fields)
         return state.tracker.record(activity)
 
-    def count_failure(self) -> None:
+    def count_failure(self, kind: str = "request") -> None:
+        """A tracking failure: ``request`` (a tracked view's activity was lost) or
+        ``report`` (POST /activities could not store one)."""
+        metrics.failed(kind)
         with self._lock:
             self._failures += 1
 

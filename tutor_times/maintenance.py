@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
-from . import idempotency, jobs, retention
+from . import idempotency, jobs, metrics, retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
@@ -80,6 +80,8 @@ class Maintenance:
             min_minutes=state.min_minutes,
             batch_size=1 if key else state.settings.sweep_batch_size,
             key=key,
+            closer=metrics.EXPIRY if key else metrics.SWEEP,
+            idle_after=state.timeout,
         )
 
     def purge(

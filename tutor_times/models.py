@@ -232,7 +232,18 @@ def close_sessions(
     min_minutes: int,
     now: datetime,
 ) -> int:
-    """Close each session at its last activity; returns how many were still open.
+    """Close each session at its last activity; returns how many were still open."""
+    return len(close_session_ids(conn, models, idle, min_minutes, now))
+
+
+def close_session_ids(
+    conn: sa.Connection,
+    models: Models,
+    idle: Iterable[IdleSession],
+    min_minutes: int,
+    now: datetime,
+) -> list[int]:
+    """Close each session at its last activity; returns the ids of those still open.
 
     One UPDATE for the whole batch, counted by RETURNING: a DBAPI's executemany row count
     is not reliable (psycopg's undercounts), and the count is what proves closing happened
@@ -240,7 +251,7 @@ def close_sessions(
     """
     idle = list(idle)
     if not idle:
-        return 0
+        return []
     table = models.MarkingSession.__table__
     time_type = table.c.end_time.type
     ends = {sid: sa.literal(last, time_type) for sid, _, last in idle}
@@ -257,7 +268,7 @@ def close_sessions(
         )
         .returning(table.c.id)
     )
-    return len(conn.execute(stmt).all())
+    return [row.id for row in conn.execute(stmt)]
 
 
 def last_activity_of(models: Models) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -12,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import health, idempotency, reports
+from .. import health, idempotency, metrics, reports
 from ..constants import TRACKED_ROLES
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
@@ -417,7 +418,7 @@ def _report_activity(me: int, body: s.ActivityIn) -> dict[str, Any]:
     except InvalidActivityError as exc:
         raise ApiError(400, exc.message, exc.field) from None
     except sa.exc.SQLAlchemyError:
-        ext.count_failure()
+        ext.count_failure("report")
         logger.exception("could not record a reported %r activity", body.action)
         raise ApiError(503, "the activity could not be stored; try again") from None
     return {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
@@ -442,6 +443,29 @@ def health_check() -> Any:
     response.status_code = 200 if body["status"] == health.OK else 503
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+@api.route("GET", "/metrics", tag="meta", public=True)
+def prometheus_metrics() -> Any:
+    """Prometheus metrics, in its text format; a 404 unless TUTOR_TIMES_METRICS is on.
+
+    A scraper sends `Authorization: Bearer <TUTOR_TIMES_METRICS_TOKEN>`; with
+    TUTOR_TIMES_METRICS_PUBLIC on, the host protects the endpoint itself. Under several
+    processes the values are added up across them (PROMETHEUS_MULTIPROC_DIR).
+    """
+    settings = _owner().state.settings.operations
+    if not settings.metrics:
+        raise ApiError(404, "metrics are off (TUTOR_TIMES_METRICS)")
+    if settings.metrics_token is not None:
+        sent = request.headers.get("Authorization", "")
+        expected = f"Bearer {settings.metrics_token}"
+        if not hmac.compare_digest(sent.encode(), expected.encode()):
+            refused: Response = error_response(ApiError(401, "a bearer token is required"))[0]
+            refused.status_code = 401
+            refused.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return refused
+    text, content_type = metrics.exposition()
+    return Response(text, mimetype=None, content_type=content_type)
 
 
 @api.route("GET", "/openapi.json", response=s.OpenApiOut, tag="meta", public=True)
