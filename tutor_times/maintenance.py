@@ -24,6 +24,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("tutor_times")
 
+#: how often the worker applies TUTOR_TIMES_RETENTION_DAYS
+RETENTION_EVERY = timedelta(days=1)
+
 
 def _utc(t: datetime, name: str) -> datetime:
     """An aware datetime in UTC; a naive one is refused (it would be read as local time)."""
@@ -126,12 +129,40 @@ class Maintenance:
         steps: list[tuple[str, Callable[[], object]]] = [
             ("write the worker heartbeat", self.heartbeat),
             ("forget expired idempotency keys", self.expire_idempotency_keys),
+            ("apply the retention period", self.apply_retention),
         ]
         for what, step in steps:
             try:
                 step()
             except Exception:
                 logger.exception("could not %s", what)
+
+    def apply_retention(self) -> int | None:
+        """Remove (or anonymize) the closed sessions older than TUTOR_TIMES_RETENTION_DAYS,
+        at most once a day across every worker: the first to take the day's lease does it,
+        in batches; the others skip. Returns how many sessions changed, None when skipped."""
+        state = self.state
+        settings = state.settings.operations
+        if settings.retention is None:
+            return None
+        now = self.clock()
+        with state.tracker.sql.connect() as conn:
+            if not jobs.take_lease(
+                conn, self.models.Jobs, jobs.RETENTION, now=now, every=RETENTION_EVERY
+            ):
+                return None
+        before = now - settings.retention
+        anonymize = settings.retention_anonymize
+        done = self.purge(before, anonymize=anonymize)
+        metrics.retained(anonymize, done)
+        logger.info(
+            "retention: %s %d marking session%s that ended before %s",
+            "anonymized" if anonymize else "deleted",
+            done,
+            "" if done == 1 else "s",
+            before.isoformat(),
+        )
+        return done
 
     def heartbeat(self) -> None:
         with self.state.tracker.sql.connect() as conn:
