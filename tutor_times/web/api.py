@@ -302,5 +302,13 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": error,
         }
         responses["503"] = {"description": "The database could not store it.", "content": error}
+        responses["409"] = {
+            "description": "A request with this Idempotency-Key is still in progress.",
+            "content": error,
+        }
+        responses["422"] = {
+            "description": "This Idempotency-Key was used with another request.",
+            "content": error,
+        }
     spec["responses"] = responses
     return spec
