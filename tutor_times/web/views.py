@@ -424,7 +424,17 @@ def _report_activity(me: int, body: s.ActivityIn) -> dict[str, Any]:
     return {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
 
 
-@api.route("GET", "/health", response=s.HealthOut, tag="meta", public=True)
+@api.route(
+    "GET",
+    "/health",
+    response=s.HealthOut,
+    tag="meta",
+    public=True,
+    responses={
+        503: ("A check failed; `checks` says which.", s.HealthOut),
+        401: ("Not logged in, with TUTOR_TIMES_HEALTH_PUBLIC off.", None),
+    },
+)
 def health_check() -> Any:
     """Whether this process can track: the database, Redis, and the worker's last heartbeat.
 
@@ -445,7 +455,16 @@ def health_check() -> Any:
     return response
 
 
-@api.route("GET", "/metrics", tag="meta", public=True)
+@api.route(
+    "GET",
+    "/metrics",
+    tag="meta",
+    public=True,
+    responses={
+        401: ("No bearer token, or the wrong one.", None),
+        404: ("Metrics are off (TUTOR_TIMES_METRICS).", None),
+    },
+)
 def prometheus_metrics() -> Any:
     """Prometheus metrics, in its text format; a 404 unless TUTOR_TIMES_METRICS is on.
 
