@@ -211,12 +211,6 @@ class Operations:
             _flag(config, ConfigVars.METRICS),
             _flag(config, ConfigVars.METRICS_PUBLIC),
         )
-        if metrics and token is None and not public:
-            raise ConfigurationError(
-                f"{ConfigVars.METRICS} is on but nothing protects /metrics: set"
-                f" {ConfigVars.METRICS_TOKEN} (scrapers send it as a bearer token), or"
-                f" {ConfigVars.METRICS_PUBLIC} = True if the host protects it itself"
-            )
         max_age = None
         if config[ConfigVars.HEALTH_MAX_HEARTBEAT_AGE] is not None:
             max_age = timedelta(

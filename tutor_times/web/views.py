@@ -462,29 +462,41 @@ def health_check() -> Any:
     public=True,
     responses={
         401: ("No bearer token, or the wrong one.", None),
+        403: ("Signed in, but not staff (the host's staff_loader).", None),
         404: ("Metrics are off (TUTOR_TIMES_METRICS).", None),
     },
 )
 def prometheus_metrics() -> Any:
     """Prometheus metrics, in its text format; a 404 unless TUTOR_TIMES_METRICS is on.
 
-    A scraper sends `Authorization: Bearer <TUTOR_TIMES_METRICS_TOKEN>`; with
-    TUTOR_TIMES_METRICS_PUBLIC on, the host protects the endpoint itself. Under several
+    A scraper sends `Authorization: Bearer <TUTOR_TIMES_METRICS_TOKEN>`; a signed-in user the
+    host's `staff_loader` accepts needs no token; with TUTOR_TIMES_METRICS_PUBLIC on, the
+    host protects the endpoint itself. Under several
     processes the values are added up across them (PROMETHEUS_MULTIPROC_DIR).
     """
-    settings = _owner().state.settings.operations
+    ext = _owner()
+    settings = ext.state.settings.operations
     if not settings.metrics:
         raise ApiError(404, "metrics are off (TUTOR_TIMES_METRICS)")
-    if settings.metrics_token is not None:
-        sent = request.headers.get("Authorization", "")
-        expected = f"Bearer {settings.metrics_token}"
-        if not hmac.compare_digest(sent.encode(), expected.encode()):
+    if not settings.metrics_public and not _bearer_matches(settings.metrics_token):
+        if not current_user or not current_user.is_authenticated:
             refused: Response = error_response(ApiError(401, "a bearer token is required"))[0]
             refused.status_code = 401
             refused.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return refused
+        if not ext.is_staff(current_user):
+            raise ApiError(
+                403, "only the site's staff (the host's staff_loader) or the bearer token"
+            )
     text, content_type = metrics.exposition()
     return Response(text, mimetype=None, content_type=content_type)
+
+
+def _bearer_matches(token: str | None) -> bool:
+    if token is None:
+        return False
+    sent = request.headers.get("Authorization", "")
+    return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
 
 
 @api.route("GET", "/openapi.json", response=s.OpenApiOut, tag="meta", public=True)
