@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import PG_URL, REDIS_URL, Clock, built, require_real_services
+from .conftest import PG_URL, REDIS_URL, T0, Clock, built, require_real_services
 from .servers import free_port
 from .test_decorator import TASK, login
 from .test_deployment import Http
@@ -263,3 +263,48 @@ def scrape_in_process(app: Flask) -> str:
     from tutor_times import metrics
 
     return metrics.exposition()[0].decode()
+
+
+def test_the_worker_command_serves_its_own_metrics(clock: Clock, tmp_path: Path) -> None:
+    """A worker on a machine of its own: `--metrics-port` serves what it closed."""
+    from demo.extensions import tutor_times
+
+    from .conftest import database_url
+
+    with built("sqlite", TUTOR_TIMES_STORE="sql") as app:
+        with app.app_context():  # idle since T0, long before the worker's (real) now
+            tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_")}
+        env.update(
+            DEMO_CONFIG="development",
+            DATABASE_URL=database_url("sqlite"),
+            TUTOR_TIMES_STORE="sql",
+            TUTOR_TIMES_IN_PROCESS_SWEEPER="false",
+        )
+        command = [str(BIN / "flask"), "--app", "wsgi", "tutor-times", "worker"]
+        command += ["--no-listen", "--interval", "0.2", "--metrics-port", str(port)]
+        log = tmp_path / "worker.log"
+        with open(log, "w") as out:
+            worker = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+        try:
+            deadline = time.monotonic() + 30
+            closed = 0.0
+            while closed < 1:
+                assert worker.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                        got = samples(r.read().decode())
+                except OSError:
+                    continue
+                closed = got.get(("tutor_times_sessions_closed_total", (("closer", "sweep"),)), 0)
+            assert closed == 1
+            lag = got[("tutor_times_closing_lag_seconds_sum", (("closer", "sweep"),))]
+            expected = (datetime.now(timezone.utc) - T0).total_seconds() - 900
+            assert expected - 60 < lag <= expected
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(timeout=15)
+        assert "metrics on http://127.0.0.1:" in log.read_text()

@@ -27,6 +27,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 
 #: how an activity was recorded: the open session the Redis cache knew; SQL deciding
@@ -127,14 +128,25 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text to scrape and its content type: every process's values when several write
-    to PROMETHEUS_MULTIPROC_DIR, else this process's."""
+def _registry() -> CollectorRegistry:
+    """Every process's values when several write to PROMETHEUS_MULTIPROC_DIR, else this
+    process's."""
     if multiprocess_dir() is None:
-        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return REGISTRY
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+    return registry
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text to scrape and its content type."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def serve(port: int, address: str) -> None:
+    """Serve the metrics over HTTP from a thread of this process: for a worker command that
+    runs where no web process shares its PROMETHEUS_MULTIPROC_DIR."""
+    start_http_server(port, addr=address, registry=_registry())
 
 
 def process_exited(pid: int) -> None:
