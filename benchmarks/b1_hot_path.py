@@ -3,11 +3,18 @@
 Three ways to store one activity, interleaved round by round so they share the machine's
 noise: the Redis store, the SQL-only store, and the floor — one raw EVALSHA of the same
 lookup script with redis-py and one raw INSERT + COMMIT with psycopg, no ORM, no checks.
-Each at two sizes of ``marking_sessions``.
+Each at two sizes of ``marking_sessions``. Then what the metrics add to that call: the
+hooks one tracked request runs (an activity counted by path and action, the tracking time
+observed), timed alone in a fresh process, with and without prometheus_client's
+multiprocess mode, as a share of the Redis store's median call.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
@@ -36,6 +43,43 @@ from benchmarks.common import (
 SIZES = [10_000, 1_000_000]
 CALLS = 10_000
 ROUND = 500
+
+
+METRICS_CALLS = 200_000
+#: the hooks one tracked request runs, timed in a process of their own (the multiprocess mode
+#: is chosen when prometheus_client is first imported, so each mode needs a fresh process)
+METRICS_PROBE = """
+import sys, time
+from tutor_times import metrics
+n = int(sys.argv[1])
+for _ in range(1000):
+    metrics.recorded(metrics.CACHED, "assessing"); metrics.tracking_took(0.0006)
+best = float("inf")
+for _ in range(5):
+    start = time.perf_counter()
+    for _ in range(n):
+        metrics.recorded(metrics.CACHED, "assessing")
+        metrics.tracking_took(0.0006)
+    best = min(best, (time.perf_counter() - start) / n)
+print(best * 1e6)
+"""
+
+
+def metrics_cost_us(calls: int) -> dict[str, float]:
+    """Microseconds the metrics hooks add to one tracked request, by mode (best of five)."""
+    costs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for mode, extra in (("single", {}), ("multiprocess", {"PROMETHEUS_MULTIPROC_DIR": folder})):
+            env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+            done = subprocess.run(
+                [sys.executable, "-c", METRICS_PROBE, str(calls)],
+                env={**env, **extra},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            costs[mode] = round(float(done.stdout), 2)
+    return costs
 
 
 def floor_call(database_url: str, redis_url: str, session_id: int) -> tuple[Any, Any]:
@@ -121,7 +165,17 @@ def run(database_url: str, sizes: list[int], calls: int, rounds: int) -> dict[st
         row["sql_vs_redis_p50"] = round(
             row["sql_store"]["p50_ms"] / row["redis_store"]["p50_ms"], 2
         )
+        costs = metrics_cost_us(METRICS_CALLS if calls >= 1000 else 1000)
+        row["metrics_us"] = costs
+        row["metrics_share_of_redis_p50"] = round(
+            max(costs.values()) / 1000 / row["redis_store"]["p50_ms"], 4
+        )
         results.append(row)
+        print(
+            f"  metrics: {costs['single']} us (one process), {costs['multiprocess']} us"
+            f" (multiprocess) per tracked request:"
+            f" {row['metrics_share_of_redis_p50']:.1%} of the Redis store's p50"
+        )
         print(
             f"  p50 ms: redis {row['redis_store']['p50_ms']}, sql {row['sql_store']['p50_ms']},"
             f" floor {row['floor']['p50_ms']}; redis/floor {row['redis_vs_floor_p50']}x,"

@@ -35,6 +35,15 @@ def table() -> str:
                 f" store is {r['sql_vs_redis_p50']}x the Redis store"
                 f" | ≤ 1.3x floor | {ok(r['redis_vs_floor_p50'] <= 1.3)} |"
             )
+            if "metrics_us" in r:
+                share = r["metrics_share_of_redis_p50"]
+                lines.append(
+                    f"| B1 metrics, {r['rows']:,} sessions | the hooks of one tracked request:"
+                    f" {r['metrics_us']['single']} µs in one process,"
+                    f" {r['metrics_us']['multiprocess']} µs in multiprocess mode;"
+                    f" {share:.1%} of the Redis store's p50"
+                    f" | < 5% of the hot path | {ok(share < 0.05)} |"
+                )
     b2 = load("b2_end_to_end")
     if b2:
         for r in b2["results"]:

@@ -66,6 +66,12 @@ def unit_role(user: User, unit_id: int) -> str | None:
     return cache[key]
 
 
+@tutor_times.staff_loader
+def site_staff(user: User) -> bool:
+    """The LMS's administrators may read /tutor-times/metrics without its token."""
+    return bool(user.is_admin)
+
+
 @tutor_times.target_loader
 def unit_targets(
     unit_id: int, project_id: int | None, task_id: int | None, task_definition_id: int | None
@@ -221,7 +227,8 @@ def add_comment(unit_id: int, project_id: int, task_id: int) -> Any:
 
 @bp.put("/units/<int:unit_id>/projects/<int:project_id>/tasks/<int:task_id>")
 @login_required
-@tutor_times.track("assessing", **TASK_IDS)
+# the front end retries a PUT that timed out with the same Idempotency-Key: counted once
+@tutor_times.track("assessing", idempotency_header="Idempotency-Key", **TASK_IDS)
 def assess(unit_id: int, project_id: int, task_id: int) -> Any:
     task = task_in_unit(unit_id, project_id, task_id)
     require_staff(unit_id)

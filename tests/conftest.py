@@ -165,6 +165,8 @@ def reset_tables(app: Flask) -> None:
     with app.app_context():
         db.session.execute(tutor_times.SessionActivity.__table__.delete())
         db.session.execute(tutor_times.MarkingSession.__table__.delete())
+        db.session.execute(tutor_times.models.IdempotencyKeys.delete())
+        db.session.execute(tutor_times.models.Jobs.delete())
         db.session.commit()
     reset_redis(app)
 

@@ -21,6 +21,8 @@ def test_b1_hot_path() -> None:
     for row in result["results"]:
         assert {row[v]["n"] for v in ("redis_store", "sql_store", "floor")} == {60}
         assert row["redis_vs_floor_p50"] > 0
+        assert set(row["metrics_us"]) == {"single", "multiprocess"}
+        assert all(cost > 0 for cost in row["metrics_us"].values())
 
 
 def test_b2_end_to_end() -> None:

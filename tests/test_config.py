@@ -63,6 +63,13 @@ def test_one_instance_serves_several_apps() -> None:
         ("TUTOR_TIMES_ACTIONS", "assessing", "non-empty list"),
         ("TUTOR_TIMES_ACTIONS", [], "non-empty list"),
         ("TUTOR_TIMES_SWEEP_BATCH_SIZE", 0, ">= 1"),
+        ("TUTOR_TIMES_IDEMPOTENCY_TTL", 3600, "86400 or more"),
+        ("TUTOR_TIMES_HEALTH_PUBLIC", "yes", "True or False"),
+        ("TUTOR_TIMES_HEALTH_MAX_HEARTBEAT_AGE", 0, "positive"),
+        ("TUTOR_TIMES_METRICS", 1, "True or False"),
+        ("TUTOR_TIMES_METRICS_TOKEN", "short", "at least 16 characters"),
+        ("TUTOR_TIMES_RETENTION_DAYS", 0, ">= 1"),
+        ("TUTOR_TIMES_RETENTION_MODE", "shred", "delete, anonymize"),
     ],
 )
 def test_bad_config_is_refused_at_init(key: str, value: object, message: str) -> None:

@@ -434,8 +434,12 @@ def test_the_openapi_document_lists_every_endpoint(app: Flask) -> None:
         (f"{P}/sessions/{{session_id}}", "get"),
         (f"{P}/me/sessions", "get"),
         (f"{P}/activities", "post"),
+        (f"{P}/health", "get"),
+        (f"{P}/metrics", "get"),
         (f"{P}/openapi.json", "get"),
     }
+    activities_post = doc["paths"][f"{P}/activities"]["post"]["responses"]
+    assert {"409", "422"} <= set(activities_post)
     per_page = next(
         p
         for p in doc["paths"][f"{P}/units/{{unit_id}}/sessions"]["get"]["parameters"]

@@ -11,6 +11,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from . import metrics
 from .errors import ConfigurationError
 from .extension import current
 from .worker import Worker
@@ -88,8 +89,23 @@ def purge_command(before: datetime, anonymize: bool, yes: bool) -> None:
 )
 @click.option("--no-listen", is_flag=True, help="Sweep only; ignore Redis expiry events.")
 @click.option("--burst", is_flag=True, help="One sweep, then exit (like `sweep`, for cron).")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this worker's Prometheus metrics on this port.",
+)
+@click.option(
+    "--metrics-address", default="127.0.0.1", show_default=True, help="Address to serve them on."
+)
 @with_appcontext
-def worker_command(interval: float | None, no_listen: bool, burst: bool) -> None:
+def worker_command(
+    interval: float | None,
+    no_listen: bool,
+    burst: bool,
+    metrics_port: int | None,
+    metrics_address: str,
+) -> None:
     """Close idle sessions: Redis expiry listener plus a periodic sweep, until SIGTERM/SIGINT."""
     ext = extension()
     logger = logging.getLogger("tutor_times")
@@ -105,6 +121,9 @@ def worker_command(interval: float | None, no_listen: bool, burst: bool) -> None
         closed = worker.work(burst=True)
         click.echo(f"closed {closed} idle session{'s' if closed != 1 else ''}")
         return
+    if metrics_port is not None:
+        metrics.serve(metrics_port, metrics_address)
+        logger.info("metrics on http://%s:%d/", metrics_address, metrics_port)
     worker.install_signal_handlers()
     worker.work()
     logger.info("tutor-times worker stopped")

@@ -1,6 +1,6 @@
 """Closing idle sessions with exact end times (R3, R4, R6).
 
-Three paths close a session, all through :func:`close_sessions`: the next activity of the
+Three paths close a session, all through :func:`~tutor_times.models.close_session_ids`: the next activity of the
 key (in the store), the periodic sweep here, and the Redis expiry listener (which only
 makes closing sooner). SQL is the source of truth; closing is idempotent.
 """
@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 import redis
 import sqlalchemy as sa
 
-from .models import Models, close_sessions, last_activity_of
+from . import metrics
+from .models import Models, close_session_ids, last_activity_of
 
 logger = logging.getLogger("tutor_times")
 
@@ -29,10 +30,15 @@ def sweep(
     min_minutes: int,
     batch_size: int,
     key: tuple[int, int, str] | None = None,
+    closer: str = metrics.SWEEP,
+    idle_after: timedelta | None = None,
 ) -> int:
     """Close every session idle for ``timeout`` at ``now``, one batch per transaction.
 
     ``key`` (marker_id, unit_id, ip_address) limits it to one key's open session.
+    ``closer`` names the caller for the metrics, which count each session's lag past its
+    idle deadline, ``idle_after`` (the session timeout; default ``timeout``) after its last
+    activity.
 
     Safe with several sweepers at once: each locks its batch with SKIP LOCKED, and a
     session locked by an activity being written is, by definition, not idle. The last
@@ -63,8 +69,12 @@ def sweep(
                 sa.select(ms.id, ms.start_time, last.label("last")).where(ms.id.in_(ids))
             ).all()
             idle = [(r.id, r.start_time, r.last) for r in rows if r.last <= cutoff]
-            n = close_sessions(s, models, idle, min_minutes, now)
+            done = set(close_session_ids(s, models, idle, min_minutes, now))
             s.commit()
+        deadline = timeout if idle_after is None else idle_after
+        lags = [(now - last - deadline).total_seconds() for sid, _, last in idle if sid in done]
+        metrics.sessions_closed(closer, lags)
+        n = len(done)
         closed += n
         if n and key is None:
             logger.info("closed %d idle marking sessions", n)

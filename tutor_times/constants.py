@@ -28,6 +28,14 @@ class ConfigVars:
     URL_PREFIX: Final = "TUTOR_TIMES_URL_PREFIX"
     IP_STORAGE: Final = "TUTOR_TIMES_IP_STORAGE"
     IP_HASH_KEY: Final = "TUTOR_TIMES_IP_HASH_KEY"
+    IDEMPOTENCY_TTL: Final = "TUTOR_TIMES_IDEMPOTENCY_TTL"
+    HEALTH_PUBLIC: Final = "TUTOR_TIMES_HEALTH_PUBLIC"
+    HEALTH_MAX_HEARTBEAT_AGE: Final = "TUTOR_TIMES_HEALTH_MAX_HEARTBEAT_AGE"
+    METRICS: Final = "TUTOR_TIMES_METRICS"
+    METRICS_TOKEN: Final = "TUTOR_TIMES_METRICS_TOKEN"
+    METRICS_PUBLIC: Final = "TUTOR_TIMES_METRICS_PUBLIC"
+    RETENTION_DAYS: Final = "TUTOR_TIMES_RETENTION_DAYS"
+    RETENTION_MODE: Final = "TUTOR_TIMES_RETENTION_MODE"
 
 
 DEFAULT_ACTIONS: Final = (
@@ -53,6 +61,9 @@ DEFAULT_CLIENT_ACTIONS: Final = ("inbox", "get-submission-details")
 TRACKED_ROLES: Final = frozenset({"admin", "convenor", "tutor"})
 
 STORES: Final = ("redis", "sql")
+
+#: what the worker's daily retention does to old sessions
+RETENTION_MODES: Final = ("delete", "anonymize")
 
 DEFAULTS: Final[dict[str, Any]] = {
     # Seconds of inactivity after which a marking session ends (R2).
@@ -100,6 +111,24 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.IP_STORAGE: "full",
     # The secret for "hashed"; None: the app's SECRET_KEY.
     ConfigVars.IP_HASH_KEY: None,
+    # Seconds an Idempotency-Key's first answer is kept; never less than a day, so a client
+    # retrying through a long outage still gets its first answer.
+    ConfigVars.IDEMPOTENCY_TTL: 86400,
+    # GET <prefix>/health answers anonymous callers (load balancers have no login).
+    ConfigVars.HEALTH_PUBLIC: True,
+    # Seconds after which a silent worker makes /health answer 503. None: its age is shown
+    # but never fails the check, so a stopped worker does not take the web tier out.
+    ConfigVars.HEALTH_MAX_HEARTBEAT_AGE: None,
+    # Serve Prometheus metrics at <prefix>/metrics.
+    ConfigVars.METRICS: False,
+    # The bearer token a scraper must send for /metrics.
+    ConfigVars.METRICS_TOKEN: None,
+    # Serve /metrics to anyone (the host protects it some other way, e.g. its network).
+    ConfigVars.METRICS_PUBLIC: False,
+    # Days a closed session is kept; the worker removes older ones once a day. None: forever.
+    ConfigVars.RETENTION_DAYS: None,
+    # "delete" old sessions with their activities, or "anonymize" (blank their IP addresses).
+    ConfigVars.RETENTION_MODE: "delete",
 }
 
 # Short timeouts and no retry loop: a stalled Redis must cost a tracked request a quarter

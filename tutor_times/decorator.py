@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from flask import Flask, Response, after_this_request, request
 from flask_login import current_user
 
+from . import idempotency, metrics
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -75,6 +77,8 @@ class TrackSpec:
     task_id: IdSpec
     task_definition_id: IdSpec
     when: Callable[[Mapping[str, Any]], Any] | None
+    #: a request header whose value, per user, is recorded once (a retried PUT)
+    idempotency_header: str | None = None
 
     def __post_init__(self) -> None:
         _check_spec("unit_id", self.unit_id, required=True)
@@ -82,6 +86,10 @@ class TrackSpec:
             _check_spec(name, getattr(self, name))
         if isinstance(self.when, str):
             raise TypeError("track(when=...) takes a callable of the view's kwargs")
+        if self.idempotency_header is not None and (
+            not isinstance(self.idempotency_header, str) or not self.idempotency_header
+        ):
+            raise TypeError("track(idempotency_header=...) takes a header name")
 
 
 def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
@@ -94,6 +102,7 @@ def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
             @after_this_request
             def record(response: Response) -> Response:
                 if response.status_code < 400:
+                    started = time.perf_counter()
                     try:
                         track_request(ext, spec, kwargs)
                     except Exception:
@@ -105,6 +114,7 @@ def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
                             request.method,
                             request.path,
                         )
+                    metrics.tracking_took(time.perf_counter() - started)
                 return response
 
             return rv
@@ -124,12 +134,42 @@ def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -
         return
     if spec.when is not None and not spec.when(kwargs):
         return
-    ext.record_activity(
-        spec.action,
-        marker_id=ext.marker_id_of(user),
-        unit_id=unit_id,
-        ip_address=request.remote_addr,
-        project_id=resolve(spec.project_id, kwargs),
-        task_id=resolve(spec.task_id, kwargs),
-        task_definition_id=resolve(spec.task_definition_id, kwargs),
-    )
+    marker_id = ext.marker_id_of(user)
+    claim = _claim(ext, spec, marker_id)
+    if claim is False:
+        return  # a retry of a request already recorded (or being recorded)
+    try:
+        ext.record_activity(
+            spec.action,
+            marker_id=marker_id,
+            unit_id=unit_id,
+            ip_address=request.remote_addr,
+            project_id=resolve(spec.project_id, kwargs),
+            task_id=resolve(spec.task_id, kwargs),
+            task_definition_id=resolve(spec.task_definition_id, kwargs),
+        )
+    except BaseException:
+        if claim is not None:
+            ext.state.idempotency.release(claim)
+        raise
+    if claim is not None:
+        ext.state.idempotency.complete(claim, idempotency.Answer(200, ""))
+
+
+def _claim(
+    ext: TutorTimes, spec: TrackSpec, marker_id: int
+) -> idempotency.Claim | Literal[False] | None:
+    """The request's claim on its idempotency key; None when it has none, False when the key
+    was seen. Never waits: the host's response must not wait for another request."""
+    if spec.idempotency_header is None:
+        return None
+    key = request.headers.get(spec.idempotency_header)
+    if key is None or not idempotency.valid_key(key):
+        return None
+    claim = idempotency.Claim(idempotency.TRACK, marker_id, key)
+    print_ = idempotency.fingerprint([spec.action, request.method, request.path])
+    try:
+        first = ext.state.idempotency.claim(claim, print_, wait=0)
+    except (idempotency.KeyReused, idempotency.KeyInUse):
+        return False
+    return claim if first is None else False

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 
+from . import metrics
 from .accounting import utcnow
 from .activity import check_action
 from .constants import DEFAULTS
@@ -148,6 +149,7 @@ class TutorTimes(HostHooks, Maintenance):
         task_id: IdSpec = None,
         task_definition_id: IdSpec = None,
         when: Callable[[Any], Any] | None = None,
+        idempotency_header: str | None = None,
     ) -> Callable[[F], F]:
         """Record ``action`` whenever the decorated view returns a response below 400.
 
@@ -156,10 +158,14 @@ class TutorTimes(HostHooks, Maintenance):
         ``when(kwargs)`` returning false skips tracking (e.g. a marker on their own project).
         The action is checked against every app this extension is registered on, now and
         at each later ``init_app``, so a typo fails at start-up.
+        ``idempotency_header`` names a request header (e.g. "Idempotency-Key"): a request
+        repeating a value the same user sent before records nothing new.
         """
         for state in list(self._states.values()):
             check_action(action, state.settings.actions)
-        spec = TrackSpec(action, unit_id, project_id, task_id, task_definition_id, when)
+        spec = TrackSpec(
+            action, unit_id, project_id, task_id, task_definition_id, when, idempotency_header
+        )
         self._specs.append(spec)
         return track_view(self, spec)
 
@@ -207,7 +213,10 @@ class TutorTimes(HostHooks, Maintenance):
         activity = state.tracker.validate(action, source=source, **fields)
         return state.tracker.record(activity)
 
-    def count_failure(self) -> None:
+    def count_failure(self, kind: str = "request") -> None:
+        """A tracking failure: ``request`` (a tracked view's activity was lost) or
+        ``report`` (POST /activities could not store one)."""
+        metrics.failed(kind)
         with self._lock:
             self._failures += 1
 

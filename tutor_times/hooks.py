@@ -10,6 +10,8 @@ from .errors import ConfigurationError, InvalidActivityError
 
 #: (user, unit_id) -> "admin" | "convenor" | "tutor" | "student" | None
 RoleLoader = Callable[[Any, Any], "str | None"]
+#: (user) -> whether the user runs the site (may read /metrics without a token)
+StaffLoader = Callable[[Any], bool]
 #: (unit_id, project_id, task_id, task_definition_id) -> whether the ids are that unit's
 TargetLoader = Callable[[int, "int | None", "int | None", "int | None"], bool]
 
@@ -20,6 +22,7 @@ class HostHooks:
     def __init__(self) -> None:
         self._role_loader: RoleLoader | None = None
         self._target_loader: TargetLoader | None = None
+        self._staff_loader: StaffLoader | None = None
 
     def role_loader(self, callback: RoleLoader) -> RoleLoader:
         """Register ``callback(user, unit_id)`` -> "admin" | "convenor" | "tutor" | "student" | None."""
@@ -35,6 +38,15 @@ class HostHooks:
         """
         self._target_loader = callback
         return callback
+
+    def staff_loader(self, callback: StaffLoader) -> StaffLoader:
+        """Register ``callback(user)`` -> whether the user runs the site: such a signed-in
+        user may read ``/metrics`` without the bearer token. Without it, only the token does."""
+        self._staff_loader = callback
+        return callback
+
+    def is_staff(self, user: Any) -> bool:
+        return self._staff_loader is not None and bool(self._staff_loader(user))
 
     def role_of(self, user: Any, unit_id: Any) -> str | None:
         if self._role_loader is None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
-from . import retention
+from . import idempotency, jobs, metrics, retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from .state import AppState
 
 logger = logging.getLogger("tutor_times")
+
+#: how often the worker applies TUTOR_TIMES_RETENTION_DAYS
+RETENTION_EVERY = timedelta(days=1)
 
 
 def _utc(t: datetime, name: str) -> datetime:
@@ -80,6 +83,8 @@ class Maintenance:
             min_minutes=state.min_minutes,
             batch_size=1 if key else state.settings.sweep_batch_size,
             key=key,
+            closer=metrics.EXPIRY if key else metrics.SWEEP,
+            idle_after=state.timeout,
         )
 
     def purge(
@@ -108,7 +113,60 @@ class Maintenance:
                 conn, self.models, before=_utc(before, "before"), anonymize=anonymize
             )
 
+    def expire_idempotency_keys(self) -> int:
+        """Forget the idempotency keys older than TUTOR_TIMES_IDEMPOTENCY_TTL; how many."""
+        state = self.state
+        before = self.clock() - state.settings.operations.idempotency_ttl
+        with state.tracker.sql.connect() as conn:
+            return idempotency.expire(conn, self.models.IdempotencyKeys, before=before)
+
     # -- the worker --------------------------------------------------------------
+
+    def after_sweep(self) -> None:
+        """What the worker does after each sweep pass: its heartbeat (for ``/health``), and
+        forgetting expired idempotency keys. Each step's failure is logged, never fatal to
+        the others."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("write the worker heartbeat", self.heartbeat),
+            ("forget expired idempotency keys", self.expire_idempotency_keys),
+            ("apply the retention period", self.apply_retention),
+        ]
+        for what, step in steps:
+            try:
+                step()
+            except Exception:
+                logger.exception("could not %s", what)
+
+    def apply_retention(self) -> int | None:
+        """Remove (or anonymize) the closed sessions older than TUTOR_TIMES_RETENTION_DAYS,
+        at most once a day across every worker: the first to take the day's lease does it,
+        in batches; the others skip. Returns how many sessions changed, None when skipped."""
+        state = self.state
+        settings = state.settings.operations
+        if settings.retention is None:
+            return None
+        now = self.clock()
+        with state.tracker.sql.connect() as conn:
+            if not jobs.take_lease(
+                conn, self.models.Jobs, jobs.RETENTION, now=now, every=RETENTION_EVERY
+            ):
+                return None
+        before = now - settings.retention
+        anonymize = settings.retention_anonymize
+        done = self.purge(before, anonymize=anonymize)
+        metrics.retained(anonymize, done)
+        logger.info(
+            "retention: %s %d marking session%s that ended before %s",
+            "anonymized" if anonymize else "deleted",
+            done,
+            "" if done == 1 else "s",
+            before.isoformat(),
+        )
+        return done
+
+    def heartbeat(self) -> None:
+        with self.state.tracker.sql.connect() as conn:
+            jobs.beat(conn, self.models.Jobs, now=self.clock())
 
     def run_worker(
         self,

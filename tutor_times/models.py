@@ -1,4 +1,5 @@
-"""The two tables, declared on the host's own ``db`` metadata."""
+"""The tables (sessions, activities, and those of operations), declared on the host's own ``db``
+metadata."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from .accounting import UTC, duration_minutes
 
 MARKING_SESSIONS = "marking_sessions"
 SESSION_ACTIVITIES = "session_activities"
+IDEMPOTENCY_KEYS = "tutor_times_idempotency_keys"
+JOBS = "tutor_times_jobs"
 
 #: the sources of an activity (R11): tracked by the server, or reported by a client
 SERVER, CLIENT = "server", "client"
@@ -61,6 +64,10 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 class Models(NamedTuple):
     MarkingSession: Any
     SessionActivity: Any
+    #: the answers of requests that carried an idempotency key (a Core table)
+    IdempotencyKeys: Any = None
+    #: one row per recurring job: the worker's heartbeat, the daily retention (a Core table)
+    Jobs: Any = None
 
 
 _built: WeakKeyDictionary[SQLAlchemy, Models] = WeakKeyDictionary()
@@ -180,9 +187,36 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 f" at {self.created_at:%Y-%m-%d %H:%M:%S}>"
             )
 
-    models = Models(MarkingSession, SessionActivity)
+    models = Models(MarkingSession, SessionActivity, *_operations_tables(db.metadata))
     _built[db] = models
     return models
+
+
+def _operations_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    """The tables of operations: idempotency keys, and the worker's jobs."""
+    keys = sa.Table(
+        IDEMPOTENCY_KEYS,
+        metadata,
+        # what the key was given to: "activities" (POST /activities) or "track" (@track)
+        sa.Column("scope", sa.String(16), primary_key=True),
+        sa.Column("user_id", sa.BigInteger, primary_key=True),
+        sa.Column("key", sa.String(255), primary_key=True),
+        # a hash of the request the key was first used with: another request is refused
+        sa.Column("fingerprint", sa.String(64), nullable=False),
+        # NULL while the first request is in progress
+        sa.Column("status", sa.Integer),
+        sa.Column("body", sa.Text),
+        sa.Column("created_at", UTCDateTime, nullable=False, index=True),
+    )
+    jobs = sa.Table(
+        JOBS,
+        metadata,
+        sa.Column("name", sa.String(64), primary_key=True),
+        # the heartbeat's time, or when the job last started (its lease)
+        sa.Column("ran_at", UTCDateTime, nullable=False),
+        sa.Column("holder", sa.String(128)),
+    )
+    return keys, jobs
 
 
 # -- SQL shared by the steps that write, close and read sessions ---------------------------
@@ -198,7 +232,18 @@ def close_sessions(
     min_minutes: int,
     now: datetime,
 ) -> int:
-    """Close each session at its last activity; returns how many were still open.
+    """Close each session at its last activity; returns how many were still open."""
+    return len(close_session_ids(conn, models, idle, min_minutes, now))
+
+
+def close_session_ids(
+    conn: sa.Connection,
+    models: Models,
+    idle: Iterable[IdleSession],
+    min_minutes: int,
+    now: datetime,
+) -> list[int]:
+    """Close each session at its last activity; returns the ids of those still open.
 
     One UPDATE for the whole batch, counted by RETURNING: a DBAPI's executemany row count
     is not reliable (psycopg's undercounts), and the count is what proves closing happened
@@ -206,7 +251,7 @@ def close_sessions(
     """
     idle = list(idle)
     if not idle:
-        return 0
+        return []
     table = models.MarkingSession.__table__
     time_type = table.c.end_time.type
     ends = {sid: sa.literal(last, time_type) for sid, _, last in idle}
@@ -223,7 +268,7 @@ def close_sessions(
         )
         .returning(table.c.id)
     )
-    return len(conn.execute(stmt).all())
+    return [row.id for row in conn.execute(stmt)]
 
 
 def last_activity_of(models: Models) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from . import metrics
 from .accounting import to_micros
 from .constants import REDIS_CLIENT_DEFAULTS
 
@@ -54,7 +55,9 @@ class CircuitBreaker:
             self.failures += 1
             was_closed = self._open_until is None
             self._open_until = self.clock() + self.retry_after
+        metrics.failed("redis")
         if was_closed:
+            metrics.breaker_changed(open_=True)
             logger.error(
                 "Redis failed (%s: %s); recording through SQL only, retrying Redis in %.0f s",
                 type(exc).__name__,
@@ -69,6 +72,7 @@ class CircuitBreaker:
             if self._open_until is None:
                 return
             self._open_until = None
+        metrics.breaker_changed(open_=False)
         logger.warning("Redis is back; recording through Redis again")
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from .constants import ASSESSING, DEFAULT_CLIENT_ACTIONS, STORES, ConfigVars
+from .constants import ASSESSING, DEFAULT_CLIENT_ACTIONS, RETENTION_MODES, STORES, ConfigVars
 from .errors import ConfigurationError
 from .privacy import IP_STORAGE_MODES
 
@@ -27,7 +27,9 @@ def _number(config: Mapping[str, Any], key: str, *, minimum: float, strict: bool
         or value < minimum
         or (strict and value == minimum)
     ):
-        kind = "positive" if strict else "non-negative"
+        kind = (
+            "positive" if strict else "non-negative" if minimum == 0 else f"({minimum:g} or more)"
+        )
         raise ConfigurationError(f"{key} must be a {kind} number of seconds, got {value!r}")
     return float(value)
 
@@ -145,6 +147,7 @@ class Settings:
     sql_pool_size: int
     #: the largest request body the endpoints read
     max_body_bytes: int
+    operations: Operations
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -184,6 +187,7 @@ class Settings:
             sql_timeout=_number(config, ConfigVars.SQL_TIMEOUT, minimum=0, strict=True),
             sql_pool_size=_whole_number(config, ConfigVars.SQL_POOL_SIZE),
             max_body_bytes=_whole_number(config, ConfigVars.MAX_BODY_BYTES),
+            operations=Operations.from_config(config),
         )
 
     @property
@@ -191,3 +195,60 @@ class Settings:
         """How long the sweep waits after a session's last activity before closing it (R6):
         the timeout, plus the backdating window so a late activity finds it open."""
         return self.timeout + self.max_backdate
+
+
+def _flag(config: Mapping[str, Any], key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be True or False, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Operations:
+    """The settings of health, metrics, idempotency and retention."""
+
+    #: seconds an idempotency key's first answer is kept (at least a day)
+    idempotency_ttl: timedelta
+    health_public: bool
+    #: a worker silent for longer fails /health; None: shown, never failing
+    health_max_heartbeat_age: timedelta | None
+    metrics: bool
+    metrics_token: str | None
+    metrics_public: bool
+    #: closed sessions older than this are removed once a day; None: kept forever
+    retention: timedelta | None
+    retention_anonymize: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Operations:
+        ttl = _number(config, ConfigVars.IDEMPOTENCY_TTL, minimum=86400, strict=False)
+        token = config[ConfigVars.METRICS_TOKEN]
+        if token is not None and (not isinstance(token, str) or len(token) < 16):
+            raise ConfigurationError(
+                f"{ConfigVars.METRICS_TOKEN} must be a string of at least 16 characters"
+            )
+        metrics, public = (
+            _flag(config, ConfigVars.METRICS),
+            _flag(config, ConfigVars.METRICS_PUBLIC),
+        )
+        max_age = None
+        if config[ConfigVars.HEALTH_MAX_HEARTBEAT_AGE] is not None:
+            max_age = timedelta(
+                seconds=_number(config, ConfigVars.HEALTH_MAX_HEARTBEAT_AGE, minimum=0, strict=True)
+            )
+        days = config[ConfigVars.RETENTION_DAYS]
+        retention = None
+        if days is not None:
+            retention = timedelta(days=_whole_number(config, ConfigVars.RETENTION_DAYS))
+        mode = _choice(config, ConfigVars.RETENTION_MODE, RETENTION_MODES)
+        return cls(
+            idempotency_ttl=timedelta(seconds=ttl),
+            health_public=_flag(config, ConfigVars.HEALTH_PUBLIC),
+            health_max_heartbeat_age=max_age,
+            metrics=metrics,
+            metrics_token=token,
+            metrics_public=public,
+            retention=retention,
+            retention_anonymize=mode == "anonymize",
+        )

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 
-from . import drivers
+from . import drivers, metrics
 from .accounting import continues, duration_minutes
 from .activity import STORED_FIELDS, Activity
 from .errors import UnknownReferenceError
@@ -203,9 +203,13 @@ class SqlStore:
         return self.place(conn, a, latest)
 
     def _close(self, conn: sa.Connection, row: Any, now: datetime) -> None:
-        close_sessions(
+        """Close the key's open session at its last activity: the key's next activity
+        arrived after the timeout, before any sweep or expiry event closed it."""
+        if close_sessions(
             conn, self.models, [(row.id, row.start_time, row.last)], self.min_minutes, now
-        )
+        ):
+            lag = (now - row.last - self.timeout).total_seconds()
+            metrics.sessions_closed(metrics.NEXT_ACTIVITY, [lag])
 
     def _start(self, conn: sa.Connection, a: Activity, *, closed: bool) -> Recorded:
         """A new session holding only ``a``: open, or closed at once when the key already has
@@ -217,6 +221,7 @@ class SqlStore:
         )
         activity = self._append_to(conn, session_id, a, closed=closed)
         conn.commit()
+        metrics.session_opened()
         return Recorded(activity, session_id, a.at, open=not closed)
 
     def _append_to(self, conn: sa.Connection, session_id: int, a: Activity, *, closed: bool) -> Any:

@@ -12,6 +12,7 @@ import redis
 import sqlalchemy as sa
 
 from . import drivers, privacy
+from .idempotency import IdempotencyKeys
 from .models import Models
 from .redis_cache import CircuitBreaker, RedisStore, redis_client
 from .settings import Settings
@@ -30,6 +31,8 @@ class AppState:
 
     settings: Settings
     tracker: Tracker
+    #: the first answers of requests that carried an idempotency key
+    idempotency: IdempotencyKeys
     #: the in-process fakeredis: no other process can see it, nor listen to it
     embedded: bool
     #: whether this process runs a sweeper thread of its own
@@ -126,6 +129,12 @@ def build_state(
     state = AppState(
         settings=settings,
         tracker=tracker,
+        idempotency=IdempotencyKeys(
+            models.IdempotencyKeys,
+            lambda: state.tracking_engine(db.engine),
+            clock=clock,
+            ttl=settings.operations.idempotency_ttl,
+        ),
         embedded=embedded,
         in_process_sweeper=bool(in_process),
         engine_options=engine_options,

@@ -10,6 +10,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from . import metrics
 from .activity import Activity
 from .errors import InvalidActivityError
 from .models import SERVER
@@ -78,28 +79,36 @@ class Tracker:
 
     def record(self, a: Activity) -> Any:
         """Store one activity in its session; Redis errors fall back to SQL only (R9)."""
+        activity, path = self._record(a)
+        metrics.recorded(path, a.action)
+        return activity
+
+    def _record(self, a: Activity) -> tuple[Any, str]:
+        """The stored activity, and the path it took (for the metrics)."""
         store = self.redis
-        if store is None or not store.breaker.allows():
-            return self.sql.record(a).activity
+        if store is None:
+            return self.sql.record(a).activity, metrics.SQL
+        if not store.breaker.allows():
+            return self.sql.record(a).activity, metrics.FALLBACK
         key = store.key(a.marker_id, a.unit_id, a.ip_address)
         try:
             session_id = store.lookup(key, a.at)
         except RedisError as exc:
             store.breaker.failed(exc)
-            return self.sql.record(a).activity
+            return self.sql.record(a).activity, metrics.FALLBACK
         store.breaker.succeeded()
         if session_id is not None:
             activity = self.sql.append_if_open(session_id, a)
             if activity is not None:
-                return activity
+                return activity, metrics.CACHED
             # The cached session was closed meanwhile (by a sweep), is not this key's (the
             # database was restored), was merged into an earlier one, or starts after this
             # activity: SQL decides afresh, and replaces the cached id.
         recorded = self.sql.record(a)
         if not recorded.open:
-            return recorded.activity  # a late activity joined a closed session
+            return recorded.activity, metrics.SQL  # a late activity joined a closed session
         try:
             store.remember(key, recorded.session_id, recorded.last_activity, stale=session_id)
         except RedisError as exc:
             store.breaker.failed(exc)
-        return recorded.activity
+        return recorded.activity, metrics.SQL

@@ -44,9 +44,12 @@ class Worker:
         self.thread: threading.Thread | None = None
 
     def sweep_once(self) -> int:
-        """One pass of the sweep: how many sessions it closed."""
+        """One pass of the sweep, then the heartbeat and housekeeping: how many sessions it
+        closed. A pass whose sweep failed writes no heartbeat, so /health shows it."""
         with self.app.app_context():
-            return self.ext.close_expired_sessions()
+            closed = self.ext.close_expired_sessions()
+            self.ext.after_sweep()
+            return closed
 
     def work(self, *, burst: bool = False) -> int:
         """Close idle sessions until stopped; with ``burst``, one pass and return. Returns

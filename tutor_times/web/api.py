@@ -131,6 +131,8 @@ class Operation:
     csv: bool
     tag: str
     public: bool
+    #: answers of this endpoint alone: status -> (description, body model; None: an error)
+    responses: dict[int, tuple[str, type[BaseModel] | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -159,6 +161,7 @@ class Api:
         csv: bool = False,
         tag: str = "reports",
         public: bool = False,
+        responses: dict[int, tuple[str, type[BaseModel] | None]] | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare an endpoint: the view gets ``path``, ``query`` and ``body`` as validated
         models and returns a dict (JSON) or a ready response. A ``public`` one answers
@@ -180,6 +183,7 @@ class Api:
                 csv,
                 tag,
                 public,
+                dict(responses or {}),
             )
             self.operations.append(op)
             endpoint = functools.wraps(view)(self._endpoint(op, view))
@@ -221,6 +225,7 @@ class Api:
         models: set[type[BaseModel]] = {ErrorOut}
         for op in self.operations:
             models.update(m for m in (op.body, op.response) if m is not None)
+            models.update(m for _, m in op.responses.values() if m is not None)
         bodies = {op.body for op in self.operations}
         _, top = models_json_schema(
             [(m, "validation" if m in bodies else "serialization") for m in models],
@@ -308,5 +313,16 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": error,
         }
         responses["503"] = {"description": "The database could not store it.", "content": error}
+        responses["409"] = {
+            "description": "A request with this Idempotency-Key is still in progress.",
+            "content": error,
+        }
+        responses["422"] = {
+            "description": "This Idempotency-Key was used with another request.",
+            "content": error,
+        }
+    for status, (description, model) in op.responses.items():
+        body = {"application/json": {"schema": _ref(model or ErrorOut)}}
+        responses[str(status)] = {"description": description, "content": body}
     spec["responses"] = responses
     return spec

@@ -320,3 +320,20 @@ class OpenApiOut(BaseModel):
     info: dict[str, Any]
     paths: dict[str, Any]
     components: dict[str, Any]
+
+
+class HealthCheck(BaseModel):
+    status: Literal["ok", "fail", "not used", "stale", "unknown"]
+    ms: float | None = Field(None, description="How long the check took.")
+    error: str | None = Field(None, description="The kind of failure, when it failed.")
+    last_heartbeat: datetime | None = Field(
+        None, description="When the worker last finished a pass (worker only)."
+    )
+    age_seconds: float | None = Field(None, description="Seconds since that heartbeat.")
+
+
+class HealthOut(BaseModel):
+    """`ok` (HTTP 200) when every check passes, else `fail` (HTTP 503)."""
+
+    status: Literal["ok", "fail"]
+    checks: dict[str, HealthCheck]

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from flask import Blueprint, current_app, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import reports
+from .. import health, idempotency, metrics, reports
 from ..constants import DEFAULTS, TRACKED_ROLES, ConfigVars
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
@@ -46,6 +47,8 @@ api = Api(
     authenticate=lambda: _current_user_id(),
     body_cap=body_cap,
 )
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 SEE_EVERY_TUTOR = frozenset({"admin", "convenor"})
 bp.register_error_handler(HTTPException, error_response)
@@ -351,8 +354,50 @@ def report_activity(body: s.ActivityIn) -> Any:
     tutors, convenors and admins are tracked (R7). What a client reports is limited (R11):
     only the actions of TUTOR_TIMES_CLIENT_ACTIONS (never `assessing`), only ids the host
     confirms as the unit's, `at` within the backdating window; it is stored as `client`.
+
+    With an `Idempotency-Key` header, a retry returns the first answer (status and body, with
+    `Idempotent-Replayed: true`) and stores nothing; the same key with another body is a 422,
+    and a retry while the first request is still being served waits for it (a 409 after 5 s).
+    Keys are per user and kept for TUTOR_TIMES_IDEMPOTENCY_TTL; a request that failed leaves
+    its key free.
     """
     me = _current_user_id()
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return _report_activity(me, body)
+    if not idempotency.valid_key(key):
+        raise ApiError(
+            400,
+            f"{IDEMPOTENCY_HEADER}: 1 to {idempotency.MAX_KEY_LENGTH} printable ASCII characters",
+            IDEMPOTENCY_HEADER,
+        )
+    keys = _owner().state.idempotency
+    claim = idempotency.Claim(idempotency.ACTIVITIES, me, key)
+    try:
+        first = keys.claim(claim, idempotency.fingerprint(body.model_dump(mode="json")))
+    except idempotency.KeyReused:
+        raise ApiError(
+            422, "this Idempotency-Key was used with another request", IDEMPOTENCY_HEADER
+        ) from None
+    except idempotency.KeyInUse:
+        raise ApiError(
+            409, "a request with this Idempotency-Key is still in progress", IDEMPOTENCY_HEADER
+        ) from None
+    if first is not None:
+        replay = Response(first.body, status=first.status, mimetype="application/json")
+        replay.headers["Idempotent-Replayed"] = "true"
+        return replay
+    try:
+        response = jsonify(_report_activity(me, body))
+    except BaseException:
+        keys.release(claim)
+        raise
+    response.status_code = 201
+    keys.complete(claim, idempotency.Answer(201, response.get_data(as_text=True)))
+    return response
+
+
+def _report_activity(me: int, body: s.ActivityIn) -> dict[str, Any]:
     ext = _owner()
     if not ext.is_tracked_role(current_user, body.unit_id):
         raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
@@ -372,10 +417,85 @@ def report_activity(body: s.ActivityIn) -> Any:
     except InvalidActivityError as exc:
         raise ApiError(400, exc.message, exc.field) from None
     except sa.exc.SQLAlchemyError:
-        ext.count_failure()
+        ext.count_failure("report")
         logger.exception("could not record a reported %r activity", body.action)
         raise ApiError(503, "the activity could not be stored; try again") from None
     return {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
+
+
+@api.route(
+    "GET",
+    "/health",
+    response=s.HealthOut,
+    tag="meta",
+    public=True,
+    responses={
+        503: ("A check failed; `checks` says which.", s.HealthOut),
+        401: ("Not logged in, with TUTOR_TIMES_HEALTH_PUBLIC off.", None),
+    },
+)
+def health_check() -> Any:
+    """Whether this process can track: the database, Redis, and the worker's last heartbeat.
+
+    200 with `status: ok` when every check passes, 503 with `status: fail` otherwise, for a
+    load balancer; each check's status, time and kind of failure, for a person. Redis is
+    "not used" with TUTOR_TIMES_STORE = "sql". The worker's heartbeat age fails the check
+    only past TUTOR_TIMES_HEALTH_MAX_HEARTBEAT_AGE. Public unless TUTOR_TIMES_HEALTH_PUBLIC
+    is off. Every wait is bounded (TUTOR_TIMES_SQL_TIMEOUT, Redis's socket timeout).
+    """
+    ext = _owner()
+    state = ext.state
+    if not state.settings.operations.health_public:
+        _current_user_id()
+    body = health.check(state, ext.tracking_engine, ext.models.Jobs, ext.clock())
+    response = jsonify(body)
+    response.status_code = 200 if body["status"] == health.OK else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@api.route(
+    "GET",
+    "/metrics",
+    tag="meta",
+    public=True,
+    responses={
+        401: ("No bearer token, or the wrong one.", None),
+        403: ("Signed in, but not staff (the host's staff_loader).", None),
+        404: ("Metrics are off (TUTOR_TIMES_METRICS).", None),
+    },
+)
+def prometheus_metrics() -> Any:
+    """Prometheus metrics, in its text format; a 404 unless TUTOR_TIMES_METRICS is on.
+
+    A scraper sends `Authorization: Bearer <TUTOR_TIMES_METRICS_TOKEN>`; a signed-in user the
+    host's `staff_loader` accepts needs no token; with TUTOR_TIMES_METRICS_PUBLIC on, the
+    host protects the endpoint itself. Under several
+    processes the values are added up across them (PROMETHEUS_MULTIPROC_DIR).
+    """
+    ext = _owner()
+    settings = ext.state.settings.operations
+    if not settings.metrics:
+        raise ApiError(404, "metrics are off (TUTOR_TIMES_METRICS)")
+    if not settings.metrics_public and not _bearer_matches(settings.metrics_token):
+        if not current_user or not current_user.is_authenticated:
+            refused: Response = error_response(ApiError(401, "a bearer token is required"))[0]
+            refused.status_code = 401
+            refused.headers["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return refused
+        if not ext.is_staff(current_user):
+            raise ApiError(
+                403, "only the site's staff (the host's staff_loader) or the bearer token"
+            )
+    text, content_type = metrics.exposition()
+    return Response(text, mimetype=None, content_type=content_type)
+
+
+def _bearer_matches(token: str | None) -> bool:
+    if token is None:
+        return False
+    sent = request.headers.get("Authorization", "")
+    return hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
 
 
 @api.route("GET", "/openapi.json", response=s.OpenApiOut, tag="meta", public=True)

@@ -1,0 +1,95 @@
+"""GET <prefix>/health: the database, Redis and the worker's heartbeat, as 200 or 503, with a
+real Redis of the test's own stopped and started again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from demo.extensions import tutor_times
+from tutor_times.worker import Worker
+
+from .conftest import Clock, built, login
+from .servers import OwnRedis
+
+URL = "/tutor-times/health"
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    server = OwnRedis().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def worker_pass(app: Flask) -> None:
+    Worker(app, tutor_times, listen=False).work(burst=True)
+
+
+def test_health_fails_while_redis_is_down_and_recovers(
+    backend: str, own_redis: OwnRedis, clock: Clock
+) -> None:
+    with built(backend, TUTOR_TIMES_REDIS_URL=own_redis.url) as app:
+        client = app.test_client()
+        worker_pass(app)
+        clock.advance(seconds=12)
+        r = client.get(URL)
+        assert r.status_code == 200, r.get_json()
+        body = r.get_json()
+        assert body["status"] == "ok"
+        assert [body["checks"][c]["status"] for c in ("database", "redis", "worker")] == [
+            "ok",
+            "ok",
+            "ok",
+        ]
+        assert body["checks"]["worker"]["age_seconds"] == 12.0
+        assert r.headers["Cache-Control"] == "no-store"
+
+        own_redis.stop()
+        r = client.get(URL)
+        assert r.status_code == 503
+        assert r.get_json()["status"] == "fail"
+        assert r.get_json()["checks"]["redis"] == {
+            "status": "fail",
+            "ms": r.get_json()["checks"]["redis"]["ms"],
+            "error": "ConnectionError",
+        }
+        assert r.get_json()["checks"]["database"]["status"] == "ok"
+
+        own_redis.start()
+        r = client.get(URL)
+        assert r.status_code == 200, r.get_json()
+
+
+def test_without_redis_it_is_not_used(backend: str, clock: Clock) -> None:
+    with built(backend, TUTOR_TIMES_STORE="sql") as app:
+        body = app.test_client().get(URL).get_json()
+        assert body["checks"]["redis"] == {"status": "not used"}
+        # no worker ever ran: shown, and fails nothing by default
+        assert body["checks"]["worker"] == {"status": "unknown", "last_heartbeat": None}
+        assert body["status"] == "ok"
+
+
+def test_a_silent_worker_fails_past_the_configured_age(backend: str, clock: Clock) -> None:
+    with built(backend, TUTOR_TIMES_HEALTH_MAX_HEARTBEAT_AGE=120) as app:
+        client = app.test_client()
+        assert client.get(URL).status_code == 503  # no heartbeat yet
+        worker_pass(app)
+        clock.advance(seconds=120)
+        assert client.get(URL).status_code == 200
+        clock.advance(seconds=1)
+        r = client.get(URL)
+        assert r.status_code == 503
+        assert r.get_json()["checks"]["worker"]["status"] == "fail"
+        worker_pass(app)
+        assert client.get(URL).status_code == 200
+
+
+def test_health_can_be_for_signed_in_users_only(clock: Clock) -> None:
+    with built("sqlite", TUTOR_TIMES_HEALTH_PUBLIC=False) as app:
+        assert app.test_client().get(URL).status_code == 401
+        assert login(app, "tutor1").get(URL).status_code == 200

@@ -1,0 +1,137 @@
+"""Retries count once: an Idempotency-Key on POST /activities (and on a host view tracked
+with ``idempotency_header=``) stores one activity whatever the number of retries."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+
+from demo.extensions import db, tutor_times
+
+from .conftest import TASK, Clock, activities, login
+
+P = "/tutor-times"
+BODY = {"action": "inbox", "unit_id": 1}
+
+
+def post(client: FlaskClient, key: str | None, body: dict[str, Any] = BODY) -> Any:
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    return client.post(f"{P}/activities", json=body, headers=headers)
+
+
+def keys_stored(app: Flask) -> int:
+    with app.app_context():
+        table = tutor_times.models.IdempotencyKeys
+        return int(db.session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+
+
+def test_a_retry_returns_the_first_answer_and_stores_nothing(app: Flask, clock: Clock) -> None:
+    tutor = login(app, "tutor1")
+    first = post(tutor, "k-1")
+    assert first.status_code == 201, first.get_data(as_text=True)
+    clock.advance(seconds=5)
+    again = post(tutor, "k-1")
+    assert (again.status_code, again.get_data()) == (201, first.get_data())
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(activities(app)) == 1
+    # another key is another request; no key at all is never deduplicated
+    assert post(tutor, "k-2").status_code == 201
+    assert post(tutor, None).status_code == 201
+    assert post(tutor, None).status_code == 201
+    assert len(activities(app)) == 4
+
+
+def test_the_same_key_with_another_body_is_refused(app: Flask, clock: Clock) -> None:
+    tutor = login(app, "tutor1")
+    assert post(tutor, "k").status_code == 201
+    other = post(tutor, "k", {"action": "get-submission-details", "unit_id": 1})
+    assert other.status_code == 422
+    assert other.get_json()["error"]["field"] == "Idempotency-Key"
+    # the same JSON in another key order is the same request
+    same = tutor.post(
+        f"{P}/activities",
+        data=json.dumps({"unit_id": 1, "action": "inbox"}),
+        content_type="application/json",
+        headers={"Idempotency-Key": "k"},
+    )
+    assert same.status_code == 201
+    assert len(activities(app)) == 1
+
+
+def test_keys_are_per_user(app: Flask, clock: Clock) -> None:
+    assert post(login(app, "tutor1"), "shared").status_code == 201
+    assert post(login(app, "convenor"), "shared").status_code == 201
+    assert sorted(a.source for a in activities(app)) == ["client", "client"]
+    assert len({(a.marking_session_id) for a in activities(app)}) == 2
+
+
+def test_a_failed_first_request_leaves_the_key_free(app: Flask, clock: Clock) -> None:
+    tutor = login(app, "tutor1")
+    old = {**BODY, "at": (clock.now - timedelta(days=1)).isoformat()}
+    assert post(tutor, "k", old).status_code == 400
+    assert keys_stored(app) == 0
+    assert post(tutor, "k").status_code == 201
+    assert len(activities(app)) == 1
+
+
+def test_a_bad_key_is_a_400(app: Flask, clock: Clock) -> None:
+    tutor = login(app, "tutor1")
+    r = post(tutor, "x" * 256)
+    assert r.status_code == 400 and r.get_json()["error"]["field"] == "Idempotency-Key"
+    assert activities(app) == []
+
+
+def test_sixteen_threads_retrying_one_key_store_one_activity(app: Flask, clock: Clock) -> None:
+    clients = [login(app, "tutor1") for _ in range(16)]
+    barrier = threading.Barrier(len(clients))
+    answers: list[tuple[int, bytes]] = []
+    lock = threading.Lock()
+
+    def retry(client: FlaskClient) -> None:
+        barrier.wait()
+        r = post(client, "once")
+        with lock:
+            answers.append((r.status_code, r.get_data()))
+
+    threads = [threading.Thread(target=retry, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(answers) == 16
+    assert {status for status, _ in answers} == {201}
+    assert len({body for _, body in answers}) == 1
+    assert len(activities(app)) == 1
+
+
+def test_keys_expire_after_the_ttl(app: Flask, clock: Clock) -> None:
+    tutor = login(app, "tutor1")
+    assert post(tutor, "k").status_code == 201
+    clock.advance(hours=23)
+    assert post(tutor, "k").status_code == 201
+    assert len(activities(app)) == 1
+    clock.advance(hours=1, seconds=1)
+    with app.app_context():
+        assert tutor_times.expire_idempotency_keys() == 1
+    assert keys_stored(app) == 0
+    assert post(tutor, "k").status_code == 201
+    assert len(activities(app)) == 2
+
+
+def test_a_tracked_put_retried_with_its_key_records_once(app: Flask, clock: Clock) -> None:
+    tutor = login(app, "tutor1")
+    headers = {"Idempotency-Key": "put-1"}
+    for status in ("complete", "complete", "complete"):
+        r = tutor.put(TASK, json={"status": status}, headers=headers)
+        assert r.status_code == 200
+    assert [a.action for a in activities(app)] == ["assessing"]
+    # another key, or none: another assessment
+    assert tutor.put(TASK, json={"status": "complete"}, headers={"Idempotency-Key": "put-2"})
+    assert tutor.put(TASK, json={"status": "complete"}).status_code == 200
+    assert [a.action for a in activities(app)] == ["assessing"] * 3
