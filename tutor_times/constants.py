@@ -27,6 +27,7 @@ class ConfigVars:
     URL_PREFIX: Final = "TUTOR_TIMES_URL_PREFIX"
     IP_STORAGE: Final = "TUTOR_TIMES_IP_STORAGE"
     IP_HASH_KEY: Final = "TUTOR_TIMES_IP_HASH_KEY"
+    DASHBOARD: Final = "TUTOR_TIMES_DASHBOARD"
 
 
 DEFAULT_ACTIONS: Final = (
@@ -93,6 +94,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.IP_STORAGE: "full",
     # The secret for "hashed"; None: the app's SECRET_KEY.
     ConfigVars.IP_HASH_KEY: None,
+    # The HTML dashboard pages under the prefix (a unit's, and one's own); False: 404.
+    ConfigVars.DASHBOARD: True,
 }
 
 # Short timeouts and no retry loop: a stalled Redis must cost a tracked request a quarter

@@ -90,6 +90,8 @@ class Settings:
     #: seconds one tracking write may take, pool checkout included (R9)
     sql_timeout: float
     sql_pool_size: int
+    #: whether the blueprint serves the HTML dashboard pages
+    dashboard: bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -135,6 +137,11 @@ class Settings:
             raise ConfigurationError(
                 f"{ConfigVars.URL_PREFIX} must be a path starting with '/', got {prefix!r}"
             )
+        dashboard = config[ConfigVars.DASHBOARD]
+        if not isinstance(dashboard, bool):
+            raise ConfigurationError(
+                f"{ConfigVars.DASHBOARD} must be True or False, got {dashboard!r}"
+            )
         return cls(
             timeout=timedelta(seconds=timeout),
             min_minutes=_whole_number(
@@ -163,6 +170,7 @@ class Settings:
             ip_hash_key=config[ConfigVars.IP_HASH_KEY] or config.get("SECRET_KEY"),
             sql_timeout=_number(config, ConfigVars.SQL_TIMEOUT, minimum=0, strict=True),
             sql_pool_size=_whole_number(config, ConfigVars.SQL_POOL_SIZE),
+            dashboard=dashboard,
         )
 
     @property

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Blueprint, current_app, request
@@ -26,7 +27,15 @@ logger = logging.getLogger("tutor_times")
 
 T = TypeVar("T")
 
-bp = Blueprint("tutor_times", __name__)
+# The dashboard's templates and static files ship in the package, under the prefix; a host's
+# own templates/tutor_times/*.html override them (Flask looks in the app's folder first).
+bp = Blueprint(
+    "tutor_times",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
 
 #: the largest request body the endpoints read, in bytes; the host's MAX_CONTENT_LENGTH
 #: wins when it is smaller. An activity report is a few hundred bytes.
@@ -42,7 +51,7 @@ api = Api(
     bp,
     title="tutor_times reports",
     version="1",
-    authenticate=lambda: _current_user_id(),
+    authenticate=lambda: current_user_id(),
     body_cap=body_cap,
 )
 
@@ -85,7 +94,7 @@ def _owner() -> Any:
     return current()
 
 
-def _current_user_id() -> int:
+def current_user_id() -> int:
     """The logged-in user's id; anonymous users get 401 as JSON, never a login redirect."""
     if not current_user or not current_user.is_authenticated:
         raise ApiError(401, "authentication required")
@@ -95,7 +104,7 @@ def _current_user_id() -> int:
 def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
     """Whose rows the user may see in the unit: None for every tutor (convenors, admins,
     or the ``requested`` tutor), else the user's own id. Another tutor's rows are a 403."""
-    me = _current_user_id()
+    me = current_user_id()
     role = _owner().role_of(current_user, unit_id)
     if role in SEE_EVERY_TUTOR:
         return requested
@@ -106,7 +115,7 @@ def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
     raise ApiError(403, "only the unit's convenors, admins and tutors may see its marking times")
 
 
-def _range(query: s.RangeQuery) -> tuple[datetime, datetime]:
+def date_range(query: s.RangeQuery) -> tuple[datetime, datetime]:
     """The query's [start, end) in UTC; "today" is the extension's clock's, in ``tz``."""
     return query.bounds(_owner().clock().astimezone(query.zone()).date())
 
@@ -115,25 +124,31 @@ def _range_out(start: datetime, end: datetime, query: s.RangeQuery) -> dict[str,
     return {"start": start, "end": end, "tz": query.tz}
 
 
-def _unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str, Any]]:
+def unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str, Any]]:
     marker_id = marker_scope(unit_id, query.marker_id)
-    start, end = _range(query)
+    start, end = date_range(query)
     return Scope(start, end, unit_id=unit_id, marker_id=marker_id), _range_out(start, end, query)
 
 
-def _live_after() -> datetime:
+def live_after() -> datetime:
     """Sessions whose last activity is after this instant are live: the next activity
     would still join them (R2), whether or not a sweep has closed the others yet."""
     ext = current()
     return ext.clock() - ext.state.timeout
 
 
-def _report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one of the ``reports`` functions on a connection of its own, with the tables and
     the shortest session length it needs."""
     ext = _owner()
     with ext.state.tracker.sql.connect() as conn:
         return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
+
+
+def timeline_buckets(scope: Scope, tz: ZoneInfo, bucket: str) -> list[dict[str, Any]]:
+    """Every day's or week's bucket of the scope, in ``tz``."""
+    starts = ranges.day_starts(scope.start, scope.end, tz, bucket)
+    return report(reports.timeline, scope, starts, tz)
 
 
 def _sessions_reply(name: str, result: dict[str, Any], query: s.RangeQuery) -> Any:
@@ -172,11 +187,11 @@ def active(path: s.UnitPath) -> Any:
     A tutor sees only their own.
     """
     marker_id = marker_scope(path.unit_id)
-    rows = _report(
+    rows = report(
         reports.active_sessions,
         unit_id=path.unit_id,
         marker_id=marker_id,
-        live_after=_live_after(),
+        live_after=live_after(),
     )
     return {"unit_id": path.unit_id, "sessions": rows}
 
@@ -188,13 +203,13 @@ def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     Open sessions show their running duration and `end_time` null; `active` is true while
     the session is live (last activity within the session timeout of now).
     """
-    scope, range_out = _unit_scope(path.unit_id, query)
-    result = _report(
+    scope, range_out = unit_scope(path.unit_id, query)
+    result = report(
         reports.sessions_page,
         scope,
         page=query.page,
         per_page=query.per_page,
-        live_after=_live_after(),
+        live_after=live_after(),
     )
     return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
 
@@ -206,8 +221,8 @@ def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
     A tutor's overlapping sessions (two IPs at once) are merged before their minutes are
     summed, so no minute counts twice.
     """
-    scope, range_out = _unit_scope(path.unit_id, query)
-    result = _report(reports.summary, scope)
+    scope, range_out = unit_scope(path.unit_id, query)
+    result = report(reports.summary, scope)
     if query.format == "csv":
         total = {"marker_id": "total", **result["totals"]}
         rows = [
@@ -241,8 +256,8 @@ def tasks(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
 
     Each session's minutes are shared equally among that session's assessments.
     """
-    scope, range_out = _unit_scope(path.unit_id, query)
-    rows = _report(reports.tasks, scope)
+    scope, range_out = unit_scope(path.unit_id, query)
+    rows = report(reports.tasks, scope)
     if query.format == "csv":
         columns = [
             "task_definition_id",
@@ -269,10 +284,8 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     the bucket the block starts in, so the buckets add up to the summary. Every bucket of
     the range is listed.
     """
-    scope, range_out = _unit_scope(path.unit_id, query)
-    tz = query.zone()
-    starts = ranges.day_starts(scope.start, scope.end, tz, query.bucket)
-    buckets = _report(reports.timeline, scope, starts, tz)
+    scope, range_out = unit_scope(path.unit_id, query)
+    buckets = timeline_buckets(scope, query.zone(), query.bucket)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
         return csv_response(
@@ -298,7 +311,7 @@ def session(path: s.SessionPath) -> Any:
     Convenors and admins of its unit may see it; a tutor only their own. Any other session
     is a 404, exactly as if it did not exist.
     """
-    detail = _report(reports.session_detail, path.session_id, live_after=_live_after())
+    detail = report(reports.session_detail, path.session_id, live_after=live_after())
     # One answer for a session that does not exist and one the user may not see, so ids
     # cannot be probed for other tutors' sessions.
     hidden = ApiError(404, "no such session", "session_id")
@@ -323,15 +336,15 @@ def session(path: s.SessionPath) -> Any:
 )
 def my_sessions(query: s.MySessionsQuery) -> Any:
     """The current user's own sessions across units (or in one), newest first."""
-    me = _current_user_id()
-    start, end = _range(query)
+    me = current_user_id()
+    start, end = date_range(query)
     scope = Scope(start, end, unit_id=query.unit_id, marker_id=me)
-    result = _report(
+    result = report(
         reports.sessions_page,
         scope,
         page=query.page,
         per_page=query.per_page,
-        live_after=_live_after(),
+        live_after=live_after(),
     )
     reply = {"marker_id": me, "range": _range_out(start, end, query), **result}
     return _sessions_reply("my-sessions", reply, query)
@@ -353,7 +366,7 @@ def report_activity(body: s.ActivityIn) -> Any:
     only the actions of TUTOR_TIMES_CLIENT_ACTIONS (never `assessing`), only ids the host
     confirms as the unit's, `at` within the backdating window; it is stored as `client`.
     """
-    me = _current_user_id()
+    me = current_user_id()
     ext = _owner()
     if not ext.is_tracked_role(current_user, body.unit_id):
         raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
