@@ -26,6 +26,9 @@ run: install
 	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
 
 ## make test: the whole suite (real-service tests run when the servers answer; CI=true requires them)
+## the dashboard's browser tests leave what they saw in $(SCREENSHOTS)
+SCREENSHOTS ?= test-screenshots
+test: export TUTOR_TIMES_SCREENSHOTS := $(SCREENSHOTS)
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

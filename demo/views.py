@@ -161,7 +161,8 @@ TASK_IDS: dict[str, Any] = {
 
 
 LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><title>Log in</title></head>
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Log in</title>
+<link rel="icon" href="data:,"></head>
 <body style="font-family: system-ui, sans-serif; max-width: 22rem; margin: 3rem auto">
 <h1>Demo LMS</h1><form method="post"><input type="hidden" name="next" value="{{ next }}">
 <p><label>User <input name="username" value="convenor" autocomplete="username"></label></p>
