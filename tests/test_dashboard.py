@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+
+from demo import create_app
+from demo.extensions import db, tutor_times
 
 from .conftest import Clock, built, login, play_scenario
 
@@ -142,3 +146,29 @@ def test_static_files_are_served_from_the_package(seeded: Flask) -> None:
     for asset in assets:
         assert client.get(asset).status_code == 200
     assert "http://" not in html and "https://" not in html
+
+
+def test_the_demo_history_fills_the_dashboard(tmp_path: Path) -> None:
+    """``make run`` seeds weeks of marking through the tracking path: several tutors, the
+    dashboard full, someone still marking; seeding again adds nothing."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'demo.sqlite'}")
+    with app.app_context():
+        db.create_all()
+    runner = app.test_cli_runner()
+    try:
+        first = runner.invoke(args=["seed-demo", "--history"])
+        assert first.exit_code == 0, first.output
+        assert "marking activities of the last 3 weeks" in first.output
+        again = runner.invoke(args=["seed-demo", "--history"])
+        assert again.exit_code == 0 and "marking activities" not in again.output
+        client = login(app, "convenor")
+        summary = client.get(f"{UNIT}/summary?from=2000-01-01").get_json()
+        assert len(summary["tutors"]) == 4
+        assert summary["totals"]["sessions"] >= 30
+        assert client.get(f"{UNIT}/active").get_json()["sessions"]
+        html = page(client, f"{UNIT}/dashboard?tz=Australia/Melbourne")
+        assert len(re.findall(r'class="tt-block', html)) >= 5
+    finally:
+        with app.app_context():
+            tutor_times.dispose()
+            db.engine.dispose()

@@ -96,9 +96,7 @@ def assert_tutors_equal_summary(site: Site, summary: dict[str, Any]) -> None:
             assert rows[str(tutor["marker_id"])][column] == as_text(tutor[column])
 
 
-def test_numbers_and_calendar_equal_the_json_in_the_browsers_zone(
-    site: Site, backend: str
-) -> None:
+def test_numbers_and_calendar_equal_the_json_in_the_browsers_zone(site: Site, backend: str) -> None:
     site.login("convenor", f"{UNIT}/dashboard")
     assert site.query()["tz"] == BROWSER_ZONE  # the browser's zone, kept in the URL
     summary = site.json("convenor", f"{UNIT}/summary", tz=BROWSER_ZONE)
@@ -167,9 +165,7 @@ def test_the_live_panel_shows_a_session_started_after_the_page_loaded(site: Site
     site.login("convenor", f"{UNIT}/dashboard")
     d = site.driver
     live = "#tt-live li[data-marker]"
-    assert [e.get_attribute("data-marker") for e in d.find_elements(By.CSS_SELECTOR, live)] == [
-        "4"
-    ]
+    assert [e.get_attribute("data-marker") for e in d.find_elements(By.CSS_SELECTOR, live)] == ["4"]
     d.execute_script("window.notReloaded = true")
     with site.app.app_context():
         tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.0.0.9")
