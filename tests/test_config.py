@@ -63,6 +63,8 @@ def test_one_instance_serves_several_apps() -> None:
         ("TUTOR_TIMES_ACTIONS", "assessing", "non-empty list"),
         ("TUTOR_TIMES_ACTIONS", [], "non-empty list"),
         ("TUTOR_TIMES_SWEEP_BATCH_SIZE", 0, ">= 1"),
+        # "false" read from an environment variable would be truthy: only a real boolean
+        ("TUTOR_TIMES_DASHBOARD", "false", "True or False"),
     ],
 )
 def test_bad_config_is_refused_at_init(key: str, value: object, message: str) -> None:

@@ -172,3 +172,21 @@ def test_the_demo_history_fills_the_dashboard(tmp_path: Path) -> None:
         with app.app_context():
             tutor_times.dispose()
             db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "from=0001-01-01&to=0001-01-07&tz=Pacific/Kiritimati",
+        "from=0001-01-01&to=0001-01-07&tz=America/Adak",
+        "from=9999-12-25&to=9999-12-31&tz=Pacific/Kiritimati",
+        "from=9999-12-25&to=9999-12-31&tz=America/Adak",
+        "from=0001-01-01&to=9999-12-31&tz=UTC",
+        "to=0001-01-01&tz=UTC",
+        "from=2026-03-02T09:10:00&to=2026-03-02T09:20:00&tz=UTC",
+    ],
+)
+def test_the_ends_of_the_calendar_are_a_page_or_a_400(seeded: Flask, args: str) -> None:
+    r = login(seeded, "convenor").get(f"{UNIT}/dashboard?{args}")
+    assert r.status_code in (200, 400), r.get_data(as_text=True)[:300]
+    assert r.mimetype == "text/html"

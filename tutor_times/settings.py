@@ -59,6 +59,13 @@ def _choice(config: Mapping[str, Any], key: str, choices: Collection[str]) -> st
     return str(value)
 
 
+def _flag(config: Mapping[str, Any], key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be True or False, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The extension's configuration for one app, after checking."""
@@ -137,11 +144,6 @@ class Settings:
             raise ConfigurationError(
                 f"{ConfigVars.URL_PREFIX} must be a path starting with '/', got {prefix!r}"
             )
-        dashboard = config[ConfigVars.DASHBOARD]
-        if not isinstance(dashboard, bool):
-            raise ConfigurationError(
-                f"{ConfigVars.DASHBOARD} must be True or False, got {dashboard!r}"
-            )
         return cls(
             timeout=timedelta(seconds=timeout),
             min_minutes=_whole_number(
@@ -170,7 +172,7 @@ class Settings:
             ip_hash_key=config[ConfigVars.IP_HASH_KEY] or config.get("SECRET_KEY"),
             sql_timeout=_number(config, ConfigVars.SQL_TIMEOUT, minimum=0, strict=True),
             sql_pool_size=_whole_number(config, ConfigVars.SQL_POOL_SIZE),
-            dashboard=dashboard,
+            dashboard=_flag(config, ConfigVars.DASHBOARD),
         )
 
     @property

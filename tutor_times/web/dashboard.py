@@ -197,7 +197,10 @@ def _presets(today: date) -> list[tuple[str, str]]:
     keep = {k: v for k, v in request.args.items() if k not in ("from", "to", "bucket")}
     out = []
     for label, days in (("7 days", 7), ("4 weeks", 28), ("12 weeks", 84)):
-        first = today - timedelta(days=days - 1)
+        try:
+            first = today - timedelta(days=days - 1)
+        except OverflowError:
+            continue  # a range at the start of the calendar: no earlier days to offer
         args: dict[str, Any] = {**keep, "from": first.isoformat(), "to": today.isoformat()}
         out.append((label, url_for(request.endpoint or "", **request.view_args or {}, **args)))
     return out
