@@ -89,8 +89,15 @@ def test_the_calendar_has_one_block_per_session(seeded: Flask) -> None:
     assert running == [str(s["id"]) for s in sessions if s["active"]]
 
 
+def test_tutors_are_named_by_the_hosts_name_loader(seeded: Flask) -> None:
+    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
+    assert "Tom Tutor" in html and "Tina Tutor" in html
+    assert "#3" not in html.replace("&#34;", '"')  # no tutor shown by number
+
+
 def test_a_tutor_sees_only_their_own_rows(seeded: Flask) -> None:
     html = page(login(seeded, "tutor1"), f"{UNIT}/dashboard?tz=UTC")
+    assert "Tom Tutor" in html and "Tina Tutor" not in html
     assert set(table_rows(html, "tutors")) == {"3"}
     assert re.findall(r'data-marker="(\d+)"', html)
     assert set(re.findall(r'data-marker="(\d+)"', html)) == {"3"}

@@ -12,6 +12,8 @@ from .errors import ConfigurationError, InvalidActivityError
 RoleLoader = Callable[[Any, Any], "str | None"]
 #: (unit_id, project_id, task_id, task_definition_id) -> whether the ids are that unit's
 TargetLoader = Callable[[int, "int | None", "int | None", "int | None"], bool]
+#: (user ids) -> their display names; ids it leaves out are shown by number
+NameLoader = Callable[[list[int]], Mapping[int, str]]
 
 
 class HostHooks:
@@ -20,6 +22,7 @@ class HostHooks:
     def __init__(self) -> None:
         self._role_loader: RoleLoader | None = None
         self._target_loader: TargetLoader | None = None
+        self._name_loader: NameLoader | None = None
 
     def role_loader(self, callback: RoleLoader) -> RoleLoader:
         """Register ``callback(user, unit_id)`` -> "admin" | "convenor" | "tutor" | "student" | None."""
@@ -35,6 +38,21 @@ class HostHooks:
         """
         self._target_loader = callback
         return callback
+
+    def name_loader(self, callback: NameLoader) -> NameLoader:
+        """Register ``callback(user_ids)`` -> {user_id: display name}, for the dashboard.
+
+        Called once per page with every id the page shows, so one query can answer it.
+        Without a loader, tutors are shown by their id (``#3``).
+        """
+        self._name_loader = callback
+        return callback
+
+    def names_of(self, user_ids: Collection[int]) -> dict[int, str]:
+        """Each id's display name: the host's, else ``#id``."""
+        ids = sorted(set(user_ids))
+        found = dict(self._name_loader(ids)) if self._name_loader and ids else {}
+        return {i: str(found.get(i) or f"#{i}") for i in ids}
 
     def role_of(self, user: Any, unit_id: Any) -> str | None:
         if self._role_loader is None:

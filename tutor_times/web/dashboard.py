@@ -149,8 +149,15 @@ def _context(scope: Scope, query: Any, **page: Any) -> dict[str, Any]:
     first, last = _local_dates(scope.start, scope.end, tz)
     bucket = query.bucket or ("day" if (last - first).days < DAYS_BY_DEFAULT else "week")
     summary = report(reports.summary, scope)
+    week, active = _week(scope, tz), _active(scope)
+    shown = [t["marker_id"] for t in summary["tutors"]]
+    shown += [b.marker_id for b in week.blocks] + [a["marker_id"] for a in active]
+    if scope.marker_id is not None:
+        shown.append(scope.marker_id)
     return {
         **page,
+        # one call for every tutor on the page, never one per row
+        "names": current().names_of(shown),
         "query": query,
         "tz": query.tz,
         "zone": tz,
@@ -160,8 +167,8 @@ def _context(scope: Scope, query: Any, **page: Any) -> dict[str, Any]:
         "summary": summary,
         "timeline": timeline_buckets(scope, tz, bucket),
         "tasks": report(reports.tasks, scope),
-        "week": _week(scope, tz),
-        "active": _active(scope),
+        "week": week,
+        "active": active,
         "zones": ZONE_NAMES,
         "presets": _presets(last),
         "live_every_ms": LIVE_EVERY_MS,

@@ -47,16 +47,17 @@
     button.setAttribute("aria-sort", ascending ? "ascending" : "descending");
   }
 
-  function liveItem(session, clock) {
+  function liveItem(session, clock, names) {
     var li = document.createElement("li");
     li.dataset.marker = session.marker_id;
     li.dataset.sessionId = session.id;
-    li.textContent = "Tutor #" + session.marker_id + " · since " +
+    var name = names[session.marker_id] || "#" + session.marker_id;
+    li.textContent = name + " · since " +
       clock.format(new Date(session.start_time)) + " · " + session.duration_minutes + " min";
     return li;
   }
 
-  function refreshLive(panel, clock) {
+  function refreshLive(panel, clock, names) {
     var list = panel.querySelector(".tt-live-list");
     var status = panel.querySelector("[data-live-status]");
     return fetch(panel.dataset.url, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -66,7 +67,7 @@
       })
       .then(function (data) {
         var live = data.sessions.filter(function (s) { return s.active; });
-        var items = live.map(function (s) { return liveItem(s, clock); });
+        var items = live.map(function (s) { return liveItem(s, clock, names); });
         if (!items.length) {
           var none = document.createElement("li");
           none.className = "tt-none";
@@ -87,8 +88,10 @@
     var zone = document.querySelector("[data-tz]").textContent;
     var clock = new Intl.DateTimeFormat("en-GB", { timeZone: zone, hour: "2-digit", minute: "2-digit" });
     var every = Number(panel.dataset.every) || 5000;
+    // the names the page was rendered with; a tutor who starts later is shown by number
+    var names = JSON.parse(panel.dataset.names || "{}");
     var tick = function () {
-      refreshLive(panel, clock).then(function () { window.setTimeout(tick, every); });
+      refreshLive(panel, clock, names).then(function () { window.setTimeout(tick, every); });
     };
     window.setTimeout(tick, every);
   }
