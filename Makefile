@@ -22,10 +22,13 @@ run: export DEMO_CONFIG := development
 run: install
 	$(BIN)/flask db upgrade demo@head
 	$(BIN)/flask db upgrade heads
-	$(BIN)/flask seed-demo
+	$(BIN)/flask seed-demo --history
 	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
 
 ## make test: the whole suite (real-service tests run when the servers answer; CI=true requires them)
+## the dashboard's browser tests leave what they saw in $(SCREENSHOTS)
+SCREENSHOTS ?= test-screenshots
+test: export TUTOR_TIMES_SCREENSHOTS := $(SCREENSHOTS)
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

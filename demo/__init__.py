@@ -49,6 +49,8 @@ def create_app(config: str | None = None, **overrides: Any) -> Flask:
 
     db.init_app(app)
     login_manager.init_app(app)
+    # where the dashboard pages send a visitor who is not logged in
+    login_manager.login_view = "lms.login_page"
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     tutor_times.init_app(app)
 

@@ -91,8 +91,13 @@ def seed_example() -> None:
     is_flag=True,
     help="Also load the README's report examples (unit 2, March 2026, 10.0.0.x).",
 )
+@click.option(
+    "--history",
+    is_flag=True,
+    help="Also record a few weeks of marking in unit 1 (only while nothing is tracked yet).",
+)
 @with_appcontext
-def seed_demo_command(example: bool) -> None:
+def seed_demo_command(example: bool, history: bool) -> None:
     """Fill the demo database (once; it leaves existing data alone)."""
     if seed():
         click.echo(
@@ -107,3 +112,12 @@ def seed_demo_command(example: bool) -> None:
             "loaded the README's example sessions: unit 1 and 2, 2026-03-02 and 03 (UTC),"
             " tutors 3 and 4 from 10.0.0.1-3; try the report examples with from=2026-03-02"
         )
+    if history:
+        from .history import WEEKS, seed_history
+
+        recorded = seed_history()
+        if recorded:
+            click.echo(
+                f"recorded {recorded} marking activities of the last {WEEKS} weeks in unit 1;"
+                " see /tutor-times/units/1/dashboard (log in as convenor)"
+            )

@@ -8,7 +8,17 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, current_app, g, jsonify, request, session
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    redirect,
+    render_template_string,
+    request,
+    session,
+)
 from flask_login import current_user, login_required, login_user, logout_user
 from werkzeug.exceptions import HTTPException
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -70,6 +80,13 @@ def unit_role(user: User, unit_id: int) -> str | None:
 def site_staff(user: User) -> bool:
     """The LMS's administrators may read /tutor-times/metrics without its token."""
     return bool(user.is_admin)
+
+
+@tutor_times.name_loader
+def user_names(user_ids: list[int]) -> dict[int, str]:
+    """The dashboard's tutors by name, in one query for the whole page."""
+    rows = db.session.execute(sa.select(User.id, User.name).where(User.id.in_(user_ids)))
+    return {user_id: name for user_id, name in rows}
 
 
 @tutor_times.target_loader
@@ -156,9 +173,36 @@ TASK_IDS: dict[str, Any] = {
 }
 
 
+LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>Log in</title>
+<link rel="icon" href="data:,"></head>
+<body style="font-family: system-ui, sans-serif; max-width: 22rem; margin: 3rem auto">
+<h1>Demo LMS</h1><form method="post"><input type="hidden" name="next" value="{{ next }}">
+<p><label>User <input name="username" value="convenor" autocomplete="username"></label></p>
+<p><label>Password <input name="password" type="password" value="password"></label></p>
+<p><button type="submit">Log in</button></p></form>
+<p>Users: admin, convenor, tutor1, tutor2, student1; password <code>password</code>.</p>
+</body></html>"""
+
+
+@bp.get("/login")
+def login_page() -> Any:
+    """A form for the browser, so the dashboard pages can be reached by hand."""
+    return render_template_string(LOGIN_PAGE, next=request.args.get("next", ""))
+
+
+def _local_next(target: str) -> str:
+    """Where a form login goes next: a path of this site only, never another host."""
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/tutor-times/me/dashboard"
+
+
 @bp.post("/login")
 def login() -> Any:
-    data = request.get_json(silent=True) or {}
+    """JSON in, the user as JSON out; or the form of GET /login, redirected to ``next``."""
+    form = not request.is_json
+    data = request.form if form else (request.get_json(silent=True) or {})
     password = str(data.get("password", ""))
     user = db.session.scalar(sa.select(User).where(User.username == data.get("username")))
     if user is None:
@@ -169,6 +213,8 @@ def login() -> Any:
         abort(401, "wrong username or password")
     login_user(user)
     session[SESSION_VERSION] = user.session_version
+    if form:
+        return redirect(_local_next(str(data.get("next", ""))))
     return jsonify(user.to_dict())
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -20,6 +21,7 @@ import redis
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from werkzeug.serving import make_server
 
 from demo import create_app
 from demo.extensions import db, tutor_times
@@ -238,6 +240,20 @@ def ctx(app: Flask) -> Iterator[Flask]:
 
 #: a task of student1's project (project 1, user 5) in unit 1, as the demo seeds it
 TASK = "/units/1/projects/1/tasks/1"
+
+
+@contextlib.contextmanager
+def serving(app: Flask) -> Iterator[int]:
+    """The app on a loopback port, one thread per request, as a threaded server runs it;
+    stopped on leaving."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
 
 
 def login(app: Flask, username: str) -> FlaskClient:

@@ -70,6 +70,8 @@ def test_one_instance_serves_several_apps() -> None:
         ("TUTOR_TIMES_METRICS_TOKEN", "short", "at least 16 characters"),
         ("TUTOR_TIMES_RETENTION_DAYS", 0, ">= 1"),
         ("TUTOR_TIMES_RETENTION_MODE", "shred", "delete, anonymize"),
+        # "false" read from an environment variable would be truthy: only a real boolean
+        ("TUTOR_TIMES_DASHBOARD", "false", "True or False"),
     ],
 )
 def test_bad_config_is_refused_at_init(key: str, value: object, message: str) -> None:

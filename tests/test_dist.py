@@ -67,6 +67,11 @@ def test_the_wheel_holds_every_file_the_package_needs(wheel: Path) -> None:
     for revision in Path(ROOT, "tutor_times/migrations/versions").glob("*.py"):
         assert f"tutor_times/migrations/versions/{revision.name}" in names
     assert {"tutor_times/py.typed", *PLANTED} <= names
+    web = Path(ROOT, "tutor_times/web")
+    dashboard = [*(web / "templates").rglob("*.html"), *(web / "static").rglob("*.*")]
+    assert len(dashboard) >= 4
+    for asset in dashboard:
+        assert str(asset.relative_to(ROOT)) in names, asset
     assert "tutor_times-0.1.0.dist-info/licenses/LICENSE" in names
     assert not any("__pycache__" in n or n.startswith(("tests/", "demo/")) for n in names)
 
@@ -114,6 +119,9 @@ TRACKED_REQUEST = textwrap.dedent(
     assert client.post("/login/1").status_code == 204
     r = client.put("/units/1/tasks/7")
     assert r.status_code == 200, r.data
+    page = client.get("/tutor-times/units/1/dashboard?tz=UTC")
+    assert page.status_code == 200 and b"tt-calendar" in page.data, page.data[:500]
+    assert client.get("/tutor-times/static/dashboard.js").status_code == 200
     with app.app_context():
         rows = db.session.execute(sa.text(
             "SELECT s.marker_id, s.unit_id, a.action, a.task_id FROM session_activities a"

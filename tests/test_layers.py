@@ -47,9 +47,11 @@ LAYERS: dict[str, int] = {
     "web.api": 8,
     "web.ranges": 9,
     "web.csv_export": 9,
+    "web.calendar": 9,
     "web.schemas": 10,
     "web.views": 11,
-    "web": 12,
+    "web.dashboard": 12,
+    "web": 13,
 }
 #: imports that wire the package together at run time, in a function body on purpose
 WIRING = {("extension", "cli"), ("extension", "web")}

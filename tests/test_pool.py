@@ -13,18 +13,15 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
 from flask import Flask
-from werkzeug.serving import make_server
 
 from demo.extensions import db, tutor_times
 
-from .conftest import activities, built, login, sessions
+from .conftest import activities, built, login, serving, sessions
 
 INBOX = "/units/1/inbox"
 SLOW = "/units/1/slow-inbox"
@@ -44,19 +41,6 @@ def add_slow_view(app: Flask) -> None:
         n = db.session.scalar(sa.select(sa.func.count()).select_from(Task))
         time.sleep(0.3)
         return {"tasks": int(n or 0)}
-
-
-@contextmanager
-def serving(app: Flask) -> Iterator[int]:
-    """The app on a loopback port, one thread per request, as a threaded server runs it."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 def simultaneous_gets(port: int, cookie: str, n: int) -> list[int]:

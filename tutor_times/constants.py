@@ -36,6 +36,7 @@ class ConfigVars:
     METRICS_PUBLIC: Final = "TUTOR_TIMES_METRICS_PUBLIC"
     RETENTION_DAYS: Final = "TUTOR_TIMES_RETENTION_DAYS"
     RETENTION_MODE: Final = "TUTOR_TIMES_RETENTION_MODE"
+    DASHBOARD: Final = "TUTOR_TIMES_DASHBOARD"
 
 
 DEFAULT_ACTIONS: Final = (
@@ -129,6 +130,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.RETENTION_DAYS: None,
     # "delete" old sessions with their activities, or "anonymize" (blank their IP addresses).
     ConfigVars.RETENTION_MODE: "delete",
+    # The HTML dashboard pages under the prefix (a unit's, and one's own); False: 404.
+    ConfigVars.DASHBOARD: True,
 }
 
 # Short timeouts and no retry loop: a stalled Redis must cost a tracked request a quarter

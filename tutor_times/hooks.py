@@ -14,6 +14,8 @@ RoleLoader = Callable[[Any, Any], "str | None"]
 StaffLoader = Callable[[Any], bool]
 #: (unit_id, project_id, task_id, task_definition_id) -> whether the ids are that unit's
 TargetLoader = Callable[[int, "int | None", "int | None", "int | None"], bool]
+#: (user ids) -> their display names; ids it leaves out are shown by number
+NameLoader = Callable[[list[int]], Mapping[int, str]]
 
 
 class HostHooks:
@@ -23,6 +25,7 @@ class HostHooks:
         self._role_loader: RoleLoader | None = None
         self._target_loader: TargetLoader | None = None
         self._staff_loader: StaffLoader | None = None
+        self._name_loader: NameLoader | None = None
 
     def role_loader(self, callback: RoleLoader) -> RoleLoader:
         """Register ``callback(user, unit_id)`` -> "admin" | "convenor" | "tutor" | "student" | None."""
@@ -47,6 +50,21 @@ class HostHooks:
 
     def is_staff(self, user: Any) -> bool:
         return self._staff_loader is not None and bool(self._staff_loader(user))
+
+    def name_loader(self, callback: NameLoader) -> NameLoader:
+        """Register ``callback(user_ids)`` -> {user_id: display name}, for the dashboard.
+
+        Called once per page with every id the page shows, so one query can answer it.
+        Without a loader, tutors are shown by their id (``#3``).
+        """
+        self._name_loader = callback
+        return callback
+
+    def names_of(self, user_ids: Collection[int]) -> dict[int, str]:
+        """Each id's display name: the host's, else ``#id``."""
+        ids = sorted(set(user_ids))
+        found = dict(self._name_loader(ids)) if self._name_loader and ids else {}
+        return {i: str(found.get(i) or f"#{i}") for i in ids}
 
     def role_of(self, user: Any, unit_id: Any) -> str | None:
         if self._role_loader is None:

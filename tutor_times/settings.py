@@ -114,6 +114,13 @@ def _path(config: Mapping[str, Any], key: str) -> str:
     return value
 
 
+def _flag(config: Mapping[str, Any], key: str) -> bool:
+    value = config[key]
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{key} must be True or False, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The extension's configuration for one app, after checking."""
@@ -148,6 +155,8 @@ class Settings:
     #: the largest request body the endpoints read
     max_body_bytes: int
     operations: Operations
+    #: whether the blueprint serves the HTML dashboard pages
+    dashboard: bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -188,6 +197,7 @@ class Settings:
             sql_pool_size=_whole_number(config, ConfigVars.SQL_POOL_SIZE),
             max_body_bytes=_whole_number(config, ConfigVars.MAX_BODY_BYTES),
             operations=Operations.from_config(config),
+            dashboard=_flag(config, ConfigVars.DASHBOARD),
         )
 
     @property
@@ -195,13 +205,6 @@ class Settings:
         """How long the sweep waits after a session's last activity before closing it (R6):
         the timeout, plus the backdating window so a late activity finds it open."""
         return self.timeout + self.max_backdate
-
-
-def _flag(config: Mapping[str, Any], key: str) -> bool:
-    value = config[key]
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{key} must be True or False, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,21 @@ class TimelineQuery(UnitReportQuery):
     )
 
 
+class DashboardQuery(UnitReportQuery):
+    """A unit's dashboard page: a range, a zone and optionally one tutor."""
+
+    bucket: Literal["day", "week"] | None = Field(
+        None, description="Minutes per day or per week; default: days up to 31 days, else weeks."
+    )
+
+
+class MyDashboardQuery(RangeQuery):
+    """One's own dashboard page, across units or in one."""
+
+    unit_id: Id | None = Field(None, description="Only this unit's time.")
+    bucket: Literal["day", "week"] | None = None
+
+
 class ActivityIn(BaseModel):
     """An activity the current user reports (the marker and IP are the request's own)."""
 

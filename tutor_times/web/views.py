@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -27,7 +28,15 @@ logger = logging.getLogger("tutor_times")
 
 T = TypeVar("T")
 
-bp = Blueprint("tutor_times", __name__)
+# The dashboard's templates and static files ship in the package, under the prefix; a host's
+# own templates/tutor_times/*.html override them (Flask looks in the app's folder first).
+bp = Blueprint(
+    "tutor_times",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
 
 #: TUTOR_TIMES_MAX_BODY_BYTES's default
 MAX_BODY_BYTES = DEFAULTS[ConfigVars.MAX_BODY_BYTES]
@@ -44,7 +53,7 @@ api = Api(
     bp,
     title="tutor_times reports",
     version="1",
-    authenticate=lambda: _current_user_id(),
+    authenticate=lambda: current_user_id(),
     body_cap=body_cap,
 )
 
@@ -89,7 +98,7 @@ def _owner() -> Any:
     return current()
 
 
-def _current_user_id() -> int:
+def current_user_id() -> int:
     """The logged-in user's id; anonymous users get 401 as JSON, never a login redirect."""
     if not current_user or not current_user.is_authenticated:
         raise ApiError(401, "authentication required")
@@ -99,7 +108,7 @@ def _current_user_id() -> int:
 def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
     """Whose rows the user may see in the unit: None for every tutor (convenors, admins,
     or the ``requested`` tutor), else the user's own id. Another tutor's rows are a 403."""
-    me = _current_user_id()
+    me = current_user_id()
     role = _owner().role_of(current_user, unit_id)
     if role in SEE_EVERY_TUTOR:
         return requested
@@ -110,7 +119,7 @@ def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
     raise ApiError(403, "only the unit's convenors, admins and tutors may see its marking times")
 
 
-def _range(query: s.RangeQuery) -> tuple[datetime, datetime]:
+def date_range(query: s.RangeQuery) -> tuple[datetime, datetime]:
     """The query's [start, end) in UTC; "today" is the extension's clock's, in ``tz``."""
     return query.bounds(_owner().clock().astimezone(query.zone()).date())
 
@@ -119,20 +128,20 @@ def _range_out(start: datetime, end: datetime, query: s.RangeQuery) -> dict[str,
     return {"start": start, "end": end, "tz": query.tz}
 
 
-def _unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str, Any]]:
+def unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str, Any]]:
     marker_id = marker_scope(unit_id, query.marker_id)
-    start, end = _range(query)
+    start, end = date_range(query)
     return Scope(start, end, unit_id=unit_id, marker_id=marker_id), _range_out(start, end, query)
 
 
-def _live_after() -> datetime:
+def live_after() -> datetime:
     """Sessions whose last activity is after this instant are live: the next activity
     would still join them (R2), whether or not a sweep has closed the others yet."""
     ext = current()
     return ext.clock() - ext.state.timeout
 
 
-def _report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one of the ``reports`` functions on a connection of its own, with the tables and
     the shortest session length it needs."""
     ext = _owner()
@@ -142,13 +151,19 @@ def _report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 def _sessions_page(scope: Scope, query: s.SessionsQuery | s.MySessionsQuery) -> dict[str, Any]:
     """One page of the scope's sessions, as the query asks for it."""
-    return _report(
+    return report(
         reports.sessions_page,
         scope,
         page=query.page,
         per_page=query.per_page,
-        live_after=_live_after(),
+        live_after=live_after(),
     )
+
+
+def timeline_buckets(scope: Scope, tz: ZoneInfo, bucket: str) -> list[dict[str, Any]]:
+    """Every day's or week's bucket of the scope, in ``tz``."""
+    starts = ranges.day_starts(scope.start, scope.end, tz, bucket)
+    return report(reports.timeline, scope, starts, tz)
 
 
 def _sessions_reply(name: str, result: dict[str, Any], query: s.RangeQuery) -> Any:
@@ -187,11 +202,11 @@ def active(path: s.UnitPath) -> Any:
     A tutor sees only their own.
     """
     marker_id = marker_scope(path.unit_id)
-    rows = _report(
+    rows = report(
         reports.active_sessions,
         unit_id=path.unit_id,
         marker_id=marker_id,
-        live_after=_live_after(),
+        live_after=live_after(),
     )
     return {"unit_id": path.unit_id, "sessions": rows}
 
@@ -203,7 +218,7 @@ def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     Open sessions show their running duration and `end_time` null; `active` is true while
     the session is live (last activity within the session timeout of now).
     """
-    scope, range_out = _unit_scope(path.unit_id, query)
+    scope, range_out = unit_scope(path.unit_id, query)
     result = _sessions_page(scope, query)
     return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
 
@@ -215,8 +230,8 @@ def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
     A tutor's overlapping sessions (two IPs at once) are merged before their minutes are
     summed, so no minute counts twice.
     """
-    scope, range_out = _unit_scope(path.unit_id, query)
-    result = _report(reports.summary, scope)
+    scope, range_out = unit_scope(path.unit_id, query)
+    result = report(reports.summary, scope)
     if query.format == "csv":
         total = {"marker_id": "total", **result["totals"]}
         rows = [
@@ -250,8 +265,8 @@ def tasks(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
 
     Each session's minutes are shared equally among that session's assessments.
     """
-    scope, range_out = _unit_scope(path.unit_id, query)
-    rows = _report(reports.tasks, scope)
+    scope, range_out = unit_scope(path.unit_id, query)
+    rows = report(reports.tasks, scope)
     if query.format == "csv":
         columns = [
             "task_definition_id",
@@ -278,10 +293,8 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     the bucket the block starts in, so the buckets add up to the summary. Every bucket of
     the range is listed.
     """
-    scope, range_out = _unit_scope(path.unit_id, query)
-    tz = query.zone()
-    starts = ranges.day_starts(scope.start, scope.end, tz, query.bucket)
-    buckets = _report(reports.timeline, scope, starts, tz)
+    scope, range_out = unit_scope(path.unit_id, query)
+    buckets = timeline_buckets(scope, query.zone(), query.bucket)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
         return csv_response(
@@ -307,7 +320,7 @@ def session(path: s.SessionPath) -> Any:
     Convenors and admins of its unit may see it; a tutor only their own. Any other session
     is a 404, exactly as if it did not exist.
     """
-    detail = _report(reports.session_detail, path.session_id, live_after=_live_after())
+    detail = report(reports.session_detail, path.session_id, live_after=live_after())
     # One answer for a session that does not exist and one the user may not see, so ids
     # cannot be probed for other tutors' sessions.
     hidden = ApiError(404, "no such session", "session_id")
@@ -332,8 +345,8 @@ def session(path: s.SessionPath) -> Any:
 )
 def my_sessions(query: s.MySessionsQuery) -> Any:
     """The current user's own sessions across units (or in one), newest first."""
-    me = _current_user_id()
-    start, end = _range(query)
+    me = current_user_id()
+    start, end = date_range(query)
     result = _sessions_page(Scope(start, end, unit_id=query.unit_id, marker_id=me), query)
     reply = {"marker_id": me, "range": _range_out(start, end, query), **result}
     return _sessions_reply("my-sessions", reply, query)
@@ -361,7 +374,7 @@ def report_activity(body: s.ActivityIn) -> Any:
     Keys are per user and kept for TUTOR_TIMES_IDEMPOTENCY_TTL; a request that failed leaves
     its key free.
     """
-    me = _current_user_id()
+    me = current_user_id()
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return _report_activity(me, body)
@@ -446,7 +459,7 @@ def health_check() -> Any:
     ext = _owner()
     state = ext.state
     if not state.settings.operations.health_public:
-        _current_user_id()
+        current_user_id()
     body = health.check(state, ext.tracking_engine, ext.models.Jobs, ext.clock())
     response = jsonify(body)
     response.status_code = 200 if body["status"] == health.OK else 503

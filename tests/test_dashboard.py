@@ -1,0 +1,199 @@
+"""The dashboard pages, rendered by the server: the same numbers as the JSON endpoints, the
+same roles, and the switch that turns them off. The browser tests are in
+``test_dashboard_browser.py``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from demo import create_app
+from demo.extensions import db, tutor_times
+
+from .conftest import Clock, built, login, play_scenario
+
+UNIT = "/tutor-times/units/1"
+ROW = re.compile(r'<tr data-row="([^"]+)"[^>]*>(.*?)</tr>', re.S)
+CELL = re.compile(r'data-col="(\w+)" data-value="([^"]*)"')
+
+
+@pytest.fixture
+def seeded(backend: str, clock: Clock) -> Iterator[Flask]:
+    with built(backend) as app:
+        yield play_scenario(app, clock)
+
+
+def table_rows(html: str, table: str) -> dict[str, dict[str, str]]:
+    """The data cells of one of the page's tables, by its rows' key."""
+    section = html.split(f'data-table="{table}"', 1)[1].split("</table>", 1)[0]
+    return {key: dict(CELL.findall(body)) for key, body in ROW.findall(section)}
+
+
+def as_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def page(client: FlaskClient, url: str, status: int = 200) -> str:
+    r = client.get(url)
+    assert r.status_code == status, r.get_data(as_text=True)[:500]
+    return r.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "args",
+    ["tz=UTC", "tz=Australia/Melbourne", "from=2026-02-20&to=2026-03-02&tz=UTC"],
+)
+def test_the_tutor_table_equals_the_summary(seeded: Flask, args: str) -> None:
+    client = login(seeded, "convenor")
+    summary = client.get(f"{UNIT}/summary?{args}").get_json()
+    rows = table_rows(page(client, f"{UNIT}/dashboard?{args}"), "tutors")
+    assert len(summary["tutors"]) >= 2
+    assert set(rows) == {str(t["marker_id"]) for t in summary["tutors"]}
+    for tutor in summary["tutors"]:
+        cells = rows[str(tutor["marker_id"])]
+        for column in ("sessions", "minutes", "assessments", "minutes_per_assessment"):
+            assert cells[column] == as_text(tutor[column]), (tutor, column)
+
+
+def test_timeline_and_tasks_equal_their_json(seeded: Flask) -> None:
+    client = login(seeded, "convenor")
+    html = page(client, f"{UNIT}/dashboard?tz=UTC&bucket=day")
+    timeline = client.get(f"{UNIT}/timeline?tz=UTC&bucket=day").get_json()
+    days = table_rows(html, "timeline")
+    assert list(days) == [str(i) for i in range(len(timeline["buckets"]))]
+    for i, bucket in enumerate(timeline["buckets"]):
+        assert days[str(i)]["minutes"] == str(bucket["minutes"])
+        assert days[str(i)]["start"] == bucket["start"]
+    tasks = client.get(f"{UNIT}/tasks?tz=UTC").get_json()["tasks"]
+    rows = table_rows(html, "tasks")
+    assert len(rows) == len(tasks) >= 2
+    for i, task in enumerate(tasks):
+        assert rows[str(i)]["estimated_minutes"] == str(task["estimated_minutes"])
+        assert rows[str(i)]["assessments"] == str(task["assessments"])
+
+
+def test_the_calendar_has_one_block_per_session(seeded: Flask) -> None:
+    client = login(seeded, "convenor")
+    html = page(client, f"{UNIT}/dashboard?tz=UTC")
+    sessions = client.get(f"{UNIT}/sessions?tz=UTC&per_page=500").get_json()["sessions"]
+    blocks = re.findall(r'class="tt-block[^"]*" data-session-id="(\d+)"', html)
+    assert sorted(map(int, blocks)) == sorted(s["id"] for s in sessions)
+    assert len(blocks) >= 4
+    running = re.findall(r'class="tt-block tt-running" data-session-id="(\d+)"', html)
+    assert running == [str(s["id"]) for s in sessions if s["active"]]
+
+
+def test_tutors_are_named_by_the_hosts_name_loader(seeded: Flask) -> None:
+    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
+    assert "Tom Tutor" in html and "Tina Tutor" in html
+    assert "#3" not in html.replace("&#34;", '"')  # no tutor shown by number
+
+
+def test_a_tutor_sees_only_their_own_rows(seeded: Flask) -> None:
+    html = page(login(seeded, "tutor1"), f"{UNIT}/dashboard?tz=UTC")
+    assert "Tom Tutor" in html and "Tina Tutor" not in html
+    assert set(table_rows(html, "tutors")) == {"3"}
+    assert re.findall(r'data-marker="(\d+)"', html)
+    assert set(re.findall(r'data-marker="(\d+)"', html)) == {"3"}
+
+
+def test_my_dashboard_shows_my_own_time(seeded: Flask) -> None:
+    client = login(seeded, "tutor2")
+    html = page(client, "/tutor-times/me/dashboard?tz=UTC")
+    mine = client.get(f"{UNIT}/summary?tz=UTC").get_json()["tutors"]
+    rows = table_rows(html, "tutors")
+    assert set(rows) == {"4"}
+    assert rows["4"]["minutes"] == str(mine[0]["minutes"])
+
+
+def test_roles(seeded: Flask) -> None:
+    assert "only the unit" in page(login(seeded, "student1"), f"{UNIT}/dashboard", 403)
+    assert "only the unit" in page(login(seeded, "tutor9"), f"{UNIT}/dashboard", 403)
+    # a tutor naming another tutor is refused, not shown an empty page
+    page(login(seeded, "tutor1"), f"{UNIT}/dashboard?marker_id=4", 403)
+    anonymous = seeded.test_client()
+    r = anonymous.get(f"{UNIT}/dashboard?tz=UTC")
+    assert r.status_code == 302
+    assert r.headers["Location"].startswith("/login?next=")
+    manager: Any = seeded.login_manager  # type: ignore[attr-defined]
+    view, manager.login_view = manager.login_view, None
+    try:
+        r = anonymous.get("/tutor-times/me/dashboard")
+        assert r.status_code == 401
+        assert r.mimetype == "text/html"
+    finally:
+        manager.login_view = view
+
+
+def test_bad_input_is_a_400_page(seeded: Flask) -> None:
+    client = login(seeded, "convenor")
+    assert "tz" in page(client, f"{UNIT}/dashboard?tz=Mars/Olympus", 400)
+    assert "to" in page(client, f"{UNIT}/dashboard?from=2026-03-02&to=2026-03-01", 400)
+
+
+def test_the_pages_can_be_switched_off(backend: str, clock: Clock) -> None:
+    with built(backend, TUTOR_TIMES_DASHBOARD=False) as app:
+        client = login(app, "convenor")
+        assert client.get(f"{UNIT}/dashboard").status_code == 404
+        assert client.get("/tutor-times/me/dashboard").status_code == 404
+        assert client.get(f"{UNIT}/summary").status_code == 200
+
+
+def test_static_files_are_served_from_the_package(seeded: Flask) -> None:
+    client = login(seeded, "convenor")
+    html = page(client, f"{UNIT}/dashboard?tz=UTC")
+    assets = re.findall(r'(?:src|href)="(/tutor-times/static/[^"?]+)', html)
+    assert {a.rsplit(".", 1)[1] for a in assets} == {"css", "js"}
+    for asset in assets:
+        assert client.get(asset).status_code == 200
+    assert "http://" not in html and "https://" not in html
+
+
+def test_the_demo_history_fills_the_dashboard(tmp_path: Path) -> None:
+    """``make run`` seeds weeks of marking through the tracking path: several tutors, the
+    dashboard full, someone still marking; seeding again adds nothing."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'demo.sqlite'}")
+    with app.app_context():
+        db.create_all()
+    runner = app.test_cli_runner()
+    try:
+        first = runner.invoke(args=["seed-demo", "--history"])
+        assert first.exit_code == 0, first.output
+        assert "marking activities of the last 3 weeks" in first.output
+        again = runner.invoke(args=["seed-demo", "--history"])
+        assert again.exit_code == 0 and "marking activities" not in again.output
+        client = login(app, "convenor")
+        summary = client.get(f"{UNIT}/summary?from=2000-01-01").get_json()
+        assert len(summary["tutors"]) == 4
+        assert summary["totals"]["sessions"] >= 30
+        assert client.get(f"{UNIT}/active").get_json()["sessions"]
+        html = page(client, f"{UNIT}/dashboard?tz=Australia/Melbourne")
+        assert len(re.findall(r'class="tt-block', html)) >= 5
+    finally:
+        with app.app_context():
+            tutor_times.dispose()
+            db.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        "from=0001-01-01&to=0001-01-07&tz=Pacific/Kiritimati",
+        "from=0001-01-01&to=0001-01-07&tz=America/Adak",
+        "from=9999-12-25&to=9999-12-31&tz=Pacific/Kiritimati",
+        "from=9999-12-25&to=9999-12-31&tz=America/Adak",
+        "from=0001-01-01&to=9999-12-31&tz=UTC",
+        "to=0001-01-01&tz=UTC",
+        "from=2026-03-02T09:10:00&to=2026-03-02T09:20:00&tz=UTC",
+    ],
+)
+def test_the_ends_of_the_calendar_are_a_page_or_a_400(seeded: Flask, args: str) -> None:
+    r = login(seeded, "convenor").get(f"{UNIT}/dashboard?{args}")
+    assert r.status_code in (200, 400), r.get_data(as_text=True)[:300]
+    assert r.mimetype == "text/html"

@@ -1,0 +1,192 @@
+"""The dashboard in a real headless Chromium, against a real threaded server on loopback,
+on both backends: its numbers equal the JSON endpoints', its pickers and sorting work, a
+tutor sees only themself, the live panel updates itself, the console stays clean, and the
+page fits a 390 px phone. Screenshots of what the browser saw go to TUTOR_TIMES_SCREENSHOTS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from flask import Flask
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from demo.extensions import tutor_times
+
+from .browser import BROWSER_ZONE, DESKTOP, PHONE, chromium, console_errors, screenshot, viewport
+from .conftest import Clock, built, login, play_scenario, serving
+
+UNIT = "/tutor-times/units/1"
+WAIT = 20  # seconds: the live panel asks every 5 s
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    with chromium() as driver:
+        yield driver
+
+
+@dataclass
+class Site:
+    app: Flask
+    base: str
+    driver: webdriver.Chrome
+
+    def login(self, username: str, path: str) -> None:
+        """Log in through the host's form, as a person would, landing on ``path``."""
+        d = self.driver
+        d.delete_all_cookies()
+        d.get(f"{self.base}{path}")  # anonymous: the host's login page, coming back after
+        WebDriverWait(d, WAIT).until(lambda d: "/login" in d.current_url)
+        user = d.find_element(By.NAME, "username")
+        user.clear()
+        user.send_keys(username)
+        d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        WebDriverWait(d, WAIT).until(lambda d: "tz=" in d.current_url)
+
+    def query(self) -> dict[str, str]:
+        return {k: v[0] for k, v in parse_qs(urlsplit(self.driver.current_url).query).items()}
+
+    def json(self, username: str, path: str, **args: str) -> Any:
+        r = login(self.app, username).get(path, query_string=args)
+        assert r.status_code == 200, r.get_data(as_text=True)
+        return r.get_json()
+
+    def rows(self, table: str) -> dict[str, dict[str, str]]:
+        """A table's rows as the browser shows them (after any sorting), by row key."""
+        # pairs, not an object: a JS object lists numeric keys in number order, not the rows'
+        found: list[list[Any]] = self.driver.execute_script(
+            """
+            const out = [];
+            for (const tr of document.querySelectorAll(`table[data-table="${arguments[0]}"] tbody tr[data-row]`)) {
+              const cells = {};
+              for (const td of tr.querySelectorAll("td[data-col]")) cells[td.dataset.col] = td.dataset.value;
+              out.push([tr.dataset.row, cells]);
+            }
+            return out;""",
+            table,
+        )
+        return {key: cells for key, cells in found}
+
+
+@pytest.fixture
+def site(backend: str, clock: Clock, browser: webdriver.Chrome) -> Iterator[Site]:
+    with built(backend) as app, serving(app) as port:
+        play_scenario(app, clock)
+        viewport(browser, *DESKTOP, mobile=False)
+        console_errors(browser)  # forget what earlier tests left
+        yield Site(app, f"http://127.0.0.1:{port}", browser)
+        assert console_errors(browser) == []
+
+
+def as_text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def assert_tutors_equal_summary(site: Site, summary: dict[str, Any]) -> None:
+    rows = site.rows("tutors")
+    assert set(rows) == {str(t["marker_id"]) for t in summary["tutors"]}
+    for tutor in summary["tutors"]:
+        for column in ("sessions", "minutes", "assessments", "minutes_per_assessment"):
+            assert rows[str(tutor["marker_id"])][column] == as_text(tutor[column])
+
+
+def test_numbers_and_calendar_equal_the_json_in_the_browsers_zone(site: Site, backend: str) -> None:
+    site.login("convenor", f"{UNIT}/dashboard")
+    assert site.query()["tz"] == BROWSER_ZONE  # the browser's zone, kept in the URL
+    summary = site.json("convenor", f"{UNIT}/summary", tz=BROWSER_ZONE)
+    assert len(summary["tutors"]) == 2
+    assert_tutors_equal_summary(site, summary)
+    totals = site.driver.find_element(By.CSS_SELECTOR, '[data-total="minutes"]').text
+    assert totals == str(summary["totals"]["minutes"])
+    sessions = site.json("convenor", f"{UNIT}/sessions", tz=BROWSER_ZONE, per_page="500")
+    blocks = site.driver.find_elements(By.CSS_SELECTOR, "svg.tt-calendar rect.tt-block")
+    assert sorted(int(b.get_attribute("data-session-id") or 0) for b in blocks) == sorted(
+        s["id"] for s in sessions["sessions"]
+    )
+    running = site.driver.find_elements(By.CSS_SELECTOR, "rect.tt-block.tt-running")
+    assert [r.get_attribute("data-session-id") for r in running] == [
+        str(s["id"]) for s in sessions["sessions"] if s["active"]
+    ]
+    title = blocks[0].find_element(By.TAG_NAME, "title").get_attribute("textContent") or ""
+    assert " min, " in title and "assessment" in title
+    screenshot(site.driver, f"dashboard-desktop-{backend}", DESKTOP[0], mobile=False)
+
+
+def test_the_pickers_change_the_data(site: Site) -> None:
+    site.login("convenor", f"{UNIT}/dashboard")
+    before = site.rows("tutors")
+    d = site.driver
+    # date inputs type in the browser's locale; set their values as the picker would
+    d.execute_script(
+        """const f = document.querySelector(".tt-pickers");
+        f.elements.from.value = "2026-03-02"; f.elements.to.value = "2026-03-02";
+        f.elements.tz.value = "UTC"; f.elements.bucket.value = "week";""",
+    )
+    d.find_element(By.CSS_SELECTOR, ".tt-pickers button[type=submit]").click()
+    WebDriverWait(d, WAIT).until(lambda d: "bucket=week" in d.current_url)
+    assert site.query() == {"from": "2026-03-02", "to": "2026-03-02", "tz": "UTC", "bucket": "week"}
+    summary = site.json("convenor", f"{UNIT}/summary", **{"from": "2026-03-02", "to": "2026-03-02"})
+    assert_tutors_equal_summary(site, summary)
+    assert site.rows("tutors") != before
+    assert d.find_element(By.CSS_SELECTOR, "h2").text  # still a page, not an error
+    assert len(site.rows("timeline")) == 1  # one week
+
+
+def test_a_table_sorts_by_the_clicked_column(site: Site) -> None:
+    site.login("convenor", f"{UNIT}/dashboard")
+    button = site.driver.find_element(
+        By.CSS_SELECTOR, 'table[data-table="tutors"] button[data-sort="minutes"]'
+    )
+    button.click()
+    ascending = [int(r["minutes"]) for r in site.rows("tutors").values()]
+    assert ascending == sorted(ascending) and len(set(ascending)) > 1
+    button.click()
+    descending = [int(r["minutes"]) for r in site.rows("tutors").values()]
+    assert descending == sorted(ascending, reverse=True)
+
+
+def test_a_tutor_sees_no_other_tutor(site: Site) -> None:
+    site.login("tutor1", f"{UNIT}/dashboard")
+    markers = {
+        e.get_attribute("data-marker")
+        for e in site.driver.find_elements(By.CSS_SELECTOR, "[data-marker]")
+    }
+    assert markers == {"3"}
+    text = site.driver.find_element(By.TAG_NAME, "body").text
+    assert "Tom Tutor" in text and "Tina Tutor" not in text
+
+
+def test_the_live_panel_shows_a_session_started_after_the_page_loaded(site: Site) -> None:
+    site.login("convenor", f"{UNIT}/dashboard")
+    d = site.driver
+    live = "#tt-live li[data-marker]"
+    assert [e.get_attribute("data-marker") for e in d.find_elements(By.CSS_SELECTOR, live)] == ["4"]
+    d.execute_script("window.notReloaded = true")
+    with site.app.app_context():
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.0.0.9")
+    WebDriverWait(d, WAIT).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#tt-live li[data-marker="3"]')
+    )
+    assert d.execute_script("return window.notReloaded") is True
+    assert "Updated" in d.find_element(By.CSS_SELECTOR, "[data-live-status]").text
+
+
+def test_the_page_fits_a_phone(site: Site, backend: str) -> None:
+    site.login("convenor", f"{UNIT}/dashboard")
+    d = site.driver
+    viewport(d, *PHONE, mobile=True)
+    d.refresh()
+    WebDriverWait(d, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tt-totals"))
+    overflow = d.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow == 0
+    table = d.find_element(By.CSS_SELECTOR, 'table[data-table="tutors"]')
+    assert table.is_displayed() and table.size["width"] > 0
+    screenshot(d, f"dashboard-phone-{backend}", PHONE[0], mobile=True)

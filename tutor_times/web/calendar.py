@@ -1,0 +1,164 @@
+"""The dashboard's weekly calendar: sessions placed on days × hours of a time zone, laid out
+for an SVG. Pure arithmetic on the rows ``reports.sessions_page`` returns."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..accounting import UTC
+
+#: the most days one calendar shows: a week, so a block stays wide enough to point at
+MAX_DAYS = 7
+#: the SVG's geometry, in viewBox units
+AXIS = 44.0
+DAY_WIDTH = 100.0
+HOUR_HEIGHT = 28.0
+HEAD = 26.0
+#: the shortest block drawn, so a one-minute session can still be seen and pointed at
+MIN_BLOCK = 4.0
+#: the hours always shown, so an empty or early-evening week still reads as a working day
+DAY_HOURS = (8, 18)
+
+
+def calendar_days(start: datetime, end: datetime, tz: ZoneInfo) -> list[date]:
+    """The last (up to) MAX_DAYS local days of [start, end)."""
+    last = (end - timedelta(microseconds=1)).astimezone(tz).date()
+    first = max(start.astimezone(tz).date(), last - timedelta(days=MAX_DAYS - 1))
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def first_instant(days: list[date], start: datetime, tz: ZoneInfo) -> datetime:
+    """Where the calendar's sessions start: its first local midnight, or the range's start
+    when that is later (a range given as instants)."""
+    midnight = datetime.combine(days[0], time(), tzinfo=tz).astimezone(UTC)
+    return max(midnight, start)
+
+
+@dataclass
+class Block:
+    """One session on the calendar."""
+
+    session_id: int
+    marker_id: int
+    day: int
+    #: minutes after the day's local midnight
+    top: float
+    bottom: float
+    start: datetime
+    end: datetime
+    minutes: int
+    assessments: int
+    #: live: drawn up to now, still growing
+    running: bool
+    #: goes on past midnight; drawn to the end of its first day
+    continues: bool
+    lane: int = 0
+    lanes: int = 1
+
+
+@dataclass
+class Week:
+    days: list[date]
+    blocks: list[Block]
+    first_hour: int
+    last_hour: int
+    #: sessions in the calendar's days, of which ``blocks`` holds the newest
+    total: int
+    hours: list[int] = field(default_factory=list)
+
+    @property
+    def width(self) -> float:
+        return AXIS + DAY_WIDTH * len(self.days)
+
+    @property
+    def height(self) -> float:
+        return HEAD + HOUR_HEIGHT * (self.last_hour - self.first_hour)
+
+    def y(self, minutes: float) -> float:
+        return HEAD + (minutes / 60 - self.first_hour) * HOUR_HEIGHT
+
+    def rect(self, block: Block) -> dict[str, float]:
+        """The block's rectangle: its day's column shared among overlapping blocks."""
+        lane_width = DAY_WIDTH / block.lanes
+        top = self.y(block.top)
+        return {
+            "x": round(AXIS + block.day * DAY_WIDTH + block.lane * lane_width + 1, 2),
+            "y": round(top, 2),
+            "width": round(max(lane_width - 2, 1), 2),
+            "height": round(max(self.y(block.bottom) - top, MIN_BLOCK), 2),
+        }
+
+
+def _block(row: dict[str, Any], days: list[date], tz: ZoneInfo, now: datetime) -> Block | None:
+    start = row["start_time"].astimezone(tz)
+    if row["end_time"] is not None:
+        end = row["end_time"]
+    else:
+        # a live session runs on to now; an idle one that no sweep closed yet ended at its
+        # last activity (R3)
+        end = max(now, row["last_activity"]) if row["active"] else row["last_activity"]
+    end = end.astimezone(tz)
+    day = (start.date() - days[0]).days
+    if not 0 <= day < len(days):
+        return None
+    top = start.hour * 60 + start.minute + start.second / 60
+    continues = end.date() > start.date()
+    bottom = 24 * 60 if continues else end.hour * 60 + end.minute + end.second / 60
+    return Block(
+        session_id=row["id"],
+        marker_id=row["marker_id"],
+        day=day,
+        top=top,
+        bottom=max(bottom, top),
+        start=start,
+        end=end,
+        minutes=row["duration_minutes"],
+        assessments=row["assessments"],
+        running=bool(row["active"]),
+        continues=continues,
+    )
+
+
+def _lay_out(blocks: list[Block]) -> None:
+    """Side by side where they overlap: each group of overlapping blocks of a day shares
+    its column in as many lanes as it needs at once."""
+    blocks.sort(key=lambda b: (b.day, b.top, b.bottom))
+    group: list[Block] = []
+    lane_ends: list[float] = []
+
+    def close() -> None:
+        for b in group:
+            b.lanes = len(lane_ends)
+        group.clear()
+        lane_ends.clear()
+
+    for b in blocks:
+        if group and (b.day != group[0].day or b.top >= max(lane_ends)):
+            close()
+        free = next((i for i, e in enumerate(lane_ends) if e <= b.top), None)
+        if free is None:
+            lane_ends.append(b.bottom)
+            b.lane = len(lane_ends) - 1
+        else:
+            lane_ends[free] = b.bottom
+            b.lane = free
+        group.append(b)
+    close()
+
+
+def week(
+    rows: Iterable[dict[str, Any]], days: list[date], tz: ZoneInfo, now: datetime, total: int
+) -> Week:
+    """The calendar of ``rows`` (sessions that start on ``days``) in ``tz``."""
+    blocks = [b for b in (_block(r, days, tz, now) for r in rows) if b is not None]
+    _lay_out(blocks)
+    first = min([DAY_HOURS[0], *(math.floor(b.top / 60) for b in blocks)])
+    last = max([DAY_HOURS[1], *(math.ceil(b.bottom / 60) for b in blocks)])
+    shown = Week(days, blocks, first, min(last, 24), total)
+    shown.hours = list(range(shown.first_hour, shown.last_hour + 1))
+    return shown

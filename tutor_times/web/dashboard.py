@@ -1,0 +1,213 @@
+"""The dashboard pages: a unit's marking time, or one's own, on one HTML page.
+
+Every number on them comes from the report functions the JSON endpoints run, through the
+same helpers (:mod:`.views`), so a page and the API cannot disagree. The pages answer in HTML,
+errors included; they are served only while ``TUTOR_TIMES_DASHBOARD`` is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import current_app, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_login.utils import login_url
+from pydantic import BaseModel
+
+from .. import reports
+from ..extension import current
+from ..reports import Scope
+from . import calendar, csv_export
+from . import schemas as s
+from .api import ApiError, FieldError, parse, query_args
+from .ranges import ZONES
+from .views import (
+    bp,
+    current_user_id,
+    date_range,
+    live_after,
+    marker_scope,
+    report,
+    timeline_buckets,
+)
+
+#: the most sessions the calendar draws; past it, the newest, and the page says so
+CALENDAR_LIMIT = 2000
+#: ranges up to this many days are shown per day by default, longer ones per week
+DAYS_BY_DEFAULT = 31
+#: how often the "marking now" panel asks again, in milliseconds
+LIVE_EVERY_MS = 5000
+#: the sorted zone names offered by the picker, computed once
+ZONE_NAMES = sorted(ZONES)
+
+
+def _error_page(status: int, message: str) -> Any:
+    return render_template("tutor_times/error.html", status=status, message=message), status
+
+
+def _anonymous() -> Any:
+    """The host's login page when it has one (coming back here after), else a 401 page."""
+    view = getattr(current_app, "login_manager", None)
+    login_view = getattr(view, "login_view", None)
+    if login_view:
+        return redirect(login_url(login_view, request.full_path.rstrip("?")))
+    return _error_page(401, "Log in to see marking times.")
+
+
+def _page(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any:
+    """Render the dashboard for the query string, or the HTML page of what went wrong."""
+    if not current().state.settings.dashboard:
+        return _error_page(404, "There is no such page.")
+    if not current_user or not current_user.is_authenticated:
+        return _anonymous()
+    try:
+        query = parse(model, query_args(model))
+        if query.format != "json":
+            raise ApiError(400, "format: the page is HTML; its tables link their CSV", "format")
+        context = build(query)
+    except FieldError as exc:
+        return _error_page(400, f"{exc.field}: {exc.message}")
+    except ApiError as exc:
+        return _error_page(exc.code or 400, str(exc.description))
+    return render_template("tutor_times/dashboard.html", **context)
+
+
+@bp.get("/units/<int:unit_id>/dashboard")
+def unit_dashboard(unit_id: int) -> Any:
+    """A unit's marking time: every tutor's for its convenors and admins, a tutor's own."""
+
+    def build(query: s.DashboardQuery) -> dict[str, Any]:
+        marker_id = marker_scope(unit_id, query.marker_id)
+        start, end = date_range(query)
+        scope = Scope(start, end, unit_id=unit_id, marker_id=marker_id)
+        live = url_for(".active", unit_id=unit_id)
+        links = _csv_links(query, unit_id=unit_id, marker_id=marker_id)
+        return _context(scope, query, title=f"Unit {unit_id}", live_url=live, links=links)
+
+    return _page(s.DashboardQuery, build)
+
+
+@bp.get("/me/dashboard")
+def my_dashboard() -> Any:
+    """The current user's own marking time, across units or in one."""
+
+    def build(query: s.MyDashboardQuery) -> dict[str, Any]:
+        me = current_user_id()
+        start, end = date_range(query)
+        scope = Scope(start, end, unit_id=query.unit_id, marker_id=me)
+        yesterday = (current().clock() - timedelta(days=1)).date().isoformat()
+        live_args: dict[str, Any] = {"from": yesterday, "per_page": 100, "unit_id": query.unit_id}
+        live = url_for(".my_sessions", **live_args)
+        if query.unit_id is None:
+            links = dict.fromkeys(("summary", "timeline", "tasks"), _my_csv(query))
+            links["sessions"] = links["summary"]
+        else:
+            links = _csv_links(query, unit_id=query.unit_id, marker_id=me)
+        title = "My marking" if query.unit_id is None else f"My marking in unit {query.unit_id}"
+        return _context(scope, query, title=title, live_url=live, links=links)
+
+    return _page(s.MyDashboardQuery, build)
+
+
+def _range_args(query: s.RangeQuery) -> dict[str, Any]:
+    args: dict[str, Any] = {"tz": query.tz, "format": "csv"}
+    if query.from_ is not None:
+        args["from"] = query.from_.isoformat()
+    if query.to is not None:
+        args["to"] = query.to.isoformat()
+    return args
+
+
+def _csv_links(query: Any, *, unit_id: int, marker_id: int | None) -> dict[str, str]:
+    """The CSV download of each table: the report endpoint with the page's range."""
+    args = _range_args(query)
+    if marker_id is not None:
+        args["marker_id"] = marker_id
+    bucket = query.bucket or "day"
+    return {
+        "summary": url_for(".summary", unit_id=unit_id, **args),
+        "timeline": url_for(".timeline", unit_id=unit_id, bucket=bucket, **args),
+        "tasks": url_for(".tasks", unit_id=unit_id, **args),
+        "sessions": url_for(".unit_sessions", unit_id=unit_id, per_page=500, **args),
+    }
+
+
+def _my_csv(query: s.MyDashboardQuery) -> str:
+    return url_for(".my_sessions", unit_id=query.unit_id, per_page=500, **_range_args(query))
+
+
+def _local_dates(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[date, date]:
+    return start.astimezone(tz).date(), (end - timedelta(microseconds=1)).astimezone(tz).date()
+
+
+def _context(scope: Scope, query: Any, **page: Any) -> dict[str, Any]:
+    """Everything the page shows, from the report functions the JSON endpoints run."""
+    tz = query.zone()
+    first, last = _local_dates(scope.start, scope.end, tz)
+    bucket = query.bucket or ("day" if (last - first).days < DAYS_BY_DEFAULT else "week")
+    summary = report(reports.summary, scope)
+    week, active = _week(scope, tz), _active(scope)
+    shown = [t["marker_id"] for t in summary["tutors"]]
+    shown += [b.marker_id for b in week.blocks] + [a["marker_id"] for a in active]
+    if scope.marker_id is not None:
+        shown.append(scope.marker_id)
+    return {
+        **page,
+        # one call for every tutor on the page, never one per row
+        "names": current().names_of(shown),
+        "query": query,
+        "tz": query.tz,
+        "zone": tz,
+        "first_day": first,
+        "last_day": last,
+        "bucket": bucket,
+        "summary": summary,
+        "timeline": timeline_buckets(scope, tz, bucket),
+        "tasks": report(reports.tasks, scope),
+        "week": week,
+        "active": active,
+        "zones": ZONE_NAMES,
+        "presets": _presets(last),
+        "live_every_ms": LIVE_EVERY_MS,
+        "hours": csv_export.hours,
+    }
+
+
+def _week(scope: Scope, tz: ZoneInfo) -> calendar.Week:
+    """The calendar: the sessions of the range's last (up to) seven days."""
+    days = calendar.calendar_days(scope.start, scope.end, tz)
+    since = calendar.first_instant(days, scope.start, tz)
+    shown = Scope(since, scope.end, unit_id=scope.unit_id, marker_id=scope.marker_id)
+    page = report(
+        reports.sessions_page, shown, page=1, per_page=CALENDAR_LIMIT, live_after=live_after()
+    )
+    return calendar.week(page["sessions"], days, tz, current().clock(), page["total"])
+
+
+def _active(scope: Scope) -> list[dict[str, Any]]:
+    """Who is marking now, as the page is rendered (the page's script keeps it fresh)."""
+    if scope.unit_id is None:
+        return []  # one's own page: the script asks for one's live sessions across units
+    return report(
+        reports.active_sessions,
+        unit_id=scope.unit_id,
+        marker_id=scope.marker_id,
+        live_after=live_after(),
+    )
+
+
+def _presets(today: date) -> list[tuple[str, str]]:
+    """Links to common ranges ending on the page's last day, keeping the other choices."""
+    keep = {k: v for k, v in request.args.items() if k not in ("from", "to", "bucket")}
+    out = []
+    for label, days in (("7 days", 7), ("4 weeks", 28), ("12 weeks", 84)):
+        try:
+            first = today - timedelta(days=days - 1)
+        except OverflowError:
+            continue  # a range at the start of the calendar: no earlier days to offer
+        args: dict[str, Any] = {**keep, "from": first.isoformat(), "to": today.isoformat()}
+        out.append((label, url_for(request.endpoint or "", **request.view_args or {}, **args)))
+    return out
