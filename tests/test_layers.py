@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "closer": 4,
     "retention": 4,
     "reports": 4,
+    "history": 4,
     "decorator": 5,
     "hooks": 5,
     "worker": 5,

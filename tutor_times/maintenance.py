@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
@@ -14,6 +14,7 @@ from . import retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
+from .history import Checks, Importer, ImportReport, Rejected
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -107,6 +108,43 @@ class Maintenance:
             return retention.purge_count(
                 conn, self.models, before=_utc(before, "before"), anonymize=anonymize
             )
+
+    # -- history -----------------------------------------------------------------
+
+    def importer(self, *, batch_size: int = 5000) -> Importer:
+        """The current app's importer (see :mod:`tutor_times.history`)."""
+        state = self.state
+        tracker = state.tracker
+        return Importer(
+            tracker.sql,
+            Checks(tracker.actions, tracker.ip_policy, tracker.max_skew),
+            clock=self.clock,
+            closing_delay=state.settings.closing_delay,
+            batch_size=batch_size,
+        )
+
+    def import_activities(
+        self,
+        rows: Iterable[Mapping[str, Any] | Rejected],
+        *,
+        source_key: str,
+        dry_run: bool = False,
+        batch_size: int = 5000,
+        progress: Callable[[ImportReport], None] | None = None,
+    ) -> ImportReport:
+        """Place historical activities into sessions by R1-R4, as live tracking would have,
+        merged with the sessions already stored for their keys.
+
+        Each row is a mapping with the fields of :meth:`record_activity` and ``created_at``
+        (an aware datetime). Its source key is ``source_key`` and the row's ``import_key``
+        (or, without one, its position in ``rows``): a row whose key is already stored is
+        skipped, so importing the same rows again adds nothing. The live backdating window
+        does not apply; every other check does, and a row that fails one is counted by
+        reason in the report, never raised.
+        """
+        return self.importer(batch_size=batch_size).run(
+            rows, source_key=source_key, dry_run=dry_run, progress=progress
+        )
 
     # -- the worker --------------------------------------------------------------
 
