@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "history": 4,
     "decorator": 5,
     "hooks": 5,
+    "sources": 5,
     "worker": 5,
     "state": 5,
     "maintenance": 6,

@@ -16,6 +16,7 @@ are skipped as duplicates, so an import can be run again, or resumed after it wa
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -234,9 +235,71 @@ class Importer:
             now = self.clock()
             for group in by_key[start : start + KEYS_PER_TRANSACTION]:
                 drivers.lock_key(conn, key_hash(group[0].activity.key))
-                for run in runs(group, self.store.timeout):
-                    self._place_run(conn, run, now)
+                self._place_key(conn, group, now)
             conn.commit()
+
+    def _place_key(self, conn: sa.Connection, group: list[Pending], now: datetime) -> None:
+        """Place one key's runs. A run that no stored session joins, and that is not the key's
+        last, is a closed session of its own: those are written in bulk. The others are
+        placed one by one, in time order; the bulk ones cannot join them, being TIMEOUT or
+        more from every other run and every stored session."""
+        timeout = self.store.timeout
+        every = list(runs(group, timeout))
+        key = _key_params(group[0].activity)
+        near = self._stored_between(conn, key, every[0][0].activity.at, every[-1][-1].activity.at)
+        starts = [s.start_time for s in near]
+        alone: list[list[Pending]] = []
+        placed: list[list[Pending]] = []
+        for run in every[:-1]:
+            # the stored session starting last before the run's end + TIMEOUT is the only one
+            # that can reach back to the run (a key's sessions do not overlap)
+            i = bisect_left(starts, run[-1].activity.at + timeout) - 1
+            joins = i >= 0 and continues(run[0].activity.at, near[i].last, timeout)
+            (placed if joins else alone).append(run)
+        self._create_closed(conn, key, alone, now)
+        for run in [*placed, every[-1]]:
+            self._place_run(conn, run, now)
+
+    def _stored_between(
+        self, conn: sa.Connection, key: dict[str, Any], first: datetime, last: datetime
+    ) -> list[Any]:
+        """The key's sessions within TIMEOUT of [first, last], by start."""
+        ms = self.models.MarkingSession
+        timeout = self.store.timeout
+        rows = conn.execute(
+            sa.select(ms.id, ms.start_time, last_activity_of(self.models).label("last"))
+            .where(
+                *(getattr(ms, name) == value for name, value in key.items()),
+                ms.start_time < last + timeout,
+                sa.or_(ms.end_time > first - timeout, ms.end_time.is_(None)),
+            )
+            .order_by(ms.start_time)
+        ).all()
+        return list(rows)
+
+    def _create_closed(
+        self, conn: sa.Connection, key: dict[str, Any], alone: list[list[Pending]], now: datetime
+    ) -> None:
+        """Runs that are sessions of their own, closed (R3, R4): one INSERT for the sessions,
+        one bulk write for their activities."""
+        if not alone:
+            return
+        ms = self.models.MarkingSession.__table__
+        sessions = [
+            {
+                **key,
+                **self._span(run[0].activity.at, run[-1].activity.at, is_open=False),
+                "created_at": run[0].activity.at,
+                "updated_at": now,
+            }
+            for run in alone
+        ]
+        ids = conn.scalars(
+            sa.insert(ms).returning(ms.c.id, sort_by_parameter_order=True), sessions
+        ).all()
+        self._insert_activities(
+            conn, [(int(sid), p) for sid, run in zip(ids, alone, strict=True) for p in run]
+        )
 
     # -- placing one run ---------------------------------------------------------------------
 
@@ -258,7 +321,7 @@ class Importer:
             self._set_span(conn, target, start, end, is_open=is_open, now=now)
         else:
             target = self._create(conn, key, start, end, is_open=is_open, now=now)
-        self._insert_activities(conn, target, run)
+        self._insert_activities(conn, [(target, p) for p in run])
 
     def _joining(
         self, conn: sa.Connection, key: dict[str, Any], first: datetime, last: datetime
@@ -347,9 +410,7 @@ class Importer:
         stmt = sa.insert(ms).values(**values, created_at=start, updated_at=now).returning(ms.c.id)
         return int(conn.execute(stmt).scalar_one())
 
-    def _insert_activities(
-        self, conn: sa.Connection, session_id: int, run: Sequence[Pending]
-    ) -> None:
+    def _insert_activities(self, conn: sa.Connection, placed: list[tuple[int, Pending]]) -> None:
         table = self.models.SessionActivity.__table__
         columns = ["marking_session_id", *STORED_FIELDS, "created_at", "updated_at", "import_key"]
         rows = [
@@ -360,7 +421,7 @@ class Importer:
                 p.activity.at,
                 p.import_key,
             )
-            for p in run
+            for session_id, p in placed
         ]
         drivers.insert_rows(conn, table, columns, rows)
 
