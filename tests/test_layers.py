@@ -34,6 +34,7 @@ LAYERS: dict[str, int] = {
     "retention": 4,
     "reports": 4,
     "history": 4,
+    "rebuild": 4,
     "decorator": 5,
     "hooks": 5,
     "sources": 5,

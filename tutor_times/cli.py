@@ -191,3 +191,35 @@ def progress_reporter(
             click.echo(f"{rate(report)}, {done:.0f}% of the file", err=True)
 
     yield line
+
+
+@cli.command("rebuild")
+@click.option("--unit", "unit_id", type=click.IntRange(min=1), default=None, help="One unit only.")
+@click.option(
+    "--from",
+    "start",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Sessions starting at or after this UTC date or time.",
+)
+@click.option(
+    "--to",
+    "end",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Sessions starting before this UTC date or time.",
+)
+@with_appcontext
+def rebuild_command(unit_id: int | None, start: datetime | None, end: datetime | None) -> None:
+    """Re-derive sessions from their activities after TUTOR_TIMES_SESSION_TIMEOUT changed.
+
+    Safe while tracking runs; run it again to resume: keys already right are left alone."""
+    from .accounting import UTC
+
+    ext = extension()
+    report = ext.rebuild_sessions(
+        unit_id=unit_id,
+        start=start.replace(tzinfo=UTC) if start else None,
+        end=end.replace(tzinfo=UTC) if end else None,
+    )
+    click.echo(report.summary())

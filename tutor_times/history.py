@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from . import drivers
-from .accounting import continues, duration_minutes
+from .accounting import continues, duration_minutes, runs
 from .activity import STORED_FIELDS, Activity
 from .errors import InvalidActivityError, UnknownActionError
 from .models import IMPORT_KEY_LENGTH, Models, close_sessions, last_activity_of
@@ -244,7 +244,7 @@ class Importer:
         placed one by one, in time order; the bulk ones cannot join them, being TIMEOUT or
         more from every other run and every stored session."""
         timeout = self.store.timeout
-        every = list(runs(group, timeout))
+        every = key_runs(group, timeout)
         key = _key_params(group[0].activity)
         near = self._stored_between(conn, key, every[0][0].activity.at, every[-1][-1].activity.at)
         starts = [s.start_time for s in near]
@@ -426,16 +426,9 @@ class Importer:
         drivers.insert_rows(conn, table, columns, rows)
 
 
-def runs(group: list[Pending], timeout: timedelta) -> Iterator[list[Pending]]:
+def key_runs(group: list[Pending], timeout: timedelta) -> list[list[Pending]]:
     """One key's activities, sorted by time, cut where R2 starts a new session."""
-    current = [group[0]]
-    for p in group[1:]:
-        if continues(p.activity.at, current[-1].activity.at, timeout):
-            current.append(p)
-        else:
-            yield current
-            current = [p]
-    yield current
+    return list(runs(group, lambda p: p.activity.at, timeout))
 
 
 def import_key(source_key: str, line: object) -> str:

@@ -15,6 +15,7 @@ from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
 from .history import Checks, Importer, ImportReport, Rejected
+from .rebuild import Rebuilder, RebuildReport
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -144,6 +145,33 @@ class Maintenance:
         """
         return self.importer(batch_size=batch_size).run(
             rows, source_key=source_key, dry_run=dry_run, progress=progress
+        )
+
+    def rebuild_sessions(
+        self,
+        *,
+        unit_id: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        progress: Callable[[RebuildReport], None] | None = None,
+    ) -> RebuildReport:
+        """Re-derive the sessions starting in [start, end) (of one unit, or all) from their
+        activities under the current TUTOR_TIMES_SESSION_TIMEOUT (R2-R4): exact, and a
+        no-op for keys already right, so it can be run again or resumed. Safe beside live
+        tracking: each key is rebuilt under the lock its placements take."""
+        state = self.state
+        return Rebuilder(
+            self.models,
+            state.tracker.sql.connect,
+            timeout=state.timeout,
+            min_minutes=state.min_minutes,
+            closing_delay=state.settings.closing_delay,
+            clock=self.clock,
+        ).run(
+            unit_id=unit_id,
+            start=None if start is None else _utc(start, "start"),
+            end=None if end is None else _utc(end, "end"),
+            progress=progress,
         )
 
     # -- the worker --------------------------------------------------------------
