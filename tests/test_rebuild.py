@@ -14,7 +14,7 @@ from flask import Flask
 
 from demo.extensions import db, tutor_times
 
-from .conftest import BACKENDS, T0, Clock, build, make_app
+from .conftest import BACKENDS, T0, Clock, build, built, make_app
 from .test_history import row, stored_sessions
 from .test_property import KEYS, TIMEOUT, reference
 
@@ -112,7 +112,7 @@ def test_a_rebuild_beside_live_tracking_on_the_same_keys(clock: Clock) -> None:
     """Live activities join the imported sessions' keys while a rebuild rewrites them: every
     activity is kept once, and the sessions are R2 over all of them under the new timeout."""
     new_timeout = timedelta(seconds=600)
-    for app in build("postgres"):
+    with built("postgres") as app:
         rows, stream = history(seed=3)
         live_at = rows[-1]["created_at"] + timedelta(minutes=4)
         clock.set(live_at)
