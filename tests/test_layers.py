@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "rebuild": 4,
     "decorator": 5,
     "hooks": 5,
+    "whatif": 5,
     "sources": 5,
     "worker": 5,
     "state": 5,

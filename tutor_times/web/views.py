@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -12,7 +12,7 @@ from flask import Blueprint, current_app, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import reports
+from .. import reports, whatif
 from ..constants import TRACKED_ROLES
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
@@ -199,15 +199,19 @@ def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
 
 
-@unit_report("summary", s.UnitReportQuery, s.SummaryOut)
-def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
+@unit_report("summary", s.WhatIfQuery, s.SummaryOut)
+def summary(path: s.UnitPath, query: s.WhatIfQuery) -> Any:
     """Per tutor: sessions, minutes, assessments and minutes per assessment; and totals.
 
     A tutor's overlapping sessions (two IPs at once) are merged before their minutes are
-    summed, so no minute counts twice.
+    summed, so no minute counts twice. With `timeout`, sessions are cut afresh from the
+    activities under that inactivity timeout (what if).
     """
     scope, range_out = _unit_scope(path.unit_id, query)
-    result = _report(reports.summary, scope)
+    if query.timeout is None:
+        result = _report(reports.summary, scope)
+    else:
+        result = _report(whatif.summary, scope, timeout=timedelta(seconds=query.timeout))
     if query.format == "csv":
         total = {"marker_id": "total", **result["totals"]}
         rows = [
@@ -272,7 +276,11 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     scope, range_out = _unit_scope(path.unit_id, query)
     tz = query.zone()
     starts = ranges.day_starts(scope.start, scope.end, tz, query.bucket)
-    buckets = _report(reports.timeline, scope, starts, tz)
+    if query.timeout is None:
+        buckets = _report(reports.timeline, scope, starts, tz)
+    else:
+        timeout = timedelta(seconds=query.timeout)
+        buckets = _report(whatif.timeline, scope, starts, tz, timeout=timeout)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
         return csv_response(
