@@ -285,18 +285,12 @@ class Importer:
         if not alone:
             return
         ms = self.models.MarkingSession.__table__
-        sessions = [
-            {
-                **key,
-                **self._span(run[0].activity.at, run[-1].activity.at, is_open=False),
-                "created_at": run[0].activity.at,
-                "updated_at": now,
-            }
-            for run in alone
-        ]
-        ids = conn.scalars(
-            sa.insert(ms).returning(ms.c.id, sort_by_parameter_order=True), sessions
-        ).all()
+        columns = [*key, "start_time", "end_time", "duration_minutes", "created_at", "updated_at"]
+        sessions = []
+        for run in alone:
+            span = self._span(run[0].activity.at, run[-1].activity.at, is_open=False)
+            sessions.append((*key.values(), *span.values(), run[0].activity.at, now))
+        ids = drivers.insert_returning_ids(conn, ms, columns, sessions)
         self._insert_activities(
             conn, [(int(sid), p) for sid, run in zip(ids, alone, strict=True) for p in run]
         )

@@ -81,7 +81,9 @@ def _islands(
     gap = act.created_at - sa.func.lag(act.created_at).over(
         partition_by=key, order_by=act.created_at
     )
-    starts = sa.case((gap < sa.literal(timeout, sa.Interval()), 0), else_=1)  # the first of a key has no gap: NULL
+    starts = sa.case(
+        (gap < sa.literal(timeout, sa.Interval()), 0), else_=1
+    )  # the first of a key has no gap: NULL
     flagged = rows.add_columns(starts.label("starts")).where(*where).subquery("flagged")
     f = flagged.c
     fkey = [f.marker_id, f.unit_id, f.ip_address]
