@@ -17,7 +17,7 @@ from flask.cli import with_appcontext
 
 from .errors import ConfigurationError
 from .extension import current
-from .history import ImportReport
+from .history import BATCH_SIZE, ImportReport
 from .sources import FORMATS, LogReader, Source, csv_rows, identity
 from .worker import Worker
 
@@ -130,7 +130,7 @@ def worker_command(interval: float | None, no_listen: bool, burst: bool) -> None
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
-    default=5000,
+    default=BATCH_SIZE,
     show_default=True,
     help="Rows per transaction.",
 )

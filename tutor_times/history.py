@@ -41,6 +41,9 @@ NOT_ALLOWED = "action not allowed"
 DUPLICATE = "duplicate"
 REASONS = (MALFORMED, UNKNOWN_UNIT, UNKNOWN_USER, NOT_ALLOWED, DUPLICATE)
 
+#: rows checked, deduplicated and placed together: the more rows of a key a batch holds,
+#: the fewer statements each row costs
+BATCH_SIZE = 20_000
 #: keys whose per-key locks one transaction holds at most: PostgreSQL's lock table is shared
 #: and sized for about 64 locks per connection
 KEYS_PER_TRANSACTION = 256
@@ -100,7 +103,7 @@ class Importer:
         *,
         clock: Callable[[], datetime],
         closing_delay: timedelta,
-        batch_size: int = 5000,
+        batch_size: int = BATCH_SIZE,
     ) -> None:
         self.store = store
         self.models: Models = store.models
@@ -233,16 +236,21 @@ class Importer:
         by_key = [list(group) for _, group in groupby(batch, key=lambda p: p.activity.key)]
         for start in range(0, len(by_key), KEYS_PER_TRANSACTION):
             now = self.clock()
+            alone: list[tuple[dict[str, Any], list[Pending]]] = []
             for group in by_key[start : start + KEYS_PER_TRANSACTION]:
                 drivers.lock_key(conn, key_hash(group[0].activity.key))
-                self._place_key(conn, group, now)
+                alone += self._place_key(conn, group, now)
+            self._create_closed(conn, alone, now)
             conn.commit()
 
-    def _place_key(self, conn: sa.Connection, group: list[Pending], now: datetime) -> None:
+    def _place_key(
+        self, conn: sa.Connection, group: list[Pending], now: datetime
+    ) -> list[tuple[dict[str, Any], list[Pending]]]:
         """Place one key's runs. A run that no stored session joins, and that is not the key's
-        last, is a closed session of its own: those are written in bulk. The others are
-        placed one by one, in time order; the bulk ones cannot join them, being TIMEOUT or
-        more from every other run and every stored session."""
+        last, is a closed session of its own: those are returned, to be written in bulk for
+        every key at once. The others are placed one by one, in time order; the bulk ones
+        cannot join them, being TIMEOUT or more from every other run and every stored
+        session, and cannot be the key's latest (its last run comes after them)."""
         timeout = self.store.timeout
         every = key_runs(group, timeout)
         key = _key_params(group[0].activity)
@@ -256,9 +264,9 @@ class Importer:
             i = bisect_left(starts, run[-1].activity.at + timeout) - 1
             joins = i >= 0 and continues(run[0].activity.at, near[i].last, timeout)
             (placed if joins else alone).append(run)
-        self._create_closed(conn, key, alone, now)
         for run in [*placed, every[-1]]:
             self._place_run(conn, run, now)
+        return [(key, run) for run in alone]
 
     def _stored_between(
         self, conn: sa.Connection, key: dict[str, Any], first: datetime, last: datetime
@@ -278,21 +286,24 @@ class Importer:
         return list(rows)
 
     def _create_closed(
-        self, conn: sa.Connection, key: dict[str, Any], alone: list[list[Pending]], now: datetime
+        self, conn: sa.Connection, alone: list[tuple[dict[str, Any], list[Pending]]], now: datetime
     ) -> None:
         """Runs that are sessions of their own, closed (R3, R4): one INSERT for the sessions,
         one bulk write for their activities."""
         if not alone:
             return
         ms = self.models.MarkingSession.__table__
-        columns = [*key, "start_time", "end_time", "duration_minutes", "created_at", "updated_at"]
+        columns = [
+            *alone[0][0],
+            *("start_time", "end_time", "duration_minutes", "created_at", "updated_at"),
+        ]
         sessions = []
-        for run in alone:
+        for key, run in alone:
             span = self._span(run[0].activity.at, run[-1].activity.at, is_open=False)
             sessions.append((*key.values(), *span.values(), run[0].activity.at, now))
         ids = drivers.insert_returning_ids(conn, ms, columns, sessions)
         self._insert_activities(
-            conn, [(int(sid), p) for sid, run in zip(ids, alone, strict=True) for p in run]
+            conn, [(int(sid), p) for sid, (_, run) in zip(ids, alone, strict=True) for p in run]
         )
 
     # -- placing one run ---------------------------------------------------------------------

@@ -14,7 +14,7 @@ from . import retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
-from .history import Checks, Importer, ImportReport, Rejected
+from .history import BATCH_SIZE, Checks, Importer, ImportReport, Rejected
 from .rebuild import Rebuilder, RebuildReport
 from .worker import Worker
 
@@ -112,7 +112,7 @@ class Maintenance:
 
     # -- history -----------------------------------------------------------------
 
-    def importer(self, *, batch_size: int = 5000) -> Importer:
+    def importer(self, *, batch_size: int = BATCH_SIZE) -> Importer:
         """The current app's importer (see :mod:`tutor_times.history`)."""
         state = self.state
         tracker = state.tracker
@@ -130,7 +130,7 @@ class Maintenance:
         *,
         source_key: str,
         dry_run: bool = False,
-        batch_size: int = 5000,
+        batch_size: int = BATCH_SIZE,
         progress: Callable[[ImportReport], None] | None = None,
     ) -> ImportReport:
         """Place historical activities into sessions by R1-R4, as live tracking would have,
