@@ -188,3 +188,21 @@ def test_an_import_killed_mid_file_resumes_without_adding_twice(
         assert f"read {rows} rows" in done.stdout and DUPLICATE in done.stdout
         assert imported_count(app) == rows
         assert stored_sessions(app) == reference(stream, TIMEOUT)
+
+
+def test_a_csv_with_an_import_key_column_is_keyed_by_it(import_app: Flask, tmp_path: Path) -> None:
+    """Two exports of the same activities, in different files and orders: the rows' own keys
+    make them one source."""
+    with open(TRUTH, newline="") as f:
+        records = list(csv.DictReader(f))[:30]
+    for name, rows in (("a.csv", records), ("b.csv", list(reversed(records)))):
+        with open(tmp_path / name, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=["import_key", *records[0]])
+            writer.writeheader()
+            writer.writerows(
+                {"import_key": f"act-{r['created_at']}-{r['marker_id']}", **r} for r in rows
+            )
+    assert "imported 30," in run_import(import_app, str(tmp_path / "a.csv"))
+    assert "imported 0, skipped 30 (30 duplicate)" in run_import(
+        import_app, str(tmp_path / "b.csv")
+    )

@@ -46,11 +46,12 @@ class RebuildReport:
 
 @dataclass(frozen=True)
 class Run:
-    """One session to be: its activities' ids and its first and last times."""
+    """One session to be: its first and last times, and its activities as (id, the id of
+    the session they are stored in now)."""
 
     start: datetime
     last: datetime
-    ids: list[int]
+    ids: list[tuple[int, int]]
 
 
 class Rebuilder:
@@ -131,7 +132,7 @@ class Rebuilder:
         act = self.models.SessionActivity
         ids = [s.id for s in block]
         activities = conn.execute(
-            sa.select(act.id, act.created_at)
+            sa.select(act.id, act.created_at, act.marking_session_id)
             .where(act.marking_session_id.in_(ids))
             .order_by(act.created_at, act.id)
         ).all()
@@ -187,9 +188,9 @@ class Rebuilder:
         return conn.execute(stmt.order_by(ms.start_time).limit(1)).first()
 
     def _runs(self, activities: Sequence[Any]) -> list[Run]:
-        """R2 under the current timeout, over activities (id, time) sorted by time."""
+        """R2 under the current timeout, over activities (id, time, session) by time."""
         return [
-            Run(run[0][1], run[-1][1], [a[0] for a in run])
+            Run(run[0][1], run[-1][1], [(a[0], a[2]) for a in run])
             for run in runs(activities, lambda a: a[1], self.timeout)
         ]
 
@@ -214,37 +215,49 @@ class Rebuilder:
         now: datetime,
     ) -> None:
         """The block's sessions become the runs: ids kept where a run starts where a session
-        did, every session closed until the end (one open session per key, R5)."""
+        did, every session closed until the end (one open session per key, R5). Each step is
+        one statement for the whole key (executemany or COPY), and only activities whose
+        session changes are moved."""
         ms, act = self.models.MarkingSession.__table__, self.models.SessionActivity.__table__
         old = {s.start_time: s.id for s in block}
-        targets: list[int] = []
-        for run in runs:
-            if run.start in old:
-                session_id = old.pop(run.start)
-                conn.execute(
-                    sa.update(ms).where(ms.c.id == session_id).values(**self._closed(run, now))
-                )
-            else:
-                values = {"marker_id": key[0], "unit_id": key[1], "ip_address": key[2]}
-                values.update(self._closed(run, now), created_at=run.start)
-                session_id = conn.execute(
-                    sa.insert(ms).values(**values).returning(ms.c.id)
-                ).scalar_one()
-            targets.append(int(session_id))
+        kept = [(old.pop(run.start), run) for run in runs if run.start in old]
+        fresh = [run for run in runs if all(run is not r for _, r in kept)]
+        if kept:
+            conn.execute(
+                sa.update(ms)
+                .where(ms.c.id == sa.bindparam("b_id"))
+                .values({name: sa.bindparam(f"b_{name}") for name in self._closed(runs[0], now)}),
+                [
+                    {"b_id": sid, **{f"b_{k}": v for k, v in self._closed(run, now).items()}}
+                    for sid, run in kept
+                ],
+            )
+        columns = ["marker_id", "unit_id", "ip_address", "start_time", "end_time"]
+        columns += ["duration_minutes", "updated_at", "created_at"]
+        rows = [(*key, *self._closed(run, now).values(), run.start) for run in fresh]
+        ids = drivers.insert_returning_ids(conn, ms, columns, rows)
+        target = {id(run): sid for sid, run in kept}
+        target.update({id(run): sid for sid, run in zip(ids, fresh, strict=True)})
+        moves = [
+            {"b_aid": aid, "b_sid": target[id(run)]}
+            for run in runs
+            for aid, sid in run.ids
+            if sid != target[id(run)]
+        ]
+        if moves:
             conn.execute(
                 sa.update(act)
-                .where(
-                    act.c.marking_session_id.in_([s.id for s in block]),
-                    act.c.created_at.between(run.start, run.last),
-                )
-                .values(marking_session_id=session_id)
+                .where(act.c.id == sa.bindparam("b_aid"))
+                .values(marking_session_id=sa.bindparam("b_sid")),
+                moves,
             )
         if old:
             conn.execute(sa.delete(ms).where(ms.c.id.in_(list(old.values()))))
         if is_open:
+            last = target[id(runs[-1])]
             conn.execute(
                 sa.update(ms)
-                .where(ms.c.id == targets[-1])
+                .where(ms.c.id == last)
                 .values(end_time=None, duration_minutes=None, updated_at=now)
             )
 
