@@ -455,9 +455,9 @@ def test_a_worker_started_while_redis_is_down_enables_events_once_it_is_up(
                     server.start()
                     text = "expiry listener reconnected"
                     assert wait_until(lambda: text in caplog.text, 10) < 10, caplog.text
-                    flags = tutor_times.state_of(app).redis.config_get("notify-keyspace-events")[
+                    flags = tutor_times.state_of(app).redis.config_get(
                         "notify-keyspace-events"
-                    ]
+                    )["notify-keyspace-events"]
                     assert "E" in flags and ("x" in flags or "A" in flags)
                     with app.app_context():
                         record()
