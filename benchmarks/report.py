@@ -90,6 +90,23 @@ def table() -> str:
             f"| B5 one command to a Redis that never answers | {waits}"
             f" | bounded (tracked request) | {ok(ours is not None and ours < 1)} |"
         )
+    b6 = load("b6_import")
+    if b6:
+        for r in b6["imports"]:
+            lines.append(
+                f"| B6 import, {r['rows']:,} rows of {r['format']} | {r['rows_per_s']:,} rows/s"
+                f" end to end ({r['seconds']} s), peak RSS {r['peak_rss_mb']} MB"
+                f" | ≥ 100,000 rows/s, RSS < 200 MB | {ok(r['rows_per_s'] >= 100_000 and r['peak_rss_mb'] < 200)} |"
+            )
+        lines.append(
+            f"| B6 rebuild of unit 1 under a new timeout | {b6['rebuild_s']} s ({b6['rebuild']})"
+            f" | < 10 s | {ok(b6['rebuild_s'] < 10)} |"
+        )
+        w = b6["whatif"]
+        lines.append(
+            f"| B6 what-if summary, a 12-week term, `?timeout=600` | p50 {w['p50_ms']} ms,"
+            f" p99 {w['p99_ms']} ms | < 100 ms p50 | {ok(w['p50_ms'] < 100)} |"
+        )
     machine = (b1 or b2 or b3 or b4 or {}).get("machine", {})
     lines.append("")
     lines.append(

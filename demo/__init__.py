@@ -54,7 +54,7 @@ def create_app(config: str | None = None, **overrides: Any) -> Flask:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     tutor_times.init_app(app)
 
-    from . import models  # noqa: F401  (declares the tables)
+    from . import log_import, models  # noqa: F401  (declares the tables and log hooks)
     from .seed import seed_demo_command
     from .views import bp
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import b1_hot_path, b2_end_to_end, b3_reports, b4_closing, b5_redis_stall
+from benchmarks import (
+    b1_hot_path,
+    b2_end_to_end,
+    b3_reports,
+    b4_closing,
+    b5_redis_stall,
+    b6_import,
+)
 
 from .conftest import require_real_services
 
@@ -47,3 +54,10 @@ def test_b5_redis_stall() -> None:
     ours, defaults, _ = b5_redis_stall.main(["--smoke"])["results"]
     assert ours["seconds"] is not None and ours["seconds"] < 1.0
     assert defaults["seconds"] is None  # redis-py's defaults are still waiting
+
+
+def test_b6_import() -> None:
+    result = b6_import.main(["--smoke"])
+    assert [r["rows"] for r in result["imports"]] == [200, 200, 2000, 2000]
+    assert all("skipped 0" in r["summary"] for r in result["imports"])
+    assert result["whatif"]["n"] == 20

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
+from typing import TypeVar
+
+T = TypeVar("T")
 
 UTC = timezone.utc
 
@@ -18,6 +21,21 @@ def continues(t: datetime, last_activity: datetime, timeout: timedelta) -> bool:
     An out-of-order ``t`` (before ``last_activity``) always joins.
     """
     return t - last_activity < timeout
+
+
+def runs(
+    items: Iterable[T], time: Callable[[T], datetime], timeout: timedelta
+) -> Iterator[list[T]]:
+    """R2 over items sorted by ``time``: the maximal runs in which each item continues the
+    one before it. Imports and rebuilds cut a key's activities into sessions with it."""
+    current: list[T] = []
+    for item in items:
+        if current and not continues(time(item), time(current[-1]), timeout):
+            yield current
+            current = []
+        current.append(item)
+    if current:
+        yield current
 
 
 def duration_minutes(start: datetime, end: datetime, min_minutes: int) -> int:

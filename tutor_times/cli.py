@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import current_app
@@ -14,6 +18,8 @@ from flask.cli import with_appcontext
 from . import metrics
 from .errors import ConfigurationError
 from .extension import current
+from .history import BATCH_SIZE, ImportReport
+from .sources import FORMATS, LogReader, Source, csv_rows, identity
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -127,3 +133,112 @@ def worker_command(
     worker.install_signal_handlers()
     worker.work()
     logger.info("tutor-times worker stopped")
+
+
+@cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="csv",
+    show_default=True,
+    help="csv: one activity per row; ontrack-log: OnTrack's Rails log (plain or .gz).",
+)
+@click.option("--dry-run", is_flag=True, help="Read and check everything; write nothing.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=BATCH_SIZE,
+    show_default=True,
+    help="Rows per transaction.",
+)
+@with_appcontext
+def import_command(path: str, fmt: str, dry_run: bool, batch_size: int) -> None:
+    """Import historical activities into sessions, as live tracking would have made them.
+
+    Run it again on the same file, or after it was stopped, and nothing is added twice."""
+    ext = extension()
+    try:
+        resolvers = ext.log_resolvers() if fmt == "ontrack-log" else None
+        source_key = identity(path, fmt)
+        with Source(path) as source:
+            rows = LogReader(*resolvers).rows(source.text) if resolvers else csv_rows(source.text)
+            with progress_reporter(os.path.getsize(path), source.position) as progress:
+                report = ext.import_activities(
+                    rows,
+                    source_key=source_key,
+                    dry_run=dry_run,
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+    except (ConfigurationError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(report.summary())
+
+
+@contextlib.contextmanager
+def progress_reporter(
+    total: int, position: Callable[[], int], *, every: float = 5.0
+) -> Iterator[Callable[[ImportReport], None]]:
+    """On a terminal, a progress bar over the file's bytes with rows/s and the ETA; otherwise
+    (cron, a pipe, a log) a plain line every ``every`` seconds."""
+    started = time.monotonic()
+
+    def rate(report: ImportReport) -> str:
+        per_second = report.read / max(time.monotonic() - started, 1e-9)
+        return f"{report.read} rows, {per_second:,.0f} rows/s"
+
+    if sys.stderr.isatty():
+        bar: Any
+        with click.progressbar(
+            length=max(total, 1),
+            label="importing",
+            file=sys.stderr,
+            show_eta=True,
+            item_show_func=lambda r: rate(r) if r is not None else None,
+        ) as bar:
+            yield lambda report: bar.update(position() - bar.pos, report)
+        return
+    last = [started]
+
+    def line(report: ImportReport) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            done = 100 * position() / max(total, 1)
+            click.echo(f"{rate(report)}, {done:.0f}% of the file", err=True)
+
+    yield line
+
+
+@cli.command("rebuild")
+@click.option("--unit", "unit_id", type=click.IntRange(min=1), default=None, help="One unit only.")
+@click.option(
+    "--from",
+    "start",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Sessions starting at or after this UTC date or time.",
+)
+@click.option(
+    "--to",
+    "end",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    help="Sessions starting before this UTC date or time.",
+)
+@with_appcontext
+def rebuild_command(unit_id: int | None, start: datetime | None, end: datetime | None) -> None:
+    """Re-derive sessions from their activities after TUTOR_TIMES_SESSION_TIMEOUT changed.
+
+    Safe while tracking runs; run it again to resume: keys already right are left alone."""
+    from .accounting import UTC
+
+    ext = extension()
+    report = ext.rebuild_sessions(
+        unit_id=unit_id,
+        start=start.replace(tzinfo=UTC) if start else None,
+        end=end.replace(tzinfo=UTC) if end else None,
+    )
+    click.echo(report.summary())

@@ -169,3 +169,55 @@ def lock_key(conn: sa.Connection, key: int) -> None:
     happen one at a time. SQLite runs one writer at a time already."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def insert_rows(
+    conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert many rows in the connection's transaction: COPY on psycopg 3 (one stream, no
+    statement per row), executemany elsewhere. Values go through the columns' types first,
+    as a bound parameter would, so a time is stored the same way by either path."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    if not has_fast_path(dialect):
+        conn.execute(sa.insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    processors = [table.c[name].type.bind_processor(dialect) for name in columns]
+    names = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
+    target = dialect.identifier_preparer.format_table(table)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(
+                [value if p is None else p(value) for p, value in zip(processors, row, strict=True)]
+            )
+
+
+def insert_returning_ids(
+    conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
+) -> list[int]:
+    """Insert many rows and return their new ids, in the rows' order.
+
+    On psycopg 3 the ids are drawn from the table's sequence first and the rows are COPYed
+    with them: a many-row INSERT … RETURNING costs more to build and parse than to run.
+    Elsewhere one INSERT … RETURNING, its ids sorted back into the rows' order.
+    """
+    if not rows:
+        return []
+    if has_fast_path(conn.dialect):
+        sequence = sa.func.pg_get_serial_sequence(table.name, "id")
+        ids = list(
+            conn.scalars(
+                sa.select(sa.func.nextval(sequence)).select_from(
+                    sa.func.generate_series(1, len(rows))
+                )
+            )
+        )
+        insert_rows(
+            conn, table, ["id", *columns], [(i, *row) for i, row in zip(ids, rows, strict=True)]
+        )
+        return [int(i) for i in ids]
+    stmt = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    found = conn.scalars(stmt, [dict(zip(columns, row, strict=True)) for row in rows])
+    return [int(i) for i in found]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .constants import TRACKED_ROLES
 from .errors import ConfigurationError, InvalidActivityError
+
+if TYPE_CHECKING:
+    from .sources import LogTarget
 
 #: (user, unit_id) -> "admin" | "convenor" | "tutor" | "student" | None
 RoleLoader = Callable[[Any, Any], "str | None"]
@@ -16,6 +19,11 @@ StaffLoader = Callable[[Any], bool]
 TargetLoader = Callable[[int, "int | None", "int | None", "int | None"], bool]
 #: (user ids) -> their display names; ids it leaves out are shown by number
 NameLoader = Callable[[list[int]], Mapping[int, str]]
+#: (HTTP method, request path without its query string) -> what the request did, or None
+#: when it was no marking (an import of a web-server log skips it)
+LogPathResolver = Callable[[str, str], "LogTarget | None"]
+#: a username as the web-server log names it -> the user's id, or None when unknown
+UsernameResolver = Callable[[str], "int | None"]
 
 
 class HostHooks:
@@ -26,6 +34,8 @@ class HostHooks:
         self._target_loader: TargetLoader | None = None
         self._staff_loader: StaffLoader | None = None
         self._name_loader: NameLoader | None = None
+        self._log_path_resolver: LogPathResolver | None = None
+        self._username_resolver: UsernameResolver | None = None
 
     def role_loader(self, callback: RoleLoader) -> RoleLoader:
         """Register ``callback(user, unit_id)`` -> "admin" | "convenor" | "tutor" | "student" | None."""
@@ -65,6 +75,34 @@ class HostHooks:
         ids = sorted(set(user_ids))
         found = dict(self._name_loader(ids)) if self._name_loader and ids else {}
         return {i: str(found.get(i) or f"#{i}") for i in ids}
+
+    def log_path_resolver(self, callback: LogPathResolver) -> LogPathResolver:
+        """Register ``callback(method, path)`` -> a :class:`~tutor_times.sources.LogTarget`
+        (unit, action and the project, task and task definition ids of the request), or None
+        for a request that was no marking. Needed to import ``--format ontrack-log``: the log
+        names only paths, as the host's routes see them (``/api/units/1/tasks/inbox``)."""
+        self._log_path_resolver = callback
+        return callback
+
+    def username_resolver(self, callback: UsernameResolver) -> UsernameResolver:
+        """Register ``callback(username)`` -> the user's id, or None when no user has that
+        name. Needed to import ``--format ontrack-log``, whose lines name users by username."""
+        self._username_resolver = callback
+        return callback
+
+    def log_resolvers(self) -> tuple[LogPathResolver, UsernameResolver]:
+        """Both hooks of a log import; a clear error names the one missing."""
+        if self._log_path_resolver is None:
+            raise ConfigurationError(
+                "No log_path_resolver registered: decorate a function (method, path) ->"
+                " LogTarget | None with @tutor_times.log_path_resolver"
+            )
+        if self._username_resolver is None:
+            raise ConfigurationError(
+                "No username_resolver registered: decorate a function (username) -> user id"
+                " | None with @tutor_times.username_resolver"
+            )
+        return self._log_path_resolver, self._username_resolver
 
     def role_of(self, user: Any, unit_id: Any) -> str | None:
         if self._role_loader is None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
@@ -14,6 +14,8 @@ from . import idempotency, jobs, metrics, retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
+from .history import BATCH_SIZE, Checks, Importer, ImportReport, Rejected
+from .rebuild import Rebuilder, RebuildReport
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -119,6 +121,70 @@ class Maintenance:
         before = self.clock() - state.settings.operations.idempotency_ttl
         with state.tracker.sql.connect() as conn:
             return idempotency.expire(conn, self.models.IdempotencyKeys, before=before)
+
+    # -- history -----------------------------------------------------------------
+
+    def importer(self, *, batch_size: int = BATCH_SIZE) -> Importer:
+        """The current app's importer (see :mod:`tutor_times.history`)."""
+        state = self.state
+        tracker = state.tracker
+        return Importer(
+            tracker.sql,
+            Checks(tracker.actions, tracker.ip_policy, tracker.max_skew),
+            clock=self.clock,
+            closing_delay=state.settings.closing_delay,
+            batch_size=batch_size,
+        )
+
+    def import_activities(
+        self,
+        rows: Iterable[Mapping[str, Any] | Rejected],
+        *,
+        source_key: str,
+        dry_run: bool = False,
+        batch_size: int = BATCH_SIZE,
+        progress: Callable[[ImportReport], None] | None = None,
+    ) -> ImportReport:
+        """Place historical activities into sessions by R1-R4, as live tracking would have,
+        merged with the sessions already stored for their keys.
+
+        Each row is a mapping with the fields of :meth:`record_activity` and ``created_at``
+        (an aware datetime). Its source key is ``source_key`` and the row's ``import_key``
+        (or, without one, its position in ``rows``): a row whose key is already stored is
+        skipped, so importing the same rows again adds nothing. The live backdating window
+        does not apply; every other check does, and a row that fails one is counted by
+        reason in the report, never raised.
+        """
+        return self.importer(batch_size=batch_size).run(
+            rows, source_key=source_key, dry_run=dry_run, progress=progress
+        )
+
+    def rebuild_sessions(
+        self,
+        *,
+        unit_id: int | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        progress: Callable[[RebuildReport], None] | None = None,
+    ) -> RebuildReport:
+        """Re-derive the sessions starting in [start, end) (of one unit, or all) from their
+        activities under the current TUTOR_TIMES_SESSION_TIMEOUT (R2-R4): exact, and a
+        no-op for keys already right, so it can be run again or resumed. Safe beside live
+        tracking: each key is rebuilt under the lock its placements take."""
+        state = self.state
+        return Rebuilder(
+            self.models,
+            state.tracker.sql.connect,
+            timeout=state.timeout,
+            min_minutes=state.min_minutes,
+            closing_delay=state.settings.closing_delay,
+            clock=self.clock,
+        ).run(
+            unit_id=unit_id,
+            start=None if start is None else _utc(start, "start"),
+            end=None if end is None else _utc(end, "end"),
+            progress=progress,
+        )
 
     # -- the worker --------------------------------------------------------------
 

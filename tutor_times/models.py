@@ -23,6 +23,10 @@ JOBS = "tutor_times_jobs"
 SERVER, CLIENT = "server", "client"
 SOURCES = (SERVER, CLIENT)
 
+#: an imported activity's source key, unique among activities (NULL for live ones)
+IMPORT_KEY_LENGTH = 200
+IMPORT_KEY_INDEX = "uq_session_activities_import_key"
+
 CLOSED_DURATION_CHECK = (
     "(end_time IS NULL AND duration_minutes IS NULL)"
     " OR (end_time IS NOT NULL AND duration_minutes IS NOT NULL"
@@ -167,6 +171,9 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         #: who reported it: "server" (a tracked host endpoint or record_activity) or
         #: "client" (POST /activities, e.g. a reading heartbeat) — R11
         source = sa.Column(sa.String(16), nullable=False, default=SERVER, server_default=SERVER)
+        #: where an imported activity came from (a file's identity and line, or a column of
+        #: the source): importing the same rows again adds nothing. NULL for live activities.
+        import_key = sa.Column(sa.String(IMPORT_KEY_LENGTH))
 
         marking_session = db.relationship("MarkingSession", back_populates="activities")
 
@@ -179,6 +186,7 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 "created_at",
                 postgresql_include=["action", "task_id", "task_definition_id"],
             ),
+            sa.Index(IMPORT_KEY_INDEX, "import_key", unique=True),
         )
 
         def __repr__(self) -> str:

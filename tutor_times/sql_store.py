@@ -355,6 +355,12 @@ def _key_params(a: Activity) -> dict[str, Any]:
 
 
 def _key_hash(a: Activity) -> int:
-    """A signed 64-bit number for the key, for a per-key lock."""
-    text = f"{a.marker_id}:{a.unit_id}:{a.ip_address}".encode()
+    return key_hash(a.key)
+
+
+def key_hash(key: tuple[int, int, str]) -> int:
+    """A signed 64-bit number for the key (R1), for a per-key lock: every writer that places
+    activities of a key (live tracking's slow path, imports, rebuilds) takes it first."""
+    marker_id, unit_id, ip_address = key
+    text = f"{marker_id}:{unit_id}:{ip_address}".encode()
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big", signed=True)

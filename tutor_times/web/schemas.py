@@ -138,11 +138,21 @@ class SessionsQuery(UnitReportQuery, PageQuery):
     pass
 
 
+class WhatIfQuery(UnitReportQuery):
+    timeout: Annotated[int, BeforeValidator(_digits)] | None = Field(
+        None,
+        ge=1,
+        le=86_400,
+        description="What if: seconds of inactivity that end a session, instead of"
+        " TUTOR_TIMES_SESSION_TIMEOUT; minutes are then computed from the raw activities.",
+    )
+
+
 class MySessionsQuery(RangeQuery, PageQuery):
     unit_id: Id | None = Field(None, description="Only this unit's sessions.")
 
 
-class TimelineQuery(UnitReportQuery):
+class TimelineQuery(WhatIfQuery):
     bucket: Literal["day", "week"] = Field(
         "day", description="Calendar days, or ISO weeks from Monday, in `tz`."
     )

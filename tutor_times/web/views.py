@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -14,7 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import health, idempotency, metrics, reports
+from .. import health, idempotency, metrics, reports, whatif
 from ..constants import DEFAULTS, TRACKED_ROLES, ConfigVars
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
@@ -223,15 +223,19 @@ def unit_sessions(path: s.UnitPath, query: s.SessionsQuery) -> Any:
     return _sessions_reply(f"unit-{path.unit_id}-sessions", {"range": range_out, **result}, query)
 
 
-@unit_report("summary", s.UnitReportQuery, s.SummaryOut)
-def summary(path: s.UnitPath, query: s.UnitReportQuery) -> Any:
+@unit_report("summary", s.WhatIfQuery, s.SummaryOut)
+def summary(path: s.UnitPath, query: s.WhatIfQuery) -> Any:
     """Per tutor: sessions, minutes, assessments and minutes per assessment; and totals.
 
     A tutor's overlapping sessions (two IPs at once) are merged before their minutes are
-    summed, so no minute counts twice.
+    summed, so no minute counts twice. With `timeout`, sessions are cut afresh from the
+    activities under that inactivity timeout (what if).
     """
     scope, range_out = unit_scope(path.unit_id, query)
-    result = report(reports.summary, scope)
+    if query.timeout is None:
+        result = report(reports.summary, scope)
+    else:
+        result = report(whatif.summary, scope, timeout=timedelta(seconds=query.timeout))
     if query.format == "csv":
         total = {"marker_id": "total", **result["totals"]}
         rows = [
@@ -294,7 +298,13 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     the range is listed.
     """
     scope, range_out = unit_scope(path.unit_id, query)
-    buckets = timeline_buckets(scope, query.zone(), query.bucket)
+    if query.timeout is None:
+        buckets = timeline_buckets(scope, query.zone(), query.bucket)
+    else:
+        tz = query.zone()
+        starts = ranges.day_starts(scope.start, scope.end, tz, query.bucket)
+        timeout = timedelta(seconds=query.timeout)
+        buckets = report(whatif.timeline, scope, starts, tz, timeout=timeout)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
         return csv_response(

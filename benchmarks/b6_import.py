@@ -1,0 +1,168 @@
+"""B6 history: importing a generated file into PostgreSQL, then rebuilding under a new timeout.
+
+(a) ``flask tutor-times import`` in a process of its own, end to end, on a generated CSV and a
+generated OnTrack log of the same activities (200 tutors, 4 units, a year): rows/s and the
+process's peak RSS, at two file sizes (flat RSS means constant memory).
+(b) ``rebuild_sessions`` of one unit after the timeout changed from 900 s to 600 s.
+(c) The what-if summary of that unit over a 12-week term, ``?timeout=600``: p50 and p99.
+
+``--rows`` sets the larger file's rows (default 200,000); ``--ten-million`` runs 10M.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    DATABASE_URL,
+    ROOT,
+    add_staff,
+    arguments,
+    bench_app,
+    engine_of,
+    ensure_database,
+    fresh_schema,
+    percentiles,
+    save,
+    smoke_url,
+    step,
+)
+
+MARKERS, UNITS = 200, 4
+#: the generated history ends here (about 360 s an action before it), before any test clock
+END = datetime(2026, 1, 1, tzinfo=timezone.utc)
+ZONE = timezone(timedelta(hours=11))
+
+
+def activities(rows: int, seed: int = 6) -> Iterator[tuple[int, int, str, datetime]]:
+    """(marker, unit, ip, time) in time order: sittings of 20 actions by one tutor, with
+    gaps on either side of the 600 s and 900 s timeouts, one after another."""
+    rnd = random.Random(seed)
+    at = END - timedelta(seconds=360 * rows)
+    marker = 0
+    for n in range(rows):
+        if n % 20 == 0:
+            marker = rnd.randrange(MARKERS)
+        at += timedelta(seconds=rnd.choice([10, 30, 60, 300, 700, 1000]))
+        yield 1000 + marker, 1 + marker % UNITS, f"10.{marker // 250}.{marker % 250}.{n % 2}", at
+
+
+def write_csv(path: Path, rows: int) -> None:
+    with open(path, "w") as out:
+        out.write(
+            "marker_id,unit_id,ip_address,action,project_id,task_id,task_definition_id,created_at\n"
+        )
+        for marker, unit, ip, at in activities(rows):
+            out.write(f"{marker},{unit},{ip},inbox,,,,{at.isoformat()}\n")
+
+
+def write_log(path: Path, rows: int) -> None:
+    with open(path, "w") as out:
+        for n, (marker, unit, ip, at) in enumerate(activities(rows)):
+            local = at.astimezone(ZONE)
+            stamp = local.strftime("%Y-%m-%d %H:%M:%S %z")
+            prefix = f"I, [{local:%Y-%m-%dT%H:%M:%S}.000000 #4242]  INFO -- : [{n:010x}]"
+            out.write(
+                f'{prefix} Started GET "/api/units/{unit}/tasks/inbox?username=tutor-{marker - 1000}"'
+                f" for {ip} at {stamp}\n{prefix} Processing by Api::Root#call as JSON\n"
+                f"{prefix} Completed 200 OK in 12ms\n"
+            )
+
+
+def import_file(url: str, path: Path, fmt: str) -> dict[str, Any]:
+    """One ``flask tutor-times import`` process: its wall time, rows/s and peak RSS."""
+    env = {**os.environ, "FLASK_APP": "wsgi", "DEMO_CONFIG": "development", "DATABASE_URL": url}
+    command = [sys.executable, "-m", "flask", "tutor-times", "import", str(path), "--format", fmt]
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    summary = proc.stdout.read().decode().strip() if proc.stdout else ""
+    assert status == 0, summary
+    read = int(summary.split()[1])
+    return {
+        "format": fmt,
+        "rows": read,
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(read / seconds),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "summary": summary,
+    }
+
+
+def run_imports(url: str, sizes: list[int], tmp: Path) -> list[dict[str, Any]]:
+    results = []
+    for rows in sizes:
+        for fmt, writer in (("csv", write_csv), ("ontrack-log", write_log)):
+            app = bench_app(url)
+            fresh_schema(app)
+            with engine_of(app).begin() as conn:
+                add_staff(conn, MARKERS, UNITS)
+            path = tmp / f"history-{rows}.{'csv' if fmt == 'csv' else 'log'}"
+            with step(f"write {rows:,} rows as {fmt}"):
+                writer(path, rows)
+            with step(f"import {rows:,} rows of {fmt}"):
+                results.append(import_file(url, path, fmt))
+            path.unlink()
+    return results
+
+
+def rebuild_and_whatif(url: str) -> dict[str, Any]:
+    """On the last import's data: rebuild unit 1 under 600 s, then the what-if summary."""
+    from demo.extensions import tutor_times
+
+    app = bench_app(url, TUTOR_TIMES_SESSION_TIMEOUT=600)
+    with app.app_context():
+        started = time.perf_counter()
+        report = tutor_times.rebuild_sessions(unit_id=1)
+        rebuild_s = time.perf_counter() - started
+    client = app.test_client()
+    client.post("/login", json={"username": "admin", "password": "password"})
+    term = "from=2025-10-06&to=2025-12-28&timeout=600"  # the last 12 weeks
+    samples = []
+    for _ in range(20):
+        started_ns = time.perf_counter_ns()
+        r = client.get(f"/tutor-times/units/1/summary?{term}")
+        samples.append(time.perf_counter_ns() - started_ns)
+        assert r.status_code == 200, r.get_json()
+    return {
+        "rebuild_s": round(rebuild_s, 2),
+        "rebuild": report.summary(),
+        "whatif": percentiles(samples),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = arguments(
+        __doc__,
+        argv,
+        ("--rows", {"type": int, "default": 200_000, "help": "rows of the larger file"}),
+        ("--ten-million", {"action": "store_true", "help": "the larger file has 10M rows"}),
+    )
+    url = smoke_url(DATABASE_URL) if args.smoke else DATABASE_URL
+    ensure_database(url)
+    rows = 2_000 if args.smoke else 10_000_000 if args.ten_million else args.rows
+    sizes = [rows // 10, rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        imports = run_imports(url, sizes, Path(tmp))
+    with step("rebuild unit 1 and its what-if summary"):
+        after = rebuild_and_whatif(url)
+    result = {"imports": imports, **after}
+    if not args.smoke:
+        save("b6_import", result)
+    return result
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1:]))

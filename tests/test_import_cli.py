@@ -1,0 +1,208 @@
+"""`flask tutor-times import`: files of history, plain or gzipped, streamed in batches; run
+again, or resumed after a kill -9, nothing is added twice."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from demo.extensions import db, tutor_times
+from tutor_times.cli import progress_reporter
+from tutor_times.history import DUPLICATE, ImportReport
+
+from .conftest import BACKENDS, PG_URL, Clock, build
+from .test_history import stored_sessions
+from .test_property import KEYS, TIMEOUT, reference
+
+DATA = Path(__file__).resolve().parent / "data"
+LOG = DATA / "ontrack-sample.log"
+TRUTH = DATA / "ontrack-sample.expected.csv"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=BACKENDS)
+def import_app(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Flask]:
+    yield from build(str(request.param))
+
+
+def truth_stream(path: Path = TRUTH) -> list[tuple[Any, ...]]:
+    """The activities a file holds, as the independent sessionizer takes them."""
+    with open(path, newline="") as f:
+        return [
+            (
+                "act",
+                (int(r["marker_id"]), int(r["unit_id"]), r["ip_address"]),
+                datetime.fromisoformat(r["created_at"]),
+            )
+            for r in csv.DictReader(f)
+        ]
+
+
+def run_import(app: Flask, *args: str) -> str:
+    result = app.test_cli_runner().invoke(args=["tutor-times", "import", *args])
+    assert result.exit_code == 0, result.output
+    return str(result.stdout)
+
+
+def test_the_sample_log_imports_as_the_activities_it_holds(import_app: Flask) -> None:
+    expected = json.loads((DATA / "ontrack-sample.expected.json").read_text())
+    skipped = expected["skipped"]
+    first = run_import(import_app, str(LOG), "--format", "ontrack-log", "--batch-size", "50")
+    assert f"read {expected['read']} rows, imported {expected['imported']}," in first
+    for reason, count in skipped.items():
+        assert f"{count} {reason}" in first
+    assert stored_sessions(import_app) == reference(truth_stream(), TIMEOUT)
+    again = run_import(import_app, str(LOG), "--format", "ontrack-log")
+    assert f"imported 0, skipped {expected['read']}" in again
+    assert f"{expected['imported']} {DUPLICATE}" in again
+    assert stored_sessions(import_app) == reference(truth_stream(), TIMEOUT)
+
+
+def test_a_gzipped_csv_and_the_same_csv_plain_are_one_source(
+    import_app: Flask, tmp_path: Path
+) -> None:
+    packed = tmp_path / "history.csv.gz"
+    with open(TRUTH, "rb") as plain, gzip.open(packed, "wb") as out:
+        shutil.copyfileobj(plain, out)
+    first = run_import(import_app, str(packed))
+    assert "skipped 0" in first
+    assert stored_sessions(import_app) == reference(truth_stream(), TIMEOUT)
+    # rotated by gzip or not, the file's identity is its first lines: nothing is added
+    assert "imported 0" in run_import(import_app, str(TRUTH))
+    assert stored_sessions(import_app) == reference(truth_stream(), TIMEOUT)
+
+
+def test_a_dry_run_reports_and_writes_nothing(import_app: Flask) -> None:
+    out = run_import(import_app, str(LOG), "--format", "ontrack-log", "--dry-run")
+    imported = json.loads((DATA / "ontrack-sample.expected.json").read_text())["imported"]
+    assert f"would import {imported}," in out
+    assert stored_sessions(import_app) == []
+
+
+def test_a_log_import_needs_both_hooks(import_app: Flask) -> None:
+    resolvers = tutor_times._log_path_resolver, tutor_times._username_resolver
+    tutor_times._username_resolver = None
+    try:
+        result = import_app.test_cli_runner().invoke(
+            args=["tutor-times", "import", str(LOG), "--format", "ontrack-log"]
+        )
+    finally:
+        tutor_times._log_path_resolver, tutor_times._username_resolver = resolvers
+    assert result.exit_code != 0 and "@tutor_times.username_resolver" in result.output
+
+
+def test_a_csv_without_its_columns_is_refused(import_app: Flask, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("marker_id,unit_id\n3,1\n")
+    result = import_app.test_cli_runner().invoke(args=["tutor-times", "import", str(bad)])
+    assert result.exit_code != 0 and "lacks the columns" in result.output
+
+
+def test_progress_off_a_terminal_is_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    with progress_reporter(1000, lambda: 500, every=0) as progress:
+        progress(ImportReport(read=10))
+    err = capsys.readouterr().err
+    assert "10 rows" in err and "rows/s, 50% of the file" in err
+
+
+# -- kill -9 in the middle of a file, then run it again ------------------------------------
+
+
+def write_history(path: Path, rows: int, seed: int = 14) -> list[tuple[Any, ...]]:
+    """A CSV of random activities of the demo's keys in 2025; the stream it holds."""
+    rnd = random.Random(seed)
+    t = datetime.fromisoformat("2025-02-03T08:00:00+00:00")
+    stream = []
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(
+            [
+                "marker_id",
+                "unit_id",
+                "ip_address",
+                "action",
+                "project_id",
+                "task_id",
+                "task_definition_id",
+                "created_at",
+            ]
+        )
+        for _ in range(rows):
+            t += timedelta(seconds=rnd.choice([5, 60, 400, 899, 900, 3000]))
+            key = rnd.choice(KEYS)
+            writer.writerow([key[0], key[1], key[2], "assessing", "", "", "", t.isoformat()])
+            stream.append(("act", key, t))
+    return stream
+
+
+def imported_count(app: Flask) -> int:
+    with app.app_context():
+        table = tutor_times.SessionActivity.__table__
+        return int(db.session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+
+
+@pytest.mark.real
+def test_an_import_killed_mid_file_resumes_without_adding_twice(
+    tmp_path: Path, clock: Clock
+) -> None:
+    rows = 60_000
+    path = tmp_path / "history.csv"
+    stream = write_history(path, rows)
+    for app in build("postgres"):
+        env = {
+            **os.environ,
+            "FLASK_APP": "wsgi",
+            "DEMO_CONFIG": "development",
+            "DATABASE_URL": PG_URL,
+            "TUTOR_TIMES_IN_PROCESS_SWEEPER": "false",
+        }
+        command = [sys.executable, "-m", "flask", "tutor-times", "import", str(path)]
+        proc = subprocess.Popen(
+            [*command, "--batch-size", "500"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 120
+        while imported_count(app) < rows // 10:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=20)
+        assert 0 < imported_count(app) < rows  # stopped mid-file
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert f"read {rows} rows" in done.stdout and DUPLICATE in done.stdout
+        assert imported_count(app) == rows
+        assert stored_sessions(app) == reference(stream, TIMEOUT)
+
+
+def test_a_csv_with_an_import_key_column_is_keyed_by_it(import_app: Flask, tmp_path: Path) -> None:
+    """Two exports of the same activities, in different files and orders: the rows' own keys
+    make them one source."""
+    with open(TRUTH, newline="") as f:
+        records = list(csv.DictReader(f))[:30]
+    for name, rows in (("a.csv", records), ("b.csv", list(reversed(records)))):
+        with open(tmp_path / name, "w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=["import_key", *records[0]])
+            writer.writeheader()
+            writer.writerows(
+                {"import_key": f"act-{r['created_at']}-{r['marker_id']}", **r} for r in rows
+            )
+    assert "imported 30," in run_import(import_app, str(tmp_path / "a.csv"))
+    assert "imported 0, skipped 30 (30 duplicate)" in run_import(
+        import_app, str(tmp_path / "b.csv")
+    )

@@ -1,0 +1,239 @@
+"""Files of history: CSV exports and OnTrack's web-server logs, read as rows to import.
+
+Each reader streams its file a line at a time (plain or gzip), holding only the requests a
+log has started but not yet completed, so memory stays flat whatever the file's size. Every
+row carries its line number as its ``import_key``; with the file's identity as the source
+key, importing a file again, or resuming an import that was killed, adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import IO, Any, NamedTuple
+from urllib.parse import parse_qs, urlsplit
+
+from .history import MALFORMED, UNKNOWN_USER, Rejected
+
+FORMATS = ("csv", "ontrack-log")
+CSV_COLUMNS = (
+    "marker_id",
+    "unit_id",
+    "ip_address",
+    "action",
+    "project_id",
+    "task_id",
+    "task_definition_id",
+    "created_at",
+)
+ID_COLUMNS = ("marker_id", "unit_id", "project_id", "task_id", "task_definition_id")
+#: the lines a file's identity is made of: a file that grows keeps its identity
+IDENTITY_LINES = 8
+#: requests a log has started and not completed, at most (the oldest is given up first)
+OPEN_REQUESTS = 10_000
+
+Row = dict[str, Any] | Rejected
+
+
+class LogTarget(NamedTuple):
+    """What one logged request did, as the host's ``log_path_resolver`` says."""
+
+    unit_id: int
+    #: one of TUTOR_TIMES_ACTIONS; an ``assessing task N`` line of the request makes it
+    #: "assessing" task N
+    action: str
+    project_id: int | None = None
+    task_id: int | None = None
+    task_definition_id: int | None = None
+
+
+class Source:
+    """An open file of history: text lines, and how far into the file they have been read."""
+
+    def __init__(self, path: str) -> None:
+        self.raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 (closed by close())
+        compressed = self.raw.read(2) == b"\x1f\x8b"
+        self.raw.seek(0)
+        binary: Any = gzip.GzipFile(fileobj=self.raw) if compressed else self.raw
+        self.text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
+
+    def position(self) -> int:
+        """Bytes of the file read so far (compressed bytes for a .gz)."""
+        return self.raw.tell()
+
+    def close(self) -> None:
+        self.text.close()
+        self.raw.close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def identity(path: str, fmt: str) -> str:
+    """The file's source key: its format and a digest of its first lines (decompressed), so
+    a log that grows, or the same log gzipped by rotation, keeps its identity."""
+    digest = hashlib.sha256(fmt.encode())
+    with Source(path) as source:
+        for n, line in zip(range(IDENTITY_LINES), source.text, strict=False):
+            if n == 0 and fmt == "csv" and "import_key" in next(csv.reader([line]), []):
+                return "csv"  # the rows name their own keys, whatever file holds them
+            digest.update(line.encode())
+    return f"{fmt}:{digest.hexdigest()[:24]}"
+
+
+# -- csv ---------------------------------------------------------------------------------
+
+
+def csv_rows(text: IO[str]) -> Iterator[Row]:
+    """One row per CSV record: the columns of CSV_COLUMNS, created_at in ISO 8601 with a zone.
+    An ``import_key`` column, when present, is the row's source key instead of its line."""
+    reader = csv.DictReader(text)
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ValueError(f"the CSV lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}")
+    keyed = "import_key" in (reader.fieldnames or [])
+    for record in reader:
+        try:
+            row: dict[str, Any] = {
+                **{name: _int(record[name]) for name in ID_COLUMNS},
+                "ip_address": record["ip_address"],
+                "action": record["action"],
+                "created_at": datetime.fromisoformat(record["created_at"]),
+                "import_key": record["import_key"] if keyed else reader.line_num,
+            }
+        except (TypeError, ValueError) as exc:
+            yield Rejected(MALFORMED, f"line {reader.line_num}: {exc}")
+            continue
+        yield row
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        raise ValueError("a column is missing")
+    return int(text) if text.strip() else None
+
+
+# -- ontrack-log -------------------------------------------------------------------------
+
+_TAG = r"(?:\[(?P<tag>[^\]]+)\] )?"
+STARTED = re.compile(
+    _TAG + r'Started (?P<method>[A-Z]+) "(?P<path>[^"]+)" for (?P<ip>\S+)'
+    r" at (?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4})"
+)
+ASSESSING = re.compile(_TAG + r"(?P<user>\S+) assessing task (?P<task>\d+)\b")
+COMPLETED = re.compile(_TAG + r"Completed (?P<status>\d{3})\b")
+
+
+@dataclass
+class Request:
+    """A logged request between its Started and Completed lines."""
+
+    line: int
+    method: str
+    path: str
+    ip: str
+    at: str
+    username: str | None
+    assessed_task: int | None = None
+
+
+class LogReader:
+    """Rows from a Rails log of OnTrack: one per request that completed with 2xx or 3xx and
+    that the host's ``log_path_resolver`` calls marking (what live tracking records, R9).
+
+    Lines of one request are tied by Rails' request tag (``[abc123]`` after the level) or,
+    in an untagged log, follow each other. The user is the ``username`` query parameter of
+    the request, or the one an ``assessing task N`` line names. Every other line is noise.
+    """
+
+    def __init__(
+        self,
+        resolve_path: Callable[[str, str], LogTarget | None],
+        resolve_username: Callable[[str], int | None],
+    ) -> None:
+        # Paths and usernames repeat in a log: each is resolved once (bounded caches).
+        self.resolve_path = lru_cache(maxsize=65_536)(resolve_path)
+        self.resolve_username = lru_cache(maxsize=65_536)(resolve_username)
+        self.open: OrderedDict[str | None, Request] = OrderedDict()
+
+    def rows(self, text: IO[str]) -> Iterator[Row]:
+        for number, line in enumerate(text, start=1):
+            if " Started " in line or line.startswith("Started "):
+                yield from self._started(number, line)
+            elif " assessing task " in line:
+                yield from self._assessing(number, line)
+            elif "Completed " in line:
+                yield from self._completed(line)
+        for request in self.open.values():  # the log ends before they completed
+            yield Rejected(MALFORMED, f"line {request.line}: the request never completed")
+        self.open.clear()
+
+    def _started(self, number: int, line: str) -> Iterator[Row]:
+        match = STARTED.search(line)
+        if match is None:
+            yield Rejected(MALFORMED, f"line {number}: an unreadable Started line")
+            return
+        tag = match["tag"]
+        if tag in self.open:
+            yield Rejected(MALFORMED, f"line {self.open[tag].line}: the request never completed")
+        elif len(self.open) >= OPEN_REQUESTS:
+            _, oldest = self.open.popitem(last=False)
+            yield Rejected(MALFORMED, f"line {oldest.line}: the request never completed")
+        url = urlsplit(match["path"])
+        username = parse_qs(url.query).get("username", [None])[0]
+        self.open[tag] = Request(
+            number, match["method"], url.path, match["ip"], match["at"], username
+        )
+
+    def _assessing(self, number: int, line: str) -> Iterator[Row]:
+        match = ASSESSING.search(line)
+        request = self.open.get(match["tag"]) if match else None
+        if match is None or request is None:
+            yield Rejected(MALFORMED, f"line {number}: an assessment outside a request")
+            return
+        request.username = request.username or match["user"]
+        request.assessed_task = int(match["task"])
+
+    def _completed(self, line: str) -> Iterator[Row]:
+        match = COMPLETED.search(line)
+        if match is None:
+            return  # noise that mentions the word
+        request = self.open.pop(match["tag"], None)
+        if request is None or int(match["status"]) >= 400:
+            return  # an untracked or failed request: live tracking records neither
+        target = self.resolve_path(request.method, request.path)
+        if target is None:
+            return
+        yield self._row(request, target)
+
+    def _row(self, request: Request, target: LogTarget) -> Row:
+        user_id = self.resolve_username(request.username) if request.username else None
+        if user_id is None:
+            return Rejected(UNKNOWN_USER, f"line {request.line}: {request.username!r}")
+        try:
+            at = datetime.strptime(request.at, "%Y-%m-%d %H:%M:%S %z")
+        except ValueError:
+            return Rejected(MALFORMED, f"line {request.line}: a time out of the calendar")
+        assessed = request.assessed_task is not None
+        return {
+            "marker_id": user_id,
+            "unit_id": target.unit_id,
+            "ip_address": request.ip,
+            "action": "assessing" if assessed else target.action,
+            "project_id": target.project_id,
+            "task_id": request.assessed_task if assessed else target.task_id,
+            "task_definition_id": target.task_definition_id,
+            "created_at": at,
+            "import_key": request.line,
+        }

@@ -1,0 +1,185 @@
+"""What-if: the summary and the timeline under another inactivity timeout, from raw activities.
+
+Stored sessions follow TUTOR_TIMES_SESSION_TIMEOUT. To show how much a figure depends on it,
+these reports cut each key's activities into sessions afresh under the timeout asked for (R2),
+without writing anything, and count them as the stored reports count sessions: minutes per
+R4, a tutor's overlapping sessions merged first (R10), a session in the bucket it starts in.
+
+PostgreSQL finds the sessions in SQL (gaps and islands: an activity starts a session when the
+key's previous activity is TIMEOUT or more before it), so one row per session comes back;
+elsewhere the activities are cut here with :func:`~tutor_times.accounting.runs`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Any, NamedTuple
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from .accounting import duration_minutes, runs
+from .constants import ASSESSING
+from .models import Models
+from .reports import Scope, merged_blocks, with_rate
+
+#: how far past the range's end activities are read at first, for sessions that started in
+#: the range and go on after it; read further while a session still reaches the edge
+HORIZON = timedelta(days=1)
+
+
+class Session(NamedTuple):
+    marker_id: int
+    unit_id: int
+    ip_address: str
+    start: datetime
+    last: datetime
+    assessments: int
+
+
+def sessions(
+    conn: sa.Connection, models: Models, scope: Scope, timeout: timedelta
+) -> list[Session]:
+    """R2 under ``timeout``: the sessions of the scope's keys that start in its range.
+
+    Activities from ``timeout`` before the range decide whether the range's first activity
+    of a key continues an earlier session (then that session started before the range)."""
+    horizon = HORIZON
+    while True:
+        until = scope.end + horizon
+        found = _islands(conn, models, scope, timeout, scope.start - timeout, until)
+        if all(s.last < until - timeout for s in found):
+            return [s for s in found if scope.start <= s.start < scope.end]
+        horizon *= 4  # a session may still go on past what was read
+
+
+def _islands(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    timeout: timedelta,
+    since: datetime,
+    until: datetime,
+) -> list[Session]:
+    ms, act = models.MarkingSession, models.SessionActivity
+    where = [act.created_at >= since, act.created_at < until]
+    if scope.unit_id is not None:
+        where.append(ms.unit_id == scope.unit_id)
+    if scope.marker_id is not None:
+        where.append(ms.marker_id == scope.marker_id)
+    key = [ms.marker_id, ms.unit_id, ms.ip_address]
+    assessed = sa.case((act.action == ASSESSING, 1), else_=0)
+    rows = sa.select(*key, act.created_at.label("at"), assessed.label("assessed")).join(
+        act, act.marking_session_id == ms.id
+    )
+    if conn.dialect.name != "postgresql":
+        ordered = conn.execute(rows.where(*where).order_by(*key, act.created_at)).all()
+        return list(_cut(ordered, timeout))
+    gap = act.created_at - sa.func.lag(act.created_at).over(
+        partition_by=key, order_by=act.created_at
+    )
+    starts = sa.case(
+        (gap < sa.literal(timeout, sa.Interval()), 0), else_=1
+    )  # the first of a key has no gap: NULL
+    flagged = rows.add_columns(starts.label("starts")).where(*where).subquery("flagged")
+    f = flagged.c
+    fkey = [f.marker_id, f.unit_id, f.ip_address]
+    island = sa.func.sum(f.starts).over(partition_by=fkey, order_by=[f.at, f.starts.desc()])
+    numbered = sa.select(*fkey, f.at, f.assessed, island.label("island")).subquery("numbered")
+    n = numbered.c
+    query = sa.select(
+        n.marker_id,
+        n.unit_id,
+        n.ip_address,
+        sa.func.min(n.at),
+        sa.func.max(n.at),
+        sa.func.sum(n.assessed),
+    ).group_by(n.marker_id, n.unit_id, n.ip_address, n.island)
+    return [Session(m, u, ip, s, e, int(a)) for m, u, ip, s, e, a in conn.execute(query)]
+
+
+def _cut(ordered: Iterable[Any], timeout: timedelta) -> Iterator[Session]:
+    for (marker, unit, ip), group in groupby(ordered, key=lambda r: tuple(r[:3])):
+        for run in runs(group, lambda r: r.at, timeout):
+            yield Session(marker, unit, ip, run[0].at, run[-1].at, sum(r.assessed for r in run))
+
+
+def summary(
+    conn: sa.Connection, models: Models, scope: Scope, *, timeout: timedelta, min_minutes: int
+) -> dict[str, Any]:
+    """:func:`tutor_times.reports.summary`, under ``timeout``."""
+    found = sessions(conn, models, scope, timeout)
+    minutes = _merged_minutes(found, min_minutes, lambda s: None)
+    tutors = []
+    for marker, own in groupby(sorted(found, key=lambda s: s.marker_id), key=lambda s: s.marker_id):
+        mine = list(own)
+        row = {
+            "marker_id": marker,
+            "sessions": len(mine),
+            "assessments": sum(s.assessments for s in mine),
+        }
+        tutors.append(with_rate(row, minutes.get((None, marker), 0)))
+    totals = with_rate(
+        {
+            "sessions": sum(t["sessions"] for t in tutors),
+            "assessments": sum(t["assessments"] for t in tutors),
+        },
+        sum(t["minutes"] for t in tutors),
+    )
+    return {"tutors": tutors, "totals": totals}
+
+
+def timeline(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    starts: list[datetime],
+    tz: ZoneInfo,
+    *,
+    timeout: timedelta,
+    min_minutes: int,
+) -> list[dict[str, Any]]:
+    """:func:`tutor_times.reports.timeline`, under ``timeout``."""
+    buckets: list[dict[str, Any]] = [
+        {
+            "start": s.astimezone(tz).date(),
+            "start_time": s,
+            "minutes": 0,
+            "sessions": 0,
+            "assessments": 0,
+        }
+        for s in starts
+    ]
+    if not starts:
+        return buckets
+
+    def index(s: Session) -> int:
+        return max(bisect_right(starts, s.start) - 1, 0)
+
+    found = sessions(conn, models, scope, timeout)
+    for s in found:
+        buckets[index(s)]["sessions"] += 1
+        buckets[index(s)]["assessments"] += s.assessments
+    for (i, _), total in _merged_minutes(found, min_minutes, index).items():
+        buckets[i]["minutes"] += total
+    return buckets
+
+
+def _merged_minutes(
+    found: list[Session], min_minutes: int, bucket: Any
+) -> dict[tuple[Any, int], int]:
+    """R10 per (bucket, marker): each tutor's overlapping sessions in a unit merged into
+    blocks, each counted as a session (R4), in the bucket its first session starts in."""
+    spans: dict[tuple[int, int], list[tuple[datetime, datetime, Any]]] = {}
+    for s in found:
+        spans.setdefault((s.unit_id, s.marker_id), []).append((s.start, s.last, bucket(s)))
+    totals: dict[tuple[Any, int], int] = {}
+    for (_, marker), tutor_spans in spans.items():
+        for first, last, value in merged_blocks(tutor_spans):
+            totals[(value, marker)] = totals.get((value, marker), 0) + duration_minutes(
+                first, last, min_minutes
+            )
+    return totals
