@@ -63,6 +63,12 @@ def test_one_instance_serves_several_apps() -> None:
         ("TUTOR_TIMES_ACTIONS", "assessing", "non-empty list"),
         ("TUTOR_TIMES_ACTIONS", [], "non-empty list"),
         ("TUTOR_TIMES_SWEEP_BATCH_SIZE", 0, ">= 1"),
+        ("TUTOR_TIMES_REDIS_CLUSTER", "yes", "True or False"),
+        # a cluster is named by the URL of one of its nodes
+        ("TUTOR_TIMES_REDIS_CLUSTER", True, "needs TUTOR_TIMES_REDIS_URL"),
+        # no SQLALCHEMY_BINDS at all: a typo must not send reports to the primary unnoticed
+        ("TUTOR_TIMES_REPORTS_BIND", "replica", "a bind in SQLALCHEMY_BINDS"),
+        ("TUTOR_TIMES_REPORTS_BIND", "", "a bind in SQLALCHEMY_BINDS"),
     ],
 )
 def test_bad_config_is_refused_at_init(key: str, value: object, message: str) -> None:

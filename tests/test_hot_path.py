@@ -101,7 +101,7 @@ def test_starting_a_session_is_the_slow_path(redis_app: Flask, clock: Clock) -> 
 
 def test_the_sql_store_needs_no_redis(clock: Clock) -> None:
     with built("sqlite", TUTOR_TIMES_STORE="sql") as app:
-        assert redis_of(app) is None
+        assert tutor_times.state_of(app).redis is None
         with app.app_context():
             a = tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.1.1.1")
             clock.advance(minutes=1)

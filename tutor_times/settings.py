@@ -76,6 +76,10 @@ class Settings:
     redis_options: dict[str, Any]
     redis_prefix: str
     redis_retry_after: float
+    #: ``redis_url`` names a node of a Redis Cluster
+    redis_cluster: bool
+    #: the bind the report endpoints read from; None: the primary
+    reports_bind: str | None
     #: how far in the future a live activity may lie
     max_skew: timedelta
     #: how far in the past a live activity may lie (R2); the sweep waits this much longer
@@ -130,6 +134,25 @@ class Settings:
             raise ConfigurationError(
                 f"{ConfigVars.IN_PROCESS_SWEEPER} must be True, False or None, got {in_process!r}"
             )
+        cluster = config[ConfigVars.REDIS_CLUSTER]
+        if not isinstance(cluster, bool):
+            raise ConfigurationError(
+                f"{ConfigVars.REDIS_CLUSTER} must be True or False, got {cluster!r}"
+            )
+        if cluster and not config[ConfigVars.REDIS_URL]:
+            raise ConfigurationError(
+                f"{ConfigVars.REDIS_CLUSTER} needs {ConfigVars.REDIS_URL}: the URL of one of"
+                " the cluster's nodes"
+            )
+        reports_bind = config[ConfigVars.REPORTS_BIND]
+        binds = config.get("SQLALCHEMY_BINDS") or {}
+        if reports_bind is not None and (
+            not isinstance(reports_bind, str) or reports_bind not in binds
+        ):
+            raise ConfigurationError(
+                f"{ConfigVars.REPORTS_BIND} must be the name of a bind in SQLALCHEMY_BINDS"
+                f" or None, got {reports_bind!r}"
+            )
         prefix = config[ConfigVars.URL_PREFIX]
         if not isinstance(prefix, str) or not prefix.startswith("/"):
             raise ConfigurationError(
@@ -151,6 +174,8 @@ class Settings:
             redis_retry_after=_number(
                 config, ConfigVars.REDIS_RETRY_AFTER, minimum=0, strict=False
             ),
+            redis_cluster=cluster,
+            reports_bind=reports_bind,
             max_skew=timedelta(
                 seconds=_number(config, ConfigVars.MAX_CLOCK_SKEW, minimum=0, strict=False)
             ),

@@ -8,12 +8,10 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from .activity import Activity
 from .errors import InvalidActivityError
 from .models import SERVER
-from .redis_cache import RedisStore
+from .redis_cache import REDIS_ERRORS, RedisStore
 from .sql_store import SqlStore
 
 logger = logging.getLogger("tutor_times")
@@ -98,7 +96,7 @@ class Tracker:
         key = store.key(a.marker_id, a.unit_id, a.ip_address)
         try:
             session_id = store.lookup(key, a.at)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             store.breaker.failed(exc)
             return self.sql.record(a).activity
         store.breaker.succeeded()
@@ -114,6 +112,6 @@ class Tracker:
             return recorded.activity  # a late activity joined a closed session
         try:
             store.remember(key, recorded.session_id, recorded.last_activity, stale=session_id)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             store.breaker.failed(exc)
         return recorded.activity
