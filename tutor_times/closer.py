@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import redis
 import sqlalchemy as sa
@@ -234,13 +235,26 @@ class ClusterExpiryListener:
         return sum(listener.closed for listener, _, _ in self.nodes.values())
 
     def primaries(self) -> dict[str, redis.Redis]:
-        """The cluster's primaries as it describes itself now, by node name."""
-        self.client.nodes_manager.initialize()
-        return {
-            node.name: node.redis_connection
-            for node in self.client.get_primaries()  # type: ignore[no-untyped-call]
-            if node.redis_connection is not None
-        }
+        """The cluster's primaries as one of its nodes describes them now, by node name.
+
+        Asked with CLUSTER SLOTS rather than by re-initialising the client, which would drop
+        the idle connections the tracker's requests reuse."""
+        # the cluster client parses the reply into {(first, last): {"primary": (host, port)}}
+        slots: Any = self.client.cluster_slots(target_nodes=RedisCluster.RANDOM)
+        found: dict[str, redis.Redis] = {}
+        for host, port in {shard["primary"] for shard in slots.values()}:
+            node = self._node(host, port)
+            if node is None:  # a node the client has not met yet (added to the cluster since)
+                self.client.nodes_manager.initialize()
+                node = self._node(host, port)
+            if node is not None:
+                found[node.name] = node.redis_connection
+        return found
+
+    def _node(self, host: str, port: int) -> Any:
+        """The client's node at host:port with its connection, or None."""
+        node = self.client.get_node(host=host, port=port)  # type: ignore[no-untyped-call]
+        return node if node is not None and node.redis_connection is not None else None
 
     def follow(self, primaries: dict[str, redis.Redis]) -> None:
         """Listen on each of ``primaries``; stop listening on nodes that are no longer one."""
