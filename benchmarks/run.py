@@ -6,7 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from benchmarks import b1_hot_path, b2_end_to_end, b3_reports, b4_closing, b5_redis_stall
+from benchmarks import (
+    b1_hot_path,
+    b2_end_to_end,
+    b3_reports,
+    b4_closing,
+    b5_redis_stall,
+    b7_cluster,
+)
 from benchmarks.report import write_readme
 
 BENCHMARKS = {
@@ -15,6 +22,7 @@ BENCHMARKS = {
     "b3": b3_reports,
     "b4": b4_closing,
     "b5": b5_redis_stall,
+    "b7": b7_cluster,
 }
 
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import b1_hot_path, b2_end_to_end, b3_reports, b4_closing, b5_redis_stall
+from benchmarks import (
+    b1_hot_path,
+    b2_end_to_end,
+    b3_reports,
+    b4_closing,
+    b5_redis_stall,
+    b7_cluster,
+)
 
 from .conftest import require_real_services
 
@@ -45,3 +52,9 @@ def test_b5_redis_stall() -> None:
     ours, defaults, _ = b5_redis_stall.main(["--smoke"])["results"]
     assert ours["seconds"] is not None and ours["seconds"] < 1.0
     assert defaults["seconds"] is None  # redis-py's defaults are still waiting
+
+
+def test_b7_cluster() -> None:
+    [row] = b7_cluster.main(["--smoke"])["results"]
+    assert {row[v]["n"] for v in ("cluster_store", "single_redis_store", "floor")} == {60}
+    assert row["cluster_vs_floor_p50"] > 0

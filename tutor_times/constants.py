@@ -61,7 +61,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.STORE: "redis",
     # Unset: an in-process embedded store, so nothing has to be installed to try it.
     ConfigVars.REDIS_URL: None,
-    # Extra keyword arguments for ``redis.Redis.from_url``; they override ours.
+    # Extra keyword arguments for ``redis.Redis.from_url`` (``RedisCluster.from_url`` on a
+    # cluster); they override ours.
     ConfigVars.REDIS_OPTIONS: {},
     ConfigVars.REDIS_PREFIX: "tutor_times",
     # Seconds the tracker skips Redis after a Redis error (circuit breaker).
