@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime
 from itertools import pairwise
+from pathlib import Path
 
 import fakeredis
 import pytest
@@ -28,6 +29,7 @@ from tutor_times.worker import Worker
 from .conftest import Clock, activities, build, cache_of, login, require_real_services, sessions
 from .servers import OwnCluster, OwnRedis
 from .test_lifecycle import BACKDATE, IDLE, all_closed, assert_exact, wait_until
+from .test_lifecycle import Worker as WorkerProcess
 
 # The rule tests of the tracker, collected here again: they take this module's ``app``, so
 # each runs on the cluster.
@@ -194,6 +196,22 @@ def test_the_listener_closes_the_sessions_of_every_primary(
     # no sweep runs meanwhile: only the events of all three primaries close all of them
     assert wait_until(all_closed(live_app), IDLE + 5) < IDLE + 5
     assert_exact(live_app)
+
+
+def test_the_worker_command_listens_on_every_primary(
+    live_app: Flask, cluster: OwnCluster, tmp_path: Path
+) -> None:
+    """`flask tutor-times worker` configured from the environment, as deployed."""
+    command = WorkerProcess(live_app, tmp_path, 600, TUTOR_TIMES_REDIS_CLUSTER="true")
+    try:
+        assert_every_primary_listened_to(cluster)
+        with live_app.app_context():
+            for ip in IPS:
+                tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=ip)
+        assert wait_until(all_closed(live_app), IDLE + 5) < IDLE + 5
+        assert_exact(live_app)
+    finally:
+        assert command.stop() == 0, command.output()
 
 
 # -- a primary killed under load ----------------------------------------------------------
