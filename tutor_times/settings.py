@@ -59,6 +59,33 @@ def _choice(config: Mapping[str, Any], key: str, choices: Collection[str]) -> st
     return str(value)
 
 
+def _redis_cluster(config: Mapping[str, Any]) -> bool:
+    cluster = config[ConfigVars.REDIS_CLUSTER]
+    if not isinstance(cluster, bool):
+        raise ConfigurationError(
+            f"{ConfigVars.REDIS_CLUSTER} must be True or False, got {cluster!r}"
+        )
+    if cluster and not config[ConfigVars.REDIS_URL]:
+        raise ConfigurationError(
+            f"{ConfigVars.REDIS_CLUSTER} needs {ConfigVars.REDIS_URL}: the URL of one of the"
+            " cluster's nodes"
+        )
+    return cluster
+
+
+def _reports_bind(config: Mapping[str, Any]) -> str | None:
+    """The bind reports read from. A name SQLALCHEMY_BINDS lacks is refused here, so a typo
+    cannot leave the reports on the primary unnoticed."""
+    bind = config[ConfigVars.REPORTS_BIND]
+    binds = config.get("SQLALCHEMY_BINDS") or {}
+    if bind is not None and (not isinstance(bind, str) or bind not in binds):
+        raise ConfigurationError(
+            f"{ConfigVars.REPORTS_BIND} must be the name of a bind in SQLALCHEMY_BINDS or None,"
+            f" got {bind!r}"
+        )
+    return bind
+
+
 @dataclass(frozen=True)
 class Settings:
     """The extension's configuration for one app, after checking."""
@@ -134,25 +161,6 @@ class Settings:
             raise ConfigurationError(
                 f"{ConfigVars.IN_PROCESS_SWEEPER} must be True, False or None, got {in_process!r}"
             )
-        cluster = config[ConfigVars.REDIS_CLUSTER]
-        if not isinstance(cluster, bool):
-            raise ConfigurationError(
-                f"{ConfigVars.REDIS_CLUSTER} must be True or False, got {cluster!r}"
-            )
-        if cluster and not config[ConfigVars.REDIS_URL]:
-            raise ConfigurationError(
-                f"{ConfigVars.REDIS_CLUSTER} needs {ConfigVars.REDIS_URL}: the URL of one of"
-                " the cluster's nodes"
-            )
-        reports_bind = config[ConfigVars.REPORTS_BIND]
-        binds = config.get("SQLALCHEMY_BINDS") or {}
-        if reports_bind is not None and (
-            not isinstance(reports_bind, str) or reports_bind not in binds
-        ):
-            raise ConfigurationError(
-                f"{ConfigVars.REPORTS_BIND} must be the name of a bind in SQLALCHEMY_BINDS"
-                f" or None, got {reports_bind!r}"
-            )
         prefix = config[ConfigVars.URL_PREFIX]
         if not isinstance(prefix, str) or not prefix.startswith("/"):
             raise ConfigurationError(
@@ -174,8 +182,8 @@ class Settings:
             redis_retry_after=_number(
                 config, ConfigVars.REDIS_RETRY_AFTER, minimum=0, strict=False
             ),
-            redis_cluster=cluster,
-            reports_bind=reports_bind,
+            redis_cluster=_redis_cluster(config),
+            reports_bind=_reports_bind(config),
             max_skew=timedelta(
                 seconds=_number(config, ConfigVars.MAX_CLOCK_SKEW, minimum=0, strict=False)
             ),
