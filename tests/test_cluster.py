@@ -19,10 +19,12 @@ import fakeredis
 import pytest
 import redis
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from demo.extensions import tutor_times
+from tutor_times import TutorTimes
 from tutor_times.redis_cache import CircuitBreaker, RedisStore
 from tutor_times.worker import Worker
 
@@ -154,6 +156,24 @@ def test_each_keys_data_lives_on_the_node_of_its_slot(app: Flask, cluster: OwnCl
         assert set(fields) == {b"sid", b"last"}
     assert len(owners) == 3  # every primary holds some
     assert len(sessions(app)) == len(IPS)
+
+
+def test_a_host_may_pass_its_own_cluster_client(cluster: OwnCluster, tmp_path: Path) -> None:
+    host = Flask(__name__)
+    host.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'host.sqlite'}"
+    host.config["TUTOR_TIMES_REDIS_PREFIX"] = "tt-host"
+    host_db = SQLAlchemy(host)
+    client = RedisCluster.from_url(cluster.url)
+    ext = TutorTimes(host, db=host_db, redis=client, user_fk=None, unit_fk=None)
+    with host.app_context():
+        host_db.create_all()
+        ext.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.0.0.1")
+        store = ext.state.tracker.redis
+        assert store is not None and store.client is client
+        key = store.key(3, 1, "10.0.0.1")
+        assert set(client.hgetall(key)) == {b"sid", b"last"}
+        client.delete(key)
+        ext.dispose()
 
 
 def primaries_listening(cluster: OwnCluster) -> dict[int, tuple[int, str]]:
