@@ -187,8 +187,9 @@ def prepare_schema(app: Flask) -> None:
     if url in _prepared:
         return
     with app.app_context():
-        db.drop_all()
-        db.create_all()
+        # the default bind only: an app may also bind a read-only replica (test_replica)
+        db.drop_all(bind_key=None)
+        db.create_all(bind_key=None)
         seed()
         add_second_unit()
         db.engine.dispose()

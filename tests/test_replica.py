@@ -40,6 +40,14 @@ def replica() -> Iterator[OwnReplica]:
     own.stop()
 
 
+@pytest.fixture(autouse=True)
+def _forget_the_bind() -> Iterator[None]:
+    """Flask-SQLAlchemy keeps a metadata per bind it has seen on the demo's shared ``db``, and
+    create_all() of a later app without the bind would look for its engine: drop it after."""
+    yield
+    db.metadatas.pop("replica", None)
+
+
 @pytest.fixture
 def app(replica: OwnReplica, clock: Clock) -> Iterator[Flask]:
     yield from build(
