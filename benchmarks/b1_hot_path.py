@@ -82,14 +82,17 @@ def metrics_cost_us(calls: int) -> dict[str, float]:
     return costs
 
 
-def floor_call(database_url: str, redis_url: str, session_id: int) -> tuple[Any, Any]:
-    """One EVALSHA + one INSERT/COMMIT, as bare as the drivers allow."""
+def floor_call(
+    database_url: str, redis_url: str, session_id: int, key: str | None = None
+) -> tuple[Any, Any]:
+    """One EVALSHA + one INSERT/COMMIT, as bare as the drivers allow. ``key``: the floor's
+    Redis key (on a cluster node, one of the slots that node serves)."""
     from tutor_times.accounting import to_micros
     from tutor_times.redis_cache import LOOKUP
 
     client = redis.Redis.from_url(redis_url)
     sha = client.script_load(LOOKUP)
-    key = f"tt-bench-floor:session:{session_id}"
+    key = key or f"tt-bench-floor:session:{session_id}"
     client.hset(key, mapping={"sid": session_id, "last": to_micros(datetime.now(timezone.utc))})
     url = sa.make_url(database_url).set(drivername="postgresql")
     conn = psycopg.connect(url.render_as_string(hide_password=False))

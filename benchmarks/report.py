@@ -107,6 +107,20 @@ def table() -> str:
             f"| B6 what-if summary, a 12-week term, `?timeout=600` | p50 {w['p50_ms']} ms,"
             f" p99 {w['p99_ms']} ms | < 100 ms p50 | {ok(w['p50_ms'] < 100)} |"
         )
+    b7 = load("b7_cluster")
+    if b7:
+        for r in b7["results"]:
+            lines.append(
+                f"| B7 hot path on a Redis Cluster (3 primaries + 3 replicas), {r['rows']:,}"
+                f" sessions | cluster store p50 {r['cluster_store']['p50_ms']} ms / p99"
+                f" {r['cluster_store']['p99_ms']} ms; floor (one EVALSHA on the key's node + one"
+                f" INSERT) p50 {r['floor']['p50_ms']} / p99 {r['floor']['p99_ms']} ms."
+                f" {r['cluster_vs_floor_p50']}x the floor (p99 {r['cluster_vs_floor_p99']}x);"
+                f" the same store on one Redis, same rounds: p50"
+                f" {r['single_redis_store']['p50_ms']} ms, cluster"
+                f" {r['cluster_vs_single_p50']}x it"
+                f" | ≤ 1.3x floor | {ok(r['cluster_vs_floor_p50'] <= 1.3)} |"
+            )
     machine = (b1 or b2 or b3 or b4 or {}).get("machine", {})
     lines.append("")
     lines.append(

@@ -13,6 +13,7 @@ from benchmarks import (
     b4_closing,
     b5_redis_stall,
     b6_import,
+    b7_cluster,
 )
 from benchmarks.report import write_readme
 
@@ -23,6 +24,7 @@ BENCHMARKS = {
     "b4": b4_closing,
     "b5": b5_redis_stall,
     "b6": b6_import,
+    "b7": b7_cluster,
 }
 
 

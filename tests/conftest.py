@@ -31,7 +31,7 @@ from demo.scenario import D as D
 from demo.scenario import add_second_unit, play
 from demo.scenario import at as at
 from demo.seed import seed
-from tutor_times.redis_cache import RedisStore
+from tutor_times.redis_cache import RedisClient, RedisStore
 
 PG_URL = os.environ.get(
     "TUTOR_TIMES_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -135,7 +135,7 @@ def make_app(backend: str, **config: Any) -> Flask:
     return create_app("testing", **config)
 
 
-def redis_of(app: Flask) -> redis.Redis:
+def redis_of(app: Flask) -> RedisClient:
     """The app's Redis client (a test of the Redis store: there is one)."""
     client = tutor_times.state_of(app).redis
     assert client is not None
@@ -191,8 +191,9 @@ def prepare_schema(app: Flask) -> None:
     if url in _prepared:
         return
     with app.app_context():
-        db.drop_all()
-        db.create_all()
+        # the default bind only: an app may also bind a read-only replica (test_replica)
+        db.drop_all(bind_key=None)
+        db.create_all(bind_key=None)
         seed()
         add_second_unit()
         db.engine.dispose()

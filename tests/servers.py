@@ -1,14 +1,23 @@
-"""A redis-server of a test's own, on its own port, stopped by its PID."""
+"""Servers of a test's own, on their own loopback ports, stopped by their PIDs: a Redis, a
+Redis Cluster, a streaming replica of the test PostgreSQL."""
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
+import signal
 import socket
 import subprocess
+import tempfile
 import time
+from typing import Any
 
+import psycopg
 import pytest
 import redis
+import sqlalchemy as sa
+from redis.crc import key_slot
 
 from .conftest import IN_CI
 
@@ -68,3 +77,278 @@ class OwnRedis:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+class OwnCluster:
+    """A Redis Cluster of a test's own: ``primaries`` primaries with one replica each, on free
+    loopback ports, its files in a temporary directory; every server stopped by its PID."""
+
+    def __init__(self, primaries: int = 3) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            if IN_CI:
+                pytest.fail("redis-cli is not installed", pytrace=False)
+            pytest.skip("redis-cli is not installed")
+        self.cli = cli
+        self.dir = tempfile.mkdtemp(prefix="tt-cluster-")
+        self.nodes: list[OwnRedis] = []
+        for _ in range(2 * primaries):
+            port = free_port()
+            self.nodes.append(
+                OwnRedis(
+                    port,
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    os.path.join(self.dir, f"nodes-{port}.conf"),
+                    # the bus on a port of its own: port + 10000 may not exist or be free
+                    "--cluster-port",
+                    str(free_port()),
+                    # a dead primary is replaced within about two seconds
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--cluster-replica-validity-factor",
+                    "0",
+                    "--dir",
+                    self.dir,
+                )
+            )
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> OwnCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            subprocess.run(
+                [
+                    self.cli,
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                    "--cluster-replicas",
+                    "1",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+            self.wait_until_ok(replicas=len(self.nodes) // 2)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def node_info(self, node: OwnRedis) -> tuple[str, int]:
+        """(cluster_state, how many healthy replicas this node sees), and for a replica only
+        once its copy of the primary is in sync (a failover needs it)."""
+        client = redis.Redis(port=node.port, socket_connect_timeout=0.5, socket_timeout=1)
+        state = str(client.cluster("INFO").get("cluster_state", ""))
+        nodes = client.cluster("NODES").values()
+        replicas = sum(1 for n in nodes if "slave" in n["flags"] and "fail" not in n["flags"])
+        info = client.info("replication")
+        if info["role"] == "slave" and info.get("master_link_status") != "up":
+            return "syncing", replicas
+        return state, replicas
+
+    def wait_until_ok(self, replicas: int, timeout: float = 30) -> None:
+        """Every live node says the cluster is ok and sees ``replicas`` healthy replicas."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                infos = [self.node_info(n) for n in self.nodes if n.proc is not None]
+                if all(state == "ok" and seen == replicas for state, seen in infos):
+                    return
+            except redis.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"cluster not ok after {timeout} s")
+            time.sleep(0.1)
+
+    def primary_of(self, key: str) -> OwnRedis:
+        """The node serving ``key``'s slot now."""
+        slot = key_slot(key.encode())
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            client = redis.Redis(port=node.port, socket_connect_timeout=0.5, socket_timeout=1)
+            for entry in client.execute_command("CLUSTER SLOTS"):
+                start, end, owner = entry[0], entry[1], entry[2]  # owner: [host, port, id]
+                if start <= slot <= end:
+                    return next(n for n in self.nodes if n.port == int(owner[1]))
+        raise LookupError(f"no live node knows the slot of {key}")
+
+    def kill(self, node: OwnRedis) -> None:
+        """Kill ``node`` at once, by its PID (no shutdown, no handover)."""
+        assert node.proc is not None
+        node.proc.kill()
+        node.proc.wait(timeout=10)
+        node.proc = None
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: settings a hot standby must hold at least as high as its primary, or it refuses to start
+STANDBY_MINIMA = (
+    "max_connections",
+    "max_worker_processes",
+    "max_wal_senders",
+    "max_prepared_transactions",
+    "max_locks_per_transaction",
+)
+
+
+class OwnReplica:
+    """A streaming replica of the PostgreSQL at ``primary_url``, made with ``pg_basebackup
+    -R`` in a temporary directory, run on a free loopback port as the ``postgres`` user (the
+    server refuses root), stopped by its PID and removed afterwards."""
+
+    def __init__(self, primary_url: str) -> None:
+        self.primary = sa.make_url(primary_url)
+        with psycopg.connect(self._dsn(self.primary), autocommit=True) as conn:
+            version = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+            self.minima = {
+                name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+                for name in STANDBY_MINIMA
+            }
+        # the replica runs the primary's major version, whatever else is installed
+        self.bindir = f"/usr/lib/postgresql/{version // 10000}/bin"
+        for tool in ("pg_basebackup", "postgres"):
+            if not os.path.exists(os.path.join(self.bindir, tool)):
+                if IN_CI:
+                    pytest.fail(f"{tool} is not installed in {self.bindir}", pytrace=False)
+                pytest.skip(f"{tool} is not installed in {self.bindir}")
+        self.dir = tempfile.mkdtemp(prefix="tt-replica-")
+        self.data = os.path.join(self.dir, "data")
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.user: dict[str, Any] = {}
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            self.user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+
+    @staticmethod
+    def _dsn(url: sa.URL, **override: Any) -> str:
+        parts = {
+            "host": url.host or "127.0.0.1",
+            "port": url.port or 5432,
+            "user": url.username or "postgres",
+            "dbname": url.database or "postgres",
+            **override,
+        }
+        return " ".join(f"{key}={value}" for key, value in parts.items())
+
+    def url(self) -> str:
+        """The primary's URL with the replica's port: the same database, read-only."""
+        return self.primary.set(port=self.port).render_as_string(hide_password=False)
+
+    def start(self) -> OwnReplica:
+        try:
+            self._base_backup()
+            self._serve()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _base_backup(self) -> None:
+        subprocess.run(
+            [
+                os.path.join(self.bindir, "pg_basebackup"),
+                "-h", self.primary.host or "127.0.0.1",
+                "-p", str(self.primary.port or 5432),
+                "-U", self.primary.username or "postgres",
+                "-D", self.data,
+                "-R",  # standby.signal + primary_conninfo: a streaming replica on start
+                "-X", "stream",
+                "-c", "fast",
+                "--no-sync",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+            **self.user,
+        )  # fmt: skip
+        # the machine's configuration files may live elsewhere (Debian: /etc): our own ones
+        for name, text in {
+            "postgresql.conf": "",
+            "pg_ident.conf": "",
+            "pg_hba.conf": "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+        }.items():
+            with open(os.path.join(self.data, name), "w") as out:
+                out.write(text)
+            if self.user:
+                os.chown(os.path.join(self.data, name), self.user["user"], self.user["group"])
+
+    def _serve(self) -> None:
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": self.dir,
+            "hot_standby": "on",
+            "fsync": "off",
+            "logging_collector": "off",
+            **self.minima,
+        }
+        args = [a for key, value in settings.items() for a in ("-c", f"{key}={value}")]
+        with open(os.path.join(self.dir, "server.log"), "wb") as log:
+            self.proc = subprocess.Popen(
+                [
+                    os.path.join(self.bindir, "postgres"),
+                    "-D",
+                    self.data,
+                    "-p",
+                    str(self.port),
+                    *args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                **self.user,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with psycopg.connect(
+                    self._dsn(self.primary, port=self.port), connect_timeout=2
+                ) as c:
+                    if c.execute("SELECT pg_is_in_recovery()").fetchone() == (True,):
+                        return
+            except psycopg.OperationalError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                with open(os.path.join(self.dir, "server.log")) as log:
+                    raise RuntimeError(f"the replica did not start:\n{log.read()[-2000:]}")
+            time.sleep(0.2)
+
+    def wait_for_replay(self, timeout: float = 30) -> None:
+        """Until the replica has replayed everything the primary has written so far."""
+        with psycopg.connect(self._dsn(self.primary), autocommit=True) as primary:
+            target = primary.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self._dsn(self.primary, port=self.port), autocommit=True) as replica:
+            while True:
+                row = replica.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
+                ).fetchone()
+                if row == (True,):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the replica did not replay up to {target}")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)  # fast shutdown: clients are cut off
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)

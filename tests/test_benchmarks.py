@@ -11,6 +11,7 @@ from benchmarks import (
     b4_closing,
     b5_redis_stall,
     b6_import,
+    b7_cluster,
 )
 
 from .conftest import require_real_services
@@ -61,3 +62,9 @@ def test_b6_import() -> None:
     assert [r["rows"] for r in result["imports"]] == [200, 200, 2000, 2000]
     assert all("skipped 0" in r["summary"] for r in result["imports"])
     assert result["whatif"]["n"] == 20
+
+
+def test_b7_cluster() -> None:
+    [row] = b7_cluster.main(["--smoke"])["results"]
+    assert {row[v]["n"] for v in ("cluster_store", "single_redis_store", "floor")} == {60}
+    assert row["cluster_vs_floor_p50"] > 0

@@ -72,6 +72,12 @@ def test_one_instance_serves_several_apps() -> None:
         ("TUTOR_TIMES_RETENTION_MODE", "shred", "delete, anonymize"),
         # "false" read from an environment variable would be truthy: only a real boolean
         ("TUTOR_TIMES_DASHBOARD", "false", "True or False"),
+        ("TUTOR_TIMES_REDIS_CLUSTER", "yes", "True or False"),
+        # a cluster is named by the URL of one of its nodes
+        ("TUTOR_TIMES_REDIS_CLUSTER", True, "needs TUTOR_TIMES_REDIS_URL"),
+        # no SQLALCHEMY_BINDS at all: a typo must not send reports to the primary unnoticed
+        ("TUTOR_TIMES_REPORTS_BIND", "replica", "a bind in SQLALCHEMY_BINDS"),
+        ("TUTOR_TIMES_REPORTS_BIND", "", "a bind in SQLALCHEMY_BINDS"),
     ],
 )
 def test_bad_config_is_refused_at_init(key: str, value: object, message: str) -> None:

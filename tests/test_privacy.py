@@ -71,7 +71,7 @@ def record(app: Flask, ip: str) -> int:
 
 def redis_contents(app: Flask) -> str:
     """Every key and value of this app's prefix, as one string."""
-    client = tutor_times.state_of(app).redis
+    client = tutor_times.state_of(app).redis  # None with the SQL store: nothing is cached
     if client is None:
         return ""
     prefix = app.config["TUTOR_TIMES_REDIS_PREFIX"]

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import redis
 import sqlalchemy as sa
+from redis.cluster import RedisCluster
 
 from . import metrics
 from .models import Models, close_session_ids, last_activity_of
+from .redis_cache import REDIS_ERRORS
 
 logger = logging.getLogger("tutor_times")
 
@@ -124,8 +128,11 @@ class ExpiryListener:
         stop: threading.Event,
         reconnect_delay: float = 1.0,
         max_reconnect_delay: float = 30.0,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
+        #: called when the node cannot be reached (a cluster then looks for its new primaries)
+        self.on_lost = on_lost
         self.parse_key = parse_key
         self.close_key = close_key
         self.stop = stop
@@ -198,6 +205,8 @@ class ExpiryListener:
                         exc,
                     )
                 reachable = False
+                if self.on_lost is not None:
+                    self.on_lost()
                 self.stop.wait(delay)
                 delay = min(delay * 2, self.max_reconnect_delay)
             finally:
@@ -205,3 +214,98 @@ class ExpiryListener:
                     pubsub.close()
                 except redis.RedisError:
                     pass
+
+
+class ClusterExpiryListener:
+    """The expiry listener of a Redis Cluster: each primary publishes the expiries of its own
+    keys only, so one :class:`ExpiryListener` runs per primary, each enabling the events on
+    its node. The set of primaries is read again every ``rediscover`` seconds and as soon as
+    a listener loses its node: a failover promotes a replica, whose events must be heard."""
+
+    def __init__(
+        self,
+        client: RedisCluster,
+        *,
+        parse_key: Callable[[str], tuple[int, int, str] | None],
+        close_key: Callable[[tuple[int, int, str]], int],
+        stop: threading.Event,
+        rediscover: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.parse_key = parse_key
+        self.close_key = close_key
+        self.stop = stop
+        self.rediscover = rediscover
+        self._wake = threading.Event()
+        #: node name ("host:port") -> its listener, the event that stops it, its thread
+        self.nodes: dict[str, tuple[ExpiryListener, threading.Event, threading.Thread]] = {}
+
+    @property
+    def closed(self) -> int:
+        return sum(listener.closed for listener, _, _ in self.nodes.values())
+
+    def primaries(self) -> dict[str, redis.Redis]:
+        """The cluster's primaries as one of its nodes describes them now, by node name.
+
+        Asked with CLUSTER SLOTS rather than by re-initialising the client, which would drop
+        the idle connections the tracker's requests reuse."""
+        # the cluster client parses the reply into {(first, last): {"primary": (host, port)}}
+        slots: Any = self.client.cluster_slots(target_nodes=RedisCluster.RANDOM)
+        found: dict[str, redis.Redis] = {}
+        for host, port in {shard["primary"] for shard in slots.values()}:
+            node = self._node(host, port)
+            if node is None:  # a node the client has not met yet (added to the cluster since)
+                self.client.nodes_manager.initialize()
+                node = self._node(host, port)
+            if node is not None:
+                found[node.name] = node.redis_connection
+        return found
+
+    def _node(self, host: str, port: int) -> Any:
+        """The client's node at host:port with its connection, or None."""
+        node = self.client.get_node(host=host, port=port)  # type: ignore[no-untyped-call]
+        return node if node is not None and node.redis_connection is not None else None
+
+    def follow(self, primaries: dict[str, redis.Redis]) -> None:
+        """Listen on each of ``primaries``; stop listening on nodes that are no longer one."""
+        for name in set(self.nodes) - set(primaries):
+            _, node_stop, thread = self.nodes.pop(name)
+            node_stop.set()
+            thread.join(timeout=5)
+            logger.info("Redis expiry listener left %s: no longer a primary", name)
+        for name in set(primaries) - set(self.nodes):
+            node_stop = threading.Event()
+            listener = ExpiryListener(
+                primaries[name],
+                parse_key=self.parse_key,
+                close_key=self.close_key,
+                stop=node_stop,
+                on_lost=self._wake.set,
+            )
+            thread = threading.Thread(
+                target=listener.run, name=f"tutor-times-listener-{name}", daemon=True
+            )
+            thread.start()
+            self.nodes[name] = (listener, node_stop, thread)
+
+    def run(self) -> None:
+        """Follow the cluster's primaries until ``stop``; then stop every node's listener."""
+        try:
+            while not self.stop.is_set():
+                self._wake.clear()
+                try:
+                    self.follow(self.primaries())
+                except REDIS_ERRORS as exc:
+                    logger.warning(
+                        "Redis Cluster topology unavailable (%s: %s); retrying. The periodic"
+                        " sweep closes sessions meanwhile.",
+                        type(exc).__name__,
+                        exc,
+                    )
+                deadline = time.monotonic() + self.rediscover
+                while not self.stop.is_set() and not self._wake.is_set():
+                    if time.monotonic() >= deadline:
+                        break
+                    self._wake.wait(0.2)
+        finally:
+            self.follow({})

@@ -16,6 +16,8 @@ class ConfigVars:
     REDIS_OPTIONS: Final = "TUTOR_TIMES_REDIS_OPTIONS"
     REDIS_PREFIX: Final = "TUTOR_TIMES_REDIS_PREFIX"
     REDIS_RETRY_AFTER: Final = "TUTOR_TIMES_REDIS_RETRY_AFTER"
+    REDIS_CLUSTER: Final = "TUTOR_TIMES_REDIS_CLUSTER"
+    REPORTS_BIND: Final = "TUTOR_TIMES_REPORTS_BIND"
     MAX_CLOCK_SKEW: Final = "TUTOR_TIMES_MAX_CLOCK_SKEW"
     MAX_BACKDATE: Final = "TUTOR_TIMES_MAX_BACKDATE"
     CLIENT_ACTIONS: Final = "TUTOR_TIMES_CLIENT_ACTIONS"
@@ -75,11 +77,18 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.STORE: "redis",
     # Unset: an in-process embedded store, so nothing has to be installed to try it.
     ConfigVars.REDIS_URL: None,
-    # Extra keyword arguments for ``redis.Redis.from_url``; they override ours.
+    # Extra keyword arguments for ``redis.Redis.from_url`` (``RedisCluster.from_url`` on a
+    # cluster); they override ours.
     ConfigVars.REDIS_OPTIONS: {},
     ConfigVars.REDIS_PREFIX: "tutor_times",
     # Seconds the tracker skips Redis after a Redis error (circuit breaker).
     ConfigVars.REDIS_RETRY_AFTER: 30.0,
+    # TUTOR_TIMES_REDIS_URL names a node of a Redis Cluster: the client follows its slots,
+    # and the worker listens for expiry events on every primary.
+    ConfigVars.REDIS_CLUSTER: False,
+    # The Flask-SQLAlchemy bind (a key of SQLALCHEMY_BINDS, e.g. a read replica) the report
+    # endpoints read from. None: the primary. Tracking and closing always use the primary.
+    ConfigVars.REPORTS_BIND: None,
     # How far in the future an explicit ``at`` may lie before it is rejected.
     ConfigVars.MAX_CLOCK_SKEW: 60.0,
     # How far in the past a live activity's ``at`` may lie (R2); at most the session timeout.

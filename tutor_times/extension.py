@@ -18,6 +18,7 @@ import redis
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
+from redis.cluster import RedisCluster
 
 from . import metrics
 from .accounting import utcnow
@@ -62,7 +63,7 @@ class TutorTimes(HostHooks, Maintenance):
         *,
         db: SQLAlchemy,
         clock: Callable[[], datetime] | None = None,
-        redis: redis.Redis | None = None,
+        redis: redis.Redis | RedisCluster | None = None,
         user_fk: str | None = "users.id",
         unit_fk: str | None = "units.id",
     ) -> None:

@@ -16,9 +16,11 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from importlib import resources
-from typing import Any
+from typing import Any, TypeAlias
 
 import redis
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from . import metrics
 from .accounting import to_micros
@@ -34,6 +36,13 @@ def lua(name: str) -> str:
 
 LOOKUP = lua("lookup")
 REMEMBER = lua("remember")
+
+#: one Redis, or a Redis Cluster: the store and the listener take either
+RedisClient: TypeAlias = "redis.Redis | RedisCluster"
+
+#: what a failing Redis raises; a cluster client can also raise the base RedisClusterException
+#: (e.g. while it finds no node for a slot), which is not a RedisError
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
 
 
 class CircuitBreaker:
@@ -81,7 +90,7 @@ class RedisStore:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         *,
         prefix: str,
         timeout: timedelta,
@@ -97,14 +106,20 @@ class RedisStore:
         self._remember = client.register_script(REMEMBER)
 
     def key(self, marker_id: int, unit_id: int, ip_address: str) -> str:
-        return f"{self.prefix}:session:{marker_id}:{unit_id}:{ip_address}"
+        """The session key's name. The braces are a Redis Cluster hash tag: the slot comes
+        from the (marker, unit, ip) alone, so the key and its scripts stay on one node, and
+        keys of different sessions spread over the cluster."""
+        return f"{self.prefix}:{{{marker_id}:{unit_id}:{ip_address}}}:session"
 
     def parse_key(self, key: str) -> tuple[int, int, str] | None:
         """The (marker_id, unit_id, ip_address) of one of our keys; None for any other key."""
-        head = f"{self.prefix}:session:"
-        if not key.startswith(head):
+        head, tail = f"{self.prefix}:{{", "}:session"
+        if not key.startswith(head) or not key.endswith(tail):
             return None
-        parts = key[len(head) :].split(":", 2)  # an IPv6 address keeps its colons
+        tag = key[len(head) : len(key) - len(tail)]
+        if "{" in tag or "}" in tag:
+            return None  # not a name ``key`` makes: its hash tag would be another slot
+        parts = tag.split(":", 2)  # an IPv6 address keeps its colons
         if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
             return None
         return int(parts[0]), int(parts[1]), parts[2]
@@ -125,9 +140,14 @@ class RedisStore:
 
 
 def redis_client(
-    url: str | None, options: dict[str, Any], injected: redis.Redis | None
-) -> redis.Redis:
-    """The Redis client: the injected one, one for ``url``, or an embedded in-process store."""
+    url: str | None,
+    options: dict[str, Any],
+    injected: RedisClient | None,
+    *,
+    cluster: bool = False,
+) -> RedisClient:
+    """The Redis client: the injected one, one for ``url`` (a Redis Cluster with ``cluster``:
+    the URL names any one of its nodes), or an embedded in-process store."""
     if injected is not None:
         return injected
     if url is None:
@@ -138,5 +158,10 @@ def redis_client(
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
+    # No retry on either client: a failed call opens the circuit breaker and the activity
+    # goes through SQL at once. A cluster client re-reads the topology after a connection
+    # error by itself, so the call after a failover finds the promoted node.
     kwargs: dict[str, Any] = {**REDIS_CLIENT_DEFAULTS, "retry": Retry(NoBackoff(), 0), **options}
+    if cluster:
+        return RedisCluster.from_url(url, **kwargs)
     return redis.Redis.from_url(url, **kwargs)

@@ -121,6 +121,33 @@ def _flag(config: Mapping[str, Any], key: str) -> bool:
     return value
 
 
+def _redis_cluster(config: Mapping[str, Any]) -> bool:
+    cluster = config[ConfigVars.REDIS_CLUSTER]
+    if not isinstance(cluster, bool):
+        raise ConfigurationError(
+            f"{ConfigVars.REDIS_CLUSTER} must be True or False, got {cluster!r}"
+        )
+    if cluster and not config[ConfigVars.REDIS_URL]:
+        raise ConfigurationError(
+            f"{ConfigVars.REDIS_CLUSTER} needs {ConfigVars.REDIS_URL}: the URL of one of the"
+            " cluster's nodes"
+        )
+    return cluster
+
+
+def _reports_bind(config: Mapping[str, Any]) -> str | None:
+    """The bind reports read from. A name SQLALCHEMY_BINDS lacks is refused here, so a typo
+    cannot leave the reports on the primary unnoticed."""
+    bind = config[ConfigVars.REPORTS_BIND]
+    binds = config.get("SQLALCHEMY_BINDS") or {}
+    if bind is not None and (not isinstance(bind, str) or bind not in binds):
+        raise ConfigurationError(
+            f"{ConfigVars.REPORTS_BIND} must be the name of a bind in SQLALCHEMY_BINDS or None,"
+            f" got {bind!r}"
+        )
+    return bind
+
+
 @dataclass(frozen=True)
 class Settings:
     """The extension's configuration for one app, after checking."""
@@ -138,6 +165,10 @@ class Settings:
     redis_options: dict[str, Any]
     redis_prefix: str
     redis_retry_after: float
+    #: ``redis_url`` names a node of a Redis Cluster
+    redis_cluster: bool
+    #: the bind the report endpoints read from; None: the primary
+    reports_bind: str | None
     #: how far in the future a live activity may lie
     max_skew: timedelta
     #: how far in the past a live activity may lie (R2); the sweep waits this much longer
@@ -183,6 +214,8 @@ class Settings:
             redis_retry_after=_number(
                 config, ConfigVars.REDIS_RETRY_AFTER, minimum=0, strict=False
             ),
+            redis_cluster=_redis_cluster(config),
+            reports_bind=_reports_bind(config),
             max_skew=timedelta(
                 seconds=_number(config, ConfigVars.MAX_CLOCK_SKEW, minimum=0, strict=False)
             ),

@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import redis
 import sqlalchemy as sa
 
 from . import drivers, privacy
 from .idempotency import IdempotencyKeys
 from .models import Models
-from .redis_cache import CircuitBreaker, RedisStore, redis_client
+from .redis_cache import CircuitBreaker, RedisClient, RedisStore, redis_client
 from .settings import Settings
 from .sql_store import SqlStore
 from .tracker import Tracker
@@ -48,7 +47,7 @@ class AppState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
-    def redis(self) -> redis.Redis | None:
+    def redis(self) -> RedisClient | None:
         store = self.tracker.redis
         return store.client if store is not None else None
 
@@ -88,7 +87,7 @@ def build_state(
     db: SQLAlchemy,
     models: Models,
     clock: Callable[[], datetime],
-    redis_client_override: redis.Redis | None,
+    redis_client_override: RedisClient | None,
     engine_options: dict[str, Any],
 ) -> AppState:
     """Wire the tracker and its stores for one app."""
@@ -108,7 +107,12 @@ def build_state(
     )
     redis_store = None
     if settings.store == "redis":
-        client = redis_client(settings.redis_url, settings.redis_options, redis_client_override)
+        client = redis_client(
+            settings.redis_url,
+            settings.redis_options,
+            redis_client_override,
+            cluster=settings.redis_cluster,
+        )
         redis_store = RedisStore(
             client,
             prefix=settings.redis_prefix,

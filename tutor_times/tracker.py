@@ -8,13 +8,11 @@ from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from . import metrics
 from .activity import Activity
 from .errors import InvalidActivityError
 from .models import SERVER
-from .redis_cache import RedisStore
+from .redis_cache import REDIS_ERRORS, RedisStore
 from .sql_store import SqlStore
 
 logger = logging.getLogger("tutor_times")
@@ -93,7 +91,7 @@ class Tracker:
         key = store.key(a.marker_id, a.unit_id, a.ip_address)
         try:
             session_id = store.lookup(key, a.at)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             store.breaker.failed(exc)
             return self.sql.record(a).activity, metrics.FALLBACK
         store.breaker.succeeded()
@@ -109,6 +107,6 @@ class Tracker:
             return recorded.activity, metrics.SQL  # a late activity joined a closed session
         try:
             store.remember(key, recorded.session_id, recorded.last_activity, stale=session_id)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             store.breaker.failed(exc)
         return recorded.activity, metrics.SQL

@@ -14,8 +14,9 @@ import threading
 from typing import TYPE_CHECKING
 
 from flask import Flask
+from redis.cluster import RedisCluster
 
-from .closer import ExpiryListener
+from .closer import ClusterExpiryListener, ExpiryListener
 
 if TYPE_CHECKING:
     from .maintenance import Maintenance
@@ -112,9 +113,15 @@ class Worker:
             with app.app_context():
                 return ext.close_idle_session(*key)
 
-        listener = ExpiryListener(
-            store.client, parse_key=store.parse_key, close_key=close_key, stop=self.stop_event
-        )
+        listener: ExpiryListener | ClusterExpiryListener
+        if isinstance(store.client, RedisCluster):
+            listener = ClusterExpiryListener(
+                store.client, parse_key=store.parse_key, close_key=close_key, stop=self.stop_event
+            )
+        else:
+            listener = ExpiryListener(
+                store.client, parse_key=store.parse_key, close_key=close_key, stop=self.stop_event
+            )
         thread = threading.Thread(target=listener.run, name="tutor-times-listener", daemon=True)
         thread.start()
         return thread

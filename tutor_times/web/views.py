@@ -142,10 +142,14 @@ def live_after() -> datetime:
 
 
 def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one of the ``reports`` functions on a connection of its own, with the tables and
-    the shortest session length it needs."""
+    """Run one of the ``reports`` functions on a connection of its own (of the reports bind,
+    if one is set), with the tables and the shortest session length it needs."""
     ext = _owner()
-    with ext.state.tracker.sql.connect() as conn:
+    bind = ext.state.settings.reports_bind
+    # Reports only read, so they may go to a replica (TUTOR_TIMES_REPORTS_BIND); tracking and
+    # closing never come here and always write to the primary.
+    connect = ext.state.tracker.sql.connect if bind is None else ext.db.engines[bind].connect
+    with connect() as conn:
         return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
 
 

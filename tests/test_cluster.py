@@ -1,0 +1,345 @@
+"""Redis Cluster: each key's data in one slot, the tracker's rules on a real local cluster,
+the expiry listener on every primary, and a primary killed under load.
+
+The cluster (3 primaries, 3 replicas) is this module's own, started once and stopped by its
+PIDs. The failover test kills a primary, so it runs after the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import datetime
+from itertools import pairwise
+from pathlib import Path
+
+import fakeredis
+import pytest
+import redis
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
+from demo.extensions import tutor_times
+from tutor_times import TutorTimes
+from tutor_times.redis_cache import CircuitBreaker, RedisStore
+from tutor_times.worker import Worker
+
+from .conftest import Clock, activities, build, cache_of, login, require_real_services, sessions
+from .servers import OwnCluster, OwnRedis
+from .test_lifecycle import BACKDATE, IDLE, all_closed, assert_exact, wait_until
+from .test_lifecycle import Worker as WorkerProcess
+
+# The rule tests of the tracker, collected here again: they take this module's ``app``, so
+# each runs on the cluster.
+from .test_tracker import (  # noqa: F401
+    TIMEOUT,
+    test_a_gap_just_under_timeout_continues,
+    test_a_gap_of_exactly_timeout_starts_a_new_session,
+    test_a_late_activity_bridges_the_session_its_successor_closed,
+    test_a_late_activity_finds_its_session_still_open,
+    test_activities_within_the_timeout_share_a_session,
+    test_activity_after_a_sweep_starts_a_new_session,
+    test_close_uses_the_last_activity_and_floors_minutes,
+    test_closing_is_idempotent,
+    test_each_key_has_its_own_session,
+    test_out_of_order_activity_joins_and_never_moves_the_end_backwards,
+)
+
+pytestmark = pytest.mark.real
+
+#: addresses spread over every primary's slots (the hash tag of each key differs)
+IPS = [f"10.7.0.{n}" for n in range(1, 31)]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[OwnCluster]:
+    require_real_services()
+    own = OwnCluster().start()
+    yield own
+    own.stop()
+
+
+@pytest.fixture
+def app(cluster: OwnCluster, clock: Clock) -> Iterator[Flask]:
+    """PostgreSQL + the cluster, on a clock the test moves (the rule tests' app)."""
+    yield from build("postgres", TUTOR_TIMES_REDIS_URL=cluster.url, TUTOR_TIMES_REDIS_CLUSTER=True)
+
+
+@pytest.fixture
+def live_app(cluster: OwnCluster) -> Iterator[Flask]:
+    """PostgreSQL + the cluster, the real clock, a one-second timeout, Redis retried soon
+    after an error (so a failover is crossed by both paths)."""
+    yield from build(
+        "postgres",
+        TUTOR_TIMES_REDIS_URL=cluster.url,
+        TUTOR_TIMES_REDIS_CLUSTER=True,
+        TUTOR_TIMES_SESSION_TIMEOUT=1,
+        TUTOR_TIMES_MAX_BACKDATE=BACKDATE,
+        TUTOR_TIMES_REDIS_RETRY_AFTER=0.3,
+    )
+
+
+@pytest.fixture
+def worker(live_app: Flask) -> Iterator[Worker]:
+    """An in-process worker that listens, and sweeps only once at its start: whatever closes
+    later is closed by an expiry event (or by a sweep the test runs itself)."""
+    running = Worker(live_app, tutor_times, interval=600).start_in_background()
+    yield running
+    running.stop()
+    running.join(timeout=20)
+
+
+def store() -> RedisStore:
+    return RedisStore(
+        fakeredis.FakeRedis(),
+        prefix="tt",
+        timeout=TIMEOUT,
+        breaker=CircuitBreaker(30),
+    )
+
+
+# -- keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ip", ["10.0.0.1", "2001:db8::1", "::ffff:10.0.0.1", "ab" * 32])
+def test_a_keys_name_parses_back_and_hashes_on_its_tag(ip: str) -> None:
+    s = store()
+    key = s.key(3, 1, ip)
+    assert s.parse_key(key) == (3, 1, ip)
+    # the slot is the tag's: the key's data and both scripts stay on the tag's node
+    assert key_slot(key.encode()) == key_slot(f"3:1:{ip}".encode())
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "tt:session:3:1:10.0.0.1",  # the unhashed name of earlier versions
+        "other:{3:1:10.0.0.1}:session",
+        "tt:{3:1:10.0.0.1}:other",
+        "tt:{x:1:10.0.0.1}:session",
+        "tt:{3:1:10.0.0.1}:{9}:session",
+        "tt:{3:1}:session",
+    ],
+)
+def test_other_keys_are_not_ours(key: str) -> None:
+    assert store().parse_key(key) is None
+
+
+def test_sessions_of_different_keys_spread_over_the_slots() -> None:
+    s = store()
+    slots = {key_slot(s.key(3, 1, ip).encode()) for ip in IPS}
+    assert len(slots) == len(IPS)
+
+
+# -- on the cluster ---------------------------------------------------------------------
+
+
+def test_the_app_talks_to_the_cluster(app: Flask) -> None:
+    assert isinstance(cache_of(app).client, RedisCluster)
+
+
+def test_each_keys_data_lives_on_the_node_of_its_slot(app: Flask, cluster: OwnCluster) -> None:
+    with app.app_context():
+        for ip in IPS:
+            tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=ip)
+    cache = cache_of(app)
+    owners = set()
+    for ip in IPS:
+        key = cache.key(3, 1, ip)
+        node = cluster.primary_of(key)
+        owners.add(node.port)
+        fields = redis.Redis(port=node.port).hgetall(key)
+        assert set(fields) == {b"sid", b"last"}
+    assert len(owners) == 3  # every primary holds some
+    assert len(sessions(app)) == len(IPS)
+
+
+def test_a_host_may_pass_its_own_cluster_client(cluster: OwnCluster, tmp_path: Path) -> None:
+    host = Flask(__name__)
+    host.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'host.sqlite'}"
+    host.config["TUTOR_TIMES_REDIS_PREFIX"] = "tt-host"
+    host_db = SQLAlchemy(host)
+    client = RedisCluster.from_url(cluster.url)
+    ext = TutorTimes(host, db=host_db, redis=client, user_fk=None, unit_fk=None)
+    with host.app_context():
+        host_db.create_all()
+        ext.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.0.0.1")
+        store = ext.state.tracker.redis
+        assert store is not None and store.client is client
+        key = store.key(3, 1, "10.0.0.1")
+        assert set(client.hgetall(key)) == {b"sid", b"last"}
+        client.delete(key)
+        ext.dispose()
+
+
+def primaries_listening(cluster: OwnCluster) -> dict[int, tuple[int, str]]:
+    """Each live primary: (subscribers to its expiry events, its notify-keyspace-events)."""
+    seen = {}
+    for node in live_primaries(cluster):
+        client = redis.Redis(port=node.port, decode_responses=True)
+        [(_, subscribers)] = client.pubsub_numsub("__keyevent@0__:expired")
+        flags = client.config_get("notify-keyspace-events")["notify-keyspace-events"]
+        seen[node.port] = (int(subscribers), str(flags))
+    return seen
+
+
+def live_primaries(cluster: OwnCluster) -> list[OwnRedis]:
+    nodes = []
+    for node in cluster.nodes:
+        if node.proc is None:
+            continue
+        role = redis.Redis(port=node.port).execute_command("ROLE")[0]
+        if role in (b"master", "master"):
+            nodes.append(node)
+    return nodes
+
+
+def assert_every_primary_listened_to(cluster: OwnCluster, timeout: float = 15) -> None:
+    def ready() -> bool:
+        seen = primaries_listening(cluster)
+        return len(seen) == 3 and all(n == 1 and "E" in f and "x" in f for n, f in seen.values())
+
+    assert wait_until(ready, timeout) < timeout, primaries_listening(cluster)
+
+
+def test_the_listener_closes_the_sessions_of_every_primary(
+    live_app: Flask, cluster: OwnCluster, worker: Worker
+) -> None:
+    assert_every_primary_listened_to(cluster)
+    with live_app.app_context():
+        for ip in IPS:
+            tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=ip)
+    # no sweep runs meanwhile: only the events of all three primaries close all of them
+    assert wait_until(all_closed(live_app), IDLE + 5) < IDLE + 5
+    assert_exact(live_app)
+
+
+def test_the_worker_command_listens_on_every_primary(
+    live_app: Flask, cluster: OwnCluster, tmp_path: Path
+) -> None:
+    """`flask tutor-times worker` configured from the environment, as deployed."""
+    command = WorkerProcess(live_app, tmp_path, 600, TUTOR_TIMES_REDIS_CLUSTER="true")
+    try:
+        assert_every_primary_listened_to(cluster)
+        with live_app.app_context():
+            for ip in IPS:
+                tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=ip)
+        assert wait_until(all_closed(live_app), IDLE + 5) < IDLE + 5
+        assert_exact(live_app)
+    finally:
+        assert command.stop() == 0, command.output()
+
+
+# -- a primary killed under load ----------------------------------------------------------
+
+THREADS = 8
+LOAD_SECONDS = 6.0
+MAX_REQUESTS = 300  # per thread
+
+
+#: one tracked request: (marker id, address, status, when it was answered)
+Served = tuple[int, str, int, float]
+#: the demo's tutors: (username, user id)
+TUTORS = [("tutor1", 3), ("tutor2", 4)]
+
+
+def load(app: Flask, stop: threading.Event, results: list[Served], n: int) -> None:
+    """One simulated tutor: tracked requests from a few addresses until ``stop``."""
+    username, marker = TUTORS[n % 2]
+    client = login(app, username)
+    for i in range(MAX_REQUESTS):
+        if stop.is_set():
+            return
+        ip = IPS[(n * 3 + i) % 12]
+        r = client.get("/units/1/inbox", environ_base={"REMOTE_ADDR": ip})
+        results.append((marker, ip, r.status_code, time.monotonic()))
+        time.sleep(0.01)
+
+
+def run_load_and_kill(
+    app: Flask, cluster: OwnCluster, victim: OwnRedis
+) -> tuple[list[Served], float]:
+    """THREADS tutors for LOAD_SECONDS (at most MAX_REQUESTS each); ``victim`` is killed a
+    third of the way in."""
+    results: list[Served] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=load, args=(app, stop, results, n)) for n in range(THREADS)]
+    for t in threads:
+        t.start()
+    time.sleep(LOAD_SECONDS / 3)
+    killed_at = time.monotonic()
+    cluster.kill(victim)
+    time.sleep(LOAD_SECONDS * 2 / 3)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    return results, killed_at
+
+
+def activities_by_key(app: Flask) -> dict[tuple[int, str], list[datetime]]:
+    """Each (marker, ip) key's activity times, in order."""
+    owner = {s.id: (s.marker_id, s.ip_address) for s in sessions(app)}
+    by_key: dict[tuple[int, str], list[datetime]] = {}
+    for a in activities(app):
+        by_key.setdefault(owner[a.marking_session_id], []).append(a.created_at)
+    return {key: sorted(times) for key, times in by_key.items()}
+
+
+def assert_sessionized(app: Flask, by_key: dict[tuple[int, str], list[datetime]]) -> None:
+    """Each key's sessions are the maximal runs of its activities with gaps under the
+    timeout (R2), at most one of them open (R5)."""
+    expected = Counter(
+        {
+            key: 1 + sum(1 for a, b in pairwise(times) if (b - a).total_seconds() >= 1)
+            for key, times in by_key.items()
+        }
+    )
+    assert Counter((s.marker_id, s.ip_address) for s in sessions(app)) == expected
+    open_per_key = Counter((s.marker_id, s.ip_address) for s in sessions(app) if not s.end_time)
+    assert set(open_per_key.values()) <= {1}
+
+
+def test_a_primary_killed_under_load_loses_nothing(
+    live_app: Flask, cluster: OwnCluster, worker: Worker
+) -> None:
+    cache = cache_of(live_app)
+    victim = cluster.primary_of(cache.key(3, 1, IPS[0]))
+    assert_every_primary_listened_to(cluster)
+
+    results, killed_at = run_load_and_kill(live_app, cluster, victim)
+
+    # no 5xx (nor anything else): every request was served, and recorded exactly once
+    assert Counter(code for _, _, code, _ in results) == Counter({200: len(results)})
+    # the load ran before, across and after the failover (the cluster needs about 2 s)
+    assert any(at < killed_at for *_, at in results)
+    assert any(at > killed_at + 3 for *_, at in results)
+    by_key = activities_by_key(live_app)
+    assert Counter({key: len(times) for key, times in by_key.items()}) == Counter(
+        (marker, ip) for marker, ip, *_ in results
+    )
+    assert_sessionized(live_app, by_key)
+    # the kill was felt (the breaker opened) and crossed through SQL
+    assert cache.breaker.failures >= 1
+
+    # once idle, a sweep closes every session at its last activity (R3, R6)
+    cluster.wait_until_ok(replicas=2)
+    time.sleep(IDLE + 0.2)
+    with live_app.app_context():
+        worker.sweep_once()
+    assert all_closed(live_app)()
+    assert_exact(live_app)
+
+    # the listener followed the failover: the promoted replica's events close sessions too
+    promoted = cluster.primary_of(cache.key(3, 1, IPS[0]))
+    assert promoted is not victim
+    assert_every_primary_listened_to(cluster)
+    with live_app.app_context():
+        for ip in IPS:
+            tutor_times.record_activity("inbox", marker_id=4, unit_id=2, ip_address=ip)
+    assert wait_until(all_closed(live_app), IDLE + 5) < IDLE + 5
+    assert_exact(live_app)

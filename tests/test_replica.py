@@ -1,0 +1,130 @@
+"""Reports on a read replica: with TUTOR_TIMES_REPORTS_BIND the report endpoints read from a
+real streaming replica of the test database, while tracking and closing write to the primary.
+
+The replica is this module's own (``pg_basebackup -R`` into a temporary directory, a server on
+a free loopback port), started once and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+
+from demo.extensions import db, tutor_times
+
+from .conftest import (
+    PG_URL,
+    TASK,
+    Clock,
+    build,
+    built,
+    login,
+    require_real_services,
+    sessions,
+)
+from .servers import OwnReplica
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def replica() -> Iterator[OwnReplica]:
+    require_real_services()
+    own = OwnReplica(PG_URL).start()
+    yield own
+    own.stop()
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_bind() -> Iterator[None]:
+    """Flask-SQLAlchemy keeps a metadata per bind it has seen on the demo's shared ``db``, and
+    create_all() of a later app without the bind would look for its engine: drop it after."""
+    yield
+    db.metadatas.pop("replica", None)
+
+
+@pytest.fixture
+def app(replica: OwnReplica, clock: Clock) -> Iterator[Flask]:
+    yield from build(
+        "postgres",
+        SQLALCHEMY_BINDS={"replica": replica.url()},
+        TUTOR_TIMES_REPORTS_BIND="replica",
+    )
+
+
+class Statements:
+    """The SQL each engine ran, by engine: which server answered what."""
+
+    def __init__(self, engines: dict[str, sa.Engine]) -> None:
+        self.ran: dict[str, list[str]] = {name: [] for name in engines}
+        for name, engine in engines.items():
+            sa.event.listen(engine, "before_cursor_execute", self._recorder(name))
+
+    def _recorder(self, name: str) -> Any:
+        def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            self.ran[name].append(statement)
+
+        return record
+
+    def touching(self, name: str, table: str) -> list[str]:
+        return [s for s in self.ran[name] if table in s]
+
+
+def where(engine: sa.Engine) -> tuple[bool, int]:
+    """(in recovery, port) of the server ``engine`` connects to."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT pg_is_in_recovery(), inet_server_port()")).one()
+        return bool(row[0]), int(row[1])
+
+
+def test_reports_answer_from_the_replica(app: Flask, replica: OwnReplica) -> None:
+    with app.app_context():
+        replica_engine, primary_engine = db.engines["replica"], db.engine
+        assert where(replica_engine) == (True, replica.port)
+        assert where(primary_engine)[0] is False
+    # logging in is the app's first request: its start-up checks are done before we look
+    convenor = login(app, "convenor")
+    seen = Statements({"replica": replica_engine, "primary": primary_engine})
+    for report in ("summary", "sessions", "active", "tasks", "timeline"):
+        r = convenor.get(f"/tutor-times/units/1/{report}")
+        assert r.status_code == 200, r.get_json()
+    assert len(seen.touching("replica", "marking_sessions")) >= 5
+    assert seen.touching("primary", "marking_sessions") == []
+
+
+def test_tracking_writes_the_primary_and_a_report_shows_it_once_replayed(
+    app: Flask, replica: OwnReplica, clock: Clock
+) -> None:
+    tutor = login(app, "tutor1")
+    assert tutor.put(TASK, json={"status": "discuss"}).status_code == 200
+    [session] = sessions(app)  # on the primary (the replica refuses every write)
+    replica.wait_for_replay()
+    convenor = login(app, "convenor")
+    detail = convenor.get(f"/tutor-times/sessions/{session.id}").get_json()
+    assert [a["action"] for a in detail["activity_list"]] == ["assessing"]
+    assert detail["end_time"] is None
+
+    # closing writes the primary too; the replica shows it once it has replayed it
+    with app.app_context():
+        closed = tutor_times.close_expired_sessions(now=clock() + timedelta(hours=1))
+    assert closed == 1
+    replica.wait_for_replay()
+    detail = convenor.get(f"/tutor-times/sessions/{session.id}").get_json()
+    assert detail["end_time"] is not None
+
+
+def test_without_the_setting_reports_read_the_primary(replica: OwnReplica, clock: Clock) -> None:
+    # the replica bound for the host's own use, but not named for reports
+    with built("postgres", SQLALCHEMY_BINDS={"replica": replica.url()}) as app:
+        convenor = login(app, "convenor")
+        with app.app_context():
+            seen = Statements({"replica": db.engines["replica"], "primary": db.engine})
+        r = convenor.get("/tutor-times/units/1/summary")
+        assert r.status_code == 200
+        assert seen.touching("replica", "marking_sessions") == []
+        assert seen.touching("primary", "marking_sessions") != []
