@@ -142,6 +142,27 @@ def test_rows_are_skipped_and_counted_by_reason(history_app: Flask, clock: Clock
     assert len(sessions(history_app)) == 1
 
 
+def test_an_import_reports_its_progress_as_metrics(history_app: Flask, clock: Clock) -> None:
+    """Each batch adds its rows to tutor_times_import_rows, by outcome, as the import runs."""
+    from prometheus_client import REGISTRY
+
+    def value(outcome: str) -> float:
+        sample = REGISTRY.get_sample_value("tutor_times_import_rows_total", {"outcome": outcome})
+        return sample or 0.0
+
+    outcomes = ("read", "imported", f"skipped_{MALFORMED.replace(' ', '_')}")
+    before = {o: value(o) for o in outcomes}
+    t = T0 - timedelta(hours=1)
+    rows: list[dict[str, Any] | Rejected] = [row(K, t, 1), row(K, t, 2), Rejected(MALFORMED, "x")]
+    with history_app.app_context():
+        tutor_times.import_activities(rows, source_key="metered", batch_size=2)
+    assert {o: value(o) - before[o] for o in outcomes} == {
+        "read": 3,
+        "imported": 2,
+        outcomes[2]: 1,
+    }
+
+
 def test_a_dry_run_counts_and_writes_nothing(history_app: Flask, clock: Clock) -> None:
     rows = [row(K, T0 - timedelta(minutes=m), m) for m in (30, 20)] + [
         row((999, 1, "10.0.0.1"), T0, 9)

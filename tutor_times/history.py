@@ -26,11 +26,11 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from . import drivers
+from . import drivers, metrics
 from .accounting import continues, duration_minutes, runs
 from .activity import STORED_FIELDS, Activity
 from .errors import InvalidActivityError, UnknownActionError
-from .models import IMPORT_KEY_LENGTH, Models, close_sessions, last_activity_of
+from .models import IMPORT_KEY_LENGTH, Models, close_sessions, last_activity_of, sessions_of_key
 from .sql_store import SqlStore, key_hash
 
 #: why a row was not imported, as the report names it
@@ -116,13 +116,7 @@ class Importer:
 
     def _statements(self) -> None:
         ms = self.models.MarkingSession
-        last = last_activity_of(self.models).label("last")
-        of_key = [
-            ms.marker_id == sa.bindparam("marker_id"),
-            ms.unit_id == sa.bindparam("unit_id"),
-            ms.ip_address == sa.bindparam("ip_address"),
-        ]
-        row = sa.select(ms.id, ms.start_time, ms.end_time, last).where(*of_key)
+        row = sessions_of_key(self.models)
         # The sessions that may join a run ending at :until, latest first: they form a run of
         # consecutive sessions by start, so a page at a time is read until one does not join.
         self._candidates = (
@@ -132,7 +126,16 @@ class Importer:
             .with_for_update(of=ms)
         )
         self._open_session = row.where(ms.end_time.is_(None)).with_for_update(of=ms)
-        self._later = sa.select(ms.id).where(*of_key, ms.start_time > sa.bindparam("last")).limit(1)
+        self._later = (
+            sa.select(ms.id)
+            .where(
+                ms.marker_id == sa.bindparam("marker_id"),
+                ms.unit_id == sa.bindparam("unit_id"),
+                ms.ip_address == sa.bindparam("ip_address"),
+                ms.start_time > sa.bindparam("last"),
+            )
+            .limit(1)
+        )
 
     # -- rows to activities --------------------------------------------------------------
 
@@ -186,14 +189,22 @@ class Importer:
         in transactions of its own, so an import stopped at any point loses no batch half."""
         report = ImportReport(dry_run=dry_run)
         pending = self._checked(rows, source_key, report)
+        counted = (0, Counter[str]())  # what the metrics have been told so far
         while batch := list(islice(pending, self.batch_size)):
             with self.store.connect() as conn:
                 batch = self._admissible(conn, batch, report)
                 if not dry_run:
                     self._write(conn, batch)
             report.imported += len(batch)
+            if not dry_run:
+                metrics.import_progress(
+                    report.read - counted[0], len(batch), report.skipped - counted[1]
+                )
+                counted = (report.read, Counter(report.skipped))
             if progress is not None:
                 progress(report)
+        if not dry_run:  # rows read and skipped after the last batch
+            metrics.import_progress(report.read - counted[0], 0, report.skipped - counted[1])
         if progress is not None:
             progress(report)
         return report

@@ -15,7 +15,7 @@ benchmarks/b1_hot_path.py for the measured cost).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -76,6 +76,12 @@ RETENTION = Counter(
     ["mode"],
 )
 
+IMPORT_ROWS = Counter(
+    "tutor_times_import_rows",
+    "Rows of history imports, as each batch is done: read, imported, and skipped (by reason).",
+    ["outcome"],
+)
+
 _activity_children: dict[tuple[str, str], Any] = {}
 _lag_children = {closer: CLOSING_LAG.labels(closer) for closer in (EXPIRY, SWEEP, NEXT_ACTIVITY)}
 _closed_children = {c: SESSIONS_CLOSED.labels(c) for c in (EXPIRY, SWEEP, NEXT_ACTIVITY)}
@@ -118,6 +124,17 @@ def sessions_closed(closer: str, lags: Iterable[float]) -> None:
 
 def tracking_took(seconds: float) -> None:
     TRACKING_SECONDS.observe(seconds)
+
+
+def import_progress(read: int, imported: int, skipped: Mapping[str, int]) -> None:
+    """One import batch's rows: how many were read, imported, and skipped for each reason."""
+    if read:
+        IMPORT_ROWS.labels("read").inc(read)
+    if imported:
+        IMPORT_ROWS.labels("imported").inc(imported)
+    for reason, n in skipped.items():
+        if n:
+            IMPORT_ROWS.labels(f"skipped_{reason.replace(' ', '_')}").inc(n)
 
 
 def retained(anonymize: bool, n: int) -> None:

@@ -292,3 +292,15 @@ def last_activity_of(models: Models) -> Any:
         .scalar_subquery()
     )
     return sa.func.coalesce(latest, ms.start_time, type_=ms.start_time.type)
+
+
+def sessions_of_key(models: Models) -> Any:
+    """A SELECT of one key's sessions (the key as bind parameters ``marker_id``, ``unit_id``,
+    ``ip_address``): id, start_time, end_time and ``last``, the last activity."""
+    ms = models.MarkingSession
+    last = last_activity_of(models).label("last")
+    return sa.select(ms.id, ms.start_time, ms.end_time, last).where(
+        ms.marker_id == sa.bindparam("marker_id"),
+        ms.unit_id == sa.bindparam("unit_id"),
+        ms.ip_address == sa.bindparam("ip_address"),
+    )

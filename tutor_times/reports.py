@@ -455,6 +455,21 @@ def tasks(
     ]
 
 
+def empty_buckets(starts: list[datetime], tz: ZoneInfo) -> list[dict[str, Any]]:
+    """A timeline's buckets with nothing counted yet: each bucket's first day in ``tz`` and
+    first instant."""
+    return [
+        {
+            "start": s.astimezone(tz).date(),
+            "start_time": s,
+            "minutes": 0,
+            "sessions": 0,
+            "assessments": 0,
+        }
+        for s in starts
+    ]
+
+
 def timeline(
     conn: sa.Connection,
     models: Models,
@@ -472,16 +487,7 @@ def timeline(
     each merged block's minutes count in the bucket the block starts in: so the buckets
     always add up to the summary of the same range, and no minute counts twice.
     """
-    buckets: list[dict[str, Any]] = [
-        {
-            "start": s.astimezone(tz).date(),
-            "start_time": s,
-            "minutes": 0,
-            "sessions": 0,
-            "assessments": 0,
-        }
-        for s in starts
-    ]
+    buckets = empty_buckets(starts, tz)
     if not starts:
         return buckets
     index = bucket_index(conn, starts)

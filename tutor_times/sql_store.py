@@ -11,6 +11,7 @@ always exactly the maximal runs of the key's activities with gaps under the time
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,9 +25,14 @@ from . import drivers, metrics
 from .accounting import continues, duration_minutes
 from .activity import STORED_FIELDS, Activity
 from .errors import UnknownReferenceError
-from .models import Models, UTCDateTime, close_sessions, last_activity_of
+from .models import Models, UTCDateTime, close_sessions, sessions_of_key
 
 T = TypeVar("T")
+
+#: locks the slow paths of one process share, by key (a key's hash picks one)
+KEY_LOCK_STRIPES = 256
+#: seconds a slow path waits for another of its key in this process before going on
+LOCAL_WAIT = 10.0
 
 
 @dataclass(frozen=True)
@@ -66,19 +72,16 @@ class SqlStore:
         #: the append statement's SQL text, by dialect (see drivers.execute_for_id)
         self._compiled: dict[str, str] = {}
         self._activity_class = models.SessionActivity.__mapper__.class_manager
+        #: slow paths of one key wait for each other here, in this process, rather than in
+        #: the database while holding a pooled connection (see record)
+        self._key_locks = [threading.Lock() for _ in range(KEY_LOCK_STRIPES)]
         self._build_statements()
 
     def _build_statements(self) -> None:
         ms = self.models.MarkingSession
         at = sa.bindparam("at", type_=UTCDateTime)
         self._append_if_open = append_statement(self.models)
-        last = last_activity_of(self.models).label("last")
-        of_key = [
-            ms.marker_id == sa.bindparam("marker_id"),
-            ms.unit_id == sa.bindparam("unit_id"),
-            ms.ip_address == sa.bindparam("ip_address"),
-        ]
-        row = sa.select(ms.id, ms.start_time, ms.end_time, last).where(*of_key)
+        row = sessions_of_key(self.models)
         # the key's latest session: the open one, if the key has one (only the latest can be)
         self._latest_session = (
             row.order_by(ms.start_time.desc(), ms.id.desc()).limit(1).with_for_update(of=ms)
@@ -172,7 +175,18 @@ class SqlStore:
                             raise
             raise AssertionError("unreachable")
 
-        return self._once_more_if_disconnected(write)
+        # A burst of one key's first activities (a page firing tracked requests at once) would
+        # otherwise queue on the key's database lock, each holding a pooled connection: the
+        # pool would run dry and the waits pass TUTOR_TIMES_SQL_TIMEOUT. Queued here they hold
+        # nothing, and each finds the session the one before it made. The database lock still
+        # orders other processes; past LOCAL_WAIT the write goes on without this one.
+        lock = self._key_locks[_key_hash(a) % KEY_LOCK_STRIPES]
+        held = lock.acquire(timeout=LOCAL_WAIT)
+        try:
+            return self._once_more_if_disconnected(write)
+        finally:
+            if held:
+                lock.release()
 
     def _unknown_reference(self, conn: sa.Connection, a: Activity) -> UnknownReferenceError:
         """Which of the activity's user and unit the database does not know: drivers do not

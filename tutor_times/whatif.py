@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from .accounting import duration_minutes, runs
 from .constants import ASSESSING
 from .models import Models
-from .reports import Scope, merged_blocks, with_rate
+from .reports import Scope, empty_buckets, merged_blocks, with_rate
 
 #: how far past the range's end activities are read at first, for sessions that started in
 #: the range and go on after it; read further while a session still reaches the edge
@@ -143,16 +143,7 @@ def timeline(
     min_minutes: int,
 ) -> list[dict[str, Any]]:
     """:func:`tutor_times.reports.timeline`, under ``timeout``."""
-    buckets: list[dict[str, Any]] = [
-        {
-            "start": s.astimezone(tz).date(),
-            "start_time": s,
-            "minutes": 0,
-            "sessions": 0,
-            "assessments": 0,
-        }
-        for s in starts
-    ]
+    buckets = empty_buckets(starts, tz)
     if not starts:
         return buckets
 
