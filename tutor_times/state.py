@@ -81,6 +81,23 @@ class AppState:
             engine.dispose()
 
 
+def _session_cache(settings: Settings, override: RedisClient | None) -> RedisStore | None:
+    """The Redis session cache of the Redis store; None for the SQL-only store."""
+    if settings.store != "redis":
+        return None
+    client = redis_client(
+        settings.redis_url, settings.redis_options, override, cluster=settings.redis_cluster
+    )
+    return RedisStore(
+        client,
+        prefix=settings.redis_prefix,
+        timeout=settings.timeout,
+        # the key expires when the sweep may close its session: its expiry event closes it
+        ttl=settings.closing_delay,
+        breaker=CircuitBreaker(settings.redis_retry_after),
+    )
+
+
 def build_state(
     settings: Settings,
     *,
@@ -105,26 +122,10 @@ def build_state(
         min_minutes=settings.min_minutes,
         maintenance=lambda: db.engine,
     )
-    redis_store = None
-    if settings.store == "redis":
-        client = redis_client(
-            settings.redis_url,
-            settings.redis_options,
-            redis_client_override,
-            cluster=settings.redis_cluster,
-        )
-        redis_store = RedisStore(
-            client,
-            prefix=settings.redis_prefix,
-            timeout=settings.timeout,
-            # the key expires when the sweep may close its session: its expiry event closes it
-            ttl=settings.closing_delay,
-            breaker=CircuitBreaker(settings.redis_retry_after),
-        )
     tracker = Tracker(
         actions=settings.actions,
         sql=sql,
-        redis_store=redis_store,
+        redis_store=_session_cache(settings, redis_client_override),
         clock=clock,
         max_skew=settings.max_skew,
         max_backdate=settings.max_backdate,
