@@ -22,7 +22,7 @@ class Counter:
         self.redis: list[str] = []
         with app.app_context():
             # the host's statements and the tracker's, which has an engine of its own
-            self.engines = {db.engine, tutor_times.tracking_engine}
+            self.engines = {db.engine, *tutor_times.tracking_engines}
         self.client = redis_of(app)
         self._execute = self.client.execute_command
 

@@ -54,7 +54,12 @@ def _timeout_args(driver: str, timeout: float) -> dict[str, Any]:
 
 
 def tracking_engine(
-    host: sa.Engine, *, timeout: float, pool_size: int, options: dict[str, Any]
+    host: sa.Engine,
+    *,
+    timeout: float,
+    pool_size: int,
+    options: dict[str, Any],
+    autocommit: bool = False,
 ) -> sa.Engine:
     """An engine of the tracker's own on the host's database, or the host's engine itself
     when its database cannot be shared (in-memory SQLite).
@@ -67,7 +72,7 @@ def tracking_engine(
     """
     url = host.url
     if is_in_memory(url):
-        return host
+        return host.execution_options(isolation_level="AUTOCOMMIT") if autocommit else host
     kwargs = {k: v for k, v in options.items() if k not in POOL_KEYS}
     connect_args = dict(kwargs.pop("connect_args", {}) or {})
     ours = _timeout_args(host.dialect.driver, timeout)
@@ -77,6 +82,9 @@ def tracking_engine(
     if host.dialect.driver == "pysqlite":
         # one engine's connections are used from the threads of many requests
         connect_args.setdefault("check_same_thread", False)
+    if autocommit:
+        # set once on each new connection, rather than on every checkout and back again
+        kwargs["isolation_level"] = "AUTOCOMMIT"
     engine = sa.create_engine(
         url,
         connect_args=connect_args,

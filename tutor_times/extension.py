@@ -135,6 +135,12 @@ class TutorTimes(HostHooks, Maintenance):
         """The engine tracking writes with (the host's own for in-memory SQLite)."""
         return self.state.tracking_engine(self.db.engine)
 
+    @property
+    def tracking_engines(self) -> tuple[sa.Engine, sa.Engine]:
+        """The tracking engine and its autocommit twin (the hot path's INSERT)."""
+        state, host = self.state, self.db.engine
+        return state.tracking_engine(host), state.tracking_engine(host, autocommit=True)
+
     def dispose(self) -> None:
         """Close the current app's tracking connections (after a fork, or in tests)."""
         self.state.dispose(self.db.engine)

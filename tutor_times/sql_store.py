@@ -56,6 +56,7 @@ class SqlStore:
         models: Models,
         engine: Callable[[], sa.Engine],
         *,
+        autocommit: Callable[[], sa.Engine] | None = None,
         timeout: timedelta,
         min_minutes: int,
         maintenance: Callable[[], sa.Engine] | None = None,
@@ -63,6 +64,8 @@ class SqlStore:
         self.models = models
         #: the tracking engine: bounded waits, a pool of its own (see drivers.tracking_engine)
         self.engine = engine
+        #: the same database in autocommit mode, for the single-statement append
+        self.autocommit = autocommit
         #: the host's engine, for the sweep, purges and reports
         self.maintenance = maintenance or engine
         self.timeout = timeout
@@ -107,6 +110,8 @@ class SqlStore:
         return self.maintenance().connect()
 
     def _autocommit_engine(self) -> sa.Engine:
+        if self.autocommit is not None:
+            return self.autocommit()
         engine = self.engine()
         if self._autocommit is None or self._autocommit[0] is not engine:
             self._autocommit = (engine, engine.execution_options(isolation_level="AUTOCOMMIT"))

@@ -40,6 +40,8 @@ class AppState:
     engine_options: dict[str, Any]
     #: the tracking engine, made on first use (see drivers.tracking_engine)
     engine: sa.Engine | None = None
+    #: its twin in autocommit mode, for the hot path's single INSERT
+    autocommit_engine: sa.Engine | None = None
     #: the tracked views of this app have been checked against its routes
     routes_checked: bool = False
     #: the in-process sweeper, once started
@@ -59,26 +61,33 @@ class AppState:
     def min_minutes(self) -> int:
         return self.settings.min_minutes
 
-    def tracking_engine(self, host: sa.Engine) -> sa.Engine:
-        """The engine tracking writes with, made once on first use."""
-        engine = self.engine
+    def tracking_engine(self, host: sa.Engine, *, autocommit: bool = False) -> sa.Engine:
+        """The engine tracking writes with (or its autocommit twin), made on first use."""
+        engine = self.autocommit_engine if autocommit else self.engine
         if engine is None:
             with self.lock:
-                if self.engine is None:
-                    self.engine = drivers.tracking_engine(
+                engine = self.autocommit_engine if autocommit else self.engine
+                if engine is None:
+                    engine = drivers.tracking_engine(
                         host,
                         timeout=self.settings.sql_timeout,
                         pool_size=self.settings.sql_pool_size,
                         options=self.engine_options,
+                        autocommit=autocommit,
                     )
-                engine = self.engine
+                    if autocommit:
+                        self.autocommit_engine = engine
+                    else:
+                        self.engine = engine
         return engine
 
     def dispose(self, host: sa.Engine) -> None:
         with self.lock:
-            engine, self.engine = self.engine, None
-        if engine is not None and engine is not host:
-            engine.dispose()
+            engines = (self.engine, self.autocommit_engine)
+            self.engine = self.autocommit_engine = None
+        for engine in engines:
+            if engine is not None and engine.pool is not host.pool:
+                engine.dispose()
 
 
 def _session_cache(settings: Settings, override: RedisClient | None) -> RedisStore | None:
@@ -118,6 +127,7 @@ def build_state(
     sql = SqlStore(
         models,
         lambda: state.tracking_engine(db.engine),
+        autocommit=lambda: state.tracking_engine(db.engine, autocommit=True),
         timeout=settings.timeout,
         min_minutes=settings.min_minutes,
         maintenance=lambda: db.engine,
