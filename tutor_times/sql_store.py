@@ -56,7 +56,7 @@ class SqlStore:
         models: Models,
         engine: Callable[[], sa.Engine],
         *,
-        autocommit: Callable[[], sa.Engine] | None = None,
+        autocommit: Callable[[], sa.Engine],
         timeout: timedelta,
         min_minutes: int,
         maintenance: Callable[[], sa.Engine] | None = None,
@@ -70,8 +70,6 @@ class SqlStore:
         self.maintenance = maintenance or engine
         self.timeout = timeout
         self.min_minutes = min_minutes
-        #: (engine, the same engine in autocommit mode), made once per engine
-        self._autocommit: tuple[sa.Engine, sa.Engine] | None = None
         #: the append statement's SQL text, by dialect (see drivers.execute_for_id)
         self._compiled: dict[str, str] = {}
         self._activity_class = models.SessionActivity.__mapper__.class_manager
@@ -109,14 +107,6 @@ class SqlStore:
         """A connection of the host's engine (sweeps, purges, reports)."""
         return self.maintenance().connect()
 
-    def _autocommit_engine(self) -> sa.Engine:
-        if self.autocommit is not None:
-            return self.autocommit()
-        engine = self.engine()
-        if self._autocommit is None or self._autocommit[0] is not engine:
-            self._autocommit = (engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
-        return self._autocommit[1]
-
     @staticmethod
     def _once_more_if_disconnected(write: Callable[[], T]) -> T:
         """Run ``write``; if it failed on a connection the database had dropped (a restart),
@@ -139,7 +129,7 @@ class SqlStore:
         """
 
         def write() -> Any | None:
-            with self._autocommit_engine().connect() as conn:
+            with self.autocommit().connect() as conn:
                 return self._append(conn, session_id, a)
 
         return self._once_more_if_disconnected(write)

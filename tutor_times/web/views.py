@@ -94,22 +94,18 @@ def _routing_errors_in_json() -> Any:
     return error_response(ApiError(404, "no such endpoint; see openapi.json"))
 
 
-def _owner() -> Any:
-    return current()
-
-
 def current_user_id() -> int:
     """The logged-in user's id; anonymous users get 401 as JSON, never a login redirect."""
     if not current_user or not current_user.is_authenticated:
         raise ApiError(401, "authentication required")
-    return int(_owner().marker_id_of(current_user))
+    return int(current().marker_id_of(current_user))
 
 
 def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
     """Whose rows the user may see in the unit: None for every tutor (convenors, admins,
     or the ``requested`` tutor), else the user's own id. Another tutor's rows are a 403."""
     me = current_user_id()
-    role = _owner().role_of(current_user, unit_id)
+    role = current().role_of(current_user, unit_id)
     if role in SEE_EVERY_TUTOR:
         return requested
     if role in TRACKED_ROLES:
@@ -121,7 +117,7 @@ def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
 
 def date_range(query: s.RangeQuery) -> tuple[datetime, datetime]:
     """The query's [start, end) in UTC; "today" is the extension's clock's, in ``tz``."""
-    return query.bounds(_owner().clock().astimezone(query.zone()).date())
+    return query.bounds(current().clock().astimezone(query.zone()).date())
 
 
 def _range_out(start: datetime, end: datetime, query: s.RangeQuery) -> dict[str, Any]:
@@ -144,7 +140,7 @@ def live_after() -> datetime:
 def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one of the ``reports`` functions on a connection of its own (of the reports bind,
     if one is set), with the tables and the shortest session length it needs."""
-    ext = _owner()
+    ext = current()
     bind = ext.state.settings.reports_bind
     # Reports only read, so they may go to a replica (TUTOR_TIMES_REPORTS_BIND); tracking and
     # closing never come here and always write to the primary.
@@ -398,7 +394,7 @@ def report_activity(body: s.ActivityIn) -> Any:
             f"{IDEMPOTENCY_HEADER}: 1 to {idempotency.MAX_KEY_LENGTH} printable ASCII characters",
             IDEMPOTENCY_HEADER,
         )
-    keys = _owner().state.idempotency
+    keys = current().state.idempotency
     claim = idempotency.Claim(idempotency.ACTIVITIES, me, key)
     try:
         first = keys.claim(claim, idempotency.fingerprint(body.model_dump(mode="json")))
@@ -425,7 +421,7 @@ def report_activity(body: s.ActivityIn) -> Any:
 
 
 def _report_activity(me: int, body: s.ActivityIn) -> dict[str, Any]:
-    ext = _owner()
+    ext = current()
     if not ext.is_tracked_role(current_user, body.unit_id):
         raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
     try:
@@ -470,7 +466,7 @@ def health_check() -> Any:
     only past TUTOR_TIMES_HEALTH_MAX_HEARTBEAT_AGE. Public unless TUTOR_TIMES_HEALTH_PUBLIC
     is off. Every wait is bounded (TUTOR_TIMES_SQL_TIMEOUT, Redis's socket timeout).
     """
-    ext = _owner()
+    ext = current()
     state = ext.state
     if not state.settings.operations.health_public:
         current_user_id()
@@ -500,7 +496,7 @@ def prometheus_metrics() -> Any:
     host protects the endpoint itself. Under several
     processes the values are added up across them (PROMETHEUS_MULTIPROC_DIR).
     """
-    ext = _owner()
+    ext = current()
     settings = ext.state.settings.operations
     if not settings.metrics:
         raise ApiError(404, "metrics are off (TUTOR_TIMES_METRICS)")
