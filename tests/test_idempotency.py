@@ -47,6 +47,15 @@ def test_a_retry_returns_the_first_answer_and_stores_nothing(app: Flask, clock: 
     assert len(activities(app)) == 4
 
 
+def test_an_answer_with_a_key_is_the_documented_reply(app: Flask, clock: Clock) -> None:
+    """With or without a key, POST /activities answers the same JSON: ISO times with a Z."""
+    tutor = login(app, "tutor1")
+    keyed = post(tutor, "k-iso").get_json()
+    plain = post(tutor, None).get_json()
+    assert keyed.keys() == plain.keys()
+    assert keyed["created_at"] == plain["created_at"] == clock().isoformat().replace("+00:00", "Z")
+
+
 def test_the_same_key_with_another_body_is_refused(app: Flask, clock: Clock) -> None:
     tutor = login(app, "tutor1")
     assert post(tutor, "k").status_code == 201

@@ -411,7 +411,7 @@ def report_activity(body: s.ActivityIn) -> Any:
         replay.headers["Idempotent-Replayed"] = "true"
         return replay
     try:
-        response = jsonify(_report_activity(me, body))
+        response = jsonify(_report_activity(me, body).model_dump(mode="json"))
     except BaseException:
         keys.release(claim)
         raise
@@ -420,7 +420,9 @@ def report_activity(body: s.ActivityIn) -> Any:
     return response
 
 
-def _report_activity(me: int, body: s.ActivityIn) -> dict[str, Any]:
+def _report_activity(me: int, body: s.ActivityIn) -> s.ActivityCreated:
+    """Record the reported activity; the reply as its response model, so an answer kept for
+    an Idempotency-Key is serialized exactly as any other."""
     ext = current()
     if not ext.is_tracked_role(current_user, body.unit_id):
         raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
@@ -443,7 +445,8 @@ def _report_activity(me: int, body: s.ActivityIn) -> dict[str, Any]:
         ext.count_failure("report")
         logger.exception("could not record a reported %r activity", body.action)
         raise ApiError(503, "the activity could not be stored; try again") from None
-    return {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
+    row = {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
+    return s.ActivityCreated.model_validate(row)
 
 
 @api.route(
