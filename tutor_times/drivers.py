@@ -206,14 +206,43 @@ def insert_rows(
         conn.execute(sa.insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
         return
     processors = [table.c[name].type.bind_processor(dialect) for name in columns]
+    processed = [(i, p) for i, p in enumerate(processors) if p is not None]
     names = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
     target = dialect.identifier_preparer.format_table(table)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        # the columns' types named once: each value is then dumped without a lookup by its
+        # Python type, and the server reads it without parsing text
+        copy.set_types([copy_type(table.c[name].type, dialect) for name in columns])
+        write = copy.write_row
+        if not processed:
+            for row in rows:
+                write(row)
+            return
         for row in rows:
-            copy.write_row(
-                [value if p is None else p(value) for p, value in zip(processors, row, strict=True)]
-            )
+            values = list(row)
+            for i, process in processed:
+                values[i] = process(values[i])
+            write(values)
+
+
+def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
+    """The PostgreSQL type psycopg dumps a column's values as, in a binary COPY."""
+    name = column_type.compile(dialect=dialect).lower().split("(")[0].strip()
+    return COPY_TYPES.get(name, name)
+
+
+#: column types as psycopg names them; a varchar takes a text value in a binary COPY
+COPY_TYPES = {
+    "bigint": "int8",
+    "integer": "int4",
+    "smallint": "int2",
+    "varchar": "text",
+    "character varying": "text",
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "boolean": "bool",
+}
 
 
 def insert_returning_ids(

@@ -386,6 +386,8 @@ def islands(key: Key, runs: list[Run], stored: list[Stored], timeout: timedelta)
     """Gaps and islands over a key's runs and stored sessions: sorted by start, a new island
     begins where the next starts TIMEOUT or more after the latest last activity so far. Only
     islands that hold a run are returned, in time order."""
+    if not stored:  # runs are TIMEOUT or more apart: each is an island of its own
+        return [Island(key, run.start, run.last, [run]) for run in runs]
     spans: list[tuple[datetime, int, Run | Stored]] = [
         *((s.start, 0, s) for s in stored),
         *((r.start, 1, r) for r in runs),
@@ -406,7 +408,8 @@ def islands(key: Key, runs: list[Run], stored: list[Stored], timeout: timedelta)
     if current is not None and current.runs:
         found.append(current)
     for island in found:
-        island.sessions.sort(key=lambda s: (s.start, s.id))
+        if len(island.sessions) > 1:
+            island.sessions.sort(key=lambda s: (s.start, s.id))
     return found
 
 
@@ -449,16 +452,21 @@ class Placer:
             later = latest_start.get(key)
             if later is None or later <= last.last:  # nothing of the key starts after it
                 last.is_open = now - last.last < self.closing_delay
-                inside = {s.id for island in found for s in island.sessions}
-                plan.close += [
-                    (s.id, s.start, s.last) for s in stored if s.is_open and s.id not in inside
-                ]
+                plan.close += self._open_left_out(stored, found)
             for island in found:
                 self._plan_island(plan, island)
         return plan
 
+    @staticmethod
+    def _open_left_out(stored: list[Stored], found: list[Island]) -> list[IdleSession]:
+        """The key's open session, when no island takes it in: the key's latest session is
+        now another one, so it closes at its last activity (R5)."""
+        inside = {s.id for island in found for s in island.sessions}
+        return [(s.id, s.start, s.last) for s in stored if s.is_open and s.id not in inside]
+
     def _plan_island(self, plan: Plan, island: Island) -> None:
-        rows = [p for run in island.runs for p in run.rows]
+        runs = island.runs
+        rows = runs[0].rows if len(runs) == 1 else [p for run in runs for p in run.rows]
         if not island.sessions:
             plan.create.append(island)
             plan.place.append((island, rows))
@@ -475,20 +483,10 @@ class Placer:
         if it starts before the span's end: locked first, then read with their last
         activities (an append that held a session when the lock was asked is then seen)."""
         ms, act = self.models.MarkingSession, self.models.SessionActivity
-        timeout = self.timeout
-        near = [
-            sa.and_(
-                ms.marker_id == key[0],
-                ms.unit_id == key[1],
-                ms.ip_address == key[2],
-                ms.start_time < rs[-1].last + timeout,
-                sa.or_(ms.end_time > rs[0].start - timeout, ms.end_time.is_(None)),
-            )
-            for key, rs in runs.items()
-        ]
-        ids = list(
-            conn.scalars(sa.select(ms.id).where(sa.or_(*near)).order_by(ms.id).with_for_update())
-        )
+        if conn.dialect.name == "postgresql":
+            ids = self._lock_near_pg(conn, runs)
+        else:
+            ids = self._lock_near(conn, runs)
         if not ids:
             return {}
         last = (
@@ -507,9 +505,66 @@ class Placer:
             found.setdefault(key, []).append(stored)
         return found
 
+    def _lock_near(self, conn: sa.Connection, runs: dict[Key, list[Run]]) -> list[int]:
+        """The ids of the sessions :meth:`_stored_near` reads, locked, in id order."""
+        ms = self.models.MarkingSession
+        timeout = self.timeout
+        near = [
+            sa.and_(
+                ms.marker_id == key[0],
+                ms.unit_id == key[1],
+                ms.ip_address == key[2],
+                ms.start_time < rs[-1].last + timeout,
+                sa.or_(ms.end_time > rs[0].start - timeout, ms.end_time.is_(None)),
+            )
+            for key, rs in runs.items()
+        ]
+        stmt = sa.select(ms.id).where(sa.or_(*near)).order_by(ms.id).with_for_update()
+        return list(conn.scalars(stmt))
+
+    def _lock_near_pg(self, conn: sa.Connection, runs: dict[Key, list[Run]]) -> list[int]:
+        """:meth:`_lock_near` on PostgreSQL: the keys' windows as arrays, one statement
+        whatever their number (a condition per key costs more to compile than to run)."""
+        timeout = self.timeout
+        windows = {
+            "m": [k[0] for k in runs],
+            "u": [k[1] for k in runs],
+            "ip": [k[2] for k in runs],
+            "lo": [rs[0].start - timeout for rs in runs.values()],
+            "hi": [rs[-1].last + timeout for rs in runs.values()],
+        }
+        return [int(i) for i in conn.execute(self._pg_sql(conn, "near"), windows).scalars()]
+
+    def _pg_sql(self, conn: sa.Connection, name: str) -> sa.TextClause:
+        """The statements of the PostgreSQL path that take arrays, on this app's tables."""
+        prep = conn.dialect.identifier_preparer
+        table = prep.format_table(self.models.MarkingSession.__table__)
+        sql = {
+            "near": f"""
+                SELECT ms.id FROM {table} AS ms
+                JOIN unnest(CAST(:m AS bigint[]), CAST(:u AS bigint[]), CAST(:ip AS text[]),
+                            CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]))
+                     AS w(m, u, ip, lo, hi)
+                  ON ms.marker_id = w.m AND ms.unit_id = w.u AND ms.ip_address = w.ip
+                 AND ms.start_time < w.hi AND (ms.end_time > w.lo OR ms.end_time IS NULL)
+                ORDER BY ms.id FOR UPDATE OF ms""",
+            "latest": f"""
+                SELECT w.n - 1, (SELECT max(ms.start_time) FROM {table} AS ms
+                                 WHERE ms.marker_id = w.m AND ms.unit_id = w.u
+                                   AND ms.ip_address = w.ip)
+                FROM unnest(CAST(:m AS bigint[]), CAST(:u AS bigint[]), CAST(:ip AS text[]))
+                     WITH ORDINALITY AS w(m, u, ip, n)""",
+        }[name]
+        return sa.text(sql)
+
     def _latest_starts(self, conn: sa.Connection, keys: list[Key]) -> dict[Key, datetime]:
         """Each key's latest session start (one index probe a key)."""
         ms = self.models.MarkingSession
+        if conn.dialect.name == "postgresql":
+            params: dict[str, list[Any]] = {"m": [k[0] for k in keys], "u": [k[1] for k in keys]}
+            params["ip"] = [k[2] for k in keys]
+            rows = conn.execute(self._pg_sql(conn, "latest"), params).all()
+            return {keys[n]: start for n, start in rows if start is not None}
         probes = [
             sa.select(sa.literal(n).label("n"), sa.func.max(ms.start_time).label("start")).where(
                 ms.marker_id == key[0], ms.unit_id == key[1], ms.ip_address == key[2]
