@@ -25,13 +25,16 @@ are skipped as duplicates, so an import can be run again, or resumed after it wa
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby, islice
 from operator import itemgetter
-from typing import Any, NamedTuple
+from queue import Full, Queue
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
@@ -81,6 +84,7 @@ Pending = tuple[int, int, str, datetime, str, int | None, int | None, int | None
 Key = tuple[int, int, str]
 #: the ids a row may leave out, in ROW_FIELDS order
 OPTIONAL_IDS = ("project_id", "task_id", "task_definition_id")
+T = TypeVar("T")
 by_key = itemgetter(0, 1, 2)
 by_key_and_time = itemgetter(0, 1, 2, 3)
 
@@ -186,8 +190,12 @@ class Importer:
         clock: Callable[[], datetime],
         closing_delay: timedelta,
         batch_size: int = BATCH_SIZE,
+        context: Callable[[], AbstractContextManager[Any]] = nullcontext,
     ) -> None:
         self.store = store
+        #: what reading rows runs inside, in the reading thread (the host's resolvers of a
+        #: log may need its app context)
+        self.context = context
         self.models: Models = store.models
         self.checks = checks
         self.clock = clock
@@ -231,28 +239,38 @@ class Importer:
         """Import ``rows`` a batch at a time; each batch is checked, deduplicated and placed
         in transactions of its own, so an import stopped at any point loses no batch half."""
         report = ImportReport(dry_run=dry_run)
-        counted = _Counting(report)
-        pending = self._checked(counted.reading(rows), source_key, report)
+        admitted = Counter[str]()  # rows skipped when a batch was checked against the database
         told = (0, Counter[str]())  # what the metrics have been told so far
-        while batch := list(islice(pending, self.batch_size)):
-            with self.store.connect() as conn:
-                batch = self._admissible(conn, batch, report)
-                if not dry_run:
-                    self.placer.place(conn, batch, self.clock)
-            report.imported += len(batch)
+        batches = self._batches(rows, source_key)
+        for batch, read, skipped in in_background(batches, self.context):
+            report.read = read
+            if batch:
+                with self.store.connect() as conn:
+                    batch = self._admissible(conn, batch, admitted)
+                    if not dry_run:
+                        self.placer.place(conn, batch, self.clock)
+                report.imported += len(batch)
+            report.skipped = skipped + admitted
             if not dry_run:
-                metrics.import_progress(report.read - told[0], len(batch), report.skipped - told[1])
-                told = (report.read, Counter(report.skipped))
+                metrics.import_progress(read - told[0], len(batch), report.skipped - told[1])
+                told = (read, Counter(report.skipped))
             if progress is not None:
                 progress(report)
-        if not dry_run:  # rows read and skipped after the last batch
-            metrics.import_progress(report.read - told[0], 0, report.skipped - told[1])
-        if progress is not None:
-            progress(report)
         return report
 
+    def _batches(
+        self, rows: Iterable[Row], source_key: str
+    ) -> Iterator[tuple[list[Pending], int, Counter[str]]]:
+        """Batches of checked rows, each with the rows read and skipped up to its end; a last,
+        empty one with the totals."""
+        seen = ImportReport()
+        pending = self._checked(_counted(rows, seen), source_key, seen)
+        while batch := list(islice(pending, self.batch_size)):
+            yield batch, seen.read, Counter(seen.skipped)
+        yield [], seen.read, Counter(seen.skipped)
+
     def _admissible(
-        self, conn: sa.Connection, batch: list[Pending], report: ImportReport
+        self, conn: sa.Connection, batch: list[Pending], skipped: Counter[str]
     ) -> list[Pending]:
         """The batch without rows already imported, repeated, or naming a unit or user the
         database does not know (counted by reason)."""
@@ -260,7 +278,6 @@ class Importer:
         units = self._known(conn, "unit_id", {p[1] for p in batch})
         users = self._known(conn, "marker_id", {p[0] for p in batch})
         kept: list[Pending] = []
-        skipped = report.skipped
         for p in batch:
             if p[8] in stored:
                 skipped[DUPLICATE] += 1
@@ -295,17 +312,58 @@ class Importer:
         return None
 
 
-class _Counting:
-    """Counts the rows an iterable gives into the report's ``read``."""
+def _counted(rows: Iterable[Row], report: ImportReport) -> Iterator[Row]:
+    """The rows, counted into the report's ``read`` as they are taken."""
+    for row in rows:
+        report.read += 1
+        yield row
 
-    def __init__(self, report: ImportReport) -> None:
-        self.report = report
 
-    def reading(self, rows: Iterable[Row]) -> Iterator[Row]:
-        report = self.report
-        for row in rows:
-            report.read += 1
-            yield row
+#: batches read ahead of the one being placed
+READ_AHEAD = 1
+_DONE = object()
+
+
+def in_background(
+    items: Iterator[T], context: Callable[[], AbstractContextManager[Any]] = nullcontext
+) -> Iterator[T]:
+    """``items``, produced by a thread of their own while the consumer works on the one
+    before: reading and checking the next batch overlaps the database placing this one
+    (the thread runs while this one waits on the database). At most READ_AHEAD items wait,
+    so memory stays bounded; an error of the producer is raised to the consumer, and a
+    consumer that stops early stops the producer."""
+    queue: Queue[Any] = Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            with context():
+                for item in items:
+                    if not offer(item):
+                        return
+            offer(_DONE)
+        except BaseException as exc:  # noqa: BLE001  # raised again by the consumer
+            offer(exc)
+
+    thread = threading.Thread(target=produce, name="tutor-times-import-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 # -- placing a batch, set-wise -------------------------------------------------------------

@@ -134,6 +134,7 @@ class Maintenance:
             clock=self.clock,
             closing_delay=state.settings.closing_delay,
             batch_size=batch_size,
+            context=current_app._get_current_object().app_context,  # type: ignore[attr-defined]
         )
 
     def import_activities(
