@@ -664,20 +664,14 @@ class Placer:
         """Kept sessions take their island's span: the closed ones first, so an open one
         never meets another of its key."""
         ms = self.models.MarkingSession.__table__
-        names = ("start_time", "end_time", "duration_minutes")
-        stmt = (
-            sa.update(ms)
-            .where(ms.c.id == sa.bindparam("b_id"))
-            .values({**{name: sa.bindparam(f"b_{name}") for name in names}, "updated_at": now})
-        )
+        names = ["start_time", "end_time", "duration_minutes", "updated_at"]
         for opening in (False, True):
-            params = [
-                {"b_id": sid, **{f"b_{k}": v for k, v in self._span(start, last, is_open).items()}}  # noqa: E501
+            rows = [
+                (sid, *self._span(start, last, is_open).values(), now)
                 for sid, start, last, is_open in plan.respan
                 if is_open is opening
             ]
-            if params:
-                conn.execute(stmt, params)
+            drivers.update_rows(conn, ms, names, rows)
         plan.written.update(sid for sid, *_ in plan.respan)
 
     def _create(self, conn: sa.Connection, plan: Plan, now: datetime) -> dict[int, int]:
