@@ -205,7 +205,12 @@ def insert_rows(
     if not has_fast_path(dialect):
         conn.execute(sa.insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
         return
-    processors = [table.c[name].type.bind_processor(dialect) for name in columns]
+    types = [copy_type(table.c[name].type, dialect) for name in columns]
+    # an aware time goes to a timestamptz column as it is: psycopg refuses a naive one
+    processors = [
+        None if pg_type == "timestamptz" else table.c[name].type.bind_processor(dialect)
+        for name, pg_type in zip(columns, types, strict=True)
+    ]
     processed = [(i, p) for i, p in enumerate(processors) if p is not None]
     names = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
     target = dialect.identifier_preparer.format_table(table)
@@ -213,7 +218,7 @@ def insert_rows(
     with cursor.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
         # the columns' types named once: each value is then dumped without a lookup by its
         # Python type, and the server reads it without parsing text
-        copy.set_types([copy_type(table.c[name].type, dialect) for name in columns])
+        copy.set_types(types)
         write = copy.write_row
         if not processed:
             for row in rows:

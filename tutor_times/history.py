@@ -213,6 +213,7 @@ class Importer:
         latest = self.clock() + self.checks.max_skew
         skipped = report.skipped
         for n, row in enumerate(rows, start=1):
+            report.read = n
             if n % CLOCK_EVERY == 0:
                 latest = self.clock() + self.checks.max_skew
             if isinstance(row, Rejected):
@@ -264,7 +265,7 @@ class Importer:
         """Batches of checked rows, each with the rows read and skipped up to its end; a last,
         empty one with the totals."""
         seen = ImportReport()
-        pending = self._checked(_counted(rows, seen), source_key, seen)
+        pending = self._checked(rows, source_key, seen)
         while batch := list(islice(pending, self.batch_size)):
             yield batch, seen.read, Counter(seen.skipped)
         yield [], seen.read, Counter(seen.skipped)
@@ -310,13 +311,6 @@ class Importer:
             target = fk.column
             return set(conn.scalars(sa.select(target).where(target.in_(sorted(ids)))))
         return None
-
-
-def _counted(rows: Iterable[Row], report: ImportReport) -> Iterator[Row]:
-    """The rows, counted into the report's ``read`` as they are taken."""
-    for row in rows:
-        report.read += 1
-        yield row
 
 
 #: batches read ahead of the one being placed
@@ -386,7 +380,7 @@ class Stored(NamedTuple):
     is_open: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Island:
     """Runs and stored sessions less than TIMEOUT apart in a chain: one session to be."""
 
