@@ -231,6 +231,34 @@ def insert_rows(
             write(values)
 
 
+#: a session-local table of the values :func:`stored_values` looks up (emptied at commit)
+WANTED = "tutor_times_wanted"
+
+
+def stored_values(conn: sa.Connection, column: sa.Column[Any], values: list[str]) -> set[str]:
+    """Which of ``values`` (text) ``column`` holds. On psycopg 3 they are COPYed into a
+    temporary table and joined (one stream, however many: an array parameter is dumped
+    value by value in Python); elsewhere one IN list."""
+    if not values:
+        return set()
+    dialect = conn.dialect
+    if not has_fast_path(dialect):
+        return set(conn.scalars(sa.select(column).where(column.in_(values))))
+    prep = dialect.identifier_preparer
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {WANTED} (v text) ON COMMIT DELETE ROWS")
+    cursor.execute(f"TRUNCATE {WANTED}")
+    with cursor.copy(f"COPY {WANTED} (v) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text"])
+        for value in values:
+            copy.write_row((value,))
+    table = prep.format_table(column.table)
+    cursor.execute(
+        f"SELECT w.v FROM {WANTED} AS w JOIN {table} AS t ON t.{prep.quote(column.name)} = w.v"
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
 def update_rows(
     conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
 ) -> None:

@@ -292,17 +292,8 @@ class Importer:
         return kept
 
     def _stored_keys(self, conn: sa.Connection, keys: list[str]) -> set[str]:
-        """Which of ``keys`` are stored already: on PostgreSQL one array parameter, so the
-        statement is the same whatever the batch's size."""
-        act = self.models.SessionActivity
-        if conn.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import ARRAY
-
-            wanted = sa.bindparam("keys", keys, type_=ARRAY(sa.String))
-            return set(
-                conn.scalars(sa.select(act.import_key).where(act.import_key == sa.any_(wanted)))
-            )
-        return set(conn.scalars(sa.select(act.import_key).where(act.import_key.in_(keys))))
+        """Which of ``keys`` are stored already."""
+        return drivers.stored_values(conn, self.models.SessionActivity.__table__.c.import_key, keys)
 
     def _known(self, conn: sa.Connection, column: str, ids: set[int]) -> set[int] | None:
         """Which of ``ids`` the table a session's ``column`` references holds; None when the
