@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -18,7 +19,7 @@ from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from demo.extensions import tutor_times
+from demo.extensions import db, tutor_times
 from tutor_times import history
 from tutor_times.activity import Activity
 from tutor_times.errors import InvalidActivityError, UnknownActionError
@@ -33,9 +34,10 @@ from tutor_times.history import (
 )
 from tutor_times.sources import csv_rows, path_and_username
 
-from .conftest import BACKENDS, T0, Clock, build, stored
+from .conftest import BACKENDS, T0, Clock, build, built, stored
 from .test_history import row, stored_sessions
 from .test_property import KEYS, TIMEOUT, reference
+from .test_rebuild import history as generated_history
 
 ACTIONS = ("inbox", "assessing")
 CHECKS = Checks(ACTIONS, str, timedelta(seconds=60))
@@ -261,3 +263,49 @@ def test_text_with_tabs_newlines_and_backslashes_is_stored_as_it_was(
     assert result.exit_code == 0, result.output
     got = {a.import_key for a in stored(fast_app, tutor_times.SessionActivity)}
     assert got == {f"csv:{key}" for key in keys}
+
+
+@pytest.mark.real
+def test_an_import_beside_live_tracking_on_the_same_keys(clock: Clock) -> None:
+    """Live activities arrive on every key while batches of its history, in random order,
+    are placed around the sessions they keep open: every activity is kept once, and the
+    sessions are R2 over all of them."""
+    rows, stream = generated_history(seed=5)
+    rnd = random.Random(5)
+    rnd.shuffle(rows)
+    live_at = max(r["created_at"] for r in rows) + timedelta(minutes=2)
+    clock.set(live_at)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    live: list[tuple[Any, ...]] = []
+    with built("postgres") as app:
+
+        def track(key: tuple[int, int, str]) -> None:
+            with app.app_context():
+                n = 0
+                while not stop.is_set() or n < 20:
+                    at = live_at - timedelta(seconds=n % 50)
+                    try:
+                        tutor_times.record_activity(
+                            "inbox", marker_id=key[0], unit_id=key[1], ip_address=key[2], at=at
+                        )
+                    except BaseException as exc:  # reported by the test, not lost in a thread
+                        errors.append(exc)
+                        return
+                    live.append(("act", key, at))
+                    n += 1
+
+        threads = [threading.Thread(target=track, args=(k,)) for k in KEYS]
+        for t in threads:
+            t.start()
+        with app.app_context():
+            report = tutor_times.import_activities(rows, source_key="beside", batch_size=25)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == [] and report.imported == len(rows)
+        with app.app_context():
+            clock.set(live_at + TIMEOUT + timedelta(minutes=2))
+            tutor_times.close_expired_sessions()
+            db.engine.dispose()
+        assert stored_sessions(app) == reference(stream + live, TIMEOUT)
