@@ -152,7 +152,13 @@ class Rebuilder:
 
         wanted = sa.bindparam("ids", ids, type_=ARRAY(sa.BigInteger))
         session = sa.func.unnest(wanted).table_valued("id").render_derived(name="wanted")
-        each = sa.select(*columns).where(act.marking_session_id == session.c.id).lateral("each")
+        # OFFSET keeps the planner from flattening the LATERAL back into one join
+        each = (
+            sa.select(*columns)
+            .where(act.marking_session_id == session.c.id)
+            .offset(0)
+            .lateral("each")
+        )
         return conn.execute(sa.select(each).select_from(session).join(each, sa.true())).all()
 
     def _block(
