@@ -309,3 +309,19 @@ def test_an_import_beside_live_tracking_on_the_same_keys(clock: Clock) -> None:
             tutor_times.close_expired_sessions()
             db.engine.dispose()
         assert stored_sessions(app) == reference(stream + live, TIMEOUT)
+
+
+def test_a_batch_of_more_keys_than_one_transaction_takes(fast_app: Flask, clock: Clock) -> None:
+    """300 keys in one batch: two transactions (256 keys, then 44), each reading its keys'
+    windows and latest starts in one statement, on either backend."""
+    stream: list[tuple[Any, ...]] = []
+    rows: list[dict[str, Any]] = []
+    for n in range(600):
+        key = (3, 1, f"10.1.{n % 300 // 250}.{n % 300 % 250}")
+        at = T0 - timedelta(days=2) + timedelta(minutes=n // 300 * 20 + n % 7)
+        rows.append(row(key, at, n))
+        stream.append(("act", key, at))
+    clock.set(T0)
+    with fast_app.app_context():
+        assert tutor_times.import_activities(rows, source_key="wide").imported == 600
+    assert stored_sessions(fast_app) == reference(stream, TIMEOUT)
