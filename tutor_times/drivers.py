@@ -179,6 +179,20 @@ def lock_key(conn: sa.Connection, key: int) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
+def lock_keys(conn: sa.Connection, keys: list[int]) -> None:
+    """:func:`lock_key` for many keys in one statement, taken in ascending order: every
+    writer that holds several keys' locks at once takes them in this order, so none waits
+    for another in a cycle. (PostgreSQL evaluates a volatile function of the select list
+    after the sort.)"""
+    if conn.dialect.name != "postgresql" or not keys:
+        return
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    ordered = sa.bindparam("keys", sorted(set(keys)), type_=ARRAY(sa.BigInteger))
+    held = sa.func.unnest(ordered).table_valued("k").render_derived(name="held")
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(held.c.k)).order_by(held.c.k)).all()
+
+
 def insert_rows(
     conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
 ) -> None:
@@ -191,15 +205,116 @@ def insert_rows(
     if not has_fast_path(dialect):
         conn.execute(sa.insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
         return
-    processors = [table.c[name].type.bind_processor(dialect) for name in columns]
+    types = [copy_type(table.c[name].type, dialect) for name in columns]
+    # an aware time goes to a timestamptz column as it is: psycopg refuses a naive one
+    processors = [
+        None if pg_type == "timestamptz" else table.c[name].type.bind_processor(dialect)
+        for name, pg_type in zip(columns, types, strict=True)
+    ]
+    processed = [(i, p) for i, p in enumerate(processors) if p is not None]
     names = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
     target = dialect.identifier_preparer.format_table(table)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {target} ({names}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        # the columns' types named once: each value is then dumped without a lookup by its
+        # Python type, and the server reads it without parsing text
+        copy.set_types(types)
+        write = copy.write_row
+        if not processed:
+            for row in rows:
+                write(row)
+            return
         for row in rows:
-            copy.write_row(
-                [value if p is None else p(value) for p, value in zip(processors, row, strict=True)]
-            )
+            values = list(row)
+            for i, process in processed:
+                values[i] = process(values[i])
+            write(values)
+
+
+#: a session-local table of the values :func:`stored_values` looks up (emptied at commit)
+WANTED = "tutor_times_wanted"
+
+
+def stored_values(conn: sa.Connection, column: sa.Column[Any], values: list[str]) -> set[str]:
+    """Which of ``values`` (text) ``column`` holds. On psycopg 3 they are COPYed into a
+    temporary table and joined (one stream, however many: an array parameter is dumped
+    value by value in Python); elsewhere one IN list."""
+    if not values:
+        return set()
+    dialect = conn.dialect
+    if not has_fast_path(dialect):
+        return set(conn.scalars(sa.select(column).where(column.in_(values))))
+    prep = dialect.identifier_preparer
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {WANTED} (v text) ON COMMIT DELETE ROWS")
+    cursor.execute(f"TRUNCATE {WANTED}")
+    with cursor.copy(f"COPY {WANTED} (v) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text"])
+        for value in values:
+            copy.write_row((value,))
+    table = prep.format_table(column.table)
+    cursor.execute(
+        f"SELECT w.v FROM {WANTED} AS w JOIN {table} AS t ON t.{prep.quote(column.name)} = w.v"
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
+def update_rows(
+    conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Update many rows by id: each row is (id, *the new values of ``columns``). On PostgreSQL
+    one statement, the rows joined as arrays (``UPDATE … FROM unnest(…)``): an executemany
+    is a statement a row. Elsewhere an executemany."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    if dialect.name != "postgresql":
+        stmt = (
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("b_id"))
+            .values({name: sa.bindparam(f"b_{name}") for name in columns})
+        )
+        params = [
+            {"b_id": row[0], **{f"b_{n}": v for n, v in zip(columns, row[1:], strict=True)}}
+            for row in rows
+        ]
+        conn.execute(stmt, params)
+        return
+    prep = dialect.identifier_preparer
+    names = ["id", *columns]
+    arrays: dict[str, list[Any]] = {}
+    casts = []
+    for i, (name, values) in enumerate(zip(names, zip(*rows, strict=True), strict=True)):
+        column_type = table.c[name].type
+        process = column_type.bind_processor(dialect)
+        arrays[f"a{i}"] = list(values) if process is None else [process(v) for v in values]
+        casts.append(f"CAST(:a{i} AS {copy_type(column_type, dialect)}[])")
+    quoted = [prep.quote(name) for name in names]
+    sets = ", ".join(f"{q} = v.{q}" for q in quoted[1:])
+    sql = (
+        f"UPDATE {prep.format_table(table)} AS t SET {sets}"
+        f" FROM unnest({', '.join(casts)}) AS v({', '.join(quoted)}) WHERE t.id = v.id"
+    )
+    conn.execute(sa.text(sql), arrays)
+
+
+def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
+    """The PostgreSQL type psycopg dumps a column's values as, in a binary COPY."""
+    name = column_type.compile(dialect=dialect).lower().split("(")[0].strip()
+    return COPY_TYPES.get(name, name)
+
+
+#: column types as psycopg names them; a varchar takes a text value in a binary COPY
+COPY_TYPES = {
+    "bigint": "int8",
+    "integer": "int4",
+    "smallint": "int2",
+    "varchar": "text",
+    "character varying": "text",
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "boolean": "bool",
+}
 
 
 def insert_returning_ids(

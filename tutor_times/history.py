@@ -1,14 +1,23 @@
 """History: activities from before live tracking, placed into sessions by R1-R4.
 
-An imported activity is checked as a live one is (:meth:`Activity.checked`), but not against
-the live backdating window of R2: that window is what makes an activity history. Each key's
-new activities are sorted by time and cut into *runs* — neighbours less than TIMEOUT apart —
-and each run is placed among the key's stored sessions the way :meth:`SqlStore.place` places
-one activity, widened from a point to an interval: every stored session less than TIMEOUT from
-the run joins it, and they all become one session under the earliest id. Because a key's
-stored sessions are R2's runs of its activities (gaps of TIMEOUT or more between them), one
-placement keeps that true, so after any number of imports in any order, beside live tracking,
-the stored sessions are R2 over all the key's activities sorted by time.
+An imported activity is checked as a live one is (the checks of :meth:`Activity.checked`),
+but not against the live backdating window of R2: that window is what makes an activity
+history. A batch is placed set-wise, a transaction for a bounded number of keys at a time:
+
+1. the keys' locks are taken, in one statement, in one order (every importer's);
+2. each key's new activities, sorted by time, are cut into *runs* — neighbours less than
+   TIMEOUT apart;
+3. the key's stored sessions near its runs are read and locked in one statement;
+4. runs and stored sessions, each an interval [start, last activity], are sorted by start
+   and cut again where the next one starts TIMEOUT or more after the latest end so far
+   (gaps and islands): each *island* holding a run becomes one session, under the id of its
+   earliest stored session, or a new one;
+5. the writes — sessions closed, merged, respanned, created, and the activities — are a few
+   statements for every key of the transaction at once (see :class:`Plan`).
+
+Because a key's stored sessions are R2's runs of its activities (gaps of TIMEOUT or more
+between them), one placement keeps that true, so after any number of imports in any order,
+beside live tracking, the stored sessions are R2 over all the key's activities sorted by time.
 
 Every imported activity carries a source key (``import_key``, unique): rows already stored
 are skipped as duplicates, so an import can be run again, or resumed after it was killed.
@@ -16,21 +25,25 @@ are skipped as duplicates, so an import can be run again, or resumed after it wa
 
 from __future__ import annotations
 
-from bisect import bisect_left
+import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby, islice
-from typing import Any, NamedTuple
+from operator import itemgetter
+from queue import Full, Queue
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
 from . import drivers, metrics
-from .accounting import continues, duration_minutes, runs
-from .activity import STORED_FIELDS, Activity
+from .accounting import UTC, duration_minutes
+from .activity import check_action, check_id, check_ip, check_time
+from .constants import BIGINT_MAX
 from .errors import InvalidActivityError, UnknownActionError
-from .models import IMPORT_KEY_LENGTH, Models, close_sessions, last_activity_of, sessions_of_key
+from .models import IMPORT_KEY_LENGTH, SERVER, IdleSession, Models, close_sessions
 from .sql_store import SqlStore, key_hash
 
 #: why a row was not imported, as the report names it
@@ -47,6 +60,33 @@ BATCH_SIZE = 20_000
 #: keys whose per-key locks one transaction holds at most: PostgreSQL's lock table is shared
 #: and sized for about 64 locks per connection
 KEYS_PER_TRANSACTION = 256
+#: distinct IP addresses whose checked, stored form is remembered (they repeat in a file)
+IP_CACHE = 65_536
+#: rows checked between two readings of the clock (for the future-time check)
+CLOCK_EVERY = 1024
+
+#: the fields of a row given as a tuple (the file readers' form: cheaper than a mapping)
+ROW_FIELDS = (
+    "marker_id",
+    "unit_id",
+    "ip_address",
+    "action",
+    "project_id",
+    "task_id",
+    "task_definition_id",
+    "created_at",
+    "import_key",
+)
+
+#: a checked row: (marker_id, unit_id, stored ip_address, at in UTC, action, project_id,
+#: task_id, task_definition_id, import_key) — key and time first, the order it is sorted by
+Pending = tuple[int, int, str, datetime, str, int | None, int | None, int | None, str]
+Key = tuple[int, int, str]
+#: the ids a row may leave out, in ROW_FIELDS order
+OPTIONAL_IDS = ("project_id", "task_id", "task_definition_id")
+T = TypeVar("T")
+by_key = itemgetter(0, 1, 2)
+by_key_and_time = itemgetter(0, 1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -55,6 +95,9 @@ class Rejected:
 
     reason: str
     detail: str = ""
+
+
+Row = Mapping[str, Any] | tuple[Any, ...] | Rejected
 
 
 @dataclass
@@ -88,9 +131,52 @@ class Checks(NamedTuple):
     max_skew: timedelta
 
 
-class Pending(NamedTuple):
-    import_key: str
-    activity: Activity
+class RowChecker:
+    """The checks of :meth:`Activity.checked`, in its order, on one row at a time, without
+    building an Activity: the usual valid value passes a type test inline, anything else goes
+    to the same check functions (which raise the same errors). An address is checked, and put
+    in its stored form, once per distinct text (the IP policies are pure functions)."""
+
+    def __init__(self, checks: Checks) -> None:
+        self.checks = checks
+        self.actions = frozenset(checks.actions)
+        self._ips: dict[str, str] = {}
+
+    def ip(self, value: object) -> str:
+        stored = self._ips.get(value) if isinstance(value, str) else None
+        if stored is None:
+            stored = self.checks.ip_policy(check_ip(value))
+            if len(self._ips) >= IP_CACHE:
+                self._ips.clear()
+            self._ips[value] = stored  # type: ignore[index]  # check_ip took only a str
+        return stored
+
+    def pending(self, r: Sequence[Any], source_key: str, latest: datetime) -> Pending:
+        """The row as a Pending; raises UnknownActionError or InvalidActivityError."""
+        marker, unit, ip, action, project, task, definition, at = r[:8]
+        if action.__class__ is not str or action not in self.actions:
+            check_action(action, self.actions)
+        if marker.__class__ is not int or not 0 < marker <= BIGINT_MAX:
+            check_id(marker, "marker_id", required=True)
+        if unit.__class__ is not int or not 0 < unit <= BIGINT_MAX:
+            check_id(unit, "unit_id", required=True)
+        stored_ip = self.ip(ip)
+        for value, name in zip((project, task, definition), OPTIONAL_IDS, strict=True):
+            if value is not None and (value.__class__ is not int or not 0 < value <= BIGINT_MAX):
+                check_id(value, name, required=False)
+        if at.__class__ is not datetime or at.tzinfo is not UTC:
+            at = check_time(at)
+        if at > latest:
+            raise InvalidActivityError(f"created_at lies in the future: {at}", "at")
+        key = import_key(source_key, r[8])
+        return (marker, unit, stored_ip, at, action, project, task, definition, key)
+
+
+def as_tuple(row: Mapping[str, Any] | tuple[Any, ...], n: int) -> tuple[Any, ...]:
+    """A row in ROW_FIELDS order; a mapping without an import_key is keyed by its place."""
+    if isinstance(row, tuple):
+        return row
+    return (*(row.get(name) for name in ROW_FIELDS[:-1]), row.get("import_key", n))
 
 
 class Importer:
@@ -104,82 +190,48 @@ class Importer:
         clock: Callable[[], datetime],
         closing_delay: timedelta,
         batch_size: int = BATCH_SIZE,
+        context: Callable[[], AbstractContextManager[Any]] = nullcontext,
     ) -> None:
         self.store = store
+        #: what reading rows runs inside, in the reading thread (the host's resolvers of a
+        #: log may need its app context)
+        self.context = context
         self.models: Models = store.models
         self.checks = checks
         self.clock = clock
         #: a key's latest session stays open only while its last activity is this recent (R6)
         self.closing_delay = closing_delay
         self.batch_size = batch_size
-        self._statements()
-
-    def _statements(self) -> None:
-        ms = self.models.MarkingSession
-        row = sessions_of_key(self.models)
-        # The sessions that may join a run ending at :until, latest first: they form a run of
-        # consecutive sessions by start, so a page at a time is read until one does not join.
-        self._candidates = (
-            row.where(ms.start_time < sa.bindparam("until"), ms.start_time < sa.bindparam("below"))
-            .order_by(ms.start_time.desc(), ms.id.desc())
-            .limit(sa.bindparam("page"))
-            .with_for_update(of=ms)
-        )
-        self._open_session = row.where(ms.end_time.is_(None)).with_for_update(of=ms)
-        self._later = (
-            sa.select(ms.id)
-            .where(
-                ms.marker_id == sa.bindparam("marker_id"),
-                ms.unit_id == sa.bindparam("unit_id"),
-                ms.ip_address == sa.bindparam("ip_address"),
-                ms.start_time > sa.bindparam("last"),
-            )
-            .limit(1)
-        )
+        self.placer = Placer(self.models, store.timeout, store.min_minutes, closing_delay)
 
     # -- rows to activities --------------------------------------------------------------
 
-    def check(self, row: Mapping[str, Any], now: datetime) -> Activity:
-        """One row as an activity, by the checks of live tracking; raises InvalidActivityError."""
-        activity = Activity.checked(
-            row.get("action"),
-            marker_id=row.get("marker_id"),
-            unit_id=row.get("unit_id"),
-            ip_address=row.get("ip_address"),
-            project_id=row.get("project_id"),
-            task_id=row.get("task_id"),
-            task_definition_id=row.get("task_definition_id"),
-            at=row.get("created_at"),
-            actions=self.checks.actions,
-            ip_policy=self.checks.ip_policy,
-        )
-        if activity.at - now > self.checks.max_skew:
-            raise InvalidActivityError(f"created_at lies in the future: {activity.at}", "at")
-        return activity
-
     def _checked(
-        self, rows: Iterable[Mapping[str, Any] | Rejected], source_key: str, report: ImportReport
+        self, rows: Iterable[Row], source_key: str, report: ImportReport
     ) -> Iterator[Pending]:
+        checker = RowChecker(self.checks)
+        latest = self.clock() + self.checks.max_skew
+        skipped = report.skipped
         for n, row in enumerate(rows, start=1):
-            report.read += 1
+            report.read = n
+            if n % CLOCK_EVERY == 0:
+                latest = self.clock() + self.checks.max_skew
             if isinstance(row, Rejected):
-                report.skipped[row.reason] += 1
+                skipped[row.reason] += 1
                 continue
+            values = as_tuple(row, n)
             try:
-                activity = self.check(row, self.clock())
+                yield checker.pending(values, source_key, latest)
             except UnknownActionError:
-                report.skipped[NOT_ALLOWED] += 1
-                continue
+                skipped[NOT_ALLOWED] += 1
             except InvalidActivityError:
-                report.skipped[MALFORMED] += 1
-                continue
-            yield Pending(import_key(source_key, row.get("import_key", n)), activity)
+                skipped[MALFORMED] += 1
 
     # -- the import ------------------------------------------------------------------------
 
     def run(
         self,
-        rows: Iterable[Mapping[str, Any] | Rejected],
+        rows: Iterable[Row],
         *,
         source_key: str,
         dry_run: bool = False,
@@ -188,49 +240,60 @@ class Importer:
         """Import ``rows`` a batch at a time; each batch is checked, deduplicated and placed
         in transactions of its own, so an import stopped at any point loses no batch half."""
         report = ImportReport(dry_run=dry_run)
-        pending = self._checked(rows, source_key, report)
-        counted = (0, Counter[str]())  # what the metrics have been told so far
-        while batch := list(islice(pending, self.batch_size)):
-            with self.store.connect() as conn:
-                batch = self._admissible(conn, batch, report)
-                if not dry_run:
-                    self._write(conn, batch)
-            report.imported += len(batch)
+        admitted = Counter[str]()  # rows skipped when a batch was checked against the database
+        told = (0, Counter[str]())  # what the metrics have been told so far
+        batches = self._batches(rows, source_key)
+        for batch, read, skipped in in_background(batches, self.context):
+            report.read = read
+            if batch:
+                with self.store.connect() as conn:
+                    batch = self._admissible(conn, batch, admitted)
+                    if not dry_run:
+                        self.placer.place(conn, batch, self.clock)
+                report.imported += len(batch)
+            report.skipped = skipped + admitted
             if not dry_run:
-                metrics.import_progress(
-                    report.read - counted[0], len(batch), report.skipped - counted[1]
-                )
-                counted = (report.read, Counter(report.skipped))
+                metrics.import_progress(read - told[0], len(batch), report.skipped - told[1])
+                told = (read, Counter(report.skipped))
             if progress is not None:
                 progress(report)
-        if not dry_run:  # rows read and skipped after the last batch
-            metrics.import_progress(report.read - counted[0], 0, report.skipped - counted[1])
-        if progress is not None:
-            progress(report)
         return report
 
+    def _batches(
+        self, rows: Iterable[Row], source_key: str
+    ) -> Iterator[tuple[list[Pending], int, Counter[str]]]:
+        """Batches of checked rows, each with the rows read and skipped up to its end; a last,
+        empty one with the totals."""
+        seen = ImportReport()
+        pending = self._checked(rows, source_key, seen)
+        while batch := list(islice(pending, self.batch_size)):
+            yield batch, seen.read, Counter(seen.skipped)
+        yield [], seen.read, Counter(seen.skipped)
+
     def _admissible(
-        self, conn: sa.Connection, batch: list[Pending], report: ImportReport
+        self, conn: sa.Connection, batch: list[Pending], skipped: Counter[str]
     ) -> list[Pending]:
         """The batch without rows already imported, repeated, or naming a unit or user the
         database does not know (counted by reason)."""
-        act = self.models.SessionActivity
-        keys = [p.import_key for p in batch]
-        stored = set(conn.scalars(sa.select(act.import_key).where(act.import_key.in_(keys))))
-        units = self._known(conn, "unit_id", {p.activity.unit_id for p in batch})
-        users = self._known(conn, "marker_id", {p.activity.marker_id for p in batch})
+        stored = self._stored_keys(conn, [p[8] for p in batch])
+        units = self._known(conn, "unit_id", {p[1] for p in batch})
+        users = self._known(conn, "marker_id", {p[0] for p in batch})
         kept: list[Pending] = []
         for p in batch:
-            if p.import_key in stored:
-                report.skipped[DUPLICATE] += 1
-            elif units is not None and p.activity.unit_id not in units:
-                report.skipped[UNKNOWN_UNIT] += 1
-            elif users is not None and p.activity.marker_id not in users:
-                report.skipped[UNKNOWN_USER] += 1
+            if p[8] in stored:
+                skipped[DUPLICATE] += 1
+            elif units is not None and p[1] not in units:
+                skipped[UNKNOWN_UNIT] += 1
+            elif users is not None and p[0] not in users:
+                skipped[UNKNOWN_USER] += 1
             else:
-                stored.add(p.import_key)
+                stored.add(p[8])
                 kept.append(p)
         return kept
+
+    def _stored_keys(self, conn: sa.Connection, keys: list[str]) -> set[str]:
+        """Which of ``keys`` are stored already."""
+        return drivers.stored_values(conn, self.models.SessionActivity.__table__.c.import_key, keys)
 
     def _known(self, conn: sa.Connection, column: str, ids: set[int]) -> set[int] | None:
         """Which of ``ids`` the table a session's ``column`` references holds; None when the
@@ -240,211 +303,395 @@ class Importer:
             return set(conn.scalars(sa.select(target).where(target.in_(sorted(ids)))))
         return None
 
-    def _write(self, conn: sa.Connection, batch: list[Pending]) -> None:
-        """Place the batch key by key, in key order (so two imports never wait for each other
+
+#: batches read ahead of the one being placed
+READ_AHEAD = 1
+_DONE = object()
+
+
+def in_background(
+    items: Iterator[T], context: Callable[[], AbstractContextManager[Any]] = nullcontext
+) -> Iterator[T]:
+    """``items``, produced by a thread of their own while the consumer works on the one
+    before: reading and checking the next batch overlaps the database placing this one
+    (the thread runs while this one waits on the database). At most READ_AHEAD items wait,
+    so memory stays bounded; an error of the producer is raised to the consumer, and a
+    consumer that stops early stops the producer."""
+    queue: Queue[Any] = Queue(maxsize=READ_AHEAD)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            with context():
+                for item in items:
+                    if not offer(item):
+                        return
+            offer(_DONE)
+        except BaseException as exc:  # noqa: BLE001  # raised again by the consumer
+            offer(exc)
+
+    thread = threading.Thread(target=produce, name="tutor-times-import-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+# -- placing a batch, set-wise -------------------------------------------------------------
+
+
+class Run(NamedTuple):
+    """A key's new activities, each less than TIMEOUT after the one before."""
+
+    start: datetime
+    last: datetime
+    rows: list[Pending]
+
+
+class Stored(NamedTuple):
+    """A stored session near a run: its span to its last activity, and whether it is open."""
+
+    id: int
+    start: datetime
+    last: datetime
+    is_open: bool
+
+
+@dataclass(slots=True)
+class Island:
+    """Runs and stored sessions less than TIMEOUT apart in a chain: one session to be."""
+
+    key: Key
+    start: datetime
+    last: datetime
+    runs: list[Run] = field(default_factory=list)
+    #: by start: the first is the one the island's session keeps
+    sessions: list[Stored] = field(default_factory=list)
+    is_open: bool = False
+
+
+@dataclass
+class Plan:
+    """Every write of one transaction's placement, each list one statement.
+
+    Writers of sessions: :meth:`Placer.write` applies a plan in this order — close, merge,
+    respan, create, then the activities — and :meth:`Plan.sessions` names every session
+    whose activities or span changed, for anything kept per session to follow."""
+
+    #: open sessions that are no longer their key's latest (R5), closed at their last activity
+    close: list[IdleSession] = field(default_factory=list)
+    #: a merged session's id → the id of the session it becomes
+    merge: dict[int, int] = field(default_factory=dict)
+    #: (id, start, last, is_open) of a stored session the island keeps
+    respan: list[tuple[int, datetime, datetime, bool]] = field(default_factory=list)
+    #: islands with no stored session: a session each
+    create: list[Island] = field(default_factory=list)
+    #: (session id or the island to create, rows)
+    place: list[tuple[int | Island, list[Pending]]] = field(default_factory=list)
+    #: ids of the sessions written, filled in as they are
+    written: set[int] = field(default_factory=set)
+
+    def sessions(self) -> set[int]:
+        return self.written
+
+
+def key_runs(rows: Sequence[Pending], timeout: timedelta) -> list[Run]:
+    """One key's rows, sorted by time, cut where R2 starts a new session."""
+    found: list[Run] = []
+    current: list[Pending] = [rows[0]]
+    prev = rows[0][3]
+    for p in islice(rows, 1, None):
+        at = p[3]
+        if at - prev >= timeout:
+            found.append(Run(current[0][3], prev, current))
+            current = []
+        current.append(p)
+        prev = at
+    found.append(Run(current[0][3], prev, current))
+    return found
+
+
+def islands(key: Key, runs: list[Run], stored: list[Stored], timeout: timedelta) -> list[Island]:
+    """Gaps and islands over a key's runs and stored sessions: sorted by start, a new island
+    begins where the next starts TIMEOUT or more after the latest last activity so far. Only
+    islands that hold a run are returned, in time order."""
+    if not stored:  # runs are TIMEOUT or more apart: each is an island of its own
+        return [Island(key, run.start, run.last, [run]) for run in runs]
+    spans: list[tuple[datetime, int, Run | Stored]] = [
+        *((s.start, 0, s) for s in stored),
+        *((r.start, 1, r) for r in runs),
+    ]
+    spans.sort(key=itemgetter(0, 1))
+    found: list[Island] = []
+    current: Island | None = None
+    for start, _, span in spans:
+        if current is None or start - current.last >= timeout:
+            if current is not None and current.runs:
+                found.append(current)
+            current = Island(key, start, span.last)
+        current.last = max(current.last, span.last)
+        if isinstance(span, Run):
+            current.runs.append(span)
+        else:
+            current.sessions.append(span)
+    if current is not None and current.runs:
+        found.append(current)
+    for island in found:
+        if len(island.sessions) > 1:
+            island.sessions.sort(key=lambda s: (s.start, s.id))
+    return found
+
+
+class Placer:
+    """Places a batch of checked rows: a transaction per KEYS_PER_TRANSACTION keys."""
+
+    def __init__(
+        self, models: Models, timeout: timedelta, min_minutes: int, closing_delay: timedelta
+    ) -> None:
+        self.models = models
+        self.timeout = timeout
+        self.min_minutes = min_minutes
+        self.closing_delay = closing_delay
+
+    def place(
+        self, conn: sa.Connection, batch: list[Pending], clock: Callable[[], datetime]
+    ) -> None:
+        """Keys in order of their locks' numbers (so two imports never wait for each other
         in a cycle), a bounded number of keys per transaction."""
-        batch.sort(key=lambda p: (p.activity.key, p.activity.at))
-        by_key = [list(group) for _, group in groupby(batch, key=lambda p: p.activity.key)]
-        for start in range(0, len(by_key), KEYS_PER_TRANSACTION):
-            now = self.clock()
-            alone: list[tuple[dict[str, Any], list[Pending]]] = []
-            for group in by_key[start : start + KEYS_PER_TRANSACTION]:
-                drivers.lock_key(conn, key_hash(group[0].activity.key))
-                alone += self._place_key(conn, group, now)
-            self._create_closed(conn, alone, now)
+        batch.sort(key=by_key_and_time)
+        groups = [(k, list(g)) for k, g in groupby(batch, key=by_key)]
+        groups.sort(key=lambda kg: key_hash(kg[0]))
+        for first in range(0, len(groups), KEYS_PER_TRANSACTION):
+            chunk = groups[first : first + KEYS_PER_TRANSACTION]
+            drivers.lock_keys(conn, [key_hash(k) for k, _ in chunk])
+            plan = self.plan(conn, {k: key_runs(rows, self.timeout) for k, rows in chunk}, clock())
+            self.write(conn, plan, clock())
             conn.commit()
 
-    def _place_key(
-        self, conn: sa.Connection, group: list[Pending], now: datetime
-    ) -> list[tuple[dict[str, Any], list[Pending]]]:
-        """Place one key's runs. A run that no stored session joins, and that is not the key's
-        last, is a closed session of its own: those are returned, to be written in bulk for
-        every key at once. The others are placed one by one, in time order; the bulk ones
-        cannot join them, being TIMEOUT or more from every other run and every stored
-        session, and cannot be the key's latest (its last run comes after them)."""
-        timeout = self.store.timeout
-        every = key_runs(group, timeout)
-        key = _key_params(group[0].activity)
-        near = self._stored_between(conn, key, every[0][0].activity.at, every[-1][-1].activity.at)
-        starts = [s.start_time for s in near]
-        alone: list[list[Pending]] = []
-        placed: list[list[Pending]] = []
-        for run in every[:-1]:
-            # the stored session starting last before the run's end + TIMEOUT is the only one
-            # that can reach back to the run (a key's sessions do not overlap)
-            i = bisect_left(starts, run[-1].activity.at + timeout) - 1
-            joins = i >= 0 and continues(run[0].activity.at, near[i].last, timeout)
-            (placed if joins else alone).append(run)
-        for run in [*placed, every[-1]]:
-            self._place_run(conn, run, now)
-        return [(key, run) for run in alone]
+    # -- reading and planning ----------------------------------------------------------------
 
-    def _stored_between(
-        self, conn: sa.Connection, key: dict[str, Any], first: datetime, last: datetime
-    ) -> list[Any]:
-        """The key's sessions within TIMEOUT of [first, last], by start."""
-        ms = self.models.MarkingSession
-        timeout = self.store.timeout
-        rows = conn.execute(
-            sa.select(ms.id, ms.start_time, last_activity_of(self.models).label("last"))
-            .where(
-                *(getattr(ms, name) == value for name, value in key.items()),
-                ms.start_time < last + timeout,
-                sa.or_(ms.end_time > first - timeout, ms.end_time.is_(None)),
-            )
-            .order_by(ms.start_time)
-        ).all()
-        return list(rows)
+    def plan(self, conn: sa.Connection, runs: dict[Key, list[Run]], now: datetime) -> Plan:
+        near = self._stored_near(conn, runs)
+        latest_start = self._latest_starts(conn, list(runs))
+        plan = Plan()
+        for key, key_runs_ in runs.items():
+            stored = near.get(key, [])
+            found = islands(key, key_runs_, stored, self.timeout)
+            last = found[-1]
+            later = latest_start.get(key)
+            if later is None or later <= last.last:  # nothing of the key starts after it
+                last.is_open = now - last.last < self.closing_delay
+                plan.close += self._open_left_out(stored, found)
+            for island in found:
+                self._plan_island(plan, island)
+        return plan
 
-    def _create_closed(
-        self, conn: sa.Connection, alone: list[tuple[dict[str, Any], list[Pending]]], now: datetime
-    ) -> None:
-        """Runs that are sessions of their own, closed (R3, R4): one INSERT for the sessions,
-        one bulk write for their activities."""
-        if not alone:
+    @staticmethod
+    def _open_left_out(stored: list[Stored], found: list[Island]) -> list[IdleSession]:
+        """The key's open session, when no island takes it in: the key's latest session is
+        now another one, so it closes at its last activity (R5)."""
+        inside = {s.id for island in found for s in island.sessions}
+        return [(s.id, s.start, s.last) for s in stored if s.is_open and s.id not in inside]
+
+    def _plan_island(self, plan: Plan, island: Island) -> None:
+        runs = island.runs
+        rows = runs[0].rows if len(runs) == 1 else [p for run in runs for p in run.rows]
+        if not island.sessions:
+            plan.create.append(island)
+            plan.place.append((island, rows))
             return
-        ms = self.models.MarkingSession.__table__
-        columns = [
-            *alone[0][0],
-            *("start_time", "end_time", "duration_minutes", "created_at", "updated_at"),
-        ]
-        sessions = []
-        for key, run in alone:
-            span = self._span(run[0].activity.at, run[-1].activity.at, is_open=False)
-            sessions.append((*key.values(), *span.values(), run[0].activity.at, now))
-        ids = drivers.insert_returning_ids(conn, ms, columns, sessions)
-        self._insert_activities(
-            conn, [(int(sid), p) for sid, (_, run) in zip(ids, alone, strict=True) for p in run]
-        )
+        target = island.sessions[0].id
+        plan.merge.update((s.id, target) for s in island.sessions[1:])
+        plan.respan.append((target, island.start, island.last, island.is_open))
+        plan.place.append((target, rows))
 
-    # -- placing one run ---------------------------------------------------------------------
-
-    def _place_run(self, conn: sa.Connection, run: Sequence[Pending], now: datetime) -> None:
-        """R2 for a run of one key's activities (each less than TIMEOUT from the next): it
-        joins every stored session less than TIMEOUT away, and they become one session."""
-        first, last = run[0].activity, run[-1].activity
-        key = _key_params(first)
-        joined = self._joining(conn, key, first.at, last.at)
-        start = min([first.at, *(s.start_time for s in joined)])
-        end = max([last.at, *(s.last for s in joined)])
-        latest = conn.execute(self._later, {**key, "last": end}).first() is None
-        is_open = latest and now - end < self.closing_delay
-        ids = [s.id for s in joined]
-        if latest:
-            self._close_other_open(conn, key, ids, now)
-        if joined:
-            target = self._merge(conn, joined)
-            self._set_span(conn, target, start, end, is_open=is_open, now=now)
-        else:
-            target = self._create(conn, key, start, end, is_open=is_open, now=now)
-        self._insert_activities(conn, [(target, p) for p in run])
-
-    def _joining(
-        self, conn: sa.Connection, key: dict[str, Any], first: datetime, last: datetime
-    ) -> list[Any]:
-        """The key's sessions less than TIMEOUT from the run [first, last], earliest first."""
-        timeout = self.store.timeout
-        found: list[Any] = []
-        below: datetime | None = None
-        page = 8
-        while True:
-            params = {
-                **key,
-                "until": last + timeout,
-                "below": below or last + timeout,
-                "page": page,
-            }
-            rows = conn.execute(self._candidates, params).all()
-            for row in rows:
-                # a session before the run joins it when its last activity is close enough;
-                # one that starts within the run or less than TIMEOUT after it always does
-                if not continues(first, row.last, timeout):
-                    return found[::-1]
-                found.append(row)
-            if len(rows) < page:
-                return found[::-1]
-            below = rows[-1].start_time
-            page *= 4
-
-    def _close_other_open(
-        self, conn: sa.Connection, key: dict[str, Any], keep: list[int], now: datetime
-    ) -> None:
-        """The run's session becomes the key's latest: an earlier open one ends (R5)."""
-        row = conn.execute(self._open_session, key).first()
-        if row is not None and row.id not in keep:
-            close_sessions(
-                conn, self.models, [(row.id, row.start_time, row.last)], self.store.min_minutes, now
-            )
-
-    def _merge(self, conn: sa.Connection, joined: list[Any]) -> int:
-        """Every joined session becomes the earliest one; the id of that one."""
+    def _stored_near(
+        self, conn: sa.Connection, runs: dict[Key, list[Run]]
+    ) -> dict[Key, list[Stored]]:
+        """Each key's sessions less than TIMEOUT from the span of its runs, and its open one
+        if it starts before the span's end: locked first, then read with their last
+        activities (an append that held a session when the lock was asked is then seen)."""
         ms, act = self.models.MarkingSession, self.models.SessionActivity
-        target, others = joined[0].id, [s.id for s in joined[1:]]
-        if others:
-            conn.execute(
-                sa.update(act.__table__)
-                .where(act.marking_session_id.in_(others))
-                .values(marking_session_id=target)
+        if conn.dialect.name == "postgresql":
+            ids = self._lock_near_pg(conn, runs)
+        else:
+            ids = self._lock_near(conn, runs)
+        if not ids:
+            return {}
+        last = (
+            sa.select(sa.func.max(act.created_at))
+            .where(act.marking_session_id == ms.id)
+            .scalar_subquery()
+        )
+        found: dict[Key, list[Stored]] = {}
+        for row in conn.execute(
+            sa.select(
+                ms.id, ms.marker_id, ms.unit_id, ms.ip_address, ms.start_time, ms.end_time, last
+            ).where(ms.id.in_(ids))
+        ):
+            key = (int(row[1]), int(row[2]), str(row[3]))
+            stored = Stored(int(row[0]), row[4], row[6] or row[4], row[5] is None)
+            found.setdefault(key, []).append(stored)
+        return found
+
+    def _lock_near(self, conn: sa.Connection, runs: dict[Key, list[Run]]) -> list[int]:
+        """The ids of the sessions :meth:`_stored_near` reads, locked, in id order."""
+        ms = self.models.MarkingSession
+        timeout = self.timeout
+        near = [
+            sa.and_(
+                ms.marker_id == key[0],
+                ms.unit_id == key[1],
+                ms.ip_address == key[2],
+                ms.start_time < rs[-1].last + timeout,
+                sa.or_(ms.end_time > rs[0].start - timeout, ms.end_time.is_(None)),
             )
-            # before the target's span changes: one of these may be the key's open one (R5)
-            conn.execute(sa.delete(ms.__table__).where(ms.id.in_(others)))
-        return int(target)
+            for key, rs in runs.items()
+        ]
+        stmt = sa.select(ms.id).where(sa.or_(*near)).order_by(ms.id).with_for_update()
+        return list(conn.scalars(stmt))
 
-    def _span(self, start: datetime, end: datetime, *, is_open: bool) -> dict[str, Any]:
-        """A session's start, and for a closed one its end and duration (R3, R4)."""
-        if is_open:
-            return {"start_time": start, "end_time": None, "duration_minutes": None}
-        minutes = duration_minutes(start, end, self.store.min_minutes)
-        return {"start_time": start, "end_time": end, "duration_minutes": minutes}
+    def _lock_near_pg(self, conn: sa.Connection, runs: dict[Key, list[Run]]) -> list[int]:
+        """:meth:`_lock_near` on PostgreSQL: the keys' windows as arrays, one statement
+        whatever their number (a condition per key costs more to compile than to run)."""
+        timeout = self.timeout
+        windows = {
+            "m": [k[0] for k in runs],
+            "u": [k[1] for k in runs],
+            "ip": [k[2] for k in runs],
+            "lo": [rs[0].start - timeout for rs in runs.values()],
+            "hi": [rs[-1].last + timeout for rs in runs.values()],
+        }
+        return [int(i) for i in conn.execute(self._pg_sql(conn, "near"), windows).scalars()]
 
-    def _set_span(
-        self,
-        conn: sa.Connection,
-        session_id: int,
-        start: datetime,
-        end: datetime,
-        *,
-        is_open: bool,
-        now: datetime,
-    ) -> None:
+    def _pg_sql(self, conn: sa.Connection, name: str) -> sa.TextClause:
+        """The statements of the PostgreSQL path that take arrays, on this app's tables."""
+        prep = conn.dialect.identifier_preparer
+        table = prep.format_table(self.models.MarkingSession.__table__)
+        sql = {
+            "near": f"""
+                SELECT ms.id FROM {table} AS ms
+                JOIN unnest(CAST(:m AS bigint[]), CAST(:u AS bigint[]), CAST(:ip AS text[]),
+                            CAST(:lo AS timestamptz[]), CAST(:hi AS timestamptz[]))
+                     AS w(m, u, ip, lo, hi)
+                  ON ms.marker_id = w.m AND ms.unit_id = w.u AND ms.ip_address = w.ip
+                 AND ms.start_time < w.hi AND (ms.end_time > w.lo OR ms.end_time IS NULL)
+                ORDER BY ms.id FOR UPDATE OF ms""",
+            "latest": f"""
+                SELECT w.n - 1, (SELECT max(ms.start_time) FROM {table} AS ms
+                                 WHERE ms.marker_id = w.m AND ms.unit_id = w.u
+                                   AND ms.ip_address = w.ip)
+                FROM unnest(CAST(:m AS bigint[]), CAST(:u AS bigint[]), CAST(:ip AS text[]))
+                     WITH ORDINALITY AS w(m, u, ip, n)""",
+        }[name]
+        return sa.text(sql)
+
+    def _latest_starts(self, conn: sa.Connection, keys: list[Key]) -> dict[Key, datetime]:
+        """Each key's latest session start (one index probe a key)."""
+        ms = self.models.MarkingSession
+        if conn.dialect.name == "postgresql":
+            params: dict[str, list[Any]] = {"m": [k[0] for k in keys], "u": [k[1] for k in keys]}
+            params["ip"] = [k[2] for k in keys]
+            rows = conn.execute(self._pg_sql(conn, "latest"), params).all()
+            return {keys[n]: start for n, start in rows if start is not None}
+        probes = [
+            sa.select(sa.literal(n).label("n"), sa.func.max(ms.start_time).label("start")).where(
+                ms.marker_id == key[0], ms.unit_id == key[1], ms.ip_address == key[2]
+            )
+            for n, key in enumerate(keys)
+        ]
+        rows = conn.execute(sa.union_all(*probes) if len(probes) > 1 else probes[0]).all()
+        return {keys[row[0]]: row[1] for row in rows if row[1] is not None}
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
+        """A plan's writes, in an order that keeps one open session per key at every step
+        (R5's index): close, merge, respan (closed ones first), create, activities."""
+        self._close(conn, plan, now)
+        self._merge(conn, plan)
+        self._respan(conn, plan, now)
+        created = self._create(conn, plan, now)
+        self._insert_activities(conn, plan, created)
+
+    def _close(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
+        close_sessions(conn, self.models, plan.close, self.min_minutes, now)
+        plan.written.update(sid for sid, _, _ in plan.close)
+
+    def _merge(self, conn: sa.Connection, plan: Plan) -> None:
+        """Merged sessions' activities move to the session kept; the merged ones go."""
+        if not plan.merge:
+            return
+        ms, act = self.models.MarkingSession.__table__, self.models.SessionActivity.__table__
+        moves = {sid: sa.literal(target) for sid, target in plan.merge.items()}
+        conn.execute(
+            sa.update(act)
+            .where(act.c.marking_session_id.in_(list(moves)))
+            .values(marking_session_id=sa.case(moves, value=act.c.marking_session_id))
+        )
+        conn.execute(sa.delete(ms).where(ms.c.id.in_(list(moves))))
+
+    def _respan(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
+        """Kept sessions take their island's span: the closed ones first, so an open one
+        never meets another of its key."""
         ms = self.models.MarkingSession.__table__
-        values = self._span(start, end, is_open=is_open)
-        conn.execute(sa.update(ms).where(ms.c.id == session_id).values(**values, updated_at=now))
+        names = ["start_time", "end_time", "duration_minutes", "updated_at"]
+        for opening in (False, True):
+            rows = [
+                (sid, *self._span(start, last, is_open).values(), now)
+                for sid, start, last, is_open in plan.respan
+                if is_open is opening
+            ]
+            drivers.update_rows(conn, ms, names, rows)
+        plan.written.update(sid for sid, *_ in plan.respan)
 
-    def _create(
-        self,
-        conn: sa.Connection,
-        key: dict[str, Any],
-        start: datetime,
-        end: datetime,
-        *,
-        is_open: bool,
-        now: datetime,
-    ) -> int:
+    def _create(self, conn: sa.Connection, plan: Plan, now: datetime) -> dict[int, int]:
+        """A session for each island with none stored: id(island) → its new id."""
+        if not plan.create:
+            return {}
         ms = self.models.MarkingSession.__table__
-        values = {**key, **self._span(start, end, is_open=is_open)}
-        stmt = sa.insert(ms).values(**values, created_at=start, updated_at=now).returning(ms.c.id)
-        return int(conn.execute(stmt).scalar_one())
-
-    def _insert_activities(self, conn: sa.Connection, placed: list[tuple[int, Pending]]) -> None:
-        table = self.models.SessionActivity.__table__
-        columns = ["marking_session_id", *STORED_FIELDS, "created_at", "updated_at", "import_key"]
+        columns = ["marker_id", "unit_id", "ip_address", "start_time", "end_time"]
+        columns += ["duration_minutes", "created_at", "updated_at"]
         rows = [
-            (
-                session_id,
-                *(getattr(p.activity, name) for name in STORED_FIELDS),
-                p.activity.at,
-                p.activity.at,
-                p.import_key,
-            )
-            for session_id, p in placed
+            (*i.key, *self._span(i.start, i.last, i.is_open).values(), i.start, now)
+            for i in plan.create
+        ]
+        ids = drivers.insert_returning_ids(conn, ms, columns, rows)
+        plan.written.update(ids)
+        return {id(island): sid for island, sid in zip(plan.create, ids, strict=True)}
+
+    def _insert_activities(self, conn: sa.Connection, plan: Plan, created: dict[int, int]) -> None:
+        table = self.models.SessionActivity.__table__
+        columns = ["marking_session_id", "action", "project_id", "task_id"]
+        columns += ["task_definition_id", "source", "created_at", "updated_at", "import_key"]
+        rows = [
+            (sid, p[4], p[5], p[6], p[7], SERVER, p[3], p[3], p[8])
+            for target, ps in plan.place
+            for sid in (target if isinstance(target, int) else created[id(target)],)
+            for p in ps
         ]
         drivers.insert_rows(conn, table, columns, rows)
 
-
-def key_runs(group: list[Pending], timeout: timedelta) -> list[list[Pending]]:
-    """One key's activities, sorted by time, cut where R2 starts a new session."""
-    return list(runs(group, lambda p: p.activity.at, timeout))
+    def _span(self, start: datetime, end: datetime, is_open: bool) -> dict[str, Any]:
+        """A session's start, and for a closed one its end and duration (R3, R4)."""
+        if is_open:
+            return {"start_time": start, "end_time": None, "duration_minutes": None}
+        minutes = duration_minutes(start, end, self.min_minutes)
+        return {"start_time": start, "end_time": end, "duration_minutes": minutes}
 
 
 def import_key(source_key: str, line: object) -> str:
@@ -453,7 +700,3 @@ def import_key(source_key: str, line: object) -> str:
     if len(key) > IMPORT_KEY_LENGTH:
         raise ValueError(f"an import key is at most {IMPORT_KEY_LENGTH} characters: {key[:60]}…")
     return key
-
-
-def _key_params(a: Activity) -> dict[str, Any]:
-    return {"marker_id": a.marker_id, "unit_id": a.unit_id, "ip_address": a.ip_address}

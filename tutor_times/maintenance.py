@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from flask import Flask, current_app
 
@@ -14,7 +14,7 @@ from . import idempotency, jobs, metrics, retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
-from .history import BATCH_SIZE, Checks, Importer, ImportReport, Rejected
+from .history import BATCH_SIZE, Checks, Importer, ImportReport, Row
 from .rebuild import Rebuilder, RebuildReport
 from .worker import Worker
 
@@ -134,11 +134,12 @@ class Maintenance:
             clock=self.clock,
             closing_delay=state.settings.closing_delay,
             batch_size=batch_size,
+            context=current_app._get_current_object().app_context,  # type: ignore[attr-defined]
         )
 
     def import_activities(
         self,
-        rows: Iterable[Mapping[str, Any] | Rejected],
+        rows: Iterable[Row],
         *,
         source_key: str,
         dry_run: bool = False,

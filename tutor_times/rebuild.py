@@ -129,13 +129,8 @@ class Rebuilder:
         block = self._block(conn, key, start, end)
         if not block:
             return 0, None
-        act = self.models.SessionActivity
         ids = [s.id for s in block]
-        activities = conn.execute(
-            sa.select(act.id, act.created_at, act.marking_session_id)
-            .where(act.marking_session_id.in_(ids))
-            .order_by(act.created_at, act.id)
-        ).all()
+        activities = sorted(self._activities(conn, ids), key=lambda a: (a[1], a[0]))
         runs = self._runs(activities)
         latest = self._next(conn, key, block[-1].start_time) is None
         now = self.clock()
@@ -144,6 +139,27 @@ class Rebuilder:
             return len(block), None
         self._rewrite(conn, key, block, runs, is_open, now)
         return len(block), len(runs)
+
+    def _activities(self, conn: sa.Connection, ids: list[int]) -> Sequence[Any]:
+        """(id, created_at, session id) of the sessions' activities. On PostgreSQL each
+        session's are looked up by the session index (LATERAL): with an id list, a planner
+        whose statistics lag behind an import scans every activity instead."""
+        act = self.models.SessionActivity
+        columns = (act.id, act.created_at, act.marking_session_id)
+        if conn.dialect.name != "postgresql":
+            return conn.execute(sa.select(*columns).where(act.marking_session_id.in_(ids))).all()
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        wanted = sa.bindparam("ids", ids, type_=ARRAY(sa.BigInteger))
+        session = sa.func.unnest(wanted).table_valued("id").render_derived(name="wanted")
+        # OFFSET keeps the planner from flattening the LATERAL back into one join
+        each = (
+            sa.select(*columns)
+            .where(act.marking_session_id == session.c.id)
+            .offset(0)
+            .lateral("each")
+        )
+        return conn.execute(sa.select(each).select_from(session).join(each, sa.true())).all()
 
     def _block(
         self, conn: sa.Connection, key: Key, start: datetime | None, end: datetime | None
@@ -216,22 +232,17 @@ class Rebuilder:
     ) -> None:
         """The block's sessions become the runs: ids kept where a run starts where a session
         did, every session closed until the end (one open session per key, R5). Each step is
-        one statement for the whole key (executemany or COPY), and only activities whose
-        session changes are moved."""
+        one statement for the whole key (an UPDATE over arrays, or COPY, on PostgreSQL), and
+        only activities whose session changes are moved."""
         ms, act = self.models.MarkingSession.__table__, self.models.SessionActivity.__table__
         old = {s.start_time: s.id for s in block}
         kept = [(old.pop(run.start), run) for run in runs if run.start in old]
-        fresh = [run for run in runs if all(run is not r for _, r in kept)]
-        if kept:
-            conn.execute(
-                sa.update(ms)
-                .where(ms.c.id == sa.bindparam("b_id"))
-                .values({name: sa.bindparam(f"b_{name}") for name in self._closed(runs[0], now)}),
-                [
-                    {"b_id": sid, **{f"b_{k}": v for k, v in self._closed(run, now).items()}}
-                    for sid, run in kept
-                ],
-            )
+        kept_runs = {id(run) for _, run in kept}
+        fresh = [run for run in runs if id(run) not in kept_runs]
+        names = list(self._closed(runs[0], now))
+        drivers.update_rows(
+            conn, ms, names, [(sid, *self._closed(run, now).values()) for sid, run in kept]
+        )
         columns = ["marker_id", "unit_id", "ip_address", "start_time", "end_time"]
         columns += ["duration_minutes", "updated_at", "created_at"]
         rows = [(*key, *self._closed(run, now).values(), run.start) for run in fresh]
@@ -239,18 +250,9 @@ class Rebuilder:
         target = {id(run): sid for sid, run in kept}
         target.update({id(run): sid for sid, run in zip(ids, fresh, strict=True)})
         moves = [
-            {"b_aid": aid, "b_sid": target[id(run)]}
-            for run in runs
-            for aid, sid in run.ids
-            if sid != target[id(run)]
+            (aid, target[id(run)]) for run in runs for aid, sid in run.ids if sid != target[id(run)]
         ]
-        if moves:
-            conn.execute(
-                sa.update(act)
-                .where(act.c.id == sa.bindparam("b_aid"))
-                .values(marking_session_id=sa.bindparam("b_sid")),
-                moves,
-            )
+        drivers.update_rows(conn, act, ["marking_session_id"], moves)
         if old:
             conn.execute(sa.delete(ms).where(ms.c.id.in_(list(old.values()))))
         if is_open:

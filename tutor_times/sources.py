@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import IO, Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from .history import MALFORMED, UNKNOWN_USER, Rejected
+from .history import MALFORMED, UNKNOWN_USER, Rejected, Row
 
 FORMATS = ("csv", "ontrack-log")
 CSV_COLUMNS = (
@@ -39,8 +39,6 @@ ID_COLUMNS = ("marker_id", "unit_id", "project_id", "task_id", "task_definition_
 IDENTITY_LINES = 8
 #: requests a log has started and not completed, at most (the oldest is given up first)
 OPEN_REQUESTS = 10_000
-
-Row = dict[str, Any] | Rejected
 
 
 class LogTarget(NamedTuple):
@@ -97,21 +95,36 @@ def identity(path: str, fmt: str) -> str:
 
 def csv_rows(text: IO[str]) -> Iterator[Row]:
     """One row per CSV record: the columns of CSV_COLUMNS, created_at in ISO 8601 with a zone.
-    An ``import_key`` column, when present, is the row's source key instead of its line."""
-    reader = csv.DictReader(text)
-    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    An ``import_key`` column, when present, is the row's source key instead of its line.
+    Rows are tuples in ROW_FIELDS order; blank lines are skipped, as csv.DictReader does."""
+    reader = csv.reader(text)
+    header = next(reader, None) or []
+    missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
         raise ValueError(f"the CSV lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}")
-    keyed = "import_key" in (reader.fieldnames or [])
+    keyed = "import_key" in header
+    at_ip, at_action, at_time = (header.index(c) for c in ("ip_address", "action", "created_at"))
+    at_ids = [header.index(c) for c in ID_COLUMNS]
+    at_key = header.index("import_key") if keyed else -1
     for record in reader:
+        if not record:
+            continue
         try:
-            row: dict[str, Any] = {
-                **{name: _int(record[name]) for name in ID_COLUMNS},
-                "ip_address": record["ip_address"],
-                "action": record["action"],
-                "created_at": datetime.fromisoformat(record["created_at"]),
-                "import_key": record["import_key"] if keyed else reader.line_num,
-            }
+            marker, unit, project, task, definition = (_int(record[i]) for i in at_ids)
+            row = (
+                marker,
+                unit,
+                record[at_ip],
+                record[at_action],
+                project,
+                task,
+                definition,
+                datetime.fromisoformat(record[at_time]),
+                record[at_key] if keyed else reader.line_num,
+            )
+        except IndexError:
+            yield Rejected(MALFORMED, f"line {reader.line_num}: a column is missing")
+            continue
         except (TypeError, ValueError) as exc:
             yield Rejected(MALFORMED, f"line {reader.line_num}: {exc}")
             continue
@@ -132,6 +145,8 @@ STARTED = re.compile(
     r" at (?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4})"
 )
 ASSESSING = re.compile(_TAG + r"(?P<user>\S+) assessing task (?P<task>\d+)\b")
+#: what makes a logged URL need urlsplit and parse_qs rather than a split by hand
+PLAIN_URL_UNSAFE = re.compile(r"[%+;\x00-\x20\x7f]")
 COMPLETED = re.compile(_TAG + r"Completed (?P<status>\d{3})\b")
 
 
@@ -190,11 +205,8 @@ class LogReader:
         elif len(self.open) >= OPEN_REQUESTS:
             _, oldest = self.open.popitem(last=False)
             yield Rejected(MALFORMED, f"line {oldest.line}: the request never completed")
-        url = urlsplit(match["path"])
-        username = parse_qs(url.query).get("username", [None])[0]
-        self.open[tag] = Request(
-            number, match["method"], url.path, match["ip"], match["at"], username
-        )
+        path, username = path_and_username(match["path"])
+        self.open[tag] = Request(number, match["method"], path, match["ip"], match["at"], username)
 
     def _assessing(self, number: int, line: str) -> Iterator[Row]:
         match = ASSESSING.search(line)
@@ -221,19 +233,33 @@ class LogReader:
         user_id = self.resolve_username(request.username) if request.username else None
         if user_id is None:
             return Rejected(UNKNOWN_USER, f"line {request.line}: {request.username!r}")
-        try:
-            at = datetime.strptime(request.at, "%Y-%m-%d %H:%M:%S %z")
+        try:  # the Started pattern took "YYYY-MM-DD HH:MM:SS +HHMM", which this reads
+            at = datetime.fromisoformat(request.at)
         except ValueError:
             return Rejected(MALFORMED, f"line {request.line}: a time out of the calendar")
         assessed = request.assessed_task is not None
-        return {
-            "marker_id": user_id,
-            "unit_id": target.unit_id,
-            "ip_address": request.ip,
-            "action": "assessing" if assessed else target.action,
-            "project_id": target.project_id,
-            "task_id": request.assessed_task if assessed else target.task_id,
-            "task_definition_id": target.task_definition_id,
-            "created_at": at,
-            "import_key": request.line,
-        }
+        return (
+            user_id,
+            target.unit_id,
+            request.ip,
+            "assessing" if assessed else target.action,
+            target.project_id,
+            request.assessed_task if assessed else target.task_id,
+            target.task_definition_id,
+            at,
+            request.line,
+        )
+
+
+def path_and_username(url: str) -> tuple[str, str | None]:
+    """A logged request's path, and the first non-blank ``username`` of its query. A plain
+    ``/path?a=b&…`` is split by hand; anything urlsplit or parse_qs would change (an
+    escape, a ``+``, a scheme or host, a control character) goes through them."""
+    if url.startswith("/") and not url.startswith("//") and not PLAIN_URL_UNSAFE.search(url):
+        path, _, query = url.partition("#")[0].partition("?")
+        for pair in query.split("&"):
+            if pair.startswith("username=") and len(pair) > 9:
+                return path, pair[9:]
+        return path, None
+    parts = urlsplit(url)
+    return parts.path, parse_qs(parts.query).get("username", [None])[0]

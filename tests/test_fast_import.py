@@ -1,0 +1,327 @@
+"""The fast paths of an import give what the plain ones would: rows checked without building
+an Activity, URLs split by hand, rows read in a thread, a batch placed over many transactions,
+text written by a binary COPY."""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from flask import Flask
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from demo.extensions import db, tutor_times
+from tutor_times import history
+from tutor_times.activity import Activity
+from tutor_times.errors import InvalidActivityError, UnknownActionError
+from tutor_times.history import (
+    MALFORMED,
+    NOT_ALLOWED,
+    ROW_FIELDS,
+    Checks,
+    Rejected,
+    RowChecker,
+    in_background,
+)
+from tutor_times.sources import csv_rows, path_and_username
+
+from .conftest import BACKENDS, T0, Clock, build, built, stored
+from .test_history import row, stored_sessions
+from .test_property import KEYS, TIMEOUT, reference
+from .test_rebuild import history as generated_history
+
+ACTIONS = ("inbox", "assessing")
+CHECKS = Checks(ACTIONS, str, timedelta(seconds=60))
+NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+@pytest.fixture(params=BACKENDS)
+def fast_app(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Flask]:
+    yield from build(str(request.param))
+
+
+# -- checking a row: the same outcome as Activity.checked ----------------------------------
+
+bad_ids = st.sampled_from([0, -1, 2**63, True, "7", 1.0])
+#: a valid row, then at most two of its fields replaced by values that may not be valid
+valid = st.tuples(
+    st.sampled_from([1, 5, 2**63 - 1]),
+    st.sampled_from([1, 5, 2**63 - 1]),
+    st.sampled_from(["10.0.0.1", "::1", "2001:DB8::1"]),
+    st.sampled_from(ACTIONS),
+    st.sampled_from([None, 1, 2**63 - 1]),
+    st.sampled_from([None, 1, 2**63 - 1]),
+    st.sampled_from([None, 1, 2**63 - 1]),
+    st.datetimes(
+        max_value=datetime(2025, 12, 31),
+        timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=11))]),
+    ),
+)
+replacements = [
+    st.one_of(st.none(), bad_ids),
+    st.one_of(st.none(), bad_ids),
+    st.sampled_from(["fe80::1%eth0", "not an address", "010.0.0.1", "10.0.0.999", 7, None]),
+    st.sampled_from(["delete", None, 3, ""]),
+    bad_ids,
+    bad_ids,
+    bad_ids,
+    st.sampled_from(
+        [
+            NOW + timedelta(seconds=60),  # the latest a time may be
+            NOW + timedelta(seconds=60, microseconds=1),
+            datetime(2025, 1, 1),  # naive
+            "2025-01-01T00:00:00+00:00",
+            datetime(2025, 1, 1, tzinfo=timezone(timedelta(hours=-5))),
+        ]
+    ),
+]
+
+
+@st.composite
+def values(draw: st.DrawFn) -> tuple[Any, ...]:
+    row = list(draw(valid))
+    for field in draw(st.lists(st.integers(0, 7), max_size=2, unique=True)):
+        row[field] = draw(replacements[field])
+    return tuple(row)
+
+
+def outcome_of_activity(v: tuple[Any, ...]) -> object:
+    """What the plain path makes of a row: Activity.checked, then the future-time check."""
+    try:
+        a = Activity.checked(
+            v[3],
+            marker_id=v[0],
+            unit_id=v[1],
+            ip_address=v[2],
+            project_id=v[4],
+            task_id=v[5],
+            task_definition_id=v[6],
+            at=v[7],
+            actions=ACTIONS,
+        )
+    except UnknownActionError:
+        return NOT_ALLOWED
+    except InvalidActivityError:
+        return MALFORMED
+    if a.at - NOW > CHECKS.max_skew:
+        return MALFORMED
+    return (a.marker_id, a.unit_id, a.ip_address, a.at, a.action, a.project_id, a.task_id)
+
+
+def outcome_of_checker(v: tuple[Any, ...]) -> object:
+    try:
+        p = RowChecker(CHECKS).pending((*v, 1), "src", NOW + CHECKS.max_skew)
+    except UnknownActionError:
+        return NOT_ALLOWED
+    except InvalidActivityError:
+        return MALFORMED
+    assert p[3].tzinfo is timezone.utc and p[8] == "src:1"
+    return p[:7]
+
+
+@settings(max_examples=400, deadline=None)
+@given(values())
+def test_a_row_is_checked_as_activity_checked_checks_it(v: tuple[Any, ...]) -> None:
+    assert outcome_of_checker(v) == outcome_of_activity(v)
+
+
+def test_an_ip_address_is_checked_once_and_stored_by_the_policy() -> None:
+    calls: list[str] = []
+
+    def policy(ip: str) -> str:
+        calls.append(ip)
+        return f"hashed-{ip}"
+
+    checker = RowChecker(Checks(ACTIONS, policy, timedelta(0)))
+    for _ in range(3):
+        assert checker.ip("10.0.0.1") == "hashed-10.0.0.1"
+    assert calls == ["10.0.0.1"]
+    with pytest.raises(InvalidActivityError):
+        checker.ip("10.0.0.999")
+
+
+# -- reading files -------------------------------------------------------------------------
+
+url_parts = st.sampled_from(
+    ["/api/units/1", "/a b", "//host/p", "http://h/x", "/p", "", "?", "&", "#", "#f", "%41"]
+)
+query_parts = st.sampled_from(
+    ["username=tutor-1", "username=", "username=a+b", "username=%41", "x=1", "username=z", "&"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(url_parts, max_size=3), st.lists(query_parts, max_size=4), st.booleans())
+def test_a_logged_url_is_split_as_urlsplit_and_parse_qs_split_it(
+    path: list[str], query: list[str], with_query: bool
+) -> None:
+    url = "".join(path) + ("?" + "&".join(query) if with_query else "")
+    parts = urlsplit(url)
+    assert path_and_username(url) == (
+        parts.path,
+        parse_qs(parts.query).get("username", [None])[0],
+    )
+
+
+def test_a_csv_skips_blank_lines_and_counts_a_short_row_malformed() -> None:
+    text = io.StringIO(
+        "marker_id,unit_id,ip_address,action,project_id,task_id,task_definition_id,created_at\n"
+        "\n"
+        "3,1,10.0.0.1,inbox,, ,,2025-01-01T00:00:00+00:00\n"
+        "3,1,10.0.0.1\n"
+        "x,1,10.0.0.1,inbox,,,,2025-01-01T00:00:00+00:00\n"
+    )
+    got = list(csv_rows(text))
+    assert got[0] == (3, 1, "10.0.0.1", "inbox", None, None, None, NOW.replace(year=2025), 3)
+    assert [type(r) for r in got[1:]] == [Rejected, Rejected]
+    assert all(isinstance(r, Rejected) and r.reason == MALFORMED for r in got[1:])
+    assert len(ROW_FIELDS) == len(got[0])
+
+
+# -- reading ahead in a thread -----------------------------------------------------------
+
+
+def test_reading_ahead_gives_every_item_in_order_and_raises_the_readers_error() -> None:
+    def items() -> Iterator[int]:
+        yield from range(5)
+        raise ValueError("the CSV lacks a column")
+
+    got: list[int] = []
+    with pytest.raises(ValueError, match="lacks a column"):
+        for item in in_background(items()):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+
+
+def test_a_consumer_that_stops_early_stops_the_reader() -> None:
+    produced: list[int] = []
+
+    def items() -> Iterator[int]:
+        for n in range(1000):
+            produced.append(n)
+            yield n
+
+    for item in in_background(items()):
+        if item == 2:
+            break
+    assert len(produced) < 10
+    assert not [t for t in threading.enumerate() if t.name == "tutor-times-import-reader"]
+
+
+# -- placing over many transactions, writing by COPY ---------------------------------------
+
+
+def test_a_batch_over_more_keys_than_a_transaction_holds_is_placed_exactly(
+    fast_app: Flask, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys are placed KEYS_PER_TRANSACTION at a time: at one a transaction, a batch of every
+    key, with live sessions to merge with, still gives R2 over each key's activities."""
+    monkeypatch.setattr(history, "KEYS_PER_TRANSACTION", 1)
+    stream: list[tuple[Any, ...]] = []
+    rows: list[dict[str, Any]] = []
+    clock.set(T0)
+    with fast_app.app_context():
+        for key in KEYS:
+            marker, unit, ip = key
+            tutor_times.record_activity("assessing", marker_id=marker, unit_id=unit, ip_address=ip)
+            stream.append(("act", key, T0))
+        for n in range(40):
+            key = KEYS[n % len(KEYS)]
+            at = T0 - timedelta(minutes=7 * n)
+            rows.append(row(key, at, n))
+            stream.append(("act", key, at))
+        clock.set(T0 + timedelta(minutes=1))
+        report = tutor_times.import_activities(rows, source_key="many", batch_size=40)
+        assert report.imported == 40
+        final = T0 + TIMEOUT * 3
+        clock.set(final)
+        tutor_times.close_expired_sessions(final)
+    assert stored_sessions(fast_app) == reference(stream, TIMEOUT)
+
+
+def test_text_with_tabs_newlines_and_backslashes_is_stored_as_it_was(
+    fast_app: Flask, tmp_path: Path
+) -> None:
+    keys = ["a\tb", "line\nbreak", "back\\slash", "\\N", "quote\"'", "é"]
+    path = tmp_path / "keyed.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["import_key", *ROW_FIELDS[:-1]])
+        for n, key in enumerate(keys):
+            at = (T0 - timedelta(days=1, minutes=n)).isoformat()
+            writer.writerow([key, 3, 1, "10.0.0.1", "inbox", "", "", "", at])
+    result = fast_app.test_cli_runner().invoke(args=["tutor-times", "import", str(path)])
+    assert result.exit_code == 0, result.output
+    got = {a.import_key for a in stored(fast_app, tutor_times.SessionActivity)}
+    assert got == {f"csv:{key}" for key in keys}
+
+
+@pytest.mark.real
+def test_an_import_beside_live_tracking_on_the_same_keys(clock: Clock) -> None:
+    """Live activities arrive on every key while batches of its history, in random order,
+    are placed around the sessions they keep open: every activity is kept once, and the
+    sessions are R2 over all of them."""
+    rows, stream = generated_history(seed=5)
+    rnd = random.Random(5)
+    rnd.shuffle(rows)
+    live_at = max(r["created_at"] for r in rows) + timedelta(minutes=2)
+    clock.set(live_at)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    live: list[tuple[Any, ...]] = []
+    with built("postgres") as app:
+
+        def track(key: tuple[int, int, str]) -> None:
+            with app.app_context():
+                n = 0
+                while not stop.is_set() or n < 20:
+                    at = live_at - timedelta(seconds=n % 50)
+                    try:
+                        tutor_times.record_activity(
+                            "inbox", marker_id=key[0], unit_id=key[1], ip_address=key[2], at=at
+                        )
+                    except BaseException as exc:  # reported by the test, not lost in a thread
+                        errors.append(exc)
+                        return
+                    live.append(("act", key, at))
+                    n += 1
+
+        threads = [threading.Thread(target=track, args=(k,)) for k in KEYS]
+        for t in threads:
+            t.start()
+        with app.app_context():
+            report = tutor_times.import_activities(rows, source_key="beside", batch_size=25)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == [] and report.imported == len(rows)
+        with app.app_context():
+            clock.set(live_at + TIMEOUT + timedelta(minutes=2))
+            tutor_times.close_expired_sessions()
+            db.engine.dispose()
+        assert stored_sessions(app) == reference(stream + live, TIMEOUT)
+
+
+def test_a_batch_of_more_keys_than_one_transaction_takes(fast_app: Flask, clock: Clock) -> None:
+    """300 keys in one batch: two transactions (256 keys, then 44), each reading its keys'
+    windows and latest starts in one statement, on either backend."""
+    stream: list[tuple[Any, ...]] = []
+    rows: list[dict[str, Any]] = []
+    for n in range(600):
+        key = (3, 1, f"10.1.{n % 300 // 250}.{n % 300 % 250}")
+        at = T0 - timedelta(days=2) + timedelta(minutes=n // 300 * 20 + n % 7)
+        rows.append(row(key, at, n))
+        stream.append(("act", key, at))
+    clock.set(T0)
+    with fast_app.app_context():
+        assert tutor_times.import_activities(rows, source_key="wide").imported == 600
+    assert stored_sessions(fast_app) == reference(stream, TIMEOUT)
