@@ -17,7 +17,7 @@ from flask_login import current_user
 from flask_login.utils import login_url
 from pydantic import BaseModel
 
-from .. import reports
+from .. import reports, whatif
 from ..extension import current
 from ..reports import Scope
 from . import calendar, csv_export
@@ -42,6 +42,8 @@ DAYS_BY_DEFAULT = 31
 LIVE_EVERY_MS = 5000
 #: the sorted zone names offered by the picker, computed once
 ZONE_NAMES = sorted(ZONES)
+#: the what-if picker's inactivity timeouts, in seconds (the configured one is added)
+WHAT_IF_TIMEOUTS = (60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200)
 
 
 def _error_page(status: int, message: str) -> Any:
@@ -85,7 +87,15 @@ def unit_dashboard(unit_id: int) -> Any:
         scope = Scope(start, end, unit_id=unit_id, marker_id=marker_id)
         live = url_for(".active", unit_id=unit_id)
         links = _csv_links(query, unit_id=unit_id, marker_id=marker_id)
-        return _context(scope, query, title=f"Unit {unit_id}", live_url=live, links=links)
+        return _context(
+            scope,
+            query,
+            what_if_seconds=query.timeout,
+            timeout_choices=_timeout_choices(query.timeout),
+            title=f"Unit {unit_id}",
+            live_url=live,
+            links=links,
+        )
 
     return _page(s.DashboardQuery, build)
 
@@ -143,18 +153,24 @@ def _local_dates(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[date, da
     return start.astimezone(tz).date(), (end - timedelta(microseconds=1)).astimezone(tz).date()
 
 
-def _context(scope: Scope, query: Any, **page: Any) -> dict[str, Any]:
-    """Everything the page shows, from the report functions the JSON endpoints run."""
+def _context(
+    scope: Scope, query: Any, *, what_if_seconds: int | None = None, **page: Any
+) -> dict[str, Any]:
+    """Everything the page shows, from the report functions the JSON endpoints run.
+
+    ``what_if_seconds``: the unit page's what-if timeout (None: off; absent: no picker)."""
     tz = query.zone()
     first, last = _local_dates(scope.start, scope.end, tz)
     bucket = query.bucket or ("day" if (last - first).days < DAYS_BY_DEFAULT else "week")
     summary = report(reports.summary, scope)
+    what_if = None if what_if_seconds is None else _what_if(scope, what_if_seconds, summary)
     week, active = _week(scope, tz), _active(scope)
     shown = [t["marker_id"] for t in summary["tutors"]]
     shown += [b.marker_id for b in week.blocks] + [a["marker_id"] for a in active]
     if scope.marker_id is not None:
         shown.append(scope.marker_id)
     return {
+        "timeout_choices": None,  # the unit page's what-if picker; one's own page has none
         **page,
         # one call for every tutor on the page, never one per row
         "names": current().names_of(shown),
@@ -173,7 +189,45 @@ def _context(scope: Scope, query: Any, **page: Any) -> dict[str, Any]:
         "presets": _presets(last),
         "live_every_ms": LIVE_EVERY_MS,
         "hours": csv_export.hours,
+        "what_if": what_if,
     }
+
+
+def _what_if(scope: Scope, seconds: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """Each tutor's minutes under another timeout: ``summary?timeout=``'s report, run once.
+
+    A tutor with sessions only under the what-if timeout is added to ``summary`` with none
+    stored, so the table has a row for everyone either report counts."""
+    result = report(whatif.summary, scope, timeout=timedelta(seconds=seconds))
+    minutes = {t["marker_id"]: t["minutes"] for t in result["tutors"]}
+    stored = {t["marker_id"] for t in summary["tutors"]}
+    for marker in sorted(minutes.keys() - stored):
+        summary["tutors"].append(
+            reports.with_rate({"marker_id": marker, "sessions": 0, "assessments": 0}, 0)
+        )
+    configured = int(current().state.timeout.total_seconds())
+    return {
+        "label": timeout_label(seconds),
+        "configured_label": timeout_label(configured),
+        "minutes": minutes,
+        "totals": result["totals"],
+    }
+
+
+def timeout_label(seconds: int) -> str:
+    """``900`` as "15 min", ``90`` as "90 s"."""
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+
+def _timeout_choices(chosen: int | None) -> list[tuple[int, str]]:
+    """The what-if picker's options: common timeouts, the configured one (so named) and the
+    one in the URL, in order."""
+    configured = int(current().state.timeout.total_seconds())
+    shown = sorted({*WHAT_IF_TIMEOUTS, configured, *([chosen] if chosen else [])})
+    return [
+        (seconds, timeout_label(seconds) + (" (configured)" if seconds == configured else ""))
+        for seconds in shown
+    ]
 
 
 def _week(scope: Scope, tz: ZoneInfo) -> calendar.Week:
