@@ -473,7 +473,10 @@ def health_check() -> Any:
     state = ext.state
     if not state.settings.operations.health_public:
         current_user_id()
-    body = health.check(state, ext.tracking_engine, ext.models.Jobs, ext.clock())
+    checks = health.check(state, ext.tracking_engine, ext.models.Jobs, ext.clock())
+    # built by its response model, as every other reply is (instants as ISO with a Z); a
+    # check's fields it did not give stay out of the body rather than showing as null
+    body = s.HealthOut.model_validate(checks).model_dump(mode="json", exclude_unset=True)
     response = jsonify(body)
     response.status_code = 200 if body["status"] == health.OK else 503
     response.headers["Cache-Control"] = "no-store"
