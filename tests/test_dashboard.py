@@ -256,3 +256,8 @@ def test_my_dashboard_has_no_what_if(seeded: Flask) -> None:
     client = login(seeded, "tutor2")
     assert 'name="timeout"' not in page(client, "/tutor-times/me/dashboard?tz=UTC")
     page(client, "/tutor-times/me/dashboard?timeout=60", 400)
+
+
+def test_a_what_if_at_the_start_of_the_calendar_is_a_400_page(seeded: Flask) -> None:
+    query = "from=0001-01-01&to=0001-01-07&tz=Pacific/Kiritimati&timeout=86400"
+    assert "timeout" in page(login(seeded, "convenor"), f"{UNIT}/dashboard?{query}", 400)

@@ -33,6 +33,7 @@ from .views import (
     marker_scope,
     report,
     timeline_buckets,
+    what_if,
 )
 
 #: the most sessions the calendar draws; past it, the newest, and the page says so
@@ -203,7 +204,7 @@ def _what_if(scope: Scope, seconds: int, summary: dict[str, Any]) -> dict[str, A
 
     A tutor with sessions only under the what-if timeout is added to ``summary`` with none
     stored, so the table has a row for everyone either report counts."""
-    result = report(whatif.summary, scope, timeout=timedelta(seconds=seconds))
+    result = what_if(whatif.summary, scope, seconds=seconds)
     minutes = {t["marker_id"]: t["minutes"] for t in result["tutors"]}
     stored = {t["marker_id"] for t in summary["tutors"]}
     for marker in sorted(minutes.keys() - stored):

@@ -149,6 +149,20 @@ def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
 
 
+def what_if(query: Callable[..., T], scope: Scope, *args: Any, seconds: int) -> T:
+    """A ``whatif`` report under a timeout of ``seconds``. It reads the activities up to a
+    timeout before the range (and a while after it); a range at the very start of the
+    calendar leaves no room for that, and is a 400 naming ``timeout`` rather than a 500."""
+    try:
+        return report(query, scope, *args, timeout=timedelta(seconds=seconds))
+    except OverflowError:
+        raise ApiError(
+            400,
+            "timeout: the range is too close to the ends of the calendar for a what-if",
+            "timeout",
+        ) from None
+
+
 def _sessions_page(scope: Scope, query: s.SessionsQuery | s.MySessionsQuery) -> dict[str, Any]:
     """One page of the scope's sessions, as the query asks for it."""
     return report(
@@ -235,7 +249,7 @@ def summary(path: s.UnitPath, query: s.WhatIfQuery) -> Any:
     if query.timeout is None:
         result = report(reports.summary, scope)
     else:
-        result = report(whatif.summary, scope, timeout=timedelta(seconds=query.timeout))
+        result = what_if(whatif.summary, scope, seconds=query.timeout)
     if query.format == "csv":
         total = {"marker_id": "total", **result["totals"]}
         rows = [
@@ -303,8 +317,7 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     else:
         tz = query.zone()
         starts = ranges.day_starts(scope.start, scope.end, tz, query.bucket)
-        timeout = timedelta(seconds=query.timeout)
-        buckets = report(whatif.timeline, scope, starts, tz, timeout=timeout)
+        buckets = what_if(whatif.timeline, scope, starts, tz, seconds=query.timeout)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
         return csv_response(
