@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -261,3 +262,23 @@ def test_my_dashboard_has_no_what_if(seeded: Flask) -> None:
 def test_a_what_if_at_the_start_of_the_calendar_is_a_400_page(seeded: Flask) -> None:
     query = "from=0001-01-01&to=0001-01-07&tz=Pacific/Kiritimati&timeout=86400"
     assert "timeout" in page(login(seeded, "convenor"), f"{UNIT}/dashboard?{query}", 400)
+
+
+@pytest.mark.parametrize("args", ["tz=UTC", "tz=UTC&timeout=60"])
+def test_the_pages_reports_share_one_connection(seeded: Flask, args: str) -> None:
+    """Five or six reports, one checkout (and ping) for them all; the host's own session
+    (the user, the role, the names) takes the other."""
+    client = login(seeded, "convenor")
+    checkouts: list[object] = []
+
+    def count(*_: object) -> None:
+        checkouts.append(_)
+
+    with seeded.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "checkout", count)
+    try:
+        page(client, f"{UNIT}/dashboard?{args}")
+    finally:
+        sa.event.remove(engine, "checkout", count)
+    assert len(checkouts) == 2

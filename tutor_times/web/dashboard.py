@@ -31,6 +31,7 @@ from .views import (
     date_range,
     live_after,
     marker_scope,
+    one_connection,
     report,
     timeline_buckets,
     what_if,
@@ -73,7 +74,8 @@ def _page(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any
         query = parse(model, query_args(model))
         if query.format != "json":
             raise ApiError(400, "format: the page is HTML; its tables link their CSV", "format")
-        context = build(query)
+        with one_connection():  # the page's reports, one after the other
+            context = build(query)
     except FieldError as exc:
         return _error_page(400, f"{exc.field}: {exc.message}")
     except ApiError as exc:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -137,15 +138,39 @@ def live_after() -> datetime:
     return ext.clock() - ext.state.timeout
 
 
-def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one of the ``reports`` functions on a connection of its own (of the reports bind,
-    if one is set), with the tables and the shortest session length it needs."""
+#: where :func:`one_connection` keeps the request's reports connection
+SHARED_CONNECTION = "tutor_times_reports_connection"
+
+
+def _connect() -> sa.Connection:
+    """A connection for reports: of the reports bind, if one is set."""
     ext = current()
     bind = ext.state.settings.reports_bind
     # Reports only read, so they may go to a replica (TUTOR_TIMES_REPORTS_BIND); tracking and
     # closing never come here and always write to the primary.
-    connect = ext.state.tracker.sql.connect if bind is None else ext.db.engines[bind].connect
-    with connect() as conn:
+    return ext.state.tracker.sql.connect() if bind is None else ext.db.engines[bind].connect()
+
+
+@contextmanager
+def one_connection() -> Iterator[None]:
+    """Every :func:`report` inside runs on one connection: a page of several reports checks
+    a connection out of the pool (a ping) and returns it (a rollback) once, not per report."""
+    with _connect() as conn:
+        setattr(g, SHARED_CONNECTION, conn)
+        try:
+            yield
+        finally:
+            g.pop(SHARED_CONNECTION, None)
+
+
+def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one of the ``reports`` functions on a connection of its own (or the one of
+    :func:`one_connection`), with the tables and the shortest session length it needs."""
+    ext = current()
+    shared: sa.Connection | None = g.get(SHARED_CONNECTION)
+    if shared is not None:
+        return query(shared, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
+    with _connect() as conn:
         return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
 
 
