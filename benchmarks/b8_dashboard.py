@@ -152,6 +152,7 @@ def run(
     app = years_of_data(database_url, sessions, activities)
     query = term_query()
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     server = server_times(convenor(app), query, calls)
     browser = browser_loads(app, query, loads)
     print(
@@ -168,6 +169,8 @@ def run(
         "range": "a 12-week term",
         "server": server,
         "browser": browser,
+        # how busy the shared machine was: the 1-minute load average before and after
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
