@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
 
 from benchmarks.common import (
     DATABASE_URL,
@@ -80,7 +82,9 @@ def explain(app: Any, client: Any, path: str) -> list[str]:
     return plans
 
 
-def run(database_url: str, sessions: int, activities: int, calls: int) -> dict[str, Any]:
+def years_of_data(database_url: str, sessions: int, activities: int) -> Flask:
+    """The demo app on B3's data: ``sessions`` closed sessions of 200 tutors over two years in
+    four units, ``activities`` activities each (B8 measures its dashboard on the same)."""
     ensure_database(database_url)
     app = bench_app(database_url)
     with step(f"{sessions:,} sessions, {activities * sessions:,} activities, 200 tutors"):
@@ -88,9 +92,20 @@ def run(database_url: str, sessions: int, activities: int, calls: int) -> dict[s
         fill_closed_sessions(
             app, sessions, markers=200, units=4, activities_per_session=activities, days=730
         )
+    return app
+
+
+def convenor(app: Flask) -> FlaskClient:
+    """A test client logged in as unit 1's convenor."""
     client = app.test_client()
     login = client.post("/login", json={"username": "convenor", "password": "password"})
     assert login.status_code == 200
+    return client
+
+
+def run(database_url: str, sessions: int, activities: int, calls: int) -> dict[str, Any]:
+    app = years_of_data(database_url, sessions, activities)
+    client = convenor(app)
     today = datetime.now(timezone.utc)
     results = []
     for range_name, query in ranges(today).items():

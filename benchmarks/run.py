@@ -14,6 +14,7 @@ from benchmarks import (
     b5_redis_stall,
     b6_import,
     b7_cluster,
+    b8_dashboard,
 )
 from benchmarks.report import write_readme
 
@@ -25,6 +26,7 @@ BENCHMARKS = {
     "b5": b5_redis_stall,
     "b6": b6_import,
     "b7": b7_cluster,
+    "b8": b8_dashboard,
 }
 
 

@@ -12,6 +12,7 @@ from benchmarks import (
     b5_redis_stall,
     b6_import,
     b7_cluster,
+    b8_dashboard,
 )
 
 from .conftest import require_real_services
@@ -68,3 +69,12 @@ def test_b7_cluster() -> None:
     [row] = b7_cluster.main(["--smoke"])["results"]
     assert {row[v]["n"] for v in ("cluster_store", "single_redis_store", "floor")} == {60}
     assert row["cluster_vs_floor_p50"] > 0
+
+
+def test_b8_dashboard() -> None:
+    result = b8_dashboard.main(["--smoke"])
+    assert set(result["server"]) == {"page", *b8_dashboard.PARTS}
+    assert all(row["n"] == 3 and row["p50_ms"] > 0 for row in result["server"].values())
+    browser = result["browser"]
+    assert browser["n"] == 2
+    assert 0 < browser["server_p50_ms"] <= browser["load_p50_ms"] <= browser["load_max_ms"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -197,3 +198,87 @@ def test_the_ends_of_the_calendar_are_a_page_or_a_400(seeded: Flask, args: str) 
     r = login(seeded, "convenor").get(f"{UNIT}/dashboard?{args}")
     assert r.status_code in (200, 400), r.get_data(as_text=True)[:300]
     assert r.mimetype == "text/html"
+
+
+WHAT_IF_RANGE = "from=2026-02-27&to=2026-03-04&tz=UTC"
+FOOT = re.compile(r'data-foot="(\w+)">([^<]*)<')
+
+
+def minutes_by_tutor(summary: dict[str, Any]) -> dict[str, str]:
+    return {str(t["marker_id"]): str(t["minutes"]) for t in summary["tutors"]}
+
+
+@pytest.mark.parametrize("seconds", [60, 300])
+def test_the_what_if_columns_equal_the_summary_under_that_timeout(
+    seeded: Flask, seconds: int
+) -> None:
+    client = login(seeded, "convenor")
+    stored = client.get(f"{UNIT}/summary?{WHAT_IF_RANGE}").get_json()
+    what_if = client.get(f"{UNIT}/summary?{WHAT_IF_RANGE}&timeout={seconds}").get_json()
+    html = page(client, f"{UNIT}/dashboard?{WHAT_IF_RANGE}&timeout={seconds}")
+    rows = table_rows(html, "tutors")
+    configured, changed = minutes_by_tutor(stored), minutes_by_tutor(what_if)
+    assert set(rows) == set(configured) | set(changed) and len(rows) >= 2
+    for marker, cells in rows.items():
+        assert cells["configured_minutes"] == configured.get(marker, "0")
+        assert cells["whatif_minutes"] == changed.get(marker, "0")
+    feet = dict(FOOT.findall(html.split('data-table="tutors"', 1)[1].split("</table>")[0]))
+    assert feet == {
+        "configured_minutes": str(stored["totals"]["minutes"]),
+        "whatif_minutes": str(what_if["totals"]["minutes"]),
+    }
+    assert what_if["totals"]["minutes"] != stored["totals"]["minutes"]
+    assert f'<option value="{seconds}" selected>' in html
+
+
+@pytest.mark.parametrize("args", ["", "&timeout="])
+def test_the_what_if_columns_are_off_by_default(seeded: Flask, args: str) -> None:
+    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?{WHAT_IF_RANGE}{args}")
+    assert 'name="timeout"' in html and '<option value="" selected>' in html
+    assert "whatif_minutes" not in html and "configured_minutes" not in html
+
+
+def test_a_tutor_sees_only_their_own_what_if_minutes(seeded: Flask) -> None:
+    client = login(seeded, "tutor1")
+    html = page(client, f"{UNIT}/dashboard?{WHAT_IF_RANGE}&timeout=60")
+    mine = client.get(f"{UNIT}/summary?{WHAT_IF_RANGE}&timeout=60").get_json()
+    assert {k: v["whatif_minutes"] for k, v in table_rows(html, "tutors").items()} == (
+        minutes_by_tutor(mine)
+    )
+    assert set(minutes_by_tutor(mine)) == {"3"}
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "1.5", "abc", "86401"])
+def test_a_bad_what_if_timeout_is_a_400_page(seeded: Flask, value: str) -> None:
+    assert "timeout" in page(login(seeded, "convenor"), f"{UNIT}/dashboard?timeout={value}", 400)
+
+
+def test_my_dashboard_has_no_what_if(seeded: Flask) -> None:
+    client = login(seeded, "tutor2")
+    assert 'name="timeout"' not in page(client, "/tutor-times/me/dashboard?tz=UTC")
+    page(client, "/tutor-times/me/dashboard?timeout=60", 400)
+
+
+def test_a_what_if_at_the_start_of_the_calendar_is_a_400_page(seeded: Flask) -> None:
+    query = "from=0001-01-01&to=0001-01-07&tz=Pacific/Kiritimati&timeout=86400"
+    assert "timeout" in page(login(seeded, "convenor"), f"{UNIT}/dashboard?{query}", 400)
+
+
+@pytest.mark.parametrize("args", ["tz=UTC", "tz=UTC&timeout=60"])
+def test_the_pages_reports_share_one_connection(seeded: Flask, args: str) -> None:
+    """Five or six reports, one checkout (and ping) for them all; the host's own session
+    (the user, the role, the names) takes the other."""
+    client = login(seeded, "convenor")
+    checkouts: list[object] = []
+
+    def count(*_: object) -> None:
+        checkouts.append(_)
+
+    with seeded.app_context():
+        engine = db.engine
+    sa.event.listen(engine, "checkout", count)
+    try:
+        page(client, f"{UNIT}/dashboard?{args}")
+    finally:
+        sa.event.remove(engine, "checkout", count)
+    assert len(checkouts) == 2

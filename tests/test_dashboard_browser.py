@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from demo.extensions import tutor_times
 
@@ -190,3 +190,47 @@ def test_the_page_fits_a_phone(site: Site, backend: str) -> None:
     table = d.find_element(By.CSS_SELECTOR, 'table[data-table="tutors"]')
     assert table.is_displayed() and table.size["width"] > 0
     screenshot(d, f"dashboard-phone-{backend}", PHONE[0], mobile=True)
+
+
+def test_the_what_if_picker_adds_the_column_pair_of_the_summary_under_that_timeout(
+    site: Site, backend: str
+) -> None:
+    site.login("convenor", f"{UNIT}/dashboard")
+    d = site.driver
+    d.execute_script(
+        """const f = document.querySelector(".tt-pickers");
+        f.elements.from.value = "2026-02-27"; f.elements.to.value = "2026-03-04";
+        f.elements.tz.value = "UTC";""",
+    )
+    Select(d.find_element(By.NAME, "timeout")).select_by_value("60")
+    d.find_element(By.CSS_SELECTOR, ".tt-pickers button[type=submit]").click()
+    WebDriverWait(d, WAIT).until(lambda d: "timeout=60" in d.current_url)
+    assert site.query()["timeout"] == "60"
+    args = {"from": "2026-02-27", "to": "2026-03-04", "tz": "UTC"}
+    stored = site.json("convenor", f"{UNIT}/summary", **args)
+    what_if = site.json("convenor", f"{UNIT}/summary", timeout="60", **args)
+    configured = {str(t["marker_id"]): str(t["minutes"]) for t in stored["tutors"]}
+    changed = {str(t["marker_id"]): str(t["minutes"]) for t in what_if["tutors"]}
+    rows = site.rows("tutors")
+    assert set(rows) == set(configured) | set(changed) and len(rows) >= 2
+    assert {k: r["configured_minutes"] for k, r in rows.items()} == {
+        k: configured.get(k, "0") for k in rows
+    }
+    assert {k: r["whatif_minutes"] for k, r in rows.items()} == {
+        k: changed.get(k, "0") for k in rows
+    }
+    assert changed != configured
+    feet = {
+        e.get_attribute("data-foot"): e.text
+        for e in d.find_elements(By.CSS_SELECTOR, 'table[data-table="tutors"] tfoot [data-foot]')
+    }
+    assert feet == {
+        "configured_minutes": str(stored["totals"]["minutes"]),
+        "whatif_minutes": str(what_if["totals"]["minutes"]),
+    }
+    screenshot(d, f"dashboard-what-if-{backend}", DESKTOP[0], mobile=False)
+    Select(d.find_element(By.NAME, "timeout")).select_by_value("")  # off again
+    d.find_element(By.CSS_SELECTOR, ".tt-pickers button[type=submit]").click()
+    WebDriverWait(d, WAIT).until(lambda d: "timeout=60" not in d.current_url)
+    assert "timeout" not in site.query()
+    assert not d.find_elements(By.CSS_SELECTOR, '[data-col="whatif_minutes"]')

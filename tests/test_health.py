@@ -9,6 +9,8 @@ import pytest
 from flask import Flask
 
 from demo.extensions import tutor_times
+from tutor_times.web import csv_export
+from tutor_times.web.schemas import HealthOut
 from tutor_times.worker import Worker
 
 from .conftest import Clock, built, login
@@ -93,3 +95,18 @@ def test_health_can_be_for_signed_in_users_only(clock: Clock) -> None:
     with built("sqlite", TUTOR_TIMES_HEALTH_PUBLIC=False) as app:
         assert app.test_client().get(URL).status_code == 401
         assert login(app, "tutor1").get(URL).status_code == 200
+
+
+def test_the_body_is_its_response_model_with_instants_as_the_other_endpoints_write_them(
+    backend: str, clock: Clock
+) -> None:
+    with built(backend) as app:
+        client = app.test_client()
+        worker_pass(app)
+        beat = clock()
+        clock.advance(seconds=30)
+        body = client.get(URL).get_json()
+        worker = body["checks"]["worker"]
+        assert worker["last_heartbeat"] == csv_export.instant(beat)  # "…Z", as in /sessions
+        assert worker["age_seconds"] == 30.0
+        assert body == HealthOut.model_validate(body).model_dump(mode="json", exclude_unset=True)

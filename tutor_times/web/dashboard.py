@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo
 from flask import current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_login.utils import login_url
+from markupsafe import Markup, escape
 from pydantic import BaseModel
 
-from .. import reports
+from .. import reports, whatif
 from ..extension import current
 from ..reports import Scope
 from . import calendar, csv_export
@@ -30,8 +31,10 @@ from .views import (
     date_range,
     live_after,
     marker_scope,
+    one_connection,
     report,
     timeline_buckets,
+    what_if,
 )
 
 #: the most sessions the calendar draws; past it, the newest, and the page says so
@@ -42,6 +45,10 @@ DAYS_BY_DEFAULT = 31
 LIVE_EVERY_MS = 5000
 #: the sorted zone names offered by the picker, computed once
 ZONE_NAMES = sorted(ZONES)
+#: the picker's list of zones as HTML, rendered once: 600 options on every page otherwise
+ZONE_OPTIONS = Markup("").join(Markup('<option value="{}">').format(z) for z in ZONE_NAMES)
+#: the what-if picker's inactivity timeouts, in seconds (the configured one is added)
+WHAT_IF_TIMEOUTS = (60, 120, 300, 600, 900, 1200, 1800, 2700, 3600, 7200)
 
 
 def _error_page(status: int, message: str) -> Any:
@@ -67,7 +74,8 @@ def _page(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any
         query = parse(model, query_args(model))
         if query.format != "json":
             raise ApiError(400, "format: the page is HTML; its tables link their CSV", "format")
-        context = build(query)
+        with one_connection():  # the page's reports, one after the other
+            context = build(query)
     except FieldError as exc:
         return _error_page(400, f"{exc.field}: {exc.message}")
     except ApiError as exc:
@@ -85,7 +93,15 @@ def unit_dashboard(unit_id: int) -> Any:
         scope = Scope(start, end, unit_id=unit_id, marker_id=marker_id)
         live = url_for(".active", unit_id=unit_id)
         links = _csv_links(query, unit_id=unit_id, marker_id=marker_id)
-        return _context(scope, query, title=f"Unit {unit_id}", live_url=live, links=links)
+        return _context(
+            scope,
+            query,
+            what_if_seconds=query.timeout,
+            timeout_choices=_timeout_choices(query.timeout),
+            title=f"Unit {unit_id}",
+            live_url=live,
+            links=links,
+        )
 
     return _page(s.DashboardQuery, build)
 
@@ -143,18 +159,24 @@ def _local_dates(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[date, da
     return start.astimezone(tz).date(), (end - timedelta(microseconds=1)).astimezone(tz).date()
 
 
-def _context(scope: Scope, query: Any, **page: Any) -> dict[str, Any]:
-    """Everything the page shows, from the report functions the JSON endpoints run."""
+def _context(
+    scope: Scope, query: Any, *, what_if_seconds: int | None = None, **page: Any
+) -> dict[str, Any]:
+    """Everything the page shows, from the report functions the JSON endpoints run.
+
+    ``what_if_seconds``: the unit page's what-if timeout (None: off; absent: no picker)."""
     tz = query.zone()
     first, last = _local_dates(scope.start, scope.end, tz)
     bucket = query.bucket or ("day" if (last - first).days < DAYS_BY_DEFAULT else "week")
     summary = report(reports.summary, scope)
+    what_if = None if what_if_seconds is None else _what_if(scope, what_if_seconds, summary)
     week, active = _week(scope, tz), _active(scope)
     shown = [t["marker_id"] for t in summary["tutors"]]
     shown += [b.marker_id for b in week.blocks] + [a["marker_id"] for a in active]
     if scope.marker_id is not None:
         shown.append(scope.marker_id)
     return {
+        "timeout_choices": None,  # the unit page's what-if picker; one's own page has none
         **page,
         # one call for every tutor on the page, never one per row
         "names": current().names_of(shown),
@@ -170,10 +192,62 @@ def _context(scope: Scope, query: Any, **page: Any) -> dict[str, Any]:
         "week": week,
         "active": active,
         "zones": ZONE_NAMES,
+        "zone_options": ZONE_OPTIONS,
+        "cell": cell,
         "presets": _presets(last),
         "live_every_ms": LIVE_EVERY_MS,
         "hours": csv_export.hours,
+        "what_if": what_if,
     }
+
+
+def _what_if(scope: Scope, seconds: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """Each tutor's minutes under another timeout: ``summary?timeout=``'s report, run once.
+
+    A tutor with sessions only under the what-if timeout is added to ``summary`` with none
+    stored, so the table has a row for everyone either report counts."""
+    result = what_if(whatif.summary, scope, seconds=seconds)
+    minutes = {t["marker_id"]: t["minutes"] for t in result["tutors"]}
+    stored = {t["marker_id"] for t in summary["tutors"]}
+    for marker in sorted(minutes.keys() - stored):
+        summary["tutors"].append(
+            reports.with_rate({"marker_id": marker, "sessions": 0, "assessments": 0}, 0)
+        )
+    configured = int(current().state.timeout.total_seconds())
+    return {
+        "label": timeout_label(seconds),
+        "configured_label": timeout_label(configured),
+        "minutes": minutes,
+        "totals": result["totals"],
+    }
+
+
+def timeout_label(seconds: int) -> str:
+    """``900`` as "15 min", ``90`` as "90 s"."""
+    return f"{seconds // 60} min" if seconds % 60 == 0 else f"{seconds} s"
+
+
+def _timeout_choices(chosen: int | None) -> list[tuple[int, str]]:
+    """The what-if picker's options: common timeouts, the configured one (so named) and the
+    one in the URL, in order."""
+    configured = int(current().state.timeout.total_seconds())
+    shown = sorted({*WHAT_IF_TIMEOUTS, configured, *([chosen] if chosen else [])})
+    return [
+        (seconds, timeout_label(seconds) + (" (configured)" if seconds == configured else ""))
+        for seconds in shown
+    ]
+
+
+def cell(column: str, value: Any, shown: Any = None) -> Markup:
+    """A table cell that keeps its raw value for sorting: ``data-value`` is empty and the
+    cell shows "—" for None, unless ``shown`` says what to show.
+
+    A function rather than a template macro: a term's page has about 2,000 cells, and a
+    Jinja macro call costs about 1.4x this one."""
+    raw = "" if value is None else value
+    text = ("—" if value is None else value) if shown is None else shown
+    # escape() and an f-string: Markup.format goes through string.Formatter, 4x slower
+    return Markup(f'<td data-col="{escape(column)}" data-value="{escape(raw)}">{escape(text)}</td>')
 
 
 def _week(scope: Scope, tz: ZoneInfo) -> calendar.Week:

@@ -158,11 +158,23 @@ class TimelineQuery(WhatIfQuery):
     )
 
 
+def _blank_is_off(value: Any) -> Any:
+    """A form's picker left at "off" sends ``timeout=``: no what-if, not a bad number."""
+    return None if value == "" else _digits(value)
+
+
 class DashboardQuery(UnitReportQuery):
-    """A unit's dashboard page: a range, a zone and optionally one tutor."""
+    """A unit's dashboard page: a range, a zone, optionally one tutor and a what-if timeout."""
 
     bucket: Literal["day", "week"] | None = Field(
         None, description="Minutes per day or per week; default: days up to 31 days, else weeks."
+    )
+    timeout: Annotated[int | None, BeforeValidator(_blank_is_off)] = Field(
+        None,
+        ge=1,
+        le=86_400,
+        description="What if: also each tutor's minutes under this inactivity timeout, in"
+        " seconds, as `summary?timeout=` gives them; empty or absent: off.",
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -137,16 +138,54 @@ def live_after() -> datetime:
     return ext.clock() - ext.state.timeout
 
 
-def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one of the ``reports`` functions on a connection of its own (of the reports bind,
-    if one is set), with the tables and the shortest session length it needs."""
+#: where :func:`one_connection` keeps the request's reports connection
+SHARED_CONNECTION = "tutor_times_reports_connection"
+
+
+def _connect() -> sa.Connection:
+    """A connection for reports: of the reports bind, if one is set."""
     ext = current()
     bind = ext.state.settings.reports_bind
     # Reports only read, so they may go to a replica (TUTOR_TIMES_REPORTS_BIND); tracking and
     # closing never come here and always write to the primary.
-    connect = ext.state.tracker.sql.connect if bind is None else ext.db.engines[bind].connect
-    with connect() as conn:
+    return ext.state.tracker.sql.connect() if bind is None else ext.db.engines[bind].connect()
+
+
+@contextmanager
+def one_connection() -> Iterator[None]:
+    """Every :func:`report` inside runs on one connection: a page of several reports checks
+    a connection out of the pool (a ping) and returns it (a rollback) once, not per report."""
+    with _connect() as conn:
+        setattr(g, SHARED_CONNECTION, conn)
+        try:
+            yield
+        finally:
+            g.pop(SHARED_CONNECTION, None)
+
+
+def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one of the ``reports`` functions on a connection of its own (or the one of
+    :func:`one_connection`), with the tables and the shortest session length it needs."""
+    ext = current()
+    shared: sa.Connection | None = g.get(SHARED_CONNECTION)
+    if shared is not None:
+        return query(shared, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
+    with _connect() as conn:
         return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
+
+
+def what_if(query: Callable[..., T], scope: Scope, *args: Any, seconds: int) -> T:
+    """A ``whatif`` report under a timeout of ``seconds``. It reads the activities up to a
+    timeout before the range (and a while after it); a range at the very start of the
+    calendar leaves no room for that, and is a 400 naming ``timeout`` rather than a 500."""
+    try:
+        return report(query, scope, *args, timeout=timedelta(seconds=seconds))
+    except OverflowError:
+        raise ApiError(
+            400,
+            "timeout: the range is too close to the ends of the calendar for a what-if",
+            "timeout",
+        ) from None
 
 
 def _sessions_page(scope: Scope, query: s.SessionsQuery | s.MySessionsQuery) -> dict[str, Any]:
@@ -235,7 +274,7 @@ def summary(path: s.UnitPath, query: s.WhatIfQuery) -> Any:
     if query.timeout is None:
         result = report(reports.summary, scope)
     else:
-        result = report(whatif.summary, scope, timeout=timedelta(seconds=query.timeout))
+        result = what_if(whatif.summary, scope, seconds=query.timeout)
     if query.format == "csv":
         total = {"marker_id": "total", **result["totals"]}
         rows = [
@@ -303,8 +342,7 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     else:
         tz = query.zone()
         starts = ranges.day_starts(scope.start, scope.end, tz, query.bucket)
-        timeout = timedelta(seconds=query.timeout)
-        buckets = report(whatif.timeline, scope, starts, tz, timeout=timeout)
+        buckets = what_if(whatif.timeline, scope, starts, tz, seconds=query.timeout)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
         return csv_response(
@@ -473,7 +511,10 @@ def health_check() -> Any:
     state = ext.state
     if not state.settings.operations.health_public:
         current_user_id()
-    body = health.check(state, ext.tracking_engine, ext.models.Jobs, ext.clock())
+    checks = health.check(state, ext.tracking_engine, ext.models.Jobs, ext.clock())
+    # built by its response model, as every other reply is (instants as ISO with a Z); a
+    # check's fields it did not give stay out of the body rather than showing as null
+    body = s.HealthOut.model_validate(checks).model_dump(mode="json", exclude_unset=True)
     response = jsonify(body)
     response.status_code = 200 if body["status"] == health.OK else 503
     response.headers["Cache-Control"] = "no-store"
