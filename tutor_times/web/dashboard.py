@@ -31,7 +31,9 @@ from .views import (
     live_after,
     marker_scope,
     report,
+    split_sessions,
     timeline_buckets,
+    unit_summary,
 )
 
 #: the most sessions the calendar draws; past it, the newest, and the page says so
@@ -148,7 +150,7 @@ def _context(scope: Scope, query: Any, **page: Any) -> dict[str, Any]:
     tz = query.zone()
     first, last = _local_dates(scope.start, scope.end, tz)
     bucket = query.bucket or ("day" if (last - first).days < DAYS_BY_DEFAULT else "week")
-    summary = report(reports.summary, scope)
+    summary = unit_summary(scope)
     week, active = _week(scope, tz), _active(scope)
     shown = [t["marker_id"] for t in summary["tutors"]]
     shown += [b.marker_id for b in week.blocks] + [a["marker_id"] for a in active]
@@ -184,6 +186,7 @@ def _week(scope: Scope, tz: ZoneInfo) -> calendar.Week:
     page = report(
         reports.sessions_page, shown, page=1, per_page=CALENDAR_LIMIT, live_after=live_after()
     )
+    split_sessions(shown, page["sessions"])
     return calendar.week(page["sessions"], days, tz, current().clock(), page["total"])
 
 

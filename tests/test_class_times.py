@@ -1,0 +1,340 @@
+"""R12: minutes split into during-class and outside-class by the host's timetable, with
+golden numbers on both backends, in every report that shows minutes."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from demo.extensions import tutor_times
+from tutor_times.errors import ConfigurationError
+
+from .conftest import BACKENDS, Clock, build, login
+
+P = "/tutor-times"
+UTC = timezone.utc
+MON = datetime(2026, 3, 9, tzinfo=UTC)
+
+
+def at(day: int, hh: int, mm: int, ss: int = 0) -> datetime:
+    return MON + timedelta(days=day, hours=hh, minutes=mm, seconds=ss)
+
+
+def every(start: datetime, end: datetime, step: int = 10) -> list[datetime]:
+    """Activities from start to end, ``step`` minutes apart (under the timeout: one session)."""
+    times = []
+    t = start
+    while t < end:
+        times.append(t)
+        t += timedelta(minutes=step)
+    return [*times, end]
+
+
+#: (marker_id or None for the whole unit, start, end)
+CLASSES: list[tuple[int | None, datetime, datetime]] = [
+    (3, at(0, 10, 0), at(0, 12, 0)),  # C1
+    (3, at(0, 14, 0), at(0, 15, 0)),  # C2
+    (3, at(0, 15, 30), at(0, 16, 30)),  # C3
+    (3, at(0, 18, 0), at(0, 19, 0)),  # C4, overlapped by C5
+    (3, at(0, 18, 30), at(0, 19, 30)),  # C5
+    (None, at(0, 20, 0), at(0, 21, 0)),  # C6: every tutor of the unit
+    (3, at(0, 23, 30), at(1, 0, 30)),  # C7: across midnight
+    (4, at(1, 10, 0), at(1, 11, 0)),  # C8
+    (4, at(1, 13, 5), at(1, 14, 0)),  # C9
+    (5, at(0, 6, 0), at(1, 23, 0)),  # another tutor's class: never tutor 3's or 4's
+]
+
+#: (name, marker, ip, activities, minutes, during): hand-computed by R4 and R12
+SESSIONS: list[tuple[str, int, str, list[datetime], int, int]] = [
+    ("outside", 3, "10.0.0.1", every(at(0, 7, 0), at(0, 7, 20)), 20, 0),
+    ("inside", 3, "10.0.0.1", every(at(0, 10, 10), at(0, 10, 40)), 30, 30),
+    ("straddles the end", 3, "10.0.0.1", every(at(0, 11, 50), at(0, 12, 20)), 30, 10),
+    ("straddles the start", 3, "10.0.0.1", every(at(0, 13, 45), at(0, 14, 15)), 30, 15),
+    ("two classes", 3, "10.0.0.1", every(at(0, 14, 50), at(0, 15, 40)), 50, 20),
+    # C4 ∪ C5 is 18:00-19:30: 70 minutes inside, not 60 + 40
+    ("overlapping classes", 3, "10.0.0.1", every(at(0, 17, 50), at(0, 19, 10)), 80, 70),
+    ("whole unit's class", 3, "10.0.0.1", every(at(0, 20, 0), at(0, 20, 20)), 20, 20),
+    ("across midnight", 3, "10.0.0.1", every(at(0, 23, 40), at(1, 0, 40)), 60, 50),
+    ("whole unit's, tutor 4", 4, "10.0.0.3", every(at(0, 20, 30), at(0, 21, 10)), 40, 30),
+    # two IPs at once in C8: 10:10-11:20 is one block of 70 minutes, 50 of them in class
+    ("two IPs, first", 4, "10.0.0.3", every(at(1, 10, 10), at(1, 10, 40)), 30, 30),
+    ("two IPs, second", 4, "10.0.0.4", every(at(1, 10, 30), at(1, 11, 20)), 50, 30),
+    # 630 s, 330 of them in C9: ⌊(2·10·330 + 630) / (2·630)⌋ = 5
+    ("seconds", 4, "10.0.0.3", [at(1, 13, 0), at(1, 13, 10, 30)], 10, 5),
+    # a single activity in a class: the minimum minute, during
+    ("one instant", 4, "10.0.0.3", [at(1, 13, 40)], 1, 1),
+]
+
+#: per tutor over Mon-Tue: minutes and during (R10: tutor 4's two IPs count 70, 50 during)
+TUTOR_3 = {"minutes": 320, "during": 215}
+TUTOR_4 = {"minutes": 40 + 70 + 10 + 1, "during": 30 + 50 + 5 + 1}
+
+
+@pytest.fixture(params=BACKENDS)
+def app(request: pytest.FixtureRequest, clock: Clock) -> Iterator[Flask]:
+    yield from build(str(request.param))
+
+
+def play(app: Flask, clock: Clock, sessions: list[tuple[Any, ...]]) -> None:
+    """Record every session's activities at their times, then close what is idle."""
+    plan = sorted((t, marker, ip) for _, marker, ip, times, *_ in sessions for t in times)
+    with app.app_context():
+        for t, marker, ip in plan:
+            clock.set(t)
+            tutor_times.record_activity("assessing", marker_id=marker, unit_id=1, ip_address=ip)
+        clock.set(plan[-1][0] + timedelta(days=1))
+        tutor_times.close_expired_sessions()
+
+
+@pytest.fixture
+def loader_calls() -> Iterator[list[tuple[int, datetime, datetime]]]:
+    """CLASSES as the host's class_times_loader (unit 1 only), recording each call."""
+    calls: list[tuple[int, datetime, datetime]] = []
+
+    def classes(unit_id: int, start: datetime, end: datetime) -> list[Any]:
+        calls.append((unit_id, start, end))
+        if unit_id != 1:
+            return []
+        return [c for c in CLASSES if c[1] < end and c[2] > start]
+
+    tutor_times.class_times_loader(classes)
+    yield calls
+    tutor_times.forget_workload_loaders()
+
+
+@pytest.fixture
+def golden(app: Flask, clock: Clock, loader_calls: list[Any]) -> FlaskClient:
+    play(app, clock, SESSIONS)
+    return login(app, "convenor")
+
+
+RANGE = "from=2026-03-09&to=2026-03-10&tz=UTC"
+
+
+def get(client: FlaskClient, url: str) -> Any:
+    r = client.get(url)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    return r.get_json() if r.is_json else r.get_data(as_text=True)
+
+
+def test_each_session_split_by_its_own_time(golden: FlaskClient) -> None:
+    page = get(golden, f"{P}/units/1/sessions?{RANGE}&per_page=100")
+    got = sorted(
+        (s["start_time"], s["duration_minutes"], s["during_class_minutes"])
+        for s in page["sessions"]
+    )
+    expected = sorted(
+        (times[0].isoformat().replace("+00:00", "Z"), minutes, during)
+        for _, _, _, times, minutes, during in SESSIONS
+    )
+    assert got == expected
+    for s in page["sessions"]:
+        assert s["during_class_minutes"] + s["outside_class_minutes"] == s["duration_minutes"]
+
+
+def test_summary_splits_merged_blocks(golden: FlaskClient, loader_calls: list[Any]) -> None:
+    loader_calls.clear()
+    result = get(golden, f"{P}/units/1/summary?{RANGE}")
+    assert loader_calls == [(1, MON, MON + timedelta(days=3))]  # once a request, whole range
+    tutors = {t["marker_id"]: t for t in result["tutors"]}
+    for marker, want in ((3, TUTOR_3), (4, TUTOR_4)):
+        assert tutors[marker]["minutes"] == want["minutes"]
+        assert tutors[marker]["during_class_minutes"] == want["during"]
+        assert tutors[marker]["outside_class_minutes"] == want["minutes"] - want["during"]
+    totals = result["totals"]
+    assert totals["during_class_minutes"] == TUTOR_3["during"] + TUTOR_4["during"]
+    assert totals["during_class_minutes"] + totals["outside_class_minutes"] == totals["minutes"]
+    assert "students" not in totals  # no student_count_loader
+
+
+def test_r10_two_ips_in_a_class_count_each_minute_once(golden: FlaskClient) -> None:
+    result = get(golden, f"{P}/units/1/summary?from=2026-03-10T10:00&to=2026-03-10T12:00&tz=UTC")
+    (tutor,) = result["tutors"]
+    assert tutor["marker_id"] == 4
+    # per session 30 + 30 would be during; the block 10:10-11:20 has 50 minutes in class
+    assert (tutor["minutes"], tutor["during_class_minutes"]) == (70, 50)
+    assert tutor["outside_class_minutes"] == 20
+
+
+def test_timeline_buckets_split_and_add_up_to_the_summary(golden: FlaskClient) -> None:
+    buckets = get(golden, f"{P}/units/1/timeline?{RANGE}")["buckets"]
+    assert [(b["minutes"], b["during_class_minutes"]) for b in buckets] == [
+        # Monday: tutor 3 all (the midnight block starts Monday) and tutor 4's 20:30
+        (TUTOR_3["minutes"] + 40, TUTOR_3["during"] + 30),
+        (70 + 10 + 1, 50 + 5 + 1),
+    ]
+    for b in buckets:
+        assert b["during_class_minutes"] + b["outside_class_minutes"] == b["minutes"]
+    summary = get(golden, f"{P}/units/1/summary?{RANGE}")["totals"]
+    assert sum(b["during_class_minutes"] for b in buckets) == summary["during_class_minutes"]
+
+
+def test_csv_has_the_split(golden: FlaskClient) -> None:
+    text = get(golden, f"{P}/units/1/summary?{RANGE}&format=csv").lstrip("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    total = rows[-1]
+    assert total["marker_id"] == "total"
+    assert int(total["during_class_minutes"]) == TUTOR_3["during"] + TUTOR_4["during"]
+    for r in rows:
+        assert int(r["during_class_minutes"]) + int(r["outside_class_minutes"]) == int(r["minutes"])
+    text = get(golden, f"{P}/units/1/timeline?{RANGE}&format=csv").lstrip("\ufeff")
+    days = list(csv.DictReader(io.StringIO(text)))
+    assert [d["during_class_minutes"] for d in days] == [str(TUTOR_3["during"] + 30), "56"]
+    text = get(golden, f"{P}/units/1/sessions?{RANGE}&format=csv&per_page=100")
+    sessions = list(csv.DictReader(io.StringIO(text.lstrip("\ufeff"))))
+    assert sorted(int(s["during_class_minutes"]) for s in sessions) == sorted(
+        during for *_, during in SESSIONS
+    )
+
+
+ONTRACK = [
+    "Start Date",
+    "Start Time",
+    "End Date",
+    "End Time",
+    "Timezone",
+    "Duration (m)",
+    "Duration (h)",
+    "Submissions Opened",
+    "Comments Added",
+    "Assessments Made",
+    "During Tutorial",
+]
+
+
+def ontrack_rows(client: FlaskClient, url: str) -> tuple[list[str], list[dict[str, str]]]:
+    text = get(client, url).lstrip("\ufeff")
+    header = next(csv.reader(io.StringIO(text)))
+    return header, list(csv.DictReader(io.StringIO(text)))
+
+
+def test_ontrack_style_of_the_unit_sessions(golden: FlaskClient) -> None:
+    header, rows = ontrack_rows(
+        golden, f"{P}/units/1/sessions?{RANGE}&format=csv&style=ontrack&per_page=100"
+    )
+    assert header == ONTRACK
+    midnight = next(r for r in rows if r["Start Time"] == "23:40:00")
+    assert midnight == {
+        "Start Date": "2026-03-09",
+        "Start Time": "23:40:00",
+        "End Date": "2026-03-10",
+        "End Time": "00:40:00",
+        "Timezone": "UTC",
+        "Duration (m)": "60",
+        "Duration (h)": "1.00",
+        "Submissions Opened": "0",
+        "Comments Added": "0",
+        "Assessments Made": "7",
+        "During Tutorial": "50",
+    }
+
+
+def test_ontrack_style_of_my_sessions(app: Flask, clock: Clock, loader_calls: list[Any]) -> None:
+    play(app, clock, SESSIONS)
+    tutor = login(app, "tutor2")  # user 4
+    header, rows = ontrack_rows(
+        tutor,
+        f"{P}/me/sessions?from=2026-03-09&to=2026-03-11&tz=Australia/Melbourne"
+        "&format=csv&style=ontrack",
+    )
+    assert header == ONTRACK
+    assert [
+        (r["Start Date"], r["Start Time"], r["Duration (m)"], r["During Tutorial"]) for r in rows
+    ] == [
+        ("2026-03-11", "00:40:00", "1", "1"),
+        ("2026-03-11", "00:00:00", "10", "5"),
+        ("2026-03-10", "21:30:00", "50", "30"),
+        ("2026-03-10", "21:10:00", "30", "30"),
+        ("2026-03-10", "07:30:00", "40", "30"),
+    ]
+    assert {r["Timezone"] for r in rows} == {"Australia/Melbourne"}
+    assert rows[1]["Duration (h)"] == "0.17"
+
+
+def test_ontrack_style_is_a_csv_style(golden: FlaskClient) -> None:
+    r = golden.get(f"{P}/me/sessions?{RANGE}&style=ontrack")
+    assert r.status_code == 400
+    assert r.get_json()["error"]["field"] == "style"
+    r = golden.get(f"{P}/me/sessions?{RANGE}&format=csv&style=excel")
+    assert r.status_code == 400
+    assert r.get_json()["error"]["field"] == "style"
+
+
+def test_without_a_loader_the_split_is_absent(app: Flask, clock: Clock) -> None:
+    play(app, clock, SESSIONS)
+    client = login(app, "convenor")
+    summary = get(client, f"{P}/units/1/summary?{RANGE}")
+    timeline = get(client, f"{P}/units/1/timeline?{RANGE}")
+    page = get(client, f"{P}/units/1/sessions?{RANGE}")
+    rows = [*summary["tutors"], summary["totals"], *timeline["buckets"], *page["sessions"]]
+    for row in rows:
+        assert "during_class_minutes" not in row
+        assert "outside_class_minutes" not in row
+    assert "students" not in summary["totals"]
+    text = get(client, f"{P}/units/1/summary?{RANGE}&format=csv")
+    assert "during_class_minutes" not in text
+    _, ontrack = ontrack_rows(client, f"{P}/units/1/sessions?{RANGE}&format=csv&style=ontrack")
+    assert {r["During Tutorial"] for r in ontrack} == {""}  # unknown, not "no"
+
+
+def test_dst_change_in_the_zone(app: Flask, clock: Clock, loader_calls: list[Any]) -> None:
+    """Melbourne leaves daylight time at 03:00 on 5 April 2026 (clocks go back to 02:00).
+    A class from 01:30 AEDT to 02:30 AEST is two real hours, not the one its wall clock
+    says; a session of 15:30-16:50 UTC has 60 of its 80 minutes in it, on local 5 April."""
+    start, end = datetime(2026, 4, 4, 14, 30, tzinfo=UTC), datetime(2026, 4, 4, 16, 30, tzinfo=UTC)
+    CLASSES.append((3, start, end))
+    try:
+        first = datetime(2026, 4, 4, 15, 30, tzinfo=UTC)
+        play(app, clock, [("dst", 3, "10.0.0.1", every(first, first + timedelta(minutes=80)))])
+        client = login(app, "convenor")
+        query = "from=2026-04-04&to=2026-04-06&tz=Australia/Melbourne"
+        buckets = get(client, f"{P}/units/1/timeline?{query}")["buckets"]
+        _, rows = ontrack_rows(client, f"{P}/units/1/sessions?{query}&format=csv&style=ontrack")
+    finally:
+        CLASSES.pop()
+    assert [(b["start"], b["minutes"], b["during_class_minutes"]) for b in buckets] == [
+        ("2026-04-04", 0, 0),
+        ("2026-04-05", 80, 60),
+        ("2026-04-06", 0, 0),
+    ]
+    assert [(r["Start Time"], r["End Time"], r["During Tutorial"]) for r in rows] == [
+        ("02:30:00", "02:50:00", "60")  # 02:30 AEDT to 02:50 AEST: 80 minutes
+    ]
+
+
+def test_students_and_minutes_per_student(golden: FlaskClient) -> None:
+    counts = {(1, 3): 12, (1, 4): 0, (1, None): 30}
+    tutor_times.student_count_loader(lambda unit, marker: counts.get((unit, marker)))
+    result = get(golden, f"{P}/units/1/summary?{RANGE}")
+    tutors = {t["marker_id"]: t for t in result["tutors"]}
+    assert tutors[3]["students"] == 12
+    assert tutors[3]["minutes_per_student"] == round(TUTOR_3["minutes"] / 12, 1) == 26.7
+    assert tutors[4]["students"] == 0
+    assert "minutes_per_student" not in tutors[4]  # no students: no rate
+    total = result["totals"]
+    assert (total["students"], total["minutes_per_student"]) == (30, 14.7)
+    text = get(golden, f"{P}/units/1/summary?{RANGE}&format=csv").lstrip("\ufeff")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(r["students"], r["minutes_per_student"]) for r in rows] == [
+        ("12", "26.7"),
+        ("0", ""),
+        ("30", "14.7"),
+    ]
+
+
+def test_a_malformed_timetable_is_the_hosts_mistake(golden: FlaskClient) -> None:
+    wrong: list[Any] = [(3, "10:00", "12:00")]
+    tutor_times.class_times_loader(lambda unit, start, end: wrong)
+    with pytest.raises(ConfigurationError, match="datetimes"):
+        golden.get(f"{P}/units/1/summary?{RANGE}")
+    naive = datetime(2026, 3, 9, 10)
+    tutor_times.class_times_loader(lambda unit, start, end: [(3, naive, naive)])
+    with pytest.raises(ConfigurationError, match="aware"):
+        golden.get(f"{P}/units/1/summary?{RANGE}")

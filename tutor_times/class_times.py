@@ -1,0 +1,243 @@
+"""R12: the minutes of a session (or of an R10 block) split into during-class and
+outside-class minutes, from the host's timetable.
+
+A tutor's classes are the unit's classes of that tutor and those of every tutor of the unit
+(``marker_id`` None), as one sorted union of disjoint intervals. A stretch of marking
+[start, end] worth ``minutes`` whole minutes (R4) is split in proportion to the time of it
+that lies inside those intervals, rounded half up to a whole minute::
+
+    during  = ⌊(2 · minutes · inside + length) / (2 · length)⌋   (times in microseconds)
+    outside = minutes − during
+
+So a stretch wholly inside a class is all during, one wholly outside is all outside, and
+the two always add up to the minutes. A stretch of no length (a single activity) is all
+during when that instant lies in a class ([start, end) of the class), else all outside.
+
+The same arithmetic runs in SQL on PostgreSQL (:meth:`Timetable.split_blocks`: a binary search
+of the intervals with ``width_bucket`` and a prefix sum, so a block costs O(log n)) and in
+Python elsewhere (:meth:`Timetable.during`); both work in integer microseconds and agree.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.sql.elements import Grouping
+
+from .accounting import to_micros
+from .errors import ConfigurationError
+
+
+class ClassTime(NamedTuple):
+    """A scheduled class: its tutor (None: every tutor of the unit), start and end."""
+
+    marker_id: int | None
+    start: datetime
+    end: datetime
+
+
+#: one key's room on the line of keys: times are microseconds within WINDOW of ``base``
+WINDOW = 2**52
+#: how many keys the line holds (slot × WINDOW stays within a signed 64-bit integer)
+MAX_SLOTS = 2**63 // WINDOW - 1
+#: before every key: the first interval of the arrays, so a binary search always lands
+BEFORE = -(2**62)
+
+
+def union(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, disjoint intervals covering the same time; touching ones become one."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(i for i in intervals if i[1] > i[0]):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def split_minutes(minutes: int, length: int, inside: int, at_start_inside: bool) -> int:
+    """R12: the during-class part of ``minutes`` for a stretch of ``length`` microseconds,
+    ``inside`` of which lie in classes."""
+    if length <= 0:
+        return minutes if at_start_inside else 0
+    return (2 * minutes * inside + length) // (2 * length)
+
+
+@dataclass
+class Timetable:
+    """The classes of the stretches a report splits, by key: a marker in one unit's
+    report (``by="marker"``), or a unit in one tutor's report across units (``by="unit"``).
+
+    Each key's intervals lie on one line of integers, key slot × WINDOW + microseconds
+    since ``base``; a key without classes of its own takes ``default`` (slot 0).
+    """
+
+    by: Literal["marker", "unit"]
+    base: int
+    own: dict[int, list[tuple[int, int]]]
+    default: list[tuple[int, int]]
+    starts: list[int] = field(init=False)
+    ends: list[int] = field(init=False)
+    before: list[int] = field(init=False)
+    slots: dict[int, int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if len(self.own) >= MAX_SLOTS:
+            raise ConfigurationError(
+                f"classes of at most {MAX_SLOTS - 1} tutors (or units) at once"
+            )
+        self.slots = {key: i + 1 for i, key in enumerate(sorted(self.own))}
+        self.starts, self.ends, self.before = [BEFORE], [BEFORE], [0]
+        lines = [(0, self.default)] + [(self.slots[k], self.own[k]) for k in sorted(self.own)]
+        for slot, intervals in lines:
+            for start, end in intervals:
+                a, b = self._key(slot, start), self._key(slot, end)
+                if b > a:
+                    self.before.append(self.before[-1] + self.ends[-1] - self.starts[-1])
+                    self.starts.append(a)
+                    self.ends.append(b)
+
+    @classmethod
+    def of_unit(cls, classes: Iterable[ClassTime], base: datetime) -> Timetable:
+        """One unit's classes, keyed by marker: each tutor's own plus the whole unit's."""
+        shared: list[tuple[int, int]] = []
+        mine: dict[int, list[tuple[int, int]]] = {}
+        for c in classes:
+            span = (to_micros(c.start), to_micros(c.end))
+            (shared if c.marker_id is None else mine.setdefault(c.marker_id, [])).append(span)
+        own = {marker: union(spans + shared) for marker, spans in mine.items()}
+        return cls("marker", to_micros(base) - WINDOW // 4, own, union(shared))
+
+    @classmethod
+    def of_marker(
+        cls, marker_id: int, classes: Mapping[int, Iterable[ClassTime]], base: datetime
+    ) -> Timetable:
+        """One tutor's classes in several units, keyed by unit."""
+        own = {
+            unit: union(
+                (to_micros(c.start), to_micros(c.end))
+                for c in unit_classes
+                if c.marker_id in (None, marker_id)
+            )
+            for unit, unit_classes in classes.items()
+        }
+        return cls("unit", to_micros(base) - WINDOW // 4, own, [])
+
+    def _key(self, slot: int, micros: int) -> int:
+        return slot * WINDOW + min(max(micros - self.base, 0), WINDOW - 1)
+
+    def key_of(self, unit_id: int, marker_id: int) -> int:
+        return unit_id if self.by == "unit" else marker_id
+
+    def _covered(self, key: int) -> tuple[int, bool]:
+        """Class time on the line before ``key``, and whether ``key`` lies in a class."""
+        i = bisect_right(self.starts, key) - 1
+        start, end = self.starts[i], self.ends[i]
+        return self.before[i] + max(0, min(key, end) - start), key < end
+
+    def during(
+        self, unit_id: int, marker_id: int, start: datetime, end: datetime, minutes: int
+    ) -> int:
+        """R12 in Python: the during-class minutes of a stretch of ``minutes``."""
+        slot = self.slots.get(self.key_of(unit_id, marker_id), 0)
+        a, b = self._key(slot, to_micros(start)), self._key(slot, to_micros(end))
+        (before_a, a_inside), (before_b, _) = self._covered(a), self._covered(b)
+        return split_minutes(minutes, b - a, before_b - before_a, a_inside)
+
+    def split_blocks(self, blocks: sa.Subquery) -> sa.Subquery:
+        """R12 in PostgreSQL: ``blocks`` (bucket, unit, marker, first, last, minutes) with
+        each block's ``during`` minutes beside its bucket, marker and minutes — the same
+        integers as :meth:`during`, each block's intervals found by ``width_bucket`` (a
+        binary search) in arrays bound once."""
+        big = postgresql.ARRAY(sa.BigInteger)
+        starts = Grouping(sa.bindparam("class_starts", self.starts, type_=big))
+        ends = Grouping(sa.bindparam("class_ends", self.ends, type_=big))
+        before = Grouping(sa.bindparam("class_before", self.before, type_=big))
+        owners = sa.bindparam("class_owners", sorted(self.own), type_=big)
+        c = blocks.c
+        slot = sa.func.coalesce(
+            sa.func.array_position(owners, c.unit if self.by == "unit" else c.marker), 0
+        )
+
+        def big_int(n: int) -> Any:
+            return sa.literal(n, sa.BigInteger)
+
+        def line(t: Any) -> Any:
+            micros = sa.cast(sa.extract("epoch", t) * 1_000_000, sa.BigInteger) - big_int(self.base)
+            clamped = sa.func.least(sa.func.greatest(micros, big_int(0)), big_int(WINDOW - 1))
+            return sa.cast(slot, sa.BigInteger) * big_int(WINDOW) + clamped
+
+        keyed = sa.select(
+            c.bucket,
+            c.marker,
+            sa.cast(c.minutes, sa.BigInteger).label("minutes"),
+            line(c.first).label("a"),
+            line(c.last).label("b"),
+        ).subquery("keyed")
+        k = keyed.c
+        found = sa.select(
+            keyed,
+            sa.func.width_bucket(k.a, starts).label("ia"),
+            sa.func.width_bucket(k.b, starts).label("ib"),
+        ).subquery("found")
+        f = found.c
+
+        def covered(key: Any, i: Any) -> Any:
+            return before[i] + sa.func.greatest(0, sa.func.least(key, ends[i]) - starts[i])
+
+        length = f.b - f.a
+        inside = covered(f.b, f.ib) - covered(f.a, f.ia)
+        proportional = sa.func.div(2 * f.minutes * inside + length, 2 * length)
+        during = sa.case(
+            (length <= 0, sa.case((f.a < ends[f.ia], f.minutes), else_=0)),
+            else_=sa.cast(proportional, sa.BigInteger),
+        )
+        return sa.select(f.bucket, f.marker, f.minutes, during.label("during")).subquery("split")
+
+
+def check_classes(found: Iterable[Any], unit_id: int) -> list[ClassTime]:
+    """The host's answer as classes; a malformed one is the host's mistake, named."""
+    classes = []
+    for item in found:
+        try:
+            marker, start, end = item
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"class_times_loader for unit {unit_id}: each class must be"
+                f" (marker_id or None, start, end), got {item!r}"
+            ) from None
+        if not isinstance(start, datetime) or not isinstance(end, datetime):
+            raise ConfigurationError(
+                f"class_times_loader for unit {unit_id}: start and end must be datetimes"
+            )
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ConfigurationError(
+                f"class_times_loader for unit {unit_id}: start and end must be aware"
+                " datetimes (with a time zone)"
+            )
+        classes.append(ClassTime(None if marker is None else int(marker), start, end))
+    return classes
+
+
+def split_rows(rows: Sequence[dict[str, Any]], timetable: Timetable) -> None:
+    """R12 per session: each row (unit_id, marker_id, start_time, last_activity,
+    duration_minutes) gets its ``during_class_minutes`` and ``outside_class_minutes``."""
+    for r in rows:
+        during = timetable.during(
+            r["unit_id"], r["marker_id"], r["start_time"], r["last_activity"], r["duration_minutes"]
+        )
+        r["during_class_minutes"] = during
+        r["outside_class_minutes"] = r["duration_minutes"] - during
+
+
+def with_split(row: dict[str, Any], during: int) -> dict[str, Any]:
+    """A report row (with its ``minutes``) with the split beside them."""
+    row["during_class_minutes"] = during
+    row["outside_class_minutes"] = row["minutes"] - during
+    return row
