@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import csv
 import io
+from bisect import bisect_right
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
-from demo.extensions import tutor_times
+from demo.extensions import db, tutor_times
+from tutor_times.accounting import duration_minutes, to_micros
+from tutor_times.class_times import ClassTime, Timetable
 from tutor_times.errors import ConfigurationError
+from tutor_times.reports import Scope, bucket_index, merged_blocks, merged_split_by
 
-from .conftest import BACKENDS, Clock, build, login
+from .conftest import BACKENDS, Clock, build, built, login
 
 P = "/tutor-times"
 UTC = timezone.utc
@@ -338,3 +345,131 @@ def test_a_malformed_timetable_is_the_hosts_mistake(golden: FlaskClient) -> None
     tutor_times.class_times_loader(lambda unit, start, end: [(3, naive, naive)])
     with pytest.raises(ConfigurationError, match="aware"):
         golden.get(f"{P}/units/1/summary?{RANGE}")
+
+
+# -- R12's arithmetic, proven against a plain reading of the rule ---------------------------
+
+MINUTE = 60 * 10**6
+#: (marker: 3, 4 or None, start, length) in microseconds after MON
+CLASS_LISTS = st.lists(
+    st.tuples(
+        st.sampled_from([3, 4, None]),
+        st.integers(0, 6 * 3600 * 10**6),
+        st.integers(0, 2 * 3600 * 10**6),
+    ),
+    max_size=12,
+)
+#: (marker, start, length) of sessions
+SESSION_LISTS = st.lists(
+    st.tuples(
+        st.sampled_from([3, 4]),
+        st.integers(0, 6 * 3600 * 10**6),
+        st.integers(0, 3600 * 10**6),
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+def micros(n: int) -> datetime:
+    return MON + timedelta(microseconds=n)
+
+
+def plain_during(
+    classes: list[tuple[int | None, int, int]], marker: int, start: int, end: int, minutes: int
+) -> int:
+    """R12 read literally: the tutor's classes as a set of microseconds, counted one by one
+    (over a merged list, so overlapping classes count once)."""
+    mine = sorted((a, a + n) for who, a, n in classes if who in (None, marker) and n > 0)
+    union: list[list[int]] = []
+    for a, b in mine:
+        if union and a <= union[-1][1]:
+            union[-1][1] = max(union[-1][1], b)
+        else:
+            union.append([a, b])
+    if end == start:
+        return minutes if any(a <= start < b for a, b in union) else 0
+    inside = sum(max(0, min(end, b) - max(start, a)) for a, b in union)
+    return (2 * minutes * inside + (end - start)) // (2 * (end - start))
+
+
+def as_classes(classes: list[tuple[int | None, int, int]]) -> list[ClassTime]:
+    return [ClassTime(who, micros(a), micros(a + n)) for who, a, n in classes]
+
+
+@settings(max_examples=200, deadline=None)
+@given(CLASS_LISTS, SESSION_LISTS)
+def test_python_split_is_the_rule(
+    classes: list[tuple[int | None, int, int]], sessions: list[tuple[int, int, int]]
+) -> None:
+    timetable = Timetable.of_unit(as_classes(classes), MON)
+    for marker, start, length in sessions:
+        minutes = duration_minutes(micros(start), micros(start + length), 1)
+        during = timetable.during(1, marker, micros(start), micros(start + length), minutes)
+        assert during == plain_during(classes, marker, start, start + length, minutes)
+        assert 0 <= during <= minutes
+
+
+@pytest.fixture(scope="module")
+def pg_app() -> Iterator[Flask]:
+    with built("postgres") as app:
+        yield app
+
+
+@pytest.mark.real
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(CLASS_LISTS, SESSION_LISTS)
+@example([(3, 0, 3600 * 10**6), (None, 1800 * 10**6, 3600 * 10**6)], [(3, 600 * 10**6, 0)])
+def test_sql_split_equals_python_split(
+    pg_app: Flask,
+    classes: list[tuple[int | None, int, int]],
+    sessions: list[tuple[int, int, int]],
+) -> None:
+    """PostgreSQL's split of R10 blocks (per bucket) is the Python one, exactly."""
+    ms = tutor_times.MarkingSession
+    rows = [
+        {
+            "marker_id": marker,
+            "unit_id": 1,
+            "ip_address": f"10.0.0.{i}",
+            "start_time": micros(start),
+            "end_time": micros(start + length),
+            "duration_minutes": 1,
+            "created_at": MON,
+            "updated_at": MON,
+        }
+        for i, (marker, start, length) in enumerate(sessions)
+    ]
+    timetable = Timetable.of_unit(as_classes(classes), MON)
+    starts = [MON + timedelta(hours=h) for h in range(0, 8, 2)]
+    scope = Scope(MON, MON + timedelta(days=1), unit_id=1)
+    with pg_app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(sa.delete(ms))
+            conn.execute(sa.insert(ms), rows)
+        with db.engine.connect() as conn:
+            index = bucket_index(conn, starts)
+            in_sql = merged_split_by(
+                conn, tutor_times.models, scope, min_minutes=1, bucket=index, timetable=timetable
+            )
+    expected: dict[tuple[int, int], tuple[int, int]] = {}
+    for marker in {m for m, _, _ in sessions}:
+        spans = [
+            (r["start_time"], r["end_time"], bisect_right(starts, r["start_time"]) - 1)
+            for r in rows
+            if r["marker_id"] == marker
+        ]
+        for first, last, i in merged_blocks(spans):
+            minutes = duration_minutes(first, last, 1)
+            during = plain_during(
+                classes,
+                marker,
+                to_micros(first) - to_micros(MON),
+                to_micros(last) - to_micros(MON),
+                minutes,
+            )
+            total, so_far = expected.get((i, marker), (0, 0))
+            expected[i, marker] = (total + minutes, so_far + during)
+    assert in_sql == expected
