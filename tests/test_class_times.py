@@ -429,7 +429,7 @@ def test_sql_split_equals_python_split(
 ) -> None:
     """PostgreSQL's split of R10 blocks (per bucket) is the Python one, exactly."""
     ms = tutor_times.MarkingSession
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "marker_id": marker,
             "unit_id": 1,
@@ -473,3 +473,18 @@ def test_sql_split_equals_python_split(
             total, so_far = expected.get((i, marker), (0, 0))
             expected[i, marker] = (total + minutes, so_far + during)
     assert in_sql == expected
+
+
+def test_openapi_documents_the_split_and_the_style(app: Flask) -> None:
+    doc = app.test_client().get(f"{P}/openapi.json").get_json()
+    schemas = doc["components"]["schemas"]
+    for model in ("SessionOut", "TutorTotals", "Totals", "Bucket"):
+        for name in ("during_class_minutes", "outside_class_minutes"):
+            assert "class_times_loader" in schemas[model]["properties"][name]["description"]
+            assert name not in schemas[model].get("required", [])
+    for model in ("TutorTotals", "Totals"):
+        assert "student_count_loader" in schemas[model]["properties"]["students"]["description"]
+        assert "minutes_per_student" in schemas[model]["properties"]
+    for path in ("/units/{unit_id}/sessions", "/me/sessions"):
+        (style,) = [p for p in doc["paths"][P + path]["get"]["parameters"] if p["name"] == "style"]
+        assert style["schema"]["enum"] == ["tutor_times", "ontrack"]

@@ -163,7 +163,7 @@ def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Ti
     ext = current()
     if not ext.has_class_times:
         return None
-    start, end = scope.start, scope.end + CLASS_MARGIN
+    start, end = scope.start, _past(scope.end, CLASS_MARGIN)
     if scope.unit_id is not None:
         return class_times.Timetable.of_unit(ext.classes_of(scope.unit_id, start, end), start)
     if scope.marker_id is None:
@@ -172,6 +172,14 @@ def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Ti
         units = report(reports.units_of, scope)
     classes = {unit: ext.classes_of(unit, start, end) for unit in sorted(set(units))}
     return class_times.Timetable.of_marker(scope.marker_id, classes, start)
+
+
+def _past(end: datetime, margin: timedelta) -> datetime:
+    """``end`` + ``margin``, or the last instant there is near the end of the calendar."""
+    try:
+        return end + margin
+    except OverflowError:
+        return datetime.max.replace(tzinfo=end.tzinfo)
 
 
 def split_sessions(scope: Scope, rows: list[dict[str, Any]]) -> None:
