@@ -8,6 +8,7 @@ import io
 from bisect import bisect_right
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,9 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from demo import create_app
 from demo.extensions import db, tutor_times
+from demo.seed import seed
 from tutor_times.accounting import duration_minutes, to_micros
 from tutor_times.class_times import ClassTime, Timetable
 from tutor_times.errors import ConfigurationError
@@ -488,3 +491,70 @@ def test_openapi_documents_the_split_and_the_style(app: Flask) -> None:
     for path in ("/units/{unit_id}/sessions", "/me/sessions"):
         (style,) = [p for p in doc["paths"][P + path]["get"]["parameters"] if p["name"] == "style"]
         assert style["schema"]["enum"] == ["tutor_times", "ontrack"]
+
+
+# -- the demo host: a weekly timetable and enrolments, wired as both loaders -------------------
+
+
+def test_the_demo_timetable_is_real_instants_across_dst(tmp_path: Path) -> None:
+    app = create_app(
+        "testing",
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'tt.sqlite'}",
+        DEMO_TIMETABLE=True,
+    )
+    try:
+        with app.app_context():
+            db.create_all()
+            seed()
+            # Melbourne leaves daylight time on Sunday 5 April 2026: LA1-01 (Mondays 10:30 to
+            # 12:30, tutor1) is at 23:30 UTC the day before, then at 00:30 UTC
+            week = tutor_times.classes_of(
+                1, datetime(2026, 3, 30, tzinfo=UTC), datetime(2026, 4, 7, tzinfo=UTC)
+            )
+            la1 = sorted(c for c in week if c.marker_id == 3 and c.start.weekday() in (6, 0))
+            assert [(c.start.astimezone(UTC), c.end - c.start) for c in la1] == [
+                (datetime(2026, 3, 29, 23, 30, tzinfo=UTC), timedelta(hours=2)),
+                (datetime(2026, 4, 6, 0, 30, tzinfo=UTC), timedelta(hours=2)),
+            ]
+            workshops = [c for c in week if c.marker_id is None]
+            # the workshop of every tutor: Thursday 2 April, 09:00 to 10:00 AEDT
+            assert [(c.start.astimezone(UTC), c.end - c.start) for c in workshops] == [
+                (datetime(2026, 4, 1, 22, 0, tzinfo=UTC), timedelta(hours=1))
+            ]
+            assert tutor_times.students_of(1, 3) == 3
+            assert tutor_times.students_of(1, 4) == 1
+            assert tutor_times.students_of(1, None) == 4
+    finally:
+        tutor_times.forget_workload_loaders()
+        with app.app_context():
+            tutor_times.dispose()
+            db.engine.dispose()
+
+
+def test_the_demo_history_has_marking_during_a_tutorial(tmp_path: Path) -> None:
+    app = create_app(
+        "testing", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'h.sqlite'}", DEMO_TIMETABLE=True
+    )
+    try:
+        with app.app_context():
+            db.create_all()
+        runner = app.test_cli_runner()
+        seeded = runner.invoke(args=["seed-demo", "--history"])
+        assert seeded.exit_code == 0, seeded.output
+        client = login(app, "convenor")
+        month_ago = datetime.now(UTC).date() - timedelta(days=30)
+        query = f"from={month_ago}&tz=Australia/Melbourne"
+        summary = get(client, f"{P}/units/1/summary?{query}")
+        tutors = {t["marker_id"]: t for t in summary["tutors"]}
+        assert tutors[3]["during_class_minutes"] > 0
+        assert tutors[3]["students"] == 3
+        assert summary["totals"]["students"] == 4
+        for row in [*summary["tutors"], summary["totals"]]:
+            assert row["during_class_minutes"] + row["outside_class_minutes"] == row["minutes"]
+        html = get(client, f"{P}/units/1/dashboard?{query}")
+        assert "During class" in html and "Min / student" in html
+    finally:
+        tutor_times.forget_workload_loaders()
+        with app.app_context():
+            tutor_times.dispose()
+            db.engine.dispose()
