@@ -20,17 +20,21 @@ Python elsewhere (:meth:`Timetable.during`); both work in integer microseconds a
 
 from __future__ import annotations
 
+import threading
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from itertools import repeat
+from operator import floordiv, sub
 from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import Grouping
 
-from .accounting import to_micros
+from .accounting import EPOCH, to_micros
 from .errors import ConfigurationError
 
 
@@ -42,6 +46,7 @@ class ClassTime(NamedTuple):
     end: datetime
 
 
+MICROSECOND = timedelta(microseconds=1)
 #: one key's room on the line of keys: times are microseconds within WINDOW of ``base``
 WINDOW = 2**52
 #: how many keys the line holds (slot × WINDOW stays within a signed 64-bit integer)
@@ -69,13 +74,44 @@ def split_minutes(minutes: int, length: int, inside: int, at_start_inside: bool)
     return (2 * minutes * inside + length) // (2 * length)
 
 
+#: a class as the host gives it: (marker_id or None, start, end)
+Row = tuple[Any, Any, Any]
+
+
+def spans_of(rows: Sequence[Row], unit_id: int) -> list[tuple[int | None, int, int]]:
+    """The host's classes as (marker_id, start, end) in microseconds, checked and converted
+    in bulk (C-level maps: a term's timetable is thousands of classes, read on every
+    report); a malformed answer is the host's mistake, named."""
+    where = f"class_times_loader for unit {unit_id}"
+    if not rows:
+        return []
+    try:
+        shapes = set(map(len, rows))
+    except TypeError:
+        shapes = set()
+    if shapes != {3}:
+        raise ConfigurationError(f"{where}: each class must be (marker_id or None, start, end)")
+    markers, starts, ends = zip(*rows, strict=True)
+    if not set(map(type, markers)) <= {int, type(None)}:
+        raise ConfigurationError(f"{where}: a class's marker_id must be an int or None")
+    try:
+        a = list(map(floordiv, map(sub, starts, repeat(EPOCH)), repeat(MICROSECOND)))
+        b = list(map(floordiv, map(sub, ends, repeat(EPOCH)), repeat(MICROSECOND)))
+    except TypeError:
+        raise ConfigurationError(
+            f"{where}: start and end must be aware datetimes (with a time zone)"
+        ) from None
+    return list(zip(markers, a, b, strict=True))
+
+
 @dataclass
 class Timetable:
     """The classes of the stretches a report splits, by key: a marker in one unit's
     report (``by="marker"``), or a unit in one tutor's report across units (``by="unit"``).
 
     Each key's intervals lie on one line of integers, key slot × WINDOW + microseconds
-    since ``base``; a key without classes of its own takes ``default`` (slot 0).
+    since ``base`` (a quarter window before the first class); a key without classes of its
+    own takes ``default`` (slot 0).
     """
 
     by: Literal["marker", "unit"]
@@ -86,6 +122,7 @@ class Timetable:
     ends: list[int] = field(init=False)
     before: list[int] = field(init=False)
     slots: dict[int, int] = field(init=False)
+    sql_text: dict[str, str] = field(init=False)
 
     def __post_init__(self) -> None:
         if len(self.own) >= MAX_SLOTS:
@@ -102,32 +139,42 @@ class Timetable:
                     self.before.append(self.before[-1] + self.ends[-1] - self.starts[-1])
                     self.starts.append(a)
                     self.ends.append(b)
+        # the arrays as PostgreSQL reads them, written once for every query that splits
+        self.sql_text = {
+            name: "{" + ",".join(map(str, values)) + "}"
+            for name, values in (
+                ("class_starts", self.starts),
+                ("class_ends", self.ends),
+                ("class_before", self.before),
+                ("class_owners", [BEFORE, *sorted(self.own)]),
+            )
+        }
+
+    @staticmethod
+    def _base(spans: Iterable[tuple[Any, int, int]]) -> int:
+        return min((a for _, a, _ in spans), default=0) - WINDOW // 4
 
     @classmethod
-    def of_unit(cls, classes: Iterable[ClassTime], base: datetime) -> Timetable:
+    def of_unit(cls, spans: Sequence[tuple[int | None, int, int]]) -> Timetable:
         """One unit's classes, keyed by marker: each tutor's own plus the whole unit's."""
         shared: list[tuple[int, int]] = []
         mine: dict[int, list[tuple[int, int]]] = {}
-        for c in classes:
-            span = (to_micros(c.start), to_micros(c.end))
-            (shared if c.marker_id is None else mine.setdefault(c.marker_id, [])).append(span)
-        own = {marker: union(spans + shared) for marker, spans in mine.items()}
-        return cls("marker", to_micros(base) - WINDOW // 4, own, union(shared))
+        for marker, a, b in spans:
+            (shared if marker is None else mine.setdefault(marker, [])).append((a, b))
+        own = {marker: union(theirs + shared) for marker, theirs in mine.items()}
+        return cls("marker", cls._base(spans), own, union(shared))
 
     @classmethod
     def of_marker(
-        cls, marker_id: int, classes: Mapping[int, Iterable[ClassTime]], base: datetime
+        cls, marker_id: int, spans: Mapping[int, Sequence[tuple[int | None, int, int]]]
     ) -> Timetable:
         """One tutor's classes in several units, keyed by unit."""
         own = {
-            unit: union(
-                (to_micros(c.start), to_micros(c.end))
-                for c in unit_classes
-                if c.marker_id in (None, marker_id)
-            )
-            for unit, unit_classes in classes.items()
+            unit: union((a, b) for who, a, b in unit_spans if who in (None, marker_id))
+            for unit, unit_spans in spans.items()
         }
-        return cls("unit", to_micros(base) - WINDOW // 4, own, [])
+        every = [span for unit_spans in spans.values() for span in unit_spans]
+        return cls("unit", cls._base(every), own, [])
 
     def _key(self, slot: int, micros: int) -> int:
         return slot * WINDOW + min(max(micros - self.base, 0), WINDOW - 1)
@@ -153,32 +200,57 @@ class Timetable:
     def split_blocks(self, blocks: sa.Subquery) -> sa.Subquery:
         """R12 in PostgreSQL: ``blocks`` (bucket, unit, marker, first, last, minutes) with
         each block's ``during`` minutes beside its bucket, marker and minutes — the same
-        integers as :meth:`during`, each block's intervals found by ``width_bucket`` (a
-        binary search) in arrays bound once."""
+        integers as :meth:`during`. The arrays are bound once, as text; each block finds
+        its key's slot and its intervals by ``width_bucket``, a binary search."""
         big = postgresql.ARRAY(sa.BigInteger)
-        starts = Grouping(sa.bindparam("class_starts", self.starts, type_=big))
-        ends = Grouping(sa.bindparam("class_ends", self.ends, type_=big))
-        before = Grouping(sa.bindparam("class_before", self.before, type_=big))
-        owners = sa.bindparam("class_owners", sorted(self.own), type_=big)
-        c = blocks.c
-        slot = sa.func.coalesce(
-            sa.func.array_position(owners, c.unit if self.by == "unit" else c.marker), 0
+        # the arrays parsed once per query, in a materialized one-row CTE; each use reads it
+        # by an uncorrelated scalar subquery (an InitPlan: a parameter from then on, never
+        # carried along with each block)
+        arrays = (
+            sa.select(
+                *(
+                    sa.cast(sa.bindparam(name, text, type_=sa.Text), big).label(name)
+                    for name, text in self.sql_text.items()
+                )
+            )
+            .cte("timetable")
+            .prefix_with("MATERIALIZED")
         )
+
+        def bound(name: str) -> Any:
+            return Grouping(sa.select(arrays.c[name]).scalar_subquery())
+
+        starts, ends = bound("class_starts"), bound("class_ends")
+        before, owners = bound("class_before"), bound("class_owners")
+        c = blocks.c
+        key = c.unit if self.by == "unit" else c.marker
+        owner = sa.select(
+            c.bucket,
+            c.marker,
+            c.first,
+            c.last,
+            c.minutes,
+            key.label("key"),
+            sa.func.width_bucket(sa.cast(key, sa.BigInteger), owners).label("at"),
+        ).subquery("owner")
+        o = owner.c
+        slot = sa.case((owners[o.at] == o.key, o.at - 1), else_=0)
 
         def big_int(n: int) -> Any:
             return sa.literal(n, sa.BigInteger)
 
         def line(t: Any) -> Any:
-            micros = sa.cast(sa.extract("epoch", t) * 1_000_000, sa.BigInteger) - big_int(self.base)
+            epoch = sa.cast(sa.extract("epoch", t) * 1_000_000, sa.BigInteger)
+            micros = epoch - big_int(self.base)
             clamped = sa.func.least(sa.func.greatest(micros, big_int(0)), big_int(WINDOW - 1))
             return sa.cast(slot, sa.BigInteger) * big_int(WINDOW) + clamped
 
         keyed = sa.select(
-            c.bucket,
-            c.marker,
-            sa.cast(c.minutes, sa.BigInteger).label("minutes"),
-            line(c.first).label("a"),
-            line(c.last).label("b"),
+            o.bucket,
+            o.marker,
+            sa.cast(o.minutes, sa.BigInteger).label("minutes"),
+            line(o.first).label("a"),
+            line(o.last).label("b"),
         ).subquery("keyed")
         k = keyed.c
         found = sa.select(
@@ -188,8 +260,8 @@ class Timetable:
         ).subquery("found")
         f = found.c
 
-        def covered(key: Any, i: Any) -> Any:
-            return before[i] + sa.func.greatest(0, sa.func.least(key, ends[i]) - starts[i])
+        def covered(at: Any, i: Any) -> Any:
+            return before[i] + sa.func.greatest(0, sa.func.least(at, ends[i]) - starts[i])
 
         length = f.b - f.a
         inside = covered(f.b, f.ib) - covered(f.a, f.ia)
@@ -201,28 +273,30 @@ class Timetable:
         return sa.select(f.bucket, f.marker, f.minutes, during.label("during")).subquery("split")
 
 
-def check_classes(found: Iterable[Any], unit_id: int) -> list[ClassTime]:
-    """The host's answer as classes; a malformed one is the host's mistake, named."""
-    classes = []
-    for item in found:
-        try:
-            marker, start, end = item
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"class_times_loader for unit {unit_id}: each class must be"
-                f" (marker_id or None, start, end), got {item!r}"
-            ) from None
-        if not isinstance(start, datetime) or not isinstance(end, datetime):
-            raise ConfigurationError(
-                f"class_times_loader for unit {unit_id}: start and end must be datetimes"
-            )
-        if start.tzinfo is None or end.tzinfo is None:
-            raise ConfigurationError(
-                f"class_times_loader for unit {unit_id}: start and end must be aware"
-                " datetimes (with a time zone)"
-            )
-        classes.append(ClassTime(None if marker is None else int(marker), start, end))
-    return classes
+class Memo:
+    """The last timetables built, by what they were built from: a host's loader answers the
+    same term on every report, and building its lines is the costly part, so an answer
+    equal to the last one (compared in C, element by element) reuses what was built."""
+
+    def __init__(self, size: int = 16) -> None:
+        self.size = size
+        self._built: OrderedDict[Hashable, tuple[tuple[Any, ...], Timetable]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: Hashable, answer: tuple[Any, ...], build: Callable[[], Timetable]
+    ) -> Timetable:
+        with self._lock:
+            hit = self._built.get(key)
+        if hit is not None and hit[0] == answer:
+            return hit[1]
+        timetable = build()
+        with self._lock:
+            self._built[key] = (answer, timetable)
+            self._built.move_to_end(key)
+            while len(self._built) > self.size:
+                self._built.popitem(last=False)
+        return timetable
 
 
 def split_rows(rows: Sequence[dict[str, Any]], timetable: Timetable) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .class_times import ClassTime, check_classes
+from .class_times import ClassTime, Memo, Timetable, spans_of
 from .constants import TRACKED_ROLES
 from .errors import ConfigurationError, InvalidActivityError
 
@@ -47,6 +47,7 @@ class HostHooks:
         self._username_resolver: UsernameResolver | None = None
         self._class_times_loader: ClassTimesLoader | None = None
         self._student_count_loader: StudentCountLoader | None = None
+        self._timetables = Memo()
 
     def role_loader(self, callback: RoleLoader) -> RoleLoader:
         """Register ``callback(user, unit_id)`` -> "admin" | "convenor" | "tutor" | "student" | None."""
@@ -104,11 +105,35 @@ class HostHooks:
     def has_class_times(self) -> bool:
         return self._class_times_loader is not None
 
-    def classes_of(self, unit_id: int, start: datetime, end: datetime) -> list[ClassTime]:
-        """The unit's classes in [start, end), as the host's loader gives them."""
+    def _answer(self, unit_id: int, start: datetime, end: datetime) -> tuple[Any, ...]:
         if self._class_times_loader is None:
             raise ConfigurationError("No class_times_loader registered")
-        return check_classes(self._class_times_loader(unit_id, start, end), unit_id)
+        return tuple(self._class_times_loader(unit_id, start, end))
+
+    def classes_of(self, unit_id: int, start: datetime, end: datetime) -> list[ClassTime]:
+        """The unit's classes in [start, end), as the host's loader gives them (checked)."""
+        answer = self._answer(unit_id, start, end)
+        spans_of(answer, unit_id)
+        return [ClassTime(*row) for row in answer]
+
+    def unit_timetable(self, unit_id: int, start: datetime, end: datetime) -> Timetable:
+        """The unit's classes in [start, end), by tutor, for a report of the unit (R12)."""
+        answer = self._answer(unit_id, start, end)
+        build = lambda: Timetable.of_unit(spans_of(answer, unit_id))  # noqa: E731
+        return self._timetables.get(("unit", unit_id), answer, build)
+
+    def marker_timetable(
+        self, marker_id: int, units: Collection[int], start: datetime, end: datetime
+    ) -> Timetable:
+        """One tutor's classes in each of ``units``, for their own report across units."""
+        ordered = sorted(set(units))
+        answers = tuple(self._answer(unit, start, end) for unit in ordered)
+
+        def build() -> Timetable:
+            spans = {u: spans_of(a, u) for u, a in zip(ordered, answers, strict=True)}
+            return Timetable.of_marker(marker_id, spans)
+
+        return self._timetables.get(("tutor", marker_id, *ordered), answers, build)
 
     def student_count_loader(self, callback: StudentCountLoader) -> StudentCountLoader:
         """Register ``callback(unit_id, marker_id)`` -> how many students the tutor marks for

@@ -165,13 +165,12 @@ def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Ti
         return None
     start, end = scope.start, _past(scope.end, CLASS_MARGIN)
     if scope.unit_id is not None:
-        return class_times.Timetable.of_unit(ext.classes_of(scope.unit_id, start, end), start)
+        return ext.unit_timetable(scope.unit_id, start, end)
     if scope.marker_id is None:
         raise ValueError("class times need a unit or a tutor")
     if units is None:
         units = report(reports.units_of, scope)
-    classes = {unit: ext.classes_of(unit, start, end) for unit in sorted(set(units))}
-    return class_times.Timetable.of_marker(scope.marker_id, classes, start)
+    return ext.marker_timetable(scope.marker_id, units, start, end)
 
 
 def _past(end: datetime, margin: timedelta) -> datetime:
