@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import repeat
+from itertools import accumulate, repeat
 from operator import floordiv, sub
 from typing import Any, Literal, NamedTuple
 
@@ -51,6 +51,13 @@ MICROSECOND = timedelta(microseconds=1)
 WINDOW = 2**52
 #: how many keys the line holds (slot × WINDOW stays within a signed 64-bit integer)
 MAX_SLOTS = 2**63 // WINDOW - 1
+#: SQL types made once: a type object made afresh would be inspected again for SQLAlchemy's
+#: statement cache key on every report
+BIGINT = sa.BigInteger()
+TEXT = sa.Text()
+BIG_ARRAY = postgresql.ARRAY(BIGINT)
+#: how many ranges' arrays a timetable keeps
+WINDOWS_KEPT = 8
 #: before every key: the first interval of the arrays, so a binary search always lands
 BEFORE = -(2**62)
 
@@ -122,7 +129,10 @@ class Timetable:
     ends: list[int] = field(init=False)
     before: list[int] = field(init=False)
     slots: dict[int, int] = field(init=False)
-    sql_text: dict[str, str] = field(init=False)
+    #: where each key's line lies in the arrays: slot -> [first, last) indices
+    lines: list[tuple[int, int]] = field(init=False)
+    #: the arrays as PostgreSQL reads them, by the first instant a report asks about
+    windows: OrderedDict[int, dict[str, str]] = field(init=False)
 
     def __post_init__(self) -> None:
         if len(self.own) >= MAX_SLOTS:
@@ -131,24 +141,46 @@ class Timetable:
             )
         self.slots = {key: i + 1 for i, key in enumerate(sorted(self.own))}
         self.starts, self.ends, self.before = [BEFORE], [BEFORE], [0]
+        self.lines, self.windows = [], OrderedDict()
         lines = [(0, self.default)] + [(self.slots[k], self.own[k]) for k in sorted(self.own)]
         for slot, intervals in lines:
+            first = len(self.starts)
             for start, end in intervals:
                 a, b = self._key(slot, start), self._key(slot, end)
                 if b > a:
                     self.before.append(self.before[-1] + self.ends[-1] - self.starts[-1])
                     self.starts.append(a)
                     self.ends.append(b)
-        # the arrays as PostgreSQL reads them, written once for every query that splits
-        self.sql_text = {
+            self.lines.append((first, len(self.starts)))
+
+    def sql_arrays(self, since: datetime) -> dict[str, str]:
+        """The arrays as PostgreSQL reads them, for stretches that start at ``since`` or
+        later: a key's classes that ended before then cannot overlap one, so they are left
+        out (a week's report of a term's timetable sends a week of it), and the running
+        sums are taken afresh over what is sent. Kept for the next report of that range."""
+        lo = to_micros(since)
+        found = self.windows.get(lo)
+        if found is not None:
+            return found
+        kept: list[int] = []
+        for slot, (first, last) in enumerate(self.lines):
+            kept.extend(range(bisect_right(self.ends, self._key(slot, lo), first, last), last))
+        starts = [BEFORE, *map(self.starts.__getitem__, kept)]
+        ends = [BEFORE, *map(self.ends.__getitem__, kept)]
+        before = [0, 0, *accumulate(map(sub, ends[1:-1], starts[1:-1]))][: len(starts)]
+        found = {
             name: "{" + ",".join(map(str, values)) + "}"
             for name, values in (
-                ("class_starts", self.starts),
-                ("class_ends", self.ends),
-                ("class_before", self.before),
+                ("class_starts", starts),
+                ("class_ends", ends),
+                ("class_before", before),
                 ("class_owners", [BEFORE, *sorted(self.own)]),
             )
         }
+        self.windows[lo] = found
+        while len(self.windows) > WINDOWS_KEPT:
+            self.windows.popitem(last=False)
+        return found
 
     @staticmethod
     def _base(spans: Iterable[tuple[Any, int, int]]) -> int:
@@ -197,20 +229,20 @@ class Timetable:
         (before_a, a_inside), (before_b, _) = self._covered(a), self._covered(b)
         return split_minutes(minutes, b - a, before_b - before_a, a_inside)
 
-    def split_blocks(self, blocks: sa.Subquery) -> sa.Subquery:
+    def split_blocks(self, blocks: sa.Subquery, since: datetime) -> sa.Subquery:
         """R12 in PostgreSQL: ``blocks`` (bucket, unit, marker, first, last, minutes) with
         each block's ``during`` minutes beside its bucket, marker and minutes — the same
-        integers as :meth:`during`. The arrays are bound once, as text; each block finds
+        integers as :meth:`during` — for blocks that start at ``since`` or later. The arrays are bound once, as text; each block finds
         its key's slot and its intervals by ``width_bucket``, a binary search."""
-        big = postgresql.ARRAY(sa.BigInteger)
+        big = BIG_ARRAY
         # the arrays parsed once per query, in a materialized one-row CTE; each use reads it
         # by an uncorrelated scalar subquery (an InitPlan: a parameter from then on, never
         # carried along with each block)
         arrays = (
             sa.select(
                 *(
-                    sa.cast(sa.bindparam(name, text, type_=sa.Text), big).label(name)
-                    for name, text in self.sql_text.items()
+                    sa.cast(sa.bindparam(name, text, type_=TEXT), big).label(name)
+                    for name, text in self.sql_arrays(since).items()
                 )
             )
             .cte("timetable")
@@ -224,40 +256,52 @@ class Timetable:
         before, owners = bound("class_before"), bound("class_owners")
         c = blocks.c
         key = c.unit if self.by == "unit" else c.marker
-        owner = sa.select(
-            c.bucket,
-            c.marker,
-            c.first,
-            c.last,
-            c.minutes,
-            key.label("key"),
-            sa.func.width_bucket(sa.cast(key, sa.BigInteger), owners).label("at"),
-        ).subquery("owner")
+        owner = (
+            sa.select(
+                c.bucket,
+                c.marker,
+                c.first,
+                c.last,
+                c.minutes,
+                key.label("key"),
+                sa.func.width_bucket(sa.cast(key, BIGINT), owners).label("at"),
+            )
+            .offset(0)
+            .subquery("owner")
+        )
         o = owner.c
         slot = sa.case((owners[o.at] == o.key, o.at - 1), else_=0)
 
         def big_int(n: int) -> Any:
-            return sa.literal(n, sa.BigInteger)
+            return sa.literal(n, BIGINT)
 
         def line(t: Any) -> Any:
-            epoch = sa.cast(sa.extract("epoch", t) * 1_000_000, sa.BigInteger)
+            epoch = sa.cast(sa.extract("epoch", t) * 1_000_000, BIGINT)
             micros = epoch - big_int(self.base)
             clamped = sa.func.least(sa.func.greatest(micros, big_int(0)), big_int(WINDOW - 1))
-            return sa.cast(slot, sa.BigInteger) * big_int(WINDOW) + clamped
+            return sa.cast(slot, BIGINT) * big_int(WINDOW) + clamped
 
-        keyed = sa.select(
-            o.bucket,
-            o.marker,
-            sa.cast(o.minutes, sa.BigInteger).label("minutes"),
-            line(o.first).label("a"),
-            line(o.last).label("b"),
-        ).subquery("keyed")
+        keyed = (
+            sa.select(
+                o.bucket,
+                o.marker,
+                sa.cast(o.minutes, BIGINT).label("minutes"),
+                line(o.first).label("a"),
+                line(o.last).label("b"),
+            )
+            .offset(0)
+            .subquery("keyed")
+        )
         k = keyed.c
-        found = sa.select(
-            keyed,
-            sa.func.width_bucket(k.a, starts).label("ia"),
-            sa.func.width_bucket(k.b, starts).label("ib"),
-        ).subquery("found")
+        found = (
+            sa.select(
+                keyed,
+                sa.func.width_bucket(k.a, starts).label("ia"),
+                sa.func.width_bucket(k.b, starts).label("ib"),
+            )
+            .offset(0)
+            .subquery("found")
+        )
         f = found.c
 
         def covered(at: Any, i: Any) -> Any:
@@ -268,7 +312,7 @@ class Timetable:
         proportional = sa.func.div(2 * f.minutes * inside + length, 2 * length)
         during = sa.case(
             (length <= 0, sa.case((f.a < ends[f.ia], f.minutes), else_=0)),
-            else_=sa.cast(proportional, sa.BigInteger),
+            else_=sa.cast(proportional, BIGINT),
         )
         return sa.select(f.bucket, f.marker, f.minutes, during.label("during")).subquery("split")
 

@@ -378,7 +378,10 @@ def _merged_minutes_in_sql(
     if timetable is not None:
         # R12: each block's minutes split by the classes it overlaps
         per_block = timetable.split_blocks(
-            sa.select(value, b.unit, b.marker, b.first, b.last, minutes.label("minutes")).subquery()
+            sa.select(
+                value, b.unit, b.marker, b.first, b.last, minutes.label("minutes")
+            ).subquery(),
+            since=scope.start,
         )
         during = per_block.c.during
     p = per_block.c
