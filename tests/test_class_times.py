@@ -559,3 +559,32 @@ def test_the_demo_history_has_marking_during_a_tutorial(tmp_path: Path) -> None:
         with app.app_context():
             tutor_times.dispose()
             db.engine.dispose()
+
+
+# -- the README's example: OnTrack's columns on the golden scenario ----------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+#: the timetable the README's example registers
+README_CLASSES = [
+    (3, datetime(2026, 3, 2, 9, 10, tzinfo=UTC), datetime(2026, 3, 2, 9, 40, tzinfo=UTC)),
+    (None, datetime(2026, 3, 3, 0, 0, tzinfo=UTC), datetime(2026, 3, 3, 1, 0, tzinfo=UTC)),
+]
+
+
+def readme_example() -> tuple[str, str]:
+    """The curl command and the CSV the README's class-times section shows."""
+    section = README.read_text().split("### Class times and workload", 1)[1].split("\n## ", 1)[0]
+    command = section.split("```sh\n", 1)[1].split("\n```", 1)[0]
+    shown = section.split("```text\n", 1)[1].split("\n```", 1)[0]
+    return command, shown
+
+
+def test_the_readme_shows_an_ontrack_csv(scenario: Flask) -> None:
+    command, shown = readme_example()
+    url = command.split("'")[1].removeprefix("http://127.0.0.1:5000")
+    tutor_times.class_times_loader(lambda unit, start, end: README_CLASSES)
+    try:
+        text = get(login(scenario, "tutor1"), url)
+    finally:
+        tutor_times.forget_workload_loaders()
+    assert text.lstrip("\ufeff").replace("\r\n", "\n").strip() == shown
