@@ -32,7 +32,6 @@ from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.sql.elements import Grouping
 
 from .accounting import EPOCH, to_micros
 from .errors import ConfigurationError
@@ -60,6 +59,47 @@ BIG_ARRAY = postgresql.ARRAY(BIGINT)
 WINDOWS_KEPT = 8
 #: before every key: the first interval of the arrays, so a binary search always lands
 BEFORE = -(2**62)
+
+
+#: R12 per block in PostgreSQL, layer by layer over the CTEs tt_blocks and tt_timetable:
+#: the key's slot, the block's ends on its line, the intervals they fall in, the split
+SPLIT_SQL = """
+SELECT x.bucket, x.marker, x.m AS minutes,
+  CASE WHEN x.b <= x.a THEN CASE WHEN x.a < x.ea THEN x.m ELSE 0 END
+  ELSE CAST(div(2 * x.m * ((x.bb + greatest(0, least(x.b, x.eb) - x.sb))
+                 - (x.ba + greatest(0, least(x.a, x.ea) - x.sa))) + (x.b - x.a),
+                2 * (x.b - x.a)) AS BIGINT) END AS during
+FROM (
+  SELECT k.bucket, k.marker, k.m, k.a, k.b,
+    (SELECT class_starts FROM tt_timetable)[k.ia] AS sa,
+    (SELECT class_ends FROM tt_timetable)[k.ia] AS ea,
+    (SELECT class_before FROM tt_timetable)[k.ia] AS ba,
+    (SELECT class_starts FROM tt_timetable)[k.ib] AS sb,
+    (SELECT class_ends FROM tt_timetable)[k.ib] AS eb,
+    (SELECT class_before FROM tt_timetable)[k.ib] AS bb
+  FROM (
+    SELECT j.bucket, j.marker, j.m, j.a, j.b,
+      width_bucket(j.a, (SELECT class_starts FROM tt_timetable)) AS ia,
+      width_bucket(j.b, (SELECT class_starts FROM tt_timetable)) AS ib
+    FROM (
+      SELECT o.bucket, o.marker, o.m,
+        o.slot * {window} + least(greatest(
+          CAST(extract(epoch FROM o.first) * 1000000 AS BIGINT) - ({base}), 0), {last}) AS a,
+        o.slot * {window} + least(greatest(
+          CAST(extract(epoch FROM o.last) * 1000000 AS BIGINT) - ({base}), 0), {last}) AS b
+      FROM (
+        SELECT g.bucket, g.marker, g.first, g.last, g.m,
+          CAST(CASE WHEN (SELECT class_owners FROM tt_timetable)[g.at] = g.key
+               THEN g.at - 1 ELSE 0 END AS BIGINT) AS slot
+        FROM (
+          SELECT tt_blocks.bucket, tt_blocks.marker, tt_blocks.first, tt_blocks.last,
+            CAST(tt_blocks.minutes AS BIGINT) AS m,
+            CAST(tt_blocks.{key} AS BIGINT) AS key,
+            width_bucket(CAST(tt_blocks.{key} AS BIGINT),
+                         (SELECT class_owners FROM tt_timetable)) AS at
+          FROM tt_blocks OFFSET 0) AS g OFFSET 0) AS o OFFSET 0) AS j OFFSET 0) AS k OFFSET 0
+) AS x
+"""
 
 
 def union(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -232,89 +272,42 @@ class Timetable:
     def split_blocks(self, blocks: sa.Subquery, since: datetime) -> sa.Subquery:
         """R12 in PostgreSQL: ``blocks`` (bucket, unit, marker, first, last, minutes) with
         each block's ``during`` minutes beside its bucket, marker and minutes — the same
-        integers as :meth:`during` — for blocks that start at ``since`` or later. The arrays are bound once, as text; each block finds
-        its key's slot and its intervals by ``width_bucket``, a binary search."""
-        big = BIG_ARRAY
-        # the arrays parsed once per query, in a materialized one-row CTE; each use reads it
-        # by an uncorrelated scalar subquery (an InitPlan: a parameter from then on, never
-        # carried along with each block)
+        integers as :meth:`during` — for blocks that start at ``since`` or later.
+
+        The arrays are sent once, as text, and parsed once, in a materialized CTE; each use
+        reads them through an uncorrelated scalar subquery (an InitPlan: a parameter from
+        then on, never carried along with each block). Each block finds its key's slot and
+        its intervals by ``width_bucket``, a binary search; each layer is fenced (OFFSET 0)
+        so its expressions run once a block. The layers are SQL text: built as expression
+        trees, they cost SQLAlchemy more per report than PostgreSQL spends on them."""
         arrays = (
             sa.select(
                 *(
-                    sa.cast(sa.bindparam(name, text, type_=TEXT), big).label(name)
+                    sa.cast(sa.bindparam(name, text, type_=TEXT), BIG_ARRAY).label(name)
                     for name, text in self.sql_arrays(since).items()
                 )
             )
-            .cte("timetable")
+            .cte("tt_timetable")
             .prefix_with("MATERIALIZED")
         )
-
-        def bound(name: str) -> Any:
-            return Grouping(sa.select(arrays.c[name]).scalar_subquery())
-
-        starts, ends = bound("class_starts"), bound("class_ends")
-        before, owners = bound("class_before"), bound("class_owners")
-        c = blocks.c
-        key = c.unit if self.by == "unit" else c.marker
-        owner = (
-            sa.select(
-                c.bucket,
-                c.marker,
-                c.first,
-                c.last,
-                c.minutes,
-                key.label("key"),
-                sa.func.width_bucket(sa.cast(key, BIGINT), owners).label("at"),
+        source = sa.select(blocks).cte("tt_blocks")
+        sql = SPLIT_SQL.format(
+            key="unit" if self.by == "unit" else "marker",
+            base=int(self.base),
+            window=WINDOW,
+            last=WINDOW - 1,
+        )
+        split = (
+            sa.text(sql)
+            .columns(
+                sa.column("bucket", sa.Integer()),
+                sa.column("marker", BIGINT),
+                sa.column("minutes", BIGINT),
+                sa.column("during", BIGINT),
             )
-            .offset(0)
-            .subquery("owner")
+            .add_cte(source, arrays)
         )
-        o = owner.c
-        slot = sa.case((owners[o.at] == o.key, o.at - 1), else_=0)
-
-        def big_int(n: int) -> Any:
-            return sa.literal(n, BIGINT)
-
-        def line(t: Any) -> Any:
-            epoch = sa.cast(sa.extract("epoch", t) * 1_000_000, BIGINT)
-            micros = epoch - big_int(self.base)
-            clamped = sa.func.least(sa.func.greatest(micros, big_int(0)), big_int(WINDOW - 1))
-            return sa.cast(slot, BIGINT) * big_int(WINDOW) + clamped
-
-        keyed = (
-            sa.select(
-                o.bucket,
-                o.marker,
-                sa.cast(o.minutes, BIGINT).label("minutes"),
-                line(o.first).label("a"),
-                line(o.last).label("b"),
-            )
-            .offset(0)
-            .subquery("keyed")
-        )
-        k = keyed.c
-        found = (
-            sa.select(
-                keyed,
-                sa.func.width_bucket(k.a, starts).label("ia"),
-                sa.func.width_bucket(k.b, starts).label("ib"),
-            )
-            .offset(0)
-            .subquery("found")
-        )
-        f = found.c
-
-        def covered(at: Any, i: Any) -> Any:
-            return before[i] + sa.func.greatest(0, sa.func.least(at, ends[i]) - starts[i])
-
-        length = f.b - f.a
-        inside = covered(f.b, f.ib) - covered(f.a, f.ia)
-        proportional = sa.func.div(2 * f.minutes * inside + length, 2 * length)
-        during = sa.case(
-            (length <= 0, sa.case((f.a < ends[f.ia], f.minutes), else_=0)),
-            else_=sa.cast(proportional, BIGINT),
-        )
-        return sa.select(f.bucket, f.marker, f.minutes, during.label("during")).subquery("split")
+        return split.subquery("split")
 
 
 class Memo:
