@@ -588,3 +588,15 @@ def test_the_readme_shows_an_ontrack_csv(scenario: Flask) -> None:
     finally:
         tutor_times.forget_workload_loaders()
     assert text.lstrip("\ufeff").replace("\r\n", "\n").strip() == shown
+
+
+def test_live_sessions_are_split_so_far(app: Flask, clock: Clock, loader_calls: list[Any]) -> None:
+    """A session still open at 10:35, started at 09:50 in C1 (10:00-12:00): 45 minutes so
+    far, 35 of them in class."""
+    with app.app_context():
+        for t in every(at(0, 9, 50), at(0, 10, 35)):
+            clock.set(t)
+            tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address="10.0.0.1")
+    (live,) = get(login(app, "convenor"), f"{P}/units/1/active")["sessions"]
+    assert (live["duration_minutes"], live["during_class_minutes"]) == (45, 35)
+    assert live["outside_class_minutes"] == 10

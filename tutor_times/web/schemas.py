@@ -271,7 +271,7 @@ class ActivityCreated(ActivityOut):
     unit_id: int
 
 
-class ActiveSession(BaseModel):
+class ActiveSession(ClassSplit):
     id: int
     marker_id: int
     ip_address: str

@@ -278,6 +278,11 @@ def active(path: s.UnitPath) -> Any:
         marker_id=marker_id,
         live_after=live_after(),
     )
+    if current().has_class_times and rows:
+        for row in rows:
+            row["unit_id"] = path.unit_id
+        first = min(r["start_time"] for r in rows)
+        split_sessions(Scope(first, current().clock(), unit_id=path.unit_id), rows)
     return {"unit_id": path.unit_id, "sessions": rows}
 
 
