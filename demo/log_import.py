@@ -17,11 +17,7 @@ UNIT_PATHS = [
     (re.compile(r"/api/units/(\d+)"), "GET", "GET"),
 ]
 TASK_PATHS = [
-    (
-        re.compile(r"/api/projects/(\d+)/task_def_id/(\d+)/submission_details"),
-        "GET",
-        "get-submission-details",
-    ),
+    (re.compile(r"/api/projects/(\d+)/task_def_id/(\d+)/submission_details"), "GET", "get-submission-details"),
     (re.compile(r"/api/projects/(\d+)/task_def_id/(\d+)/comments"), "POST", "add-comment"),
     # an assessment: the request's "assessing task N" line makes it "assessing"
     (re.compile(r"/api/projects/(\d+)/task_def_id/(\d+)"), "PUT", "PUT"),
