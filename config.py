@@ -77,6 +77,9 @@ class Config:
     JSON_SORT_KEYS = False
     # How many proxies in front of the app set X-Forwarded-For/-Proto (0: none, trust none).
     TRUSTED_PROXIES = int(os.environ.get("TRUSTED_PROXIES", "0"))
+    # The demo's timetable and enrolments feed tutor_times' class_times_loader and
+    # student_count_loader: reports split minutes by class time and show minutes per student.
+    DEMO_TIMETABLE = True
 
 
 class DevelopmentConfig(Config):
@@ -91,6 +94,8 @@ class TestingConfig(Config):
     TUTOR_TIMES_REDIS_URL = None
     # Tests close sessions themselves, at the times they choose.
     TUTOR_TIMES_IN_PROCESS_SWEEPER = False
+    # Reports as a host without a timetable gives them; tests register their own loaders.
+    DEMO_TIMETABLE = False
     # Demo passwords need no strength in tests; scrypt would cost 0.1 s a user.
     PASSWORD_HASH_METHOD = "pbkdf2:sha256:1"
 

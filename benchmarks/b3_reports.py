@@ -4,13 +4,19 @@
 unit 1 asks for its summary, tasks, timeline and a sessions page, through the Flask test
 client (JSON rendering and the role check included, HTTP aside), over three ranges. Every
 SQL statement of one request per report is then run again under EXPLAIN ANALYZE.
+
+Then the same requests with the host's class_times_loader answering a full term's timetable
+of unit 1 (two two-hour tutorials a week for each of the 200 tutors and a weekly lecture of
+every tutor, 12 weeks, at Melbourne wall-clock times), in alternating rounds with the
+requests without it, so both see the same load: the split (R12) against no split.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import Flask
@@ -82,6 +88,84 @@ def explain(app: Any, client: Any, path: str) -> list[str]:
     return plans
 
 
+#: the term's zone: its classes are wall-clock times there
+TERM_ZONE = ZoneInfo("Australia/Melbourne")
+#: how many rounds of alternating requests (without, then with the timetable)
+ROUNDS = 5
+
+
+def term_timetable(today: datetime, markers: int) -> list[tuple[int | None, datetime, datetime]]:
+    """A 12-week term ending this week: each tutor (1000 + i) takes two two-hour tutorials a
+    week, and every tutor the Monday lecture."""
+    monday = today.astimezone(TERM_ZONE).date() - timedelta(weeks=12)
+    monday -= timedelta(days=monday.weekday())
+    classes: list[tuple[int | None, datetime, datetime]] = []
+    for week in range(13):
+        first = monday + timedelta(weeks=week)
+        lecture = datetime.combine(first, time(9), tzinfo=TERM_ZONE)
+        classes.append((None, lecture, lecture + timedelta(hours=1)))
+        for i in range(markers):
+            for k in (0, 1):
+                day = first + timedelta(days=(i + 2 * k) % 5)
+                start = datetime.combine(day, time(10 + (i + 3 * k) % 8, 30), tzinfo=TERM_ZONE)
+                classes.append((1000 + i, start, start + timedelta(hours=2)))
+    return classes
+
+
+def with_and_without(
+    client: Any, path: str, calls: int, loader: Any
+) -> tuple[list[int], list[int]]:
+    """Samples of ``path`` without and with the class_times_loader, in alternating rounds."""
+    from demo.extensions import tutor_times
+
+    without: list[int] = []
+    with_split: list[int] = []
+    per_round = max(1, calls // ROUNDS)
+    for _ in range(ROUNDS):
+        tutor_times.forget_workload_loaders()
+        without += time_calls(lambda: client.get(path), per_round)
+        tutor_times.class_times_loader(loader)
+        with_split += time_calls(lambda: client.get(path), per_round)
+    tutor_times.forget_workload_loaders()
+    return without, with_split
+
+
+def class_time_rows(client: Any, today: datetime, calls: int, markers: int) -> list[dict[str, Any]]:
+    """Each report over each range, without and with a term's timetable: p50s and the ratio."""
+    from demo.extensions import tutor_times
+
+    term = term_timetable(today, markers)
+
+    def loader(unit_id: int, start: datetime, end: datetime) -> list[Any]:
+        # the whole term whatever the range, as a host with the term's timetable at hand
+        # would answer: classes outside the range split nothing
+        return term if unit_id == 1 else []
+
+    rows = []
+    for range_name, query in ranges(today).items():
+        for report in REPORTS:
+            path = url(report, query)
+            tutor_times.class_times_loader(loader)
+            for _ in range(3):  # warm, with the split's statements too
+                assert client.get(path).status_code == 200
+            without, with_split = with_and_without(client, path, calls, loader)
+            base, split = percentiles(without), percentiles(with_split)
+            row = {
+                "report": report,
+                "range": range_name,
+                "classes": len(term),
+                "without": base,
+                "with_class_times": split,
+                "ratio_p50": round(split["p50_ms"] / base["p50_ms"], 3),
+            }
+            rows.append(row)
+            print(
+                f"  {report:14} {range_name:24} p50 {base['p50_ms']:8.2f} ms without,"
+                f" {split['p50_ms']:8.2f} ms with class times ({row['ratio_p50']:.2f}x)"
+            )
+    return rows
+
+
 def years_of_data(database_url: str, sessions: int, activities: int) -> Flask:
     """The demo app on B3's data: ``sessions`` closed sessions of 200 tutors over two years in
     four units, ``activities`` activities each (B8 measures its dashboard on the same)."""
@@ -120,6 +204,7 @@ def run(database_url: str, sessions: int, activities: int, calls: int) -> dict[s
                 f"  {report:14} {range_name:24} p50 {row['p50_ms']:8.2f} ms"
                 f"  p99 {row['p99_ms']:8.2f} ms"
             )
+    class_times = class_time_rows(client, today, calls, markers=200)
     plans: dict[str, list[str]] = {}
     for range_name, query in ranges(today).items():
         if range_name.startswith("last"):
@@ -141,6 +226,7 @@ def run(database_url: str, sessions: int, activities: int, calls: int) -> dict[s
         "sessions": sessions,
         "activities": activities * sessions,
         "results": results,
+        "class_times": class_times,
         "index_use": index_use,
         "plans": plans,
     }

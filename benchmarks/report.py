@@ -64,6 +64,13 @@ def table() -> str:
                 f" {b3['activities']:,} activities) | p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
                 f" | < 100 ms p50 | {ok(r['p50_ms'] < 100)} |"
             )
+        for r in b3.get("class_times", []):
+            lines.append(
+                f"| B3 {r['report']}, {r['range']}, with a term's class times ({r['classes']:,}"
+                f" classes) | p50 {r['with_class_times']['p50_ms']} ms against"
+                f" {r['without']['p50_ms']} ms without, in alternating rounds:"
+                f" {r['ratio_p50']:.2f}x | ≤ 1.10x without | {ok(r['ratio_p50'] <= 1.10)} |"
+            )
     b4 = load("b4_closing")
     if b4:
         s, lag = b4["sweep"], b4["lag"]

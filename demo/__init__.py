@@ -54,10 +54,12 @@ def create_app(config: str | None = None, **overrides: Any) -> Flask:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     tutor_times.init_app(app)
 
-    from . import log_import, models  # noqa: F401  (declares the tables and log hooks)
+    from . import log_import, models, timetable  # noqa: F401  (tables and hooks)
     from .seed import seed_demo_command
     from .views import bp
 
+    # the timetable's loaders, unless this configuration leaves the reports without them
+    timetable.wire(tutor_times, enabled=app.config["DEMO_TIMETABLE"])
     app.register_blueprint(bp)
     app.cli.add_command(seed_demo_command)
     return app

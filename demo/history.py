@@ -12,19 +12,17 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from .extensions import db, tutor_times
 from .models import Project, Task, UnitRole, User
+from .timetable import ZONE  # where the unit is taught: the tutors' habits are local hours
 
 UNIT = 1
 WEEKS = 3
 #: tutors added for the history, beside the seeded tutor1 and tutor2
 EXTRA_TUTORS = [("tutor3", "Theo Tutor"), ("tutor4", "Tess Tutor")]
-#: where the demo's unit is taught: the tutors' habits are local hours
-ZONE = ZoneInfo("Australia/Melbourne")
 #: (first hour, last hour) of the day each tutor tends to start marking, in ZONE
 HABITS = {"tutor1": (8, 12), "tutor2": (18, 22), "tutor3": (12, 17), "tutor4": (9, 20)}
 READING = ("inbox", "get-submission-details")
@@ -88,6 +86,10 @@ def activities(today: date, rng: random.Random) -> list[Activity]:
                 found.extend(
                     _session(rng, start.astimezone(timezone.utc), tutors[username], ip, tasks)
                 )
+        if day.weekday() == 0:
+            # tutor1 marks in the quiet half hour of their Monday tutorial (LA1-01)
+            start = datetime.combine(day, time(11, 45), tzinfo=ZONE).astimezone(timezone.utc)
+            found.extend(_session(rng, start, tutors["tutor1"], "10.1.0.9", tasks))
     # someone still at it as the server starts: the "marking now" panel has a row
     found.extend(_session(rng, now - timedelta(minutes=20), tutors["tutor2"], "10.1.9.1", tasks))
     return sorted((a for a in found if a[0] < latest), key=lambda a: a[0])

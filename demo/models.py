@@ -109,3 +109,33 @@ class Comment(db.Model):  # type: ignore[name-defined,misc]
     user_id = sa.Column(sa.BigInteger, sa.ForeignKey("users.id"), nullable=False)
     text = sa.Column(sa.Text, nullable=False)
     created_at = sa.Column(sa.DateTime(timezone=True), nullable=False, default=_now)
+
+
+class Tutorial(db.Model):  # type: ignore[name-defined,misc]
+    """A weekly class of a unit, at local wall-clock times of the unit's zone: a tutorial or
+    lab of one tutor, or (no tutor) a class every tutor of the unit takes part in."""
+
+    __tablename__ = "tutorials"
+    id = sa.Column(Id, primary_key=True)
+    unit_id = sa.Column(sa.BigInteger, sa.ForeignKey("units.id"), nullable=False)
+    tutor_id = sa.Column(sa.BigInteger, sa.ForeignKey("users.id"))
+    abbreviation = sa.Column(sa.String(20), nullable=False)
+    #: 0 = Monday … 6 = Sunday
+    weekday = sa.Column(sa.Integer, nullable=False)
+    starts_at = sa.Column(sa.Time, nullable=False)
+    ends_at = sa.Column(sa.Time, nullable=False)
+    __table_args__ = (
+        sa.UniqueConstraint("unit_id", "abbreviation"),
+        sa.CheckConstraint("weekday BETWEEN 0 AND 6", name="ck_tutorials_weekday"),
+        sa.CheckConstraint("ends_at > starts_at", name="ck_tutorials_order"),
+    )
+
+
+class TutorialEnrolment(db.Model):  # type: ignore[name-defined,misc]
+    """A student's place (their project) in a tutorial."""
+
+    __tablename__ = "tutorial_enrolments"
+    id = sa.Column(Id, primary_key=True)
+    tutorial_id = sa.Column(sa.BigInteger, sa.ForeignKey("tutorials.id"), nullable=False)
+    project_id = sa.Column(sa.BigInteger, sa.ForeignKey("projects.id"), nullable=False)
+    __table_args__ = (sa.UniqueConstraint("tutorial_id", "project_id"),)

@@ -10,6 +10,7 @@ from flask.cli import with_appcontext
 
 from .extensions import db
 from .models import Project, Task, TaskDefinition, Unit, UnitRole, User
+from .timetable import seed_timetable
 
 PASSWORD = "password"
 
@@ -31,11 +32,14 @@ def seed() -> bool:
     unit = Unit(code="COS10001", name="Introduction to Programming")
     db.session.add(unit)
     db.session.flush()
+    users: dict[str, int] = {}
+    projects: dict[str, int] = {}
     for username, name, is_admin, role in STAFF:
         user = User(username=username, name=name, is_admin=is_admin)
         user.set_password(PASSWORD)
         db.session.add(user)
         db.session.flush()
+        users[username] = user.id
         if role:
             db.session.add(UnitRole(user_id=user.id, unit_id=unit.id, role=role))
     definitions = [TaskDefinition(unit_id=unit.id, abbreviation=a, name=n) for a, n in TASKS]
@@ -48,6 +52,7 @@ def seed() -> bool:
         project = Project(unit_id=unit.id, user_id=student.id)
         db.session.add(project)
         db.session.flush()
+        projects[username] = project.id
         for definition in definitions:
             db.session.add(
                 Task(
@@ -56,6 +61,7 @@ def seed() -> bool:
                     submission=f"{username}'s work for {definition.abbreviation}",
                 )
             )
+    seed_timetable(unit.id, users, projects)
     db.session.commit()
     return True
 
@@ -102,7 +108,8 @@ def seed_demo_command(example: bool, history: bool) -> None:
     if seed():
         click.echo(
             f"seeded unit COS10001 (id 1): users admin, convenor, tutor1, tutor2,"
-            f" student1-4, all with password {PASSWORD!r}"
+            f" student1-4, all with password {PASSWORD!r}; tutorials LA1-01 and LA1-02"
+            " (tutor1), LA1-03 (tutor2) and the weekly workshop WS (every tutor)"
         )
     else:
         click.echo("demo data already present; nothing changed")

@@ -33,6 +33,39 @@ def backend_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+#: the host's timetable while fuzzing: classes of one tutor, of the whole unit, and at the
+#: ends of the calendar, so every report has its R12 split to show
+CLASSES = [
+    (
+        3,
+        datetime(2026, 3, 2, 8, tzinfo=timezone.utc),
+        datetime(2026, 3, 2, 10, tzinfo=timezone.utc),
+    ),
+    (
+        None,
+        datetime(2026, 3, 2, 9, 30, tzinfo=timezone.utc),
+        datetime(2026, 3, 3, tzinfo=timezone.utc),
+    ),
+    (3, datetime(1, 1, 1, tzinfo=timezone.utc), datetime(1, 1, 1, 0, 20, tzinfo=timezone.utc)),
+    (
+        None,
+        datetime(9999, 12, 31, 23, 30, tzinfo=timezone.utc),
+        datetime.max.replace(tzinfo=timezone.utc),
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def _host_timetable() -> Iterator[None]:
+    """The host's class_times_loader and student_count_loader, on every fuzzed request."""
+    tutor_times.class_times_loader(
+        lambda unit, start, end: [c for c in CLASSES if unit == 1 and c[1] < end and c[2] > start]
+    )
+    tutor_times.student_count_loader(lambda unit, marker: None if marker == 4 else 7)
+    yield
+    tutor_times.forget_workload_loaders()
+
+
 @pytest.fixture(params=["convenor", "tutor1"])
 def as_user(request: pytest.FixtureRequest, backend_name: str) -> Iterator[tuple[Flask, str]]:
     """An app and the session cookie of a user who sees everything, or only their own."""
@@ -186,6 +219,8 @@ def test_extreme_dates_on_every_range_endpoint(extreme_app: tuple[Flask, FlaskCl
         *((path, {}) for path in RANGE_PATHS),
         ("/units/1/timeline", {"bucket": "week"}),
         ("/units/1/sessions", {"format": "csv"}),
+        ("/units/1/sessions", {"format": "csv", "style": "ontrack"}),
+        ("/me/sessions", {"format": "csv", "style": "ontrack"}),
     ]
     requests = [
         ("GET", path, {"query_string": {side: when, "tz": tz, **extra}})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -234,3 +235,65 @@ def test_the_what_if_picker_adds_the_column_pair_of_the_summary_under_that_timeo
     WebDriverWait(d, WAIT).until(lambda d: "timeout=60" not in d.current_url)
     assert "timeout" not in site.query()
     assert not d.find_elements(By.CSS_SELECTOR, '[data-col="whatif_minutes"]')
+
+
+@pytest.fixture
+def timetable() -> Iterator[None]:
+    """A host timetable for the scenario: tutor1's class across their two-IP block, and a
+    class of every tutor across midnight; and student counts."""
+    classes = [
+        (
+            3,
+            datetime(2026, 3, 2, 9, 10, tzinfo=timezone.utc),
+            datetime(2026, 3, 2, 9, 40, tzinfo=timezone.utc),
+        ),
+        (
+            None,
+            datetime(2026, 3, 3, 0, 0, tzinfo=timezone.utc),
+            datetime(2026, 3, 3, 1, 0, tzinfo=timezone.utc),
+        ),
+    ]
+    tutor_times.class_times_loader(lambda unit, start, end: classes if unit == 1 else [])
+    tutor_times.student_count_loader(lambda unit, marker: {3: 6, 4: 2, None: 8}.get(marker))
+    yield
+    tutor_times.forget_workload_loaders()
+
+
+def test_the_class_time_split_equals_the_json(site: Site, timetable: None, backend: str) -> None:
+    site.login("convenor", f"{UNIT}/dashboard")
+    summary = site.json("convenor", f"{UNIT}/summary", tz=BROWSER_ZONE)
+    rows = site.rows("tutors")
+    columns = ("during_class_minutes", "outside_class_minutes", "students", "minutes_per_student")
+    for tutor in summary["tutors"]:
+        for column in columns:
+            assert rows[str(tutor["marker_id"])][column] == as_text(tutor[column])
+    assert rows["3"]["during_class_minutes"] == "29"  # 19 of the two-IP block, 10 at midnight
+    d = site.driver
+    total = d.find_element(By.CSS_SELECTOR, '[data-total="during_class_minutes"]').text
+    assert total == str(summary["totals"]["during_class_minutes"])
+    timeline = site.json("convenor", f"{UNIT}/timeline", tz=BROWSER_ZONE)["buckets"]
+    shown = site.rows("timeline")
+    for i, bucket in enumerate(timeline):
+        assert shown[str(i)]["during_class_minutes"] == str(bucket["during_class_minutes"])
+        assert shown[str(i)]["outside_class_minutes"] == str(bucket["outside_class_minutes"])
+    bars = d.find_elements(By.CSS_SELECTOR, "svg.tt-bars rect.tt-bar-class")
+    assert len(bars) == sum(1 for b in timeline if b["during_class_minutes"])
+    titles = [
+        t.get_attribute("textContent") or ""
+        for t in d.find_elements(By.CSS_SELECTOR, "svg.tt-calendar rect.tt-block title")
+    ]
+    assert any("during class" in t for t in titles)
+    button = d.find_element(
+        By.CSS_SELECTOR, 'table[data-table="tutors"] button[data-sort="during_class_minutes"]'
+    )
+    button.click()
+    ascending = [int(r["during_class_minutes"]) for r in site.rows("tutors").values()]
+    assert ascending == sorted(ascending)
+    screenshot(d, f"dashboard-class-times-{backend}", DESKTOP[0], mobile=False)
+
+
+def test_without_class_times_the_dashboard_has_no_split(site: Site) -> None:
+    site.login("convenor", f"{UNIT}/dashboard")
+    d = site.driver
+    assert not d.find_elements(By.CSS_SELECTOR, '[data-sort="during_class_minutes"]')
+    assert not d.find_elements(By.CSS_SELECTOR, "rect.tt-bar-class")

@@ -22,6 +22,7 @@ LAYERS: dict[str, int] = {
     "errors": 0,
     "constants": 0,
     "accounting": 0,
+    "class_times": 1,
     "privacy": 1,
     "models": 1,
     "settings": 2,

@@ -1,6 +1,6 @@
 """tutor_times: how long tutors spend marking, tracked live in a Flask LMS.
 
-The rules every number follows are stated in docs/rules.md; code cites them as R1 … R11.
+The rules every number follows are stated in docs/rules.md; code cites them as R1 … R12.
 """
 
 from .constants import DEFAULT_ACTIONS, TRACKED_ROLES, ConfigVars

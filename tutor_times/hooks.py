@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from .class_times import ClassTime, Memo, Timetable, spans_of
 from .constants import TRACKED_ROLES
 from .errors import ConfigurationError, InvalidActivityError
 
@@ -22,6 +24,13 @@ NameLoader = Callable[[list[int]], Mapping[int, str]]
 #: (HTTP method, request path without its query string) -> what the request did, or None
 #: when it was no marking (an import of a web-server log skips it)
 LogPathResolver = Callable[[str, str], "LogTarget | None"]
+#: (unit_id, start, end) -> the unit's scheduled classes in [start, end), each
+#: (marker_id or None for every tutor of the unit, start, end) as aware datetimes
+ClassTimesLoader = Callable[
+    [int, datetime, datetime], Iterable[tuple["int | None", datetime, datetime]]
+]
+#: (unit_id, marker_id or None for the whole unit) -> how many students; None when unknown
+StudentCountLoader = Callable[[int, "int | None"], "int | None"]
 #: a username as the web-server log names it -> the user's id, or None when unknown
 UsernameResolver = Callable[[str], "int | None"]
 
@@ -36,6 +45,9 @@ class HostHooks:
         self._name_loader: NameLoader | None = None
         self._log_path_resolver: LogPathResolver | None = None
         self._username_resolver: UsernameResolver | None = None
+        self._class_times_loader: ClassTimesLoader | None = None
+        self._student_count_loader: StudentCountLoader | None = None
+        self._timetables = Memo()
 
     def role_loader(self, callback: RoleLoader) -> RoleLoader:
         """Register ``callback(user, unit_id)`` -> "admin" | "convenor" | "tutor" | "student" | None."""
@@ -75,6 +87,84 @@ class HostHooks:
         ids = sorted(set(user_ids))
         found = dict(self._name_loader(ids)) if self._name_loader and ids else {}
         return {i: str(found.get(i) or f"#{i}") for i in ids}
+
+    def class_times_loader(self, callback: ClassTimesLoader) -> ClassTimesLoader:
+        """Register ``callback(unit_id, start, end)`` -> the unit's scheduled classes
+        (tutorials, labs) in [start, end), each ``(marker_id, start, end)``: the class's
+        tutor, or None for a class of every tutor of the unit, and its real start and end
+        as aware datetimes.
+
+        Called once per unit a report shows (never while tracking). With it, every report
+        that shows minutes splits them into during-class and outside-class minutes (R12);
+        without it, the split is absent.
+        """
+        self._class_times_loader = callback
+        return callback
+
+    @property
+    def has_class_times(self) -> bool:
+        return self._class_times_loader is not None
+
+    def _answer(self, unit_id: int, start: datetime, end: datetime) -> tuple[Any, ...]:
+        if self._class_times_loader is None:
+            raise ConfigurationError("No class_times_loader registered")
+        return tuple(self._class_times_loader(unit_id, start, end))
+
+    def classes_of(self, unit_id: int, start: datetime, end: datetime) -> list[ClassTime]:
+        """The unit's classes in [start, end), as the host's loader gives them (checked)."""
+        answer = self._answer(unit_id, start, end)
+        spans_of(answer, unit_id)
+        return [ClassTime(*row) for row in answer]
+
+    def unit_timetable(self, unit_id: int, start: datetime, end: datetime) -> Timetable:
+        """The unit's classes in [start, end), by tutor, for a report of the unit (R12)."""
+        answer = self._answer(unit_id, start, end)
+        build = lambda: Timetable.of_unit(spans_of(answer, unit_id))  # noqa: E731
+        return self._timetables.get(("unit", unit_id), answer, build)
+
+    def marker_timetable(
+        self, marker_id: int, units: Collection[int], start: datetime, end: datetime
+    ) -> Timetable:
+        """One tutor's classes in each of ``units``, for their own report across units."""
+        ordered = sorted(set(units))
+        answers = tuple(self._answer(unit, start, end) for unit in ordered)
+
+        def build() -> Timetable:
+            spans = {u: spans_of(a, u) for u, a in zip(ordered, answers, strict=True)}
+            return Timetable.of_marker(marker_id, spans)
+
+        return self._timetables.get(("tutor", marker_id, *ordered), answers, build)
+
+    def student_count_loader(self, callback: StudentCountLoader) -> StudentCountLoader:
+        """Register ``callback(unit_id, marker_id)`` -> how many students the tutor marks for
+        in the unit (``marker_id`` None: the whole unit's students), or None when unknown.
+
+        With it, the summary adds ``students`` and ``minutes_per_student`` to each tutor's
+        row and to the totals; without it, they are absent.
+        """
+        self._student_count_loader = callback
+        return callback
+
+    @property
+    def has_student_counts(self) -> bool:
+        return self._student_count_loader is not None
+
+    def students_of(self, unit_id: int, marker_id: int | None) -> int | None:
+        if self._student_count_loader is None:
+            raise ConfigurationError("No student_count_loader registered")
+        found = self._student_count_loader(unit_id, marker_id)
+        if found is not None and (isinstance(found, bool) or not isinstance(found, int)):
+            raise ConfigurationError(
+                f"student_count_loader must return a whole number or None, got {found!r}"
+            )
+        return found
+
+    def forget_workload_loaders(self) -> None:
+        """Unregister the class_times_loader and the student_count_loader: the reports go
+        back to no split and no students (an app factory that builds apps with and without
+        a timetable)."""
+        self._class_times_loader = None
+        self._student_count_loader = None
 
     def log_path_resolver(self, callback: LogPathResolver) -> LogPathResolver:
         """Register ``callback(method, path)`` -> a :class:`~tutor_times.sources.LogTarget`

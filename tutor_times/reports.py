@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from .accounting import duration_minutes
+from .class_times import Timetable, with_split
 from .constants import ASSESSING
 from .models import CLIENT, Models, last_activity_of
 
@@ -144,6 +145,13 @@ def _session_rows(
     ]
 
 
+def units_of(conn: sa.Connection, models: Models, scope: Scope, *, min_minutes: int) -> list[int]:
+    """The units the scope's sessions are in (a tutor's own report across units)."""
+    ms = models.MarkingSession
+    query = sa.select(ms.unit_id).where(*scope.where(models)).distinct().order_by(ms.unit_id)
+    return list(conn.execute(query).scalars())
+
+
 def sessions_page(
     conn: sa.Connection,
     models: Models,
@@ -258,6 +266,20 @@ def merged_minutes_by(
     min_minutes: int,
     bucket: Callable[[Any], Any] | None = None,
 ) -> dict[tuple[Any, int], int]:
+    """R10: minutes per (bucket, marker) of the scope's sessions; see :func:`merged_split_by`."""
+    split = merged_split_by(conn, models, scope, min_minutes=min_minutes, bucket=bucket)
+    return {key: minutes for key, (minutes, _) in split.items()}
+
+
+def merged_split_by(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    *,
+    min_minutes: int,
+    bucket: Callable[[Any], Any] | None = None,
+    timetable: Timetable | None = None,
+) -> dict[tuple[Any, int], tuple[int, int]]:
     """R10: minutes per (bucket, marker) of the scope's sessions.
 
     A tutor's overlapping sessions in a unit are merged into blocks over the whole scope
@@ -269,9 +291,12 @@ def merged_minutes_by(
     PostgreSQL merges in SQL (gaps and islands: a session starts a new block when it starts
     after every earlier one of its tutor has ended), so only one row per tutor and bucket
     comes back. Elsewhere :func:`merged_blocks` merges the sessions here.
+
+    Each value is (minutes, during-class minutes): with a ``timetable``, each block's
+    minutes are split by R12 (:mod:`.class_times`) in the same pass; without one, 0.
     """
     if conn.dialect.name == "postgresql":
-        return _merged_minutes_in_sql(conn, models, scope, min_minutes, bucket)
+        return _merged_minutes_in_sql(conn, models, scope, min_minutes, bucket, timetable)
     ms = models.MarkingSession
     label = (sa.null() if bucket is None else bucket(ms.start_time)).label("bucket")
     spans: dict[tuple[int, int], list[tuple[datetime, datetime, Any]]] = {}
@@ -281,11 +306,17 @@ def merged_minutes_by(
         )
     ):
         spans.setdefault((unit, marker), []).append((start, last, value))
-    totals: dict[tuple[Any, int], int] = {}
-    for (_, marker), tutor_spans in spans.items():
+    totals: dict[tuple[Any, int], tuple[int, int]] = {}
+    for (unit, marker), tutor_spans in spans.items():
         for first, last, value in merged_blocks(tutor_spans):
             key = (value, marker)
-            totals[key] = totals.get(key, 0) + duration_minutes(first, last, min_minutes)
+            minutes = duration_minutes(first, last, min_minutes)
+            # R12: the block's minutes split by the classes it overlaps
+            during = (
+                0 if timetable is None else timetable.during(unit, marker, first, last, minutes)
+            )
+            so_far = totals.get(key, (0, 0))
+            totals[key] = (so_far[0] + minutes, so_far[1] + during)
     return totals
 
 
@@ -295,8 +326,9 @@ def _merged_minutes_in_sql(
     scope: Scope,
     min_minutes: int,
     bucket: Callable[[Any], Any] | None,
-) -> dict[tuple[Any, int], int]:
-    """:func:`merged_minutes_by` as one PostgreSQL query: gaps and islands."""
+    timetable: Timetable | None = None,
+) -> dict[tuple[Any, int], tuple[int, int]]:
+    """:func:`merged_split_by` as one PostgreSQL query: gaps and islands."""
     ms = models.MarkingSession
     s = (
         sa.select(
@@ -329,8 +361,10 @@ def _merged_minutes_in_sql(
     n = numbered.c
     blocks = (
         sa.select(
+            n.unit,
             n.marker,
             sa.func.min(n.st).label("first"),
+            sa.func.max(n.en).label("last"),
             sa.extract("epoch", sa.func.max(n.en) - sa.func.min(n.st)).label("seconds"),
         )
         .group_by(n.unit, n.marker, n.block)
@@ -340,11 +374,23 @@ def _merged_minutes_in_sql(
     value = (sa.null() if bucket is None else bucket(b.first)).label("bucket")
     minutes = sa.func.greatest(min_minutes, sa.func.floor(b.seconds / 60))  # R4, per block
     per_block = sa.select(value, b.marker, minutes.label("minutes")).subquery("per_block")
+    during: Any = sa.literal(0)
+    if timetable is not None:
+        # R12: each block's minutes split by the classes it overlaps
+        per_block = timetable.split_blocks(
+            sa.select(
+                value, b.unit, b.marker, b.first, b.last, minutes.label("minutes")
+            ).subquery(),
+            since=scope.start,
+        )
+        during = per_block.c.during
     p = per_block.c
     rows = conn.execute(
-        sa.select(p.bucket, p.marker, sa.func.sum(p.minutes)).group_by(p.bucket, p.marker)
+        sa.select(p.bucket, p.marker, sa.func.sum(p.minutes), sa.func.sum(during)).group_by(
+            p.bucket, p.marker
+        )
     )
-    return {(value, marker): int(total) for value, marker, total in rows}
+    return {(value, marker): (int(total), int(d)) for value, marker, total, d in rows}
 
 
 def _counts_by(conn: sa.Connection, models: Models, scope: Scope, key: Any) -> Any:
@@ -361,11 +407,18 @@ def _counts_by(conn: sa.Connection, models: Models, scope: Scope, key: Any) -> A
 
 
 def summary(
-    conn: sa.Connection, models: Models, scope: Scope, *, min_minutes: int
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    *,
+    min_minutes: int,
+    timetable: Timetable | None = None,
 ) -> dict[str, Any]:
-    """Per tutor: sessions, minutes (R10), assessments, minutes per assessment; and totals."""
+    """Per tutor: sessions, minutes (R10), assessments, minutes per assessment; and totals.
+    With a ``timetable``, each row's minutes are also split by R12 (during and outside class)."""
     marker = models.MarkingSession.marker_id
-    minutes = merged_minutes_by(conn, models, scope, min_minutes=min_minutes)
+    split = merged_split_by(conn, models, scope, min_minutes=min_minutes, timetable=timetable)
+    minutes = {key: total for key, (total, _) in split.items()}
     tutors = [
         with_rate(
             {"marker_id": key, "sessions": n_sessions, "assessments": int(n_assessments)},
@@ -381,6 +434,10 @@ def summary(
         # different tutors' minutes are different people's time: they add up
         sum(t["minutes"] for t in tutors),
     )
+    if timetable is not None:
+        for t in tutors:
+            with_split(t, split[None, t["marker_id"]][1])
+        with_split(totals, sum(t["during_class_minutes"] for t in tutors))
     return {"tutors": tutors, "totals": totals}
 
 
@@ -478,8 +535,10 @@ def timeline(
     tz: ZoneInfo,
     *,
     min_minutes: int,
+    timetable: Timetable | None = None,
 ) -> list[dict[str, Any]]:
     """Minutes (R10), sessions and assessments per bucket; every bucket listed, empty or not.
+    With a ``timetable``, each bucket's minutes are also split by R12 (as its blocks are).
 
     ``starts`` are the buckets' first instants in UTC (local midnights, so DST falls right).
     Sessions and assessments count in the bucket each session starts in. A tutor's
@@ -496,9 +555,17 @@ def timeline(
     ):
         buckets[i]["sessions"] = n_sessions
         buckets[i]["assessments"] = int(n_assessments)
-    minutes = merged_minutes_by(conn, models, scope, min_minutes=min_minutes, bucket=index)
-    for (i, _), total in minutes.items():
+    minutes = merged_split_by(
+        conn, models, scope, min_minutes=min_minutes, bucket=index, timetable=timetable
+    )
+    for (i, _), (total, _during) in minutes.items():
         buckets[i]["minutes"] += total
+    if timetable is not None:
+        during = [0] * len(buckets)
+        for (i, _), (_total, d) in minutes.items():
+            during[i] += d
+        for b, d in zip(buckets, during, strict=True):
+            with_split(b, d)
     return buckets
 
 

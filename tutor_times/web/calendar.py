@@ -59,6 +59,8 @@ class Block:
     continues: bool
     lane: int = 0
     lanes: int = 1
+    #: of ``minutes``, those during scheduled classes (R12); None without class times
+    during_class: int | None = None
 
 
 @dataclass
@@ -118,6 +120,7 @@ def _block(row: dict[str, Any], days: list[date], tz: ZoneInfo, now: datetime) -
         start=start,
         end=end,
         minutes=row["duration_minutes"],
+        during_class=row.get("during_class_minutes"),
         assessments=row["assessments"],
         running=bool(row["active"]),
         continues=continues,

@@ -50,6 +50,27 @@ SESSION_COLUMNS = [
 ]
 
 
+#: R12's split, beside the minutes, when the host has class times
+SPLIT_COLUMNS = ["during_class_minutes", "outside_class_minutes"]
+#: the legacy hours per student, when the host counts students
+STUDENT_COLUMNS = ["students", "minutes_per_student"]
+
+#: OnTrack's "my marking sessions" download, column for column
+ONTRACK_COLUMNS = [
+    "Start Date",
+    "Start Time",
+    "End Date",
+    "End Time",
+    "Timezone",
+    "Duration (m)",
+    "Duration (h)",
+    "Submissions Opened",
+    "Comments Added",
+    "Assessments Made",
+    "During Tutorial",
+]
+
+
 def hours(minutes: float | None) -> str:
     return "" if minutes is None else f"{minutes / 60:.1f}"
 
@@ -92,4 +113,31 @@ def session_rows(rows: Iterable[dict[str, Any]], tz: ZoneInfo) -> Iterable[dict[
             "submissions_opened": r["activities"].get("get-submission-details", 0),
             "activities": sum(r["activities"].values()),
             "client_activities": r["client_activities"],
+            "during_class_minutes": r.get("during_class_minutes", ""),
+            "outside_class_minutes": r.get("outside_class_minutes", ""),
+        }
+
+
+def ontrack_rows(
+    rows: Iterable[dict[str, Any]], tz: ZoneInfo, *, split: bool
+) -> Iterable[dict[str, Any]]:
+    """Sessions in OnTrack's columns, with these exact durations. An open session's end is
+    its last activity so far. During Tutorial is the session's minutes during class (R12):
+    0 for none, all of Duration (m) for marking wholly in class, empty without class times."""
+    for r in rows:
+        start_date, start_time = local_date_time(r["start_time"], tz)
+        end_date, end_time = local_date_time(r["end_time"] or r["last_activity"], tz)
+        minutes = r["duration_minutes"]
+        yield {
+            "Start Date": start_date,
+            "Start Time": start_time,
+            "End Date": end_date,
+            "End Time": end_time,
+            "Timezone": tz.key,
+            "Duration (m)": minutes,
+            "Duration (h)": f"{minutes / 60:.2f}",
+            "Submissions Opened": r["activities"].get("get-submission-details", 0),
+            "Comments Added": r["activities"].get("add-comment", 0),
+            "Assessments Made": r["assessments"],
+            "During Tutorial": r["during_class_minutes"] if split else "",
         }

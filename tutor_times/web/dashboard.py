@@ -33,7 +33,9 @@ from .views import (
     marker_scope,
     one_connection,
     report,
+    split_sessions,
     timeline_buckets,
+    unit_summary,
     what_if,
 )
 
@@ -168,7 +170,7 @@ def _context(
     tz = query.zone()
     first, last = _local_dates(scope.start, scope.end, tz)
     bucket = query.bucket or ("day" if (last - first).days < DAYS_BY_DEFAULT else "week")
-    summary = report(reports.summary, scope)
+    summary = unit_summary(scope)
     what_if = None if what_if_seconds is None else _what_if(scope, what_if_seconds, summary)
     week, active = _week(scope, tz), _active(scope)
     shown = [t["marker_id"] for t in summary["tutors"]]
@@ -258,6 +260,7 @@ def _week(scope: Scope, tz: ZoneInfo) -> calendar.Week:
     page = report(
         reports.sessions_page, shown, page=1, per_page=CALENDAR_LIMIT, live_after=live_after()
     )
+    split_sessions(shown, page["sessions"])
     return calendar.week(page["sessions"], days, tz, current().clock(), page["total"])
 
 

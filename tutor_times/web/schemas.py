@@ -134,7 +134,18 @@ class UnitReportQuery(RangeQuery):
     )
 
 
-class SessionsQuery(UnitReportQuery, PageQuery):
+class CsvStyleQuery(_Query):
+    style: Literal["tutor_times", "ontrack"] = Field(
+        "tutor_times",
+        description="With `format=csv`: `ontrack` gives OnTrack's columns (Start Date, Start"
+        " Time, End Date, End Time, Timezone, Duration (m), Duration (h), Submissions Opened,"
+        " Comments Added, Assessments Made, During Tutorial), with these exact durations;"
+        " During Tutorial is the session's minutes during class (R12), empty without class"
+        " times. Only with `format=csv`.",
+    )
+
+
+class SessionsQuery(UnitReportQuery, PageQuery, CsvStyleQuery):
     pass
 
 
@@ -148,7 +159,7 @@ class WhatIfQuery(UnitReportQuery):
     )
 
 
-class MySessionsQuery(RangeQuery, PageQuery):
+class MySessionsQuery(RangeQuery, PageQuery, CsvStyleQuery):
     unit_id: Id | None = Field(None, description="Only this unit's sessions.")
 
 
@@ -218,6 +229,40 @@ class ActivityIn(BaseModel):
 
 # -- responses ---------------------------------------------------------------------------
 
+WITH_CLASS_TIMES = " Present only when the host registers a class_times_loader."
+WITH_STUDENTS = " Present only when the host registers a student_count_loader (and knows)."
+
+
+def _absent_if_none(description: str, extra: str) -> Any:
+    """A field left out of the reply, not written as null, when it has no value."""
+    return Field(None, description=description + extra, exclude_if=lambda v: v is None)
+
+
+class ClassSplit(BaseModel):
+    """R12: minutes during the host's scheduled classes and outside them; they add up to
+    the row's minutes."""
+
+    during_class_minutes: int | None = _absent_if_none(
+        "Of the minutes, those during the tutor's scheduled classes (R12).", WITH_CLASS_TIMES
+    )
+    outside_class_minutes: int | None = _absent_if_none(
+        "Of the minutes, those outside scheduled classes: the minutes minus"
+        " during_class_minutes (R12).",
+        WITH_CLASS_TIMES,
+    )
+
+
+class Workload(BaseModel):
+    """The legacy hours per student: students marked for, and minutes per student."""
+
+    students: int | None = _absent_if_none(
+        "Students the tutor marks for (in totals: the unit's students).", WITH_STUDENTS
+    )
+    minutes_per_student: float | None = _absent_if_none(
+        "Minutes divided by students, to 0.1; absent when there are no students.",
+        WITH_STUDENTS,
+    )
+
 
 class ActivityOut(BaseModel):
     id: int
@@ -238,7 +283,7 @@ class ActivityCreated(ActivityOut):
     unit_id: int
 
 
-class ActiveSession(BaseModel):
+class ActiveSession(ClassSplit):
     id: int
     marker_id: int
     ip_address: str
@@ -253,7 +298,7 @@ class ActiveOut(BaseModel):
     sessions: list[ActiveSession]
 
 
-class SessionOut(BaseModel):
+class SessionOut(ClassSplit):
     id: int
     marker_id: int
     unit_id: int
@@ -291,7 +336,7 @@ class SessionsPage(BaseModel):
     sessions: list[SessionOut]
 
 
-class TutorTotals(BaseModel):
+class TutorTotals(ClassSplit, Workload):
     marker_id: int
     sessions: int
     minutes: int = Field(description="Overlapping sessions merged first (R10).")
@@ -299,7 +344,7 @@ class TutorTotals(BaseModel):
     minutes_per_assessment: float | None
 
 
-class Totals(BaseModel):
+class Totals(ClassSplit, Workload):
     sessions: int
     minutes: int
     assessments: int
@@ -329,7 +374,7 @@ class TasksOut(BaseModel):
     tasks: list[TaskRow]
 
 
-class Bucket(BaseModel):
+class Bucket(ClassSplit):
     start: date = Field(description="The bucket's first day, in `tz`.")
     start_time: datetime = Field(description="The bucket's first instant (UTC).")
     minutes: int

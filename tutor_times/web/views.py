@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import health, idempotency, metrics, reports, whatif
+from .. import class_times, health, idempotency, metrics, reports, whatif
 from ..constants import DEFAULTS, TRACKED_ROLES, ConfigVars
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
@@ -186,31 +186,99 @@ def what_if(query: Callable[..., T], scope: Scope, *args: Any, seconds: int) -> 
             "timeout: the range is too close to the ends of the calendar for a what-if",
             "timeout",
         ) from None
+# -- class times (R12) --------------------------------------------------------------------
+
+#: how far past a range's end its classes are asked for: a session that starts in the range
+#: may run past its end
+CLASS_MARGIN = timedelta(days=1)
+
+
+def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Timetable | None:
+    """The classes a report over ``scope`` splits its minutes by (R12), from the host's
+    loader, called once per unit; None without a loader. A report across units (one
+    tutor's own) names its ``units``, or they are those of the scope's sessions."""
+    ext = current()
+    if not ext.has_class_times:
+        return None
+    start, end = scope.start, _past(scope.end, CLASS_MARGIN)
+    if scope.unit_id is not None:
+        return ext.unit_timetable(scope.unit_id, start, end)
+    if scope.marker_id is None:
+        raise ValueError("class times need a unit or a tutor")
+    if units is None:
+        units = report(reports.units_of, scope)
+    return ext.marker_timetable(scope.marker_id, units, start, end)
+
+
+def _past(end: datetime, margin: timedelta) -> datetime:
+    """``end`` + ``margin``, or the last instant there is near the end of the calendar."""
+    try:
+        return end + margin
+    except OverflowError:
+        return datetime.max.replace(tzinfo=end.tzinfo)
+
+
+def split_sessions(scope: Scope, rows: list[dict[str, Any]]) -> None:
+    """R12 per session row, when the host has class times."""
+    if not current().has_class_times or not rows:
+        return
+    timetable = timetable_of(scope, [r["unit_id"] for r in rows])
+    if timetable is not None:
+        class_times.split_rows(rows, timetable)
+
+
+def with_students(unit_id: int, result: dict[str, Any]) -> dict[str, Any]:
+    """The legacy hours per student: each tutor's students (and the unit's, in the totals)
+    and minutes per student, when the host counts students."""
+    ext = current()
+    if not ext.has_student_counts:
+        return result
+    rows = [(t, t["marker_id"]) for t in result["tutors"]] + [(result["totals"], None)]
+    for row, marker_id in rows:
+        students = ext.students_of(unit_id, marker_id)
+        row["students"] = students
+        row["minutes_per_student"] = round(row["minutes"] / students, 1) if students else None
+    return result
 
 
 def _sessions_page(scope: Scope, query: s.SessionsQuery | s.MySessionsQuery) -> dict[str, Any]:
     """One page of the scope's sessions, as the query asks for it."""
-    return report(
+    page = report(
         reports.sessions_page,
         scope,
         page=query.page,
         per_page=query.per_page,
         live_after=live_after(),
     )
+    split_sessions(scope, page["sessions"])
+    return page
 
 
 def timeline_buckets(scope: Scope, tz: ZoneInfo, bucket: str) -> list[dict[str, Any]]:
     """Every day's or week's bucket of the scope, in ``tz``."""
     starts = ranges.day_starts(scope.start, scope.end, tz, bucket)
-    return report(reports.timeline, scope, starts, tz)
+    return report(reports.timeline, scope, starts, tz, timetable=timetable_of(scope))
 
 
-def _sessions_reply(name: str, result: dict[str, Any], query: s.RangeQuery) -> Any:
+def unit_summary(scope: Scope) -> dict[str, Any]:
+    """The scope's summary, split by class times and with students when the host has them."""
+    result = report(reports.summary, scope, timetable=timetable_of(scope))
+    return result if scope.unit_id is None else with_students(scope.unit_id, result)
+
+
+def _sessions_reply(
+    name: str, result: dict[str, Any], query: s.SessionsQuery | s.MySessionsQuery
+) -> Any:
+    if query.style == "ontrack" and query.format != "csv":
+        raise ApiError(400, "style: ontrack is a CSV style; add format=csv", "style")
     if query.format == "csv":
+        split = current().has_class_times
+        if query.style == "ontrack":
+            rows = csv_export.ontrack_rows(result["sessions"], query.zone(), split=split)
+            return csv_response(name, csv_export.ONTRACK_COLUMNS, rows)
+        columns = csv_export.SESSION_COLUMNS + (csv_export.SPLIT_COLUMNS if split else [])
         return csv_response(
-            name,
-            csv_export.SESSION_COLUMNS,
-            csv_export.session_rows(result["sessions"], query.zone()),
+            name, columns, csv_export.session_rows(result["sessions"], query.zone())
         )
     return result
 
@@ -247,6 +315,11 @@ def active(path: s.UnitPath) -> Any:
         marker_id=marker_id,
         live_after=live_after(),
     )
+    if current().has_class_times and rows:
+        for row in rows:
+            row["unit_id"] = path.unit_id
+        first = min(r["start_time"] for r in rows)
+        split_sessions(Scope(first, current().clock(), unit_id=path.unit_id), rows)
     return {"unit_id": path.unit_id, "sessions": rows}
 
 
@@ -272,7 +345,7 @@ def summary(path: s.UnitPath, query: s.WhatIfQuery) -> Any:
     """
     scope, range_out = unit_scope(path.unit_id, query)
     if query.timeout is None:
-        result = report(reports.summary, scope)
+        result = unit_summary(scope)
     else:
         result = what_if(whatif.summary, scope, seconds=query.timeout)
     if query.format == "csv":
@@ -294,6 +367,8 @@ def summary(path: s.UnitPath, query: s.WhatIfQuery) -> Any:
             "hours",
             "assessments",
             "minutes_per_assessment",
+            *(csv_export.SPLIT_COLUMNS if "during_class_minutes" in result["totals"] else []),
+            *(csv_export.STUDENT_COLUMNS if "students" in result["totals"] else []),
             "from",
             "to",
             "timezone",
@@ -345,6 +420,8 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
         buckets = what_if(whatif.timeline, scope, starts, tz, seconds=query.timeout)
     if query.format == "csv":
         columns = ["start_date", "timezone", "minutes", "hours", "sessions", "assessments"]
+        if buckets and "during_class_minutes" in buckets[0]:
+            columns[4:4] = csv_export.SPLIT_COLUMNS
         return csv_response(
             f"unit-{path.unit_id}-timeline-{query.bucket}",
             columns,
@@ -380,6 +457,8 @@ def session(path: s.SessionPath) -> Any:
         if exc.code != 403:
             raise
         raise hidden from None
+    one = Scope(detail["start_time"], detail["last_activity"], unit_id=detail["unit_id"])
+    split_sessions(one, [detail])
     return detail
 
 
