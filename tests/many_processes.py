@@ -36,14 +36,21 @@ from .servers import free_port
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
-UNITS = 200
-TUTORS = 1000
 #: the simulated tutors' user ids: 1000, 1001, ... (the demo's own users come first)
 FIRST_TUTOR = 1000
-INSTANCES = 2
-PROCESSES_PER_INSTANCE = 4
-CLOSERS = 2
 PASSWORD = "password"
+
+
+@dataclass(frozen=True)
+class Shape:
+    """How many of each: app instances (a port each), gunicorn processes per instance,
+    worker processes, tutors and units."""
+
+    instances: int = 2
+    processes: int = 4
+    closers: int = 2
+    tutors: int = 1000
+    units: int = 200
 
 
 @dataclass(frozen=True)
@@ -54,11 +61,11 @@ class Tutor:
     cookie: str = ""
 
 
-def tutors() -> list[Tutor]:
-    """TUTORS tutors, five in each of UNITS units, each at an address of their own."""
+def tutors(shape: Shape) -> list[Tutor]:
+    """The shape's tutors, spread evenly over its units, each at an address of their own."""
     return [
-        Tutor(FIRST_TUTOR + n, 1 + n % UNITS, f"10.{20 + n // 250}.{n % 250}.{1 + n % 7}")
-        for n in range(TUTORS)
+        Tutor(FIRST_TUTOR + n, 1 + n % shape.units, f"10.{20 + n // 250}.{n % 250}.{1 + n % 7}")
+        for n in range(shape.tutors)
     ]
 
 
@@ -107,6 +114,7 @@ class Fleet:
     timeout: float
     backdate: float
     interval: float
+    shape: Shape = Shape()
     prefix: str = field(default_factory=lambda: f"tt-fleet-{uuid.uuid4().hex[:8]}")
     ports: list[int] = field(default_factory=list)
     apps: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -148,13 +156,13 @@ class Fleet:
         self.engine = sa.create_engine(self.url)
         try:
             self._schema()
-            for _ in range(INSTANCES):
+            for _ in range(self.shape.instances):
                 self._start_app()
-            for _ in range(CLOSERS):
+            for _ in range(self.shape.closers):
                 self._start_closer()
             for port, app in zip(self.ports, self.apps, strict=True):
                 self._wait_for_app(port, app)
-            for n in range(CLOSERS):
+            for n in range(self.shape.closers):
                 self._wait_for_log(self.folder / f"closer-{n}.log", "worker started")
         except BaseException:
             self.stop()
@@ -162,7 +170,7 @@ class Fleet:
         return self
 
     def _schema(self) -> None:
-        """The demo's schema and users, then UNITS units with TUTORS tutors."""
+        """The demo's schema and users, then the shape's units and tutors."""
         from demo import create_app
         from demo.extensions import db
         from demo.seed import seed
@@ -174,6 +182,7 @@ class Fleet:
             db.engine.dispose()
         # one cheap hash for every tutor: logging 1,000 of them in is not what is measured
         digest = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1")
+        everyone = tutors(self.shape)
         assert self.engine is not None
         with self.engine.begin() as conn:
             conn.execute(
@@ -181,27 +190,28 @@ class Fleet:
                     "INSERT INTO units (id, code, name) SELECT g, 'U' || g, 'Unit ' || g"
                     " FROM generate_series(2, :units) AS g"
                 ),
-                {"units": UNITS},
+                {"units": self.shape.units},
             )
-            for t in tutors():
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO users (id, username, name, password_hash, is_admin)"
-                        " VALUES (:id, :name, :name, :digest, false)"
-                    ),
-                    {"id": t.user_id, "name": f"tutor-{t.user_id}", "digest": digest},
-                )
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO unit_roles (user_id, unit_id, role)"
-                        " VALUES (:id, :unit, 'tutor')"
-                    ),
-                    {"id": t.user_id, "unit": t.unit_id},
-                )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, username, name, password_hash, is_admin)"
+                    " VALUES (:id, :name, :name, :digest, false)"
+                ),
+                [
+                    {"id": t.user_id, "name": f"tutor-{t.user_id}", "digest": digest}
+                    for t in everyone
+                ],
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO unit_roles (user_id, unit_id, role) VALUES (:id, :unit, 'tutor')"
+                ),
+                [{"id": t.user_id, "unit": t.unit_id} for t in everyone],
+            )
 
     def _start_app(self) -> None:
         n, port = len(self.apps), free_port()
-        command = [str(BIN / "gunicorn"), "--workers", str(PROCESSES_PER_INSTANCE)]
+        command = [str(BIN / "gunicorn"), "--workers", str(self.shape.processes)]
         command += ["--bind", f"127.0.0.1:{port}", "--backlog", "2048", "wsgi:app"]
         with open(self.folder / f"app-{n}.log", "wb") as log:
             proc = subprocess.Popen(

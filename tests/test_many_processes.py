@@ -16,8 +16,6 @@ import pytest
 
 from .conftest import PG_URL, require_real_services
 from .many_processes import (
-    CLOSERS,
-    TUTORS,
     Fleet,
     Served,
     gaps_under,
@@ -88,7 +86,7 @@ class Watch:
 
 
 def run_load(fleet: Fleet) -> tuple[list[Served], Watch]:
-    everyone = asyncio.run(log_everyone_in(fleet.ports, tutors(), CLIENTS))
+    everyone = asyncio.run(log_everyone_in(fleet.ports, tutors(fleet.shape), CLIENTS))
     with Watch(fleet) as watch:
         served = asyncio.run(load(fleet.ports, everyone, LOAD_SECONDS, CLIENTS))
     return served, watch
@@ -97,13 +95,13 @@ def run_load(fleet: Fleet) -> tuple[list[Served], Watch]:
 def test_many_processes_lose_nothing_and_count_nothing_twice(fleet: Fleet) -> None:
     # two instances on two ports, of four processes each, and two workers: ten processes
     assert len(set(fleet.ports)) == 2
-    assert len(fleet.app_processes()) == 8 and len(fleet.closers) == CLOSERS
+    assert len(fleet.app_processes()) == 8 and len(fleet.closers) == 2
 
     served, watch = run_load(fleet)
 
     # every tracked request answered 200 (none failed, none went unanswered)
     assert Counter(s.status for s in served) == Counter({200: len(served)}), fleet.logs()
-    assert len(served) >= 500 and len(per_tutor(served)) >= TUTORS // 2
+    assert len(served) >= 500 and len(per_tutor(served)) >= 500
     # sessions were closed by the workers while the load ran, and never two open per key
     assert watch.closed_meanwhile > 0
     assert set(watch.most_open.values()) <= {1}
