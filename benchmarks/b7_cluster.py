@@ -218,6 +218,7 @@ def stored_checks(fleet: Fleet, served: list[Served]) -> dict[str, Any]:
         "keys_with_two_open": sum(1 for n in fleet.open_sessions_per_key().values() if n > 1),
         "activities": len(stored),
         "sessions": len(sessions),
+        "activities_per_session": round(len(stored) / max(1, len(sessions)), 2),
         "sessions_match_reference": sessions == reference(stream, timedelta(seconds=TIMEOUT)),
     }
 

@@ -23,8 +23,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from itertools import pairwise
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -267,11 +266,14 @@ class Fleet:
             return [int(pid) for (pid,) in rows]
 
     def stop(self) -> list[int]:
-        """Stop every process by its PID (SIGTERM, then SIGKILL after 20 s); their exit codes."""
+        """Stop every process by its PID: the workers with SIGTERM (they finish their pass),
+        gunicorn with SIGQUIT (at once: nothing is in flight by then); SIGKILL after 20 s.
+        Their exit codes."""
         codes = []
-        for proc in [*self.closers, *self.apps]:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        for procs, sig in ((self.closers, signal.SIGTERM), (self.apps, signal.SIGQUIT)):
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.send_signal(sig)
         for proc in [*self.closers, *self.apps]:
             try:
                 codes.append(proc.wait(timeout=20))
@@ -398,19 +400,28 @@ async def tracked_request(port: int, tutor: Tutor) -> Served:
     return Served(tutor.user_id, status, started, time.monotonic() - started)
 
 
+#: the most tracked requests a tutor sends in one sitting, back to back
+SITTING = 8
+
+
 async def load(
     ports: list[int], everyone: list[Tutor], seconds: float, clients: int, seed: int = 7
 ) -> list[Served]:
-    """``clients`` concurrent clients for ``seconds``: each sends one tracked request after
-    another, each time for a tutor drawn at random, through an instance drawn at random, so
-    a tutor's requests are spread in time like a marker's and land on either instance."""
+    """``clients`` concurrent clients for ``seconds``. Each plays one sitting after another:
+    a tutor drawn at random sends 1 to SITTING tracked requests back to back (a session's
+    activities, each through an instance drawn at random), and the next sitting is another
+    tutor's; a tutor's next sitting comes much later (a new session)."""
     draw = random.Random(seed)
     deadline = time.monotonic() + seconds
     served: list[Served] = []
 
     async def client() -> None:
         while time.monotonic() < deadline:
-            served.append(await tracked_request(draw.choice(ports), draw.choice(everyone)))
+            tutor = draw.choice(everyone)
+            for _ in range(draw.randint(1, SITTING)):
+                if time.monotonic() >= deadline:
+                    return
+                served.append(await tracked_request(draw.choice(ports), tutor))
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return served
@@ -423,12 +434,3 @@ def per_tutor(served: list[Served]) -> Counter[int]:
 
 def stored_per_tutor(activities: list[tuple[tuple[int, int, str], datetime]]) -> Counter[int]:
     return Counter(key[0] for key, _ in activities)
-
-
-def gaps_under(activities: list[tuple[tuple[int, int, str], datetime]], limit: timedelta) -> float:
-    """The share of consecutive activities of a key less than ``limit`` apart."""
-    by_key: dict[tuple[int, int, str], list[datetime]] = {}
-    for key, at in activities:
-        by_key.setdefault(key, []).append(at)
-    gaps = [b - a for times in by_key.values() for a, b in pairwise(sorted(times))]
-    return sum(1 for g in gaps if g < limit) / max(1, len(gaps))

