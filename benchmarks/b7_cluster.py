@@ -100,7 +100,9 @@ def run(
             results.append(ratios({"run": n + 1, "rows": size, **measure(variants, calls, rounds)}))
         close_floor()
         forget_redis(single)
-        load = many_processes(cluster, database_url, load_seconds, shape)
+        load = many_processes(
+            cluster, database_url, load_seconds, shape, max(1.0, load_seconds / 6)
+        )
     finally:
         cluster.stop()
     return {
@@ -129,7 +131,7 @@ def ratios(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def many_processes(
-    cluster: OwnCluster, database_url: str, seconds: float, shape: Shape
+    cluster: OwnCluster, database_url: str, seconds: float, shape: Shape, idle_seconds: float
 ) -> dict[str, Any]:
     """The many-process load test on the cluster, ``seconds`` long after a short warm-up (every
     process has its connections): throughput, latency, what was stored, costs per activity."""
@@ -155,6 +157,11 @@ def many_processes(
                 warm = asyncio.run(
                     load(fleet.ports, everyone, min(3.0, seconds / 4), CLIENTS, seed=1)
                 )
+            with step(f"idle for {idle_seconds:g} s, once the warm-up's sessions are closed"):
+                fleet.wait_until_all_closed(TIMEOUT + BACKDATE + INTERVAL + 30)
+                start_idle = cpu_snapshot(fleet, cluster)
+                time.sleep(idle_seconds)
+                idle = cpu_snapshot(fleet, cluster, start_idle)
             before = cpu_snapshot(fleet, cluster)
             with step(f"{seconds:g} s of tracked requests"):
                 cpu, started = time.process_time(), time.perf_counter()
@@ -165,6 +172,7 @@ def many_processes(
             with step("until every session is closed"):
                 waited = fleet.wait_until_all_closed(TIMEOUT + BACKDATE + INTERVAL + 30)
             closing = cpu_snapshot(fleet, cluster, before)
+            span = time.perf_counter() - started
             checks = stored_checks(fleet, warm + served)
         finally:
             fleet.stop()
@@ -187,8 +195,17 @@ def many_processes(
         "all_closed_after_s": round(waited, 1),
         **checks,
         "us_per_activity": costs(during, activities, elapsed, generator_cpu),
+        # what the same processes spend when nobody marks (Redis's and the workers' timers,
+        # the sweeps), taken out: the cost each activity adds
+        "marginal_us_per_activity": marginal(during, idle, idle_seconds, elapsed, activities),
         "worker_us_per_session_closed": round(
             closing["closers"] * 1e6 / max(1, closing["sessions_closed"]), 1
+        ),
+        "worker_marginal_us_per_session_closed": round(
+            max(0.0, closing["closers"] - idle["closers"] * span / idle_seconds)
+            * 1e6
+            / max(1, closing["sessions_closed"]),
+            1,
         ),
         "sessions_closed": closing["sessions_closed"],
     }
@@ -272,6 +289,17 @@ def cpu_snapshot(
     delta["evalsha"] = evalsha - since["evalsha"]
     delta["sessions_closed"] = snapshot["closed"] - since["closed"]
     return delta
+
+
+def marginal(
+    during: dict[str, Any], idle: dict[str, Any], idle_seconds: float, elapsed: float, n: int
+) -> dict[str, float]:
+    """CPU microseconds per activity above what each kind of process spends idle."""
+    scale = elapsed / idle_seconds
+    return {
+        kind: round(max(0.0, during[kind] - idle[kind] * scale) * 1e6 / max(1, n), 1)
+        for kind in ("app", "postgres", "redis_primaries", "redis", "closers")
+    }
 
 
 def costs(
