@@ -5,7 +5,8 @@ the backdating window (when the sweep may close the session, R6), so the key's e
 is the signal to close it; the two
 Lua scripts in ``tutor_times/lua/`` (each headed by its KEYS/ARGV contract) read and write it
 atomically. SQL stays the source of truth: a missing or wrong entry costs one slow request,
-never a wrong session. A circuit breaker skips Redis for a while after an error (R9).
+never a wrong session. A circuit breaker skips Redis for a while after an error (R9). On a
+Redis Cluster the scripts go straight to the node that serves the key's slot (SlotRoute).
 """
 
 from __future__ import annotations
