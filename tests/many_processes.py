@@ -410,14 +410,15 @@ async def load(
     """``clients`` concurrent clients for ``seconds``. Each plays one sitting after another:
     a tutor drawn at random sends 1 to SITTING tracked requests back to back (a session's
     activities, each through an instance drawn at random), and the next sitting is another
-    tutor's; a tutor's next sitting comes much later (a new session)."""
+    tutor's. Some tutors mark much more than others (the draw favours the first ones), so
+    many come back for another sitting after a pause: a new session of the same key."""
     draw = random.Random(seed)
     deadline = time.monotonic() + seconds
     served: list[Served] = []
 
     async def client() -> None:
         while time.monotonic() < deadline:
-            tutor = draw.choice(everyone)
+            tutor = everyone[int(len(everyone) * draw.random() ** 2)]
             for _ in range(draw.randint(1, SITTING)):
                 if time.monotonic() >= deadline:
                     return

@@ -100,7 +100,7 @@ def test_many_processes_lose_nothing_and_count_nothing_twice(fleet: Fleet) -> No
 
     # every tracked request answered 200 (none failed, none went unanswered)
     assert Counter(s.status for s in served) == Counter({200: len(served)}), fleet.logs()
-    assert len(served) >= 300 and len(per_tutor(served)) >= 100
+    assert len(served) >= 300 and len(per_tutor(served)) >= 50
     # sessions were closed by the workers while the load ran, and never two open per key
     assert watch.closed_meanwhile > 0
     assert set(watch.most_open.values()) <= {1}
