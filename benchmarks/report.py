@@ -116,10 +116,12 @@ def table() -> str:
         )
     b7 = load("b7_cluster")
     if b7:
+        runs = len(b7["results"])
         for r in b7["results"]:
+            run = f", run {r['run']} of {runs}" if "run" in r else ""
             lines.append(
                 f"| B7 hot path on a Redis Cluster (3 primaries + 3 replicas), {r['rows']:,}"
-                f" sessions | cluster store p50 {r['cluster_store']['p50_ms']} ms / p99"
+                f" sessions{run} | cluster store p50 {r['cluster_store']['p50_ms']} ms / p99"
                 f" {r['cluster_store']['p99_ms']} ms; floor (one EVALSHA on the key's node + one"
                 f" INSERT) p50 {r['floor']['p50_ms']} / p99 {r['floor']['p99_ms']} ms."
                 f" {r['cluster_vs_floor_p50']}x the floor (p99 {r['cluster_vs_floor_p99']}x);"
@@ -128,6 +130,8 @@ def table() -> str:
                 f" {r['cluster_vs_single_p50']}x it"
                 f" | ≤ 1.3x floor | {ok(r['cluster_vs_floor_p50'] <= 1.3)} |"
             )
+        if "load" in b7:
+            lines.append(many_processes_row(b7["load"]))
     b8 = load("b8_dashboard")
     if b8:
         size = f"{b8['sessions']:,} sessions, {b8['activities']:,} activities"
@@ -153,6 +157,28 @@ def table() -> str:
         f" {machine.get('platform')}; PostgreSQL and Redis on the same machine."
     )
     return "\n".join(lines)
+
+
+def many_processes_row(r: dict[str, Any]) -> str:
+    """B7's load of many processes: throughput, latency, and whether anything was lost."""
+    exact = (
+        r["non_2xx"] == 0
+        and r["lost"] == 0
+        and r["duplicates"] == 0
+        and r["keys_with_two_open"] == 0
+        and r["sessions_match_reference"]
+    )
+    return (
+        f"| B7 many processes on the {r['redis']}: {r['instances']} app instances of"
+        f" {r['processes_per_instance']} gunicorn processes, {r['workers']} workers,"
+        f" {r['tutors']:,} tutors over {r['units']} units, {r['clients']} clients, {r['seconds']} s"
+        f" | {r['rps']} tracked req/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms;"
+        f" {r['requests']:,} requests, {r['non_2xx']} not 2xx, {r['lost']} lost,"
+        f" {r['duplicates']} duplicates, {r['keys_with_two_open']} keys with two open sessions;"
+        f" {r['sessions']:,} sessions, all closed {r['all_closed_after_s']} s after the load,"
+        f" {'equal to' if r['sessions_match_reference'] else '**not** equal to'} the reference"
+        f" sessionizer's | 0 duplicates, 0 lost, sessions as the reference | {ok(exact)} |"
+    )
 
 
 def write_readme() -> None:

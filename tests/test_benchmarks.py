@@ -66,9 +66,22 @@ def test_b6_import() -> None:
 
 
 def test_b7_cluster() -> None:
-    [row] = b7_cluster.main(["--smoke"])["results"]
+    result = b7_cluster.main(["--smoke"])
+    [row] = result["results"]
     assert {row[v]["n"] for v in ("cluster_store", "single_redis_store", "floor")} == {60}
     assert row["cluster_vs_floor_p50"] > 0
+    load = result["load"]
+    assert load["rps"] > 0 and load["p99_ms"] > 0
+    assert (load["non_2xx"], load["lost"], load["duplicates"], load["keys_with_two_open"]) == (
+        0,
+        0,
+        0,
+        0,
+    )
+    assert load["sessions_match_reference"]
+    assert (
+        load["us_per_activity"]["app"] > 0 and load["us_per_activity"]["evalsha_per_activity"] > 0
+    )
 
 
 def test_b8_dashboard() -> None:

@@ -7,6 +7,8 @@ PIDs. The failover test kills a primary, so it runs after the others.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -174,6 +176,139 @@ def test_a_host_may_pass_its_own_cluster_client(cluster: OwnCluster, tmp_path: P
         assert set(client.hgetall(key)) == {b"sid", b"last"}
         client.delete(key)
         ext.dispose()
+
+
+def evalsha_through(client: RedisCluster, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every EVALSHA the cluster client is asked to route, from now on (a spy: each call is
+    still made)."""
+    seen: list[object] = []
+    route = client.execute_command
+
+    def spy(*args: object, **kwargs: object) -> object:
+        if str(args[0]).upper() == "EVALSHA":
+            seen.append(args[3])
+        return route(*args, **kwargs)
+
+    monkeypatch.setattr(client, "execute_command", spy)
+    return seen
+
+
+def evalsha_calls(node: OwnRedis) -> int:
+    stats = redis.Redis(port=node.port).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def test_the_scripts_go_straight_to_the_node_of_the_keys_slot(
+    app: Flask, cluster: OwnCluster, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's cluster client spends about 40 µs of Python finding a command's node (B7):
+    the store sends its scripts to the slot's primary itself, over that node's own pool."""
+    cache = cache_of(app)
+    key = cache.key(3, 1, IPS[1])
+    node = cluster.primary_of(key)
+    with app.app_context():
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[1])
+        routed = evalsha_through(cache.client, monkeypatch)  # type: ignore[arg-type]
+        before = evalsha_calls(node)
+        for _ in range(4):
+            clock.advance(seconds=10)
+            tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[1])
+    assert routed == []
+    assert evalsha_calls(node) - before == 4  # one lookup each, on the slot's primary
+    [session] = sessions(app)
+    assert len(activities(app)) == 5 and session.end_time is None
+
+
+def test_a_node_that_lost_the_scripts_is_sent_them_again(
+    app: Flask, cluster: OwnCluster, clock: Clock
+) -> None:
+    cache = cache_of(app)
+    node = cluster.primary_of(cache.key(3, 1, IPS[2]))
+    with app.app_context():
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[2])
+        redis.Redis(port=node.port).script_flush()
+        clock.advance(seconds=10)
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[2])
+    assert cache.breaker.failures == 0
+    [session] = sessions(app)
+    assert {a.marking_session_id for a in activities(app)} == {session.id}
+
+
+def node_id(node: OwnRedis) -> str:
+    return str(redis.Redis(port=node.port, decode_responses=True).cluster("MYID"))
+
+
+def move_slot(cluster: OwnCluster, slot: int, source: OwnRedis, target: OwnRedis) -> None:
+    """Hand ``slot`` and its keys from ``source`` to ``target``, as a resharding does, and
+    tell every primary."""
+    src = redis.Redis(port=source.port, decode_responses=True)
+    dst = redis.Redis(port=target.port, decode_responses=True)
+    dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", node_id(source))
+    src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", node_id(target))
+    keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
+    if keys:
+        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+    for node in live_primaries(cluster):
+        redis.Redis(port=node.port).execute_command(
+            "CLUSTER SETSLOT", slot, "NODE", node_id(target)
+        )
+
+
+def test_a_moved_slot_is_followed_and_the_route_learns_its_new_node(
+    app: Flask, cluster: OwnCluster, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resharding moves a key's slot: the route's map is out of date, the node answers
+    MOVED, the cluster client follows it and updates the map, and the next call goes
+    straight to the new node. Nothing is lost, the session continues."""
+    cache = cache_of(app)
+    key = cache.key(3, 1, IPS[3])
+    slot = key_slot(key.encode())
+    source = cluster.primary_of(key)
+    target = next(n for n in live_primaries(cluster) if n is not source)
+    with app.app_context():
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[3])
+        move_slot(cluster, slot, source, target)
+        routed = evalsha_through(cache.client, monkeypatch)  # type: ignore[arg-type]
+        clock.advance(seconds=10)
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[3])
+        assert routed == [key]  # the MOVED answer sent this one call through the cluster client
+        clock.advance(seconds=10)
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[3])
+        assert routed == [key]  # and the next went straight to the new node
+    assert cache.breaker.failures == 0
+    assert redis.Redis(port=target.port).hexists(key, "sid")
+    [session] = sessions(app)
+    assert [a.marking_session_id for a in activities(app)] == [session.id] * 3
+
+
+def test_a_stalled_node_costs_one_bounded_wait_then_the_cluster_client_checks_it(
+    live_app: Flask, cluster: OwnCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that does not answer times out once (R9): the call is not sent again (it would
+    wait as long again); the breaker takes it, and the first call after goes through the
+    cluster client, which would re-read the topology if the node were still silent."""
+    cache = cache_of(live_app)
+    key = cache.key(3, 1, IPS[4])
+    node = cluster.primary_of(key)
+    assert node.proc is not None and cache.route is not None
+    with live_app.app_context():
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[4])
+        os.kill(node.proc.pid, signal.SIGSTOP)  # briefly: a failover takes a second
+        try:
+            started = time.monotonic()
+            tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[4])
+            waited = time.monotonic() - started
+        finally:
+            os.kill(node.proc.pid, signal.SIGCONT)
+        assert waited < 0.5  # one 0.25 s timeout, then SQL alone
+        assert cache.breaker.failures == 1 and cache.route.suspect
+        time.sleep(0.35)  # the breaker lets Redis be tried again
+        routed = evalsha_through(cache.client, monkeypatch)  # type: ignore[arg-type]
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[4])
+        tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=IPS[4])
+    assert routed == [key]  # the first through the cluster client, the next straight again
+    assert not cache.route.suspect and cache.breaker.failures == 1
+    assert len(activities(live_app)) == 4
 
 
 def primaries_listening(cluster: OwnCluster) -> dict[int, tuple[int, str]]:
