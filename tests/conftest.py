@@ -169,6 +169,7 @@ def reset_tables(app: Flask) -> None:
         db.session.execute(tutor_times.MarkingSession.__table__.delete())
         db.session.execute(tutor_times.models.IdempotencyKeys.delete())
         db.session.execute(tutor_times.models.Jobs.delete())
+        db.session.execute(tutor_times.models.Blocks.delete())
         db.session.commit()
     reset_redis(app)
 

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from demo.extensions import db, tutor_times
+from tutor_times import rollups
 from tutor_times.web.views import MAX_BODY_BYTES, api
 
 from .conftest import BACKENDS, build, built, login, reset_tables
@@ -160,6 +161,7 @@ def extreme_app(request: pytest.FixtureRequest) -> Iterator[tuple[Flask, FlaskCl
                         updated_at=start,
                     )
                 )
+            rollups.rebuild_all(conn, tutor_times.models)
         yield app, login(app, "convenor")
 
 

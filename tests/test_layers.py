@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "closer": 4,
     "retention": 4,
     "reports": 4,
+    "rollups": 2,
     "history": 4,
     "rebuild": 4,
     "decorator": 5,

@@ -15,8 +15,15 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
+from tutor_times import rollups
 from tutor_times.accounting import duration_minutes, merged_minutes
-from tutor_times.reports import Scope, bucket_index, merged_blocks, merged_minutes_by
+from tutor_times.reports import (
+    Scope,
+    bucket_index,
+    merged_blocks,
+    merged_minutes_by,
+    merged_minutes_from_sessions,
+)
 
 from .conftest import T0, built
 
@@ -70,16 +77,22 @@ def test_sql_merge_equals_python_merge(pg_app: Flask, sessions: list[tuple[int, 
             conn.execute(sa.delete(ms))
             if rows:
                 conn.execute(sa.insert(ms), rows)
+            rollups.rebuild_all(conn, tutor_times.models)
         scope = Scope(T0 - timedelta(days=1), T0 + timedelta(days=1), unit_id=1)
         with db.engine.connect() as conn:
             assert conn.dialect.name == "postgresql"
-            in_sql = merged_minutes_by(conn, tutor_times.models, scope, min_minutes=1)
-            by_bucket = merged_minutes_by(
+            in_sql = merged_minutes_from_sessions(conn, tutor_times.models, scope, min_minutes=1)
+            by_bucket = merged_minutes_from_sessions(
                 conn,
                 tutor_times.models,
                 scope,
                 min_minutes=1,
                 bucket=bucket_index(conn, BUCKET_STARTS),
+            )
+            # the same from the stored blocks
+            stored = merged_minutes_by(conn, tutor_times.models, scope, min_minutes=1)
+            stored_by_bucket = merged_minutes_by(
+                conn, tutor_times.models, scope, min_minutes=1, starts=BUCKET_STARTS
             )
     expected = {
         (None, marker): merged_minutes(
@@ -103,3 +116,5 @@ def test_sql_merge_equals_python_merge(pg_app: Flask, sessions: list[tuple[int, 
             )
     assert by_bucket == expected_by_bucket
     assert sum(by_bucket.values()) == sum(in_sql.values())
+    assert stored == in_sql
+    assert stored_by_bucket == by_bucket

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
+from tutor_times import rollups
 
 from .conftest import BACKENDS, Clock, built, login
 
@@ -255,6 +256,7 @@ def store_sessions(app: Flask, rows: list[tuple[int, str, int, int, int]]) -> No
                     for a, t in zip(actions, times, strict=True)
                 ],
             )
+        rollups.rebuild_all(conn, tutor_times.models)
 
 
 @settings(

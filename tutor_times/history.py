@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from . import drivers, metrics
+from . import drivers, metrics, rollups
 from .accounting import continues, duration_minutes, runs
 from .activity import STORED_FIELDS, Activity
 from .errors import InvalidActivityError, UnknownActionError
@@ -248,10 +248,12 @@ class Importer:
         for start in range(0, len(by_key), KEYS_PER_TRANSACTION):
             now = self.clock()
             alone: list[tuple[dict[str, Any], list[Pending]]] = []
-            for group in by_key[start : start + KEYS_PER_TRANSACTION]:
+            keys = by_key[start : start + KEYS_PER_TRANSACTION]
+            for group in keys:
                 drivers.lock_key(conn, key_hash(group[0].activity.key))
                 alone += self._place_key(conn, group, now)
             self._create_closed(conn, alone, now)
+            rollups.keys_changed(conn, self.models, [g[0].activity.key for g in keys], now)
             conn.commit()
 
     def _place_key(

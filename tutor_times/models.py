@@ -18,6 +18,7 @@ MARKING_SESSIONS = "marking_sessions"
 SESSION_ACTIVITIES = "session_activities"
 IDEMPOTENCY_KEYS = "tutor_times_idempotency_keys"
 JOBS = "tutor_times_jobs"
+BLOCKS = "tutor_times_blocks"
 
 #: the sources of an activity (R11): tracked by the server, or reported by a client
 SERVER, CLIENT = "server", "client"
@@ -32,6 +33,9 @@ CLOSED_DURATION_CHECK = (
     " OR (end_time IS NOT NULL AND duration_minutes IS NOT NULL"
     " AND duration_minutes > 0 AND end_time >= start_time)"
 )
+
+#: what the (unit_id, start_time) index of sessions carries on PostgreSQL
+SESSION_INDEX_COVERS = ["marker_id", "end_time", "assessments", "id"]
 
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -72,6 +76,8 @@ class Models(NamedTuple):
     IdempotencyKeys: Any = None
     #: one row per recurring job: the worker's heartbeat, the daily retention (a Core table)
     Jobs: Any = None
+    #: R10's merged blocks of closed sessions, per unit and tutor (a Core table, rollups.py)
+    Blocks: Any = None
 
 
 _built: WeakKeyDictionary[SQLAlchemy, Models] = WeakKeyDictionary()
@@ -101,6 +107,9 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         duration_minutes = sa.Column(sa.Integer)
         created_at = sa.Column(UTCDateTime, nullable=False)
         updated_at = sa.Column(UTCDateTime, nullable=False)
+        #: a closed session's assessments, counted when it closes or its activities change
+        #: (see rollups.py); NULL while open or not counted yet, when reports count live
+        assessments = sa.Column(sa.Integer)
 
         activities = db.relationship(
             "SessionActivity",
@@ -127,7 +136,21 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 postgresql_where=sa.text("end_time IS NULL"),
                 sqlite_where=sa.text("end_time IS NULL"),
             ),
-            sa.Index("ix_marking_sessions_unit_start", "unit_id", "start_time"),
+            # Covering on PostgreSQL: a report's per-session counts are index-only scans.
+            sa.Index(
+                "ix_marking_sessions_unit_start",
+                "unit_id",
+                "start_time",
+                postgresql_include=SESSION_INDEX_COVERS,
+            ),
+            # The few open sessions of a range, which reports count live.
+            sa.Index(
+                "ix_marking_sessions_open_unit_start",
+                "unit_id",
+                "start_time",
+                postgresql_where=sa.text("end_time IS NULL"),
+                sqlite_where=sa.text("end_time IS NULL"),
+            ),
             # Placing a late or historical activity looks for the key's neighbouring sessions
             # by start time.
             sa.Index(
@@ -200,8 +223,9 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
     return models
 
 
-def _operations_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    """The tables of operations: idempotency keys, and the worker's jobs."""
+def _operations_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
+    """The tables of operations: idempotency keys, the worker's jobs, and the stored R10
+    blocks."""
     keys = sa.Table(
         IDEMPOTENCY_KEYS,
         metadata,
@@ -224,7 +248,37 @@ def _operations_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("ran_at", UTCDateTime, nullable=False),
         sa.Column("holder", sa.String(128)),
     )
-    return keys, jobs
+    return keys, jobs, _blocks_table(metadata)
+
+
+def _blocks_table(metadata: sa.MetaData) -> sa.Table:
+    """R10 over all of a tutor's closed sessions in a unit: one row per merged block.
+
+    A block's span runs from its first session's start to the latest end of its sessions;
+    ``last_start`` is when its last session starts, so a range that holds every session of
+    a block (starts in [first_start, last_start]) is known without reading them.
+    ``reach_seconds`` (end_time − first_start, rounded up) bounds how far before an instant
+    a block touching it can start.
+    """
+    return sa.Table(
+        BLOCKS,
+        metadata,
+        sa.Column("id", BigId, primary_key=True),
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("marker_id", sa.BigInteger, nullable=False),
+        sa.Column("first_start", UTCDateTime, nullable=False),
+        sa.Column("last_start", UTCDateTime, nullable=False),
+        sa.Column("end_time", UTCDateTime, nullable=False),
+        sa.Column("reach_seconds", sa.BigInteger, nullable=False),
+        sa.Index(
+            "ix_tutor_times_blocks_unit_first",
+            "unit_id",
+            "first_start",
+            postgresql_include=["marker_id", "last_start", "end_time"],
+        ),
+        sa.Index("ix_tutor_times_blocks_tutor_first", "marker_id", "unit_id", "first_start"),
+        sa.Index("ix_tutor_times_blocks_reach", "reach_seconds"),
+    )
 
 
 # -- SQL shared by the steps that write, close and read sessions ---------------------------

@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import drivers
+from . import drivers, rollups
 from .accounting import continues, duration_minutes, runs
 from .models import Models, last_activity_of
 from .sql_store import key_hash
@@ -110,7 +110,9 @@ class Rebuilder:
         for key in self.keys(unit_id, start, end):
             with self.connect() as conn:
                 drivers.lock_key(conn, key_hash(key))
+                since = self.clock()
                 before, after = self._rebuild_key(conn, key, start, end)
+                rollups.keys_changed(conn, self.models, [key], since)
                 conn.commit()
             report.keys += 1
             report.changed += after is not None

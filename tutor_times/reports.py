@@ -7,6 +7,7 @@ range. An open session counts up to its last activity so far.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from . import rollups
 from .accounting import duration_minutes
 from .constants import ASSESSING
 from .models import CLIENT, Models, last_activity_of
@@ -220,15 +222,17 @@ def activity_row(a: Any) -> dict[str, Any]:
 
 
 def _assessments_of(models: Models) -> Any:
-    """A correlated count of the session's assessments. Per session, it reads the
-    (marking_session_id, created_at) index — covering on PostgreSQL — rather than joining
-    every activity of the range, which planners turn into a scan of the whole table."""
+    """The session's assessments: as counted when it closed (rollups.py), or — open, or
+    not counted yet — a correlated count of its activities. Per session, that count reads
+    the (marking_session_id, created_at) index — covering on PostgreSQL — rather than
+    joining every activity of the range, which planners turn into a scan of the table."""
     ms, act = models.MarkingSession, models.SessionActivity
-    return (
+    live = (
         sa.select(sa.func.count())
         .where(act.marking_session_id == ms.id, act.action == ASSESSING)
         .scalar_subquery()
     )
+    return sa.case((ms.assessments.is_(None), live), else_=ms.assessments)
 
 
 def merged_blocks(
@@ -256,9 +260,161 @@ def merged_minutes_by(
     scope: Scope,
     *,
     min_minutes: int,
-    bucket: Callable[[Any], Any] | None = None,
+    starts: list[datetime] | None = None,
 ) -> dict[tuple[Any, int], int]:
     """R10: minutes per (bucket, marker) of the scope's sessions.
+
+    A tutor's overlapping sessions in a unit are merged into blocks over the whole scope
+    (never per bucket, or a block crossing a bucket's edge would count twice); each block
+    counts as a session would (R4) and goes wholly to the bucket its first session starts
+    in: the index of the last of ``starts`` at or before it, or None without ``starts``.
+    So the buckets' minutes always add up to the summary's.
+
+    Blocks of closed sessions are stored (rollups.py), merged over all of a tutor's
+    sessions. One whose sessions all start in the range is the block the scope's merge
+    makes, unless an open session of the scope touches it; those, and the blocks cut by
+    the range's edges, are merged here from their sessions in the scope with the open ones.
+    """
+    live, skipped = _live_spans(conn, models, scope)
+    bucket = _bucket_of(starts)
+    totals = _stored_minutes(conn, models, scope, min_minutes, starts, skipped)
+    by_tutor: dict[tuple[int, int], list[tuple[datetime, datetime, Any]]] = {}
+    for unit, marker, start, last in live:
+        by_tutor.setdefault((unit, marker), []).append((start, last, bucket(start)))
+    for (_, marker), tutor_spans in by_tutor.items():
+        for first, last, value in merged_blocks(tutor_spans):
+            key = (value, marker)
+            totals[key] = totals.get(key, 0) + duration_minutes(first, last, min_minutes)
+    return totals
+
+
+def _bucket_of(starts: list[datetime] | None) -> Callable[[datetime], Any]:
+    """:func:`bucket_index` in Python: the same index for the same instant."""
+    if starts is None:
+        return lambda _: None
+    return lambda t: max(bisect_right(starts, t) - 1, 0)
+
+
+def _block_scope(models: Models, scope: Scope) -> list[Any]:
+    b = models.Blocks.c
+    clauses = []
+    if scope.unit_id is not None:
+        clauses.append(b.unit_id == scope.unit_id)
+    if scope.marker_id is not None:
+        clauses.append(b.marker_id == scope.marker_id)
+    return clauses
+
+
+def _live_spans(
+    conn: sa.Connection, models: Models, scope: Scope
+) -> tuple[list[tuple[int, int, datetime, datetime]], set[int]]:
+    """The spans (unit, marker, start, end) to merge here, and the stored blocks they
+    stand for: the scope's open sessions, and the scope's closed sessions of every stored
+    block cut by the range's edges or touched by one of those open sessions."""
+    ms, b = models.MarkingSession, models.Blocks.c
+    reach = rollups.max_reach(conn, models)
+    opened = conn.execute(
+        sa.select(ms.unit_id, ms.marker_id, ms.start_time, last_activity_of(models)).where(
+            *scope.where(models), ms.end_time.is_(None)
+        )
+    ).all()
+    near = [
+        # blocks cut by the range's start, and by its end
+        sa.and_(
+            b.first_start >= rollups.before(scope.start, reach),
+            b.first_start < scope.start,
+            b.last_start >= scope.start,
+        ),
+        sa.and_(
+            b.first_start >= max(scope.start, rollups.before(scope.end, reach)),
+            b.first_start < scope.end,
+            b.last_start >= scope.end,
+        ),
+        *(
+            sa.and_(
+                b.unit_id == unit,
+                b.marker_id == marker,
+                b.first_start >= rollups.before(start, reach),
+                b.first_start <= last,
+                b.end_time >= start,
+            )
+            for unit, marker, start, last in opened
+        ),
+    ]
+    cut = conn.execute(
+        sa.select(b.id, b.unit_id, b.marker_id, b.first_start, b.last_start).where(
+            *_block_scope(models, scope), sa.or_(*near)
+        )
+    ).all()
+    spans = [(r[0], r[1], r[2], r[3]) for r in opened]
+    if cut:
+        their_sessions = [
+            sa.and_(
+                ms.unit_id == c.unit_id,
+                ms.marker_id == c.marker_id,
+                ms.start_time >= c.first_start,
+                ms.start_time <= c.last_start,
+            )
+            for c in cut
+        ]
+        spans += conn.execute(
+            sa.select(ms.unit_id, ms.marker_id, ms.start_time, ms.end_time).where(
+                *scope.where(models), ms.end_time.is_not(None), sa.or_(*their_sessions)
+            )
+        ).all()
+    return spans, {c.id for c in cut}
+
+
+def _stored_minutes(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    min_minutes: int,
+    starts: list[datetime] | None,
+    skipped: set[int],
+) -> dict[tuple[Any, int], int]:
+    """Minutes per (bucket, marker) of the stored blocks whose sessions all start in the
+    range, but for ``skipped``. PostgreSQL sums them; elsewhere they are summed here."""
+    b = models.Blocks.c
+    where = [
+        *_block_scope(models, scope),
+        b.first_start >= scope.start,
+        b.last_start < scope.end,
+    ]
+    if skipped:
+        where.append(b.id.not_in(sorted(skipped)))
+    if conn.dialect.name != "postgresql":
+        bucket = _bucket_of(starts)
+        totals: dict[tuple[Any, int], int] = {}
+        for marker, first, end in conn.execute(
+            sa.select(b.marker_id, b.first_start, b.end_time).where(*where)
+        ):
+            key = (bucket(first), marker)
+            totals[key] = totals.get(key, 0) + duration_minutes(first, end, min_minutes)
+        return totals
+    value = (sa.null() if starts is None else bucket_index(conn, starts)(b.first_start)).label(
+        "bucket"
+    )
+    seconds = sa.extract("epoch", b.end_time - b.first_start)
+    minutes = sa.func.greatest(min_minutes, sa.func.floor(seconds / 60))  # R4, per block
+    per_block = sa.select(value, b.marker_id, minutes.label("minutes")).where(*where).subquery()
+    p = per_block.c
+    rows = conn.execute(
+        sa.select(p.bucket, p.marker_id, sa.func.sum(p.minutes)).group_by(p.bucket, p.marker_id)
+    )
+    return {(value, marker): int(total) for value, marker, total in rows}
+
+
+def merged_minutes_from_sessions(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    *,
+    min_minutes: int,
+    bucket: Callable[[Any], Any] | None = None,
+) -> dict[tuple[Any, int], int]:
+    """R10 from the scope's sessions alone, none of the stored blocks: minutes per
+    (bucket, marker). :func:`merged_minutes_by` gives the same from what is stored.
 
     A tutor's overlapping sessions in a unit are merged into blocks over the whole scope
     (never per bucket, or a block crossing a bucket's edge would count twice); each block
@@ -296,7 +452,7 @@ def _merged_minutes_in_sql(
     min_minutes: int,
     bucket: Callable[[Any], Any] | None,
 ) -> dict[tuple[Any, int], int]:
-    """:func:`merged_minutes_by` as one PostgreSQL query: gaps and islands."""
+    """:func:`merged_minutes_from_sessions` as one PostgreSQL query: gaps and islands."""
     ms = models.MarkingSession
     s = (
         sa.select(
@@ -496,7 +652,7 @@ def timeline(
     ):
         buckets[i]["sessions"] = n_sessions
         buckets[i]["assessments"] = int(n_assessments)
-    minutes = merged_minutes_by(conn, models, scope, min_minutes=min_minutes, bucket=index)
+    minutes = merged_minutes_by(conn, models, scope, min_minutes=min_minutes, starts=starts)
     for (i, _), total in minutes.items():
         buckets[i]["minutes"] += total
     return buckets

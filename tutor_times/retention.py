@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import rollups
 from .models import Models
 
 #: what ``purge --anonymize`` leaves in place of an address
@@ -40,8 +41,17 @@ def purge(
             if anonymize:
                 conn.execute(sa.update(ms).where(ms.c.id.in_(ids)).values(ip_address=ANONYMIZED))
             else:
+                spans = [
+                    rollups.Span(*r)
+                    for r in conn.execute(
+                        sa.select(
+                            ms.c.unit_id, ms.c.marker_id, ms.c.start_time, ms.c.end_time
+                        ).where(ms.c.id.in_(ids))
+                    )
+                ]
                 conn.execute(sa.delete(act).where(act.c.marking_session_id.in_(ids)))
                 conn.execute(sa.delete(ms).where(ms.c.id.in_(ids)))
+                rollups.changed(conn, models, spans)
             conn.commit()
         done += len(ids)
         if progress is not None:
