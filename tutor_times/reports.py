@@ -226,10 +226,12 @@ def _assessments_of(models: Models) -> Any:
     not counted yet — a correlated count of its activities. Per session, that count reads
     the (marking_session_id, created_at) index — covering on PostgreSQL — rather than
     joining every activity of the range, which planners turn into a scan of the table."""
-    ms, act = models.MarkingSession, models.SessionActivity
+    ms = models.MarkingSession
+    act = models.SessionActivity.__table__.alias("counted")  # apart from a joined one
     live = (
         sa.select(sa.func.count())
-        .where(act.marking_session_id == ms.id, act.action == ASSESSING)
+        .where(act.c.marking_session_id == ms.id, act.c.action == ASSESSING)
+        .correlate(ms)
         .scalar_subquery()
     )
     return sa.case((ms.assessments.is_(None), live), else_=ms.assessments)
@@ -575,13 +577,14 @@ def tasks(
     each session's minutes shared equally among that session's assessments."""
     ms, act = models.MarkingSession, models.SessionActivity
     # one row per assessment, with its session's minutes and assessment count beside it
+    # (the count as stored when the session closed: no window over every assessment)
     assessed = (
         sa.select(
             act.task_definition_id,
             act.task_id,
             ms.marker_id,
             _open_minutes(conn, models, scope, min_minutes).label("minutes"),
-            sa.func.count().over(partition_by=ms.id).label("n"),
+            _assessments_of(models).label("n"),
         )
         .join(act, act.marking_session_id == ms.id)
         .where(*scope.where(models), act.action == ASSESSING)
