@@ -34,7 +34,8 @@ from benchmarks.common import (
     time_calls,
     vacuum,
 )
-from tutor_times import rollups
+from tutor_times import reports, rollups
+from tutor_times.constants import ASSESSING
 
 REPORTS = {
     "summary": "/tutor-times/units/1/summary",
@@ -239,8 +240,10 @@ def run(
         }
         for name, p in plans.items()
     }
+    compared = stored_vs_raw(app, end, calls=max(3, calls // 3))
     return {
         "scale": label,
+        "stored_vs_raw": compared,
         "sessions": sessions,
         "activities": per * sessions,
         "tutors": markers,
@@ -249,6 +252,62 @@ def run(
         "index_use": index_use,
         "plans": plans,
     }
+
+
+def from_raw_rows(conn: sa.Connection, models: Any, scope: Any) -> dict[str, Any]:
+    """The summary as it was computed before anything was stored: every session's
+    assessments counted from its activities, R10 merged over every session of the range."""
+    ms, act = models.MarkingSession, models.SessionActivity
+    counted = (
+        sa.select(sa.func.count())
+        .where(act.marking_session_id == ms.id, act.action == ASSESSING)
+        .scalar_subquery()
+    )
+    per_session = (
+        sa.select(ms.marker_id.label("marker"), counted.label("n"))
+        .where(*scope.where(models))
+        .subquery()
+    )
+    c = per_session.c
+    rows = conn.execute(sa.select(c.marker, sa.func.count(), sa.func.sum(c.n)).group_by(c.marker))
+    minutes = reports.merged_minutes_from_sessions(conn, models, scope, min_minutes=1)
+    return {m: (n, int(a), minutes[None, m]) for m, n, a in rows}
+
+
+def stored_vs_raw(app: Any, end: datetime, calls: int) -> list[dict[str, Any]]:
+    """The summary of unit 1 from the stored figures and from the raw rows, timed in turn in
+    one process (the report functions alone: no HTTP, no JSON), with the same answer."""
+    engine, models = engine_of(app), models_of(app)
+    rows = []
+    for days in (84, 730):
+        scope = reports.Scope(end - timedelta(days=days), end, unit_id=1)
+        with engine.connect() as conn:
+
+            def stored(c: sa.Connection = conn, sc: Any = scope) -> dict[str, Any]:
+                found = reports.summary(c, models, sc, min_minutes=1)["tutors"]
+                return {
+                    t["marker_id"]: (t["sessions"], t["assessments"], t["minutes"]) for t in found
+                }
+
+            def raw(c: sa.Connection = conn, sc: Any = scope) -> dict[str, Any]:
+                return from_raw_rows(c, models, sc)
+
+            assert stored() == raw()
+            timed = {
+                name: percentiles(time_calls(f, calls))
+                for name, f in (("stored", stored), ("raw", raw))
+            }
+        rows.append(
+            {
+                "days": days,
+                **timed,
+                "raw_vs_stored_p50": round(timed["raw"]["p50_ms"] / timed["stored"]["p50_ms"], 2),
+            }
+        )
+        print(
+            f"  summary over {days} days: stored p50 {timed['stored']['p50_ms']} ms, raw p50 {timed['raw']['p50_ms']} ms"
+        )
+    return rows
 
 
 def scale_url(database_url: str, label: str) -> str:

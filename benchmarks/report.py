@@ -58,12 +58,16 @@ def table() -> str:
             )
     b3 = load("b3_reports")
     if b3:
-        for r in b3["results"]:
-            lines.append(
-                f"| B3 {r['report']}, {r['range']} ({b3['sessions']:,} sessions,"
-                f" {b3['activities']:,} activities) | p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
-                f" | < 100 ms p50 | {ok(r['p50_ms'] < 100)} |"
-            )
+        # one row set per size (older results files hold one, at the top level)
+        for scale in b3.get("scales", [b3]):
+            for r in scale["results"]:
+                bound = r.get("bound_ms", 100)
+                lines.append(
+                    f"| B3 {scale.get('scale', '1x')} {r['report']}, {r['range']}"
+                    f" ({scale['sessions']:,} sessions, {scale['activities']:,} activities)"
+                    f" | p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
+                    f" | < {bound:g} ms p50 | {ok(r['p50_ms'] < bound)} |"
+                )
     b4 = load("b4_closing")
     if b4:
         s, lag = b4["sweep"], b4["lag"]
