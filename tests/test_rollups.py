@@ -265,7 +265,7 @@ def check_reports(
     sessions = raw_sessions(conn, models, scope)
     got = summary(conn, models, scope, min_minutes=MIN_MINUTES)
     minutes = raw_minutes(sessions, lambda _: None)
-    expected = {}
+    expected: dict[int, list[int]] = {}
     for s in sessions:
         row = expected.setdefault(s["marker"], [0, 0])
         row[0] += 1
