@@ -288,11 +288,11 @@ def check_reports(
     per_definition: dict[Any, list[Any]] = {}
     for s in sessions:
         for definition, task in s["tasks"]:
-            row = per_definition.setdefault(definition, [0, set(), set(), 0.0])
-            row[0] += 1
-            row[1].add(task)
-            row[2].add(s["marker"])
-            row[3] += s["minutes"] / s["assessments"]
+            found = per_definition.setdefault(definition, [0, set(), set(), 0.0])
+            found[0] += 1
+            found[1].add(task)
+            found[2].add(s["marker"])
+            found[3] += s["minutes"] / s["assessments"]
     assert {
         t["task_definition_id"]: (
             t["assessments"],
