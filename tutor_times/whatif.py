@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from . import rollups
 from .accounting import duration_minutes, runs
 from .constants import ASSESSING
 from .models import Models
@@ -68,6 +69,17 @@ def _islands(
     where = [act.created_at >= since, act.created_at < until]
     if scope.unit_id is not None:
         where.append(ms.unit_id == scope.unit_id)
+        # the unit's sessions that can hold an activity of [since, until), found by the
+        # unit's (unit_id, start_time) index rather than every unit's activities of the
+        # range: an open one, or a closed one starting less than the longest stored block
+        # (which holds each closed session) before ``since``
+        reach = rollups.max_reach(conn, models)
+        where.append(
+            sa.or_(
+                sa.and_(ms.start_time >= rollups.before(since, reach), ms.start_time < until),
+                ms.end_time.is_(None),
+            )
+        )
     if scope.marker_id is not None:
         where.append(ms.marker_id == scope.marker_id)
     key = [ms.marker_id, ms.unit_id, ms.ip_address]
