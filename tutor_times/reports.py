@@ -44,6 +44,16 @@ class Scope:
         return clauses
 
 
+def without_jit(conn: sa.Connection) -> None:
+    """No JIT compilation for the rest of the connection's transaction (PostgreSQL).
+
+    A report over years has plan costs past ``jit_above_cost``, and compiling its
+    expressions took longer than running them: over a second, for a query of 40 ms. The
+    transaction is the report's own, so the setting ends with it."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL jit = off")
+
+
 def _last_activity(models: Models) -> Any:
     """A session's end so far: its end_time once closed, else its last activity (R3)."""
     ms = models.MarkingSession
@@ -575,19 +585,21 @@ def tasks(
 ) -> list[dict[str, Any]]:
     """Per task definition: assessments, distinct tasks and markers, and estimated minutes —
     each session's minutes shared equally among that session's assessments."""
-    ms, act = models.MarkingSession, models.SessionActivity
+    ms = models.MarkingSession
+    own = _assessed_tasks(conn, models)
     # one row per assessment, with its session's minutes and assessment count beside it
     # (the count as stored when the session closed: no window over every assessment)
     assessed = (
         sa.select(
-            act.task_definition_id,
-            act.task_id,
+            own.c.task_definition_id,
+            own.c.task_id,
             ms.marker_id,
             _open_minutes(conn, models, scope, min_minutes).label("minutes"),
             _assessments_of(models).label("n"),
         )
-        .join(act, act.marking_session_id == ms.id)
-        .where(*scope.where(models), act.action == ASSESSING)
+        .select_from(ms)
+        .join(own, own.c.marking_session_id == ms.id)
+        .where(*scope.where(models))
         .subquery()
     )
     c = assessed.c
@@ -612,6 +624,24 @@ def tasks(
         }
         for definition, n, n_tasks, n_markers, minutes in rows
     ]
+
+
+def _assessed_tasks(conn: sa.Connection, models: Models) -> Any:
+    """A session's assessments (session, definition, task), to join to its session.
+
+    On PostgreSQL a LATERAL subquery per session: its covering (marking_session_id,
+    created_at) index is read session by session however long the range, where a plain
+    join over years lets the planner scan every activity of every unit."""
+    ms, act = models.MarkingSession, models.SessionActivity
+    columns = [act.marking_session_id, act.task_definition_id, act.task_id]
+    if conn.dialect.name == "postgresql":
+        return (
+            sa.select(*columns)
+            .where(act.marking_session_id == ms.id, act.action == ASSESSING)
+            .offset(sa.literal_column("0"))  # kept a subquery: the planner would flatten it
+            .lateral("assessed_tasks")
+        )
+    return sa.select(*columns).where(act.action == ASSESSING).subquery("assessed_tasks")
 
 
 def empty_buckets(starts: list[datetime], tz: ZoneInfo) -> list[dict[str, Any]]:

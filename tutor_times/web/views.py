@@ -146,6 +146,7 @@ def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     # closing never come here and always write to the primary.
     connect = ext.state.tracker.sql.connect if bind is None else ext.db.engines[bind].connect
     with connect() as conn:
+        reports.without_jit(conn)
         return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
 
 
