@@ -121,6 +121,7 @@ def explain(app: Any, client: Any, path: str) -> list[str]:
         sa.event.remove(engine, "before_cursor_execute", capture)
     plans = []
     with engine.connect() as conn:
+        conn.exec_driver_sql("SET jit = off")  # as the request ran them (reports.without_jit)
         for statement, parameters in seen:
             rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
             plans.append(statement.strip() + "\n" + "\n".join(r[0] for r in rows))
