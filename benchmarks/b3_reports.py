@@ -13,6 +13,7 @@ statement of one request per report is then run again under EXPLAIN ANALYZE.
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -311,6 +312,51 @@ def stored_vs_raw(app: Any, end: datetime, calls: int) -> list[dict[str, Any]]:
     return rows
 
 
+def closing_cost(database_url: str, rounds: int) -> dict[str, Any]:
+    """What keeping the figures adds to a request whose activity closes its key's idle
+    session (the next activity after TIMEOUT): that request, timed with the figures kept
+    and with their upkeep (``rollups.sessions_changed``) made a no-op, interleaved round by
+    round, on a database of its own. Appends to an open session (B1's hot path) write none."""
+    from demo.extensions import tutor_times
+    from tutor_times import sql_store
+
+    ensure_database(database_url)
+    app = bench_app(database_url)
+    fresh_schema(app)
+    kept = sql_store.rollups.sessions_changed
+    samples: dict[str, list[int]] = {"kept": [], "not kept": []}
+    now = datetime(2026, 1, 5, 9, tzinfo=timezone.utc)
+    with app.app_context():
+        previous = tutor_times.clock
+        try:
+            for i in range(rounds):
+                for mode in samples:
+                    n = 2 * i + (mode == "kept")
+                    ip = f"10.{n // 62500}.{n // 250 % 250}.{n % 250}"
+                    key = {"marker_id": 3, "unit_id": 1, "ip_address": ip}
+                    tutor_times.clock = lambda t=now: t
+                    tutor_times.record_activity("assessing", **key)
+                    later = now + timedelta(seconds=901)
+                    tutor_times.clock = lambda t=later: t
+                    sql_store.rollups.sessions_changed = kept if mode == "kept" else _nothing
+                    started = time.perf_counter_ns()
+                    tutor_times.record_activity("assessing", **key)
+                    samples[mode].append(time.perf_counter_ns() - started)
+                    sql_store.rollups.sessions_changed = kept
+                    now += timedelta(minutes=1)
+        finally:
+            tutor_times.clock = previous
+            sql_store.rollups.sessions_changed = kept
+    timed = {mode: percentiles(ns) for mode, ns in samples.items()}
+    ratio = round(timed["kept"]["p50_ms"] / timed["not kept"]["p50_ms"], 2)
+    print(f"  closing request: {timed}, kept/not kept p50 {ratio}")
+    return {**timed, "kept_vs_not_p50": ratio}
+
+
+def _nothing(*args: Any) -> None:
+    return None
+
+
 def scale_url(database_url: str, label: str) -> str:
     """Each scale's own database, so both data sets are kept between runs."""
     return database_url if label == "1x" else f"{database_url}_{label}"
@@ -333,7 +379,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for r, p in s.pop("plans").items()
         )
     )
-    result = {"benchmark": "B3 reports", "scales": scales}
+    closing = closing_cost(f"{DATABASE_URL}_closing", rounds=200)
+    result = {"benchmark": "B3 reports", "scales": scales, "closing_request": closing}
     save("b3_reports", result)
     return result
 

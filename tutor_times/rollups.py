@@ -152,9 +152,10 @@ def _lock_tutor(conn: sa.Connection, unit_id: int, marker_id: int) -> None:
 
 
 def _refresh(conn: sa.Connection, models: Models, span: Span) -> None:
-    span = _widened(conn, models, span, max_reach(conn, models))
+    reach = max_reach(conn, models)
+    span = _widened(conn, models, span, reach)
     blocks, ms = models.Blocks, models.MarkingSession
-    conn.execute(sa.delete(blocks).where(*_blocks_touching(models, span, max_reach(conn, models))))
+    conn.execute(sa.delete(blocks).where(*_blocks_touching(models, span, reach)))
     rows = conn.execute(
         sa.select(ms.start_time, ms.end_time).where(*_closed_touching(models, span))
     ).all()
