@@ -1,8 +1,9 @@
 """Report queries: pure functions of a connection, the tables and a :class:`Scope`.
 
-Counting and summing happen in SQL (GROUP BY over the indexed unit/start filter). R10's
-interval merge is SQL too on PostgreSQL; elsewhere it walks each tutor's sessions in the
-range. An open session counts up to its last activity so far.
+Counting and summing happen in SQL (GROUP BY over the indexed unit/start filter). A closed
+session's assessments and R10's merged blocks of closed sessions are read as stored
+(rollups.py); open sessions, and blocks cut by a range's edges, are counted and merged here.
+An open session counts up to its last activity so far.
 """
 
 from __future__ import annotations
