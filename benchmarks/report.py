@@ -114,6 +114,14 @@ def table() -> str:
             f"| B6 what-if summary, a 12-week term, `?timeout=600` | p50 {w['p50_ms']} ms,"
             f" p99 {w['p99_ms']} ms | < 100 ms p50 | {ok(w['p50_ms'] < 100)} |"
         )
+        floor = b6.get("copy_floor")
+        if floor:
+            lines.append(
+                f"| B6 floor: PostgreSQL alone, {floor['rows']:,} formatted activities by one"
+                f" COPY (indexes and foreign key, nothing parsed or placed) |"
+                f" {floor['rows_per_s']:,} rows/s ({floor['seconds']} s, best of 3)"
+                f" | the most one connection takes | reference |"
+            )
     b7 = load("b7_cluster")
     if b7:
         runs = len(b7["results"])

@@ -63,6 +63,7 @@ def test_b6_import() -> None:
     assert [r["rows"] for r in result["imports"]] == [200, 200, 2000, 2000]
     assert all("skipped 0" in r["summary"] for r in result["imports"])
     assert result["whatif"]["n"] == 20
+    assert result["copy_floor"]["rows"] == 2000 and result["copy_floor"]["rows_per_s"] > 0
 
 
 def test_b7_cluster() -> None:
