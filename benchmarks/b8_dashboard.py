@@ -31,11 +31,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from benchmarks.b3_reports import convenor, ranges, years_of_data
+from benchmarks.chromium import CHROMEDRIVER, CHROMIUM, headless_options
 from benchmarks.common import DATABASE_URL, arguments, percentiles, save, smoke_url, time_calls
 
 UNIT = "/tutor-times/units/1"
-CHROMIUM = os.environ.get("TUTOR_TIMES_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TUTOR_TIMES_CHROMEDRIVER", "/usr/bin/chromedriver")
 WAIT = 30  # seconds, for a page on a loaded machine
 #: the JSON reports behind the page's tables and its calendar
 PARTS = {
@@ -90,20 +89,7 @@ def headless_chromium() -> Iterator[webdriver.Chrome]:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not shutil.which(path):
             raise SystemExit(f"{path} is not installed (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # as root in a container, Chromium's sandbox cannot start
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(argument)
+    options = headless_options(1280, 900)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         yield driver

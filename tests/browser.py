@@ -19,11 +19,11 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 
+from benchmarks.chromium import CHROMEDRIVER, CHROMIUM, headless_options
+
 from .conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("TUTOR_TIMES_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("TUTOR_TIMES_CHROMEDRIVER", "/usr/bin/chromedriver")
 #: the browser's own time zone: not UTC, so the page's "the browser's zone" default shows
 BROWSER_ZONE = "Australia/Melbourne"
 DESKTOP = (1280, 900)
@@ -50,20 +50,7 @@ def chromium() -> Iterator[webdriver.Chrome]:
     for path in (CHROMIUM, CHROMEDRIVER):
         if not shutil.which(path):
             _unavailable(f"{path} is not installed (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # as root in a container, Chromium's sandbox cannot start
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-extensions",
-        "--disable-background-networking",
-        "--disable-component-update",
-        f"--window-size={DESKTOP[0]},{DESKTOP[1]}",
-    ):
-        options.add_argument(argument)
+    options = headless_options(*DESKTOP)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     service = Service(CHROMEDRIVER, env={**os.environ, "TZ": BROWSER_ZONE})
     try:

@@ -38,6 +38,7 @@ from .conftest import BACKENDS, T0, Clock, build, built, stored
 from .test_history import row, stored_sessions
 from .test_property import KEYS, TIMEOUT, reference
 from .test_rebuild import history as generated_history
+from .test_rebuild import tracking_beside
 
 ACTIONS = ("inbox", "assessing")
 CHECKS = Checks(ACTIONS, str, timedelta(seconds=60))
@@ -275,35 +276,10 @@ def test_an_import_beside_live_tracking_on_the_same_keys(clock: Clock) -> None:
     rnd.shuffle(rows)
     live_at = max(r["created_at"] for r in rows) + timedelta(minutes=2)
     clock.set(live_at)
-    errors: list[BaseException] = []
-    stop = threading.Event()
-    live: list[tuple[Any, ...]] = []
     with built("postgres") as app:
-
-        def track(key: tuple[int, int, str]) -> None:
-            with app.app_context():
-                n = 0
-                while not stop.is_set() or n < 20:
-                    at = live_at - timedelta(seconds=n % 50)
-                    try:
-                        tutor_times.record_activity(
-                            "inbox", marker_id=key[0], unit_id=key[1], ip_address=key[2], at=at
-                        )
-                    except BaseException as exc:  # reported by the test, not lost in a thread
-                        errors.append(exc)
-                        return
-                    live.append(("act", key, at))
-                    n += 1
-
-        threads = [threading.Thread(target=track, args=(k,)) for k in KEYS]
-        for t in threads:
-            t.start()
-        with app.app_context():
+        with tracking_beside(app, live_at) as live, app.app_context():
             report = tutor_times.import_activities(rows, source_key="beside", batch_size=25)
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-        assert errors == [] and report.imported == len(rows)
+        assert report.imported == len(rows)
         with app.app_context():
             clock.set(live_at + TIMEOUT + timedelta(minutes=2))
             tutor_times.close_expired_sessions()

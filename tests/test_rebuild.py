@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -107,6 +108,42 @@ def test_a_rebuild_of_one_unit_and_range_leaves_the_rest(
         db.engine.dispose()
 
 
+@contextmanager
+def tracking_beside(app: Flask, live_at: datetime) -> Iterator[list[tuple[Any, ...]]]:
+    """A thread per key of ``KEYS`` tracking it live (at ``live_at`` and up to 49 s before)
+    until the block ends, 20 activities each at least; yields the activities as the
+    reference sessionizer reads them, and fails if any thread's tracking raised."""
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    live: list[tuple[Any, ...]] = []
+
+    def track(key: tuple[int, int, str]) -> None:
+        with app.app_context():
+            n = 0
+            while not stop.is_set() or n < 20:
+                at = live_at - timedelta(seconds=n % 50)
+                try:
+                    tutor_times.record_activity(
+                        "inbox", marker_id=key[0], unit_id=key[1], ip_address=key[2], at=at
+                    )
+                except BaseException as exc:  # reported by the test, not lost in a thread
+                    errors.append(exc)
+                    return
+                live.append(("act", key, at))
+                n += 1
+
+    threads = [threading.Thread(target=track, args=(k,)) for k in KEYS]
+    for t in threads:
+        t.start()
+    try:
+        yield live
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert errors == []
+
+
 @pytest.mark.real
 def test_a_rebuild_beside_live_tracking_on_the_same_keys(clock: Clock) -> None:
     """Live activities join the imported sessions' keys while a rebuild rewrites them: every
@@ -119,35 +156,9 @@ def test_a_rebuild_beside_live_tracking_on_the_same_keys(clock: Clock) -> None:
         with app.app_context():
             tutor_times.import_activities(rows, source_key="before")
         changed = app_with_timeout("postgres", new_timeout)
-        errors: list[BaseException] = []
-        stop = threading.Event()
-        live: list[tuple[Any, ...]] = []
-
-        def track(key: tuple[int, int, str]) -> None:
-            with changed.app_context():
-                n = 0
-                while not stop.is_set() or n < 20:
-                    at = live_at - timedelta(seconds=n % 50)
-                    try:
-                        tutor_times.record_activity(
-                            "inbox", marker_id=key[0], unit_id=key[1], ip_address=key[2], at=at
-                        )
-                    except BaseException as exc:  # reported by the test, not lost in a thread
-                        errors.append(exc)
-                        return
-                    live.append(("act", key, at))
-                    n += 1
-
-        threads = [threading.Thread(target=track, args=(k,)) for k in KEYS]
-        for t in threads:
-            t.start()
-        with changed.app_context():
+        with tracking_beside(changed, live_at) as live, changed.app_context():
             for _ in range(3):
                 tutor_times.rebuild_sessions()
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-        assert errors == []
         with changed.app_context():
             clock.set(live_at + new_timeout + timedelta(minutes=2))
             tutor_times.close_expired_sessions()

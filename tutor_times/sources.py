@@ -21,19 +21,12 @@ from functools import lru_cache
 from typing import IO, Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from .history import MALFORMED, UNKNOWN_USER, Rejected, Row
+from .history import MALFORMED, ROW_FIELDS, UNKNOWN_USER, Rejected, Row
 
 FORMATS = ("csv", "ontrack-log")
-CSV_COLUMNS = (
-    "marker_id",
-    "unit_id",
-    "ip_address",
-    "action",
-    "project_id",
-    "task_id",
-    "task_definition_id",
-    "created_at",
-)
+#: a CSV's header: a row's fields in the order the readers yield them, all but the import
+#: key, which the reader makes from the file's identity and the line
+CSV_COLUMNS = ROW_FIELDS[:-1]
 ID_COLUMNS = ("marker_id", "unit_id", "project_id", "task_id", "task_definition_id")
 #: the lines a file's identity is made of: a file that grows keeps its identity
 IDENTITY_LINES = 8
