@@ -7,6 +7,7 @@ import json
 import re
 import shlex
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from flask import Flask
 
 from demo import create_app
-from demo.extensions import db
+from demo.extensions import db, tutor_times
 from demo.scenario import NOW
 from tutor_times.constants import DEFAULTS
 
@@ -81,6 +82,31 @@ def test_each_readme_example_is_what_the_endpoint_answers(
     if command.endswith("openapi.json"):  # the document is long: its opening is shown
         answer = {key: answer[key] for key in expected}
     assert answer == expected, json.dumps(answer, indent=2)
+
+
+def test_the_class_times_example_is_what_the_endpoint_answers(scenario_sqlite: Flask) -> None:
+    """The OnTrack-style CSV in "Class times and workload", with the classes it names."""
+    section = README.read_text().split("### Class times and workload", 1)[1].split("\n### ", 1)[0]
+    found = re.search(r"```sh\n(curl [^`]*?ontrack[^`]*?)\n```\n```text\n(.*?)\n```", section, re.S)
+    assert found, "the class times section shows a curl command and its CSV"
+    command, shown = found.groups()
+    assert "tutor1 (id 3) in a class from 09:10 to 09:40" in section
+    assert "workshop of every tutor from midnight to 01:00" in section
+
+    def classes(unit_id: int, start: datetime, end: datetime) -> list[Any]:
+        utc = timezone.utc
+        return [
+            (3, datetime(2026, 3, 2, 9, 10, tzinfo=utc), datetime(2026, 3, 2, 9, 40, tzinfo=utc)),
+            (None, datetime(2026, 3, 3, 0, 0, tzinfo=utc), datetime(2026, 3, 3, 1, 0, tzinfo=utc)),
+        ]
+
+    tutor_times.class_times_loader(classes)
+    try:
+        r = replay(scenario_sqlite, command)
+    finally:
+        tutor_times.forget_workload_loaders()
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_data(as_text=True).lstrip("\ufeff").replace("\r\n", "\n").strip() == shown
 
 
 @pytest.fixture
