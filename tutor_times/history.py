@@ -388,9 +388,8 @@ class Island:
 class Plan:
     """Every write of one transaction's placement, each list one statement.
 
-    Writers of sessions: :meth:`Placer.write` applies a plan in this order — close, merge,
-    respan, create, then the activities — and :meth:`Plan.sessions` names every session
-    whose activities or span changed, for anything kept per session to follow."""
+    :meth:`Placer.write` applies a plan in this order: close, merge, respan, create, then
+    the activities."""
 
     #: open sessions that are no longer their key's latest (R5), closed at their last activity
     close: list[IdleSession] = field(default_factory=list)
@@ -402,11 +401,6 @@ class Plan:
     create: list[Island] = field(default_factory=list)
     #: (session id or the island to create, rows)
     place: list[tuple[int | Island, list[Pending]]] = field(default_factory=list)
-    #: ids of the sessions written, filled in as they are
-    written: set[int] = field(default_factory=set)
-
-    def sessions(self) -> set[int]:
-        return self.written
 
 
 def key_runs(rows: Sequence[Pending], timeout: timedelta) -> list[Run]:
@@ -629,8 +623,8 @@ class Placer:
         self._insert_activities(conn, plan, created)
 
     def _close(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
+        """Open sessions that are no longer their key's latest close at their last activity."""
         close_sessions(conn, self.models, plan.close, self.min_minutes, now)
-        plan.written.update(sid for sid, _, _ in plan.close)
 
     def _merge(self, conn: sa.Connection, plan: Plan) -> None:
         """Merged sessions' activities move to the session kept; the merged ones go."""
@@ -657,7 +651,6 @@ class Placer:
                 if is_open is opening
             ]
             drivers.update_rows(conn, ms, names, rows)
-        plan.written.update(sid for sid, *_ in plan.respan)
 
     def _create(self, conn: sa.Connection, plan: Plan, now: datetime) -> dict[int, int]:
         """A session for each island with none stored: id(island) → its new id."""
@@ -671,7 +664,6 @@ class Placer:
             for i in plan.create
         ]
         ids = drivers.insert_returning_ids(conn, ms, columns, rows)
-        plan.written.update(ids)
         return {id(island): sid for island, sid in zip(plan.create, ids, strict=True)}
 
     def _insert_activities(self, conn: sa.Connection, plan: Plan, created: dict[int, int]) -> None:
