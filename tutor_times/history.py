@@ -7,7 +7,8 @@ history. A batch is placed set-wise, a transaction for a bounded number of keys 
 1. the keys' locks are taken, in one statement, in one order (every importer's);
 2. each key's new activities, sorted by time, are cut into *runs* — neighbours less than
    TIMEOUT apart;
-3. the key's stored sessions near its runs are read and locked in one statement;
+3. the keys' stored sessions near their runs are locked in one statement, then read with
+   their last activities in another;
 4. runs and stored sessions, each an interval [start, last activity], are sorted by start
    and cut again where the next one starts TIMEOUT or more after the latest end so far
    (gaps and islands): each *island* holding a run becomes one session, under the id of its
