@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,27 @@ def test_the_pages_reports_share_one_connection(seeded: Flask, args: str) -> Non
     finally:
         sa.event.remove(engine, "checkout", count)
     assert len(checkouts) == 2
+
+
+def test_a_tutor_only_in_the_what_if_has_the_rows_other_columns(
+    seeded: Flask, clock: Clock
+) -> None:
+    """tutor2's session starts before the range under the configured timeout, and inside it
+    under 60 s: their row exists only because of the what-if, and still shows the split and
+    the students (0 minutes of each), not blank cells."""
+    with seeded.app_context():
+        for t in ("2026-02-28T23:55:00+00:00", "2026-03-01T00:05:00+00:00"):
+            clock.set(datetime.fromisoformat(t))
+            tutor_times.record_activity("inbox", marker_id=4, unit_id=1, ip_address="10.0.0.8")
+    tutor_times.class_times_loader(lambda unit, start, end: [])
+    tutor_times.student_count_loader(lambda unit, marker: 5)
+    try:
+        client = login(seeded, "convenor")
+        args = "from=2026-03-01&to=2026-03-01&tz=UTC"
+        assert client.get(f"{UNIT}/summary?{args}").get_json()["tutors"] == []
+        rows = table_rows(page(client, f"{UNIT}/dashboard?{args}&timeout=60"), "tutors")
+    finally:
+        tutor_times.forget_workload_loaders()
+    assert rows["4"]["whatif_minutes"] == "1" and rows["4"]["configured_minutes"] == "0"
+    assert (rows["4"]["during_class_minutes"], rows["4"]["outside_class_minutes"]) == ("0", "0")
+    assert (rows["4"]["students"], rows["4"]["minutes_per_student"]) == ("5", "0.0")

@@ -7,7 +7,8 @@ history. A batch is placed set-wise, a transaction for a bounded number of keys 
 1. the keys' locks are taken, in one statement, in one order (every importer's);
 2. each key's new activities, sorted by time, are cut into *runs* — neighbours less than
    TIMEOUT apart;
-3. the key's stored sessions near its runs are read and locked in one statement;
+3. the keys' stored sessions near their runs are locked in one statement, then read with
+   their last activities in another;
 4. runs and stored sessions, each an interval [start, last activity], are sorted by start
    and cut again where the next one starts TIMEOUT or more after the latest end so far
    (gaps and islands): each *island* holding a run becomes one session, under the id of its
@@ -388,9 +389,8 @@ class Island:
 class Plan:
     """Every write of one transaction's placement, each list one statement.
 
-    Writers of sessions: :meth:`Placer.write` applies a plan in this order — close, merge,
-    respan, create, then the activities — and :meth:`Plan.sessions` names every session
-    whose activities or span changed, for anything kept per session to follow."""
+    :meth:`Placer.write` applies a plan in this order: close, merge, respan, create, then
+    the activities."""
 
     #: open sessions that are no longer their key's latest (R5), closed at their last activity
     close: list[IdleSession] = field(default_factory=list)
@@ -402,11 +402,6 @@ class Plan:
     create: list[Island] = field(default_factory=list)
     #: (session id or the island to create, rows)
     place: list[tuple[int | Island, list[Pending]]] = field(default_factory=list)
-    #: ids of the sessions written, filled in as they are
-    written: set[int] = field(default_factory=set)
-
-    def sessions(self) -> set[int]:
-        return self.written
 
 
 def key_runs(rows: Sequence[Pending], timeout: timedelta) -> list[Run]:
@@ -629,8 +624,8 @@ class Placer:
         self._insert_activities(conn, plan, created)
 
     def _close(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
+        """Open sessions that are no longer their key's latest close at their last activity."""
         close_sessions(conn, self.models, plan.close, self.min_minutes, now)
-        plan.written.update(sid for sid, _, _ in plan.close)
 
     def _merge(self, conn: sa.Connection, plan: Plan) -> None:
         """Merged sessions' activities move to the session kept; the merged ones go."""
@@ -657,7 +652,6 @@ class Placer:
                 if is_open is opening
             ]
             drivers.update_rows(conn, ms, names, rows)
-        plan.written.update(sid for sid, *_ in plan.respan)
 
     def _create(self, conn: sa.Connection, plan: Plan, now: datetime) -> dict[int, int]:
         """A session for each island with none stored: id(island) → its new id."""
@@ -671,7 +665,6 @@ class Placer:
             for i in plan.create
         ]
         ids = drivers.insert_returning_ids(conn, ms, columns, rows)
-        plan.written.update(ids)
         return {id(island): sid for island, sid in zip(plan.create, ids, strict=True)}
 
     def _insert_activities(self, conn: sa.Connection, plan: Plan, created: dict[int, int]) -> None:

@@ -105,21 +105,28 @@ class HostHooks:
     def has_class_times(self) -> bool:
         return self._class_times_loader is not None
 
-    def _answer(self, unit_id: int, start: datetime, end: datetime) -> tuple[Any, ...]:
+    def _loaded_classes(self, unit_id: int, start: datetime, end: datetime) -> tuple[Any, ...]:
+        """The host loader's rows for the unit and range, unchecked."""
         if self._class_times_loader is None:
-            raise ConfigurationError("No class_times_loader registered")
+            raise ConfigurationError(
+                "No class_times_loader registered: decorate a function (unit_id, start, end)"
+                " -> [(marker_id | None, start, end), ...] with @tutor_times.class_times_loader"
+            )
         return tuple(self._class_times_loader(unit_id, start, end))
 
     def classes_of(self, unit_id: int, start: datetime, end: datetime) -> list[ClassTime]:
         """The unit's classes in [start, end), as the host's loader gives them (checked)."""
-        answer = self._answer(unit_id, start, end)
+        answer = self._loaded_classes(unit_id, start, end)
         spans_of(answer, unit_id)
         return [ClassTime(*row) for row in answer]
 
     def unit_timetable(self, unit_id: int, start: datetime, end: datetime) -> Timetable:
         """The unit's classes in [start, end), by tutor, for a report of the unit (R12)."""
-        answer = self._answer(unit_id, start, end)
-        build = lambda: Timetable.of_unit(spans_of(answer, unit_id))  # noqa: E731
+        answer = self._loaded_classes(unit_id, start, end)
+
+        def build() -> Timetable:
+            return Timetable.of_unit(spans_of(answer, unit_id))
+
         return self._timetables.get(("unit", unit_id), answer, build)
 
     def marker_timetable(
@@ -127,7 +134,7 @@ class HostHooks:
     ) -> Timetable:
         """One tutor's classes in each of ``units``, for their own report across units."""
         ordered = sorted(set(units))
-        answers = tuple(self._answer(unit, start, end) for unit in ordered)
+        answers = tuple(self._loaded_classes(unit, start, end) for unit in ordered)
 
         def build() -> Timetable:
             spans = {u: spans_of(a, u) for u, a in zip(ordered, answers, strict=True)}
@@ -151,7 +158,10 @@ class HostHooks:
 
     def students_of(self, unit_id: int, marker_id: int | None) -> int | None:
         if self._student_count_loader is None:
-            raise ConfigurationError("No student_count_loader registered")
+            raise ConfigurationError(
+                "No student_count_loader registered: decorate a function (unit_id, marker_id)"
+                " -> int | None with @tutor_times.student_count_loader"
+            )
         found = self._student_count_loader(unit_id, marker_id)
         if found is not None and (isinstance(found, bool) or not isinstance(found, int)):
             raise ConfigurationError(

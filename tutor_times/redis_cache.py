@@ -127,14 +127,19 @@ class SlotRoute:
         self.suspect = False
 
     def node(self, key: str) -> redis.Redis | None:
-        """The plain client of the primary the map says serves ``key``'s slot."""
+        """The plain client of the primary the map says serves ``key``'s slot; None when
+        the map has no node for it or the last direct call timed out."""
+        if self.suspect:
+            return None
         nodes = self.cluster.nodes_manager.slots_cache.get(key_slot(key.encode()))
-        if not nodes or self.suspect:
+        if not nodes:
             return None
         client: redis.Redis | None = nodes[0].redis_connection
         return client
 
     def run(self, script: Script, key: str, args: list[Any]) -> Any:
+        """``script`` on ``key`` with ``args``: straight to its node when the map knows it,
+        else (or after a redirect or a dropped connection) through the cluster client."""
         node = self.node(key)
         if node is not None:
             try:

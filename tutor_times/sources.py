@@ -140,6 +140,8 @@ STARTED = re.compile(
 ASSESSING = re.compile(_TAG + r"(?P<user>\S+) assessing task (?P<task>\d+)\b")
 #: what makes a logged URL need urlsplit and parse_qs rather than a split by hand
 PLAIN_URL_UNSAFE = re.compile(r"[%+;\x00-\x20\x7f]")
+#: the query parameter of a logged request that names its user
+USERNAME_PARAM = "username="
 COMPLETED = re.compile(_TAG + r"Completed (?P<status>\d{3})\b")
 
 
@@ -251,8 +253,8 @@ def path_and_username(url: str) -> tuple[str, str | None]:
     if url.startswith("/") and not url.startswith("//") and not PLAIN_URL_UNSAFE.search(url):
         path, _, query = url.partition("#")[0].partition("?")
         for pair in query.split("&"):
-            if pair.startswith("username=") and len(pair) > 9:
-                return path, pair[9:]
+            if pair.startswith(USERNAME_PARAM) and len(pair) > len(USERNAME_PARAM):
+                return path, pair[len(USERNAME_PARAM) :]
         return path, None
     parts = urlsplit(url)
     return parts.path, parse_qs(parts.query).get("username", [None])[0]

@@ -207,14 +207,13 @@ def _what_if(scope: Scope, seconds: int, summary: dict[str, Any]) -> dict[str, A
     """Each tutor's minutes under another timeout: ``summary?timeout=``'s report, run once.
 
     A tutor with sessions only under the what-if timeout is added to ``summary`` with none
-    stored, so the table has a row for everyone either report counts."""
+    stored, so the table has a row for everyone either report counts; the row has the
+    columns the others have (the split, the students), at 0 minutes."""
     result = what_if(whatif.summary, scope, seconds=seconds)
     minutes = {t["marker_id"]: t["minutes"] for t in result["tutors"]}
     stored = {t["marker_id"] for t in summary["tutors"]}
     for marker in sorted(minutes.keys() - stored):
-        summary["tutors"].append(
-            reports.with_rate({"marker_id": marker, "sessions": 0, "assessments": 0}, 0)
-        )
+        summary["tutors"].append(_no_stored_minutes(marker, summary["totals"], scope))
     configured = int(current().state.timeout.total_seconds())
     return {
         "label": timeout_label(seconds),
@@ -222,6 +221,18 @@ def _what_if(scope: Scope, seconds: int, summary: dict[str, Any]) -> dict[str, A
         "minutes": minutes,
         "totals": result["totals"],
     }
+
+
+def _no_stored_minutes(marker: int, totals: dict[str, Any], scope: Scope) -> dict[str, Any]:
+    """A summary row of a tutor with no stored minutes in ``scope``, with the split and
+    the students when the summary's totals have them."""
+    row = reports.with_rate({"marker_id": marker, "sessions": 0, "assessments": 0}, 0)
+    if "during_class_minutes" in totals:
+        row.update(during_class_minutes=0, outside_class_minutes=0)
+    if "students" in totals and scope.unit_id is not None:
+        students = current().students_of(scope.unit_id, marker)
+        row.update(students=students, minutes_per_student=0.0 if students else None)
+    return row
 
 
 def timeout_label(seconds: int) -> str:

@@ -230,7 +230,9 @@ class ActivityIn(BaseModel):
 # -- responses ---------------------------------------------------------------------------
 
 WITH_CLASS_TIMES = " Present only when the host registers a class_times_loader."
-WITH_STUDENTS = " Present only when the host registers a student_count_loader (and knows)."
+WITH_STUDENTS = (
+    " Present only when the host registers a student_count_loader and it returns a count."
+)
 
 
 def _absent_if_none(description: str, extra: str) -> Any:
