@@ -25,6 +25,7 @@ from flask import Flask
 from demo.extensions import db, tutor_times
 from tutor_times.cli import progress_reporter
 from tutor_times.history import DUPLICATE, ImportReport
+from tutor_times.models import IMPORT_KEY_LENGTH
 
 from .conftest import BACKENDS, PG_URL, Clock, build
 from .test_history import stored_sessions
@@ -206,3 +207,25 @@ def test_a_csv_with_an_import_key_column_is_keyed_by_it(import_app: Flask, tmp_p
     assert "imported 0, skipped 30 (30 duplicate)" in run_import(
         import_app, str(tmp_path / "b.csv")
     )
+
+
+def test_a_csv_row_whose_own_key_is_too_long_is_a_malformed_line(
+    import_app: Flask, tmp_path: Path
+) -> None:
+    """An ``import_key`` column over the column's length is that row's fault: it is counted
+    as a malformed line, and the rest of the file is imported."""
+    with open(TRUTH, newline="") as f:
+        records = list(csv.DictReader(f))[:10]
+    with open(tmp_path / "long.csv", "w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=["import_key", *records[0]])
+        writer.writeheader()
+        for n, r in enumerate(records):
+            key = "k" * (IMPORT_KEY_LENGTH + 1) if n == 3 else f"row-{n}"
+            writer.writerow({"import_key": key, **r})
+    said = run_import(import_app, str(tmp_path / "long.csv"))
+    assert "imported 9, skipped 1 (1 malformed line)" in said
+
+
+def test_a_source_key_too_long_for_any_row_is_refused_before_reading(import_app: Flask) -> None:
+    with import_app.app_context(), pytest.raises(ValueError, match="at most 200 characters"):
+        tutor_times.import_activities([], source_key="s" * IMPORT_KEY_LENGTH)

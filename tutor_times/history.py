@@ -169,7 +169,10 @@ class RowChecker:
             at = check_time(at)
         if at > latest:
             raise InvalidActivityError(f"created_at lies in the future: {at}", "at")
-        key = import_key(source_key, r[8])
+        try:
+            key = import_key(source_key, r[8])
+        except ValueError as exc:  # the row's own key (an import_key column) is too long
+            raise InvalidActivityError(str(exc), "import_key") from None
         return (marker, unit, stored_ip, at, action, project, task, definition, key)
 
 
@@ -240,6 +243,7 @@ class Importer:
     ) -> ImportReport:
         """Import ``rows`` a batch at a time; each batch is checked, deduplicated and placed
         in transactions of its own, so an import stopped at any point loses no batch half."""
+        import_key(source_key, 0)  # a source key too long for any row is the caller's error
         report = ImportReport(dry_run=dry_run)
         admitted = Counter[str]()  # rows skipped when a batch was checked against the database
         told = (0, Counter[str]())  # what the metrics have been told so far
