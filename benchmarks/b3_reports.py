@@ -90,7 +90,7 @@ def explain(app: Any, client: Any, path: str) -> list[str]:
 
 #: the term's zone: its classes are wall-clock times there
 TERM_ZONE = ZoneInfo("Australia/Melbourne")
-#: how many rounds of alternating requests (without, then with the timetable)
+#: how many rounds of alternating pairs of requests (without and with the timetable)
 ROUNDS = 5
 
 
@@ -121,11 +121,20 @@ def with_and_without(
     without: list[int] = []
     with_split: list[int] = []
     per_round = max(1, calls // ROUNDS)
-    for _ in range(ROUNDS):
-        tutor_times.forget_workload_loaders()
-        without += time_calls(lambda: client.get(path), per_round)
-        tutor_times.class_times_loader(loader)
-        with_split += time_calls(lambda: client.get(path), per_round)
+
+    def measure(split: bool) -> None:
+        if split:
+            tutor_times.class_times_loader(loader)
+        else:
+            tutor_times.forget_workload_loaders()
+        (with_split if split else without).extend(time_calls(lambda: client.get(path), 1))
+
+    for i in range(ROUNDS):
+        # each round is pairs of one request without and one with, the pair's order
+        # swapped every round, so a burst of load elsewhere falls on both alike
+        for _ in range(per_round):
+            measure(split=i % 2 == 1)
+            measure(split=i % 2 == 0)
     tutor_times.forget_workload_loaders()
     return without, with_split
 
