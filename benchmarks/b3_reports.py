@@ -7,8 +7,8 @@ SQL statement of one request per report is then run again under EXPLAIN ANALYZE.
 
 Then the same requests with the host's class_times_loader answering a full term's timetable
 of unit 1 (two two-hour tutorials a week for each of the 200 tutors and a weekly lecture of
-every tutor, 12 weeks, at Melbourne wall-clock times), in alternating rounds with the
-requests without it, so both see the same load: the split (R12) against no split.
+every tutor, 12 weeks, at Melbourne wall-clock times), alternating request by request with
+the requests without it, so both see the same load: the split (R12) against no split.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def term_timetable(today: datetime, markers: int) -> list[tuple[int | None, date
 def with_and_without(
     client: Any, path: str, calls: int, loader: Any
 ) -> tuple[list[int], list[int]]:
-    """Samples of ``path`` without and with the class_times_loader, in alternating rounds."""
+    """Samples of ``path`` without and with the class_times_loader, in alternating pairs."""
     from demo.extensions import tutor_times
 
     without: list[int] = []
