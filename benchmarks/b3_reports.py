@@ -7,8 +7,8 @@ SQL statement of one request per report is then run again under EXPLAIN ANALYZE.
 
 Then the same requests with the host's class_times_loader answering a full term's timetable
 of unit 1 (two two-hour tutorials a week for each of the 200 tutors and a weekly lecture of
-every tutor, 12 weeks, at Melbourne wall-clock times), in alternating rounds with the
-requests without it, so both see the same load: the split (R12) against no split.
+every tutor, 12 weeks, at Melbourne wall-clock times), alternating request by request with
+the requests without it, so both see the same load: the split (R12) against no split.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def explain(app: Any, client: Any, path: str) -> list[str]:
 
 #: the term's zone: its classes are wall-clock times there
 TERM_ZONE = ZoneInfo("Australia/Melbourne")
-#: how many rounds of alternating requests (without, then with the timetable)
+#: how many rounds of alternating pairs of requests (without and with the timetable)
 ROUNDS = 5
 
 
@@ -115,17 +115,26 @@ def term_timetable(today: datetime, markers: int) -> list[tuple[int | None, date
 def with_and_without(
     client: Any, path: str, calls: int, loader: Any
 ) -> tuple[list[int], list[int]]:
-    """Samples of ``path`` without and with the class_times_loader, in alternating rounds."""
+    """Samples of ``path`` without and with the class_times_loader, in alternating pairs."""
     from demo.extensions import tutor_times
 
     without: list[int] = []
     with_split: list[int] = []
     per_round = max(1, calls // ROUNDS)
-    for _ in range(ROUNDS):
-        tutor_times.forget_workload_loaders()
-        without += time_calls(lambda: client.get(path), per_round)
-        tutor_times.class_times_loader(loader)
-        with_split += time_calls(lambda: client.get(path), per_round)
+
+    def measure(split: bool) -> None:
+        if split:
+            tutor_times.class_times_loader(loader)
+        else:
+            tutor_times.forget_workload_loaders()
+        (with_split if split else without).extend(time_calls(lambda: client.get(path), 1))
+
+    for i in range(ROUNDS):
+        # each round is pairs of one request without and one with, the pair's order
+        # swapped every round, so a burst of load elsewhere falls on both alike
+        for _ in range(per_round):
+            measure(split=i % 2 == 1)
+            measure(split=i % 2 == 0)
     tutor_times.forget_workload_loaders()
     return without, with_split
 

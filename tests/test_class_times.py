@@ -414,9 +414,11 @@ def test_python_split_is_the_rule(
         assert 0 <= during <= minutes
 
 
-@pytest.fixture(scope="module")
-def pg_app() -> Iterator[Flask]:
-    with built("postgres") as app:
+@pytest.fixture(scope="module", params=["postgres", "postgres-psycopg2"])
+def pg_app(request: pytest.FixtureRequest) -> Iterator[Flask]:
+    """PostgreSQL through psycopg 3 (the split over real instants, arrays sent in binary)
+    and through psycopg2 (the split over microseconds, arrays sent as text)."""
+    with built(request.param) as app:
         yield app
 
 
@@ -426,6 +428,8 @@ def pg_app() -> Iterator[Flask]:
 )
 @given(CLASS_LISTS, SESSION_LISTS)
 @example([(3, 0, 3600 * 10**6), (None, 1800 * 10**6, 3600 * 10**6)], [(3, 600 * 10**6, 0)])
+# a tutor with no class of their own has the unit's
+@example([(None, 0, 3600 * 10**6), (None, 7200 * 10**6, 60 * 10**6)], [(4, 1800 * 10**6, 10**10)])
 def test_sql_split_equals_python_split(
     pg_app: Flask,
     classes: list[tuple[int | None, int, int]],
@@ -477,6 +481,64 @@ def test_sql_split_equals_python_split(
             total, so_far = expected.get((i, marker), (0, 0))
             expected[i, marker] = (total + minutes, so_far + during)
     assert in_sql == expected
+
+
+@pytest.mark.real
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(CLASS_LISTS, CLASS_LISTS, SESSION_LISTS, st.lists(st.sampled_from([1, 2]), min_size=20))
+def test_sql_split_by_unit_equals_python_split(
+    pg_app: Flask,
+    classes_1: list[tuple[int | None, int, int]],
+    classes_2: list[tuple[int | None, int, int]],
+    sessions: list[tuple[int, int, int]],
+    units: list[int],
+) -> None:
+    """A tutor's own report across units: each block split by its unit's classes of that
+    tutor, in PostgreSQL as in Python."""
+    ms = tutor_times.MarkingSession
+    rows: list[dict[str, Any]] = [
+        {
+            "marker_id": 3,
+            "unit_id": unit,
+            "ip_address": f"10.0.0.{i}",
+            "start_time": micros(start),
+            "end_time": micros(start + length),
+            "duration_minutes": 1,
+            "created_at": MON,
+            "updated_at": MON,
+        }
+        for i, ((_, start, length), unit) in enumerate(zip(sessions, units, strict=False))
+    ]
+    timetable = Timetable.of_marker(3, {1: as_classes(classes_1), 2: as_classes(classes_2)})
+    scope = Scope(MON, MON + timedelta(days=1), marker_id=3)
+    with pg_app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(sa.delete(ms))
+            conn.execute(sa.insert(ms), rows)
+        with db.engine.connect() as conn:
+            in_sql = merged_split_by(
+                conn, tutor_times.models, scope, min_minutes=1, timetable=timetable
+            )
+    expected = (0, 0)
+    for unit in (1, 2):
+        spans = [(r["start_time"], r["end_time"], None) for r in rows if r["unit_id"] == unit]
+        for first, last, _ in merged_blocks(spans):
+            minutes = duration_minutes(first, last, 1)
+            during = timetable.during(unit, 3, first, last, minutes)
+            expected = (expected[0] + minutes, expected[1] + during)
+    assert in_sql == {(None, 3): expected}
+
+
+def test_a_days_reports_share_the_arrays_they_send() -> None:
+    """A report of the last 7 days starts a little later on each request: the arrays sent
+    for it are made once a day, not once a request."""
+    timetable = Timetable.of_unit(as_classes([(3, 0, 3600 * 10**6)]))
+    morning, evening = MON + timedelta(hours=1), MON + timedelta(hours=23)
+    assert timetable.time_arrays(morning) is timetable.time_arrays(evening)
+    assert timetable.sql_arrays(morning) is timetable.sql_arrays(evening)
+    assert timetable.time_arrays(MON + timedelta(days=1)) is not timetable.time_arrays(evening)
 
 
 def test_openapi_documents_the_split_and_the_style(app: Flask) -> None:

@@ -15,17 +15,21 @@ during when that instant lies in a class ([start, end) of the class), else all o
 
 The same arithmetic runs in SQL on PostgreSQL (:meth:`Timetable.split_blocks`: a binary search
 of the intervals with ``width_bucket`` and a prefix sum, so a block costs O(log n)) and in
-Python elsewhere (:meth:`Timetable.during`); both work in integer microseconds and agree.
+Python elsewhere (:meth:`Timetable.during`); both count integer microseconds and agree. On
+psycopg 3 the SQL compares timestamps and sends its arrays in PostgreSQL's binary form
+(:meth:`Timetable.split_by_time`), so a block that meets no class costs no arithmetic and
+a term's timetable costs no parsing.
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from itertools import accumulate, repeat
 from operator import floordiv, sub
 from typing import Any, Literal, NamedTuple
@@ -59,6 +63,22 @@ BIG_ARRAY = postgresql.ARRAY(BIGINT)
 WINDOWS_KEPT = 8
 #: before every key: the first interval of the arrays, so a binary search always lands
 BEFORE = -(2**62)
+#: the arrays sent for a range are kept by its first instant rounded down to this: a report
+#: of the last 7 days starts a little later on every request, yet the same day's arrays
+#: still hold every class that can overlap it
+WINDOW_STEP = 24 * 3600 * 10**6
+#: PostgreSQL's binary form of a one-dimensional array of 8-byte values without NULLs: ndim,
+#: has-null, element type, length, lower bound; then each element as its byte length and value
+INT8_OID = 20
+TIMESTAMPTZ_OID = 1184
+INT8_ARRAY_OID = 1016
+TIMESTAMPTZ_ARRAY_OID = 1185
+ARRAY_HEADER = struct.Struct("!iiIii")
+#: PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC
+PG_EPOCH_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
+PG_EPOCH = to_micros(PG_EPOCH_TIME)
+#: the earliest instant PostgreSQL holds (4714-11-24 BC), after PG_EPOCH: every line's sentinel
+PG_MIN = -211813488000000000
 
 
 #: R12 per block in PostgreSQL, layer by layer over the CTEs tt_blocks and tt_timetable:
@@ -99,6 +119,50 @@ FROM (
                          (SELECT class_owners FROM tt_timetable)) AS at
           FROM tt_blocks OFFSET 0) AS g OFFSET 0) AS o OFFSET 0) AS j OFFSET 0) AS k OFFSET 0
 ) AS x
+"""
+
+
+#: R12 per block in PostgreSQL over real instants (psycopg 3: :meth:`Timetable.time_arrays`),
+#: over the CTEs tt_blocks and tt_timetable. Each tutor's (or unit's) line of classes is cut
+#: out of the arrays once, in a hash join on its key, not once a block; a block outside the
+#: span of every class sent gets no line. Then, layer by layer: the classes the block's ends
+#: fall in (binary search of its line, as timestamps), and the split: a block in a gap
+#: between two classes (most blocks) is 0 without arithmetic, the rest count their
+#: microseconds in and out of class exactly, as :meth:`Timetable.during` does.
+SPLIT_BY_TIME_SQL = """
+SELECT y.bucket, y.marker, y.m AS minutes,
+  CASE WHEN y.ia IS NULL THEN 0
+    WHEN y.ia = y.ib AND y.first >= (SELECT class_ends FROM tt_timetable)[y.ia] THEN 0
+    WHEN y.last <= y.first THEN y.m
+    ELSE CAST(div(
+      2 * y.m * (
+        (SELECT class_before FROM tt_timetable)[y.ib]
+        + CAST(1000000 * extract(epoch FROM greatest(interval '0',
+            least(y.last, (SELECT class_ends FROM tt_timetable)[y.ib])
+            - (SELECT class_starts FROM tt_timetable)[y.ib])) AS BIGINT)
+        - (SELECT class_before FROM tt_timetable)[y.ia]
+        - CAST(1000000 * extract(epoch FROM greatest(interval '0',
+            least(y.first, (SELECT class_ends FROM tt_timetable)[y.ia])
+            - (SELECT class_starts FROM tt_timetable)[y.ia])) AS BIGINT))
+      + CAST(1000000 * extract(epoch FROM y.last - y.first) AS BIGINT),
+      2 * CAST(1000000 * extract(epoch FROM y.last - y.first) AS BIGINT)) AS BIGINT)
+  END AS during
+FROM (
+  SELECT z.bucket, z.marker, z.m, z.first, z.last,
+    z.lo - 1 + width_bucket(z.first, z.line) AS ia,
+    z.lo - 1 + width_bucket(z.last, z.line) AS ib
+  FROM (
+    SELECT b.bucket, b.marker, b.first, b.last, CAST(b.minutes AS BIGINT) AS m,
+      CASE WHEN b.last < (SELECT span_lo FROM tt_timetable)
+             OR b.first >= (SELECT span_hi FROM tt_timetable) THEN NULL
+        ELSE coalesce(l.lo, 1) END AS lo,
+      coalesce(l.line, (SELECT default_line FROM tt_timetable)) AS line
+    FROM tt_blocks AS b LEFT JOIN (
+      SELECT u.key, u.lo, (SELECT class_starts FROM tt_timetable)[u.lo:u.hi] AS line
+      FROM unnest((SELECT class_owners FROM tt_timetable), (SELECT line_lo FROM tt_timetable),
+                  (SELECT line_hi FROM tt_timetable)) AS u(key, lo, hi)
+    ) AS l ON l.key = b.{key}
+    OFFSET 0) AS z OFFSET 0) AS y
 """
 
 
@@ -172,7 +236,7 @@ class Timetable:
     #: where each key's line lies in the arrays: slot -> [first, last) indices
     lines: list[tuple[int, int]] = field(init=False)
     #: the arrays as PostgreSQL reads them, by the first instant a report asks about
-    windows: OrderedDict[int, dict[str, str]] = field(init=False)
+    windows: OrderedDict[tuple[int, str], dict[str, Any]] = field(init=False)
 
     def __post_init__(self) -> None:
         if len(self.own) >= MAX_SLOTS:
@@ -197,9 +261,10 @@ class Timetable:
         """The arrays as PostgreSQL reads them, for stretches that start at ``since`` or
         later: a key's classes that ended before then cannot overlap one, so they are left
         out (a week's report of a term's timetable sends a week of it), and the running
-        sums are taken afresh over what is sent. Kept for the next report of that range."""
-        lo = to_micros(since)
-        found = self.windows.get(lo)
+        sums are taken afresh over what is sent. Kept for the next report of that range (by
+        its day: see WINDOW_STEP)."""
+        lo = to_micros(since) // WINDOW_STEP * WINDOW_STEP
+        found = self.windows.get((lo, "text"))
         if found is not None:
             return found
         kept: list[int] = []
@@ -208,19 +273,73 @@ class Timetable:
         starts = [BEFORE, *map(self.starts.__getitem__, kept)]
         ends = [BEFORE, *map(self.ends.__getitem__, kept)]
         before = [0, 0, *accumulate(map(sub, ends[1:-1], starts[1:-1]))][: len(starts)]
-        found = {
-            name: "{" + ",".join(map(str, values)) + "}"
-            for name, values in (
-                ("class_starts", starts),
-                ("class_ends", ends),
-                ("class_before", before),
-                ("class_owners", [BEFORE, *sorted(self.own)]),
-            )
-        }
-        self.windows[lo] = found
+        arrays = (
+            ("class_starts", starts),
+            ("class_ends", ends),
+            ("class_before", before),
+            ("class_owners", [BEFORE, *sorted(self.own)]),
+        )
+        found = {name: "{" + ",".join(map(str, values)) + "}" for name, values in arrays}
+        return self._keep(lo, "text", found)
+
+    def _keep(self, lo: int, form: str, arrays: dict[str, Any]) -> dict[str, Any]:
+        self.windows[lo, form] = arrays
         while len(self.windows) > WINDOWS_KEPT:
             self.windows.popitem(last=False)
-        return found
+        return arrays
+
+    def time_arrays(self, since: datetime) -> dict[str, Any]:
+        """The classes as :meth:`split_by_time` reads them, in PostgreSQL's binary form (it
+        reads them without parsing a number): each key's line of real instants (its own
+        classes, or the default ones, after a sentinel before every instant), where each
+        line lies, the class time of its line before each class, the keys, and the span
+        of every class sent. As :meth:`sql_arrays`, only classes that end after ``since``
+        (rounded down to its day), kept for the next report of that range."""
+        lo = to_micros(since) // WINDOW_STEP * WINDOW_STEP
+        found = self.windows.get((lo, "time"))
+        if found is not None:
+            return found
+        starts: list[int] = []
+        ends: list[int] = []
+        before: list[int] = []
+        line_lo: list[int] = []
+        line_hi: list[int] = []
+        for intervals in [self.default] + [self.own[k] for k in sorted(self.own)]:
+            line_lo.append(len(starts) + 1)
+            starts.append(PG_MIN)
+            ends.append(PG_MIN)
+            before.append(0)
+            kept = intervals[bisect_right([b for _, b in intervals], lo) :]
+            if kept:
+                before.extend(accumulate((b - a for a, b in kept[:-1]), initial=0))
+            starts.extend(a - PG_EPOCH for a, _ in kept)
+            ends.extend(b - PG_EPOCH for _, b in kept)
+            line_hi.append(len(starts))
+        # outside this span no block meets a class (with none, no block is inside it)
+        real = [(a, b) for a, b in zip(starts, ends, strict=True) if a != PG_MIN]
+        span_lo, span_hi = (
+            (
+                PG_EPOCH_TIME + min(a for a, _ in real) * MICROSECOND,
+                PG_EPOCH_TIME + max(b for _, b in real) * MICROSECOND,
+            )
+            if real
+            else (
+                datetime.max.replace(tzinfo=timezone.utc),
+                datetime.min.replace(tzinfo=timezone.utc),
+            )
+        )
+        found = {
+            "class_starts": PackedTimes.of(starts),
+            "class_ends": PackedTimes.of(ends),
+            "class_before": PackedInts.of(before),
+            "line_lo": PackedInts.of(line_lo),
+            "line_hi": PackedInts.of(line_hi),
+            "class_owners": PackedInts.of([BEFORE, *sorted(self.own)]),
+            "default_line": PackedTimes.of(starts[: line_hi[0]]),
+            "span_lo": span_lo,
+            "span_hi": span_hi,
+        }
+        return self._keep(lo, "time", found)
 
     @staticmethod
     def _base(spans: Iterable[tuple[Any, int, int]]) -> int:
@@ -269,7 +388,9 @@ class Timetable:
         (before_a, a_inside), (before_b, _) = self._covered(a), self._covered(b)
         return split_minutes(minutes, b - a, before_b - before_a, a_inside)
 
-    def split_blocks(self, blocks: sa.Subquery, since: datetime) -> sa.Subquery:
+    def split_blocks(
+        self, conn: sa.Connection, blocks: sa.Subquery, since: datetime
+    ) -> sa.Subquery:
         """R12 in PostgreSQL: ``blocks`` (bucket, unit, marker, first, last, minutes) with
         each block's ``during`` minutes beside its bucket, marker and minutes — the same
         integers as :meth:`during` — for blocks that start at ``since`` or later.
@@ -279,7 +400,11 @@ class Timetable:
         then on, never carried along with each block). Each block finds its key's slot and
         its intervals by ``width_bucket``, a binary search; each layer is fenced (OFFSET 0)
         so its expressions run once a block. The layers are SQL text: built as expression
-        trees, they cost SQLAlchemy more per report than PostgreSQL spends on them."""
+        trees, they cost SQLAlchemy more per report than PostgreSQL spends on them.
+
+        On psycopg 3 the split runs over real instants instead (:meth:`split_by_time`)."""
+        if binary_arrays(conn):
+            return self.split_by_time(blocks, since)
         arrays = (
             sa.select(
                 *(
@@ -308,6 +433,114 @@ class Timetable:
             .add_cte(source, arrays)
         )
         return split.subquery("split")
+
+    def split_by_time(self, blocks: sa.Subquery, since: datetime) -> sa.Subquery:
+        """:meth:`split_blocks` over real instants, with the arrays of :meth:`time_arrays`
+        in binary form (psycopg 3): each block is compared with its line's classes as
+        timestamps, so only a block that overlaps a class (or lies in one) is turned into
+        microseconds; a block in a gap between classes, or outside every class sent, costs
+        a binary search or nothing. The same integers as :meth:`during` (which counts a
+        block's time from at most ~35 years before the first class: no longer block is
+        real)."""
+        arrays = (
+            sa.select(
+                *(
+                    sa.bindparam(
+                        name, value, type_=PACKED if isinstance(value, PackedArray) else TIME
+                    ).label(name)
+                    for name, value in self.time_arrays(since).items()
+                )
+            )
+            .cte("tt_timetable")
+            .prefix_with("NOT MATERIALIZED")
+        )
+        sql = SPLIT_BY_TIME_SQL.format(key="unit" if self.by == "unit" else "marker")
+        split = (
+            sa.text(sql)
+            .columns(
+                sa.column("bucket", sa.Integer()),
+                sa.column("marker", BIGINT),
+                sa.column("minutes", BIGINT),
+                sa.column("during", BIGINT),
+            )
+            .add_cte(sa.select(blocks).cte("tt_blocks"), arrays)
+        )
+        return split.subquery("split")
+
+
+@dataclass(frozen=True, slots=True)
+class PackedArray:
+    """An array in PostgreSQL's binary form, as psycopg 3 sends it with :class:`PACKED`."""
+
+    data: bytes
+
+    #: the type of the elements
+    element_oid = INT8_OID
+
+    @classmethod
+    def of(cls, values: Sequence[int]) -> PackedArray:
+        """``values`` as 8-byte integers (int8, or timestamptz in microseconds)."""
+        n = len(values)
+        body = struct.pack(f"!{n * 'iq'}", *[x for v in values for x in (8, v)])
+        return cls(ARRAY_HEADER.pack(1, 0, cls.element_oid, n, 1) + body)
+
+
+class PackedInts(PackedArray):
+    """An int8[]."""
+
+
+class PackedTimes(PackedArray):
+    """A timestamptz[] (microseconds after 2000-01-01 UTC)."""
+
+    element_oid = TIMESTAMPTZ_OID
+
+
+class PackedType(sa.types.UserDefinedType[PackedArray]):
+    """A bound :class:`PackedArray`: handed to the driver as it is (no processing), bound
+    without a cast (its dumper names its type to PostgreSQL)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "ANYARRAY"
+
+
+PACKED = PackedType()
+TIME = sa.DateTime(timezone=True)
+
+
+def binary_arrays(conn: sa.Connection) -> bool:
+    """Whether ``conn`` takes :class:`PackedArray` parameters: psycopg 3 with its dumper
+    registered (on this connection's adapters, once; other drivers take text)."""
+    if conn.dialect.driver != "psycopg":
+        return False
+    from psycopg import ProgrammingError
+    from psycopg.adapt import PyFormat
+
+    adapters = conn.connection.driver_connection.adapters  # type: ignore[union-attr]
+    try:
+        adapters.get_dumper(PackedTimes, PyFormat.AUTO)
+    except ProgrammingError:
+        adapters.register_dumper(PackedInts, _packed_dumper(INT8_ARRAY_OID))
+        adapters.register_dumper(PackedTimes, _packed_dumper(TIMESTAMPTZ_ARRAY_OID))
+    return True
+
+
+def _packed_dumper(array_oid: int) -> type[Any]:
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class PackedArrayDumper(Dumper):
+        """Sends a :class:`PackedArray`'s bytes as they are: already the wire form."""
+
+        format = Format.BINARY
+        oid = array_oid
+
+        def dump(self, obj: Any) -> bytes:
+            data: bytes = obj.data
+            return data
+
+    return PackedArrayDumper
 
 
 class Memo:

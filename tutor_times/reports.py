@@ -378,6 +378,7 @@ def _merged_minutes_in_sql(
     if timetable is not None:
         # R12: each block's minutes split by the classes it overlaps
         per_block = timetable.split_blocks(
+            conn,
             sa.select(
                 value, b.unit, b.marker, b.first, b.last, minutes.label("minutes")
             ).subquery(),
@@ -385,10 +386,12 @@ def _merged_minutes_in_sql(
         )
         during = per_block.c.during
     p = per_block.c
+    # the during-class sum as an integer (PostgreSQL's sum of bigints is numeric, which
+    # comes back as a Decimal per row: a cost paid per tutor and bucket)
     rows = conn.execute(
-        sa.select(p.bucket, p.marker, sa.func.sum(p.minutes), sa.func.sum(during)).group_by(
-            p.bucket, p.marker
-        )
+        sa.select(
+            p.bucket, p.marker, sa.func.sum(p.minutes), sa.cast(sa.func.sum(during), sa.BigInteger)
+        ).group_by(p.bucket, p.marker)
     )
     return {(value, marker): (int(total), int(d)) for value, marker, total, d in rows}
 
