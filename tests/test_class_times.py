@@ -378,6 +378,21 @@ def micros(n: int) -> datetime:
     return MON + timedelta(microseconds=n)
 
 
+def session_row(i: int, marker: int, unit: int, start: int, length: int) -> dict[str, Any]:
+    """The ``i``-th stored session of a generated list: ``start`` and ``length`` in
+    microseconds from Monday (its minutes are not read by the split's comparisons)."""
+    return {
+        "marker_id": marker,
+        "unit_id": unit,
+        "ip_address": f"10.0.0.{i}",
+        "start_time": micros(start),
+        "end_time": micros(start + length),
+        "duration_minutes": 1,
+        "created_at": MON,
+        "updated_at": MON,
+    }
+
+
 def plain_during(
     classes: list[tuple[int | None, int, int]], marker: int, start: int, end: int, minutes: int
 ) -> int:
@@ -437,17 +452,8 @@ def test_sql_split_equals_python_split(
 ) -> None:
     """PostgreSQL's split of R10 blocks (per bucket) is the Python one, exactly."""
     ms = tutor_times.MarkingSession
-    rows: list[dict[str, Any]] = [
-        {
-            "marker_id": marker,
-            "unit_id": 1,
-            "ip_address": f"10.0.0.{i}",
-            "start_time": micros(start),
-            "end_time": micros(start + length),
-            "duration_minutes": 1,
-            "created_at": MON,
-            "updated_at": MON,
-        }
+    rows = [
+        session_row(i, marker, 1, start, length)
         for i, (marker, start, length) in enumerate(sessions)
     ]
     timetable = Timetable.of_unit(as_classes(classes))
@@ -498,17 +504,8 @@ def test_sql_split_by_unit_equals_python_split(
     """A tutor's own report across units: each block split by its unit's classes of that
     tutor, in PostgreSQL as in Python."""
     ms = tutor_times.MarkingSession
-    rows: list[dict[str, Any]] = [
-        {
-            "marker_id": 3,
-            "unit_id": unit,
-            "ip_address": f"10.0.0.{i}",
-            "start_time": micros(start),
-            "end_time": micros(start + length),
-            "duration_minutes": 1,
-            "created_at": MON,
-            "updated_at": MON,
-        }
+    rows = [
+        session_row(i, 3, unit, start, length)
         for i, ((_, start, length), unit) in enumerate(zip(sessions, units, strict=False))
     ]
     timetable = Timetable.of_marker(3, {1: as_classes(classes_1), 2: as_classes(classes_2)})

@@ -422,17 +422,7 @@ class Timetable:
             window=WINDOW,
             last=WINDOW - 1,
         )
-        split = (
-            sa.text(sql)
-            .columns(
-                sa.column("bucket", sa.Integer()),
-                sa.column("marker", BIGINT),
-                sa.column("minutes", BIGINT),
-                sa.column("during", BIGINT),
-            )
-            .add_cte(source, arrays)
-        )
-        return split.subquery("split")
+        return _split(sql, source, arrays)
 
     def split_by_time(self, blocks: sa.Subquery, since: datetime) -> sa.Subquery:
         """:meth:`split_blocks` over real instants, with the arrays of :meth:`time_arrays`
@@ -455,17 +445,7 @@ class Timetable:
             .prefix_with("NOT MATERIALIZED")
         )
         sql = SPLIT_BY_TIME_SQL.format(key="unit" if self.by == "unit" else "marker")
-        split = (
-            sa.text(sql)
-            .columns(
-                sa.column("bucket", sa.Integer()),
-                sa.column("marker", BIGINT),
-                sa.column("minutes", BIGINT),
-                sa.column("during", BIGINT),
-            )
-            .add_cte(sa.select(blocks).cte("tt_blocks"), arrays)
-        )
-        return split.subquery("split")
+        return _split(sql, sa.select(blocks).cte("tt_blocks"), arrays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -585,3 +565,19 @@ def with_split(row: dict[str, Any], during: int) -> dict[str, Any]:
     row["during_class_minutes"] = during
     row["outside_class_minutes"] = row["minutes"] - during
     return row
+
+
+def _split(sql: str, blocks: sa.CTE, arrays: sa.CTE) -> sa.Subquery:
+    """A split statement's rows, (bucket, marker, minutes, during), over its ``blocks`` and
+    the timetable's ``arrays``."""
+    return (
+        sa.text(sql)
+        .columns(
+            sa.column("bucket", sa.Integer()),
+            sa.column("marker", BIGINT),
+            sa.column("minutes", BIGINT),
+            sa.column("during", BIGINT),
+        )
+        .add_cte(blocks, arrays)
+        .subquery("split")
+    )
