@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from demo.extensions import db, tutor_times
 
-from .conftest import TASK, Clock, activities, login
+from .conftest import TASK, Clock, activities, built, login
 
 P = "/tutor-times"
 BODY = {"action": "inbox", "unit_id": 1}
@@ -105,6 +105,10 @@ def test_sixteen_threads_retrying_one_key_store_one_activity(app: Flask, clock: 
     def retry(client: FlaskClient) -> None:
         barrier.wait()
         r = post(client, "once")
+        for _ in range(20):  # as a client does: "try again" (503), "still in progress" (409)
+            if r.status_code not in (409, 503):
+                break
+            r = post(client, "once")
         with lock:
             answers.append((r.status_code, r.get_data()))
 
@@ -144,3 +148,31 @@ def test_a_tracked_put_retried_with_its_key_records_once(app: Flask, clock: Cloc
     assert tutor.put(TASK, json={"status": "complete"}, headers={"Idempotency-Key": "put-2"})
     assert tutor.put(TASK, json={"status": "complete"}).status_code == 200
     assert [a.action for a in activities(app)] == ["assessing"] * 3
+
+
+def test_a_key_that_cannot_be_claimed_in_time_is_a_503_and_stores_nothing(
+    backend: str, clock: Clock
+) -> None:
+    """The key's row is held by another writer past TUTOR_TIMES_SQL_TIMEOUT (SQLite: the
+    database's write lock; PostgreSQL: the unique index's row lock): the client is told to
+    try again, nothing is stored, and the retry after the writer is gone does the work."""
+    with built(backend, TUTOR_TIMES_SQL_TIMEOUT=0.3) as app:
+        tutor = login(app, "tutor1")
+        with app.app_context():
+            table = tutor_times.models.IdempotencyKeys
+            blocker = db.engine.connect()
+            blocker.execute(
+                sa.insert(table).values(
+                    scope="activities", user_id=3, key="held", fingerprint="x", created_at=clock()
+                )
+            )
+            try:
+                r = post(tutor, "held")
+            finally:
+                blocker.rollback()
+                blocker.close()
+        assert r.status_code == 503, r.get_data(as_text=True)
+        assert "try again" in r.get_json()["error"]["message"]
+        assert activities(app) == [] and keys_stored(app) == 0
+        assert post(tutor, "held").status_code == 201
+        assert len(activities(app)) == 1

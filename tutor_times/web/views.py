@@ -523,6 +523,10 @@ def report_activity(body: s.ActivityIn) -> Any:
         raise ApiError(
             409, "a request with this Idempotency-Key is still in progress", IDEMPOTENCY_HEADER
         ) from None
+    except sa.exc.SQLAlchemyError:
+        current().count_failure("report")
+        logger.exception("could not claim an %s", IDEMPOTENCY_HEADER)
+        raise ApiError(503, "the activity could not be stored; try again") from None
     if first is not None:
         replay = Response(first.body, status=first.status, mimetype="application/json")
         replay.headers["Idempotent-Replayed"] = "true"
