@@ -341,16 +341,24 @@ def assert_every_primary_listened_to(cluster: OwnCluster, timeout: float = 15) -
     assert wait_until(ready, timeout) < timeout, primaries_listening(cluster)
 
 
+def assert_closed_by_expiry(app: Flask, *, marker_id: int, unit_id: int) -> None:
+    """One activity of the tutor from each of ``IPS`` (keys spread over the primaries); every
+    session is closed within IDLE + 5 s, each at its exact end."""
+    with app.app_context():
+        for ip in IPS:
+            tutor_times.record_activity(
+                "inbox", marker_id=marker_id, unit_id=unit_id, ip_address=ip
+            )
+    assert wait_until(all_closed(app), IDLE + 5) < IDLE + 5
+    assert_exact(app)
+
+
 def test_the_listener_closes_the_sessions_of_every_primary(
     live_app: Flask, cluster: OwnCluster, worker: Worker
 ) -> None:
     assert_every_primary_listened_to(cluster)
-    with live_app.app_context():
-        for ip in IPS:
-            tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=ip)
     # no sweep runs meanwhile: only the events of all three primaries close all of them
-    assert wait_until(all_closed(live_app), IDLE + 5) < IDLE + 5
-    assert_exact(live_app)
+    assert_closed_by_expiry(live_app, marker_id=3, unit_id=1)
 
 
 def test_the_worker_command_listens_on_every_primary(
@@ -360,11 +368,7 @@ def test_the_worker_command_listens_on_every_primary(
     command = WorkerProcess(live_app, tmp_path, 600, TUTOR_TIMES_REDIS_CLUSTER="true")
     try:
         assert_every_primary_listened_to(cluster)
-        with live_app.app_context():
-            for ip in IPS:
-                tutor_times.record_activity("inbox", marker_id=3, unit_id=1, ip_address=ip)
-        assert wait_until(all_closed(live_app), IDLE + 5) < IDLE + 5
-        assert_exact(live_app)
+        assert_closed_by_expiry(live_app, marker_id=3, unit_id=1)
     finally:
         assert command.stop() == 0, command.output()
 
@@ -473,8 +477,4 @@ def test_a_primary_killed_under_load_loses_nothing(
     promoted = cluster.primary_of(cache.key(3, 1, IPS[0]))
     assert promoted is not victim
     assert_every_primary_listened_to(cluster)
-    with live_app.app_context():
-        for ip in IPS:
-            tutor_times.record_activity("inbox", marker_id=4, unit_id=2, ip_address=ip)
-    assert wait_until(all_closed(live_app), IDLE + 5) < IDLE + 5
-    assert_exact(live_app)
+    assert_closed_by_expiry(live_app, marker_id=4, unit_id=2)
