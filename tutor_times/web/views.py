@@ -514,7 +514,8 @@ def report_activity(body: s.ActivityIn) -> Any:
     keys = current().state.idempotency
     claim = idempotency.Claim(idempotency.ACTIVITIES, me, key)
     try:
-        first = keys.claim(claim, idempotency.fingerprint(body.model_dump(mode="json")))
+        with _storing():
+            first = keys.claim(claim, idempotency.fingerprint(body.model_dump(mode="json")))
     except idempotency.KeyReused:
         raise ApiError(
             422, "this Idempotency-Key was used with another request", IDEMPOTENCY_HEADER
@@ -523,10 +524,6 @@ def report_activity(body: s.ActivityIn) -> Any:
         raise ApiError(
             409, "a request with this Idempotency-Key is still in progress", IDEMPOTENCY_HEADER
         ) from None
-    except sa.exc.SQLAlchemyError:
-        current().count_failure("report")
-        logger.exception("could not claim an %s", IDEMPOTENCY_HEADER)
-        raise ApiError(503, "the activity could not be stored; try again") from None
     if first is not None:
         replay = Response(first.body, status=first.status, mimetype="application/json")
         replay.headers["Idempotent-Replayed"] = "true"
@@ -541,6 +538,18 @@ def report_activity(body: s.ActivityIn) -> Any:
     return response
 
 
+@contextmanager
+def _storing() -> Iterator[None]:
+    """A database failure while a reported activity (or its Idempotency-Key) is stored is a
+    503 that says to try again: counted, logged, and nothing half-written kept."""
+    try:
+        yield
+    except sa.exc.SQLAlchemyError:
+        current().count_failure("report")
+        logger.exception("could not store a reported activity")
+        raise ApiError(503, "the activity could not be stored; try again") from None
+
+
 def _report_activity(me: int, body: s.ActivityIn) -> s.ActivityCreated:
     """Record the reported activity; the reply as its response model, so an answer kept for
     an Idempotency-Key is serialized exactly as any other."""
@@ -548,24 +557,21 @@ def _report_activity(me: int, body: s.ActivityIn) -> s.ActivityCreated:
     if not ext.is_tracked_role(current_user, body.unit_id):
         raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
     try:
-        activity = ext.record_client_activity(
-            body.action,
-            marker_id=me,
-            unit_id=body.unit_id,
-            ip_address=request.remote_addr,
-            project_id=body.project_id,
-            task_id=body.task_id,
-            task_definition_id=body.task_definition_id,
-            at=body.at,
-        )
+        with _storing():
+            activity = ext.record_client_activity(
+                body.action,
+                marker_id=me,
+                unit_id=body.unit_id,
+                ip_address=request.remote_addr,
+                project_id=body.project_id,
+                task_id=body.task_id,
+                task_definition_id=body.task_definition_id,
+                at=body.at,
+            )
     except UnknownReferenceError as exc:
         raise ApiError(404, exc.message, exc.field) from None
     except InvalidActivityError as exc:
         raise ApiError(400, exc.message, exc.field) from None
-    except sa.exc.SQLAlchemyError:
-        ext.count_failure("report")
-        logger.exception("could not record a reported %r activity", body.action)
-        raise ApiError(503, "the activity could not be stored; try again") from None
     row = {**reports.activity_row(activity), "marker_id": me, "unit_id": body.unit_id}
     return s.ActivityCreated.model_validate(row)
 
