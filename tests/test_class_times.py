@@ -393,6 +393,27 @@ def session_row(i: int, marker: int, unit: int, start: int, length: int) -> dict
     }
 
 
+def split_in_sql(
+    app: Flask,
+    rows: list[dict[str, Any]],
+    scope: Scope,
+    timetable: Timetable,
+    starts: list[datetime] | None = None,
+) -> Any:
+    """``merged_split_by`` over exactly ``rows`` (stored afresh), by ``starts``' buckets if
+    given."""
+    ms = tutor_times.MarkingSession
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(sa.delete(ms))
+            conn.execute(sa.insert(ms), rows)
+        with db.engine.connect() as conn:
+            index = None if starts is None else bucket_index(conn, starts)
+            return merged_split_by(
+                conn, tutor_times.models, scope, min_minutes=1, bucket=index, timetable=timetable
+            )
+
+
 def plain_during(
     classes: list[tuple[int | None, int, int]], marker: int, start: int, end: int, minutes: int
 ) -> int:
@@ -451,7 +472,6 @@ def test_sql_split_equals_python_split(
     sessions: list[tuple[int, int, int]],
 ) -> None:
     """PostgreSQL's split of R10 blocks (per bucket) is the Python one, exactly."""
-    ms = tutor_times.MarkingSession
     rows = [
         session_row(i, marker, 1, start, length)
         for i, (marker, start, length) in enumerate(sessions)
@@ -459,15 +479,7 @@ def test_sql_split_equals_python_split(
     timetable = Timetable.of_unit(as_classes(classes))
     starts = [MON + timedelta(hours=h) for h in range(0, 8, 2)]
     scope = Scope(MON, MON + timedelta(days=1), unit_id=1)
-    with pg_app.app_context():
-        with db.engine.begin() as conn:
-            conn.execute(sa.delete(ms))
-            conn.execute(sa.insert(ms), rows)
-        with db.engine.connect() as conn:
-            index = bucket_index(conn, starts)
-            in_sql = merged_split_by(
-                conn, tutor_times.models, scope, min_minutes=1, bucket=index, timetable=timetable
-            )
+    in_sql = split_in_sql(pg_app, rows, scope, timetable, starts)
     expected: dict[tuple[int, int], tuple[int, int]] = {}
     for marker in {m for m, _, _ in sessions}:
         spans = [
@@ -503,21 +515,13 @@ def test_sql_split_by_unit_equals_python_split(
 ) -> None:
     """A tutor's own report across units: each block split by its unit's classes of that
     tutor, in PostgreSQL as in Python."""
-    ms = tutor_times.MarkingSession
     rows = [
         session_row(i, 3, unit, start, length)
         for i, ((_, start, length), unit) in enumerate(zip(sessions, units, strict=False))
     ]
     timetable = Timetable.of_marker(3, {1: as_classes(classes_1), 2: as_classes(classes_2)})
     scope = Scope(MON, MON + timedelta(days=1), marker_id=3)
-    with pg_app.app_context():
-        with db.engine.begin() as conn:
-            conn.execute(sa.delete(ms))
-            conn.execute(sa.insert(ms), rows)
-        with db.engine.connect() as conn:
-            in_sql = merged_split_by(
-                conn, tutor_times.models, scope, min_minutes=1, timetable=timetable
-            )
+    in_sql = split_in_sql(pg_app, rows, scope, timetable)
     expected = (0, 0)
     for unit in (1, 2):
         spans = [(r["start_time"], r["end_time"], None) for r in rows if r["unit_id"] == unit]
