@@ -122,3 +122,40 @@ def test_a_stalled_database_write_is_given_up_in_time(
             with app.app_context(), db.engine.begin() as conn:
                 conn.execute(sa.text("DROP TRIGGER IF EXISTS tt_stall ON session_activities"))
                 conn.execute(sa.text("DROP FUNCTION IF EXISTS tt_stall()"))
+
+
+@pytest.mark.real
+def test_a_report_never_waits_for_the_host_pool() -> None:
+    """Reports read through a pool of their own: with every connection of the host's pool
+    taken (one by this test, one by the request's own user loader) a report still answers,
+    rather than waiting out the host's pool timeout."""
+    with built(
+        "postgres",
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 2, "max_overflow": 0, "pool_timeout": 1},
+    ) as app:
+        convenor = login(app, "convenor")
+        with app.app_context(), db.engine.connect() as held:
+            held.execute(sa.text("SELECT 1"))
+            started = time.monotonic()
+            r = convenor.get("/tutor-times/units/1/summary")
+            assert r.status_code == 200, r.get_json()
+            assert time.monotonic() - started < 1
+
+
+@pytest.mark.real
+def test_reports_keep_their_prepared_statements() -> None:
+    """A report's connection goes back to its pool with its transaction committed, not
+    rolled back (psycopg forgets its prepared statements at every rollback): after a few
+    requests the summary's statements run prepared, not parsed and planned each time."""
+    with built("postgres") as app:
+        convenor = login(app, "convenor")
+        for _ in range(8):
+            assert convenor.get("/tutor-times/units/1/summary").status_code == 200
+        with app.app_context():
+            engine = tutor_times.state.reports_engine(db.engine)
+            assert engine is not db.engine
+            with engine.connect() as conn:
+                prepared = conn.execute(
+                    sa.text("SELECT statement FROM pg_prepared_statements")
+                ).scalars()
+                assert any("marking_sessions" in statement for statement in prepared)

@@ -56,10 +56,11 @@ def _timeout_args(driver: str, timeout: float) -> dict[str, Any]:
 def tracking_engine(
     host: sa.Engine,
     *,
-    timeout: float,
+    timeout: float | None,
     pool_size: int,
     options: dict[str, Any],
     autocommit: bool = False,
+    pre_ping: bool = False,
 ) -> sa.Engine:
     """An engine of the tracker's own on the host's database, or the host's engine itself
     when its database cannot be shared (in-memory SQLite).
@@ -69,13 +70,17 @@ def tracking_engine(
     holds one and waits for another). A pool of its own cannot, and its waits — checkout,
     statements, locks — are bounded by ``timeout``. ``options`` are the host's
     SQLALCHEMY_ENGINE_OPTIONS; its pool sizing is not copied.
+
+    Reports read through such a pool too (``timeout`` None: a report may take as long as
+    the host's own queries; ``pre_ping``: each checkout tests its connection, so a
+    database restart fails no report): see :meth:`~tutor_times.state.AppState.reports_engine`.
     """
     url = host.url
     if is_in_memory(url):
         return host.execution_options(isolation_level="AUTOCOMMIT") if autocommit else host
     kwargs = {k: v for k, v in options.items() if k not in POOL_KEYS}
     connect_args = dict(kwargs.pop("connect_args", {}) or {})
-    ours = _timeout_args(host.dialect.driver, timeout)
+    ours = {} if timeout is None else _timeout_args(host.dialect.driver, timeout)
     if "options" in ours and connect_args.get("options"):
         ours["options"] = f"{connect_args['options']} {ours['options']}"
     connect_args.update(ours)
@@ -90,7 +95,8 @@ def tracking_engine(
         connect_args=connect_args,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_timeout=timeout,
+        **({} if timeout is None else {"pool_timeout": timeout}),
+        pool_pre_ping=pre_ping,
         **kwargs,
     )
     if host.dialect.driver == "pysqlite":

@@ -42,6 +42,9 @@ class AppState:
     engine: sa.Engine | None = None
     #: its twin in autocommit mode, for the hot path's single INSERT
     autocommit_engine: sa.Engine | None = None
+    #: the engines reports read with, by the URL of the engine they read from (see
+    #: reports_engine)
+    reports_engines: dict[str, sa.Engine] = field(default_factory=dict)
     #: the tracked views of this app have been checked against its routes
     routes_checked: bool = False
     #: the in-process sweeper, once started
@@ -81,10 +84,35 @@ class AppState:
                         self.engine = engine
         return engine
 
+    def reports_engine(self, source: sa.Engine) -> sa.Engine:
+        """The engine reports read ``source``'s database with (the host's engine, or its
+        replica's), made on first use: a pool of its own, as tracking has, so that a report
+        never takes a connection the host's views need, and so that its connections keep
+        their prepared statements (psycopg forgets them at every rollback, and the host's
+        sessions end in one) — a report's statements are then planned once per connection,
+        not on every request. No statement timeout: a report may take as long as the host's
+        own queries."""
+        key = source.url.render_as_string(hide_password=False)
+        engine = self.reports_engines.get(key)
+        if engine is None:
+            with self.lock:
+                engine = self.reports_engines.get(key)
+                if engine is None:
+                    engine = drivers.tracking_engine(
+                        source,
+                        timeout=None,
+                        pool_size=self.settings.sql_pool_size,
+                        options=self.engine_options,
+                        pre_ping=True,
+                    )
+                    self.reports_engines[key] = engine
+        return engine
+
     def dispose(self, host: sa.Engine) -> None:
         with self.lock:
-            engines = (self.engine, self.autocommit_engine)
+            engines = (self.engine, self.autocommit_engine, *self.reports_engines.values())
             self.engine = self.autocommit_engine = None
+            self.reports_engines = {}
         for engine in engines:
             if engine is not None and engine.pool is not host.pool:
                 engine.dispose()

@@ -143,19 +143,32 @@ SHARED_CONNECTION = "tutor_times_reports_connection"
 
 
 def _connect() -> sa.Connection:
-    """A connection for reports: of the reports bind, if one is set."""
+    """A connection of the reports pool (:meth:`~tutor_times.state.AppState.reports_engine`)
+    on the host's database, or on the reports bind if one is set."""
     ext = current()
     bind = ext.state.settings.reports_bind
     # Reports only read, so they may go to a replica (TUTOR_TIMES_REPORTS_BIND); tracking and
     # closing never come here and always write to the primary.
-    return ext.state.tracker.sql.connect() if bind is None else ext.db.engines[bind].connect()
+    source = ext.db.engine if bind is None else ext.db.engines[bind]
+    return ext.state.reports_engine(source).connect()
+
+
+@contextmanager
+def _reading() -> Iterator[sa.Connection]:
+    """A reports connection whose read ends in a COMMIT rather than the pool's rollback:
+    psycopg forgets its prepared statements on every rollback, so only a connection
+    returned with no transaction open keeps them, and the next report on it runs its
+    statements prepared rather than parsed and planned afresh."""
+    with _connect() as conn:
+        yield conn
+        conn.commit()
 
 
 @contextmanager
 def one_connection() -> Iterator[None]:
     """Every :func:`report` inside runs on one connection: a page of several reports checks
     a connection out of the pool (a ping) and returns it (a rollback) once, not per report."""
-    with _connect() as conn:
+    with _reading() as conn:
         setattr(g, SHARED_CONNECTION, conn)
         try:
             yield
@@ -170,7 +183,7 @@ def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     shared: sa.Connection | None = g.get(SHARED_CONNECTION)
     if shared is not None:
         return query(shared, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
-    with _connect() as conn:
+    with _reading() as conn:
         return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
 
 
@@ -186,6 +199,8 @@ def what_if(query: Callable[..., T], scope: Scope, *args: Any, seconds: int) -> 
             "timeout: the range is too close to the ends of the calendar for a what-if",
             "timeout",
         ) from None
+
+
 # -- class times (R12) --------------------------------------------------------------------
 
 #: how far past a range's end its classes are asked for: a session that starts in the range
