@@ -30,6 +30,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from itertools import accumulate, repeat
 from operator import floordiv, sub
 from typing import Any, Literal, NamedTuple
@@ -389,7 +390,7 @@ class Timetable:
         return split_minutes(minutes, b - a, before_b - before_a, a_inside)
 
     def split_blocks(
-        self, conn: sa.Connection, blocks: sa.Subquery, since: datetime
+        self, conn: sa.Connection, blocks: sa.Select[Any], since: datetime
     ) -> sa.Subquery:
         """R12 in PostgreSQL: ``blocks`` (bucket, unit, marker, first, last, minutes) with
         each block's ``during`` minutes beside its bucket, marker and minutes — the same
@@ -415,7 +416,7 @@ class Timetable:
             .cte("tt_timetable")
             .prefix_with("MATERIALIZED")
         )
-        source = sa.select(blocks).cte("tt_blocks")
+        source = blocks.cte("tt_blocks")
         sql = SPLIT_SQL.format(
             key="unit" if self.by == "unit" else "marker",
             base=int(self.base),
@@ -424,7 +425,7 @@ class Timetable:
         )
         return _split(sql, source, arrays)
 
-    def split_by_time(self, blocks: sa.Subquery, since: datetime) -> sa.Subquery:
+    def split_by_time(self, blocks: sa.Select[Any], since: datetime) -> sa.Subquery:
         """:meth:`split_blocks` over real instants, with the arrays of :meth:`time_arrays`
         in binary form (psycopg 3): each block is compared with its line's classes as
         timestamps, so only a block that overlaps a class (or lies in one) is turned into
@@ -445,7 +446,7 @@ class Timetable:
             .prefix_with("NOT MATERIALIZED")
         )
         sql = SPLIT_BY_TIME_SQL.format(key="unit" if self.by == "unit" else "marker")
-        return _split(sql, sa.select(blocks).cte("tt_blocks"), arrays)
+        return _split(sql, blocks.cte("tt_blocks"), arrays)
 
 
 @dataclass(frozen=True, slots=True)
@@ -567,11 +568,20 @@ def with_split(row: dict[str, Any], during: int) -> dict[str, Any]:
     return row
 
 
+@lru_cache(maxsize=8)
+def _squeezed(sql: str) -> sa.TextClause:
+    """``sql`` without its layout, as a text clause made once (reading a text clause's
+    bind parameters out of it is a regular-expression pass over its whole text)."""
+    return sa.text(" ".join(sql.split()))
+
+
 def _split(sql: str, blocks: sa.CTE, arrays: sa.CTE) -> sa.Subquery:
     """A split statement's rows, (bucket, marker, minutes, during), over its ``blocks`` and
-    the timetable's ``arrays``."""
+    the timetable's ``arrays``. Its text is sent with the layout squeezed out: psycopg
+    keeps a statement's parsed form only while it is at most 4 KB, and a report's statement
+    with the split is just over that with it."""
     return (
-        sa.text(sql)
+        _squeezed(sql)
         .columns(
             sa.column("bucket", sa.Integer()),
             sa.column("marker", BIGINT),

@@ -379,9 +379,7 @@ def _merged_minutes_in_sql(
         # R12: each block's minutes split by the classes it overlaps
         per_block = timetable.split_blocks(
             conn,
-            sa.select(
-                value, b.unit, b.marker, b.first, b.last, minutes.label("minutes")
-            ).subquery(),
+            sa.select(value, b.unit, b.marker, b.first, b.last, minutes.label("minutes")),
             since=scope.start,
         )
         during = per_block.c.during
