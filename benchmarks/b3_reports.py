@@ -27,11 +27,11 @@ from benchmarks.common import (
     RESULTS,
     arguments,
     bench_app,
-    engine_of,
     ensure_database,
     fill_closed_sessions,
     fresh_schema,
     percentiles,
+    reports_engine_of,
     save,
     smoke_url,
     step,
@@ -68,7 +68,7 @@ INDEX_USE = r"Index (?:Only )?Scan (?:Backward )?(?:using|on) (\w+)"
 
 def explain(app: Any, client: Any, path: str) -> list[str]:
     """EXPLAIN ANALYZE of every statement one request of ``path`` runs on our tables."""
-    engine = engine_of(app)
+    engine = reports_engine_of(app)
     seen: list[tuple[str, Any]] = []
 
     def capture(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:

@@ -101,6 +101,14 @@ def engine_of(app: Flask) -> sa.Engine:
         return db.engine
 
 
+def reports_engine_of(app: Flask) -> sa.Engine:
+    """The engine the app's reports read with (a pool of their own on its database)."""
+    from demo.extensions import db, tutor_times
+
+    with app.app_context():
+        return tutor_times.state.reports_engine(db.engine)
+
+
 def fill_closed_sessions(
     app: Flask,
     n: int,
