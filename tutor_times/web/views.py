@@ -514,7 +514,9 @@ def report_activity(body: s.ActivityIn) -> Any:
     `Idempotent-Replayed: true`) and stores nothing; the same key with another body is a 422,
     and a retry while the first request is still being served waits for it (a 409 after 5 s).
     Keys are per user and kept for TUTOR_TIMES_IDEMPOTENCY_TTL; a request that failed leaves
-    its key free.
+    its key free. A stored activity whose answer could not be kept (the database failing at
+    that instant) is still a 201, logged and counted: only a retry with its key more than 5 s
+    later could then store it again.
     """
     me = current_user_id()
     key = request.headers.get(IDEMPOTENCY_HEADER)
@@ -549,7 +551,13 @@ def report_activity(body: s.ActivityIn) -> Any:
         keys.release(claim)
         raise
     response.status_code = 201
-    keys.complete(claim, idempotency.Answer(201, response.get_data(as_text=True)))
+    try:
+        keys.complete(claim, idempotency.Answer(201, response.get_data(as_text=True)))
+    except sa.exc.SQLAlchemyError:
+        # The activity is stored: answer as such. A 500 would ask for a retry, and a retry
+        # once the key is abandoned would store the activity a second time.
+        current().count_failure("report")
+        logger.exception("could not keep the answer for an Idempotency-Key; answered anyway")
     return response
 
 
