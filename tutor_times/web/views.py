@@ -167,7 +167,8 @@ def _reading() -> Iterator[sa.Connection]:
 @contextmanager
 def one_connection() -> Iterator[None]:
     """Every :func:`report` inside runs on one connection: a page of several reports checks
-    a connection out of the pool (a ping) and returns it (a rollback) once, not per report."""
+    a connection out of the reports' pool (a ping) and returns it (a commit) once, not per
+    report."""
     with _reading() as conn:
         setattr(g, SHARED_CONNECTION, conn)
         try:
