@@ -53,7 +53,7 @@ def _timeout_args(driver: str, timeout: float) -> dict[str, Any]:
     return {}
 
 
-def tracking_engine(
+def own_engine(
     host: sa.Engine,
     *,
     timeout: float | None,
@@ -62,8 +62,9 @@ def tracking_engine(
     autocommit: bool = False,
     pre_ping: bool = False,
 ) -> sa.Engine:
-    """An engine of the tracker's own on the host's database, or the host's engine itself
-    when its database cannot be shared (in-memory SQLite).
+    """An engine of the extension's own on the host's database (tracking's, or the
+    reports'), or the host's engine itself when its database cannot be shared (in-memory
+    SQLite).
 
     Tracking writes after the host's view, while the request still holds a connection of the
     host's pool: taking a second one from the same pool deadlocks under load (every request

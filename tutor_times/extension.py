@@ -142,7 +142,7 @@ class TutorTimes(HostHooks, Maintenance):
         return state.tracking_engine(host), state.tracking_engine(host, autocommit=True)
 
     def dispose(self) -> None:
-        """Close the current app's tracking connections (after a fork, or in tests)."""
+        """Close the current app's tracking and report connections (after a fork, or in tests)."""
         self.state.dispose(self.db.engine)
 
     # -- tracking --------------------------------------------------------------

@@ -62,7 +62,7 @@ class SqlStore:
         maintenance: Callable[[], sa.Engine] | None = None,
     ) -> None:
         self.models = models
-        #: the tracking engine: bounded waits, a pool of its own (see drivers.tracking_engine)
+        #: the tracking engine: bounded waits, a pool of its own (see drivers.own_engine)
         self.engine = engine
         #: the same database in autocommit mode, for the single-statement append
         self.autocommit = autocommit

@@ -38,7 +38,7 @@ class AppState:
     in_process_sweeper: bool
     #: the host's SQLALCHEMY_ENGINE_OPTIONS, for the tracking engine
     engine_options: dict[str, Any]
-    #: the tracking engine, made on first use (see drivers.tracking_engine)
+    #: the tracking engine, made on first use (see drivers.own_engine)
     engine: sa.Engine | None = None
     #: its twin in autocommit mode, for the hot path's single INSERT
     autocommit_engine: sa.Engine | None = None
@@ -71,7 +71,7 @@ class AppState:
             with self.lock:
                 engine = self.autocommit_engine if autocommit else self.engine
                 if engine is None:
-                    engine = drivers.tracking_engine(
+                    engine = drivers.own_engine(
                         host,
                         timeout=self.settings.sql_timeout,
                         pool_size=self.settings.sql_pool_size,
@@ -98,7 +98,7 @@ class AppState:
             with self.lock:
                 engine = self.reports_engines.get(key)
                 if engine is None:
-                    engine = drivers.tracking_engine(
+                    engine = drivers.own_engine(
                         source,
                         timeout=None,
                         pool_size=self.settings.sql_pool_size,
