@@ -159,3 +159,22 @@ def test_reports_keep_their_prepared_statements() -> None:
                     sa.text("SELECT statement FROM pg_prepared_statements")
                 ).scalars()
                 assert any("marking_sessions" in statement for statement in prepared)
+
+
+@pytest.mark.real
+def test_reports_run_without_jit() -> None:
+    """A report over years has plan costs past PostgreSQL's jit_above_cost, and compiling its
+    expressions costs more than running them: the reports' connections turn JIT off (the
+    host's own connections keep the server's setting)."""
+    with built("postgres") as app:
+        convenor = login(app, "convenor")
+        assert convenor.get("/tutor-times/units/1/summary").status_code == 200
+        with app.app_context():
+            engine = tutor_times.state.reports_engine(db.engine)
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SHOW jit")).scalar() == "off"
+            with db.engine.connect() as conn:
+                server = conn.execute(
+                    sa.text("SELECT boot_val FROM pg_settings WHERE name = 'jit'")
+                )
+                assert conn.execute(sa.text("SHOW jit")).scalar() == server.scalar()

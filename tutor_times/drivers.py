@@ -61,6 +61,7 @@ def own_engine(
     options: dict[str, Any],
     autocommit: bool = False,
     pre_ping: bool = False,
+    jit: bool = True,
 ) -> sa.Engine:
     """An engine of the extension's own on the host's database (tracking's, or the
     reports'), or the host's engine itself when its database cannot be shared (in-memory
@@ -74,7 +75,9 @@ def own_engine(
 
     Reports read through such a pool too (``timeout`` None: a report may take as long as
     the host's own queries; ``pre_ping``: each checkout tests its connection, so a
-    database restart fails no report): see :meth:`~tutor_times.state.AppState.reports_engine`.
+    database restart fails no report; ``jit`` False: PostgreSQL compiles no expressions, as
+    a report over years costs past ``jit_above_cost`` and compiling took longer than running
+    it): see :meth:`~tutor_times.state.AppState.reports_engine`.
     """
     url = host.url
     if is_in_memory(url):
@@ -82,6 +85,8 @@ def own_engine(
     kwargs = {k: v for k, v in options.items() if k not in POOL_KEYS}
     connect_args = dict(kwargs.pop("connect_args", {}) or {})
     ours = {} if timeout is None else _timeout_args(host.dialect.driver, timeout)
+    if not jit and host.dialect.driver in LIBPQ_DRIVERS:
+        ours["options"] = f"{ours.get('options', '')} -c jit=off".strip()
     if "options" in ours and connect_args.get("options"):
         ours["options"] = f"{connect_args['options']} {ours['options']}"
     connect_args.update(ours)

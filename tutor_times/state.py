@@ -91,7 +91,8 @@ class AppState:
         their prepared statements (psycopg forgets them at every rollback, and the host's
         sessions end in one) — a report's statements are then planned once per connection,
         not on every request. No statement timeout: a report may take as long as the host's
-        own queries."""
+        own queries. No JIT on PostgreSQL: compiling a long range's expressions took longer
+        than running them."""
         key = source.url.render_as_string(hide_password=False)
         engine = self.reports_engines.get(key)
         if engine is None:
@@ -104,6 +105,7 @@ class AppState:
                         pool_size=self.settings.sql_pool_size,
                         options=self.engine_options,
                         pre_ping=True,
+                        jit=False,
                     )
                     self.reports_engines[key] = engine
         return engine
