@@ -476,7 +476,7 @@ def tasks(
     """Per task definition: assessments, distinct tasks and markers, and estimated minutes —
     each session's minutes shared equally among that session's assessments."""
     ms = models.MarkingSession
-    own = _assessed_tasks(conn, models)
+    own, n = _assessed_tasks(conn, models)
     # one row per assessment, with its session's minutes and assessment count beside it
     assessed = (
         sa.select(
@@ -484,7 +484,7 @@ def tasks(
             own.c.task_id,
             ms.marker_id,
             _open_minutes(conn, models, scope, min_minutes).label("minutes"),
-            sa.func.count().over(partition_by=ms.id).label("n"),
+            n.label("n"),
         )
         .select_from(ms)
         .join(own, own.c.marking_session_id == ms.id)
@@ -515,23 +515,28 @@ def tasks(
     ]
 
 
-def _assessed_tasks(conn: sa.Connection, models: Models) -> Any:
-    """The assessments (session, task definition, task) to join to the range's sessions.
+def _assessed_tasks(conn: sa.Connection, models: Models) -> tuple[Any, Any]:
+    """The assessments (session, task definition, task) to join to the range's sessions,
+    and how to count each one's session's assessments.
 
     On PostgreSQL a LATERAL subquery per session, read from the covering
-    (marking_session_id, created_at) index session by session however long the range:
-    over two years a plain join made the planner scan every activity of every unit."""
+    (marking_session_id, created_at) index session by session however long the range (over
+    two years a plain join made the planner scan every activity of every unit), which
+    counts its session's assessments itself rather than in a window over all of them (a
+    sort of every assessment of the range by session)."""
     act = models.SessionActivity
     columns = [act.marking_session_id, act.task_definition_id, act.task_id]
+    ms = models.MarkingSession
     if conn.dialect.name == "postgresql":
-        ms = models.MarkingSession
-        return (
-            sa.select(*columns)
+        own = (
+            sa.select(*columns, sa.func.count().over().label("n"))
             .where(act.marking_session_id == ms.id, act.action == ASSESSING)
             .offset(sa.literal_column("0"))  # kept a subquery: the planner would flatten it
             .lateral("assessed_tasks")
         )
-    return sa.select(*columns).where(act.action == ASSESSING).subquery("assessed_tasks")
+        return own, own.c.n
+    plain = sa.select(*columns).where(act.action == ASSESSING).subquery("assessed_tasks")
+    return plain, sa.func.count().over(partition_by=ms.id)
 
 
 def empty_buckets(starts: list[datetime], tz: ZoneInfo) -> list[dict[str, Any]]:
