@@ -295,45 +295,36 @@ class Fleet:
         with self.engine.connect() as conn:
             return conn.scalar(sa.text(sql))
 
-    def open_sessions_per_key(self) -> Counter[tuple[int, int, str]]:
-        """How many open sessions each key has (R5: never more than one)."""
+    def rows(self, sql: str) -> list[Any]:
         assert self.engine is not None
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT marker_id, unit_id, ip_address, count(*) FROM marking_sessions"
-                    " WHERE end_time IS NULL GROUP BY marker_id, unit_id, ip_address"
-                )
-            )
-            return Counter({(m, u, ip): int(n) for m, u, ip, n in rows})
+            return list(conn.execute(sa.text(sql)))
+
+    def open_sessions_per_key(self) -> Counter[tuple[int, int, str]]:
+        """How many open sessions each key has (R5: never more than one)."""
+        rows = self.rows(
+            "SELECT marker_id, unit_id, ip_address, count(*) FROM marking_sessions"
+            " WHERE end_time IS NULL GROUP BY marker_id, unit_id, ip_address"
+        )
+        return Counter({(m, u, ip): int(n) for m, u, ip, n in rows})
 
     def activities(self) -> list[tuple[tuple[int, int, str], datetime]]:
         """Every stored activity: (its session's key, its time)."""
-        assert self.engine is not None
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT s.marker_id, s.unit_id, s.ip_address, a.created_at"
-                    " FROM session_activities a JOIN marking_sessions s"
-                    " ON s.id = a.marking_session_id"
-                )
-            )
-            return [((m, u, ip), at) for m, u, ip, at in rows]
+        rows = self.rows(
+            "SELECT s.marker_id, s.unit_id, s.ip_address, a.created_at"
+            " FROM session_activities a JOIN marking_sessions s ON s.id = a.marking_session_id"
+        )
+        return [((m, u, ip), at) for m, u, ip, at in rows]
 
     def sessions(self) -> list[tuple[Any, ...]]:
         """Every stored session as the reference sessionizer writes one: (key, start, end,
         minutes, activities)."""
-        assert self.engine is not None
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.text(
-                    "SELECT s.marker_id, s.unit_id, s.ip_address, s.start_time, s.end_time,"
-                    " s.duration_minutes, count(a.id) FROM marking_sessions s"
-                    " LEFT JOIN session_activities a ON a.marking_session_id = s.id"
-                    " GROUP BY s.id"
-                )
-            )
-            return sorted(((m, u, ip), start, end, n, k) for m, u, ip, start, end, n, k in rows)
+        rows = self.rows(
+            "SELECT s.marker_id, s.unit_id, s.ip_address, s.start_time, s.end_time,"
+            " s.duration_minutes, count(a.id) FROM marking_sessions s"
+            " LEFT JOIN session_activities a ON a.marking_session_id = s.id GROUP BY s.id"
+        )
+        return sorted(((m, u, ip), start, end, n, k) for m, u, ip, start, end, n, k in rows)
 
     def wait_until_all_closed(self, timeout: float) -> float:
         """Seconds until no session is open (R6), or inf."""

@@ -33,22 +33,13 @@ from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from itertools import accumulate, repeat
 from operator import floordiv, sub
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from .accounting import EPOCH, to_micros
 from .errors import ConfigurationError
-
-
-class ClassTime(NamedTuple):
-    """A scheduled class: its tutor (None: every tutor of the unit), start and end."""
-
-    marker_id: int | None
-    start: datetime
-    end: datetime
-
 
 MICROSECOND = timedelta(microseconds=1)
 #: one key's room on the line of keys: times are microseconds within WINDOW of ``base``

@@ -6,7 +6,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .class_times import ClassTime, Memo, Timetable, spans_of
+from .class_times import Memo, Timetable, spans_of
 from .constants import TRACKED_ROLES
 from .errors import ConfigurationError, InvalidActivityError
 
@@ -113,12 +113,6 @@ class HostHooks:
                 " -> [(marker_id | None, start, end), ...] with @tutor_times.class_times_loader"
             )
         return tuple(self._class_times_loader(unit_id, start, end))
-
-    def classes_of(self, unit_id: int, start: datetime, end: datetime) -> list[ClassTime]:
-        """The unit's classes in [start, end), as the host's loader gives them (checked)."""
-        answer = self._loaded_classes(unit_id, start, end)
-        spans_of(answer, unit_id)
-        return [ClassTime(*row) for row in answer]
 
     def unit_timetable(self, unit_id: int, start: datetime, end: datetime) -> Timetable:
         """The unit's classes in [start, end), by tutor, for a report of the unit (R12)."""

@@ -104,7 +104,8 @@ class SqlStore:
     # -- connections ---------------------------------------------------------------------
 
     def connect(self) -> sa.Connection:
-        """A connection of the host's engine (sweeps, purges, reports)."""
+        """A connection of the host's engine (sweeps, purges, imports); reports read
+        through a pool of their own."""
         return self.maintenance().connect()
 
     @staticmethod

@@ -142,24 +142,19 @@ def live_after() -> datetime:
 SHARED_CONNECTION = "tutor_times_reports_connection"
 
 
-def _connect() -> sa.Connection:
+@contextmanager
+def _reading() -> Iterator[sa.Connection]:
     """A connection of the reports pool (:meth:`~tutor_times.state.AppState.reports_engine`)
-    on the host's database, or on the reports bind if one is set."""
+    on the host's database, or on the reports bind if one is set, whose read ends in a
+    COMMIT rather than the pool's rollback: psycopg forgets its prepared statements on every
+    rollback, so only a connection returned with no transaction open keeps them, and the
+    next report on it runs its statements prepared rather than parsed and planned afresh."""
     ext = current()
     bind = ext.state.settings.reports_bind
     # Reports only read, so they may go to a replica (TUTOR_TIMES_REPORTS_BIND); tracking and
     # closing never come here and always write to the primary.
     source = ext.db.engine if bind is None else ext.db.engines[bind]
-    return ext.state.reports_engine(source).connect()
-
-
-@contextmanager
-def _reading() -> Iterator[sa.Connection]:
-    """A reports connection whose read ends in a COMMIT rather than the pool's rollback:
-    psycopg forgets its prepared statements on every rollback, so only a connection
-    returned with no transaction open keeps them, and the next report on it runs its
-    statements prepared rather than parsed and planned afresh."""
-    with _connect() as conn:
+    with ext.state.reports_engine(source).connect() as conn:
         yield conn
         conn.commit()
 
