@@ -124,13 +124,12 @@ def test_a_stalled_database_write_is_given_up_in_time(
                 conn.execute(sa.text("DROP FUNCTION IF EXISTS tt_stall()"))
 
 
-@pytest.mark.real
-def test_a_report_never_waits_for_the_host_pool() -> None:
+def test_a_report_never_waits_for_the_host_pool(backend: str) -> None:
     """Reports read through a pool of their own: with every connection of the host's pool
     taken (one by this test, one by the request's own user loader) a report still answers,
     rather than waiting out the host's pool timeout."""
     with built(
-        "postgres",
+        backend,
         SQLALCHEMY_ENGINE_OPTIONS={"pool_size": 2, "max_overflow": 0, "pool_timeout": 1},
     ) as app:
         convenor = login(app, "convenor")
