@@ -38,6 +38,8 @@ def _days(start: datetime, end: datetime) -> Iterator[date]:
     day, last = start.astimezone(ZONE).date(), end.astimezone(ZONE).date()
     while day <= last:
         yield day
+        if day == date.max:  # the calendar's last day has no next
+            return
         day += timedelta(days=1)
 
 

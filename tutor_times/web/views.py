@@ -6,7 +6,7 @@ import hmac
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -202,6 +202,10 @@ def what_if(query: Callable[..., T], scope: Scope, *args: Any, seconds: int) -> 
 #: how far past a range's end its classes are asked for: a session that starts in the range
 #: may run past its end
 CLASS_MARGIN = timedelta(days=1)
+#: the instants a host's loader is ever asked about: a day inside either end of the calendar,
+#: so that converting them to any time zone (an offset under a day) cannot overflow
+FIRST_ASKED = datetime.min.replace(tzinfo=timezone.utc) + timedelta(days=1)
+LAST_ASKED = datetime.max.replace(tzinfo=timezone.utc) - timedelta(days=1)
 
 
 def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Timetable | None:
@@ -211,7 +215,8 @@ def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Ti
     ext = current()
     if not ext.has_class_times:
         return None
-    start, end = scope.start, _past(scope.end, CLASS_MARGIN)
+    start = max(scope.start, FIRST_ASKED)
+    end = LAST_ASKED if scope.end >= LAST_ASKED - CLASS_MARGIN else scope.end + CLASS_MARGIN
     if scope.unit_id is not None:
         return ext.unit_timetable(scope.unit_id, start, end)
     if scope.marker_id is None:
@@ -219,14 +224,6 @@ def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Ti
     if units is None:
         units = report(reports.units_of, scope)
     return ext.marker_timetable(scope.marker_id, units, start, end)
-
-
-def _past(end: datetime, margin: timedelta) -> datetime:
-    """``end`` + ``margin``, or the last instant there is near the end of the calendar."""
-    try:
-        return end + margin
-    except OverflowError:
-        return datetime.max.replace(tzinfo=end.tzinfo)
 
 
 def split_sessions(scope: Scope, rows: list[dict[str, Any]]) -> None:
