@@ -165,6 +165,14 @@ def test_summary_splits_merged_blocks(golden: FlaskClient, loader_calls: list[An
     assert "students" not in totals  # no student_count_loader
 
 
+def test_a_dashboard_asks_the_loader_once(golden: FlaskClient, loader_calls: list[Any]) -> None:
+    """The page shows the summary, the timeline and the calendar, all split: the host's
+    timetable is asked for once, over the whole range."""
+    loader_calls.clear()
+    get(golden, f"{P}/units/1/dashboard?{RANGE}")
+    assert loader_calls == [(1, MON, MON + timedelta(days=3))]
+
+
 def test_r10_two_ips_in_a_class_count_each_minute_once(golden: FlaskClient) -> None:
     result = get(golden, f"{P}/units/1/summary?from=2026-03-10T10:00&to=2026-03-10T12:00&tz=UTC")
     (tutor,) = result["tutors"]

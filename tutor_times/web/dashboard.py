@@ -18,7 +18,8 @@ from flask_login.utils import login_url
 from markupsafe import Markup, escape
 from pydantic import BaseModel
 
-from .. import reports, whatif
+from .. import class_times, reports, whatif
+from ..class_times import Timetable
 from ..extension import current
 from ..reports import Scope
 from . import calendar, csv_export
@@ -33,8 +34,8 @@ from .views import (
     marker_scope,
     one_connection,
     report,
-    split_sessions,
     timeline_buckets,
+    timetable_of,
     unit_summary,
     what_if,
 )
@@ -170,9 +171,11 @@ def _context(
     tz = query.zone()
     first, last = _local_dates(scope.start, scope.end, tz)
     bucket = query.bucket or ("day" if (last - first).days < DAYS_BY_DEFAULT else "week")
-    summary = unit_summary(scope)
+    # the host's timetable, asked once for the summary, the timeline and the calendar
+    timetable = timetable_of(scope)
+    summary = unit_summary(scope, timetable)
     what_if = None if what_if_seconds is None else _what_if(scope, what_if_seconds, summary)
-    week, active = _week(scope, tz), _active(scope)
+    week, active = _week(scope, tz, timetable), _active(scope)
     shown = [t["marker_id"] for t in summary["tutors"]]
     shown += [b.marker_id for b in week.blocks] + [a["marker_id"] for a in active]
     if scope.marker_id is not None:
@@ -189,11 +192,10 @@ def _context(
         "last_day": last,
         "bucket": bucket,
         "summary": summary,
-        "timeline": timeline_buckets(scope, tz, bucket),
+        "timeline": timeline_buckets(scope, tz, bucket, timetable),
         "tasks": report(reports.tasks, scope),
         "week": week,
         "active": active,
-        "zones": ZONE_NAMES,
         "zone_options": ZONE_OPTIONS,
         "cell": cell,
         "presets": _presets(last),
@@ -263,15 +265,17 @@ def cell(column: str, value: Any, shown: Any = None) -> Markup:
     return Markup(f'<td data-col="{escape(column)}" data-value="{escape(raw)}">{escape(text)}</td>')
 
 
-def _week(scope: Scope, tz: ZoneInfo) -> calendar.Week:
-    """The calendar: the sessions of the range's last (up to) seven days."""
+def _week(scope: Scope, tz: ZoneInfo, timetable: Timetable | None) -> calendar.Week:
+    """The calendar: the sessions of the range's last (up to) seven days, split by the
+    range's ``timetable``."""
     days = calendar.calendar_days(scope.start, scope.end, tz)
     since = calendar.first_instant(days, scope.start, tz)
     shown = Scope(since, scope.end, unit_id=scope.unit_id, marker_id=scope.marker_id)
     page = report(
         reports.sessions_page, shown, page=1, per_page=CALENDAR_LIMIT, live_after=live_after()
     )
-    split_sessions(shown, page["sessions"])
+    if timetable is not None:
+        class_times.split_rows(page["sessions"], timetable)
     return calendar.week(page["sessions"], days, tz, current().clock(), page["total"])
 
 

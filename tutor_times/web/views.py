@@ -227,11 +227,9 @@ def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Ti
 
 
 def split_sessions(scope: Scope, rows: list[dict[str, Any]]) -> None:
-    """R12 per session row, when the host has class times."""
-    if not current().has_class_times or not rows:
-        return
-    timetable = timetable_of(scope, [r["unit_id"] for r in rows])
-    if timetable is not None:
+    """R12 per session row, when the host has class times (its loader is not asked about
+    no rows)."""
+    if rows and (timetable := timetable_of(scope, [r["unit_id"] for r in rows])) is not None:
         class_times.split_rows(rows, timetable)
 
 
@@ -262,15 +260,19 @@ def _sessions_page(scope: Scope, query: s.SessionsQuery | s.MySessionsQuery) -> 
     return page
 
 
-def timeline_buckets(scope: Scope, tz: ZoneInfo, bucket: str) -> list[dict[str, Any]]:
-    """Every day's or week's bucket of the scope, in ``tz``."""
+def timeline_buckets(
+    scope: Scope, tz: ZoneInfo, bucket: str, timetable: class_times.Timetable | None
+) -> list[dict[str, Any]]:
+    """Every day's or week's bucket of the scope, in ``tz``, split by ``timetable`` (the
+    scope's :func:`timetable_of`)."""
     starts = ranges.day_starts(scope.start, scope.end, tz, bucket)
-    return report(reports.timeline, scope, starts, tz, timetable=timetable_of(scope))
+    return report(reports.timeline, scope, starts, tz, timetable=timetable)
 
 
-def unit_summary(scope: Scope) -> dict[str, Any]:
-    """The scope's summary, split by class times and with students when the host has them."""
-    result = report(reports.summary, scope, timetable=timetable_of(scope))
+def unit_summary(scope: Scope, timetable: class_times.Timetable | None) -> dict[str, Any]:
+    """The scope's summary, split by ``timetable`` (the scope's :func:`timetable_of`) and
+    with students when the host has them."""
+    result = report(reports.summary, scope, timetable=timetable)
     return result if scope.unit_id is None else with_students(scope.unit_id, result)
 
 
@@ -353,7 +355,7 @@ def summary(path: s.UnitPath, query: s.WhatIfQuery) -> Any:
     """
     scope, range_out = unit_scope(path.unit_id, query)
     if query.timeout is None:
-        result = unit_summary(scope)
+        result = unit_summary(scope, timetable_of(scope))
     else:
         result = what_if(whatif.summary, scope, seconds=query.timeout)
     if query.format == "csv":
@@ -421,7 +423,7 @@ def timeline(path: s.UnitPath, query: s.TimelineQuery) -> Any:
     """
     scope, range_out = unit_scope(path.unit_id, query)
     if query.timeout is None:
-        buckets = timeline_buckets(scope, query.zone(), query.bucket)
+        buckets = timeline_buckets(scope, query.zone(), query.bucket, timetable_of(scope))
     else:
         tz = query.zone()
         starts = ranges.day_starts(scope.start, scope.end, tz, query.bucket)
