@@ -40,11 +40,18 @@ from typing import Any, NamedTuple, TypeVar
 import sqlalchemy as sa
 
 from . import drivers, metrics
-from .accounting import UTC, duration_minutes
-from .activity import check_action, check_id, check_ip, check_time
+from .accounting import UTC, duration_minutes, runs
+from .activity import STORED_FIELDS, check_action, check_id, check_ip, check_time
 from .constants import BIGINT_MAX
 from .errors import InvalidActivityError, UnknownActionError
-from .models import IMPORT_KEY_LENGTH, SERVER, IdleSession, Models, close_sessions
+from .models import (
+    IMPORT_KEY_LENGTH,
+    SERVER,
+    IdleSession,
+    Models,
+    close_sessions,
+    last_activity_of,
+)
 from .sql_store import SqlStore, key_hash
 
 #: why a row was not imported, as the report names it
@@ -83,6 +90,8 @@ ROW_FIELDS = (
 #: task_id, task_definition_id, import_key) — key and time first, the order it is sorted by
 Pending = tuple[int, int, str, datetime, str, int | None, int | None, int | None, str]
 Key = tuple[int, int, str]
+#: a checked row's time
+AT = itemgetter(3)
 #: the ids a row may leave out, in ROW_FIELDS order
 OPTIONAL_IDS = ("project_id", "task_id", "task_definition_id")
 T = TypeVar("T")
@@ -410,18 +419,7 @@ class Plan:
 
 def key_runs(rows: Sequence[Pending], timeout: timedelta) -> list[Run]:
     """One key's rows, sorted by time, cut where R2 starts a new session."""
-    found: list[Run] = []
-    current: list[Pending] = [rows[0]]
-    prev = rows[0][3]
-    for p in islice(rows, 1, None):
-        at = p[3]
-        if at - prev >= timeout:
-            found.append(Run(current[0][3], prev, current))
-            current = []
-        current.append(p)
-        prev = at
-    found.append(Run(current[0][3], prev, current))
-    return found
+    return [Run(run[0][3], run[-1][3], run) for run in runs(rows, AT, timeout)]
 
 
 def islands(key: Key, runs: list[Run], stored: list[Stored], timeout: timedelta) -> list[Island]:
@@ -524,18 +522,14 @@ class Placer:
         """Each key's sessions less than TIMEOUT from the span of its runs, and its open one
         if it starts before the span's end: locked first, then read with their last
         activities (an append that held a session when the lock was asked is then seen)."""
-        ms, act = self.models.MarkingSession, self.models.SessionActivity
+        ms = self.models.MarkingSession
         if conn.dialect.name == "postgresql":
             ids = self._lock_near_pg(conn, runs)
         else:
             ids = self._lock_near(conn, runs)
         if not ids:
             return {}
-        last = (
-            sa.select(sa.func.max(act.created_at))
-            .where(act.marking_session_id == ms.id)
-            .scalar_subquery()
-        )
+        last = last_activity_of(self.models)
         found: dict[Key, list[Stored]] = {}
         for row in conn.execute(
             sa.select(
@@ -543,7 +537,7 @@ class Placer:
             ).where(ms.id.in_(ids))
         ):
             key = (int(row[1]), int(row[2]), str(row[3]))
-            stored = Stored(int(row[0]), row[4], row[6] or row[4], row[5] is None)
+            stored = Stored(int(row[0]), row[4], row[6], row[5] is None)
             found.setdefault(key, []).append(stored)
         return found
 
@@ -673,8 +667,7 @@ class Placer:
 
     def _insert_activities(self, conn: sa.Connection, plan: Plan, created: dict[int, int]) -> None:
         table = self.models.SessionActivity.__table__
-        columns = ["marking_session_id", "action", "project_id", "task_id"]
-        columns += ["task_definition_id", "source", "created_at", "updated_at", "import_key"]
+        columns = ["marking_session_id", *STORED_FIELDS, "created_at", "updated_at", "import_key"]
         rows = [
             (sid, p[4], p[5], p[6], p[7], SERVER, p[3], p[3], p[8])
             for target, ps in plan.place
