@@ -16,11 +16,17 @@ from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
 from tutor_times.accounting import duration_minutes, merged_minutes
-from tutor_times.reports import Scope, bucket_index, merged_blocks, merged_minutes_by
+from tutor_times.reports import Scope, bucket_index, merged_blocks, merged_split_by
 
 from .conftest import T0, built
 
 pytestmark = pytest.mark.real
+
+
+def minutes_of(split: dict[Any, tuple[int, int]]) -> dict[Any, int]:
+    """R10's minutes of each (bucket, marker), without their during-class part."""
+    return {key: minutes for key, (minutes, _) in split.items()}
+
 
 # (marker, start offset in microseconds, length in microseconds)
 SESSIONS = st.lists(
@@ -73,13 +79,15 @@ def test_sql_merge_equals_python_merge(pg_app: Flask, sessions: list[tuple[int, 
         scope = Scope(T0 - timedelta(days=1), T0 + timedelta(days=1), unit_id=1)
         with db.engine.connect() as conn:
             assert conn.dialect.name == "postgresql"
-            in_sql = merged_minutes_by(conn, tutor_times.models, scope, min_minutes=1)
-            by_bucket = merged_minutes_by(
-                conn,
-                tutor_times.models,
-                scope,
-                min_minutes=1,
-                bucket=bucket_index(conn, BUCKET_STARTS),
+            in_sql = minutes_of(merged_split_by(conn, tutor_times.models, scope, min_minutes=1))
+            by_bucket = minutes_of(
+                merged_split_by(
+                    conn,
+                    tutor_times.models,
+                    scope,
+                    min_minutes=1,
+                    bucket=bucket_index(conn, BUCKET_STARTS),
+                )
             )
     expected = {
         (None, marker): merged_minutes(

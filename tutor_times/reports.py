@@ -258,19 +258,6 @@ def merged_blocks(
     return blocks
 
 
-def merged_minutes_by(
-    conn: sa.Connection,
-    models: Models,
-    scope: Scope,
-    *,
-    min_minutes: int,
-    bucket: Callable[[Any], Any] | None = None,
-) -> dict[tuple[Any, int], int]:
-    """R10: minutes per (bucket, marker) of the scope's sessions; see :func:`merged_split_by`."""
-    split = merged_split_by(conn, models, scope, min_minutes=min_minutes, bucket=bucket)
-    return {key: minutes for key, (minutes, _) in split.items()}
-
-
 def merged_split_by(
     conn: sa.Connection,
     models: Models,

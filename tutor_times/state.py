@@ -42,9 +42,8 @@ class AppState:
     engine: sa.Engine | None = None
     #: its twin in autocommit mode, for the hot path's single INSERT
     autocommit_engine: sa.Engine | None = None
-    #: the engines reports read with, by the URL of the engine they read from (see
-    #: reports_engine)
-    reports_engines: dict[str, sa.Engine] = field(default_factory=dict)
+    #: the engines reports read with, by the engine they read from (see reports_engine)
+    reports_engines: dict[sa.Engine, sa.Engine] = field(default_factory=dict)
     #: the tracked views of this app have been checked against its routes
     routes_checked: bool = False
     #: the in-process sweeper, once started
@@ -93,11 +92,10 @@ class AppState:
         not on every request. No statement timeout: a report may take as long as the host's
         own queries. No JIT on PostgreSQL: compiling a long range's expressions took longer
         than running them."""
-        key = source.url.render_as_string(hide_password=False)
-        engine = self.reports_engines.get(key)
+        engine = self.reports_engines.get(source)
         if engine is None:
             with self.lock:
-                engine = self.reports_engines.get(key)
+                engine = self.reports_engines.get(source)
                 if engine is None:
                     engine = drivers.own_engine(
                         source,
@@ -107,7 +105,7 @@ class AppState:
                         pre_ping=True,
                         jit=False,
                     )
-                    self.reports_engines[key] = engine
+                    self.reports_engines[source] = engine
         return engine
 
     def dispose(self, host: sa.Engine) -> None:
