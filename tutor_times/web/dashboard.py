@@ -27,6 +27,7 @@ from . import schemas as s
 from .api import ApiError, FieldError, parse, query_args
 from .ranges import ZONES
 from .views import (
+    add_students,
     bp,
     current_user_id,
     date_range,
@@ -230,10 +231,9 @@ def _no_stored_minutes(marker: int, totals: dict[str, Any], scope: Scope) -> dic
     the students when the summary's totals have them."""
     row = reports.with_rate({"marker_id": marker, "sessions": 0, "assessments": 0}, 0)
     if "during_class_minutes" in totals:
-        row.update(during_class_minutes=0, outside_class_minutes=0)
+        class_times.with_split(row, 0)
     if "students" in totals and scope.unit_id is not None:
-        students = current().students_of(scope.unit_id, marker)
-        row.update(students=students, minutes_per_student=0.0 if students else None)
+        add_students(scope.unit_id, marker, row)
     return row
 
 

@@ -241,10 +241,16 @@ def with_students(unit_id: int, result: dict[str, Any]) -> dict[str, Any]:
         return result
     rows = [(t, t["marker_id"]) for t in result["tutors"]] + [(result["totals"], None)]
     for row, marker_id in rows:
-        students = ext.students_of(unit_id, marker_id)
-        row["students"] = students
-        row["minutes_per_student"] = round(row["minutes"] / students, 1) if students else None
+        add_students(unit_id, marker_id, row)
     return result
+
+
+def add_students(unit_id: int, marker_id: int | None, row: dict[str, Any]) -> None:
+    """A summary row's students (the tutor's, or with ``marker_id`` None the unit's) and its
+    minutes per student."""
+    students = current().students_of(unit_id, marker_id)
+    row["students"] = students
+    row["minutes_per_student"] = round(row["minutes"] / students, 1) if students else None
 
 
 def _sessions_page(scope: Scope, query: s.SessionsQuery | s.MySessionsQuery) -> dict[str, Any]:
