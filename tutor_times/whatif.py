@@ -40,17 +40,26 @@ class Session(NamedTuple):
     assessments: int
 
 
+class NoRoomInCalendar(ValueError):
+    """The range lies too close to an end of the calendar for the activities a what-if
+    reads around it (a timeout before it, a while after it)."""
+
+
 def sessions(
     conn: sa.Connection, models: Models, scope: Scope, timeout: timedelta
 ) -> list[Session]:
     """R2 under ``timeout``: the sessions of the scope's keys that start in its range.
 
     Activities from ``timeout`` before the range decide whether the range's first activity
-    of a key continues an earlier session (then that session started before the range)."""
+    of a key continues an earlier session (then that session started before the range).
+    Raises :class:`NoRoomInCalendar` when that reach runs off the calendar."""
     horizon = HORIZON
     while True:
-        until = scope.end + horizon
-        found = _islands(conn, models, scope, timeout, scope.start - timeout, until)
+        try:
+            since, until = scope.start - timeout, scope.end + horizon
+        except OverflowError:
+            raise NoRoomInCalendar from None
+        found = _islands(conn, models, scope, timeout, since, until)
         if all(s.last < until - timeout for s in found):
             return [s for s in found if scope.start <= s.start < scope.end]
         horizon *= 4  # a session may still go on past what was read

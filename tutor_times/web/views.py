@@ -189,7 +189,7 @@ def what_if(query: Callable[..., T], scope: Scope, *args: Any, seconds: int) -> 
     calendar leaves no room for that, and is a 400 naming ``timeout`` rather than a 500."""
     try:
         return report(query, scope, *args, timeout=timedelta(seconds=seconds))
-    except OverflowError:
+    except whatif.NoRoomInCalendar:
         raise ApiError(
             400,
             "timeout: the range is too close to the ends of the calendar for a what-if",
