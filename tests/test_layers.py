@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "class_times": 1,
     "privacy": 1,
     "models": 1,
+    "figures": 2,
     "settings": 2,
     "activity": 2,
     "drivers": 2,

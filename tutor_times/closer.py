@@ -18,7 +18,7 @@ import redis
 import sqlalchemy as sa
 from redis.cluster import RedisCluster
 
-from . import metrics
+from . import figures, metrics
 from .models import Models, close_session_ids, last_activity_of
 from .redis_cache import REDIS_ERRORS
 
@@ -74,6 +74,7 @@ def sweep(
             ).all()
             idle = [(r.id, r.start_time, r.last) for r in rows if r.last <= cutoff]
             done = set(close_session_ids(s, models, idle, min_minutes, now))
+            figures.sessions_changed(s, models, done)
             s.commit()
         deadline = timeout if idle_after is None else idle_after
         lags = [(now - last - deadline).total_seconds() for sid, _, last in idle if sid in done]

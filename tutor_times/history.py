@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
-from . import drivers, metrics
+from . import drivers, figures, metrics
 from .accounting import UTC, duration_minutes, runs
 from .activity import STORED_FIELDS, check_action, check_id, check_ip, check_time
 from .constants import BIGINT_MAX
@@ -620,6 +620,11 @@ class Placer:
         self._respan(conn, plan, now)
         created = self._create(conn, plan, now)
         self._insert_activities(conn, plan, created)
+        # every session written keeps its figures; a merged one lay within its target
+        touched = [sid for sid, *_ in plan.close] + [sid for sid, *_ in plan.respan]
+        touched += [*plan.merge.values(), *created.values()]
+        touched += [t for t, _ in plan.place if isinstance(t, int)]
+        figures.sessions_changed(conn, self.models, touched)
 
     def _close(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
         """Open sessions that are no longer their key's latest close at their last activity."""

@@ -33,6 +33,17 @@ CLOSED_DURATION_CHECK = (
     " AND duration_minutes > 0 AND end_time >= start_time)"
 )
 
+#: what a report reads of each session of its range, besides unit and start
+REPORTED = (
+    "marker_id",
+    "end_time",
+    "assessments",
+    "block_start",
+    "block_last_start",
+    "block_end",
+    "block_minutes",
+)
+
 # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
@@ -101,6 +112,15 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         duration_minutes = sa.Column(sa.Integer)
         created_at = sa.Column(UTCDateTime, nullable=False)
         updated_at = sa.Column(UTCDateTime, nullable=False)
+        # Figures of a closed session, kept by figures.py (NULL while open): its assessing
+        # activities, and the R10 block of its tutor's closed sessions in the unit that it
+        # belongs to — first start, last session start, end — with the block's whole
+        # minutes (before R4's minimum) on the block's first session only.
+        assessments = sa.Column(sa.Integer)
+        block_start = sa.Column(UTCDateTime)
+        block_last_start = sa.Column(UTCDateTime)
+        block_end = sa.Column(UTCDateTime)
+        block_minutes = sa.Column(sa.Integer)
 
         activities = db.relationship(
             "SessionActivity",
@@ -127,7 +147,15 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 postgresql_where=sa.text("end_time IS NULL"),
                 sqlite_where=sa.text("end_time IS NULL"),
             ),
-            sa.Index("ix_marking_sessions_unit_start", "unit_id", "start_time"),
+            # Reports add up a range's stored figures from this index alone on PostgreSQL.
+            sa.Index(
+                "ix_marking_sessions_unit_start",
+                "unit_id",
+                "start_time",
+                postgresql_include=list(REPORTED),
+            ),
+            # Keeping the figures finds a tutor's blocks that reach a time by their end.
+            sa.Index("ix_marking_sessions_tutor_block_end", "unit_id", "marker_id", "block_end"),
             # Placing a late or historical activity looks for the key's neighbouring sessions
             # by start time.
             sa.Index(

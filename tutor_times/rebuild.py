@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import drivers
+from . import drivers, figures
 from .accounting import continues, duration_minutes, runs
 from .models import Models, last_activity_of
 from .sql_store import key_hash
@@ -260,8 +260,15 @@ class Rebuilder:
             conn.execute(
                 sa.update(ms)
                 .where(ms.c.id == last)
-                .values(end_time=None, duration_minutes=None, updated_at=now)
+                .values(
+                    end_time=None,
+                    duration_minutes=None,
+                    updated_at=now,
+                    **dict.fromkeys(figures.FIGURES),
+                )
             )
+        since = min([s.start_time for s in block] + [runs[0].start])
+        figures.refresh(conn, self.models, [figures.Touch(key[1], key[0], since)])
 
     def _closed(self, run: Run, now: datetime) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ range. An open session counts up to its last activity so far.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -394,6 +395,78 @@ def _counts_by(conn: sa.Connection, models: Models, scope: Scope, key: Any) -> A
     )
 
 
+def figured_by(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    *,
+    min_minutes: int,
+    starts: list[datetime] | None = None,
+    per_marker: bool = True,
+) -> dict[tuple[int | None, int | None], list[int]]:
+    """Sessions, assessments and minutes (R10) per (bucket, marker) of the scope, from the
+    figures each closed session keeps (:mod:`.figures`), in one pass over the range.
+
+    ``starts`` are the buckets' first instants (the bucket is None without them); without
+    ``per_marker`` every marker is None. A block whose sessions all start in the range, and
+    which ends before every open session of the range starts, counts its stored minutes.
+    The rest are read session by session and merged here, as the range merges them: blocks
+    cut by the range's start or end, and anything near an open session (counted live) —
+    a few sessions, however long the range.
+    """
+    ms = models.MarkingSession
+    where = scope.where(models)
+    open_since = conn.execute(
+        sa.select(sa.func.min(ms.start_time)).where(*where, ms.end_time.is_(None))
+    ).scalar()
+    cut = [ms.block_start.is_(None), ms.block_start < scope.start, ms.block_last_start >= scope.end]
+    if open_since is not None:
+        cut.append(ms.block_end >= open_since)
+    alone = sa.case((sa.or_(*cut), ms.id), else_=sa.null()).label("alone")
+    several = starts is not None and len(starts) > 1
+    label = (bucket_index(conn, starts)(ms.start_time) if several else sa.literal(0)).label("bucket")
+    keys = ([label] if several else []) + [alone]
+    keys += [ms.unit_id, ms.marker_id] if per_marker else []
+    credited = sa.case(
+        (ms.block_minutes.is_(None), 0),
+        (ms.block_minutes < min_minutes, min_minutes),
+        else_=ms.block_minutes,
+    )
+    live = ms.end_time.is_(None)
+    rows = conn.execute(
+        sa.select(
+            label,
+            alone,
+            sa.func.min(ms.unit_id).label("unit"),
+            sa.func.min(ms.marker_id).label("marker"),
+            sa.func.count().label("sessions"),
+            sa.func.sum(sa.case((live, _assessments_of(models)), else_=ms.assessments)),
+            sa.func.sum(credited),
+            sa.func.min(ms.start_time),
+            sa.func.max(sa.case((live, last_activity_of(models)), else_=ms.end_time)),
+        )
+        .where(*where)
+        .group_by(*keys)
+    ).all()
+    totals: dict[tuple[int | None, int | None], list[int]] = {}
+    spans: dict[tuple[int, int], list[tuple[datetime, datetime, None]]] = {}
+    for value, one, unit, marker, n, assessed, minutes, first, last in rows:
+        key = (None if starts is None else value, marker if per_marker else None)
+        figures = totals.setdefault(key, [0, 0, 0])
+        figures[0] += n
+        figures[1] += int(assessed or 0)
+        if one is None:
+            figures[2] += int(minutes)
+        else:
+            spans.setdefault((unit, marker), []).append((first, last, None))
+    for (_, marker), tutor_spans in spans.items():
+        for first, last, _ in merged_blocks(tutor_spans):
+            value = None if starts is None else max(bisect_right(starts, first) - 1, 0)
+            key = (value, marker if per_marker else None)
+            totals.setdefault(key, [0, 0, 0])[2] += duration_minutes(first, last, min_minutes)
+    return totals
+
+
 def summary(
     conn: sa.Connection,
     models: Models,
@@ -401,9 +474,23 @@ def summary(
     *,
     min_minutes: int,
     timetable: Timetable | None = None,
+    stored: bool = True,
 ) -> dict[str, Any]:
     """Per tutor: sessions, minutes (R10), assessments, minutes per assessment; and totals.
-    With a ``timetable``, each row's minutes are also split by R12 (during and outside class)."""
+    With a ``timetable``, each row's minutes are also split by R12 (during and outside class).
+
+    From the stored figures unless there is a timetable (its split needs each block) or
+    ``stored`` is false: then every session is counted and merged again."""
+    if stored and timetable is None:
+        figures = figured_by(conn, models, scope, min_minutes=min_minutes)
+        tutors = [
+            with_rate(
+                {"marker_id": marker, "sessions": n_sessions, "assessments": n_assessments},
+                minutes,
+            )
+            for (_, marker), (n_sessions, n_assessments, minutes) in sorted(figures.items())
+        ]
+        return {"tutors": tutors, "totals": _totals(tutors)}
     marker = models.MarkingSession.marker_id
     split = merged_split_by(conn, models, scope, min_minutes=min_minutes, timetable=timetable)
     minutes = {key: total for key, (total, _) in split.items()}
@@ -414,7 +501,16 @@ def summary(
         )
         for key, n_sessions, n_assessments in _counts_by(conn, models, scope, marker)
     ]
-    totals = with_rate(
+    totals = _totals(tutors)
+    if timetable is not None:
+        for t in tutors:
+            with_split(t, split[None, t["marker_id"]][1])
+        with_split(totals, sum(t["during_class_minutes"] for t in tutors))
+    return {"tutors": tutors, "totals": totals}
+
+
+def _totals(tutors: list[dict[str, Any]]) -> dict[str, Any]:
+    return with_rate(
         {
             "sessions": sum(t["sessions"] for t in tutors),
             "assessments": sum(t["assessments"] for t in tutors),
@@ -422,11 +518,6 @@ def summary(
         # different tutors' minutes are different people's time: they add up
         sum(t["minutes"] for t in tutors),
     )
-    if timetable is not None:
-        for t in tutors:
-            with_split(t, split[None, t["marker_id"]][1])
-        with_split(totals, sum(t["during_class_minutes"] for t in tutors))
-    return {"tutors": tutors, "totals": totals}
 
 
 def with_rate(row: dict[str, Any], minutes: int) -> dict[str, Any]:
@@ -550,9 +641,11 @@ def timeline(
     *,
     min_minutes: int,
     timetable: Timetable | None = None,
+    stored: bool = True,
 ) -> list[dict[str, Any]]:
     """Minutes (R10), sessions and assessments per bucket; every bucket listed, empty or not.
     With a ``timetable``, each bucket's minutes are also split by R12 (as its blocks are).
+    From the stored figures, as :func:`summary` is.
 
     ``starts`` are the buckets' first instants in UTC (local midnights, so DST falls right).
     Sessions and assessments count in the bucket each session starts in. A tutor's
@@ -562,6 +655,13 @@ def timeline(
     """
     buckets = empty_buckets(starts, tz)
     if not starts:
+        return buckets
+    if stored and timetable is None:
+        figures = figured_by(
+            conn, models, scope, min_minutes=min_minutes, starts=starts, per_marker=False
+        )
+        for (i, _), (n_sessions, n_assessments, minutes) in figures.items():
+            buckets[i].update(sessions=n_sessions, assessments=n_assessments, minutes=minutes)
         return buckets
     index = bucket_index(conn, starts)
     for i, n_sessions, n_assessments in _counts_by(

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import figures
 from .models import Models
 
 #: what ``purge --anonymize`` leaves in place of an address
@@ -41,7 +42,13 @@ def purge(
                 conn.execute(sa.update(ms).where(ms.c.id.in_(ids)).values(ip_address=ANONYMIZED))
             else:
                 conn.execute(sa.delete(act).where(act.c.marking_session_id.in_(ids)))
-                conn.execute(sa.delete(ms).where(ms.c.id.in_(ids)))
+                gone = conn.execute(
+                    sa.delete(ms)
+                    .where(ms.c.id.in_(ids))
+                    .returning(ms.c.unit_id, ms.c.marker_id, ms.c.start_time)
+                )
+                # the blocks the deleted sessions were in are merged again without them
+                figures.refresh(conn, models, [figures.Touch(*row) for row in gone])
             conn.commit()
         done += len(ids)
         if progress is not None:

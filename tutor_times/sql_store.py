@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 
-from . import drivers, metrics
+from . import drivers, figures, metrics
 from .accounting import continues, duration_minutes
 from .activity import STORED_FIELDS, Activity
 from .errors import UnknownReferenceError
@@ -218,6 +218,7 @@ class SqlStore:
         if close_sessions(
             conn, self.models, [(row.id, row.start_time, row.last)], self.min_minutes, now
         ):
+            figures.sessions_changed(conn, self.models, [row.id])
             lag = (now - row.last - self.timeout).total_seconds()
             metrics.sessions_closed(metrics.NEXT_ACTIVITY, [lag])
 
@@ -230,6 +231,8 @@ class SqlStore:
             {**_key_params(a), "start_time": a.at, "created_at": a.at, "updated_at": a.at, **end},
         )
         activity = self._append_to(conn, session_id, a, closed=closed)
+        if closed:
+            figures.sessions_changed(conn, self.models, [session_id])
         conn.commit()
         metrics.session_opened()
         return Recorded(activity, session_id, a.at, open=not closed)
@@ -278,12 +281,15 @@ class SqlStore:
             activity = self._append_to(conn, before.id, a, closed=closed)
             if closed:
                 self._set_span(conn, before.id, before.start_time, last, closed=True, now=a.at)
+                figures.sessions_changed(conn, self.models, [before.id])
             conn.commit()
             return Recorded(activity, before.id, last, open=not closed)
         if joins_after:
             closed = after.end_time is not None
             self._set_span(conn, after.id, a.at, after.last, closed=closed, now=a.at)
             activity = self._append_to(conn, after.id, a, closed=closed)
+            if closed:
+                figures.sessions_changed(conn, self.models, [after.id])
             conn.commit()
             return Recorded(activity, after.id, after.last, open=not closed)
         if after is None and before is not None and before.end_time is None:
@@ -303,6 +309,8 @@ class SqlStore:
         closed = after.end_time is not None
         self._set_span(conn, before.id, before.start_time, after.last, closed=closed, now=a.at)
         activity = self._append_to(conn, before.id, a, closed=closed)
+        # one block fewer, or one of them reopened: the figures around them change
+        figures.sessions_changed(conn, self.models, [before.id])
         conn.commit()
         return Recorded(activity, before.id, after.last, open=not closed)
 

@@ -1,0 +1,328 @@
+"""The stored figures (figures.py) give the numbers the raw sessions and activities give.
+
+Random histories reach the tables through every writer — live tracking (late activities
+placed among closed sessions included), sweeps, an import, a rebuild under another timeout,
+a purge — with a tutor's sessions from two addresses overlapping (R10) and some sessions
+left open. Then every report over ranges of local days in zones whose offsets are not whole
+hours is compared with the same figures computed here, in Python, from the raw rows; and the
+stored figures with those recomputed from scratch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from demo.extensions import db, tutor_times
+from tutor_times import figures
+from tutor_times.accounting import duration_minutes
+from tutor_times.reports import Scope, merged_blocks, summary, tasks, timeline
+
+from .conftest import BACKENDS, T0, Clock, build, make_app
+
+MIN_MINUTES = 1
+KEYS = [(3, 1, "10.0.0.1"), (3, 1, "10.0.0.2"), (4, 1, "10.0.0.1"), (3, 2, "10.0.0.1")]
+ZONES = ["UTC", "Australia/Adelaide", "Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham"]
+EXAMPLES = int(os.environ.get("TUTOR_TIMES_PROPERTY_EXAMPLES", "25"))
+
+#: (kind, key index, minutes after the previous event, how late it arrives in seconds, action)
+act = st.tuples(
+    st.just("act"),
+    st.sampled_from([0, 0, 1, 2, 3]),
+    st.one_of(st.sampled_from([0, 1, 14, 15, 16, 59, 61]), st.integers(0, 600)),
+    st.sampled_from([0, 0, 0, 30, 60]),
+    st.sampled_from(["assessing", "assessing", "inbox"]),
+)
+other = st.tuples(
+    st.sampled_from(["sweep", "import", "rebuild", "purge"]),
+    st.just(0),
+    st.integers(0, 300),
+    st.just(0),
+    st.just(""),
+)
+EVENTS = st.lists(st.one_of(act, act, act, other), min_size=1, max_size=25)
+RANGES = st.tuples(st.sampled_from(ZONES), st.integers(-1, 3), st.integers(1, 4))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def figures_app(request: pytest.FixtureRequest) -> Iterator[Flask]:
+    yield from build(str(request.param))
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(EVENTS, st.lists(RANGES, min_size=1, max_size=3))
+# two addresses of one tutor overlapping, one session closed and one open
+@example(
+    [
+        ("act", 0, 0, 0, "assessing"),
+        ("act", 1, 5, 0, "assessing"),
+        ("act", 0, 10, 0, "inbox"),
+        ("sweep", 0, 20, 0, ""),
+        ("act", 1, 1, 0, "assessing"),
+    ],
+    [("Australia/Adelaide", 0, 1)],
+)
+# an import into closed history, a rebuild under a shorter timeout, then a purge
+@example(
+    [
+        ("act", 0, 0, 0, "assessing"),
+        ("act", 0, 14, 0, "assessing"),
+        ("import", 0, 0, 0, ""),
+        ("rebuild", 0, 30, 0, ""),
+        ("purge", 0, 60, 0, ""),
+    ],
+    [("Asia/Kathmandu", -1, 3)],
+)
+def test_reports_from_stored_figures_equal_the_raw_computation(
+    figures_app: Flask,
+    clock: Clock,
+    events: list[tuple[Any, ...]],
+    ranges: list[tuple[str, int, int]],
+) -> None:
+    reset(figures_app)
+    play(figures_app, clock, events)
+    with figures_app.app_context(), db.engine.connect() as conn:
+        models = tutor_times.models
+        for zone, first_day, days in ranges:
+            tz = ZoneInfo(zone)
+            for unit in (1, None):
+                for bucket in ("day", "week"):
+                    starts = bucket_starts(tz, first_day, days, bucket)
+                    end = local_midnight(tz, T0.date() + timedelta(days=first_day + days))
+                    for marker in (None, 3):
+                        scope = Scope(starts[0], end, unit_id=unit, marker_id=marker)
+                        check_reports(conn, models, scope, starts, tz)
+        assert stored_figures(conn, models) == figures_from_scratch(conn, models)
+
+
+def test_a_range_that_cuts_a_block_counts_only_its_sessions_in_the_range(
+    figures_app: Flask, clock: Clock
+) -> None:
+    """Sessions of one tutor chained across midnight: the day's report merges only the day's
+    sessions, as the raw computation does, not the stored block they belong to."""
+    reset(figures_app)
+    tz = ZoneInfo("UTC")
+    midnight = local_midnight(tz, T0.date() + timedelta(days=1))
+    with figures_app.app_context():
+        chained = [(-50, 0), (-40, 0), (-30, 0), (-20, 0), (-25, 1), (-15, 1), (-5, 1), (5, 1)]
+        chained += [(15, 1), (0, 0), (10, 0), (20, 0), (30, 0)]
+        for minutes, key in sorted(chained):
+            at = midnight + timedelta(minutes=minutes)
+            clock.set(at)
+            record(key, at, "assessing")
+        tutor_times.close_expired_sessions(midnight + timedelta(hours=2))
+    with figures_app.app_context(), db.engine.connect() as conn:
+        models = tutor_times.models
+        ms = models.MarkingSession
+        spans = conn.execute(
+            sa.select(ms.block_start, ms.block_last_start).where(ms.block_minutes.is_not(None))
+        ).all()
+        assert [(b.block_start < midnight <= b.block_last_start) for b in spans] == [True]
+        for first, last in [(midnight - timedelta(days=1), midnight), (midnight, None)]:
+            end = last or midnight + timedelta(days=1)
+            check_reports(conn, models, Scope(first, end, unit_id=1), [first], tz)
+
+
+# -- driving the writers ------------------------------------------------------------------
+
+
+def reset(app: Flask) -> None:
+    with app.app_context():
+        for table in (tutor_times.SessionActivity, tutor_times.MarkingSession):
+            db.session.execute(table.__table__.delete())
+        db.session.commit()
+
+
+def record(key: int, at: datetime, action: str) -> None:
+    marker, unit, ip = KEYS[key]
+    tutor_times.record_activity(action, marker_id=marker, unit_id=unit, ip_address=ip, at=at)
+
+
+def play(app: Flask, clock: Clock, events: list[tuple[Any, ...]]) -> None:
+    now = T0
+    n = 0
+    with app.app_context():
+        for kind, key, minutes, late, action in events:
+            now += timedelta(minutes=minutes, seconds=7 * n)
+            n += 1
+            clock.set(now)
+            if kind == "act":
+                record(key, now - timedelta(seconds=late), action)
+            elif kind == "sweep":
+                tutor_times.close_expired_sessions(now)
+            elif kind == "import":
+                tutor_times.import_activities(history(now, n), source_key=f"history-{n}")
+            elif kind == "rebuild":
+                rebuild_with_timeout(app, timedelta(minutes=5))
+            else:
+                tutor_times.purge(now - timedelta(hours=2))
+
+
+def history(now: datetime, n: int) -> list[dict[str, Any]]:
+    """Older activities of every key, some within the timeout of stored sessions."""
+    rows = []
+    for i in range(8):
+        marker, unit, ip = KEYS[i % len(KEYS)]
+        at = now - timedelta(hours=3) + timedelta(minutes=11 * i + n)
+        action = "assessing" if i % 3 else "inbox"
+        rows.append(
+            {
+                "marker_id": marker,
+                "unit_id": unit,
+                "ip_address": ip,
+                "action": action,
+                "task_id": 7 + i % 2,
+                "task_definition_id": 1 + i % 3,
+                "created_at": at,
+                "import_key": f"{n}-{i}",
+            }
+        )
+    return rows
+
+
+def rebuild_with_timeout(app: Flask, timeout: timedelta) -> None:
+    other = make_app(
+        "postgres" if db.engine.dialect.name == "postgresql" else "sqlite",
+        TUTOR_TIMES_SESSION_TIMEOUT=timeout.total_seconds(),
+        SQLALCHEMY_DATABASE_URI=app.config["SQLALCHEMY_DATABASE_URI"],
+    )
+    with other.app_context():
+        tutor_times.clock = tutor_times.clock  # the test's clock, shared by both apps
+        tutor_times.rebuild_sessions()
+        tutor_times.dispose()
+        db.session.remove()
+        db.engine.dispose()
+
+
+# -- the raw computation ------------------------------------------------------------------
+
+
+def local_midnight(tz: ZoneInfo, day: date) -> datetime:
+    return datetime.combine(day, time(), tz).astimezone(ZoneInfo("UTC"))
+
+
+def bucket_starts(tz: ZoneInfo, first_day: int, days: int, bucket: str) -> list[datetime]:
+    first = T0.date() + timedelta(days=first_day)
+    step = 7 if bucket == "week" else 1
+    return [local_midnight(tz, first + timedelta(days=d)) for d in range(0, days, step)]
+
+
+def raw_sessions(conn: sa.Connection, models: Any, scope: Scope) -> list[dict[str, Any]]:
+    """The scope's sessions with their span so far and their assessments, from the rows."""
+    ms, act = models.MarkingSession, models.SessionActivity
+    found = conn.execute(sa.select(ms).where(*scope.where(models))).all()
+    out = []
+    for s in found:
+        acts = conn.execute(
+            sa.select(act.action, act.created_at, act.task_id, act.task_definition_id).where(
+                act.marking_session_id == s.id
+            )
+        ).all()
+        last = s.end_time or max([a.created_at for a in acts], default=s.start_time)
+        assessed = [a for a in acts if a.action == "assessing"]
+        out.append(
+            {
+                "unit": s.unit_id,
+                "marker": s.marker_id,
+                "start": s.start_time,
+                "last": last,
+                "assessments": len(assessed),
+                "minutes": s.duration_minutes or duration_minutes(s.start_time, last, MIN_MINUTES),
+                "tasks": [(a.task_definition_id, a.task_id) for a in assessed],
+            }
+        )
+    return out
+
+
+def raw_minutes(sessions: list[dict[str, Any]], bucket: Any) -> dict[tuple[Any, int], int]:
+    spans: dict[tuple[int, int], list[tuple[datetime, datetime, Any]]] = {}
+    for s in sessions:
+        spans.setdefault((s["unit"], s["marker"]), []).append(
+            (s["start"], s["last"], bucket(s["start"]))
+        )
+    totals: dict[tuple[Any, int], int] = {}
+    for (_, marker), tutor_spans in spans.items():
+        for first, last, value in merged_blocks(tutor_spans):
+            key = (value, marker)
+            totals[key] = totals.get(key, 0) + duration_minutes(first, last, MIN_MINUTES)
+    return totals
+
+
+def check_reports(
+    conn: sa.Connection, models: Any, scope: Scope, starts: list[datetime], tz: ZoneInfo
+) -> None:
+    sessions = raw_sessions(conn, models, scope)
+    got = summary(conn, models, scope, min_minutes=MIN_MINUTES)
+    minutes = raw_minutes(sessions, lambda _: None)
+    expected: dict[int, list[int]] = {}
+    for s in sessions:
+        row = expected.setdefault(s["marker"], [0, 0])
+        row[0] += 1
+        row[1] += s["assessments"]
+    assert {
+        t["marker_id"]: (t["sessions"], t["assessments"], t["minutes"]) for t in got["tutors"]
+    } == {m: (n, a, minutes[None, m]) for m, (n, a) in expected.items()}
+
+    def index(t: datetime) -> int:
+        return max(i for i, s in enumerate(starts) if s <= t) if t >= starts[0] else 0
+
+    buckets = timeline(conn, models, scope, starts, tz, min_minutes=MIN_MINUTES)
+    by_bucket = raw_minutes(sessions, index)
+    for i, b in enumerate(buckets):
+        mine = [s for s in sessions if index(s["start"]) == i]
+        assert b["sessions"] == len(mine)
+        assert b["assessments"] == sum(s["assessments"] for s in mine)
+        assert b["minutes"] == sum(v for (j, _), v in by_bucket.items() if j == i)
+
+    per_definition: dict[Any, list[Any]] = {}
+    for s in sessions:
+        for definition, task in s["tasks"]:
+            found = per_definition.setdefault(definition, [0, set(), set(), 0.0])
+            found[0] += 1
+            found[1].add(task)
+            found[2].add(s["marker"])
+            found[3] += s["minutes"] / s["assessments"]
+    assert {
+        t["task_definition_id"]: (
+            t["assessments"],
+            t["tasks"],
+            t["markers"],
+            t["estimated_minutes"],
+        )
+        for t in tasks(conn, models, scope, min_minutes=MIN_MINUTES)
+    } == {
+        d: (n, len([t for t in ts if t is not None]), len(ms), round(m, 1))
+        for d, (n, ts, ms, m) in per_definition.items()
+    }
+
+
+def stored_figures(conn: sa.Connection, models: Any) -> list[tuple[Any, ...]]:
+    """Every session's figures: NULLs for an open one."""
+    ms = models.MarkingSession
+    columns = [ms.id, ms.end_time.is_(None), *(getattr(ms, name) for name in figures.FIGURES)]
+    return [tuple(r) for r in conn.execute(sa.select(*columns).order_by(ms.id))]
+
+
+def figures_from_scratch(conn: sa.Connection, models: Any) -> list[tuple[Any, ...]]:
+    """What :func:`figures.refresh_all` computes from the raw rows (one statement on
+    PostgreSQL, the writers' walk elsewhere), left uncommitted."""
+    with conn.begin_nested() if conn.in_transaction() else conn.begin() as tx:
+        ms = models.MarkingSession
+        conn.execute(sa.update(ms.__table__).values(dict.fromkeys(figures.FIGURES)))
+        figures.refresh_all(conn, models)
+        fresh = stored_figures(conn, models)
+        tx.rollback()
+    return fresh

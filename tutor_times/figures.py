@@ -1,0 +1,250 @@
+"""Figures kept on each closed session, so a report over years adds them up.
+
+A report over a long range used to count every session's assessments from its activities
+and merge R10 over every session, on every request. Those figures change only when a
+session does, so each closed session keeps them (open ones keep NULLs and are counted live):
+
+- ``assessments``: its assessing activities;
+- ``block_start``, ``block_last_start``, ``block_end``: the R10 block it belongs to when
+  *all* of its tutor's closed sessions in the unit are merged — the block's first start,
+  its last session's start, and its end;
+- ``block_minutes``: the block's whole minutes, ⌊(end − first start) / 1 minute⌋, on the
+  block's first session (by start, end, id) and NULL on the others. R4's minimum is applied
+  when read, so a changed MIN_MINUTES needs nothing rewritten.
+
+A block whose sessions all start in a report's range is the block the range's own merge
+makes (merging is a walk in start order, and nothing outside the block touches it), so the
+report takes its stored minutes. The few blocks cut by the range's edges, or near an open
+session, are merged again from their sessions by the report (:mod:`.reports`).
+
+Every writer that closes, reopens, moves, joins or deletes a session, or adds an activity to
+a closed one, calls :func:`refresh` (or :func:`sessions_changed`) in its own transaction with
+the tutor, unit and earliest time it touched. The blocks that reach that time or later are
+merged again from their sessions: a session closing at the end of its tutor's history
+rewrites only itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from .accounting import duration_minutes
+from .constants import ASSESSING
+from .models import Models
+
+#: the columns this module keeps, in the order :func:`_figures` gives them
+FIGURES = ("assessments", "block_start", "block_last_start", "block_end", "block_minutes")
+
+#: their bound parameters when written
+NEW = tuple(f"new_{name}" for name in FIGURES)
+
+#: keys per statement when SQLite reads many tutors' sessions (one OR term per tutor)
+SQLITE_TUTORS_PER_READ = 200
+
+
+class Touch(NamedTuple):
+    """A write to one tutor's sessions in one unit, at ``since`` or later (the earliest start
+    it gave, took away or changed)."""
+
+    unit_id: int
+    marker_id: int
+    since: datetime
+
+
+def sessions_changed(conn: sa.Connection, models: Models, ids: Iterable[int]) -> None:
+    """:func:`refresh` for the sessions ``ids`` as they are now (closed, reopened, or given
+    another activity); ids that no longer exist are skipped."""
+    ids = sorted(set(ids))
+    if not ids:
+        return
+    ms = models.MarkingSession
+    rows = conn.execute(
+        sa.select(ms.id, ms.unit_id, ms.marker_id, ms.start_time, ms.end_time, ms.block_start)
+        .where(ms.id.in_(ids))
+    ).all()
+    reopened = [r.id for r in rows if r.end_time is None and r.block_start is not None]
+    if reopened:
+        conn.execute(
+            sa.update(ms.__table__)
+            .where(ms.id.in_(reopened))
+            .values(dict.fromkeys(FIGURES))
+        )
+    refresh(conn, models, [Touch(r.unit_id, r.marker_id, r.start_time) for r in rows])
+
+
+def refresh(conn: sa.Connection, models: Models, touches: Iterable[Touch]) -> None:
+    """Keep the figures of every tutor touched: count and merge again the closed sessions of
+    the blocks that reach each touch's time, and every later one.
+
+    One transaction at a time merges a tutor's blocks: a lock per tutor and unit, taken in
+    ascending order (as every writer takes several), held to the end of the transaction."""
+    since: dict[tuple[int, int], datetime] = {}
+    for unit_id, marker_id, at in touches:
+        tutor = (unit_id, marker_id)
+        since[tutor] = min(at, since.get(tutor, at))
+    if not since:
+        return
+    _lock_tutors(conn, list(since))
+    rows = _sessions_from(conn, models, since)
+    by_tutor: dict[tuple[int, int], list[Any]] = {}
+    for row in rows:
+        by_tutor.setdefault((row.unit_id, row.marker_id), []).append(row)
+    changed: list[dict[str, Any]] = []
+    for sessions in by_tutor.values():
+        for row, figures in zip(sessions, _figures(sessions), strict=True):
+            if tuple(getattr(row, name) for name in FIGURES) != figures:
+                changed.append({"sid": row.id, **dict(zip(NEW, figures, strict=True))})
+    if changed:
+        table = models.MarkingSession.__table__
+        conn.execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("sid"))
+            .values({name: sa.bindparam(new) for name, new in zip(FIGURES, NEW, strict=True)}),
+            changed,
+        )
+
+
+def refresh_all(conn: sa.Connection, models: Models) -> None:
+    """Every tutor's figures from the first session on (a bulk load, or a check): one
+    statement on PostgreSQL."""
+    ms = models.MarkingSession
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text(ALL_IN_SQL), {"assessing": ASSESSING})
+        return
+    tutors = conn.execute(
+        sa.select(ms.unit_id, ms.marker_id, sa.func.min(ms.start_time))
+        .where(ms.end_time.is_not(None))
+        .group_by(ms.unit_id, ms.marker_id)
+    ).all()
+    refresh(conn, models, [Touch(*t) for t in tutors])
+
+
+#: :func:`refresh_all` on PostgreSQL: the same walk as :func:`_figures`, by window functions
+ALL_IN_SQL = """
+WITH s AS (
+    SELECT id, unit_id, marker_id, start_time AS st, end_time AS en,
+           max(end_time) OVER (PARTITION BY unit_id, marker_id
+                               ORDER BY start_time, end_time, id
+                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+    FROM marking_sessions WHERE end_time IS NOT NULL
+), numbered AS (
+    SELECT *, sum(CASE WHEN st <= before THEN 0 ELSE 1 END)
+                  OVER (PARTITION BY unit_id, marker_id ORDER BY st, en, id
+                        ROWS UNBOUNDED PRECEDING) AS block,
+              row_number() OVER (PARTITION BY unit_id, marker_id ORDER BY st, en, id) AS n
+    FROM s
+), b AS (
+    SELECT id, n, min(st) OVER k AS first, max(st) OVER k AS last, max(en) OVER k AS ends,
+           min(n) OVER k AS head
+    FROM numbered WINDOW k AS (PARTITION BY unit_id, marker_id, block)
+)
+UPDATE marking_sessions AS ms
+SET block_start = b.first, block_last_start = b.last, block_end = b.ends,
+    block_minutes = CASE WHEN b.n = b.head
+                         THEN floor(extract(epoch FROM b.ends - b.first) / 60)::integer END,
+    assessments = (SELECT count(*) FROM session_activities AS a
+                   WHERE a.marking_session_id = ms.id AND a.action = :assessing)
+FROM b WHERE ms.id = b.id
+"""
+
+
+def _figures(sessions: list[Any]) -> list[tuple[Any, ...]]:
+    """The figures of one tutor's closed sessions in start order (the first of them starts
+    a block): R10's walk, each session joining the block before it when it starts at or
+    before that block's end."""
+    blocks: list[list[Any]] = []  # [first start, last start, end, first session's index]
+    member: list[int] = []
+    for i, s in enumerate(sessions):
+        if blocks and s.start_time <= blocks[-1][2]:
+            block = blocks[-1]
+            block[1] = s.start_time
+            block[2] = max(block[2], s.end_time)
+        else:
+            blocks.append([s.start_time, s.start_time, s.end_time, i])
+        member.append(len(blocks) - 1)
+    out = []
+    for i, s in enumerate(sessions):
+        first, last, end, head = blocks[member[i]]
+        minutes = duration_minutes(first, end, 0) if head == i else None
+        out.append((s.counted, first, last, end, minutes))
+    return out
+
+
+def _sessions_from(
+    conn: sa.Connection, models: Models, since: dict[tuple[int, int], datetime]
+) -> list[Any]:
+    """The closed sessions of each tutor whose block reaches its time (stored ``block_end``
+    at or after it, or none stored yet), in start order, with their assessments counted."""
+    ms, act = models.MarkingSession, models.SessionActivity
+    counted = (
+        sa.select(sa.func.count())
+        .where(act.marking_session_id == ms.id, act.action == ASSESSING)
+        .scalar_subquery()
+    )
+    columns = [
+        ms.id,
+        ms.unit_id,
+        ms.marker_id,
+        ms.start_time,
+        ms.end_time,
+        *(getattr(ms, name) for name in FIGURES),
+        counted.label("counted"),
+    ]
+    order = [ms.unit_id, ms.marker_id, ms.start_time, ms.end_time, ms.id]
+    closed = ms.end_time.is_not(None)
+    if conn.dialect.name == "postgresql":
+        tutors = sorted(since)
+        touched = (
+            sa.func.unnest(
+                _array([u for u, _ in tutors], sa.BigInteger),
+                _array([m for _, m in tutors], sa.BigInteger),
+                _array([since[t] for t in tutors], ms.start_time.type),
+            )
+            .table_valued("unit_id", "marker_id", "since")
+            .render_derived(name="touched")
+        )
+        t = touched.c
+        query = (
+            sa.select(*columns)
+            .join_from(ms, touched, sa.and_(ms.unit_id == t.unit_id, ms.marker_id == t.marker_id))
+            .where(closed, sa.or_(ms.block_end >= t.since, ms.block_end.is_(None)))
+            .order_by(*order)
+        )
+        return list(conn.execute(query))
+    rows: list[Any] = []
+    items = sorted(since.items())
+    for i in range(0, len(items), SQLITE_TUTORS_PER_READ):
+        reach = [
+            sa.and_(
+                ms.unit_id == unit_id,
+                ms.marker_id == marker_id,
+                sa.or_(ms.block_end >= at, ms.block_end.is_(None)),
+            )
+            for (unit_id, marker_id), at in items[i : i + SQLITE_TUTORS_PER_READ]
+        ]
+        rows += conn.execute(sa.select(*columns).where(closed, sa.or_(*reach)).order_by(*order))
+    return rows
+
+
+def _array(values: list[Any], item: Any) -> Any:
+    return sa.bindparam(None, values, type_=postgresql.ARRAY(item))
+
+
+def _lock_tutors(conn: sa.Connection, tutors: list[tuple[int, int]]) -> None:
+    """A transaction lock per (unit, tutor), in ascending order. SQLite has one writer."""
+    if conn.dialect.name != "postgresql":
+        return
+    keys = sorted({_tutor_hash(unit_id, marker_id) for unit_id, marker_id in tutors})
+    held = sa.func.unnest(_array(keys, sa.BigInteger)).table_valued("k").render_derived("held")
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(held.c.k)).order_by(held.c.k)).all()
+
+
+def _tutor_hash(unit_id: int, marker_id: int) -> int:
+    text = f"figures:{unit_id}:{marker_id}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big", signed=True)
