@@ -65,22 +65,29 @@ def sessions_changed(conn: sa.Connection, models: Models, ids: Iterable[int]) ->
         return
     ms = models.MarkingSession
     rows = conn.execute(
-        sa.select(ms.id, ms.unit_id, ms.marker_id, ms.start_time, ms.end_time, ms.block_start)
-        .where(ms.id.in_(ids))
+        sa.select(
+            ms.id, ms.unit_id, ms.marker_id, ms.start_time, ms.end_time, ms.block_start
+        ).where(ms.id.in_(ids))
     ).all()
     reopened = [r.id for r in rows if r.end_time is None and r.block_start is not None]
     if reopened:
         conn.execute(
-            sa.update(ms.__table__)
-            .where(ms.id.in_(reopened))
-            .values(dict.fromkeys(FIGURES))
+            sa.update(ms.__table__).where(ms.id.in_(reopened)).values(dict.fromkeys(FIGURES))
         )
-    refresh(conn, models, [Touch(r.unit_id, r.marker_id, r.start_time) for r in rows])
+    touches = [Touch(r.unit_id, r.marker_id, r.start_time) for r in rows]
+    refresh(conn, models, touches, recount=ids)
 
 
-def refresh(conn: sa.Connection, models: Models, touches: Iterable[Touch]) -> None:
-    """Keep the figures of every tutor touched: count and merge again the closed sessions of
-    the blocks that reach each touch's time, and every later one.
+def refresh(
+    conn: sa.Connection,
+    models: Models,
+    touches: Iterable[Touch],
+    *,
+    recount: Iterable[int] = (),
+) -> None:
+    """Keep the figures of every tutor touched: merge again the closed sessions of the
+    blocks that reach each touch's time, and every later one. A session's assessments are
+    counted again when it is in ``recount`` (its activities changed) or has none stored.
 
     One transaction at a time merges a tutor's blocks: a lock per tutor and unit, taken in
     ascending order (as every writer takes several), held to the end of the transaction."""
@@ -91,7 +98,7 @@ def refresh(conn: sa.Connection, models: Models, touches: Iterable[Touch]) -> No
     if not since:
         return
     _lock_tutors(conn, list(since))
-    rows = _sessions_from(conn, models, since)
+    rows = _sessions_from(conn, models, since, sorted(set(recount)))
     by_tutor: dict[tuple[int, int], list[Any]] = {}
     for row in rows:
         by_tutor.setdefault((row.unit_id, row.marker_id), []).append(row)
@@ -122,6 +129,7 @@ def refresh_all(conn: sa.Connection, models: Models) -> None:
         .where(ms.end_time.is_not(None))
         .group_by(ms.unit_id, ms.marker_id)
     ).all()
+    conn.execute(sa.update(ms.__table__).values(assessments=None))  # all counted again
     refresh(conn, models, [Touch(*t) for t in tutors])
 
 
@@ -177,15 +185,26 @@ def _figures(sessions: list[Any]) -> list[tuple[Any, ...]]:
 
 
 def _sessions_from(
-    conn: sa.Connection, models: Models, since: dict[tuple[int, int], datetime]
+    conn: sa.Connection,
+    models: Models,
+    since: dict[tuple[int, int], datetime],
+    recount: list[int],
 ) -> list[Any]:
     """The closed sessions of each tutor whose block reaches its time (stored ``block_end``
-    at or after it, or none stored yet), in start order, with their assessments counted."""
+    at or after it, or none stored yet), in start order, with their assessments: counted
+    for those in ``recount`` or with none stored, else as stored."""
     ms, act = models.MarkingSession, models.SessionActivity
-    counted = (
-        sa.select(sa.func.count())
-        .where(act.marking_session_id == ms.id, act.action == ASSESSING)
-        .scalar_subquery()
+    stale = ms.assessments.is_(None)
+    if recount:
+        stale = sa.or_(stale, ms.id.in_(recount))
+    counted = sa.case(
+        (
+            stale,
+            sa.select(sa.func.count())
+            .where(act.marking_session_id == ms.id, act.action == ASSESSING)
+            .scalar_subquery(),
+        ),
+        else_=ms.assessments,
     )
     columns = [
         ms.id,

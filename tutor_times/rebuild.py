@@ -268,7 +268,8 @@ class Rebuilder:
                 )
             )
         since = min([s.start_time for s in block] + [runs[0].start])
-        figures.refresh(conn, self.models, [figures.Touch(key[1], key[0], since)])
+        touch = figures.Touch(key[1], key[0], since)
+        figures.refresh(conn, self.models, [touch], recount=[*target.values()])
 
     def _closed(self, run: Run, now: datetime) -> dict[str, Any]:
         return {
