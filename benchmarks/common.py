@@ -19,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
+from tutor_times import figures
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -118,10 +120,15 @@ def fill_closed_sessions(
     activities_per_session: int = 0,
     days: float = 730,
     end: datetime | None = None,
+    units_per_tutor: int | None = None,
 ) -> None:
     """``n`` closed sessions of 20 minutes spread evenly over the ``days`` before ``end``
     (default now), written in SQL at once, each with ``activities_per_session`` activities
-    (one in three of them assessing)."""
+    (one in three of them assessing), and their figures (``figures.refresh_all``).
+
+    Each tutor works in every unit, or in ``units_per_tutor`` of them (tutor m in units
+    m, m + units/k, ... modulo ``units``), taking them in turn."""
+    spread = units if units_per_tutor is None else units_per_tutor
     end = end or datetime.now(timezone.utc)
     engine = engine_of(app)
     with engine.begin() as conn:
@@ -131,7 +138,9 @@ def fill_closed_sessions(
                 """
                 INSERT INTO marking_sessions (marker_id, unit_id, ip_address, start_time,
                     end_time, duration_minutes, created_at, updated_at)
-                SELECT 1000 + g % :markers, 1 + (g / :markers) % :units,
+                SELECT 1000 + g % :markers,
+                       1 + (g % :markers + (g / :markers) % :spread * (:units / :spread))
+                           % :units,
                        '10.' || (g % 250) || '.0.1',
                        s, s + interval '20 minutes', 20, s, s + interval '20 minutes'
                 FROM (SELECT g, CAST(:end AS timestamptz)
@@ -139,7 +148,14 @@ def fill_closed_sessions(
                       FROM generate_series(1, :n) AS g) AS t
                 """
             ),
-            {"n": n, "markers": markers, "units": units, "days": days, "end": end},
+            {
+                "n": n,
+                "markers": markers,
+                "units": units,
+                "spread": spread,
+                "days": days,
+                "end": end,
+            },
         )
         if activities_per_session:
             conn.execute(
@@ -157,7 +173,15 @@ def fill_closed_sessions(
                 ),
                 {"per": activities_per_session, "last": max(1, activities_per_session - 1)},
             )
+        figures.refresh_all(conn, models_of(app))
     vacuum(engine)
+
+
+def models_of(app: Flask) -> Any:
+    from demo.extensions import tutor_times
+
+    with app.app_context():
+        return tutor_times.models
 
 
 def vacuum(engine: sa.Engine) -> None:
