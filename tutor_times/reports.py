@@ -424,7 +424,8 @@ def figured_by(
         cut.append(ms.block_end >= open_since)
     alone = sa.case((sa.or_(*cut), ms.id), else_=sa.null()).label("alone")
     several = starts is not None and len(starts) > 1
-    label = (bucket_index(conn, starts)(ms.start_time) if several else sa.literal(0)).label("bucket")
+    index = bucket_index(conn, starts) if starts is not None and several else None
+    label = (sa.literal(0) if index is None else index(ms.start_time)).label("bucket")
     keys = ([label] if several else []) + [alone]
     keys += [ms.unit_id, ms.marker_id] if per_marker else []
     credited = sa.case(
