@@ -173,6 +173,8 @@ def fill_closed_sessions(
                 ),
                 {"per": activities_per_session, "last": max(1, activities_per_session - 1)},
             )
+    vacuum(engine)  # statistics first: the figures' one statement joins every session
+    with engine.begin() as conn:
         figures.refresh_all(conn, models_of(app))
     vacuum(engine)
 

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
 from tutor_times import figures
-from tutor_times.accounting import duration_minutes
+from tutor_times.accounting import duration_minutes, to_micros
+from tutor_times.class_times import Timetable
 from tutor_times.reports import Scope, merged_blocks, summary, tasks, timeline
 
 from .conftest import BACKENDS, T0, Clock, build, make_app
@@ -105,6 +106,8 @@ def test_reports_from_stored_figures_equal_the_raw_computation(
                     for marker in (None, 3):
                         scope = Scope(starts[0], end, unit_id=unit, marker_id=marker)
                         check_reports(conn, models, scope, starts, tz)
+                        if unit is not None:
+                            check_split(conn, models, scope, starts, tz)
         assert stored_figures(conn, models) == figures_from_scratch(conn, models)
 
 
@@ -307,6 +310,37 @@ def check_reports(
         d: (n, len([t for t in ts if t is not None]), len(ms), round(m, 1))
         for d, (n, ts, ms, m) in per_definition.items()
     }
+
+
+def check_split(
+    conn: sa.Connection, models: Any, scope: Scope, starts: list[datetime], tz: ZoneInfo
+) -> None:
+    """With a timetable (R12), the split from the stored blocks is the split of the blocks
+    merged again from every session."""
+    hour = timedelta(hours=1)
+    classes = [(None, T0 + hour), (3, T0 + timedelta(minutes=20)), (4, T0 + 5 * hour)]
+    timetable = Timetable.of_unit(
+        [(who, to_micros(at), to_micros(at + hour)) for who, at in classes]
+    )
+    both = [
+        summary(conn, models, scope, min_minutes=MIN_MINUTES, timetable=timetable, stored=kept)
+        for kept in (True, False)
+    ]
+    assert both[0] == both[1]
+    lines = [
+        timeline(
+            conn,
+            models,
+            scope,
+            starts,
+            tz,
+            min_minutes=MIN_MINUTES,
+            timetable=timetable,
+            stored=kept,
+        )
+        for kept in (True, False)
+    ]
+    assert lines[0] == lines[1]
 
 
 def stored_figures(conn: sa.Connection, models: Any) -> list[tuple[Any, ...]]:

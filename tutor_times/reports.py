@@ -403,9 +403,12 @@ def figured_by(
     min_minutes: int,
     starts: list[datetime] | None = None,
     per_marker: bool = True,
+    timetable: Timetable | None = None,
 ) -> dict[tuple[int | None, int | None], list[int]]:
-    """Sessions, assessments and minutes (R10) per (bucket, marker) of the scope, from the
-    figures each closed session keeps (:mod:`.figures`), in one pass over the range.
+    """Sessions, assessments, minutes (R10) and during-class minutes (R12, 0 without a
+    ``timetable``) per (bucket, marker) of the scope, from the figures each closed session
+    keeps (:mod:`.figures`), in one pass over the range (and one over its stored blocks
+    for the split).
 
     ``starts`` are the buckets' first instants (the bucket is None without them); without
     ``per_marker`` every marker is None. A block whose sessions all start in the range, and
@@ -450,22 +453,60 @@ def figured_by(
         .group_by(*keys)
     ).all()
     totals: dict[tuple[int | None, int | None], list[int]] = {}
+
+    def add(value: Any, marker: int, *figures: int) -> None:
+        key = (None if starts is None else value, marker if per_marker else None)
+        found = totals.setdefault(key, [0, 0, 0, 0])
+        for i, figure in enumerate(figures):
+            found[i] += figure
+
     spans: dict[tuple[int, int], list[tuple[datetime, datetime, None]]] = {}
     for value, one, unit, marker, n, assessed, minutes, first, last in rows:
-        key = (None if starts is None else value, marker if per_marker else None)
-        figures = totals.setdefault(key, [0, 0, 0])
-        figures[0] += n
-        figures[1] += int(assessed or 0)
-        if one is None:
-            figures[2] += int(minutes)
-        else:
+        add(value, marker, n, int(assessed or 0), 0 if one is not None else int(minutes))
+        if one is not None:
             spans.setdefault((unit, marker), []).append((first, last, None))
-    for (_, marker), tutor_spans in spans.items():
+    for (unit, marker), tutor_spans in spans.items():
         for first, last, _ in merged_blocks(tutor_spans):
             value = None if starts is None else max(bisect_right(starts, first) - 1, 0)
-            key = (value, marker if per_marker else None)
-            totals.setdefault(key, [0, 0, 0])[2] += duration_minutes(first, last, min_minutes)
+            minutes = duration_minutes(first, last, min_minutes)
+            # R12: the block's minutes split by the classes it overlaps
+            during = (
+                0 if timetable is None else timetable.during(unit, marker, first, last, minutes)
+            )
+            add(value, marker, 0, 0, minutes, during)
+    if timetable is not None:
+        # the stored blocks whose sessions all start in the range, as the blocks are split
+        index = index or (lambda _: sa.literal(0))
+        whole = sa.and_(ms.block_minutes.is_not(None), sa.not_(sa.or_(*cut)))
+        blocks = sa.select(
+            index(ms.block_start).label("bucket"),
+            ms.unit_id.label("unit"),
+            ms.marker_id.label("marker"),
+            ms.block_start.label("first"),
+            ms.block_end.label("last"),
+            credited.label("minutes"),
+        ).where(*where, whole)
+        for value, marker, during in _split(conn, timetable, blocks, scope.start):
+            add(value, marker, 0, 0, 0, during)
     return totals
+
+
+def _split(
+    conn: sa.Connection, timetable: Timetable, blocks: Any, since: datetime
+) -> list[tuple[Any, int, int]]:
+    """(bucket, marker, during-class minutes) of ``blocks`` (bucket, unit, marker, first,
+    last, minutes): summed in PostgreSQL, block by block in Python elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return [
+            (b.bucket, b.marker, timetable.during(b.unit, b.marker, b.first, b.last, b.minutes))
+            for b in conn.execute(blocks)
+        ]
+    p = timetable.split_blocks(conn, blocks, since=since).c
+    # the during-class sum as an integer (PostgreSQL's sum of bigints is numeric, which
+    # comes back as a Decimal per row)
+    during = sa.cast(sa.func.sum(p.during), sa.BigInteger)
+    rows = conn.execute(sa.select(p.bucket, p.marker, during).group_by(p.bucket, p.marker))
+    return [(value, marker, int(d)) for value, marker, d in rows]
 
 
 def summary(
@@ -480,18 +521,20 @@ def summary(
     """Per tutor: sessions, minutes (R10), assessments, minutes per assessment; and totals.
     With a ``timetable``, each row's minutes are also split by R12 (during and outside class).
 
-    From the stored figures unless there is a timetable (its split needs each block) or
-    ``stored`` is false: then every session is counted and merged again."""
-    if stored and timetable is None:
-        figures = figured_by(conn, models, scope, min_minutes=min_minutes)
-        tutors = [
-            with_rate(
-                {"marker_id": marker, "sessions": n_sessions, "assessments": n_assessments},
-                minutes,
-            )
-            for (_, marker), (n_sessions, n_assessments, minutes) in sorted(figures.items())
-        ]
-        return {"tutors": tutors, "totals": _totals(tutors)}
+    From the stored figures unless ``stored`` is false: then every session is counted
+    and merged again."""
+    if stored:
+        figures = figured_by(conn, models, scope, min_minutes=min_minutes, timetable=timetable)
+        tutors = []
+        for (_, marker), (n_sessions, n_assessments, minutes, during) in sorted(figures.items()):
+            row = {"marker_id": marker, "sessions": n_sessions, "assessments": n_assessments}
+            tutors.append(with_rate(row, minutes))
+            if timetable is not None:
+                with_split(row, during)
+        totals = _totals(tutors)
+        if timetable is not None:
+            with_split(totals, sum(t["during_class_minutes"] for t in tutors))
+        return {"tutors": tutors, "totals": totals}
     marker = models.MarkingSession.marker_id
     split = merged_split_by(conn, models, scope, min_minutes=min_minutes, timetable=timetable)
     minutes = {key: total for key, (total, _) in split.items()}
@@ -657,12 +700,21 @@ def timeline(
     buckets = empty_buckets(starts, tz)
     if not starts:
         return buckets
-    if stored and timetable is None:
+    if stored:
         figures = figured_by(
-            conn, models, scope, min_minutes=min_minutes, starts=starts, per_marker=False
+            conn,
+            models,
+            scope,
+            min_minutes=min_minutes,
+            starts=starts,
+            per_marker=False,
+            timetable=timetable,
         )
-        for (i, _), (n_sessions, n_assessments, minutes) in figures.items():
+        for (i, _), (n_sessions, n_assessments, minutes, _during) in figures.items():
             buckets[i].update(sessions=n_sessions, assessments=n_assessments, minutes=minutes)
+        if timetable is not None:
+            for i, b in enumerate(buckets):
+                with_split(b, figures.get((i, None), [0, 0, 0, 0])[3])
         return buckets
     index = bucket_index(conn, starts)
     for i, n_sessions, n_assessments in _counts_by(
