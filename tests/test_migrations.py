@@ -9,7 +9,9 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +20,8 @@ from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
 
 from demo import create_app
-from demo.extensions import db
+from demo.extensions import db, tutor_times
+from tutor_times import figures
 from tutor_times.migrations import VERSIONS_DIR
 
 from .conftest import BACKENDS
@@ -177,3 +180,71 @@ def test_an_existing_project(host: Host) -> None:
     host.flask("db", "revision", "-m", "a data fix by hand", step=2)
     [third] = [p for p in host.revisions if p not in (first, second)]
     assert revision_of(third)[1] == f"'{revision_of(second)[0]}'"
+
+
+def test_upgrading_computes_the_figures_of_stored_sessions(empty_database: str) -> None:
+    """Sessions stored before tt0006 — overlapping ones of one tutor (R10), whose ends fall
+    a microsecond either side of a whole minute — get the figures the writers keep."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=empty_database)
+    t0 = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
+    spans = [(0, 30), (10, 45), (45, 60), (120, 121)]  # minutes after t0
+    with app.app_context():
+        upgrade(revision="demo@head")
+        upgrade(revision="tt0005")
+        with db.engine.begin() as conn:
+            conn.execute(
+                tutor_times_table("users")
+                .insert()
+                .values(id=3, username="t", name="T", password_hash="-", is_admin=False)
+            )
+            conn.execute(tutor_times_table("units").insert().values(id=1, code="U1", name="U"))
+            for i, (a, b) in enumerate(spans):
+                start = t0 + timedelta(minutes=a)
+                end = t0 + timedelta(minutes=b, microseconds=1 if i % 2 else -1)
+                values = {
+                    "id": i + 1,
+                    "marker_id": 3,
+                    "unit_id": 1,
+                    "ip_address": f"10.0.0.{i % 2}",
+                    "start_time": start,
+                    "end_time": end,
+                    "duration_minutes": max(1, b - a - 1),
+                    "created_at": start,
+                    "updated_at": end,
+                }
+                conn.execute(tutor_times_table("marking_sessions").insert().values(values))
+                conn.execute(
+                    tutor_times_table("session_activities")
+                    .insert()
+                    .values(
+                        marking_session_id=i + 1,
+                        action="assessing",
+                        created_at=start,
+                        updated_at=start,
+                        source="server",
+                    )
+                )
+        upgrade(revision="heads")
+        models = tutor_times.models
+        with db.engine.connect() as conn:
+            upgraded = figure_rows(conn, models)
+            conn.execute(
+                sa.update(models.MarkingSession.__table__).values(dict.fromkeys(figures.FIGURES))
+            )
+            figures.refresh(conn, models, [figures.Touch(1, 3, t0, t0 + timedelta(hours=3))])
+            walked = figure_rows(conn, models)
+            conn.rollback()
+        assert upgraded == walked
+        # the first three are one block of 60 minutes less a microsecond, the last its own
+        assert [r[-1] for r in upgraded] == [59, None, None, 1]
+        downgrade(revision="tutor_times@base")
+
+
+def tutor_times_table(name: str) -> sa.Table:
+    return sa.Table(name, sa.MetaData(), autoload_with=db.engine)
+
+
+def figure_rows(conn: sa.Connection, models: Any) -> list[tuple[Any, ...]]:
+    ms = models.MarkingSession
+    columns = [getattr(ms, name) for name in figures.FIGURES]
+    return [tuple(r) for r in conn.execute(sa.select(*columns).order_by(ms.id))]

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from redis.cluster import RedisCluster
 
 from . import figures, metrics
-from .models import Models, close_session_ids, last_activity_of
+from .models import Models, close_session_ids, last_activity_of, lock_keys, tutor_hash
 from .redis_cache import REDIS_ERRORS
 
 logger = logging.getLogger("tutor_times")
@@ -59,16 +59,23 @@ def sweep(
     after_id = 0
     while True:
         with connect() as s:
-            ids = s.scalars(
-                sa.select(ms.id)
+            found = s.execute(
+                sa.select(ms.id, ms.unit_id, ms.marker_id)
                 .where(ms.id > after_id, *scope)
                 .order_by(ms.id)
                 .limit(batch_size)
+            ).all()
+            if not found:
+                break
+            after_id = found[-1].id
+            # their tutors' locks before any row's: closing keeps the tutors' figures
+            lock_keys(s, [tutor_hash(f.unit_id, f.marker_id) for f in found])
+            ids = s.scalars(
+                sa.select(ms.id)
+                .where(ms.id.in_([f.id for f in found]), *scope)
+                .order_by(ms.id)
                 .with_for_update(of=ms, skip_locked=True)
             ).all()
-            if not ids:
-                break
-            after_id = ids[-1]
             rows = s.execute(
                 sa.select(ms.id, ms.start_time, last.label("last")).where(ms.id.in_(ids))
             ).all()
@@ -83,7 +90,7 @@ def sweep(
         closed += n
         if n and key is None:
             logger.info("closed %d idle marking sessions", n)
-        if len(ids) < batch_size:
+        if len(found) < batch_size:
             break
     return closed
 

@@ -62,6 +62,7 @@ def own_engine(
     autocommit: bool = False,
     pre_ping: bool = False,
     jit: bool = True,
+    snapshot: bool = False,
 ) -> sa.Engine:
     """An engine of the extension's own on the host's database (tracking's, or the
     reports'), or the host's engine itself when its database cannot be shared (in-memory
@@ -77,7 +78,9 @@ def own_engine(
     the host's own queries; ``pre_ping``: each checkout tests its connection, so a
     database restart fails no report; ``jit`` False: PostgreSQL compiles no expressions, as
     a report over years costs past ``jit_above_cost`` and compiling took longer than running
-    it): see :meth:`~tutor_times.state.AppState.reports_engine`.
+    it; ``snapshot``: on PostgreSQL each transaction reads one snapshot, REPEATABLE READ,
+    so the statements of one report, or of one page of reports, agree): see
+    :meth:`~tutor_times.state.AppState.reports_engine`.
     """
     url = host.url
     if is_in_memory(url):
@@ -96,6 +99,8 @@ def own_engine(
     if autocommit:
         # set once on each new connection, rather than on every checkout and back again
         kwargs["isolation_level"] = "AUTOCOMMIT"
+    elif snapshot and host.dialect.name == "postgresql":
+        kwargs["isolation_level"] = "REPEATABLE READ"
     engine = sa.create_engine(
         url,
         connect_args=connect_args,
@@ -182,27 +187,6 @@ def execute_for_id(
             dialect=dialect,
         ) from exc
     return None if row is None else int(row[0])
-
-
-def lock_key(conn: sa.Connection, key: int) -> None:
-    """Hold a lock on one session key until the transaction ends, so placements of one key
-    happen one at a time. SQLite runs one writer at a time already."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-
-
-def lock_keys(conn: sa.Connection, keys: list[int]) -> None:
-    """:func:`lock_key` for many keys in one statement, taken in ascending order: every
-    writer that holds several keys' locks at once takes them in this order, so none waits
-    for another in a cycle. (PostgreSQL evaluates a volatile function of the select list
-    after the sort.)"""
-    if conn.dialect.name != "postgresql" or not keys:
-        return
-    from sqlalchemy.dialects.postgresql import ARRAY
-
-    ordered = sa.bindparam("keys", sorted(set(keys)), type_=ARRAY(sa.BigInteger))
-    held = sa.func.unnest(ordered).table_valued("k").render_derived(name="held")
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(held.c.k)).order_by(held.c.k)).all()
 
 
 def insert_rows(

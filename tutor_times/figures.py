@@ -26,7 +26,6 @@ rewrites only itself.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -36,7 +35,7 @@ from sqlalchemy.dialects import postgresql
 
 from .accounting import duration_minutes
 from .constants import ASSESSING
-from .models import Models
+from .models import Models, lock_keys, tutor_hash
 
 #: the columns this module keeps, in the order :func:`_figures` gives them
 FIGURES = ("assessments", "block_start", "block_last_start", "block_end", "block_minutes")
@@ -49,12 +48,13 @@ SQLITE_TUTORS_PER_READ = 200
 
 
 class Touch(NamedTuple):
-    """A write to one tutor's sessions in one unit, at ``since`` or later (the earliest start
-    it gave, took away or changed)."""
+    """A write to one tutor's sessions in one unit within [since, until]: from the earliest
+    start it gave, took away or changed to the latest end (or block end) it did."""
 
     unit_id: int
     marker_id: int
     since: datetime
+    until: datetime
 
 
 def sessions_changed(conn: sa.Connection, models: Models, ids: Iterable[int]) -> None:
@@ -66,7 +66,13 @@ def sessions_changed(conn: sa.Connection, models: Models, ids: Iterable[int]) ->
     ms = models.MarkingSession
     rows = conn.execute(
         sa.select(
-            ms.id, ms.unit_id, ms.marker_id, ms.start_time, ms.end_time, ms.block_start
+            ms.id,
+            ms.unit_id,
+            ms.marker_id,
+            ms.start_time,
+            ms.end_time,
+            ms.block_start,
+            ms.block_end,
         ).where(ms.id.in_(ids))
     ).all()
     reopened = [r.id for r in rows if r.end_time is None and r.block_start is not None]
@@ -74,7 +80,16 @@ def sessions_changed(conn: sa.Connection, models: Models, ids: Iterable[int]) ->
         conn.execute(
             sa.update(ms.__table__).where(ms.id.in_(reopened)).values(dict.fromkeys(FIGURES))
         )
-    touches = [Touch(r.unit_id, r.marker_id, r.start_time) for r in rows]
+    # a session reaches as far as its end, or as its block did (a reopened one)
+    touches = [
+        Touch(
+            r.unit_id,
+            r.marker_id,
+            r.start_time,
+            max(t for t in (r.start_time, r.end_time, r.block_end) if t is not None),
+        )
+        for r in rows
+    ]
     refresh(conn, models, touches, recount=ids)
 
 
@@ -86,19 +101,22 @@ def refresh(
     recount: Iterable[int] = (),
 ) -> None:
     """Keep the figures of every tutor touched: merge again the closed sessions of the
-    blocks that reach each touch's time, and every later one. A session's assessments are
-    counted again when it is in ``recount`` (its activities changed) or has none stored.
+    blocks that reach into each touch's times (a later block cannot change: nothing before
+    it moved). A session's assessments are counted again when it is in ``recount`` (its
+    activities changed) or has none stored.
 
-    One transaction at a time merges a tutor's blocks: a lock per tutor and unit, taken in
-    ascending order (as every writer takes several), held to the end of the transaction."""
-    since: dict[tuple[int, int], datetime] = {}
-    for unit_id, marker_id, at in touches:
+    One transaction at a time merges a tutor's blocks: it holds the tutor's lock
+    (:func:`~tutor_times.models.tutor_hash`) to its end. Writers take it with their keys'
+    locks, before locking any session; taking it again here costs nothing."""
+    spans: dict[tuple[int, int], tuple[datetime, datetime]] = {}
+    for unit_id, marker_id, since, until in touches:
         tutor = (unit_id, marker_id)
-        since[tutor] = min(at, since.get(tutor, at))
-    if not since:
+        lo, hi = spans.get(tutor, (since, until))
+        spans[tutor] = (min(lo, since), max(hi, until))
+    if not spans:
         return
-    _lock_tutors(conn, list(since))
-    rows = _sessions_from(conn, models, since, sorted(set(recount)))
+    lock_keys(conn, [tutor_hash(unit_id, marker_id) for unit_id, marker_id in spans])
+    rows = _sessions_within(conn, models, spans, sorted(set(recount)))
     by_tutor: dict[tuple[int, int], list[Any]] = {}
     for row in rows:
         by_tutor.setdefault((row.unit_id, row.marker_id), []).append(row)
@@ -125,7 +143,7 @@ def refresh_all(conn: sa.Connection, models: Models) -> None:
         conn.execute(sa.text(ALL_IN_SQL), {"assessing": ASSESSING})
         return
     tutors = conn.execute(
-        sa.select(ms.unit_id, ms.marker_id, sa.func.min(ms.start_time))
+        sa.select(ms.unit_id, ms.marker_id, sa.func.min(ms.start_time), sa.func.max(ms.end_time))
         .where(ms.end_time.is_not(None))
         .group_by(ms.unit_id, ms.marker_id)
     ).all()
@@ -184,15 +202,20 @@ def _figures(sessions: list[Any]) -> list[tuple[Any, ...]]:
     return out
 
 
-def _sessions_from(
+def _sessions_within(
     conn: sa.Connection,
     models: Models,
-    since: dict[tuple[int, int], datetime],
+    spans: dict[tuple[int, int], tuple[datetime, datetime]],
     recount: list[int],
 ) -> list[Any]:
-    """The closed sessions of each tutor whose block reaches its time (stored ``block_end``
-    at or after it, or none stored yet), in start order, with their assessments: counted
-    for those in ``recount`` or with none stored, else as stored."""
+    """The closed sessions of the blocks that reach into each tutor's [since, until], in
+    start order, with their assessments: counted for those in ``recount`` or with none
+    stored, else as stored.
+
+    Blocks are disjoint and ordered, so those are the blocks whose stored end lies from
+    ``since`` up to the end of the first block ending at or after ``until`` (a bounded
+    range of the tutor's ``block_end`` index, however long the history after it), and the
+    sessions with no figures yet that start within the span."""
     ms, act = models.MarkingSession, models.SessionActivity
     stale = ms.assessments.is_(None)
     if recount:
@@ -217,53 +240,59 @@ def _sessions_from(
     ]
     order = [ms.unit_id, ms.marker_id, ms.start_time, ms.end_time, ms.id]
     closed = ms.end_time.is_not(None)
+    later = ms.__table__.alias("later").c
+
+    def reach(unit_id: Any, marker_id: Any, since: Any, until: Any) -> Any:
+        first_after = (
+            sa.select(sa.func.min(later.block_end))
+            .where(
+                later.unit_id == unit_id,
+                later.marker_id == marker_id,
+                later.block_end >= until,
+            )
+            .scalar_subquery()
+        )
+        bound = sa.func.coalesce(first_after, until, type_=ms.block_end.type)
+        return sa.and_(
+            ms.unit_id == unit_id,
+            ms.marker_id == marker_id,
+            sa.or_(
+                sa.and_(ms.block_end >= since, ms.block_end <= bound),
+                sa.and_(ms.block_end.is_(None), ms.start_time >= since, ms.start_time <= until),
+            ),
+        )
+
     if conn.dialect.name == "postgresql":
-        tutors = sorted(since)
+        tutors = sorted(spans)
         touched = (
             sa.func.unnest(
                 _array([u for u, _ in tutors], sa.BigInteger),
                 _array([m for _, m in tutors], sa.BigInteger),
-                _array([since[t] for t in tutors], ms.start_time.type),
+                _array([spans[t][0] for t in tutors], ms.start_time.type),
+                _array([spans[t][1] for t in tutors], ms.start_time.type),
             )
-            .table_valued("unit_id", "marker_id", "since")
+            .table_valued("unit_id", "marker_id", "since", "until")
             .render_derived(name="touched")
         )
         t = touched.c
         query = (
             sa.select(*columns)
-            .join_from(ms, touched, sa.and_(ms.unit_id == t.unit_id, ms.marker_id == t.marker_id))
-            .where(closed, sa.or_(ms.block_end >= t.since, ms.block_end.is_(None)))
+            .select_from(touched)
+            .join(ms, reach(t.unit_id, t.marker_id, t.since, t.until))
+            .where(closed)
             .order_by(*order)
         )
         return list(conn.execute(query))
     rows: list[Any] = []
-    items = sorted(since.items())
+    items = sorted(spans.items())
     for i in range(0, len(items), SQLITE_TUTORS_PER_READ):
-        reach = [
-            sa.and_(
-                ms.unit_id == unit_id,
-                ms.marker_id == marker_id,
-                sa.or_(ms.block_end >= at, ms.block_end.is_(None)),
-            )
-            for (unit_id, marker_id), at in items[i : i + SQLITE_TUTORS_PER_READ]
+        within = [
+            reach(unit_id, marker_id, since, until)
+            for (unit_id, marker_id), (since, until) in items[i : i + SQLITE_TUTORS_PER_READ]
         ]
-        rows += conn.execute(sa.select(*columns).where(closed, sa.or_(*reach)).order_by(*order))
+        rows += conn.execute(sa.select(*columns).where(closed, sa.or_(*within)).order_by(*order))
     return rows
 
 
 def _array(values: list[Any], item: Any) -> Any:
     return sa.bindparam(None, values, type_=postgresql.ARRAY(item))
-
-
-def _lock_tutors(conn: sa.Connection, tutors: list[tuple[int, int]]) -> None:
-    """A transaction lock per (unit, tutor), in ascending order. SQLite has one writer."""
-    if conn.dialect.name != "postgresql":
-        return
-    keys = sorted({_tutor_hash(unit_id, marker_id) for unit_id, marker_id in tutors})
-    held = sa.func.unnest(_array(keys, sa.BigInteger)).table_valued("k").render_derived("held")
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(held.c.k)).order_by(held.c.k)).all()
-
-
-def _tutor_hash(unit_id: int, marker_id: int) -> int:
-    text = f"figures:{unit_id}:{marker_id}".encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big", signed=True)

@@ -51,6 +51,8 @@ from .models import (
     Models,
     close_sessions,
     last_activity_of,
+    lock_keys,
+    tutor_hash,
 )
 from .sql_store import SqlStore, key_hash
 
@@ -474,7 +476,9 @@ class Placer:
         groups.sort(key=lambda kg: key_hash(kg[0]))
         for first in range(0, len(groups), KEYS_PER_TRANSACTION):
             chunk = groups[first : first + KEYS_PER_TRANSACTION]
-            drivers.lock_keys(conn, [key_hash(k) for k, _ in chunk])
+            # the keys' locks and their tutors' (figures.refresh writes other keys' rows)
+            hashes = [key_hash(k) for k, _ in chunk] + [tutor_hash(k[1], k[0]) for k, _ in chunk]
+            lock_keys(conn, hashes)
             plan = self.plan(conn, {k: key_runs(rows, self.timeout) for k, rows in chunk}, clock())
             self.write(conn, plan, clock())
             conn.commit()

@@ -3,6 +3,7 @@ metadata."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -10,6 +11,7 @@ from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from .accounting import UTC, duration_minutes
@@ -153,6 +155,14 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 "unit_id",
                 "start_time",
                 postgresql_include=list(REPORTED),
+            ),
+            # A report finds the sessions of its range that have no figures (the open ones).
+            sa.Index(
+                "ix_marking_sessions_unfigured",
+                "unit_id",
+                "start_time",
+                postgresql_where=sa.text("block_start IS NULL"),
+                sqlite_where=sa.text("block_start IS NULL"),
             ),
             # Keeping the figures finds a tutor's blocks that reach a time by their end.
             sa.Index("ix_marking_sessions_tutor_block_end", "unit_id", "marker_id", "block_end"),
@@ -305,6 +315,40 @@ def close_session_ids(
         .returning(table.c.id)
     )
     return [row.id for row in conn.execute(stmt)]
+
+
+def lock_hash(text: str) -> int:
+    """A signed 64-bit number for ``text``, for a transaction's advisory lock."""
+    return int.from_bytes(
+        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
+    )
+
+
+def tutor_hash(unit_id: int, marker_id: int) -> int:
+    """The lock of one tutor's sessions in one unit, whose R10 blocks :mod:`.figures` keeps.
+    A writer that will keep a tutor's figures takes it with its keys' locks (one
+    :func:`lock_keys`), before it locks any session row: keeping the figures writes rows of
+    the tutor's other keys."""
+    return lock_hash(f"tutor:{unit_id}:{marker_id}")
+
+
+def lock_key(conn: sa.Connection, key: int) -> None:
+    """Hold a lock on one session key until the transaction ends, so placements of one key
+    happen one at a time. SQLite runs one writer at a time already."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def lock_keys(conn: sa.Connection, keys: list[int]) -> None:
+    """:func:`lock_key` for many keys in one statement, taken in ascending order: every
+    writer that holds several keys' locks at once takes them in this order, so none waits
+    for another in a cycle. (PostgreSQL evaluates a volatile function of the select list
+    after the sort.)"""
+    if conn.dialect.name != "postgresql" or not keys:
+        return
+    ordered = sa.bindparam("keys", sorted(set(keys)), type_=postgresql.ARRAY(sa.BigInteger))
+    held = sa.func.unnest(ordered).table_valued("k").render_derived(name="held")
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(held.c.k)).order_by(held.c.k)).all()
 
 
 def last_activity_of(models: Models) -> Any:

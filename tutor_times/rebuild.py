@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from . import drivers, figures
 from .accounting import continues, duration_minutes, runs
-from .models import Models, last_activity_of
+from .models import Models, last_activity_of, lock_keys, tutor_hash
 from .sql_store import key_hash
 
 Key = tuple[int, int, str]
@@ -109,7 +109,7 @@ class Rebuilder:
         report = RebuildReport()
         for key in self.keys(unit_id, start, end):
             with self.connect() as conn:
-                drivers.lock_key(conn, key_hash(key))
+                lock_keys(conn, [key_hash(key), tutor_hash(key[1], key[0])])
                 before, after = self._rebuild_key(conn, key, start, end)
                 conn.commit()
             report.keys += 1
@@ -268,7 +268,8 @@ class Rebuilder:
                 )
             )
         since = min([s.start_time for s in block] + [runs[0].start])
-        touch = figures.Touch(key[1], key[0], since)
+        until = max([s.last for s in block] + [run.last for run in runs])
+        touch = figures.Touch(key[1], key[0], since, until)
         figures.refresh(conn, self.models, [touch], recount=[*target.values()])
 
     def _closed(self, run: Run, now: datetime) -> dict[str, Any]:

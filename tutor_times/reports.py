@@ -35,12 +35,15 @@ class Scope:
     marker_id: int | None = None
 
     def where(self, models: Models) -> list[Any]:
-        ms = models.MarkingSession
-        clauses = [ms.start_time >= self.start, ms.start_time < self.end]
+        return self.where_on(models.MarkingSession)
+
+    def where_on(self, sessions: Any) -> list[Any]:
+        """The scope's conditions on ``sessions`` (the model, or an alias's columns)."""
+        clauses = [sessions.start_time >= self.start, sessions.start_time < self.end]
         if self.unit_id is not None:
-            clauses.append(ms.unit_id == self.unit_id)
+            clauses.append(sessions.unit_id == self.unit_id)
         if self.marker_id is not None:
-            clauses.append(ms.marker_id == self.marker_id)
+            clauses.append(sessions.marker_id == self.marker_id)
         return clauses
 
 
@@ -419,12 +422,21 @@ def figured_by(
     """
     ms = models.MarkingSession
     where = scope.where(models)
-    open_since = conn.execute(
-        sa.select(sa.func.min(ms.start_time)).where(*where, ms.end_time.is_(None))
-    ).scalar()
-    cut = [ms.block_start.is_(None), ms.block_start < scope.start, ms.block_last_start >= scope.end]
-    if open_since is not None:
-        cut.append(ms.block_end >= open_since)
+    # the first start of the range's sessions without figures: the open ones (and any
+    # closed one a writer left without), counted live; a stored block that reaches it is
+    # merged again with them. One statement with the rest, so both see the same sessions.
+    unfigured = ms.__table__.alias("unfigured").c
+    first_unfigured = (
+        sa.select(sa.func.min(unfigured.start_time))
+        .where(*scope.where_on(unfigured), unfigured.block_start.is_(None))
+        .scalar_subquery()
+    )
+    cut = [
+        ms.block_start.is_(None),
+        ms.block_start < scope.start,
+        ms.block_last_start >= scope.end,
+        ms.block_end >= first_unfigured,
+    ]
     alone = sa.case((sa.or_(*cut), ms.id), else_=sa.null()).label("alone")
     several = starts is not None and len(starts) > 1
     index = bucket_index(conn, starts) if starts is not None and several else None
@@ -436,7 +448,7 @@ def figured_by(
         (ms.block_minutes < min_minutes, min_minutes),
         else_=ms.block_minutes,
     )
-    live = ms.end_time.is_(None)
+    live = ms.block_start.is_(None)
     rows = conn.execute(
         sa.select(
             label,
@@ -447,7 +459,9 @@ def figured_by(
             sa.func.sum(sa.case((live, _assessments_of(models)), else_=ms.assessments)),
             sa.func.sum(credited),
             sa.func.min(ms.start_time),
-            sa.func.max(sa.case((live, last_activity_of(models)), else_=ms.end_time)),
+            sa.func.max(
+                sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
+            ),
         )
         .where(*where)
         .group_by(*keys)
@@ -477,7 +491,8 @@ def figured_by(
     if timetable is not None:
         # the stored blocks whose sessions all start in the range, as the blocks are split
         index = index or (lambda _: sa.literal(0))
-        whole = sa.and_(ms.block_minutes.is_not(None), sa.not_(sa.or_(*cut)))
+        # as ``alone`` reads the cut: a comparison with no unfigured session is not one
+        whole = sa.and_(ms.block_minutes.is_not(None), sa.case((sa.or_(*cut), False), else_=True))
         blocks = sa.select(
             index(ms.block_start).label("bucket"),
             ms.unit_id.label("unit"),

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import figures
-from .models import Models
+from .models import Models, lock_keys, tutor_hash
 
 #: what ``purge --anonymize`` leaves in place of an address
 ANONYMIZED = ""
@@ -33,19 +33,25 @@ def purge(
     done = 0
     while True:
         with connect() as conn:
-            ids = conn.scalars(
-                sa.select(ms.c.id).where(*scope).order_by(ms.c.id).limit(batch_size)
+            found = conn.execute(
+                sa.select(ms.c.id, ms.c.unit_id, ms.c.marker_id)
+                .where(*scope)
+                .order_by(ms.c.id)
+                .limit(batch_size)
             ).all()
-            if not ids:
+            if not found:
                 return done
+            ids = [f.id for f in found]
             if anonymize:
                 conn.execute(sa.update(ms).where(ms.c.id.in_(ids)).values(ip_address=ANONYMIZED))
             else:
+                # their tutors' locks before any row's: deleting keeps the tutors' figures
+                lock_keys(conn, [tutor_hash(f.unit_id, f.marker_id) for f in found])
                 conn.execute(sa.delete(act).where(act.c.marking_session_id.in_(ids)))
                 gone = conn.execute(
                     sa.delete(ms)
                     .where(ms.c.id.in_(ids))
-                    .returning(ms.c.unit_id, ms.c.marker_id, ms.c.start_time)
+                    .returning(ms.c.unit_id, ms.c.marker_id, ms.c.start_time, ms.c.end_time)
                 )
                 # the blocks the deleted sessions were in are merged again without them
                 figures.refresh(conn, models, [figures.Touch(*row) for row in gone])

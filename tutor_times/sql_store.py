@@ -10,7 +10,6 @@ always exactly the maximal runs of the key's activities with gaps under the time
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +24,15 @@ from . import drivers, figures, metrics
 from .accounting import continues, duration_minutes
 from .activity import STORED_FIELDS, Activity
 from .errors import UnknownReferenceError
-from .models import Models, UTCDateTime, close_sessions, sessions_of_key
+from .models import (
+    Models,
+    UTCDateTime,
+    close_sessions,
+    lock_hash,
+    lock_keys,
+    sessions_of_key,
+    tutor_hash,
+)
 
 T = TypeVar("T")
 
@@ -200,7 +207,7 @@ class SqlStore:
     def _record(self, conn: sa.Connection, a: Activity) -> Recorded:
         # Every slow path of a key takes the key's lock first, so two of them never hold
         # each other's rows (a placement locks both neighbours of its activity).
-        drivers.lock_key(conn, _key_hash(a))
+        lock_keys(conn, [_key_hash(a), tutor_hash(a.unit_id, a.marker_id)])
         latest = conn.execute(self._latest_session, _key_params(a)).first()
         if latest is not None and latest.end_time is None and latest.start_time <= a.at:
             if continues(a.at, latest.last, self.timeout):
@@ -380,5 +387,4 @@ def key_hash(key: tuple[int, int, str]) -> int:
     """A signed 64-bit number for the key (R1), for a per-key lock: every writer that places
     activities of a key (live tracking's slow path, imports, rebuilds) takes it first."""
     marker_id, unit_id, ip_address = key
-    text = f"{marker_id}:{unit_id}:{ip_address}".encode()
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big", signed=True)
+    return lock_hash(f"{marker_id}:{unit_id}:{ip_address}")

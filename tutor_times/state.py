@@ -91,7 +91,8 @@ class AppState:
         sessions end in one) — a report's statements are then planned once per connection,
         not on every request. No statement timeout: a report may take as long as the host's
         own queries. No JIT on PostgreSQL: compiling a long range's expressions took longer
-        than running them."""
+        than running them. One snapshot per read on PostgreSQL: a report's statements (the
+        figures and the split of their blocks) see the same sessions."""
         engine = self.reports_engines.get(source)
         if engine is None:
             with self.lock:
@@ -104,6 +105,7 @@ class AppState:
                         options=self.engine_options,
                         pre_ping=True,
                         jit=False,
+                        snapshot=True,
                     )
                     self.reports_engines[source] = engine
         return engine
