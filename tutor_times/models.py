@@ -37,6 +37,7 @@ CLOSED_DURATION_CHECK = (
 
 #: what a report reads of each session of its range, besides unit and start
 REPORTED = (
+    "id",
     "marker_id",
     "end_time",
     "assessments",

@@ -424,7 +424,7 @@ def figured_by(
     where = scope.where(models)
     # the first start of the range's sessions without figures: the open ones (and any
     # closed one a writer left without), counted live; a stored block that reaches it is
-    # merged again with them. One statement with the rest, so both see the same sessions.
+    # merged again with them (a report reads on one snapshot: the statements agree).
     unfigured = ms.__table__.alias("unfigured").c
     first_unfigured = (
         sa.select(sa.func.min(unfigured.start_time))
@@ -437,31 +437,30 @@ def figured_by(
         ms.block_last_start >= scope.end,
         ms.block_end >= first_unfigured,
     ]
-    alone = sa.case((sa.or_(*cut), ms.id), else_=sa.null()).label("alone")
+    # a comparison with no unfigured session to compare with is no cut (NULL is not true)
+    is_cut = sa.case((sa.or_(*cut), True), else_=False)
     several = starts is not None and len(starts) > 1
     index = bucket_index(conn, starts) if starts is not None and several else None
     label = (sa.literal(0) if index is None else index(ms.start_time)).label("bucket")
-    keys = ([label] if several else []) + [alone]
-    keys += [ms.unit_id, ms.marker_id] if per_marker else []
+    keys = [label] if several else []
+    keys += [ms.marker_id] if per_marker else []
     credited = sa.case(
         (ms.block_minutes.is_(None), 0),
         (ms.block_minutes < min_minutes, min_minutes),
         else_=ms.block_minutes,
     )
     live = ms.block_start.is_(None)
+    # every session counts where it starts; a stored block's minutes where it starts, unless
+    # it is cut. Grouped by (bucket, marker) only: a planner that cannot count the groups
+    # sorts every session instead of hashing a few hundred groups.
     rows = conn.execute(
         sa.select(
             label,
-            alone,
-            sa.func.min(ms.unit_id).label("unit"),
             sa.func.min(ms.marker_id).label("marker"),
-            sa.func.count().label("sessions"),
+            sa.func.count(),
             sa.func.sum(sa.case((live, _assessments_of(models)), else_=ms.assessments)),
-            sa.func.sum(credited),
-            sa.func.min(ms.start_time),
-            sa.func.max(
-                sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
-            ),
+            sa.func.sum(sa.case((is_cut, 0), else_=credited)),
+            sa.func.sum(sa.case((is_cut, 1), else_=0)),
         )
         .where(*where)
         .group_by(*keys)
@@ -474,11 +473,15 @@ def figured_by(
         for i, figure in enumerate(figures):
             found[i] += figure
 
+    for value, marker, n, assessed, minutes, _ in rows:
+        add(value, marker, n, int(assessed or 0), int(minutes or 0))
     spans: dict[tuple[int, int], list[tuple[datetime, datetime, None]]] = {}
-    for value, one, unit, marker, n, assessed, minutes, first, last in rows:
-        add(value, marker, n, int(assessed or 0), 0 if one is not None else int(minutes))
-        if one is not None:
-            spans.setdefault((unit, marker), []).append((first, last, None))
+    if any(n_cut for *_, n_cut in rows):
+        last = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
+        for unit, marker, first, end in conn.execute(
+            sa.select(ms.unit_id, ms.marker_id, ms.start_time, last).where(*where, is_cut)
+        ):
+            spans.setdefault((unit, marker), []).append((first, end, None))
     for (unit, marker), tutor_spans in spans.items():
         for first, last, _ in merged_blocks(tutor_spans):
             value = None if starts is None else max(bisect_right(starts, first) - 1, 0)
@@ -491,8 +494,7 @@ def figured_by(
     if timetable is not None:
         # the stored blocks whose sessions all start in the range, as the blocks are split
         index = index or (lambda _: sa.literal(0))
-        # as ``alone`` reads the cut: a comparison with no unfigured session is not one
-        whole = sa.and_(ms.block_minutes.is_not(None), sa.case((sa.or_(*cut), False), else_=True))
+        whole = sa.and_(ms.block_minutes.is_not(None), sa.not_(is_cut))
         blocks = sa.select(
             index(ms.block_start).label("bucket"),
             ms.unit_id.label("unit"),
