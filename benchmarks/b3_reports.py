@@ -288,6 +288,7 @@ def dataset(app: Any, scale: tuple[int, int, int, int, int | None]) -> datetime:
         )
         with engine.begin() as conn:
             add_open_sessions(conn, end)
+            conn.execute(sa.text(f"DROP TABLE IF EXISTS {MARKER}"))  # another data set's
             conn.execute(sa.text(f"CREATE TABLE {MARKER} (description text, data_end timestamptz)"))
             conn.execute(sa.text(f"INSERT INTO {MARKER} VALUES (:d, :e)"), {"d": wanted, "e": end})
         vacuum(engine)

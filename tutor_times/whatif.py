@@ -75,6 +75,10 @@ def _islands(
 ) -> list[Session]:
     ms, act = models.MarkingSession, models.SessionActivity
     where = [act.created_at >= since, act.created_at < until]
+    # only a session that starts before the reach ends and ends after it begins holds an
+    # activity in it: one unit's sessions are found by its (unit_id, start_time) index, and
+    # their activities by session, rather than every unit's activities of the reach
+    where += [ms.start_time < until, sa.or_(ms.end_time >= since, ms.end_time.is_(None))]
     if scope.unit_id is not None:
         where.append(ms.unit_id == scope.unit_id)
     if scope.marker_id is not None:
