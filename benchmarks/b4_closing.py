@@ -37,7 +37,10 @@ from benchmarks.common import (
 
 
 def idle_sessions(app: Any, n: int, idle_for: timedelta) -> None:
-    """``n`` open sessions on distinct keys, each with one activity ``idle_for`` ago."""
+    """``n`` open sessions on distinct keys of 200 tutors, each with one activity
+    ``idle_for`` ago or up to two seconds a session earlier: a tutor's sessions follow one
+    another, rather than all 500 of them being open at one instant (one R10 block, which
+    closing would merge again at every batch)."""
     at = datetime.now(timezone.utc) - idle_for
     with engine_of(app).begin() as conn:
         add_staff(conn, 200, 1)
@@ -47,8 +50,9 @@ def idle_sessions(app: Any, n: int, idle_for: timedelta) -> None:
                 INSERT INTO marking_sessions (marker_id, unit_id, ip_address, start_time,
                     created_at, updated_at)
                 SELECT 1000 + g % 200, 1, '10.' || (g / 65536) || '.' || (g / 256 % 256)
-                       || '.' || (g % 256), :at, :at, :at
-                FROM generate_series(1, :n) AS g
+                       || '.' || (g % 256), t, t, t
+                FROM (SELECT g, CAST(:at AS timestamptz) - interval '2 seconds' * (g / 200) AS t
+                      FROM generate_series(1, :n) AS g) AS spread
                 """
             ),
             {"n": n, "at": at},

@@ -39,7 +39,6 @@ CLOSED_DURATION_CHECK = (
 REPORTED = (
     "id",
     "marker_id",
-    "end_time",
     "assessments",
     "block_start",
     "block_last_start",

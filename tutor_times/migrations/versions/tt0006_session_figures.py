@@ -32,7 +32,7 @@ UNIT_START = "ix_marking_sessions_unit_start"
 BLOCK_END = "ix_marking_sessions_tutor_block_end"
 UNFIGURED = "ix_marking_sessions_unfigured"
 TIMES = ("block_start", "block_last_start", "block_end")
-COVERED = ["id", "marker_id", "end_time", "assessments", *TIMES, "block_minutes"]
+COVERED = ["id", "marker_id", "assessments", *TIMES, "block_minutes"]
 
 #: whole minutes from ``first`` to ``ends``: PostgreSQL's epoch arithmetic is exact;
 #: SQLite keeps 'YYYY-MM-DD HH:MM:SS.ffffff', so the whole seconds (read without their
