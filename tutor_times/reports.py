@@ -478,10 +478,10 @@ def figured_by(
     spans: dict[tuple[int, int], list[tuple[datetime, datetime, None]]] = {}
     if any(n_cut for *_, n_cut in rows):
         # found from the covering index alone, then read by id (their ends are not in it)
-        ids = list(conn.scalars(sa.select(ms.id).where(*where, is_cut)))
+        cut_ids = sa.select(ms.id).where(*where, is_cut).scalar_subquery()
         last = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
         for unit, marker, first, end in conn.execute(
-            sa.select(ms.unit_id, ms.marker_id, ms.start_time, last).where(ms.id.in_(ids))
+            sa.select(ms.unit_id, ms.marker_id, ms.start_time, last).where(ms.id.in_(cut_ids))
         ):
             spans.setdefault((unit, marker), []).append((first, end, None))
     for (unit, marker), tutor_spans in spans.items():
