@@ -81,7 +81,11 @@ def sweep(
             ).all()
             idle = [(r.id, r.start_time, r.last) for r in rows if r.last <= cutoff]
             done = set(close_session_ids(s, models, idle, min_minutes, now))
-            figures.sessions_changed(s, models, done)
+            tutors = {f.id: (f.unit_id, f.marker_id) for f in found}
+            closed_now = [
+                figures.Touch(*tutors[sid], start, last) for sid, start, last in idle if sid in done
+            ]
+            figures.refresh(s, models, closed_now, recount=done)
             s.commit()
         deadline = timeout if idle_after is None else idle_after
         lags = [(now - last - deadline).total_seconds() for sid, _, last in idle if sid in done]

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from .models import copy_type
+
 #: the drivers whose connections take libpq's ``options`` and ``connect_timeout``
 LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2"})
 #: keys of SQLALCHEMY_ENGINE_OPTIONS that size the host's pool; the tracking pool has its own
@@ -253,64 +255,6 @@ def stored_values(conn: sa.Connection, column: sa.Column[Any], values: list[str]
         f"SELECT w.v FROM {WANTED} AS w JOIN {table} AS t ON t.{prep.quote(column.name)} = w.v"
     )
     return {row[0] for row in cursor.fetchall()}
-
-
-def update_rows(
-    conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
-) -> None:
-    """Update many rows by id: each row is (id, *the new values of ``columns``). On PostgreSQL
-    one statement, the rows joined as arrays (``UPDATE … FROM unnest(…)``): an executemany
-    is a statement a row. Elsewhere an executemany."""
-    if not rows:
-        return
-    dialect = conn.dialect
-    if dialect.name != "postgresql":
-        stmt = (
-            sa.update(table)
-            .where(table.c.id == sa.bindparam("b_id"))
-            .values({name: sa.bindparam(f"b_{name}") for name in columns})
-        )
-        params = [
-            {"b_id": row[0], **{f"b_{n}": v for n, v in zip(columns, row[1:], strict=True)}}
-            for row in rows
-        ]
-        conn.execute(stmt, params)
-        return
-    prep = dialect.identifier_preparer
-    names = ["id", *columns]
-    arrays: dict[str, list[Any]] = {}
-    casts = []
-    for i, (name, values) in enumerate(zip(names, zip(*rows, strict=True), strict=True)):
-        column_type = table.c[name].type
-        process = column_type.bind_processor(dialect)
-        arrays[f"a{i}"] = list(values) if process is None else [process(v) for v in values]
-        casts.append(f"CAST(:a{i} AS {copy_type(column_type, dialect)}[])")
-    quoted = [prep.quote(name) for name in names]
-    sets = ", ".join(f"{q} = v.{q}" for q in quoted[1:])
-    sql = (
-        f"UPDATE {prep.format_table(table)} AS t SET {sets}"
-        f" FROM unnest({', '.join(casts)}) AS v({', '.join(quoted)}) WHERE t.id = v.id"
-    )
-    conn.execute(sa.text(sql), arrays)
-
-
-def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
-    """The PostgreSQL type psycopg dumps a column's values as, in a binary COPY."""
-    name = column_type.compile(dialect=dialect).lower().split("(")[0].strip()
-    return COPY_TYPES.get(name, name)
-
-
-#: column types as psycopg names them; a varchar takes a text value in a binary COPY
-COPY_TYPES = {
-    "bigint": "int8",
-    "integer": "int4",
-    "smallint": "int2",
-    "varchar": "text",
-    "character varying": "text",
-    "timestamp with time zone": "timestamptz",
-    "timestamp without time zone": "timestamp",
-    "boolean": "bool",
-}
 
 
 def insert_returning_ids(

@@ -35,13 +35,10 @@ from sqlalchemy.dialects import postgresql
 
 from .accounting import duration_minutes
 from .constants import ASSESSING
-from .models import Models, lock_keys, tutor_hash
+from .models import Models, lock_keys, tutor_hash, update_rows
 
 #: the columns this module keeps, in the order :func:`_figures` gives them
 FIGURES = ("assessments", "block_start", "block_last_start", "block_end", "block_minutes")
-
-#: their bound parameters when written
-NEW = tuple(f"new_{name}" for name in FIGURES)
 
 #: keys per statement when SQLite reads many tutors' sessions (one OR term per tutor)
 SQLITE_TUTORS_PER_READ = 200
@@ -120,19 +117,13 @@ def refresh(
     by_tutor: dict[tuple[int, int], list[Any]] = {}
     for row in rows:
         by_tutor.setdefault((row.unit_id, row.marker_id), []).append(row)
-    changed: list[dict[str, Any]] = []
+    changed: list[tuple[Any, ...]] = []
     for sessions in by_tutor.values():
         for row, figures in zip(sessions, _figures(sessions), strict=True):
             if tuple(getattr(row, name) for name in FIGURES) != figures:
-                changed.append({"sid": row.id, **dict(zip(NEW, figures, strict=True))})
-    if changed:
-        table = models.MarkingSession.__table__
-        conn.execute(
-            sa.update(table)
-            .where(table.c.id == sa.bindparam("sid"))
-            .values({name: sa.bindparam(new) for name, new in zip(FIGURES, NEW, strict=True)}),
-            changed,
-        )
+                changed.append((row.id, *figures))
+    # one UPDATE over arrays on PostgreSQL (a statement a row was most of a sweep's time)
+    update_rows(conn, models.MarkingSession.__table__, list(FIGURES), changed)
 
 
 def refresh_all(conn: sa.Connection, models: Models) -> None:
@@ -250,6 +241,7 @@ def _sessions_within(
                 later.marker_id == marker_id,
                 later.block_end >= until,
             )
+            .correlate_except(later.block_end.table)
             .scalar_subquery()
         )
         bound = sa.func.coalesce(first_after, until, type_=ms.block_end.type)
@@ -258,7 +250,9 @@ def _sessions_within(
             ms.marker_id == marker_id,
             sa.or_(
                 sa.and_(ms.block_end >= since, ms.block_end <= bound),
-                sa.and_(ms.block_end.is_(None), ms.start_time >= since, ms.start_time <= until),
+                # by the index of sessions without figures (the open ones too), by start:
+                # the tutor's block_end index would list every open session of theirs
+                sa.and_(ms.block_start.is_(None), ms.start_time >= since, ms.start_time <= until),
             ),
         )
 
@@ -275,12 +269,20 @@ def _sessions_within(
             .render_derived(name="touched")
         )
         t = touched.c
-        query = (
+        # per touched tutor (LATERAL): its own index ranges, whatever the planner guesses
+        # of the join (it scanned every session and ran the bound for each)
+        each = (
             sa.select(*columns)
+            .where(closed, reach(t.unit_id, t.marker_id, t.since, t.until))
+            .correlate(touched)
+        )
+        found = each.lateral("found")
+        f = found.c
+        query = (
+            sa.select(found)
             .select_from(touched)
-            .join(ms, reach(t.unit_id, t.marker_id, t.since, t.until))
-            .where(closed)
-            .order_by(*order)
+            .join(found, sa.true())
+            .order_by(f.unit_id, f.marker_id, f.start_time, f.end_time, f.id)
         )
         return list(conn.execute(query))
     rows: list[Any] = []

@@ -53,6 +53,7 @@ from .models import (
     last_activity_of,
     lock_keys,
     tutor_hash,
+    update_rows,
 )
 from .sql_store import SqlStore, key_hash
 
@@ -658,7 +659,7 @@ class Placer:
                 for sid, start, last, is_open in plan.respan
                 if is_open is opening
             ]
-            drivers.update_rows(conn, ms, names, rows)
+            update_rows(conn, ms, names, rows)
 
     def _create(self, conn: sa.Connection, plan: Plan, now: datetime) -> dict[int, int]:
         """A session for each island with none stored: id(island) → its new id."""

@@ -351,6 +351,64 @@ def lock_keys(conn: sa.Connection, keys: list[int]) -> None:
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(held.c.k)).order_by(held.c.k)).all()
 
 
+def update_rows(
+    conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Update many rows by id: each row is (id, *the new values of ``columns``). On PostgreSQL
+    one statement, the rows joined as arrays (``UPDATE … FROM unnest(…)``): an executemany
+    is a statement a row. Elsewhere an executemany."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    if dialect.name != "postgresql":
+        stmt = (
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("b_id"))
+            .values({name: sa.bindparam(f"b_{name}") for name in columns})
+        )
+        params = [
+            {"b_id": row[0], **{f"b_{n}": v for n, v in zip(columns, row[1:], strict=True)}}
+            for row in rows
+        ]
+        conn.execute(stmt, params)
+        return
+    prep = dialect.identifier_preparer
+    names = ["id", *columns]
+    arrays: dict[str, list[Any]] = {}
+    casts = []
+    for i, (name, values) in enumerate(zip(names, zip(*rows, strict=True), strict=True)):
+        column_type = table.c[name].type
+        process = column_type.bind_processor(dialect)
+        arrays[f"a{i}"] = list(values) if process is None else [process(v) for v in values]
+        casts.append(f"CAST(:a{i} AS {copy_type(column_type, dialect)}[])")
+    quoted = [prep.quote(name) for name in names]
+    sets = ", ".join(f"{q} = v.{q}" for q in quoted[1:])
+    sql = (
+        f"UPDATE {prep.format_table(table)} AS t SET {sets}"
+        f" FROM unnest({', '.join(casts)}) AS v({', '.join(quoted)}) WHERE t.id = v.id"
+    )
+    conn.execute(sa.text(sql), arrays)
+
+
+def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
+    """The PostgreSQL type psycopg dumps a column's values as, in a binary COPY."""
+    name = column_type.compile(dialect=dialect).lower().split("(")[0].strip()
+    return COPY_TYPES.get(name, name)
+
+
+#: column types as psycopg names them; a varchar takes a text value in a binary COPY
+COPY_TYPES = {
+    "bigint": "int8",
+    "integer": "int4",
+    "smallint": "int2",
+    "varchar": "text",
+    "character varying": "text",
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "boolean": "bool",
+}
+
+
 def last_activity_of(models: Models) -> Any:
     """A correlated scalar: the created_at of a session's last activity.
 

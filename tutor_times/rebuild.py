@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from . import drivers, figures
 from .accounting import continues, duration_minutes, runs
-from .models import Models, last_activity_of, lock_keys, tutor_hash
+from .models import Models, last_activity_of, lock_keys, tutor_hash, update_rows
 from .sql_store import key_hash
 
 Key = tuple[int, int, str]
@@ -240,9 +240,7 @@ class Rebuilder:
         kept_runs = {id(run) for _, run in kept}
         fresh = [run for run in runs if id(run) not in kept_runs]
         names = list(self._closed(runs[0], now))
-        drivers.update_rows(
-            conn, ms, names, [(sid, *self._closed(run, now).values()) for sid, run in kept]
-        )
+        update_rows(conn, ms, names, [(sid, *self._closed(run, now).values()) for sid, run in kept])
         columns = ["marker_id", "unit_id", "ip_address", "start_time", "end_time"]
         columns += ["duration_minutes", "updated_at", "created_at"]
         rows = [(*key, *self._closed(run, now).values(), run.start) for run in fresh]
@@ -252,7 +250,7 @@ class Rebuilder:
         moves = [
             (aid, target[id(run)]) for run in runs for aid, sid in run.ids if sid != target[id(run)]
         ]
-        drivers.update_rows(conn, act, ["marking_session_id"], moves)
+        update_rows(conn, act, ["marking_session_id"], moves)
         if old:
             conn.execute(sa.delete(ms).where(ms.c.id.in_(list(old.values()))))
         if is_open:
