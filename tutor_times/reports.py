@@ -478,10 +478,17 @@ def figured_by(
     spans: dict[tuple[int, int], list[tuple[datetime, datetime, None]]] = {}
     if any(n_cut for *_, n_cut in rows):
         # found from the covering index alone, then read by id (their ends are not in it)
-        cut_ids = sa.select(ms.id).where(*where, is_cut).scalar_subquery()
+        cut_ids = sa.select(ms.id).where(*where, is_cut)
+        # on PostgreSQL as one array (read once, then by primary key): as a semi-join the
+        # planner scanned every session to match them
+        chosen = (
+            ms.id == sa.any_(sa.func.array(cut_ids.scalar_subquery()))
+            if conn.dialect.name == "postgresql"
+            else ms.id.in_(cut_ids.scalar_subquery())
+        )
         last = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
         for unit, marker, first, end in conn.execute(
-            sa.select(ms.unit_id, ms.marker_id, ms.start_time, last).where(ms.id.in_(cut_ids))
+            sa.select(ms.unit_id, ms.marker_id, ms.start_time, last).where(chosen)
         ):
             spans.setdefault((unit, marker), []).append((first, end, None))
     for (unit, marker), tutor_spans in spans.items():
