@@ -486,9 +486,9 @@ def figured_by(
             if conn.dialect.name == "postgresql"
             else ms.id.in_(cut_ids.scalar_subquery())
         )
-        last = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
+        ends = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
         for unit, marker, first, end in conn.execute(
-            sa.select(ms.unit_id, ms.marker_id, ms.start_time, last).where(chosen)
+            sa.select(ms.unit_id, ms.marker_id, ms.start_time, ends).where(chosen)
         ):
             spans.setdefault((unit, marker), []).append((first, end, None))
     for (unit, marker), tutor_spans in spans.items():
@@ -552,9 +552,9 @@ def summary(
     if stored:
         figures = figured_by(conn, models, scope, min_minutes=min_minutes, timetable=timetable)
         tutors = []
-        for (_, marker), (n_sessions, n_assessments, minutes, during) in sorted(figures.items()):
+        for (_, marker), (n_sessions, n_assessments, total, during) in sorted(figures.items()):
             row = {"marker_id": marker, "sessions": n_sessions, "assessments": n_assessments}
-            tutors.append(with_rate(row, minutes))
+            tutors.append(with_rate(row, total))
             if timetable is not None:
                 with_split(row, during)
         totals = _totals(tutors)
@@ -736,11 +736,13 @@ def timeline(
             per_marker=False,
             timetable=timetable,
         )
-        for (i, _), (n_sessions, n_assessments, minutes, _during) in figures.items():
-            buckets[i].update(sessions=n_sessions, assessments=n_assessments, minutes=minutes)
+        for (value, _), (n_sessions, n_assessments, total, _during) in figures.items():
+            buckets[value or 0].update(
+                sessions=n_sessions, assessments=n_assessments, minutes=total
+            )
         if timetable is not None:
-            for i, b in enumerate(buckets):
-                with_split(b, figures.get((i, None), [0, 0, 0, 0])[3])
+            for n, b in enumerate(buckets):
+                with_split(b, figures.get((n, None), [0, 0, 0, 0])[3])
         return buckets
     index = bucket_index(conn, starts)
     for i, n_sessions, n_assessments in _counts_by(
