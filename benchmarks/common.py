@@ -173,7 +173,7 @@ def fill_closed_sessions(
                 ),
                 {"per": activities_per_session, "last": max(1, activities_per_session - 1)},
             )
-    vacuum(engine)  # statistics first: the figures' one statement joins every session
+    vacuum(engine)  # statistics first: the figures are read per tutor by index
     with engine.begin() as conn:
         figures.refresh_all(conn, models_of(app))
     # the figures were written by updating every session: indexes as a table loaded with

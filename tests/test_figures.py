@@ -351,8 +351,7 @@ def stored_figures(conn: sa.Connection, models: Any) -> list[tuple[Any, ...]]:
 
 
 def figures_from_scratch(conn: sa.Connection, models: Any) -> list[tuple[Any, ...]]:
-    """What :func:`figures.refresh_all` computes from the raw rows (one statement on
-    PostgreSQL, the writers' walk elsewhere), left uncommitted."""
+    """What :func:`figures.refresh_all` computes from the raw rows, left uncommitted."""
     with conn.begin_nested() if conn.in_transaction() else conn.begin() as tx:
         ms = models.MarkingSession
         conn.execute(sa.update(ms.__table__).values(dict.fromkeys(figures.FIGURES)))

@@ -127,12 +127,9 @@ def refresh(
 
 
 def refresh_all(conn: sa.Connection, models: Models) -> None:
-    """Every tutor's figures from the first session on (a bulk load, or a check): one
-    statement on PostgreSQL."""
+    """Every tutor's figures from the first session on, counted and merged again (a bulk
+    load, or a check)."""
     ms = models.MarkingSession
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text(ALL_IN_SQL), {"assessing": ASSESSING})
-        return
     tutors = conn.execute(
         sa.select(ms.unit_id, ms.marker_id, sa.func.min(ms.start_time), sa.func.max(ms.end_time))
         .where(ms.end_time.is_not(None))
@@ -140,35 +137,6 @@ def refresh_all(conn: sa.Connection, models: Models) -> None:
     ).all()
     conn.execute(sa.update(ms.__table__).values(assessments=None))  # all counted again
     refresh(conn, models, [Touch(*t) for t in tutors])
-
-
-#: :func:`refresh_all` on PostgreSQL: the same walk as :func:`_figures`, by window functions
-ALL_IN_SQL = """
-WITH s AS (
-    SELECT id, unit_id, marker_id, start_time AS st, end_time AS en,
-           max(end_time) OVER (PARTITION BY unit_id, marker_id
-                               ORDER BY start_time, end_time, id
-                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
-    FROM marking_sessions WHERE end_time IS NOT NULL
-), numbered AS (
-    SELECT *, sum(CASE WHEN st <= before THEN 0 ELSE 1 END)
-                  OVER (PARTITION BY unit_id, marker_id ORDER BY st, en, id
-                        ROWS UNBOUNDED PRECEDING) AS block,
-              row_number() OVER (PARTITION BY unit_id, marker_id ORDER BY st, en, id) AS n
-    FROM s
-), b AS (
-    SELECT id, n, min(st) OVER k AS first, max(st) OVER k AS last, max(en) OVER k AS ends,
-           min(n) OVER k AS head
-    FROM numbered WINDOW k AS (PARTITION BY unit_id, marker_id, block)
-)
-UPDATE marking_sessions AS ms
-SET block_start = b.first, block_last_start = b.last, block_end = b.ends,
-    block_minutes = CASE WHEN b.n = b.head
-                         THEN floor(extract(epoch FROM b.ends - b.first) / 60)::integer END,
-    assessments = (SELECT count(*) FROM session_activities AS a
-                   WHERE a.marking_session_id = ms.id AND a.action = :assessing)
-FROM b WHERE ms.id = b.id
-"""
 
 
 def _figures(sessions: list[Any]) -> list[tuple[Any, ...]]:
