@@ -308,9 +308,14 @@ def test_ten_thousand_idle_sessions_close_in_batches(
 
 
 def insert_idle_sessions(app: Flask, n: int) -> None:
-    """n open sessions, each with activities at T0 and T0 + 3m30s."""
+    """n open sessions of one tutor on n addresses, the i-th with activities 4i minutes
+    before T0 and 3m30s later: one after another, as a tutor's sessions come (all n at one
+    instant would be one R10 block, which closing merges again at every batch)."""
     ms, act = tutor_times.MarkingSession, tutor_times.SessionActivity
-    last = T0 + timedelta(minutes=3, seconds=30)
+
+    def start(i: int) -> datetime:
+        return T0 - timedelta(minutes=4 * i)
+
     with app.app_context():
         db.session.execute(
             sa.insert(ms),
@@ -320,9 +325,9 @@ def insert_idle_sessions(app: Flask, n: int) -> None:
                     "marker_id": 3,
                     "unit_id": 1,
                     "ip_address": f"10.{i // 65536}.{i // 256 % 256}.{i % 256}",
-                    "start_time": T0,
-                    "created_at": T0,
-                    "updated_at": T0,
+                    "start_time": start(i),
+                    "created_at": start(i),
+                    "updated_at": start(i),
                 }
                 for i in range(n)
             ],
@@ -333,8 +338,8 @@ def insert_idle_sessions(app: Flask, n: int) -> None:
                 {
                     "marking_session_id": i // 2 + 1,
                     "action": "assessing",
-                    "created_at": T0 if i % 2 == 0 else last,
-                    "updated_at": T0,
+                    "created_at": start(i // 2) + (i % 2) * timedelta(minutes=3, seconds=30),
+                    "updated_at": start(i // 2),
                 }
                 for i in range(2 * n)
             ],
