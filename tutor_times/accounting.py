@@ -38,6 +38,24 @@ def runs(
         yield current
 
 
+def overlapping(
+    items: Iterable[T], start: Callable[[T], datetime], end: Callable[[T], datetime]
+) -> Iterator[list[T]]:
+    """R10 over items sorted by ``start``: the blocks, each item joining the one before it
+    when it starts at or before the latest end so far (overlapping or touching). Reports
+    merge a tutor's sessions with it; the stored figures keep its blocks."""
+    current: list[T] = []
+    latest = datetime.min.replace(tzinfo=UTC)
+    for item in items:
+        if current and start(item) > latest:
+            yield current
+            current = []
+        latest = end(item) if not current else max(latest, end(item))
+        current.append(item)
+    if current:
+        yield current
+
+
 def duration_minutes(start: datetime, end: datetime, min_minutes: int) -> int:
     """R4: whole minutes from start to end, never below ``min_minutes``."""
     return max(min_minutes, int((end - start) // timedelta(minutes=1)))

@@ -28,12 +28,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from .accounting import duration_minutes
+from .accounting import duration_minutes, overlapping
 from .constants import ASSESSING
 from .models import Models, lock_keys, tutor_hash, update_rows
 
@@ -141,23 +142,15 @@ def refresh_all(conn: sa.Connection, models: Models) -> None:
 
 def _figures(sessions: list[Any]) -> list[tuple[Any, ...]]:
     """The figures of one tutor's closed sessions in start order (the first of them starts
-    a block): R10's walk, each session joining the block before it when it starts at or
-    before that block's end."""
-    blocks: list[list[Any]] = []  # [first start, last start, end, first session's index]
-    member: list[int] = []
-    for i, s in enumerate(sessions):
-        if blocks and s.start_time <= blocks[-1][2]:
-            block = blocks[-1]
-            block[1] = s.start_time
-            block[2] = max(block[2], s.end_time)
-        else:
-            blocks.append([s.start_time, s.start_time, s.end_time, i])
-        member.append(len(blocks) - 1)
+    a block), block by block of R10's walk."""
     out = []
-    for i, s in enumerate(sessions):
-        first, last, end, head = blocks[member[i]]
-        minutes = duration_minutes(first, end, 0) if head == i else None
-        out.append((s.counted, first, last, end, minutes))
+    for block in overlapping(sessions, attrgetter("start_time"), attrgetter("end_time")):
+        first, last = block[0].start_time, block[-1].start_time
+        end = max(s.end_time for s in block)
+        minutes = duration_minutes(first, end, 0)
+        out += [
+            (s.counted, first, last, end, minutes if n == 0 else None) for n, s in enumerate(block)
+        ]
     return out
 
 

@@ -332,18 +332,13 @@ def tutor_hash(unit_id: int, marker_id: int) -> int:
     return lock_hash(f"tutor:{unit_id}:{marker_id}")
 
 
-def lock_key(conn: sa.Connection, key: int) -> None:
-    """Hold a lock on one session key until the transaction ends, so placements of one key
-    happen one at a time. SQLite runs one writer at a time already."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
-
-
 def lock_keys(conn: sa.Connection, keys: list[int]) -> None:
-    """:func:`lock_key` for many keys in one statement, taken in ascending order: every
-    writer that holds several keys' locks at once takes them in this order, so none waits
-    for another in a cycle. (PostgreSQL evaluates a volatile function of the select list
-    after the sort.)"""
+    """Hold a lock on each of ``keys`` (a session key's, a tutor's) until the transaction
+    ends, so placements of one key, and merges of one tutor's blocks, happen one at a time.
+    One statement, the locks taken in ascending order: every writer that holds several
+    locks at once takes them in this order, so none waits for another in a cycle.
+    (PostgreSQL evaluates a volatile function of the select list after the sort.) SQLite
+    runs one writer at a time already."""
     if conn.dialect.name != "postgresql" or not keys:
         return
     ordered = sa.bindparam("keys", sorted(set(keys)), type_=postgresql.ARRAY(sa.BigInteger))

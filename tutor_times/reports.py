@@ -1,14 +1,16 @@
 """Report queries: pure functions of a connection, the tables and a :class:`Scope`.
 
-Counting and summing happen in SQL (GROUP BY over the indexed unit/start filter). R10's
-interval merge is SQL too on PostgreSQL; elsewhere it walks each tutor's sessions in the
-range. An open session counts up to its last activity so far.
+The summary and the timeline add up the figures each closed session keeps
+(:mod:`.figures`) in one pass over the indexed unit/start range, and merge again (R10) only
+the blocks the range cuts and the sessions near an open one. Counted from the raw sessions
+instead (``stored=False``), R10's merge is SQL on PostgreSQL and a walk over each tutor's
+sessions elsewhere. An open session counts up to its last activity so far.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -17,7 +19,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from .accounting import duration_minutes
+from .accounting import duration_minutes, overlapping
 from .class_times import Timetable, with_split
 from .constants import ASSESSING
 from .models import CLIENT, Models, last_activity_of
@@ -252,14 +254,11 @@ def merged_blocks(
     span (the bucket the block starts in). Sorted by (start, end), exactly as the SQL merge
     orders them, so both give the same blocks.
     """
-    blocks: list[tuple[datetime, datetime, B]] = []
-    for start, end, bucket in sorted(spans, key=lambda span: (span[0], span[1])):
-        if blocks and start <= blocks[-1][1]:
-            first, last, label = blocks[-1]
-            blocks[-1] = (first, max(last, end), label)
-        else:
-            blocks.append((start, end, bucket))
-    return blocks
+    ordered = sorted(spans, key=lambda span: (span[0], span[1]))
+    return [
+        (block[0][0], max(span[1] for span in block), block[0][2])
+        for block in overlapping(ordered, lambda span: span[0], lambda span: span[1])
+    ]
 
 
 def merged_split_by(
@@ -298,17 +297,27 @@ def merged_split_by(
     ):
         spans.setdefault((unit, marker), []).append((start, last, value))
     totals: dict[tuple[Any, int], tuple[int, int]] = {}
+    for value, marker, minutes, during in block_minutes(spans, min_minutes, timetable):
+        so_far = totals.get((value, marker), (0, 0))
+        totals[value, marker] = (so_far[0] + minutes, so_far[1] + during)
+    return totals
+
+
+def block_minutes(
+    spans: dict[tuple[int, int], list[tuple[datetime, datetime, B]]],
+    min_minutes: int,
+    timetable: Timetable | None,
+) -> Iterator[tuple[B, int, int, int]]:
+    """Each tutor's (unit, marker) spans merged (R10): (bucket, marker, minutes, during-class
+    minutes) of every block — its minutes as a session's (R4), split by the classes it
+    overlaps (R12; 0 without a ``timetable``)."""
     for (unit, marker), tutor_spans in spans.items():
         for first, last, value in merged_blocks(tutor_spans):
-            key = (value, marker)
             minutes = duration_minutes(first, last, min_minutes)
-            # R12: the block's minutes split by the classes it overlaps
             during = (
                 0 if timetable is None else timetable.during(unit, marker, first, last, minutes)
             )
-            so_far = totals.get(key, (0, 0))
-            totals[key] = (so_far[0] + minutes, so_far[1] + during)
-    return totals
+            yield value, marker, minutes, during
 
 
 def _merged_minutes_in_sql(
@@ -475,7 +484,7 @@ def figured_by(
 
     for value, marker, n, assessed, minutes, _ in rows:
         add(value, marker, n, int(assessed or 0), int(minutes or 0))
-    spans: dict[tuple[int, int], list[tuple[datetime, datetime, None]]] = {}
+    spans: dict[tuple[int, int], list[tuple[datetime, datetime, int | None]]] = {}
     if any(n_cut for *_, n_cut in rows):
         # found from the covering index alone, then read by id (their ends are not in it)
         cut_ids = sa.select(ms.id).where(*where, is_cut)
@@ -490,16 +499,11 @@ def figured_by(
         for unit, marker, first, end in conn.execute(
             sa.select(ms.unit_id, ms.marker_id, ms.start_time, ends).where(chosen)
         ):
-            spans.setdefault((unit, marker), []).append((first, end, None))
-    for (unit, marker), tutor_spans in spans.items():
-        for first, last, _ in merged_blocks(tutor_spans):
+            # its bucket as bucket_index gives it (a block is labelled by its first)
             value = None if starts is None else max(bisect_right(starts, first) - 1, 0)
-            minutes = duration_minutes(first, last, min_minutes)
-            # R12: the block's minutes split by the classes it overlaps
-            during = (
-                0 if timetable is None else timetable.during(unit, marker, first, last, minutes)
-            )
-            add(value, marker, 0, 0, minutes, during)
+            spans.setdefault((unit, marker), []).append((first, end, value))
+    for value, marker, minutes, during in block_minutes(spans, min_minutes, timetable):
+        add(value, marker, 0, 0, minutes, during)
     if timetable is not None:
         # the stored blocks whose sessions all start in the range, as the blocks are split
         index = index or (lambda _: sa.literal(0))

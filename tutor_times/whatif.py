@@ -21,10 +21,10 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from .accounting import duration_minutes, runs
+from .accounting import runs
 from .constants import ASSESSING
 from .models import Models
-from .reports import Scope, empty_buckets, merged_blocks, with_rate
+from .reports import Scope, block_minutes, empty_buckets, with_rate
 
 #: how far past the range's end activities are read at first, for sessions that started in
 #: the range and go on after it; read further while a session still reaches the edge
@@ -181,9 +181,6 @@ def _merged_minutes(
     for s in found:
         spans.setdefault((s.unit_id, s.marker_id), []).append((s.start, s.last, bucket(s)))
     totals: dict[tuple[Any, int], int] = {}
-    for (_, marker), tutor_spans in spans.items():
-        for first, last, value in merged_blocks(tutor_spans):
-            totals[(value, marker)] = totals.get((value, marker), 0) + duration_minutes(
-                first, last, min_minutes
-            )
+    for value, marker, minutes, _ in block_minutes(spans, min_minutes, None):
+        totals[value, marker] = totals.get((value, marker), 0) + minutes
     return totals
