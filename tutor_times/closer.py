@@ -196,7 +196,7 @@ class ExpiryListener:
         reachable: bool | None = None
         delay = self.reconnect_delay
         while not self.stop.is_set():
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
             try:
                 if not refused:
                     refused = not self.enable_notifications()
