@@ -236,6 +236,7 @@ def _sessions_within(
             sa.select(*columns)
             .where(closed, reach(t.unit_id, t.marker_id, t.since, t.until))
             .correlate(touched)
+            .offset(0)
         )
         found = each.lateral("found")
         f = found.c

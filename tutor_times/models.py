@@ -291,14 +291,22 @@ def close_session_ids(
 ) -> list[int]:
     """Close each session at its last activity; returns the ids of those still open.
 
-    One UPDATE for the whole batch, counted by RETURNING: a DBAPI's executemany row count
-    is not reliable (psycopg's undercounts), and the count is what proves closing happened
-    exactly once.
+    One UPDATE for the whole batch (on PostgreSQL the rows joined as arrays, whatever their
+    number), counted by RETURNING: a DBAPI's executemany row count is not reliable (psycopg's
+    undercounts), and the count is what proves closing happened exactly once.
     """
     idle = list(idle)
     if not idle:
         return []
     table = models.MarkingSession.__table__
+    if conn.dialect.name == "postgresql":
+        rows = [
+            (sid, last, duration_minutes(start, last, min_minutes), now)
+            for sid, start, last in idle
+        ]
+        return update_rows(
+            conn, table, ["end_time", "duration_minutes", "updated_at"], rows, unset="end_time"
+        )
     time_type = table.c.end_time.type
     ends = {sid: sa.literal(last, time_type) for sid, _, last in idle}
     durations = {
@@ -347,15 +355,26 @@ def lock_keys(conn: sa.Connection, keys: list[int]) -> None:
 
 
 def update_rows(
-    conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
-) -> None:
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: list[str],
+    rows: list[tuple[Any, ...]],
+    *,
+    unset: str | None = None,
+) -> list[int]:
     """Update many rows by id: each row is (id, *the new values of ``columns``). On PostgreSQL
     one statement, the rows joined as arrays (``UPDATE … FROM unnest(…)``): an executemany
-    is a statement a row. Elsewhere an executemany."""
+    is a statement a row. Elsewhere an executemany.
+
+    On PostgreSQL only, ``unset`` names a column that must still be NULL for a row to be
+    updated, and the ids of the rows updated are returned (counted by RETURNING, which a
+    DBAPI's executemany row count is not reliable enough for)."""
     if not rows:
-        return
+        return []
     dialect = conn.dialect
     if dialect.name != "postgresql":
+        if unset is not None:
+            raise ValueError("update_rows: `unset` needs PostgreSQL")
         stmt = (
             sa.update(table)
             .where(table.c.id == sa.bindparam("b_id"))
@@ -366,7 +385,7 @@ def update_rows(
             for row in rows
         ]
         conn.execute(stmt, params)
-        return
+        return []
     prep = dialect.identifier_preparer
     names = ["id", *columns]
     arrays: dict[str, list[Any]] = {}
@@ -378,11 +397,13 @@ def update_rows(
         casts.append(f"CAST(:a{i} AS {copy_type(column_type, dialect)}[])")
     quoted = [prep.quote(name) for name in names]
     sets = ", ".join(f"{q} = v.{q}" for q in quoted[1:])
+    still_unset = "" if unset is None else f" AND t.{prep.quote(unset)} IS NULL"
     sql = (
         f"UPDATE {prep.format_table(table)} AS t SET {sets}"
-        f" FROM unnest({', '.join(casts)}) AS v({', '.join(quoted)}) WHERE t.id = v.id"
+        f" FROM unnest({', '.join(casts)}) AS v({', '.join(quoted)})"
+        f" WHERE t.id = v.id{still_unset} RETURNING t.id"
     )
-    conn.execute(sa.text(sql), arrays)
+    return list(conn.execute(sa.text(sql), arrays).scalars())
 
 
 def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
