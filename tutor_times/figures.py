@@ -32,11 +32,10 @@ from operator import attrgetter
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from .accounting import duration_minutes, overlapping
 from .constants import ASSESSING
-from .models import Models, lock_keys, tutor_hash, update_rows
+from .models import Models, bound_array, lock_keys, tutor_hash, update_rows
 
 #: the columns this module keeps, in the order :func:`_figures` gives them
 FIGURES = ("assessments", "block_start", "block_last_start", "block_end", "block_minutes")
@@ -221,10 +220,10 @@ def _sessions_within(
         tutors = sorted(spans)
         touched = (
             sa.func.unnest(
-                _array([u for u, _ in tutors], sa.BigInteger),
-                _array([m for _, m in tutors], sa.BigInteger),
-                _array([spans[t][0] for t in tutors], ms.start_time.type),
-                _array([spans[t][1] for t in tutors], ms.start_time.type),
+                bound_array([u for u, _ in tutors], sa.BigInteger),
+                bound_array([m for _, m in tutors], sa.BigInteger),
+                bound_array([spans[t][0] for t in tutors], ms.start_time.type),
+                bound_array([spans[t][1] for t in tutors], ms.start_time.type),
             )
             .table_valued("unit_id", "marker_id", "since", "until")
             .render_derived(name="touched")
@@ -256,7 +255,3 @@ def _sessions_within(
         ]
         rows += conn.execute(sa.select(*columns).where(closed, sa.or_(*within)).order_by(*order))
     return rows
-
-
-def _array(values: list[Any], item: Any) -> Any:
-    return sa.bindparam(None, values, type_=postgresql.ARRAY(item))

@@ -349,9 +349,15 @@ def lock_keys(conn: sa.Connection, keys: list[int]) -> None:
     runs one writer at a time already."""
     if conn.dialect.name != "postgresql" or not keys:
         return
-    ordered = sa.bindparam("keys", sorted(set(keys)), type_=postgresql.ARRAY(sa.BigInteger))
+    ordered = bound_array(sorted(set(keys)), sa.BigInteger)
     held = sa.func.unnest(ordered).table_valued("k").render_derived(name="held")
     conn.execute(sa.select(sa.func.pg_advisory_xact_lock(held.c.k)).order_by(held.c.k)).all()
+
+
+def bound_array(values: list[Any], item: Any) -> Any:
+    """``values`` as one PostgreSQL array parameter of ``item``s (a statement's size and its
+    plan then do not grow with how many there are)."""
+    return sa.bindparam(None, values, type_=postgresql.ARRAY(item))
 
 
 def update_rows(

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 from .accounting import duration_minutes, overlapping
 from .class_times import Timetable, with_split
 from .constants import ASSESSING
-from .models import CLIENT, Models, last_activity_of
+from .models import CLIENT, Models, bound_array, last_activity_of
 
 B = TypeVar("B")
 
@@ -462,6 +462,14 @@ def figured_by(
     # every session counts where it starts; a stored block's minutes where it starts, unless
     # it is cut. Grouped by (bucket, marker) only: a planner that cannot count the groups
     # sorts every session instead of hashing a few hundred groups.
+    postgres = conn.dialect.name == "postgresql"
+    # the cut sessions' ids, gathered by the same pass on PostgreSQL (elsewhere a count, and
+    # the ids found again below)
+    cut_of = (
+        sa.func.array_agg(ms.id).filter(is_cut)
+        if postgres
+        else sa.func.sum(sa.case((is_cut, 1), else_=0))
+    )
     rows = conn.execute(
         sa.select(
             label,
@@ -469,7 +477,7 @@ def figured_by(
             sa.func.count(),
             sa.func.sum(sa.case((live, _assessments_of(models)), else_=ms.assessments)),
             sa.func.sum(sa.case((is_cut, 0), else_=credited)),
-            sa.func.sum(sa.case((is_cut, 1), else_=0)),
+            cut_of,
         )
         .where(*where)
         .group_by(*keys)
@@ -485,15 +493,12 @@ def figured_by(
     for value, marker, n, assessed, minutes, _ in rows:
         add(value, marker, n, int(assessed or 0), int(minutes or 0))
     spans: dict[tuple[int, int], list[tuple[datetime, datetime, int | None]]] = {}
-    if any(n_cut for *_, n_cut in rows):
+    if any(cut for *_, cut in rows):
         # found from the covering index alone, then read by id (their ends are not in it)
-        cut_ids = sa.select(ms.id).where(*where, is_cut)
-        # on PostgreSQL as one array (read once, then by primary key): as a semi-join the
-        # planner scanned every session to match them
         chosen = (
-            ms.id == sa.any_(sa.func.array(cut_ids.scalar_subquery()))
-            if conn.dialect.name == "postgresql"
-            else ms.id.in_(cut_ids.scalar_subquery())
+            ms.id == sa.any_(bound_array([i for *_, ids in rows for i in ids or ()], sa.BigInteger))
+            if postgres
+            else ms.id.in_(sa.select(ms.id).where(*where, is_cut).scalar_subquery())
         )
         ends = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
         for unit, marker, first, end in conn.execute(
