@@ -63,7 +63,7 @@ def own_engine(
     options: dict[str, Any],
     autocommit: bool = False,
     pre_ping: bool = False,
-    jit: bool = True,
+    settings: dict[str, str] | None = None,
     snapshot: bool = False,
 ) -> sa.Engine:
     """An engine of the extension's own on the host's database (tracking's, or the
@@ -78,9 +78,8 @@ def own_engine(
 
     Reports read through such a pool too (``timeout`` None: a report may take as long as
     the host's own queries; ``pre_ping``: each checkout tests its connection, so a
-    database restart fails no report; ``jit`` False: PostgreSQL compiles no expressions, as
-    a report over years costs past ``jit_above_cost`` and compiling took longer than running
-    it; ``snapshot``: on PostgreSQL each transaction reads one snapshot, REPEATABLE READ,
+    database restart fails no report; ``settings``: PostgreSQL settings of each connection,
+    given as its connection options, see :data:`REPORTS_SETTINGS`; ``snapshot``: on PostgreSQL each transaction reads one snapshot, REPEATABLE READ,
     so the statements of one report, or of one page of reports, agree): see
     :meth:`~tutor_times.state.AppState.reports_engine`.
     """
@@ -90,8 +89,9 @@ def own_engine(
     kwargs = {k: v for k, v in options.items() if k not in POOL_KEYS}
     connect_args = dict(kwargs.pop("connect_args", {}) or {})
     ours = {} if timeout is None else _timeout_args(host.dialect.driver, timeout)
-    if not jit and host.dialect.driver in LIBPQ_DRIVERS:
-        ours["options"] = f"{ours.get('options', '')} -c jit=off".strip()
+    if settings and host.dialect.driver in LIBPQ_DRIVERS:
+        given = " ".join(f"-c {name}={value}" for name, value in settings.items())
+        ours["options"] = f"{ours.get('options', '')} {given}".strip()
     if "options" in ours and connect_args.get("options"):
         ours["options"] = f"{connect_args['options']} {ours['options']}"
     connect_args.update(ours)
@@ -115,6 +115,14 @@ def own_engine(
     if host.dialect.driver == "pysqlite":
         sa.event.listen(engine, "connect", _enforce_foreign_keys)
     return engine
+
+
+#: the reports' connections on PostgreSQL. No JIT: a report over years costs past
+#: ``jit_above_cost``, and compiling its expressions took longer than running them. Memory
+#: to hash: a report groups a range's sessions by tutor (or bucket) while gathering the ids
+#: of its cut sessions in arrays, which the planner sizes at 8 kB a group; under the default
+#: 4 MB it sorted two years of a unit's sessions on disk instead (35 ms, hashed 17 ms).
+REPORTS_SETTINGS = {"jit": "off", "work_mem": "32MB"}
 
 
 def _enforce_foreign_keys(dbapi_connection: Any, record: Any) -> None:

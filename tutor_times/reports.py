@@ -545,9 +545,9 @@ def _per_bucket(
         .render_derived(name="first")
     )
     f = first.c
-    bucket = sa.select(
-        f.n, f.low, sa.func.lead(f.low).over(order_by=f.n).label("high")
-    ).subquery("bucket")
+    bucket = sa.select(f.n, f.low, sa.func.lead(f.low).over(order_by=f.n).label("high")).subquery(
+        "bucket"
+    )
     b = bucket.c
     inner = (
         sa.select(*figures)

@@ -90,9 +90,10 @@ class AppState:
         their prepared statements (psycopg forgets them at every rollback, and the host's
         sessions end in one) — a report's statements are then planned once per connection,
         not on every request. No statement timeout: a report may take as long as the host's
-        own queries. No JIT on PostgreSQL: compiling a long range's expressions took longer
-        than running them. One snapshot per read on PostgreSQL: a report's statements (the
-        figures and the split of their blocks) see the same sessions."""
+        own queries. No JIT on PostgreSQL, and room to group in memory
+        (:data:`~tutor_times.drivers.REPORTS_SETTINGS`). One snapshot per read on
+        PostgreSQL: a report's statements (the figures and the split of their blocks) see the
+        same sessions."""
         engine = self.reports_engines.get(source)
         if engine is None:
             with self.lock:
@@ -104,7 +105,7 @@ class AppState:
                         pool_size=self.settings.sql_pool_size,
                         options=self.engine_options,
                         pre_ping=True,
-                        jit=False,
+                        settings=drivers.REPORTS_SETTINGS,
                         snapshot=True,
                     )
                     self.reports_engines[source] = engine
