@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from demo.extensions import tutor_times
+from demo.extensions import db, tutor_times
+from tutor_times import whatif
+from tutor_times.reports import Scope
 
 from .conftest import BACKENDS, T0, Clock, build, login, play_scenario
 from .test_property import TIMEOUT, reference
@@ -77,6 +79,36 @@ def test_what_if_equals_the_reference_under_that_timeout(whatif_app: Flask, seco
     timeline = get(whatif_app, "timeline", timeout=seconds, **{"from": FROM, "to": TO})
     for field in ("minutes", "sessions", "assessments"):
         assert sum(b[field] for b in timeline["buckets"]) == summary["totals"][field]
+
+
+@pytest.mark.parametrize(
+    "unit_id, marker_id", [(UNIT, None), (None, None), (None, "first"), (UNIT, "first")]
+)
+def test_what_if_sessions_of_any_scope_are_the_reference(
+    whatif_app: Flask, unit_id: int | None, marker_id: str | None
+) -> None:
+    """A scope of a unit, of a tutor, of both or of neither: the sessions it cuts are the
+    reference's sessions of that scope (on PostgreSQL the key's columns the scope fixes
+    are left out of the query, and put back)."""
+    seconds = 900
+    rows, stream = history(seed=seconds, n=400)
+    with whatif_app.app_context():
+        tutor_times.import_activities(rows, source_key="whatif")
+    timeout = timedelta(seconds=seconds)
+    found = reference(stream, timeout)
+    tutor = None if marker_id is None else min(key[0] for key, *_ in found)
+    start = datetime.combine(FROM, datetime.min.time(), T0.tzinfo)
+    end = datetime.combine(TO + timedelta(days=1), datetime.min.time(), T0.tzinfo)
+    expected = sorted(
+        (key[0], key[1], key[2], first, last, count)
+        for key, first, last, _, count in found
+        if start <= first < end and unit_id in (None, key[1]) and tutor in (None, key[0])
+    )
+    assert expected, "the scope holds sessions"
+    scope = Scope(start, end, unit_id=unit_id, marker_id=tutor)
+    with whatif_app.app_context(), db.engine.connect() as conn:
+        cut = whatif.sessions(conn, tutor_times.models, scope, timeout)
+    assert sorted(tuple(s) for s in cut) == expected
 
 
 def test_what_if_under_the_configured_timeout_is_the_stored_report(

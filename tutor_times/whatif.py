@@ -40,6 +40,10 @@ class Session(NamedTuple):
     assessments: int
 
 
+#: the columns of a session's key
+KEY = Session._fields[:3]
+
+
 class NoRoomInCalendar(ValueError):
     """The range lies too close to an end of the calendar for the activities a what-if
     reads around it (a timeout before it, a while after it)."""
@@ -83,35 +87,54 @@ def _islands(
         where.append(ms.unit_id == scope.unit_id)
     if scope.marker_id is not None:
         where.append(ms.marker_id == scope.marker_id)
-    key = [ms.marker_id, ms.unit_id, ms.ip_address]
     assessed = sa.case((act.action == ASSESSING, 1), else_=0)
-    rows = sa.select(*key, act.created_at.label("at"), assessed.label("assessed")).join(
-        act, act.marking_session_id == ms.id
-    )
     if conn.dialect.name != "postgresql":
-        ordered = conn.execute(rows.where(*where).order_by(*key, act.created_at)).all()
+        key = [ms.marker_id, ms.unit_id, ms.ip_address]
+        rows = sa.select(*key, act.created_at.label("at"), assessed.label("assessed"))
+        ordered = conn.execute(
+            rows.join(act, act.marking_session_id == ms.id)
+            .where(*where)
+            .order_by(*key, act.created_at)
+        ).all()
         return list(_cut(ordered, timeout))
+    # keyed by the key's columns the scope leaves free: partitioned by a column the scope
+    # fixes, the planner knows it constant in the first window's sort and not in the
+    # next, and sorts every activity of the range again
+    fixed: dict[str, Any] = {"marker_id": scope.marker_id, "unit_id": scope.unit_id}
+    free = [name for name in KEY if fixed.get(name) is None]
+    key = [getattr(ms, name) for name in free]
     gap = act.created_at - sa.func.lag(act.created_at).over(
         partition_by=key, order_by=act.created_at
     )
     starts = sa.case(
         (gap < sa.literal(timeout, sa.Interval()), 0), else_=1
     )  # the first of a key has no gap: NULL
-    flagged = rows.add_columns(starts.label("starts")).where(*where).subquery("flagged")
+    flagged = (
+        sa.select(*key, act.created_at.label("at"), assessed.label("assessed"))
+        .add_columns(starts.label("starts"))
+        .join(act, act.marking_session_id == ms.id)
+        .where(*where)
+        .subquery("flagged")
+    )
     f = flagged.c
-    fkey = [f.marker_id, f.unit_id, f.ip_address]
-    island = sa.func.sum(f.starts).over(partition_by=fkey, order_by=[f.at, f.starts.desc()])
+    fkey = [f[name] for name in free]
+    # a key's activities at one instant are peers of one frame: the same island
+    island = sa.func.sum(f.starts).over(partition_by=fkey, order_by=f.at)
     numbered = sa.select(*fkey, f.at, f.assessed, island.label("island")).subquery("numbered")
     n = numbered.c
+    nkey = [n[name] for name in free]
     query = sa.select(
-        n.marker_id,
-        n.unit_id,
-        n.ip_address,
-        sa.func.min(n.at),
-        sa.func.max(n.at),
-        sa.func.sum(n.assessed),
-    ).group_by(n.marker_id, n.unit_id, n.ip_address, n.island)
-    return [Session(m, u, ip, s, e, int(a)) for m, u, ip, s, e, a in conn.execute(query)]
+        *nkey, sa.func.min(n.at), sa.func.max(n.at), sa.func.sum(n.assessed)
+    ).group_by(*nkey, n.island)
+
+    def session_of(row: Any) -> Session:
+        """A row's session: its free columns, what the scope fixes, then its figures."""
+        given = iter(row)
+        marker, unit, ip = (next(given) if name in free else fixed[name] for name in KEY)
+        first, last, n_assessed = given
+        return Session(marker, unit, ip, first, last, int(n_assessed))
+
+    return [session_of(row) for row in conn.execute(query).all()]
 
 
 def _cut(ordered: Iterable[Any], timeout: timedelta) -> Iterator[Session]:
