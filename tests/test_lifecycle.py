@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from demo.extensions import db, tutor_times
+from tutor_times.worker import Worker as SweepLoop
 
 from .conftest import BACKENDS, PG_URL, T0, Clock, activities, build, built, redis_of, sessions
 from .servers import OwnRedis
@@ -492,3 +493,30 @@ def test_an_app_without_a_closer_warns_when_sessions_stay_open(
             app.test_client().get("/tutor-times/openapi.json")
         warnings = [r for r in caplog.records if "no worker or cron sweep" in r.getMessage()]
         assert len(warnings) == (0 if sweeper else 1)
+
+
+def test_the_worker_starts_a_pass_every_interval_however_long_a_pass_takes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """R6 closes a session within TIMEOUT + MAX_BACKDATE + the sweep interval of its last
+    activity: so passes start an interval apart, not an interval after the last one ended
+    (a pass of 0.6 s every 0.8 s would otherwise start every 1.4 s)."""
+    started: list[float] = []
+
+    def slow_pass(now: datetime | None = None) -> int:
+        started.append(time.monotonic())
+        time.sleep(0.6)
+        return 0
+
+    with built("sqlite") as app:
+        monkeypatch.setattr(tutor_times, "close_expired_sessions", slow_pass)
+        loop = SweepLoop(app, tutor_times, interval=0.8, listen=False).start_in_background()
+        deadline = time.monotonic() + 20
+        while len(started) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        loop.stop()
+        loop.join(timeout=5)
+    assert len(started) >= 4
+    gaps = [b - a for a, b in zip(started, started[1:], strict=False)][:3]
+    assert max(gaps) < 1.1, gaps
+    assert min(gaps) > 0.7, gaps  # and no sooner than the interval

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -66,13 +67,16 @@ class Worker:
         closed = 0
         try:
             while not self.stop_event.is_set():
+                # passes start an interval apart (at once after one that took longer): R6's
+                # bound counts the interval between passes, not between one's end and the next
+                began = time.monotonic()
                 try:
                     closed += self.sweep_once()
                 except Exception:
                     logger.exception(
                         "the idle-session sweep failed; retrying in %.1f s", self.interval
                     )
-                self.stop_event.wait(self.interval)
+                self.stop_event.wait(max(0.0, began + self.interval - time.monotonic()))
         finally:
             self.stop_event.set()
             if listener is not None:
