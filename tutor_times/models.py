@@ -300,12 +300,14 @@ def close_session_ids(
         return []
     table = models.MarkingSession.__table__
     if conn.dialect.name == "postgresql":
-        rows = [
-            (sid, last, duration_minutes(start, last, min_minutes), now)
-            for sid, start, last in idle
-        ]
+        rows = [(sid, last, duration_minutes(start, last, min_minutes)) for sid, start, last in idle]
         return update_rows(
-            conn, table, ["end_time", "duration_minutes", "updated_at"], rows, unset="end_time"
+            conn,
+            table,
+            ["end_time", "duration_minutes"],
+            rows,
+            same={"updated_at": now},
+            unset="end_time",
         )
     time_type = table.c.end_time.type
     ends = {sid: sa.literal(last, time_type) for sid, _, last in idle}
@@ -366,17 +368,20 @@ def update_rows(
     columns: list[str],
     rows: list[tuple[Any, ...]],
     *,
+    same: dict[str, Any] | None = None,
     unset: str | None = None,
 ) -> list[int]:
     """Update many rows by id: each row is (id, *the new values of ``columns``). On PostgreSQL
     one statement, the rows joined as arrays (``UPDATE … FROM unnest(…)``): an executemany
     is a statement a row. Elsewhere an executemany.
 
-    On PostgreSQL only, ``unset`` names a column that must still be NULL for a row to be
-    updated, and the ids of the rows updated are returned (counted by RETURNING, which a
-    DBAPI's executemany row count is not reliable enough for)."""
+    ``same`` gives columns set to one value for every row (bound once, not per row). On
+    PostgreSQL only, ``unset`` names a column that must still be NULL for a row to be
+    updated, and then the ids of the rows updated are returned (counted by RETURNING, which
+    a DBAPI's executemany row count is not reliable enough for)."""
     if not rows:
         return []
+    same = same or {}
     dialect = conn.dialect
     if dialect.name != "postgresql":
         if unset is not None:
@@ -384,7 +389,7 @@ def update_rows(
         stmt = (
             sa.update(table)
             .where(table.c.id == sa.bindparam("b_id"))
-            .values({name: sa.bindparam(f"b_{name}") for name in columns})
+            .values({name: sa.bindparam(f"b_{name}") for name in columns}, **same)
         )
         params = [
             {"b_id": row[0], **{f"b_{n}": v for n, v in zip(columns, row[1:], strict=True)}}
@@ -403,13 +408,20 @@ def update_rows(
         casts.append(f"CAST(:a{i} AS {copy_type(column_type, dialect)}[])")
     quoted = [prep.quote(name) for name in names]
     sets = ", ".join(f"{q} = v.{q}" for q in quoted[1:])
+    for i, (name, value) in enumerate(same.items()):
+        sets += f", {prep.quote(name)} = :s{i}"
+        process = table.c[name].type.bind_processor(dialect)
+        arrays[f"s{i}"] = value if process is None else process(value)
     still_unset = "" if unset is None else f" AND t.{prep.quote(unset)} IS NULL"
     sql = (
         f"UPDATE {prep.format_table(table)} AS t SET {sets}"
         f" FROM unnest({', '.join(casts)}) AS v({', '.join(quoted)})"
-        f" WHERE t.id = v.id{still_unset} RETURNING t.id"
+        f" WHERE t.id = v.id{still_unset}"
     )
-    return list(conn.execute(sa.text(sql), arrays).scalars())
+    if unset is None:
+        conn.execute(sa.text(sql), arrays)
+        return []
+    return list(conn.execute(sa.text(sql + " RETURNING t.id"), arrays).scalars())
 
 
 def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
