@@ -103,29 +103,54 @@ def _islands(
     fixed: dict[str, Any] = {"marker_id": scope.marker_id, "unit_id": scope.unit_id}
     free = [name for name in KEY if fixed.get(name) is None]
     key = [getattr(ms, name) for name in free]
-    gap = act.created_at - sa.func.lag(act.created_at).over(
-        partition_by=key, order_by=act.created_at
-    )
-    starts = sa.case(
-        (gap < sa.literal(timeout, sa.Interval()), 0), else_=1
-    )  # the first of a key has no gap: NULL
-    flagged = (
-        sa.select(*key, act.created_at.label("at"), assessed.label("assessed"))
-        .add_columns(starts.label("starts"))
+    # one pass over the activities in order (one sort, one window): each activity's gaps to
+    # the key's previous and next ones, its place, and the assessments up to it
+    at = act.created_at
+    within: dict[str, Any] = {"partition_by": key, "order_by": at, "rows": (None, 0)}
+    cut = sa.literal(timeout, sa.Interval())
+    first = sa.func.coalesce(at - sa.func.lag(at).over(**within) >= cut, True)
+    last = sa.func.coalesce(sa.func.lead(at).over(**within) - at >= cut, True)
+    edges = (
+        sa.select(
+            *key,
+            at.label("at"),
+            assessed.label("assessed"),
+            sa.func.sum(assessed).over(**within).label("so_far"),
+            sa.func.row_number().over(**within).label("place"),
+            first.label("first"),
+            last.label("last"),
+        )
         .join(act, act.marking_session_id == ms.id)
         .where(*where)
-        .subquery("flagged")
+        .subquery("edges")
     )
-    f = flagged.c
-    fkey = [f[name] for name in free]
-    # a key's activities at one instant are peers of one frame: the same island
-    island = sa.func.sum(f.starts).over(partition_by=fkey, order_by=f.at)
-    numbered = sa.select(*fkey, f.at, f.assessed, island.label("island")).subquery("numbered")
-    n = numbered.c
+    e = edges.c
+    ekey = [e[name] for name in free]
+    # the activities that begin or end a session (a few per session): each beginning's end
+    # is itself or the next of them
+    following: dict[str, Any] = {"partition_by": ekey, "order_by": e.place}
+    ends = (
+        sa.select(
+            *ekey,
+            e.at,
+            e.assessed,
+            e.so_far,
+            e.first,
+            e.last,
+            sa.func.lead(e.at).over(**following).label("next_at"),
+            sa.func.lead(e.so_far).over(**following).label("next_so_far"),
+        )
+        .where(sa.or_(e.first, e.last))
+        .subquery("ends")
+    )
+    n = ends.c
     nkey = [n[name] for name in free]
     query = sa.select(
-        *nkey, sa.func.min(n.at), sa.func.max(n.at), sa.func.sum(n.assessed)
-    ).group_by(*nkey, n.island)
+        *nkey,
+        n.at,
+        sa.case((n.last, n.at), else_=n.next_at),
+        sa.case((n.last, n.so_far), else_=n.next_so_far) - n.so_far + n.assessed,
+    ).where(n.first)
 
     def session_of(row: Any) -> Session:
         """A row's session: its free columns, what the scope fixes, then its figures."""
