@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,7 +23,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from demo.extensions import db, tutor_times
-from tutor_times.worker import Worker as SweepLoop
+from tutor_times import worker as worker_module
 
 from .conftest import BACKENDS, PG_URL, T0, Clock, activities, build, built, redis_of, sessions
 from .servers import OwnRedis
@@ -499,24 +500,38 @@ def test_the_worker_starts_a_pass_every_interval_however_long_a_pass_takes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """R6 closes a session within TIMEOUT + MAX_BACKDATE + the sweep interval of its last
-    activity: so passes start an interval apart, not an interval after the last one ended
-    (a pass of 0.6 s every 0.8 s would otherwise start every 1.4 s)."""
-    started: list[float] = []
+    activity: so passes start an interval apart, not an interval after the last one ended;
+    after a pass longer than the interval the next starts at once; after a failed pass the
+    worker waits a whole interval (no retries back to back). Time is the test's own."""
+    clock = [0.0]
+    # (seconds a pass takes, whether it fails): a slow failure is retried after an interval
+    passes = iter([(0.6, False), (1.5, False), (1.0, True), (0.1, False)])
 
-    def slow_pass(now: datetime | None = None) -> int:
-        started.append(time.monotonic())
-        time.sleep(0.6)
+    def timed_pass(now: datetime | None = None) -> int:
+        seconds, fails = next(passes)
+        clock[0] += seconds
+        if fails:
+            raise RuntimeError("the database went away")
         return 0
 
+    class Waits(threading.Event):
+        """The stop event: records each wait, lets the test's time pass, stops after four."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.waits: list[float] = []
+
+        def wait(self, timeout: float | None = None) -> bool:
+            assert timeout is not None
+            self.waits.append(round(timeout, 6))
+            clock[0] += timeout
+            if len(self.waits) == 4:
+                self.set()
+            return self.is_set()
+
+    monkeypatch.setattr(worker_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    stop = Waits()
     with built("sqlite") as app:
-        monkeypatch.setattr(tutor_times, "close_expired_sessions", slow_pass)
-        loop = SweepLoop(app, tutor_times, interval=0.8, listen=False).start_in_background()
-        deadline = time.monotonic() + 20
-        while len(started) < 4 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        loop.stop()
-        loop.join(timeout=5)
-    assert len(started) >= 4
-    gaps = [b - a for a, b in zip(started, started[1:], strict=False)][:3]
-    assert max(gaps) < 1.1, gaps
-    assert min(gaps) > 0.7, gaps  # and no sooner than the interval
+        monkeypatch.setattr(tutor_times, "close_expired_sessions", timed_pass)
+        worker_module.Worker(app, tutor_times, interval=0.8, listen=False, stop=stop).work()
+    assert stop.waits == [0.2, 0.0, 0.8, 0.7]

@@ -180,6 +180,19 @@ def test_reports_run_without_jit_and_group_in_memory() -> None:
                 assert set_by_client(conn) == set()
 
 
+@pytest.mark.real
+def test_a_host_that_sets_work_mem_in_its_options_keeps_it() -> None:
+    """The reports' settings yield to the host's: its own ``-c work_mem`` stands on the
+    reports' connections too (JIT is still turned off there)."""
+    options = {"connect_args": {"options": "-c work_mem=8MB"}}
+    with built("postgres", SQLALCHEMY_ENGINE_OPTIONS=options) as app:
+        with app.app_context():
+            engine = tutor_times.state.reports_engine(db.engine)
+            with engine.connect() as conn:
+                assert conn.execute(sa.text("SHOW work_mem")).scalar() == "8MB"
+                assert conn.execute(sa.text("SHOW jit")).scalar() == "off"
+
+
 def set_by_client(conn: sa.Connection) -> set[str]:
     """Which of the settings the reports change this connection has from its client (its
     connection options) rather than from the server's configuration."""

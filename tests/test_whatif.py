@@ -82,29 +82,52 @@ def test_what_if_equals_the_reference_under_that_timeout(whatif_app: Flask, seco
 
 
 @pytest.mark.parametrize(
-    "unit_id, marker_id", [(UNIT, None), (None, None), (None, "first"), (UNIT, "first")]
+    "unit_id, by_tutor", [(UNIT, False), (None, False), (None, True), (UNIT, True)]
 )
 def test_what_if_sessions_of_any_scope_are_the_reference(
-    whatif_app: Flask, unit_id: int | None, marker_id: str | None
+    whatif_app: Flask, unit_id: int | None, by_tutor: bool
 ) -> None:
     """A scope of a unit, of a tutor, of both or of neither: the sessions it cuts are the
     reference's sessions of that scope (on PostgreSQL the key's columns the scope fixes
-    are left out of the query, and put back)."""
+    are left out of the query, and put back), with their assessments counted among other
+    actions, and activities of one key at one instant in one session."""
     seconds = 900
     rows, stream = history(seed=seconds, n=400)
+    rows = [{**r, "action": "inbox"} if n % 7 == 3 else r for n, r in enumerate(rows)]
+    twins = [
+        {**r, "action": "assessing" if n % 2 else "inbox", "import_key": f"twin-{n}"}
+        for n, r in enumerate(rows)
+        if n % 5 == 0
+    ]
+    stream += [
+        ("act", (t["marker_id"], t["unit_id"], t["ip_address"]), t["created_at"]) for t in twins
+    ]
+    rows += twins
     with whatif_app.app_context():
         tutor_times.import_activities(rows, source_key="whatif")
     timeout = timedelta(seconds=seconds)
     found = reference(stream, timeout)
-    tutor = None if marker_id is None else min(key[0] for key, *_ in found)
+    tutor = min(key[0] for key, *_ in found) if by_tutor else None
     start = datetime.combine(FROM, datetime.min.time(), T0.tzinfo)
     end = datetime.combine(TO + timedelta(days=1), datetime.min.time(), T0.tzinfo)
+
+    def assessed(key: tuple[Any, ...], first: datetime, last: datetime) -> int:
+        return sum(
+            1
+            for r in rows
+            if (r["marker_id"], r["unit_id"], r["ip_address"]) == key
+            and first <= r["created_at"] <= last
+            and r["action"] == "assessing"
+        )
+
     expected = sorted(
-        (key[0], key[1], key[2], first, last, count)
-        for key, first, last, _, count in found
+        (key[0], key[1], key[2], first, last, assessed(key, first, last))
+        for key, first, last, _, _ in found
         if start <= first < end and unit_id in (None, key[1]) and tutor in (None, key[0])
     )
     assert expected, "the scope holds sessions"
+    activities = {(*key, first): count for key, first, _, _, count in found}
+    assert any(s[5] < activities[s[:4]] for s in expected), "some activities do not assess"
     scope = Scope(start, end, unit_id=unit_id, marker_id=tutor)
     with whatif_app.app_context(), db.engine.connect() as conn:
         cut = whatif.sessions(conn, tutor_times.models, scope, timeout)

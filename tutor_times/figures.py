@@ -235,7 +235,7 @@ def _sessions_within(
             sa.select(*columns)
             .where(closed, reach(t.unit_id, t.marker_id, t.since, t.until))
             .correlate(touched)
-            .offset(0)
+            .offset(0)  # fenced: flattened, the LATERAL became a hash join over every session
         )
         found = each.lateral("found")
         f = found.c

@@ -300,7 +300,9 @@ def close_session_ids(
         return []
     table = models.MarkingSession.__table__
     if conn.dialect.name == "postgresql":
-        rows = [(sid, last, duration_minutes(start, last, min_minutes)) for sid, start, last in idle]
+        rows = [
+            (sid, last, duration_minutes(start, last, min_minutes)) for sid, start, last in idle
+        ]
         return update_rows(
             conn,
             table,
@@ -389,7 +391,7 @@ def update_rows(
         stmt = (
             sa.update(table)
             .where(table.c.id == sa.bindparam("b_id"))
-            .values({name: sa.bindparam(f"b_{name}") for name in columns}, **same)
+            .values({**{name: sa.bindparam(f"b_{name}") for name in columns}, **same})
         )
         params = [
             {"b_id": row[0], **{f"b_{n}": v for n, v in zip(columns, row[1:], strict=True)}}

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from . import drivers, figures
 from .accounting import continues, duration_minutes, runs
-from .models import Models, last_activity_of, lock_keys, tutor_hash, update_rows
+from .models import Models, bound_array, last_activity_of, lock_keys, tutor_hash, update_rows
 from .sql_store import key_hash
 
 Key = tuple[int, int, str]
@@ -148,9 +148,7 @@ class Rebuilder:
         columns = (act.id, act.created_at, act.marking_session_id)
         if conn.dialect.name != "postgresql":
             return conn.execute(sa.select(*columns).where(act.marking_session_id.in_(ids))).all()
-        from sqlalchemy.dialects.postgresql import ARRAY
-
-        wanted = sa.bindparam("ids", ids, type_=ARRAY(sa.BigInteger))
+        wanted = bound_array(ids, sa.BigInteger)
         session = sa.func.unnest(wanted).table_valued("id").render_derived(name="wanted")
         # OFFSET keeps the planner from flattening the LATERAL back into one join
         each = (

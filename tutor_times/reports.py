@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from .accounting import duration_minutes, overlapping
 from .class_times import Timetable, with_split
@@ -460,8 +459,9 @@ def figured_by(
     )
     live = ms.block_start.is_(None)
     # every session counts where it starts; a stored block's minutes where it starts, unless
-    # it is cut. Grouped by (bucket, marker) only: a planner that cannot count the groups
-    # sorts every session instead of hashing a few hundred groups.
+    # it is cut. Grouped by (bucket, marker) only, or bucket by bucket (_per_bucket): a
+    # planner that cannot count the groups sorts every session instead of hashing a few
+    # hundred groups.
     postgres = conn.dialect.name == "postgresql"
     # the cut sessions' ids, gathered by the same pass on PostgreSQL (elsewhere a count, and
     # the ids found again below)
@@ -479,7 +479,7 @@ def figured_by(
     ]
     if postgres and several:
         assert starts is not None
-        rows = conn.execute(_per_bucket(starts, scope.end, figures, where, ms, per_marker)).all()
+        rows = conn.execute(_per_bucket(starts, scope, figures, where, ms, per_marker)).all()
     else:
         rows = conn.execute(sa.select(label, *figures).where(*where).group_by(*keys)).all()
     totals: dict[tuple[int | None, int | None], list[int]] = {}
@@ -528,7 +528,7 @@ def figured_by(
 
 def _per_bucket(
     starts: list[datetime],
-    end: datetime,
+    scope: Scope,
     figures: list[Any],
     where: list[Any],
     ms: Any,
@@ -537,10 +537,15 @@ def _per_bucket(
     """``figures`` of the sessions ``where`` holds, per bucket (and marker), on PostgreSQL:
     each bucket's own range of the (unit, start) index, one after another. Grouped by a
     bucket expression instead, the planner cannot count the groups, guesses one per
-    session, and sorts every session of the range rather than hashing a few hundred."""
+    session, and sorts every session of the range rather than hashing a few hundred.
+
+    The buckets are as :func:`bucket_index` makes them (one before the first start counts
+    in the first). Without ``per_marker`` an empty bucket gives a row too, of zeros and
+    NULLs."""
     # one array of starts (dumping a timestamp costs more than reading a bucket's sessions)
+    lows = [min(starts[0], scope.start), *starts[1:]]
     first = (
-        sa.func.unnest(bound_array(starts, ms.start_time.type))
+        sa.func.unnest(bound_array(lows, ms.start_time.type))
         .table_valued("low", with_ordinality="n")
         .render_derived(name="first")
     )
@@ -554,7 +559,7 @@ def _per_bucket(
         .where(
             *where,
             ms.start_time >= b.low,
-            ms.start_time < sa.func.coalesce(b.high, end),
+            ms.start_time < sa.func.coalesce(b.high, scope.end),
         )
         .group_by(*([ms.marker_id] if per_marker else []))
         .correlate(bucket)
@@ -821,8 +826,6 @@ def bucket_index(conn: sa.Connection, starts: list[datetime]) -> Callable[[Any],
     if len(starts) == 1:
         return lambda _: sa.literal(0)
     if conn.dialect.name == "postgresql":
-        thresholds = sa.bindparam(
-            "bucket_starts", starts, type_=postgresql.ARRAY(sa.DateTime(timezone=True))
-        )
+        thresholds = bound_array(starts, sa.DateTime(timezone=True))
         return lambda t: sa.func.greatest(sa.func.width_bucket(t, thresholds), 1) - 1
     return lambda t: sa.case(*[(t < s, i) for i, s in enumerate(starts[1:])], else_=len(starts) - 1)

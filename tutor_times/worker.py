@@ -68,15 +68,19 @@ class Worker:
         try:
             while not self.stop_event.is_set():
                 # passes start an interval apart (at once after one that took longer): R6's
-                # bound counts the interval between passes, not between one's end and the next
+                # bound counts the interval between passes, not between one's end and the
+                # next. After a failed pass, a whole interval: a database that fails slowly
+                # is not retried back to back.
                 began = time.monotonic()
                 try:
                     closed += self.sweep_once()
+                    pause = max(0.0, began + self.interval - time.monotonic())
                 except Exception:
                     logger.exception(
                         "the idle-session sweep failed; retrying in %.1f s", self.interval
                     )
-                self.stop_event.wait(max(0.0, began + self.interval - time.monotonic()))
+                    pause = self.interval
+                self.stop_event.wait(pause)
         finally:
             self.stop_event.set()
             if listener is not None:
