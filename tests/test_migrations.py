@@ -184,7 +184,8 @@ def test_an_existing_project(host: Host) -> None:
 
 def test_upgrading_computes_the_figures_of_stored_sessions(empty_database: str) -> None:
     """Sessions stored before tt0006 — overlapping ones of one tutor (R10), whose ends fall
-    a microsecond either side of a whole minute — get the figures the writers keep."""
+    a microsecond either side of a whole minute, with assessments of tasks (some without a
+    task) among other actions — get the figures the writers keep."""
     app = create_app("testing", SQLALCHEMY_DATABASE_URI=empty_database)
     t0 = datetime(2026, 3, 2, 9, tzinfo=timezone.utc)
     spans = [(0, 30), (10, 45), (45, 60), (120, 121)]  # minutes after t0
@@ -213,17 +214,21 @@ def test_upgrading_computes_the_figures_of_stored_sessions(empty_database: str) 
                     "updated_at": end,
                 }
                 conn.execute(tutor_times_table("marking_sessions").insert().values(values))
-                conn.execute(
-                    tutor_times_table("session_activities")
-                    .insert()
-                    .values(
-                        marking_session_id=i + 1,
-                        action="assessing",
-                        created_at=start,
-                        updated_at=start,
-                        source="server",
+                for k, action in enumerate(["assessing", "inbox", "assessing"][: i + 1]):
+                    at = start + timedelta(seconds=k)
+                    conn.execute(
+                        tutor_times_table("session_activities")
+                        .insert()
+                        .values(
+                            marking_session_id=i + 1,
+                            action=action,
+                            task_definition_id=None if k == 2 else 10 + i,
+                            task_id=None if i == 3 else 100 + i + k,
+                            created_at=at,
+                            updated_at=at,
+                            source="server",
+                        )
                     )
-                )
         upgrade(revision="heads")
         models = tutor_times.models
         with db.engine.connect() as conn:
@@ -236,7 +241,15 @@ def test_upgrading_computes_the_figures_of_stored_sessions(empty_database: str) 
             conn.rollback()
         assert upgraded == walked
         # the first three are one block of 60 minutes less a microsecond, the last its own
-        assert [r[-1] for r in upgraded] == [59, None, None, 1]
+        minutes = figures.FIGURES.index("block_minutes")
+        assert [r[minutes] for r in upgraded] == [59, None, None, 1]
+        listed = [figures.FIGURES.index(n) for n in ("assessed_definitions", "assessed_tasks")]
+        assert [[r[i] for i in listed] for r in upgraded] == [
+            [[10], [100]],
+            [[11], [101]],
+            [[12, None], [102, 104]],
+            [[13, None], [None, None]],
+        ]
         downgrade(revision="tutor_times@base")
 
 

@@ -4,7 +4,8 @@ A report over a long range used to count every session's assessments from its ac
 and merge R10 over every session, on every request. Those figures change only when a
 session does, so each closed session keeps them (open ones keep NULLs and are counted live):
 
-- ``assessments``: its assessing activities;
+- ``assessments``: its assessing activities, and ``assessed_definitions`` and
+  ``assessed_tasks``: the task definition and the task of each of them, in order;
 - ``block_start``, ``block_last_start``, ``block_end``: the R10 block it belongs to when
   *all* of its tutor's closed sessions in the unit are merged — the block's first start,
   its last session's start, and its end;
@@ -38,10 +39,22 @@ from .constants import ASSESSING
 from .models import Models, bound_array, lock_keys, tutor_hash, update_rows
 
 #: the columns this module keeps, in the order :func:`_figures` gives them
-FIGURES = ("assessments", "block_start", "block_last_start", "block_end", "block_minutes")
+FIGURES = (
+    "assessments",
+    "block_start",
+    "block_last_start",
+    "block_end",
+    "block_minutes",
+    "assessed_definitions",
+    "assessed_tasks",
+)
+#: what a session's assessing activities give it: its count and its two lists
+COUNTED = ("assessments", "assessed_definitions", "assessed_tasks")
 
 #: keys per statement when SQLite reads many tutors' sessions (one OR term per tutor)
 SQLITE_TUTORS_PER_READ = 200
+#: sessions per statement when SQLite reads their assessing activities (one parameter each)
+SQLITE_SESSIONS_PER_READ = 500
 
 
 class Touch(NamedTuple):
@@ -113,7 +126,7 @@ def refresh(
     if not spans:
         return
     lock_keys(conn, [tutor_hash(unit_id, marker_id) for unit_id, marker_id in spans])
-    rows = _sessions_within(conn, models, spans, sorted(set(recount)))
+    rows = _sessions_within(conn, models, spans, set(recount))
     by_tutor: dict[tuple[int, int], list[Any]] = {}
     for row in rows:
         by_tutor.setdefault((row.unit_id, row.marker_id), []).append(row)
@@ -135,8 +148,13 @@ def refresh_all(conn: sa.Connection, models: Models) -> None:
         .where(ms.end_time.is_not(None))
         .group_by(ms.unit_id, ms.marker_id)
     ).all()
-    conn.execute(sa.update(ms.__table__).values(assessments=None))  # all counted again
-    refresh(conn, models, [Touch(*t) for t in tutors])
+    conn.execute(sa.update(ms.__table__).values(dict.fromkeys(COUNTED)))  # all counted again
+    # a unit at a time: the sessions of one unit, and their assessments, held at once
+    by_unit: dict[int, list[Touch]] = {}
+    for t in tutors:
+        by_unit.setdefault(t[0], []).append(Touch(*t))
+    for touches in by_unit.values():
+        refresh(conn, models, touches)
 
 
 def _figures(sessions: list[Any]) -> list[tuple[Any, ...]]:
@@ -148,7 +166,8 @@ def _figures(sessions: list[Any]) -> list[tuple[Any, ...]]:
         end = max(s.end_time for s in block)
         minutes = duration_minutes(first, end, 0)
         out += [
-            (s.counted, first, last, end, minutes if n == 0 else None) for n, s in enumerate(block)
+            (s.counted[0], first, last, end, minutes if n == 0 else None, *s.counted[1:])
+            for n, s in enumerate(block)
         ]
     return out
 
@@ -157,8 +176,8 @@ def _sessions_within(
     conn: sa.Connection,
     models: Models,
     spans: dict[tuple[int, int], tuple[datetime, datetime]],
-    recount: list[int],
-) -> list[Any]:
+    recount: set[int],
+) -> list[Closed]:
     """The closed sessions of the blocks that reach into each tutor's [since, until], in
     start order, with their assessments: counted for those in ``recount`` or with none
     stored, else as stored.
@@ -167,19 +186,7 @@ def _sessions_within(
     ``since`` up to the end of the first block ending at or after ``until`` (a bounded
     range of the tutor's ``block_end`` index, however long the history after it), and the
     sessions with no figures yet that start within the span."""
-    ms, act = models.MarkingSession, models.SessionActivity
-    stale = ms.assessments.is_(None)
-    if recount:
-        stale = sa.or_(stale, ms.id.in_(recount))
-    counted = sa.case(
-        (
-            stale,
-            sa.select(sa.func.count())
-            .where(act.marking_session_id == ms.id, act.action == ASSESSING)
-            .scalar_subquery(),
-        ),
-        else_=ms.assessments,
-    )
+    ms = models.MarkingSession
     columns = [
         ms.id,
         ms.unit_id,
@@ -187,7 +194,6 @@ def _sessions_within(
         ms.start_time,
         ms.end_time,
         *(getattr(ms, name) for name in FIGURES),
-        counted.label("counted"),
     ]
     order = [ms.unit_id, ms.marker_id, ms.start_time, ms.end_time, ms.id]
     closed = ms.end_time.is_not(None)
@@ -245,7 +251,7 @@ def _sessions_within(
             .join(found, sa.true())
             .order_by(f.unit_id, f.marker_id, f.start_time, f.end_time, f.id)
         )
-        return list(conn.execute(query))
+        return _counted(conn, models, list(conn.execute(query)), recount)
     rows: list[Any] = []
     items = sorted(spans.items())
     for i in range(0, len(items), SQLITE_TUTORS_PER_READ):
@@ -254,4 +260,57 @@ def _sessions_within(
             for (unit_id, marker_id), (since, until) in items[i : i + SQLITE_TUTORS_PER_READ]
         ]
         rows += conn.execute(sa.select(*columns).where(closed, sa.or_(*within)).order_by(*order))
-    return rows
+    return _counted(conn, models, rows, recount)
+
+
+class Closed:
+    """A closed session as :func:`refresh` reads it: its row (times, stored figures), and
+    ``counted``: its (assessments, definitions, tasks), from its activities when it was
+    counted again, else as stored."""
+
+    __slots__ = ("row", "counted")
+
+    def __init__(self, row: Any, counted: tuple[int, list[Any], list[Any]]) -> None:
+        self.row = row
+        self.counted = counted
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.row, name)
+
+
+def _counted(
+    conn: sa.Connection, models: Models, rows: list[Any], recount: set[int]
+) -> list[Closed]:
+    """``rows`` with what their assessing activities give them: counted again for those in
+    ``recount`` or with nothing stored, in one read of their activities."""
+    stale = [r.id for r in rows if r.id in recount or r.assessments is None]
+    found: dict[int, tuple[list[Any], list[Any]]] = {sid: ([], []) for sid in stale}
+    act = models.SessionActivity
+    read = sa.select(act.marking_session_id, act.task_definition_id, act.task_id).order_by(
+        act.marking_session_id, act.created_at, act.id
+    )
+    if conn.dialect.name == "postgresql":
+        chunks = [stale] if stale else []
+    else:
+        chunks = [
+            stale[i : i + SQLITE_SESSIONS_PER_READ]
+            for i in range(0, len(stale), SQLITE_SESSIONS_PER_READ)
+        ]
+    for chunk in chunks:
+        chosen = (
+            act.marking_session_id == sa.any_(bound_array(chunk, sa.BigInteger))
+            if conn.dialect.name == "postgresql"
+            else act.marking_session_id.in_(chunk)
+        )
+        for sid, definition, task in conn.execute(read.where(chosen, act.action == ASSESSING)):
+            definitions, tasks = found[sid]
+            definitions.append(definition)
+            tasks.append(task)
+    out = []
+    for r in rows:
+        if r.id in found:
+            definitions, tasks = found[r.id]
+            out.append(Closed(r, (len(definitions), definitions, tasks)))
+        else:
+            out.append(Closed(r, (r.assessments, r.assessed_definitions, r.assessed_tasks)))
+    return out

@@ -4,6 +4,7 @@ metadata."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -78,6 +79,28 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+class IdList(sa.types.TypeDecorator[list[int | None]]):
+    """A list of ids (None allowed): a ``bigint[]`` on PostgreSQL, JSON text elsewhere."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.ARRAY(sa.BigInteger()))
+        return dialect.type_descriptor(sa.Text())
+
+    def process_bind_param(self, value: list[int | None] | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return json.dumps(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> list[int | None] | None:
+        if value is None:
+            return None
+        return list(value) if dialect.name == "postgresql" else list(json.loads(value))
+
+
 class Models(NamedTuple):
     MarkingSession: Any
     SessionActivity: Any
@@ -123,6 +146,10 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         block_last_start = sa.Column(UTCDateTime)
         block_end = sa.Column(UTCDateTime)
         block_minutes = sa.Column(sa.Integer)
+        # the task definition and task of each assessing activity, in the order they came
+        # (the tasks report counts them without reading the activities)
+        assessed_definitions = sa.Column(IdList)
+        assessed_tasks = sa.Column(IdList)
 
         activities = db.relationship(
             "SessionActivity",
@@ -401,15 +428,23 @@ def update_rows(
         return []
     prep = dialect.identifier_preparer
     names = ["id", *columns]
-    arrays: dict[str, list[Any]] = {}
+    arrays: dict[str, Any] = {}
     casts = []
+    quoted = [prep.quote(name) for name in names]
+    assigned = []
     for i, (name, values) in enumerate(zip(names, zip(*rows, strict=True), strict=True)):
         column_type = table.c[name].type
+        if isinstance(column_type, IdList):
+            # a list a row: an array of arrays must be rectangular, so each goes as text
+            arrays[f"a{i}"] = [None if v is None else _array_text(v) for v in values]
+            casts.append(f"CAST(:a{i} AS text[])")
+            assigned.append(f"{quoted[i]} = CAST(v.{quoted[i]} AS bigint[])")
+            continue
         process = column_type.bind_processor(dialect)
         arrays[f"a{i}"] = list(values) if process is None else [process(v) for v in values]
         casts.append(f"CAST(:a{i} AS {copy_type(column_type, dialect)}[])")
-    quoted = [prep.quote(name) for name in names]
-    sets = ", ".join(f"{q} = v.{q}" for q in quoted[1:])
+        assigned.append(f"{quoted[i]} = v.{quoted[i]}")
+    sets = ", ".join(assigned[1:])
     for i, (name, value) in enumerate(same.items()):
         sets += f", {prep.quote(name)} = :s{i}"
         process = table.c[name].type.bind_processor(dialect)
@@ -424,6 +459,11 @@ def update_rows(
         conn.execute(sa.text(sql), arrays)
         return []
     return list(conn.execute(sa.text(sql + " RETURNING t.id"), arrays).scalars())
+
+
+def _array_text(ids: list[int | None]) -> str:
+    """A list of ids as PostgreSQL writes an array: ``{1,NULL,3}``."""
+    return "{" + ",".join("NULL" if i is None else str(int(i)) for i in ids) + "}"
 
 
 def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:

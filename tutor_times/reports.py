@@ -673,11 +673,15 @@ def tasks(
     conn: sa.Connection, models: Models, scope: Scope, *, min_minutes: int
 ) -> list[dict[str, Any]]:
     """Per task definition: assessments, distinct tasks and markers, and estimated minutes —
-    each session's minutes shared equally among that session's assessments."""
+    each session's minutes shared equally among that session's assessments.
+
+    On PostgreSQL a closed session's assessments come from the lists it keeps
+    (:mod:`.figures`): a range reads its sessions, not every one of their activities; the
+    others' from their activities."""
     ms = models.MarkingSession
     own, n = _assessed_tasks(conn, models)
     # one row per assessment, with its session's minutes and assessment count beside it
-    assessed = (
+    assessed: Any = (
         sa.select(
             own.c.task_definition_id,
             own.c.task_id,
@@ -688,9 +692,28 @@ def tasks(
         .select_from(ms)
         .join(own, own.c.marking_session_id == ms.id)
         .where(*scope.where(models))
-        .subquery()
     )
-    c = assessed.c
+    if conn.dialect.name == "postgresql":
+        kept = ms.assessed_definitions.is_not(None)
+        listed = (
+            sa.func.unnest(ms.assessed_definitions, ms.assessed_tasks)
+            .table_valued("task_definition_id", "task_id")
+            .render_derived(name="listed")
+        )
+        from_lists = (
+            sa.select(
+                listed.c.task_definition_id,
+                listed.c.task_id,
+                ms.marker_id,
+                ms.duration_minutes.label("minutes"),
+                ms.assessments.label("n"),
+            )
+            .select_from(ms)
+            .join(listed, sa.true())
+            .where(*scope.where(models), kept)
+        )
+        assessed = sa.union_all(from_lists, assessed.where(sa.not_(kept)))
+    c = assessed.subquery().c
     rows = conn.execute(
         sa.select(
             c.task_definition_id,
