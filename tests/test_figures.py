@@ -173,6 +173,45 @@ def test_a_session_that_starts_as_another_ends_joins_its_block(
         check_reports(conn, models, scope, [T0], ZoneInfo("UTC"))
 
 
+def test_lists_an_earlier_writer_left_unset_or_short_are_not_read_and_are_mended(
+    figures_app: Flask, clock: Clock
+) -> None:
+    """A process of the version before the assessed tasks were kept may still close a
+    session (no lists) or add an assessment to a closed one (a count one ahead of its
+    lists): the tasks report then reads those sessions' activities, and the next upkeep
+    of the tutor counts their lists again."""
+    reset(figures_app)
+    with figures_app.app_context():
+        for n, key in enumerate([0, 0, 1, 1, 2, 2]):
+            at = T0 + timedelta(minutes=20 * n)
+            clock.set(at)
+            record(key, at, "assessing")
+            record(key, at + timedelta(minutes=1), "assessing")
+        tutor_times.close_expired_sessions(T0 + timedelta(hours=5))
+    with figures_app.app_context(), db.engine.connect() as conn:
+        models = tutor_times.models
+        ms = models.MarkingSession
+        unset, short = conn.scalars(sa.select(ms.id).order_by(ms.id).limit(2)).all()
+        conn.execute(
+            sa.update(ms.__table__)
+            .where(ms.id == unset)
+            .values(assessed_definitions=None, assessed_tasks=None)
+        )
+        conn.execute(
+            sa.update(ms.__table__)
+            .where(ms.id == short)
+            .values(assessed_definitions=[None], assessed_tasks=[None])
+        )
+        scope = Scope(T0, T0 + timedelta(days=1), unit_id=1)
+        check_reports(conn, models, scope, [T0], ZoneInfo("UTC"))
+        marker = conn.execute(sa.select(ms.marker_id).where(ms.id == unset)).scalar_one()
+        figures.refresh(conn, models, [figures.Touch(1, marker, T0, T0 + timedelta(hours=5))])
+        mended = conn.execute(
+            sa.select(ms.assessments, ms.assessed_definitions).where(ms.id.in_([unset, short]))
+        ).all()
+        assert [(n, len(listed)) for n, listed in mended] == [(2, 2), (2, 2)]
+
+
 # -- driving the writers ------------------------------------------------------------------
 
 

@@ -283,7 +283,15 @@ def _counted(
 ) -> list[Closed]:
     """``rows`` with what their assessing activities give them: counted again for those in
     ``recount`` or with nothing stored, in one read of their activities."""
-    stale = [r.id for r in rows if r.id in recount or r.assessments is None]
+    # also a session whose lists a writer of an earlier version left unset or short
+    stale = [
+        r.id
+        for r in rows
+        if r.id in recount
+        or r.assessments is None
+        or r.assessed_definitions is None
+        or len(r.assessed_definitions) != r.assessments
+    ]
     found: dict[int, tuple[list[Any], list[Any]]] = {sid: ([], []) for sid in stale}
     act = models.SessionActivity
     read = sa.select(act.marking_session_id, act.task_definition_id, act.task_id).order_by(

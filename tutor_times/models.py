@@ -243,8 +243,8 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         marking_session = db.relationship("MarkingSession", back_populates="activities")
 
         __table_args__ = (
-            # Covering on PostgreSQL: reports count a session's assessments and read their
-            # tasks from the index alone.
+            # Covering on PostgreSQL: reports count an open session's assessments and read
+            # their tasks from the index alone (a closed session keeps both).
             sa.Index(
                 "ix_session_activities_session_created",
                 "marking_session_id",
