@@ -686,8 +686,7 @@ def tasks(
             own.c.task_definition_id,
             own.c.task_id,
             ms.marker_id,
-            _open_minutes(conn, models, scope, min_minutes).label("minutes"),
-            n.label("n"),
+            (_open_minutes(conn, models, scope, min_minutes) * 1.0 / n).label("share"),
         )
         .select_from(ms)
         .join(own, own.c.marking_session_id == ms.id)
@@ -700,22 +699,29 @@ def tasks(
         kept = sa.func.coalesce(
             sa.func.cardinality(ms.assessed_definitions) == ms.assessments, sa.false()
         )
+        # each session's share of its minutes worked out once, not once per assessment
+        # (fenced: flattened, the planner would divide on every row of the lists)
+        sessions = (
+            sa.select(
+                ms.marker_id,
+                ms.assessed_definitions,
+                ms.assessed_tasks,
+                (ms.duration_minutes * 1.0 / sa.func.nullif(ms.assessments, 0)).label("share"),
+            )
+            .where(*scope.where(models), kept)
+            .offset(0)
+            .subquery("kept")
+        )
+        k = sessions.c
         listed = (
-            sa.func.unnest(ms.assessed_definitions, ms.assessed_tasks)
+            sa.func.unnest(k.assessed_definitions, k.assessed_tasks)
             .table_valued("task_definition_id", "task_id")
             .render_derived(name="listed")
         )
         from_lists = (
-            sa.select(
-                listed.c.task_definition_id,
-                listed.c.task_id,
-                ms.marker_id,
-                ms.duration_minutes.label("minutes"),
-                ms.assessments.label("n"),
-            )
-            .select_from(ms)
+            sa.select(listed.c.task_definition_id, listed.c.task_id, k.marker_id, k.share)
+            .select_from(sessions)
             .join(listed, sa.true())
-            .where(*scope.where(models), kept)
         )
         assessed = sa.union_all(from_lists, assessed.where(sa.not_(kept)))
     c = assessed.subquery().c
@@ -725,7 +731,7 @@ def tasks(
             sa.func.count(),
             sa.func.count(sa.distinct(c.task_id)),
             sa.func.count(sa.distinct(c.marker_id)),
-            sa.func.sum(c.minutes * 1.0 / c.n),
+            sa.func.sum(c.share),
         )
         .group_by(c.task_definition_id)
         .order_by(c.task_definition_id.is_(None), c.task_definition_id)
