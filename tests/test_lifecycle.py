@@ -496,8 +496,9 @@ def test_an_app_without_a_closer_warns_when_sessions_stay_open(
         assert len(warnings) == (0 if sweeper else 1)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_worker_starts_a_pass_every_interval_however_long_a_pass_takes(
-    monkeypatch: pytest.MonkeyPatch,
+    backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """R6 closes a session within TIMEOUT + MAX_BACKDATE + the sweep interval of its last
     activity: so passes start an interval apart, not an interval after the last one ended;
@@ -531,7 +532,7 @@ def test_the_worker_starts_a_pass_every_interval_however_long_a_pass_takes(
 
     monkeypatch.setattr(worker_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     stop = Waits()
-    with built("sqlite") as app:
+    with built(backend) as app:
         monkeypatch.setattr(tutor_times, "close_expired_sessions", timed_pass)
         worker_module.Worker(app, tutor_times, interval=0.8, listen=False, stop=stop).work()
     assert stop.waits == [0.2, 0.0, 0.8, 0.7]

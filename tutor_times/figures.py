@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from .accounting import duration_minutes, overlapping
 from .constants import ASSESSING
-from .models import Models, bound_array, lock_keys, tutor_hash, update_rows
+from .models import Models, activities_of, bound_array, lock_keys, tutor_hash, update_rows
 
 #: the columns this module keeps, in the order :func:`_figures` gives them
 FIGURES = (
@@ -53,8 +53,6 @@ COUNTED = ("assessments", "assessed_definitions", "assessed_tasks")
 
 #: keys per statement when SQLite reads many tutors' sessions (one OR term per tutor)
 SQLITE_TUTORS_PER_READ = 200
-#: sessions per statement when SQLite reads their assessing activities (one parameter each)
-SQLITE_SESSIONS_PER_READ = 500
 
 
 class Touch(NamedTuple):
@@ -126,13 +124,13 @@ def refresh(
     if not spans:
         return
     lock_keys(conn, [tutor_hash(unit_id, marker_id) for unit_id, marker_id in spans])
-    rows = _sessions_within(conn, models, spans, set(recount))
+    rows, counted = _sessions_within(conn, models, spans, set(recount))
     by_tutor: dict[tuple[int, int], list[Any]] = {}
     for row in rows:
         by_tutor.setdefault((row.unit_id, row.marker_id), []).append(row)
     changed: list[tuple[Any, ...]] = []
     for sessions in by_tutor.values():
-        for row, figures in zip(sessions, _figures(sessions), strict=True):
+        for row, figures in zip(sessions, _figures(sessions, counted), strict=True):
             if tuple(getattr(row, name) for name in FIGURES) != figures:
                 changed.append((row.id, *figures))
     # one UPDATE over arrays on PostgreSQL (a statement a row was most of a sweep's time)
@@ -157,16 +155,16 @@ def refresh_all(conn: sa.Connection, models: Models) -> None:
         refresh(conn, models, touches)
 
 
-def _figures(sessions: list[Any]) -> list[tuple[Any, ...]]:
+def _figures(sessions: list[Any], counted: dict[int, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """The figures of one tutor's closed sessions in start order (the first of them starts
-    a block), block by block of R10's walk."""
+    a block), block by block of R10's walk, with what ``counted`` gives each."""
     out = []
     for block in overlapping(sessions, attrgetter("start_time"), attrgetter("end_time")):
         first, last = block[0].start_time, block[-1].start_time
         end = max(s.end_time for s in block)
         minutes = duration_minutes(first, end, 0)
         out += [
-            (s.counted[0], first, last, end, minutes if n == 0 else None, *s.counted[1:])
+            (counted[s.id][0], first, last, end, minutes if n == 0 else None, *counted[s.id][1:])
             for n, s in enumerate(block)
         ]
     return out
@@ -177,10 +175,10 @@ def _sessions_within(
     models: Models,
     spans: dict[tuple[int, int], tuple[datetime, datetime]],
     recount: set[int],
-) -> list[Closed]:
+) -> tuple[list[Any], dict[int, tuple[Any, ...]]]:
     """The closed sessions of the blocks that reach into each tutor's [since, until], in
-    start order, with their assessments: counted for those in ``recount`` or with none
-    stored, else as stored.
+    start order, and their (assessments, definitions, tasks) by id: counted for those in
+    ``recount`` or with none stored, else as stored (:func:`_counted`).
 
     Blocks are disjoint and ordered, so those are the blocks whose stored end lies from
     ``since`` up to the end of the first block ending at or after ``until`` (a bounded
@@ -222,6 +220,7 @@ def _sessions_within(
             ),
         )
 
+    rows: list[Any]
     if conn.dialect.name == "postgresql":
         tutors = sorted(spans)
         touched = (
@@ -251,39 +250,27 @@ def _sessions_within(
             .join(found, sa.true())
             .order_by(f.unit_id, f.marker_id, f.start_time, f.end_time, f.id)
         )
-        return _counted(conn, models, list(conn.execute(query)), recount)
-    rows: list[Any] = []
-    items = sorted(spans.items())
-    for i in range(0, len(items), SQLITE_TUTORS_PER_READ):
-        within = [
-            reach(unit_id, marker_id, since, until)
-            for (unit_id, marker_id), (since, until) in items[i : i + SQLITE_TUTORS_PER_READ]
-        ]
-        rows += conn.execute(sa.select(*columns).where(closed, sa.or_(*within)).order_by(*order))
-    return _counted(conn, models, rows, recount)
-
-
-class Closed:
-    """A closed session as :func:`refresh` reads it: its row (times, stored figures), and
-    ``counted``: its (assessments, definitions, tasks), from its activities when it was
-    counted again, else as stored."""
-
-    __slots__ = ("row", "counted")
-
-    def __init__(self, row: Any, counted: tuple[int, list[Any], list[Any]]) -> None:
-        self.row = row
-        self.counted = counted
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.row, name)
+        rows = list(conn.execute(query))
+    else:
+        rows = []
+        items = sorted(spans.items())
+        for i in range(0, len(items), SQLITE_TUTORS_PER_READ):
+            within = [
+                reach(unit_id, marker_id, since, until)
+                for (unit_id, marker_id), (since, until) in items[i : i + SQLITE_TUTORS_PER_READ]
+            ]
+            rows += conn.execute(
+                sa.select(*columns).where(closed, sa.or_(*within)).order_by(*order)
+            )
+    return rows, _counted(conn, models, rows, recount)
 
 
 def _counted(
     conn: sa.Connection, models: Models, rows: list[Any], recount: set[int]
-) -> list[Closed]:
-    """``rows`` with what their assessing activities give them: counted again for those in
-    ``recount`` or with nothing stored, in one read of their activities."""
-    # also a session whose lists a writer of an earlier version left unset or short
+) -> dict[int, tuple[Any, ...]]:
+    """Each of ``rows``' (assessments, definitions, tasks): from its activities for those in
+    ``recount`` or with nothing stored (or lists a writer of an earlier version left unset
+    or short), in one read; else as stored."""
     stale = [
         r.id
         for r in rows
@@ -292,33 +279,21 @@ def _counted(
         or r.assessed_definitions is None
         or len(r.assessed_definitions) != r.assessments
     ]
-    found: dict[int, tuple[list[Any], list[Any]]] = {sid: ([], []) for sid in stale}
     act = models.SessionActivity
-    read = sa.select(act.marking_session_id, act.task_definition_id, act.task_id).order_by(
-        act.marking_session_id, act.created_at, act.id
-    )
-    if conn.dialect.name == "postgresql":
-        chunks = [stale] if stale else []
-    else:
-        chunks = [
-            stale[i : i + SQLITE_SESSIONS_PER_READ]
-            for i in range(0, len(stale), SQLITE_SESSIONS_PER_READ)
-        ]
-    for chunk in chunks:
-        chosen = (
-            act.marking_session_id == sa.any_(bound_array(chunk, sa.BigInteger))
-            if conn.dialect.name == "postgresql"
-            else act.marking_session_id.in_(chunk)
+    columns = (act.marking_session_id, act.created_at, act.id, act.task_definition_id, act.task_id)
+    found: dict[int, tuple[list[Any], list[Any]]] = {sid: ([], []) for sid in stale}
+    # in the order they came, session by session
+    for sid, _, _, definition, task in sorted(
+        activities_of(conn, models, stale, columns, act.action == ASSESSING),
+        key=lambda a: (a[0], a[1], a[2]),
+    ):
+        found[sid][0].append(definition)
+        found[sid][1].append(task)
+    return {
+        r.id: (
+            (len(found[r.id][0]), *found[r.id])
+            if r.id in found
+            else (r.assessments, r.assessed_definitions, r.assessed_tasks)
         )
-        for sid, definition, task in conn.execute(read.where(chosen, act.action == ASSESSING)):
-            definitions, tasks = found[sid]
-            definitions.append(definition)
-            tasks.append(task)
-    out = []
-    for r in rows:
-        if r.id in found:
-            definitions, tasks = found[r.id]
-            out.append(Closed(r, (len(definitions), definitions, tasks)))
-        else:
-            out.append(Closed(r, (r.assessments, r.assessed_definitions, r.assessed_tasks)))
-    return out
+        for r in rows
+    }

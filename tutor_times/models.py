@@ -485,6 +485,44 @@ COPY_TYPES = {
 }
 
 
+#: sessions per statement where their activities are read by an IN list (one parameter each)
+SESSIONS_PER_READ = 500
+
+
+def activities_of(
+    conn: sa.Connection, models: Models, ids: list[int], columns: Iterable[Any], *where: Any
+) -> list[Any]:
+    """``columns`` of the activities (that match ``where``) of the sessions ``ids``, in no
+    particular order. On PostgreSQL each session's are looked up by the session index
+    (LATERAL): with an id list, a planner whose statistics lag behind an import scans every
+    activity instead. Elsewhere by IN lists of :data:`SESSIONS_PER_READ` ids."""
+    act = models.SessionActivity
+    columns = list(columns)
+    if not ids:
+        return []
+    if conn.dialect.name != "postgresql":
+        rows: list[Any] = []
+        for i in range(0, len(ids), SESSIONS_PER_READ):
+            chunk = ids[i : i + SESSIONS_PER_READ]
+            rows += conn.execute(
+                sa.select(*columns).where(act.marking_session_id.in_(chunk), *where)
+            ).all()
+        return rows
+    session = (
+        sa.func.unnest(bound_array(ids, sa.BigInteger))
+        .table_valued("id")
+        .render_derived(name="wanted")
+    )
+    # OFFSET keeps the planner from flattening the LATERAL back into one join
+    each = (
+        sa.select(*columns)
+        .where(act.marking_session_id == session.c.id, *where)
+        .offset(0)
+        .lateral("each")
+    )
+    return list(conn.execute(sa.select(each).select_from(session).join(each, sa.true())).all())
+
+
 def last_activity_of(models: Models) -> Any:
     """A correlated scalar: the created_at of a session's last activity.
 

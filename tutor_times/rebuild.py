@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from . import drivers, figures
 from .accounting import continues, duration_minutes, runs
-from .models import Models, bound_array, last_activity_of, lock_keys, tutor_hash, update_rows
+from .models import Models, activities_of, last_activity_of, lock_keys, tutor_hash, update_rows
 from .sql_store import key_hash
 
 Key = tuple[int, int, str]
@@ -141,23 +141,11 @@ class Rebuilder:
         return len(block), len(runs)
 
     def _activities(self, conn: sa.Connection, ids: list[int]) -> Sequence[Any]:
-        """(id, created_at, session id) of the sessions' activities. On PostgreSQL each
-        session's are looked up by the session index (LATERAL): with an id list, a planner
-        whose statistics lag behind an import scans every activity instead."""
+        """(id, created_at, session id) of the sessions' activities."""
         act = self.models.SessionActivity
-        columns = (act.id, act.created_at, act.marking_session_id)
-        if conn.dialect.name != "postgresql":
-            return conn.execute(sa.select(*columns).where(act.marking_session_id.in_(ids))).all()
-        wanted = bound_array(ids, sa.BigInteger)
-        session = sa.func.unnest(wanted).table_valued("id").render_derived(name="wanted")
-        # OFFSET keeps the planner from flattening the LATERAL back into one join
-        each = (
-            sa.select(*columns)
-            .where(act.marking_session_id == session.c.id)
-            .offset(0)
-            .lateral("each")
+        return activities_of(
+            conn, self.models, ids, (act.id, act.created_at, act.marking_session_id)
         )
-        return conn.execute(sa.select(each).select_from(session).join(each, sa.true())).all()
 
     def _block(
         self, conn: sa.Connection, key: Key, start: datetime | None, end: datetime | None
