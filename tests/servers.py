@@ -3,6 +3,7 @@ Redis Cluster, a streaming replica of the test PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -23,9 +24,19 @@ from .conftest import IN_CI
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct loopback ports free now: all held at once while they are chosen (one
+    at a time, the system may hand the same port out twice)."""
+    with contextlib.ExitStack() as held:
+        ports = []
+        for _ in range(n):
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 class OwnRedis:
@@ -68,6 +79,11 @@ class OwnRedis:
                 client.ping()
                 return self
             except redis.ConnectionError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"redis-server on port {self.port} exited with {self.proc.returncode}"
+                        " before answering (its port taken?)"
+                    ) from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
@@ -92,8 +108,9 @@ class OwnCluster:
         self.cli = cli
         self.dir = tempfile.mkdtemp(prefix="tt-cluster-")
         self.nodes: list[OwnRedis] = []
-        for _ in range(2 * primaries):
-            port = free_port()
+        # every node's port and bus port distinct from all the others'
+        ports = free_ports(4 * primaries)
+        for port, bus in zip(ports[::2], ports[1::2], strict=True):
             self.nodes.append(
                 OwnRedis(
                     port,
@@ -103,7 +120,7 @@ class OwnCluster:
                     os.path.join(self.dir, f"nodes-{port}.conf"),
                     # the bus on a port of its own: port + 10000 may not exist or be free
                     "--cluster-port",
-                    str(free_port()),
+                    str(bus),
                     # a dead primary is replaced within about two seconds
                     "--cluster-node-timeout",
                     "1000",
