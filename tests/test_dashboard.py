@@ -89,12 +89,36 @@ def test_the_calendar_has_one_block_per_session(seeded: Flask) -> None:
     assert len(blocks) >= 4
     running = re.findall(r'class="tt-block tt-running" data-session-id="(\d+)"', html)
     assert running == [str(s["id"]) for s in sessions if s["active"]]
+    # its table: each session's minutes and assessments as the JSON counts them from the
+    # activities (the page reads a closed session's stored figures, and counts an open
+    # one's), open and closed sessions both there
+    rows = table_rows(html, "sessions")
+    assert {s["end_time"] is None for s in sessions} == {True, False}
+    assert any(s["assessments"] for s in sessions if s["end_time"] is None)
+    for s in sessions:
+        assert rows[str(s["id"])]["assessments"] == str(s["assessments"]), s
+        assert rows[str(s["id"])]["minutes"] == str(s["duration_minutes"]), s
 
 
 def test_tutors_are_named_by_the_hosts_name_loader(seeded: Flask) -> None:
     html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
     assert "Tom Tutor" in html and "Tina Tutor" in html
     assert "#3" not in html.replace("&#34;", '"')  # no tutor shown by number
+
+
+def test_a_hosts_names_are_text_wherever_the_page_shows_them(
+    seeded: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hostile = "<img src=x onerror=alert(1)>&\"'"
+    monkeypatch.setattr(tutor_times, "_name_loader", lambda ids: {i: f"{hostile}{i}" for i in ids})
+    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
+    assert "<img" not in html
+    escaped = "&lt;img src=x onerror=alert(1)&gt;&amp;&#34;&#39;"
+    tutors = html.split('data-table="tutors"', 1)[1].split("</table>", 1)[0]
+    calendar = html.split('class="tt-calendar"', 1)[1].split("</svg>", 1)[0]
+    sessions = html.split('data-table="sessions"', 1)[1].split("</table>", 1)[0]
+    for part in (tutors, calendar, sessions):
+        assert escaped in part
 
 
 def test_a_tutor_sees_only_their_own_rows(seeded: Flask) -> None:

@@ -101,24 +101,38 @@ def active_sessions(
 
 
 def _session_rows(
-    conn: sa.Connection, models: Models, query: Any, live_after: datetime, min_minutes: int
+    conn: sa.Connection,
+    models: Models,
+    query: Any,
+    live_after: datetime,
+    min_minutes: int,
+    *,
+    activities: bool = True,
 ) -> list[Any]:
     """Sessions selected by ``query`` (a WHERE/ORDER/LIMIT over marking_sessions), with
     their activity counts by action, as response rows. ``active`` is true for an open
-    session whose last activity is after ``live_after``, as in :func:`active_sessions`."""
+    session whose last activity is after ``live_after``, as in :func:`active_sessions`.
+
+    Without ``activities`` a row has its assessments only, in the same statement: those a
+    closed session's figures keep (:mod:`.figures`), the others' counted."""
     ms, act = models.MarkingSession, models.SessionActivity
-    rows = conn.execute(
-        query.with_only_columns(
-            ms.id,
-            ms.marker_id,
-            ms.unit_id,
-            ms.ip_address,
-            ms.start_time,
-            ms.end_time,
-            ms.duration_minutes,
-            _last_activity(models).label("last_activity"),
-        )
-    ).all()
+    columns = [
+        ms.id,
+        ms.marker_id,
+        ms.unit_id,
+        ms.ip_address,
+        ms.start_time,
+        ms.end_time,
+        ms.duration_minutes,
+        _last_activity(models).label("last_activity"),
+    ]
+    if not activities:
+        columns.append(_stored_assessments(models).label("assessments"))
+    rows = conn.execute(query.with_only_columns(*columns)).all()
+    if not activities:
+        return [
+            {**_session_row(r, live_after, min_minutes), "assessments": r.assessments} for r in rows
+        ]
     counts: dict[int, dict[str, int]] = {r.id: {} for r in rows}
     reported: dict[int, int] = dict.fromkeys(counts, 0)
     if rows:
@@ -133,21 +147,27 @@ def _session_rows(
                 reported[sid] += n
     return [
         {
-            "id": r.id,
-            "marker_id": r.marker_id,
-            "unit_id": r.unit_id,
-            "ip_address": r.ip_address,
-            "start_time": r.start_time,
-            "end_time": r.end_time,
-            "last_activity": r.last_activity,
-            "duration_minutes": _minutes(r, min_minutes),
-            "active": r.end_time is None and r.last_activity > live_after,
+            **_session_row(r, live_after, min_minutes),
             "assessments": counts[r.id].get(ASSESSING, 0),
             "activities": counts[r.id],
             "client_activities": reported[r.id],
         }
         for r in rows
     ]
+
+
+def _session_row(r: Any, live_after: datetime, min_minutes: int) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "marker_id": r.marker_id,
+        "unit_id": r.unit_id,
+        "ip_address": r.ip_address,
+        "start_time": r.start_time,
+        "end_time": r.end_time,
+        "last_activity": r.last_activity,
+        "duration_minutes": _minutes(r, min_minutes),
+        "active": r.end_time is None and r.last_activity > live_after,
+    }
 
 
 def units_of(conn: sa.Connection, models: Models, scope: Scope, *, min_minutes: int) -> list[int]:
@@ -166,8 +186,12 @@ def sessions_page(
     per_page: int,
     live_after: datetime,
     min_minutes: int,
+    activities: bool = True,
 ) -> dict[str, Any]:
-    """One page of the scope's sessions, newest first, and how many there are in all."""
+    """One page of the scope's sessions, newest first, and how many there are in all.
+
+    Without ``activities`` each session's assessments are its only counts (the
+    calendar's): no second statement over the page's activities."""
     ms = models.MarkingSession
     where = scope.where(models)
     total = conn.execute(sa.select(sa.func.count()).select_from(ms).where(*where)).scalar_one()
@@ -182,7 +206,9 @@ def sessions_page(
         "page": page,
         "per_page": per_page,
         "total": total,
-        "sessions": _session_rows(conn, models, query, live_after, min_minutes),
+        "sessions": _session_rows(
+            conn, models, query, live_after, min_minutes, activities=activities
+        ),
     }
 
 
@@ -242,6 +268,13 @@ def _assessments_of(models: Models) -> Any:
         .where(act.marking_session_id == ms.id, act.action == ASSESSING)
         .scalar_subquery()
     )
+
+
+def _stored_assessments(models: Models) -> Any:
+    """A session's assessments: those its figures keep once it is closed and figured, else
+    counted (:func:`_assessments_of`)."""
+    ms = models.MarkingSession
+    return sa.case((ms.block_start.is_(None), _assessments_of(models)), else_=ms.assessments)
 
 
 def merged_blocks(
@@ -457,7 +490,6 @@ def figured_by(
         (ms.block_minutes < min_minutes, min_minutes),
         else_=ms.block_minutes,
     )
-    live = ms.block_start.is_(None)
     # every session counts where it starts; a stored block's minutes where it starts, unless
     # it is cut. Grouped by (bucket, marker) only, or bucket by bucket (_per_bucket): a
     # planner that cannot count the groups sorts every session instead of hashing a few
@@ -473,7 +505,7 @@ def figured_by(
     figures = [
         sa.func.min(ms.marker_id).label("marker"),
         sa.func.count().label("n"),
-        sa.func.sum(sa.case((live, _assessments_of(models)), else_=ms.assessments)).label("a"),
+        sa.func.sum(_stored_assessments(models)).label("a"),
         sa.func.sum(sa.case((is_cut, 0), else_=credited)).label("minutes"),
         cut_of.label("cut"),
     ]

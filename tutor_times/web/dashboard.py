@@ -15,14 +15,14 @@ from zoneinfo import ZoneInfo
 from flask import current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_login.utils import login_url
-from markupsafe import Markup, escape
+from markupsafe import Markup
 from pydantic import BaseModel
 
 from .. import class_times, reports, whatif
 from ..class_times import Timetable
 from ..extension import current
 from ..reports import Scope
-from . import calendar, csv_export
+from . import calendar, csv_export, html
 from . import schemas as s
 from .api import ApiError, FieldError, parse, query_args
 from .ranges import ZONES
@@ -198,7 +198,12 @@ def _context(
         "week": week,
         "active": active,
         "zone_options": ZONE_OPTIONS,
-        "cell": cell,
+        "cell": html.cell,
+        "tutor_rows": html.tutor_rows,
+        "calendar_blocks": html.calendar_blocks,
+        "calendar_rows": html.calendar_rows,
+        "timeline_bars": html.timeline_bars,
+        "timeline_rows": html.timeline_rows,
         "presets": _presets(last),
         "live_every_ms": LIVE_EVERY_MS,
         "hours": csv_export.hours,
@@ -253,18 +258,6 @@ def _timeout_choices(chosen: int | None) -> list[tuple[int, str]]:
     ]
 
 
-def cell(column: str, value: Any, shown: Any = None) -> Markup:
-    """A table cell that keeps its raw value for sorting: ``data-value`` is empty and the
-    cell shows "—" for None, unless ``shown`` says what to show.
-
-    A function rather than a template macro: a term's page has about 2,000 cells, and a
-    Jinja macro call costs about 1.4x this one."""
-    raw = "" if value is None else value
-    text = ("—" if value is None else value) if shown is None else shown
-    # escape() and an f-string: Markup.format goes through string.Formatter, 4x slower
-    return Markup(f'<td data-col="{escape(column)}" data-value="{escape(raw)}">{escape(text)}</td>')
-
-
 def _week(scope: Scope, tz: ZoneInfo, timetable: Timetable | None) -> calendar.Week:
     """The calendar: the sessions of the range's last (up to) seven days, split by the
     range's ``timetable``."""
@@ -272,7 +265,12 @@ def _week(scope: Scope, tz: ZoneInfo, timetable: Timetable | None) -> calendar.W
     since = calendar.first_instant(days, scope.start, tz)
     shown = Scope(since, scope.end, unit_id=scope.unit_id, marker_id=scope.marker_id)
     page = report(
-        reports.sessions_page, shown, page=1, per_page=CALENDAR_LIMIT, live_after=live_after()
+        reports.sessions_page,
+        shown,
+        page=1,
+        per_page=CALENDAR_LIMIT,
+        live_after=live_after(),
+        activities=False,
     )
     if timetable is not None:
         class_times.split_rows(page["sessions"], timetable)

@@ -1,0 +1,183 @@
+"""The dashboard's long parts, rendered in Python: one call per table or chart.
+
+A page over a term has about 2,000 table cells and a few hundred calendar blocks; as
+template expressions each value cost a template call, an attribute lookup and an escape,
+and the page took longer to render than its reports took to run. Here each row is one
+f-string, numbers are written as they are (there is nothing in them to escape) and only
+text goes through :func:`markupsafe.escape`. The markup is the template's, unchanged: the
+page's script and tests read the same attributes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from .calendar import Week
+from .csv_export import hours
+
+#: the bar chart's drawing box (the template's ``viewBox``)
+BARS_WIDTH = 720
+#: the bars' baseline and tallest bar, in the box's units
+BASELINE, TALLEST = 125, 105
+
+
+def text(value: Any) -> str:
+    """``value`` as HTML text: numbers as they are, anything else escaped."""
+    if type(value) is int or type(value) is float:
+        return str(value)
+    return str(escape(value))
+
+
+def cell(column: str, value: Any, shown: Any = None) -> Markup:
+    """A table cell that keeps its raw value for sorting: ``data-value`` is empty and the
+    cell shows "—" for None, unless ``shown`` says what to show."""
+    return Markup(_cell(column, value, shown))
+
+
+def _cell(column: str, value: Any, shown: Any = None) -> str:
+    raw = "" if value is None else text(value)
+    shown_text = ("—" if value is None else raw) if shown is None else text(shown)
+    return f'<td data-col="{column}" data-value="{raw}">{shown_text}</td>'
+
+
+def tutor_rows(
+    tutors: Iterable[Mapping[str, Any]],
+    names: Mapping[int, Any],
+    *,
+    split: bool,
+    per_student: bool,
+    what_if: Mapping[str, Any] | None,
+) -> Markup:
+    """The per-tutor table's body rows (the empty table's row stays in the template)."""
+    rows = []
+    changed = what_if["minutes"] if what_if else {}
+    for t in tutors:
+        marker, minutes = t["marker_id"], t["minutes"]
+        cells = [
+            _cell("marker_id", marker, names.get(marker, "")),
+            _cell("sessions", t["sessions"]),
+            _cell("minutes", minutes),
+            _cell("hours", hours(minutes)),
+            _cell("assessments", t["assessments"]),
+            _cell("minutes_per_assessment", t["minutes_per_assessment"]),
+        ]
+        if split:
+            cells.append(_cell("during_class_minutes", t.get("during_class_minutes")))
+            cells.append(_cell("outside_class_minutes", t.get("outside_class_minutes")))
+        if per_student:
+            cells.append(_cell("students", t.get("students")))
+            cells.append(_cell("minutes_per_student", t.get("minutes_per_student")))
+        if what_if:
+            other = text(changed.get(marker, 0))
+            cells.append(
+                f'<td class="tt-whatif" data-col="configured_minutes" data-value="{minutes}">'
+                f'{minutes}</td><td class="tt-whatif" data-col="whatif_minutes" '
+                f'data-value="{other}">{other}</td>'
+            )
+        rows.append(f'<tr data-row="{marker}" data-marker="{marker}">{"".join(cells)}</tr>')
+    return Markup("\n".join(rows))
+
+
+def calendar_blocks(week: Week, names: Mapping[int, Any]) -> Markup:
+    """The calendar's session rectangles, each with its tooltip and, where it fits, its
+    label."""
+    out = []
+    for b in week.blocks:
+        r = week.rect(b)
+        name = text(names.get(b.marker_id, ""))
+        running = " tt-running" if b.running else ""
+        continues = ' data-continues="yes"' if b.continues else ""
+        end = "now" if b.running else b.end.strftime("%a %H:%M")
+        during = "" if b.during_class is None else f" ({b.during_class} during class)"
+        plural = "" if b.assessments == 1 else "s"
+        still = " (still running)" if b.running else ""
+        out.append(
+            f'<rect class="tt-block{running}" data-session-id="{b.session_id}" '
+            f'data-marker="{b.marker_id}"{continues} x="{r["x"]}" y="{r["y"]}" '
+            f'width="{r["width"]}" height="{r["height"]}" rx="2"><title>{name}: '
+            f"{b.start.strftime('%a %H:%M')}–{end}, {b.minutes} min{during}, "
+            f"{b.assessments} assessment{plural}{still}</title></rect>"
+        )
+        if r["height"] >= 14 and r["width"] >= 70:
+            in_class = f" ({b.during_class} in class)" if b.during_class else ""
+            out.append(
+                f'<text class="tt-label" x="{r["x"] + 3}" y="{r["y"] + 11}" '
+                f'aria-hidden="true">{name} {b.minutes}m{in_class}</text>'
+            )
+    return Markup("\n".join(out))
+
+
+def calendar_rows(week: Week, names: Mapping[int, Any], *, split: bool) -> Markup:
+    """The calendar's sessions as table rows, in order of start."""
+    rows = []
+    for b in sorted(week.blocks, key=lambda b: b.start):
+        end = "running" if b.running else b.end.strftime("%a %d %b %H:%M")
+        during = _cell("during_class_minutes", b.during_class) if split else ""
+        rows.append(
+            f'<tr data-row="{b.session_id}" data-marker="{b.marker_id}">'
+            f"<td>{text(names.get(b.marker_id, ''))}</td>"
+            f"<td>{b.start.strftime('%a %d %b %H:%M')}</td><td>{end}</td>"
+            f"{_cell('minutes', b.minutes)}{during}{_cell('assessments', b.assessments)}</tr>"
+        )
+    return Markup("\n".join(rows))
+
+
+def timeline_bars(timeline: list[Mapping[str, Any]], *, split: bool) -> Markup:
+    """The bar chart of minutes per bucket: a bar each (the minutes during class drawn over
+    it), its number when the bar is wide enough, and a date under every few."""
+    top = max([1, *(b["minutes"] for b in timeline)])
+    width = BARS_WIDTH / max(len(timeline), 1)
+    # a date label about every 40 units
+    every = int(math.ceil(40 / width)) or 1
+    bar = round(width * 0.7, 2)
+    out = []
+    for i, b in enumerate(timeline):
+        minutes, start = b["minutes"], b["start"]
+        height = round(minutes / top * TALLEST, 1)
+        x = i * width
+        at = round(x + width * 0.15, 2)
+        during = f" ({b['during_class_minutes']} during class)" if split else ""
+        out.append(
+            f'<rect class="tt-bar" x="{at}" y="{BASELINE - height}" width="{bar}" '
+            f'height="{height}"><title>{start.isoformat()}: {minutes} min{during}</title></rect>'
+        )
+        if split and b["during_class_minutes"]:
+            inside = round(b["during_class_minutes"] / top * TALLEST, 1)
+            out.append(
+                f'<rect class="tt-bar-class" data-bucket="{i}" x="{at}" '
+                f'y="{BASELINE - inside}" width="{bar}" height="{inside}"><title>'
+                f"{start.isoformat()}: {b['during_class_minutes']} min during class</title></rect>"
+            )
+        middle = round(x + width / 2, 2)
+        if minutes and width >= 16:
+            out.append(
+                f'<text class="tt-barnum" x="{middle}" y="{BASELINE - 4 - height}" '
+                f'text-anchor="middle">{minutes}</text>'
+            )
+        if i % every == 0:
+            out.append(
+                f'<text class="tt-axis" x="{middle}" y="142" text-anchor="middle">'
+                f"{start.day}/{start.month}</text>"
+            )
+    return Markup("\n".join(out))
+
+
+def timeline_rows(timeline: list[Mapping[str, Any]], *, split: bool) -> Markup:
+    """The minutes per bucket as table rows."""
+    rows = []
+    for i, b in enumerate(timeline):
+        during = ""
+        if split:
+            during = _cell("during_class_minutes", b["during_class_minutes"]) + _cell(
+                "outside_class_minutes", b["outside_class_minutes"]
+            )
+        rows.append(
+            f'<tr data-row="{i}">{_cell("start", b["start"].isoformat())}'
+            f"{_cell('minutes', b['minutes'])}{during}{_cell('sessions', b['sessions'])}"
+            f"{_cell('assessments', b['assessments'])}</tr>"
+        )
+    return Markup("\n".join(rows))
