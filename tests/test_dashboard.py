@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from demo import create_app
 from demo.extensions import db, tutor_times
+from tutor_times.web import html
 
 from .conftest import Clock, built, login, play_scenario
 
@@ -340,3 +341,11 @@ def test_a_tutor_only_in_the_what_if_has_the_rows_other_columns(
     assert rows["4"]["whatif_minutes"] == "1" and rows["4"]["configured_minutes"] == "0"
     assert (rows["4"]["during_class_minutes"], rows["4"]["outside_class_minutes"]) == ("0", "0")
     assert (rows["4"]["students"], rows["4"]["minutes_per_student"]) == ("5", "0.0")
+
+
+def test_the_calendars_day_and_clock_are_strftimes() -> None:
+    start = datetime(2026, 3, 2, 9, 5)
+    for days in range(400):
+        t = start + timedelta(days=days, minutes=days * 37)
+        assert html.clock(t) == t.strftime("%a %H:%M")
+        assert html.day_clock(t) == t.strftime("%a %d %b %H:%M")

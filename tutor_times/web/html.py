@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -23,6 +24,20 @@ from .csv_export import hours
 BARS_WIDTH = 720
 #: the bars' baseline and tallest bar, in the box's units
 BASELINE, TALLEST = 125, 105
+#: names of days and months as ``strftime`` writes them in the C locale, looked up: a
+#: week's calendar writes about 1,500 of them
+DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def clock(t: datetime) -> str:
+    """``Mon 09:05``."""
+    return f"{DAYS[t.weekday()]} {t.hour:02d}:{t.minute:02d}"
+
+
+def day_clock(t: datetime) -> str:
+    """``Mon 02 Mar 09:05``."""
+    return f"{DAYS[t.weekday()]} {t.day:02d} {MONTHS[t.month - 1]} {t.hour:02d}:{t.minute:02d}"
 
 
 def text(value: Any) -> str:
@@ -91,7 +106,7 @@ def calendar_blocks(week: Week, names: Mapping[int, Any]) -> Markup:
         name = text(names.get(b.marker_id, ""))
         running = " tt-running" if b.running else ""
         continues = ' data-continues="yes"' if b.continues else ""
-        end = "now" if b.running else b.end.strftime("%a %H:%M")
+        end = "now" if b.running else clock(b.end)
         during = "" if b.during_class is None else f" ({b.during_class} during class)"
         plural = "" if b.assessments == 1 else "s"
         still = " (still running)" if b.running else ""
@@ -99,7 +114,7 @@ def calendar_blocks(week: Week, names: Mapping[int, Any]) -> Markup:
             f'<rect class="tt-block{running}" data-session-id="{b.session_id}" '
             f'data-marker="{b.marker_id}"{continues} x="{r["x"]}" y="{r["y"]}" '
             f'width="{r["width"]}" height="{r["height"]}" rx="2"><title>{name}: '
-            f"{b.start.strftime('%a %H:%M')}–{end}, {b.minutes} min{during}, "
+            f"{clock(b.start)}–{end}, {b.minutes} min{during}, "
             f"{b.assessments} assessment{plural}{still}</title></rect>"
         )
         if r["height"] >= 14 and r["width"] >= 70:
@@ -115,12 +130,12 @@ def calendar_rows(week: Week, names: Mapping[int, Any], *, split: bool) -> Marku
     """The calendar's sessions as table rows, in order of start."""
     rows = []
     for b in sorted(week.blocks, key=lambda b: b.start):
-        end = "running" if b.running else b.end.strftime("%a %d %b %H:%M")
+        end = "running" if b.running else day_clock(b.end)
         during = _cell("during_class_minutes", b.during_class) if split else ""
         rows.append(
             f'<tr data-row="{b.session_id}" data-marker="{b.marker_id}">'
             f"<td>{text(names.get(b.marker_id, ''))}</td>"
-            f"<td>{b.start.strftime('%a %d %b %H:%M')}</td><td>{end}</td>"
+            f"<td>{day_clock(b.start)}</td><td>{end}</td>"
             f"{_cell('minutes', b.minutes)}{during}{_cell('assessments', b.assessments)}</tr>"
         )
     return Markup("\n".join(rows))
