@@ -17,7 +17,8 @@ from flask.testing import FlaskClient
 
 from demo import create_app
 from demo.extensions import db, tutor_times
-from tutor_times.web import html
+from demo.views import user_names
+from tutor_times.web import html as markup
 
 from .conftest import Clock, built, login, play_scenario
 
@@ -107,12 +108,13 @@ def test_tutors_are_named_by_the_hosts_name_loader(seeded: Flask) -> None:
     assert "#3" not in html.replace("&#34;", '"')  # no tutor shown by number
 
 
-def test_a_hosts_names_are_text_wherever_the_page_shows_them(
-    seeded: Flask, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_hosts_names_are_text_wherever_the_page_shows_them(seeded: Flask) -> None:
     hostile = "<img src=x onerror=alert(1)>&\"'"
-    monkeypatch.setattr(tutor_times, "_name_loader", lambda ids: {i: f"{hostile}{i}" for i in ids})
-    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
+    tutor_times.name_loader(lambda ids: {i: f"{hostile}{i}" for i in ids})
+    try:
+        html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
+    finally:
+        tutor_times.name_loader(user_names)
     assert "<img" not in html
     escaped = "&lt;img src=x onerror=alert(1)&gt;&amp;&#34;&#39;"
     tutors = html.split('data-table="tutors"', 1)[1].split("</table>", 1)[0]
@@ -347,5 +349,6 @@ def test_the_calendars_day_and_clock_are_strftimes() -> None:
     start = datetime(2026, 3, 2, 9, 5)
     for days in range(400):
         t = start + timedelta(days=days, minutes=days * 37)
-        assert html.clock(t) == t.strftime("%a %H:%M")
-        assert html.day_clock(t) == t.strftime("%a %d %b %H:%M")
+        assert markup.clock(t) == t.strftime("%a %H:%M")
+        assert markup.day_clock(t) == t.strftime("%a %d %b %H:%M")
+        assert markup.day_label(t.date()) == f"{t:%a} {t.day} {t:%b}"

@@ -107,13 +107,13 @@ def _session_rows(
     live_after: datetime,
     min_minutes: int,
     *,
-    activities: bool = True,
+    by_action: bool = True,
 ) -> list[Any]:
     """Sessions selected by ``query`` (a WHERE/ORDER/LIMIT over marking_sessions), with
     their activity counts by action, as response rows. ``active`` is true for an open
     session whose last activity is after ``live_after``, as in :func:`active_sessions`.
 
-    Without ``activities`` a row has its assessments only, in the same statement: those a
+    Without ``by_action`` a row has its assessments only, in the same statement: those a
     closed session's figures keep (:mod:`.figures`), the others' counted."""
     ms, act = models.MarkingSession, models.SessionActivity
     columns = [
@@ -126,10 +126,10 @@ def _session_rows(
         ms.duration_minutes,
         _last_activity(models).label("last_activity"),
     ]
-    if not activities:
-        columns.append(_stored_assessments(models).label("assessments"))
+    if not by_action:
+        columns.append(_figured_assessments(models).label("assessments"))
     rows = conn.execute(query.with_only_columns(*columns)).all()
-    if not activities:
+    if not by_action:
         return [
             {**_session_row(r, live_after, min_minutes), "assessments": r.assessments} for r in rows
         ]
@@ -186,11 +186,11 @@ def sessions_page(
     per_page: int,
     live_after: datetime,
     min_minutes: int,
-    activities: bool = True,
+    by_action: bool = True,
 ) -> dict[str, Any]:
     """One page of the scope's sessions, newest first, and how many there are in all.
 
-    Without ``activities`` each session's assessments are its only counts (the
+    Without ``by_action`` each session's assessments are its only counts (the
     calendar's): no second statement over the page's activities."""
     ms = models.MarkingSession
     where = scope.where(models)
@@ -207,7 +207,7 @@ def sessions_page(
         "per_page": per_page,
         "total": total,
         "sessions": _session_rows(
-            conn, models, query, live_after, min_minutes, activities=activities
+            conn, models, query, live_after, min_minutes, by_action=by_action
         ),
     }
 
@@ -270,11 +270,12 @@ def _assessments_of(models: Models) -> Any:
     )
 
 
-def _stored_assessments(models: Models) -> Any:
+def _figured_assessments(models: Models) -> Any:
     """A session's assessments: those its figures keep once it is closed and figured, else
-    counted (:func:`_assessments_of`)."""
+    counted (:func:`_assessments_of`), as :mod:`.figures` reads them."""
     ms = models.MarkingSession
-    return sa.case((ms.block_start.is_(None), _assessments_of(models)), else_=ms.assessments)
+    unfigured = sa.or_(ms.block_start.is_(None), ms.assessments.is_(None))
+    return sa.case((unfigured, _assessments_of(models)), else_=ms.assessments)
 
 
 def merged_blocks(
@@ -505,7 +506,7 @@ def figured_by(
     figures = [
         sa.func.min(ms.marker_id).label("marker"),
         sa.func.count().label("n"),
-        sa.func.sum(_stored_assessments(models)).label("a"),
+        sa.func.sum(_figured_assessments(models)).label("a"),
         sa.func.sum(sa.case((is_cut, 0), else_=credited)).label("minutes"),
         cut_of.label("cut"),
     ]

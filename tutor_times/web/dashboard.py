@@ -1,8 +1,11 @@
 """The dashboard pages: a unit's marking time, or one's own, on one HTML page.
 
 Every number on them comes from the report functions the JSON endpoints run, through the
-same helpers (:mod:`.views`), so a page and the API cannot disagree. The pages answer in HTML,
-errors included; they are served only while ``TUTOR_TIMES_DASHBOARD`` is on.
+same helpers (:mod:`.views`), so a page and the API cannot disagree; the one difference is
+the calendar's, which asks the sessions page for each session's assessments alone (held to
+the JSON's by ``tests/test_dashboard.py``). The long tables and charts are rendered by
+:mod:`.html`. The pages answer in HTML, errors included; they are served only while
+``TUTOR_TIMES_DASHBOARD`` is on.
 """
 
 from __future__ import annotations
@@ -202,7 +205,8 @@ def _context(
         "tutor_rows": html.tutor_rows,
         "calendar_blocks": html.calendar_blocks,
         "calendar_rows": html.calendar_rows,
-        "timeline_bars": html.timeline_bars,
+        "day_label": html.day_label,
+        "timeline_chart": html.timeline_chart,
         "timeline_rows": html.timeline_rows,
         "presets": _presets(last),
         "live_every_ms": LIVE_EVERY_MS,
@@ -270,7 +274,7 @@ def _week(scope: Scope, tz: ZoneInfo, timetable: Timetable | None) -> calendar.W
         page=1,
         per_page=CALENDAR_LIMIT,
         live_after=live_after(),
-        activities=False,
+        by_action=False,
     )
     if timetable is not None:
         class_times.split_rows(page["sessions"], timetable)

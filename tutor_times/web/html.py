@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -20,10 +20,10 @@ from markupsafe import Markup, escape
 from .calendar import Week
 from .csv_export import hours
 
-#: the bar chart's drawing box (the template's ``viewBox``)
-BARS_WIDTH = 720
-#: the bars' baseline and tallest bar, in the box's units
-BASELINE, TALLEST = 125, 105
+#: the bar chart's drawing box
+BARS_WIDTH, BARS_HEIGHT = 720, 150
+#: the bars' baseline, the tallest bar and the dates' line, in the box's units
+BASELINE, TALLEST, DATES = 125, 105, 142
 #: names of days and months as ``strftime`` writes them in the C locale, looked up: a
 #: week's calendar writes about 1,500 of them
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -33,6 +33,11 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 def clock(t: datetime) -> str:
     """``Mon 09:05``."""
     return f"{DAYS[t.weekday()]} {t.hour:02d}:{t.minute:02d}"
+
+
+def day_label(d: date) -> str:
+    """``Mon 2 Mar``."""
+    return f"{DAYS[d.weekday()]} {d.day} {MONTHS[d.month - 1]}"
 
 
 def day_clock(t: datetime) -> str:
@@ -49,14 +54,16 @@ def text(value: Any) -> str:
 
 def cell(column: str, value: Any, shown: Any = None) -> Markup:
     """A table cell that keeps its raw value for sorting: ``data-value`` is empty and the
-    cell shows "—" for None, unless ``shown`` says what to show."""
+    cell shows "—" for None, unless ``shown`` says what to show. ``column`` is one of the
+    page's own column names, written as it is."""
     return Markup(_cell(column, value, shown))
 
 
-def _cell(column: str, value: Any, shown: Any = None) -> str:
+def _cell(column: str, value: Any, shown: Any = None, css: str = "") -> str:
     raw = "" if value is None else text(value)
     shown_text = ("—" if value is None else raw) if shown is None else text(shown)
-    return f'<td data-col="{column}" data-value="{raw}">{shown_text}</td>'
+    attributes = f' class="{css}"' if css else ""
+    return f'<td{attributes} data-col="{column}" data-value="{raw}">{shown_text}</td>'
 
 
 def tutor_rows(
@@ -81,18 +88,15 @@ def tutor_rows(
             _cell("minutes_per_assessment", t["minutes_per_assessment"]),
         ]
         if split:
-            cells.append(_cell("during_class_minutes", t.get("during_class_minutes")))
-            cells.append(_cell("outside_class_minutes", t.get("outside_class_minutes")))
+            cells.append(_cell("during_class_minutes", t["during_class_minutes"]))
+            cells.append(_cell("outside_class_minutes", t["outside_class_minutes"]))
         if per_student:
-            cells.append(_cell("students", t.get("students")))
-            cells.append(_cell("minutes_per_student", t.get("minutes_per_student")))
+            cells.append(_cell("students", t["students"]))
+            cells.append(_cell("minutes_per_student", t["minutes_per_student"]))
         if what_if:
-            other = text(changed.get(marker, 0))
-            cells.append(
-                f'<td class="tt-whatif" data-col="configured_minutes" data-value="{minutes}">'
-                f'{minutes}</td><td class="tt-whatif" data-col="whatif_minutes" '
-                f'data-value="{other}">{other}</td>'
-            )
+            # the tutor's minutes at the configured timeout and at the picker's
+            cells.append(_cell("configured_minutes", minutes, css="tt-whatif"))
+            cells.append(_cell("whatif_minutes", changed.get(marker, 0), css="tt-whatif"))
         rows.append(f'<tr data-row="{marker}" data-marker="{marker}">{"".join(cells)}</tr>')
     return Markup("\n".join(rows))
 
@@ -141,15 +145,19 @@ def calendar_rows(week: Week, names: Mapping[int, Any], *, split: bool) -> Marku
     return Markup("\n".join(rows))
 
 
-def timeline_bars(timeline: list[Mapping[str, Any]], *, split: bool) -> Markup:
-    """The bar chart of minutes per bucket: a bar each (the minutes during class drawn over
-    it), its number when the bar is wide enough, and a date under every few."""
+def timeline_chart(timeline: list[Mapping[str, Any]], bucket: str, *, split: bool) -> Markup:
+    """The bar chart of minutes per ``bucket``: a bar each (the minutes during class drawn
+    over it), its number when the bar is wide enough, and a date under every few."""
     top = max([1, *(b["minutes"] for b in timeline)])
     width = BARS_WIDTH / max(len(timeline), 1)
     # a date label about every 40 units
-    every = int(math.ceil(40 / width)) or 1
+    every = math.ceil(40 / width) or 1
     bar = round(width * 0.7, 2)
-    out = []
+    out = [
+        f'<svg class="tt-bars" viewBox="0 0 {BARS_WIDTH} {BARS_HEIGHT}" role="img" '
+        f'aria-label="Minutes per {text(bucket)}; the numbers are in the table below">',
+        f'<line class="tt-grid" x1="0" x2="{BARS_WIDTH}" y1="{BASELINE}" y2="{BASELINE}"/>',
+    ]
     for i, b in enumerate(timeline):
         minutes, start = b["minutes"], b["start"]
         height = round(minutes / top * TALLEST, 1)
@@ -175,9 +183,10 @@ def timeline_bars(timeline: list[Mapping[str, Any]], *, split: bool) -> Markup:
             )
         if i % every == 0:
             out.append(
-                f'<text class="tt-axis" x="{middle}" y="142" text-anchor="middle">'
+                f'<text class="tt-axis" x="{middle}" y="{DATES}" text-anchor="middle">'
                 f"{start.day}/{start.month}</text>"
             )
+    out.append("</svg>")
     return Markup("\n".join(out))
 
 
