@@ -145,21 +145,29 @@ def _islands(
     )
     n = ends.c
     nkey = [n[name] for name in free]
+    # the times as the driver gives them (aware, in the connection's zone): they are only
+    # compared and subtracted, and a few thousand of them need no conversion to UTC
+    aware = sa.DateTime(timezone=True)
     query = sa.select(
         *nkey,
-        n.at,
-        sa.case((n.last, n.at), else_=n.next_at),
+        sa.type_coerce(n.at, aware),
+        sa.type_coerce(sa.case((n.last, n.at), else_=n.next_at), aware),
         sa.case((n.last, n.so_far), else_=n.next_so_far) - n.so_far + n.assessed,
     ).where(n.first)
-
-    def session_of(row: Any) -> Session:
-        """A row's session: its free columns, what the scope fixes, then its figures."""
-        given = iter(row)
-        marker, unit, ip = (next(given) if name in free else fixed[name] for name in KEY)
-        first, last, n_assessed = given
-        return Session(marker, unit, ip, first, last, int(n_assessed))
-
-    return [session_of(row) for row in conn.execute(query).all()]
+    # each row's key from its free columns and what the scope fixes (never the address)
+    marker, unit = (free.index(name) if name in free else None for name in KEY[:2])
+    ip, width = free.index("ip_address"), len(free)
+    return [
+        Session(
+            fixed["marker_id"] if marker is None else row[marker],
+            fixed["unit_id"] if unit is None else row[unit],
+            row[ip],
+            row[width],
+            row[width + 1],
+            int(row[width + 2]),
+        )
+        for row in conn.execute(query).all()
+    ]
 
 
 def _cut(ordered: Iterable[Any], timeout: timedelta) -> Iterator[Session]:
