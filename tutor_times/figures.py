@@ -265,20 +265,28 @@ def _sessions_within(
     return rows, _counted(conn, models, rows, recount)
 
 
+def lists_agree(sessions: Any) -> Any:
+    """SQL, true where a session's stored lists can be read: they are there and as long as
+    its stored assessments (a writer of an earlier version may have changed one and not the
+    other). Never NULL. :func:`_lists_agree` is the same rule on a row."""
+    return sa.func.coalesce(
+        sa.func.cardinality(sessions.assessed_definitions) == sessions.assessments, sa.false()
+    )
+
+
+def _lists_agree(row: Any) -> bool:
+    """:func:`lists_agree` on a row read into Python."""
+    lists = row.assessed_definitions
+    return row.assessments is not None and lists is not None and len(lists) == row.assessments
+
+
 def _counted(
     conn: sa.Connection, models: Models, rows: list[Any], recount: set[int]
 ) -> dict[int, tuple[Any, ...]]:
     """Each of ``rows``' (assessments, definitions, tasks): from its activities for those in
     ``recount`` or with nothing stored (or lists a writer of an earlier version left unset
     or short), in one read; else as stored."""
-    stale = [
-        r.id
-        for r in rows
-        if r.id in recount
-        or r.assessments is None
-        or r.assessed_definitions is None
-        or len(r.assessed_definitions) != r.assessments
-    ]
+    stale = [r.id for r in rows if r.id in recount or not _lists_agree(r)]
     act = models.SessionActivity
     columns = (act.marking_session_id, act.created_at, act.id, act.task_definition_id, act.task_id)
     found: dict[int, tuple[list[Any], list[Any]]] = {sid: ([], []) for sid in stale}

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from .accounting import duration_minutes, overlapping
 from .class_times import Timetable, with_split
 from .constants import ASSESSING
+from .figures import lists_agree
 from .models import CLIENT, Models, bound_array, last_activity_of
 
 B = TypeVar("B")
@@ -719,19 +720,16 @@ def tasks(
             own.c.task_definition_id,
             own.c.task_id,
             ms.marker_id,
-            (_open_minutes(conn, models, scope, min_minutes) * 1.0 / n).label("share"),
+            _share(_open_minutes(conn, models, scope, min_minutes), n).label("share"),
         )
         .select_from(ms)
         .join(own, own.c.marking_session_id == ms.id)
         .where(*scope.where(models))
     )
     if conn.dialect.name == "postgresql":
-        # lists that agree with the count beside them (a writer of an earlier version may
-        # have changed one and not the other; then the activities answer). Never NULL: a
-        # session is in exactly one of the two branches.
-        kept = sa.func.coalesce(
-            sa.func.cardinality(ms.assessed_definitions) == ms.assessments, sa.false()
-        )
+        # lists that agree with the count beside them; the others' activities answer (never
+        # NULL: a session is in exactly one of the two branches)
+        kept = lists_agree(ms)
         # each session's share of its minutes worked out once, not once per assessment
         # (fenced: flattened, the planner would divide on every row of the lists)
         sessions = (
@@ -739,7 +737,7 @@ def tasks(
                 ms.marker_id,
                 ms.assessed_definitions,
                 ms.assessed_tasks,
-                (ms.duration_minutes * 1.0 / sa.func.nullif(ms.assessments, 0)).label("share"),
+                _share(ms.duration_minutes, sa.func.nullif(ms.assessments, 0)).label("share"),
             )
             .where(*scope.where(models), kept)
             .offset(0)
@@ -779,6 +777,12 @@ def tasks(
         }
         for definition, n, n_tasks, n_markers, minutes in rows
     ]
+
+
+def _share(minutes: Any, n: Any) -> Any:
+    """SQL: each of a session's ``n`` assessments' share of its ``minutes``, in exact
+    decimals (both branches of :func:`tasks` must divide alike for their sums to agree)."""
+    return minutes * 1.0 / n
 
 
 def _assessed_tasks(conn: sa.Connection, models: Models) -> tuple[Any, Any]:

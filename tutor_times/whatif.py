@@ -144,7 +144,8 @@ def _islands(
         .subquery("ends")
     )
     n = ends.c
-    nkey = [n[name] for name in free]
+    # the whole key: the free columns, and what the scope fixes as it is
+    nkey = [n[name] if name in free else sa.literal(fixed[name]) for name in KEY]
     # the times as the driver gives them (aware, in the connection's zone): they are only
     # compared and subtracted, and a few thousand of them need no conversion to UTC
     aware = sa.DateTime(timezone=True)
@@ -154,20 +155,7 @@ def _islands(
         sa.type_coerce(sa.case((n.last, n.at), else_=n.next_at), aware),
         sa.case((n.last, n.so_far), else_=n.next_so_far) - n.so_far + n.assessed,
     ).where(n.first)
-    # each row's key from its free columns and what the scope fixes (never the address)
-    marker, unit = (free.index(name) if name in free else None for name in KEY[:2])
-    ip, width = free.index("ip_address"), len(free)
-    return [
-        Session(
-            fixed["marker_id"] if marker is None else row[marker],
-            fixed["unit_id"] if unit is None else row[unit],
-            row[ip],
-            row[width],
-            row[width + 1],
-            int(row[width + 2]),
-        )
-        for row in conn.execute(query).all()
-    ]
+    return [Session(*row[:5], int(row[5])) for row in conn.execute(query).all()]
 
 
 def _cut(ordered: Iterable[Any], timeout: timedelta) -> Iterator[Session]:
