@@ -45,6 +45,7 @@ LAYERS: dict[str, int] = {
     "idempotency": 4,
     "jobs": 4,
     "metrics": 0,
+    "tallies": 0,
     "health": 6,
     "state": 5,
     "maintenance": 6,

@@ -15,6 +15,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from . import tallies
 from .accounting import UTC, duration_minutes
 
 MARKING_SESSIONS = "marking_sessions"
@@ -35,6 +36,9 @@ CLOSED_DURATION_CHECK = (
     " OR (end_time IS NOT NULL AND duration_minutes IS NOT NULL"
     " AND duration_minutes > 0 AND end_time >= start_time)"
 )
+
+#: PostgreSQL: a session's stored lists can be read (``figures.lists_agree``, as text)
+LISTS_AGREE = tallies.KEPT.format(r="")
 
 #: what a report reads of each session of its range, besides unit and start
 REPORTED = (
@@ -108,6 +112,11 @@ class Models(NamedTuple):
     IdempotencyKeys: Any = None
     #: one row per recurring job: the worker's heartbeat, the daily retention (a Core table)
     Jobs: Any = None
+    #: the tasks report's tallies (:mod:`.tallies`; Core tables, kept on PostgreSQL only):
+    #: occurrences of tasks and markers, their keys, and the assessments per day
+    Assessed: Any = None
+    AssessedKeys: Any = None
+    AssessedDays: Any = None
 
 
 _built: WeakKeyDictionary[SQLAlchemy, Models] = WeakKeyDictionary()
@@ -191,6 +200,16 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 postgresql_where=sa.text("block_start IS NULL"),
                 sqlite_where=sa.text("block_start IS NULL"),
             ),
+            # The tasks report finds the sessions of a range that are not tallied (the open
+            # ones, and any whose lists a writer of an earlier version left unset or short);
+            # SQLite keeps no tallies (an index of the open sessions, as small).
+            sa.Index(
+                "ix_marking_sessions_untallied",
+                "unit_id",
+                "start_time",
+                postgresql_where=sa.text(f"NOT {LISTS_AGREE}"),
+                sqlite_where=sa.text("assessments IS NULL"),
+            ),
             # Keeping the figures finds a tutor's blocks that reach a time by their end.
             sa.Index("ix_marking_sessions_tutor_block_end", "unit_id", "marker_id", "block_end"),
             # Placing a late or historical activity looks for the key's neighbouring sessions
@@ -260,7 +279,19 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 f" at {self.created_at:%Y-%m-%d %H:%M:%S}>"
             )
 
-    models = Models(MarkingSession, SessionActivity, *_operations_tables(db.metadata))
+    sessions = MarkingSession.__table__
+    for statement in tallies.create_statements():
+        sa.event.listen(
+            sessions, "after_create", sa.DDL(statement).execute_if(dialect="postgresql")
+        )
+    for statement in tallies.drop_statements():
+        sa.event.listen(sessions, "before_drop", sa.DDL(statement).execute_if(dialect="postgresql"))
+    models = Models(
+        MarkingSession,
+        SessionActivity,
+        *_operations_tables(db.metadata),
+        *tallies.tables(db.metadata, UTCDateTime),
+    )
     _built[db] = models
     return models
 

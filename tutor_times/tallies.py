@@ -1,0 +1,288 @@
+"""Tallies the tasks report keeps per unit on PostgreSQL, so that a year of a unit's tasks is
+counted from a few thousand rows instead of every assessment of the year.
+
+The tasks report gives, per task definition over a range of session starts: assessments,
+estimated minutes (each session's minutes shared equally among its assessments), and how
+many distinct tasks and markers. Sums add up over days; distinct counts do not. So:
+
+- ``tutor_times_assessed_days``: per (unit, definition, UTC day of the session start), the
+  assessments and the minutes' shares, in exact decimals (each share is the session's
+  minutes over its assessments as a ``numeric``: adding them in any grouping gives the same
+  sum to the last digit, so the days plus the range's edges equal the report's own sum).
+- ``tutor_times_assessed``: one row per (session, definition, task) and per (session,
+  definition) for its marker — the *occurrences* of each distinct-count key.
+- ``tutor_times_assessed_keys``: per key (unit, definition, kind, value) — kind 0 a task,
+  1 a marker — its first and last session start and the widest gap between two of its
+  consecutive starts.
+
+Distinct keys with a session in [s, e) are then counted by their complement: the keys whose
+first start is before e and last at or after s, less those with none in between. A key has
+none in between only if two of its consecutive starts straddle the range, a gap wider than
+e − s, so only the few keys whose widest gap is that wide are looked up one by one.
+
+Only closed sessions whose stored lists can be read (``figures.lists_agree``) are tallied:
+the report counts the others (the open ones, a handful) from their activities. A NULL
+definition is tallied as 0 (ids are positive).
+
+Triggers on ``marking_sessions`` keep the three tables, one statement at a time, whoever
+writes (the figures' refresh, a purge, a rebuild, a host's cascading delete): the rows a
+statement stops or starts tallying are taken away and added. Added occurrences widen their
+key's first, last and widest gap in place; a key that lost an occurrence is counted again
+from its occurrences. Writers of one key take turns on its row (rows locked in key order in
+one statement); the day tallies add signed differences, which commute.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+ASSESSED = "tutor_times_assessed"
+KEYS = "tutor_times_assessed_keys"
+DAYS = "tutor_times_assessed_days"
+
+#: a key's kind
+TASK, MARKER = 0, 1
+#: what a NULL task definition is tallied as
+NO_DEFINITION = 0
+
+#: the key columns of an occurrence and of a key
+KEY = "unit_id, definition, kind, value"
+
+
+def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
+    """The three tables, declared on ``metadata`` (on every backend, so that one schema is
+    migrated; only PostgreSQL fills them)."""
+    assessed = sa.Table(
+        ASSESSED,
+        metadata,
+        sa.Column("session_id", sa.BigInteger, nullable=False, index=True),
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("definition", sa.BigInteger, nullable=False),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+        sa.Column("value", sa.BigInteger, nullable=False),
+        sa.Column("start_time", time_type, nullable=False),
+        # a key's occurrences in start order: a key counted again, a range looked up
+        sa.Index(
+            "ix_tutor_times_assessed_key_start",
+            "unit_id",
+            "definition",
+            "kind",
+            "value",
+            "start_time",
+        ),
+    )
+    keys = sa.Table(
+        KEYS,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, primary_key=True),
+        sa.Column("definition", sa.BigInteger, primary_key=True),
+        sa.Column("kind", sa.SmallInteger, primary_key=True),
+        sa.Column("value", sa.BigInteger, primary_key=True),
+        sa.Column("first_start", time_type, nullable=False),
+        sa.Column("last_start", time_type, nullable=False),
+        sa.Column("widest_gap", sa.Interval, nullable=False),
+    )
+    days = sa.Table(
+        DAYS,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, primary_key=True),
+        sa.Column("day", sa.Date, primary_key=True),
+        sa.Column("definition", sa.BigInteger, primary_key=True),
+        sa.Column("assessments", sa.BigInteger, nullable=False),
+        sa.Column("minutes", sa.Numeric, nullable=False),
+    )
+    return assessed, keys, days
+
+
+#: the occurrences of one session (call it only on a tallied one)
+OCCURRENCES_FUNCTION = f"""
+CREATE FUNCTION tutor_times_assessed_of(ms marking_sessions)
+RETURNS TABLE (session_id bigint, unit_id bigint, definition bigint, kind smallint,
+               value bigint, start_time timestamptz)
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT DISTINCT ms.id, ms.unit_id, coalesce(l.definition, {NO_DEFINITION}), k.kind,
+           CASE k.kind WHEN {TASK} THEN l.task ELSE ms.marker_id END, ms.start_time
+    FROM unnest(ms.assessed_definitions, ms.assessed_tasks) AS l(definition, task),
+         (VALUES (CAST({TASK} AS smallint)), (CAST({MARKER} AS smallint))) AS k(kind)
+    WHERE k.kind = {MARKER} OR l.task IS NOT NULL
+$fn$
+"""
+
+#: the occurrences of an array of sessions, as a subquery
+GONE = "(SELECT o.* FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o)"
+CAME = "(SELECT o.* FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o)"
+
+#: take away what ``gone`` tallied and add what ``came`` does
+TALLY_FUNCTION = f"""
+CREATE FUNCTION tutor_times_tally(gone marking_sessions[], came marking_sessions[])
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
+        RETURN;
+    END IF;
+
+    -- assessments and shares of minutes per day: signed differences, added
+    INSERT INTO {DAYS} AS d (unit_id, day, definition, assessments, minutes)
+    SELECT s.unit_id, CAST(s.start_time AT TIME ZONE 'UTC' AS date),
+           coalesce(l.definition, {NO_DEFINITION}), sum(s.sign),
+           sum(s.sign * (CAST(s.duration_minutes AS numeric) / CAST(s.assessments AS numeric)))
+    FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g
+          UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s,
+         unnest(s.assessed_definitions) AS l(definition)
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (unit_id, day, definition) DO UPDATE
+        SET assessments = d.assessments + excluded.assessments,
+            minutes = d.minutes + excluded.minutes;
+    DELETE FROM {DAYS} AS d
+    USING (SELECT DISTINCT g.unit_id, CAST(g.start_time AT TIME ZONE 'UTC' AS date) AS day
+           FROM unnest(gone) AS g) AS t
+    WHERE d.unit_id = t.unit_id AND d.day = t.day AND d.assessments = 0;
+
+    -- occurrences
+    DELETE FROM {ASSESSED} WHERE session_id IN (SELECT g.id FROM unnest(gone) AS g);
+    INSERT INTO {ASSESSED} (session_id, {KEY}, start_time)
+    SELECT * FROM {CAME} AS o;
+
+    -- every key touched, present and locked, in key order: an added key gets its first
+    -- start as its whole span; a present one is locked as it is
+    INSERT INTO {KEYS} AS k ({KEY}, first_start, last_start, widest_gap)
+    SELECT DISTINCT ON ({KEY}) {KEY}, start_time, start_time, interval '0'
+    FROM (SELECT * FROM {CAME} AS c UNION ALL SELECT * FROM {GONE} AS g) AS o
+    ORDER BY {KEY}, start_time
+    ON CONFLICT ({KEY}) DO UPDATE SET widest_gap = k.widest_gap;
+
+    -- a key that lost an occurrence: counted again from the occurrences left
+    UPDATE {KEYS} AS k
+    SET first_start = r.first_start, last_start = r.last_start, widest_gap = r.widest_gap
+    FROM (SELECT {KEY}, min(start_time) AS first_start, max(start_time) AS last_start,
+                 coalesce(max(gap), interval '0') AS widest_gap
+          FROM (SELECT o.*, o.start_time - lag(o.start_time) OVER (
+                           PARTITION BY {KEY} ORDER BY o.start_time) AS gap
+                FROM {ASSESSED} AS o
+                WHERE ({KEY}) IN (SELECT {KEY} FROM {GONE} AS g)) AS x
+          GROUP BY {KEY}) AS r
+    WHERE (k.unit_id, k.definition, k.kind, k.value)
+        = (r.unit_id, r.definition, r.kind, r.value);
+    DELETE FROM {KEYS} AS k
+    WHERE ({KEY}) IN (SELECT {KEY} FROM {GONE} AS g)
+      AND NOT EXISTS (SELECT FROM {ASSESSED} AS o
+                      WHERE (o.unit_id, o.definition, o.kind, o.value)
+                          = (k.unit_id, k.definition, k.kind, k.value));
+
+    -- a key that only gained: widened by the starts outside its span (a start within it
+    -- only shortens a gap, and the widest gap stays an upper bound); the pair (first,
+    -- last) itself is not a gap
+    UPDATE {KEYS} AS k
+    SET first_start = least(k.first_start, m.first_start),
+        last_start = greatest(k.last_start, m.last_start),
+        widest_gap = greatest(k.widest_gap, m.widest_gap)
+    FROM (SELECT {KEY}, min(t) AS first_start, max(t) AS last_start,
+                 max(gap) FILTER (WHERE NOT (own AND before_own)) AS widest_gap
+          FROM (SELECT {KEY}, t, own,
+                       t - lag(t) OVER w AS gap, lag(own) OVER w AS before_own
+                FROM (SELECT o.unit_id, o.definition, o.kind, o.value, o.start_time AS t,
+                             false AS own
+                      FROM {CAME} AS o
+                      JOIN {KEYS} AS s USING ({KEY})
+                      WHERE o.start_time < s.first_start OR o.start_time > s.last_start
+                      UNION ALL
+                      SELECT s.unit_id, s.definition, s.kind, s.value, e.t, true
+                      FROM {KEYS} AS s,
+                           LATERAL (VALUES (s.first_start), (s.last_start)) AS e(t)
+                      WHERE ({KEY}) IN (SELECT {KEY} FROM {CAME} AS c)) AS p
+                WINDOW w AS (PARTITION BY {KEY} ORDER BY t, own)) AS x
+          GROUP BY {KEY}) AS m
+    WHERE (k.unit_id, k.definition, k.kind, k.value)
+        = (m.unit_id, m.definition, m.kind, m.value)
+      AND (k.unit_id, k.definition, k.kind, k.value) NOT IN (SELECT {KEY} FROM {GONE} AS g);
+END
+$fn$
+"""
+
+#: a session tallied: its lists can be read (as ``figures.lists_agree`` says)
+KEPT = (
+    "coalesce(cardinality({r}assessed_definitions) = {r}assessments"
+    " AND {r}duration_minutes IS NOT NULL, false)"
+)
+#: what the tallies read of a session
+TALLIED = (
+    "ROW({r}.unit_id, {r}.marker_id, {r}.start_time, {r}.duration_minutes,"
+    " {r}.assessed_definitions, {r}.assessed_tasks)"
+)
+
+
+def _changed(taken: str, other: str) -> str:
+    """SQL: the rows ``taken`` of an UPDATE whose tallies change: tallied, and either the
+    ``other`` side is not or it reads differently."""
+    return (
+        f"ARRAY(SELECT CAST({taken} AS marking_sessions) FROM tt_old AS o JOIN tt_new AS n USING (id)"
+        f" WHERE {KEPT.format(r=taken + '.')} AND (NOT {KEPT.format(r=other + '.')}"
+        f" OR {TALLIED.format(r='o')} IS DISTINCT FROM {TALLIED.format(r='n')}))"
+    )
+
+
+NONE = "ARRAY[]::marking_sessions[]"
+
+#: one trigger function per statement kind: each sees only its own transition tables
+TRIGGER_FUNCTIONS = {
+    "INSERT": f"{NONE}, ARRAY(SELECT CAST(n AS marking_sessions) FROM tt_new AS n WHERE {KEPT.format(r='n.')})",
+    "UPDATE": f"{_changed('o', 'n')}, {_changed('n', 'o')}",
+    "DELETE": f"ARRAY(SELECT CAST(o AS marking_sessions) FROM tt_old AS o WHERE {KEPT.format(r='o.')}), {NONE}",
+}
+REFERENCING = {
+    "INSERT": "NEW TABLE AS tt_new",
+    "UPDATE": "OLD TABLE AS tt_old NEW TABLE AS tt_new",
+    "DELETE": "OLD TABLE AS tt_old",
+}
+
+
+def create_statements() -> list[str]:
+    """The functions and triggers that keep the tallies, as SQL statements."""
+    out = [OCCURRENCES_FUNCTION, TALLY_FUNCTION]
+    for event, arrays in TRIGGER_FUNCTIONS.items():
+        name = f"tutor_times_tally_{event.lower()}"
+        out.append(
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$"
+            f" BEGIN PERFORM tutor_times_tally({arrays}); RETURN NULL; END $fn$"
+        )
+        out.append(
+            f"CREATE TRIGGER {name} AFTER {event} ON marking_sessions"
+            f" REFERENCING {REFERENCING[event]} FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
+        )
+    return out
+
+
+def drop_statements() -> list[str]:
+    """What :func:`create_statements` made, taken away (the tables stay)."""
+    out = []
+    for event in TRIGGER_FUNCTIONS:
+        name = f"tutor_times_tally_{event.lower()}"
+        out.append(f"DROP TRIGGER IF EXISTS {name} ON marking_sessions")
+        out.append(f"DROP FUNCTION IF EXISTS {name}()")
+    out.append("DROP FUNCTION IF EXISTS tutor_times_tally(marking_sessions[], marking_sessions[])")
+    out.append("DROP FUNCTION IF EXISTS tutor_times_assessed_of(marking_sessions)")
+    return out
+
+
+#: every tallied session's tallies from scratch, into empty tables: a bulk load
+FILL = [
+    f"""INSERT INTO {ASSESSED} (session_id, {KEY}, start_time)
+    SELECT o.* FROM marking_sessions AS s, tutor_times_assessed_of(s) AS o
+    WHERE {KEPT.format(r="s.")}""",
+    f"""INSERT INTO {KEYS} ({KEY}, first_start, last_start, widest_gap)
+    SELECT {KEY}, min(start_time), max(start_time), coalesce(max(gap), interval '0')
+    FROM (SELECT o.*, o.start_time - lag(o.start_time) OVER (
+                     PARTITION BY {KEY} ORDER BY o.start_time) AS gap
+          FROM {ASSESSED} AS o) AS x
+    GROUP BY {KEY}""",
+    f"""INSERT INTO {DAYS} (unit_id, day, definition, assessments, minutes)
+    SELECT s.unit_id, CAST(s.start_time AT TIME ZONE 'UTC' AS date),
+           coalesce(l.definition, {NO_DEFINITION}), count(*),
+           sum(CAST(s.duration_minutes AS numeric) / CAST(s.assessments AS numeric))
+    FROM marking_sessions AS s, unnest(s.assessed_definitions) AS l(definition)
+    WHERE {KEPT.format(r="s.")}
+    GROUP BY 1, 2, 3""",
+]
