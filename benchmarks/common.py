@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
-from tutor_times import figures
+from tutor_times import figures, tallies
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -190,12 +190,16 @@ def models_of(app: Flask) -> Any:
         return tutor_times.models
 
 
+#: the tasks report's tallies, kept with the sessions (tutor_times/tallies.py)
+TALLIES = (tallies.ASSESSED, tallies.KEYS, tallies.DAYS)
+
+
 def vacuum(engine: sa.Engine) -> None:
     """What autovacuum does to a live table: statistics, and the visibility map that lets
     index-only scans skip the heap."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(sa.text("VACUUM ANALYZE marking_sessions"))
-        conn.execute(sa.text("VACUUM ANALYZE session_activities"))
+        for table in ("marking_sessions", "session_activities", *TALLIES):
+            conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
 
 
 def add_staff(conn: sa.Connection, markers: int, units: int) -> None:

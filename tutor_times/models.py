@@ -280,12 +280,13 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
             )
 
     sessions = MarkingSession.__table__
-    for statement in tallies.create_statements():
-        sa.event.listen(
-            sessions, "after_create", sa.DDL(statement).execute_if(dialect="postgresql")
-        )
-    for statement in tallies.drop_statements():
-        sa.event.listen(sessions, "before_drop", sa.DDL(statement).execute_if(dialect="postgresql"))
+    for event, statements in (
+        ("after_create", tallies.create_statements()),
+        ("before_drop", tallies.drop_statements()),
+    ):
+        for statement in statements:
+            ddl = sa.DDL(statement)  # type: ignore[no-untyped-call]
+            sa.event.listen(sessions, event, ddl.execute_if(dialect="postgresql"))
     models = Models(
         MarkingSession,
         SessionActivity,

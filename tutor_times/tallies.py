@@ -47,8 +47,13 @@ TASK, MARKER = 0, 1
 #: what a NULL task definition is tallied as
 NO_DEFINITION = 0
 
-#: the key columns of an occurrence and of a key
-KEY = "unit_id, definition, kind, value"
+#: the key columns of an occurrence and of a key, and what a key keeps
+KEY_COLUMNS = ("unit_id", "definition", "kind", "value")
+KEY_FIGURES = ("first_start", "last_start", "widest_gap")
+KEY = ", ".join(KEY_COLUMNS)
+#: the key columns of a day's tally, and what it keeps
+DAY_COLUMNS = ("unit_id", "day", "definition")
+DAY_FIGURES = ("assessments", "minutes")
 
 
 def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
@@ -76,22 +81,26 @@ def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
     keys = sa.Table(
         KEYS,
         metadata,
-        sa.Column("unit_id", sa.BigInteger, primary_key=True),
-        sa.Column("definition", sa.BigInteger, primary_key=True),
-        sa.Column("kind", sa.SmallInteger, primary_key=True),
-        sa.Column("value", sa.BigInteger, primary_key=True),
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("definition", sa.BigInteger, nullable=False),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+        sa.Column("value", sa.BigInteger, nullable=False),
         sa.Column("first_start", time_type, nullable=False),
         sa.Column("last_start", time_type, nullable=False),
         sa.Column("widest_gap", sa.Interval, nullable=False),
+        # a unit's keys read from the index alone, definition by definition
+        sa.PrimaryKeyConstraint(*KEY_COLUMNS, postgresql_include=list(KEY_FIGURES)),
     )
     days = sa.Table(
         DAYS,
         metadata,
-        sa.Column("unit_id", sa.BigInteger, primary_key=True),
-        sa.Column("day", sa.Date, primary_key=True),
-        sa.Column("definition", sa.BigInteger, primary_key=True),
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("day", sa.Date, nullable=False),
+        sa.Column("definition", sa.BigInteger, nullable=False),
         sa.Column("assessments", sa.BigInteger, nullable=False),
         sa.Column("minutes", sa.Numeric, nullable=False),
+        # a unit's range of days read from the index alone
+        sa.PrimaryKeyConstraint(*DAY_COLUMNS, postgresql_include=list(DAY_FIGURES)),
     )
     return assessed, keys, days
 

@@ -59,7 +59,7 @@ def upgrade() -> None:
         sa.Column("first_start", UTCDateTime, nullable=False),
         sa.Column("last_start", UTCDateTime, nullable=False),
         sa.Column("widest_gap", sa.Interval, nullable=False),
-        sa.PrimaryKeyConstraint("unit_id", "definition", "kind", "value"),
+        sa.PrimaryKeyConstraint(*tallies.KEY_COLUMNS, postgresql_include=list(tallies.KEY_FIGURES)),
     )
     op.create_table(
         tallies.DAYS,
@@ -68,7 +68,7 @@ def upgrade() -> None:
         sa.Column("definition", sa.BigInteger, nullable=False),
         sa.Column("assessments", sa.BigInteger, nullable=False),
         sa.Column("minutes", sa.Numeric, nullable=False),
-        sa.PrimaryKeyConstraint("unit_id", "day", "definition"),
+        sa.PrimaryKeyConstraint(*tallies.DAY_COLUMNS, postgresql_include=list(tallies.DAY_FIGURES)),
     )
     op.create_index(
         UNTALLIED,
