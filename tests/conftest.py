@@ -31,6 +31,7 @@ from demo.scenario import D as D
 from demo.scenario import add_second_unit, play
 from demo.scenario import at as at
 from demo.seed import seed
+from tutor_times import tallies
 from tutor_times.redis_cache import RedisClient, RedisStore
 
 PG_URL = os.environ.get(
@@ -295,3 +296,27 @@ def play_scenario(app: Flask, clock: Clock) -> Flask:
     with app.app_context():
         play(clock.set)
     return app
+
+
+def check_tallies(conn: sa.Connection, models: Any) -> None:
+    """The tallies kept statement by statement are those filled from scratch from the
+    sessions as they are now; a key's widest gap may be wider (an upper bound)."""
+    if conn.dialect.name != "postgresql":
+        return
+    tables = (models.Assessed, models.AssessedKeys, models.AssessedDays)
+
+    def read() -> list[list[tuple[Any, ...]]]:
+        return [sorted(tuple(r) for r in conn.execute(sa.select(t).order_by(*t.c))) for t in tables]
+
+    kept = read()
+    with conn.begin_nested() if conn.in_transaction() else conn.begin() as tx:
+        for t in tables:
+            conn.execute(t.delete())
+        for statement in tallies.FILL:
+            conn.execute(sa.text(statement))
+        fresh = read()
+        tx.rollback()
+    assert kept[0] == fresh[0]
+    assert kept[2] == fresh[2]
+    assert [k[:6] for k in kept[1]] == [k[:6] for k in fresh[1]]
+    assert all(k[6] >= f[6] for k, f in zip(kept[1], fresh[1], strict=True))

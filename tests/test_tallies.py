@@ -21,8 +21,7 @@ from demo.extensions import db, tutor_times
 from tutor_times import tallies
 from tutor_times.reports import Scope, tasks
 
-from .conftest import T0, build
-from .test_figures import check_tallies
+from .conftest import T0, build, check_tallies
 
 DAY = timedelta(days=1)
 
@@ -68,6 +67,22 @@ def keys(conn: sa.Connection) -> dict[tuple[int, int, int], tuple[Any, ...]]:
     }
 
 
+def waiting_for_a_lock(engine: sa.Engine, seconds: float = 10) -> bool:
+    """Whether another connection to the database comes to wait for a lock in time."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock'"
+    )
+    deadline = time.monotonic() + seconds
+    with engine.connect() as conn:
+        while time.monotonic() < deadline:
+            if conn.execute(query).scalar():
+                return True
+            conn.rollback()
+            time.sleep(0.02)
+    return False
+
+
 @pytest.fixture
 def clean(pg_app: Flask) -> Iterator[sa.Engine]:
     with pg_app.app_context():
@@ -104,13 +119,12 @@ def test_two_writers_of_one_task_take_turns(clean: sa.Engine) -> None:
 
     thread = threading.Thread(target=second)
     thread.start()
-    time.sleep(0.5)
-    waited = not done.is_set()
+    assert waiting_for_a_lock(engine), "the second writer did not wait for the first"
+    assert not done.is_set()
     first.commit()
     first.close()
     thread.join(10)
     assert not failed
-    assert waited, "the second writer did not wait for the first's key"
     with engine.connect() as conn:
         assert keys(conn)[5, tallies.TASK, 77] == (T0 + 2 * DAY, T0 + 5 * DAY, 3 * DAY)
         check_tallies(conn, tutor_times.models)
@@ -144,8 +158,8 @@ def test_a_task_assessed_on_both_sides_of_a_range_is_not_counted_in_it(
     clean: sa.Engine,
 ) -> None:
     """The complement: a task first assessed before a range and last after it, with no
-    assessment within, is not one of the range's tasks — whether its gap is exactly as long
-    as the range or longer."""
+    assessment within, is not one of the range's tasks (its gap a minute longer than the
+    range); moved a minute either way, the range takes it in."""
     engine = clean
     with engine.begin() as conn:
         add_session(conn, 1, 3, T0)
@@ -167,3 +181,21 @@ def test_a_task_assessed_on_both_sides_of_a_range_is_not_counted_in_it(
             for tallied in (False, True):
                 (row,) = tasks(conn, models, scope, min_minutes=1, tallied=tallied)
                 assert (row["tasks"], row["markers"]) == expected, (start, end, tallied)
+
+
+def test_a_truncate_and_lists_that_disagree_leave_nothing_tallied(clean: sa.Engine) -> None:
+    """Truncating the sessions empties the tallies; a session whose task list is longer than
+    its count (an earlier writer's) is not tallied, and the report counts it from its
+    activities either way."""
+    engine = clean
+    with engine.begin() as conn:
+        add_session(conn, 1, 3, T0)
+        close(conn, 1, [(5, 77)])
+        conn.execute(sa.text("UPDATE marking_sessions SET assessed_tasks = '{77,78}' WHERE id = 1"))
+        assert keys(conn) == {}
+        close(conn, 1, [(5, 77)])
+        assert set(keys(conn)) == {(5, tallies.TASK, 77), (5, tallies.MARKER, 3)}
+        conn.execute(sa.text("TRUNCATE marking_sessions CASCADE"))
+        m = tutor_times.models
+        for table in (m.Assessed, m.AssessedKeys, m.AssessedDays):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0

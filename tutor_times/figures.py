@@ -267,13 +267,14 @@ def _sessions_within(
 
 def lists_agree(sessions: Any) -> Any:
     """SQL, true where a session's stored lists can be read: they are there and as long as
-    its stored assessments (a writer of an earlier version may have changed one and not the
-    other), and the session is closed (a statement that reopens one leaves its figures to
+    its stored assessments, both of them (a writer of an earlier version may have changed
+    one and not the other), and the session is closed (a statement that reopens one leaves its figures to
     the next). Never NULL. ``models.LISTS_AGREE`` is the same rule as text (a partial
     index's), :func:`_lists_agree` on a closed session's row."""
     return sa.func.coalesce(
         sa.and_(
             sa.func.cardinality(sessions.assessed_definitions) == sessions.assessments,
+            sa.func.cardinality(sessions.assessed_tasks) == sessions.assessments,
             sessions.duration_minutes.is_not(None),
         ),
         sa.false(),
@@ -282,8 +283,9 @@ def lists_agree(sessions: Any) -> Any:
 
 def _lists_agree(row: Any) -> bool:
     """:func:`lists_agree` on a closed session's row read into Python."""
-    lists = row.assessed_definitions
-    return row.assessments is not None and lists is not None and len(lists) == row.assessments
+    n = row.assessments
+    lists = (row.assessed_definitions, row.assessed_tasks)
+    return n is not None and all(each is not None and len(each) == n for each in lists)
 
 
 def _counted(

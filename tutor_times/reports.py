@@ -705,9 +705,8 @@ def _open_minutes(conn: sa.Connection, models: Models, scope: Scope, min_minutes
 
 
 #: a range at least this long counts its tasks from the tallies on PostgreSQL. A shorter
-#: one reads fewer sessions than the keys whose gaps could straddle it, each looked up: at
-#: 10M activities four weeks in the middle of the data took 10 ms counted and 32 ms from
-#: the tallies, eight weeks 21 and 10 ms
+#: one reads fewer sessions than the keys whose gaps could straddle it, each looked up
+#: (measured in benchmarks/README.md, B3)
 TALLIED_FROM = timedelta(weeks=8)
 
 
@@ -766,13 +765,14 @@ def _assessed(
     min_minutes: int,
     *,
     kept_within: list[Scope] | None = None,
+    shares: bool = True,
 ) -> Any:
     """One row per assessment of the ``scope``'s sessions (task definition, task, marker,
     the share of its session's minutes), as a subquery.
 
     On PostgreSQL the sessions whose lists agree (:func:`figures.lists_agree`) read their
     lists, those of them that start within ``kept_within`` (default: the scope); the
-    others read their activities."""
+    others read their activities. Without ``shares`` the share is NULL (not worked out)."""
     ms = models.MarkingSession
     own, n = _assessed_tasks(conn, models)
     # one row per assessment, with its session's minutes and assessment count beside it
@@ -781,7 +781,11 @@ def _assessed(
             own.c.task_definition_id,
             own.c.task_id,
             ms.marker_id,
-            _share(conn, _open_minutes(conn, models, scope, min_minutes), n).label("share"),
+            (
+                _share(conn, _open_minutes(conn, models, scope, min_minutes), n)
+                if shares
+                else sa.null()
+            ).label("share"),
         )
         .select_from(ms)
         .join(own, own.c.marking_session_id == ms.id)
@@ -868,13 +872,6 @@ def _tallied_tasks(
     first, end = days
     unit = scope.unit_id
     tally = models.AssessedDays.c
-    totals: dict[Any, list[Any]] = {}
-    for definition, n, minutes in conn.execute(
-        sa.select(tally.definition, sa.func.sum(tally.assessments), sa.func.sum(tally.minutes))
-        .where(tally.unit_id == unit, tally.day >= first, tally.day < end)
-        .group_by(tally.definition)
-    ):
-        totals[definition] = [int(n), minutes]
     first_at = datetime.combine(first, datetime.min.time(), UTC)
     end_at = datetime.combine(end, datetime.min.time(), UTC)
     edges = [
@@ -882,18 +879,27 @@ def _tallied_tasks(
         for low, high in ((scope.start, first_at), (end_at, scope.end))
         if low < high
     ]
-    direct = _assessed(conn, models, scope, min_minutes, kept_within=edges)
-    c = direct.c
-    for definition, n, minutes in conn.execute(
+    c = _assessed(conn, models, scope, min_minutes, kept_within=edges).c
+    # added up in the database: exact decimals, whatever their number of digits
+    both = sa.union_all(
+        sa.select(tally.definition, tally.assessments, tally.minutes).where(
+            tally.unit_id == unit, tally.day >= first, tally.day < end
+        ),
         sa.select(
             sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION),
-            sa.func.count(),
-            sa.func.sum(c.share),
-        ).group_by(c.task_definition_id)
-    ):
-        row = totals.setdefault(definition, [0, 0])
-        row[0] += n
-        row[1] += minutes
+            sa.literal(1, sa.BigInteger),
+            c.share,
+        ),
+    ).subquery("both")
+    b = both.c
+    totals = {
+        definition: (int(n), minutes)
+        for definition, n, minutes in conn.execute(
+            sa.select(b.definition, sa.func.sum(b.assessments), sa.func.sum(b.minutes)).group_by(
+                b.definition
+            )
+        )
+    }
     distinct = _tallied_distinct(conn, models, scope, min_minutes)
     return {
         (None if definition == tallies.NO_DEFINITION else definition): (
@@ -945,7 +951,7 @@ def _tallied_distinct(
     ):
         found[definition, kind] = n
     # the keys of the sessions not tallied that no tallied session in the range has
-    c = _assessed(conn, models, scope, min_minutes, kept_within=[]).c
+    c = _assessed(conn, models, scope, min_minutes, kept_within=[], shares=False).c
     definition = sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION)
     unit = sa.literal(scope.unit_id, sa.BigInteger)
     others = sa.union(
@@ -974,8 +980,8 @@ def _tallied_distinct(
 
 def _share(conn: sa.Connection, minutes: Any, n: Any) -> Any:
     """SQL: each of a session's ``n`` assessments' share of its ``minutes``; on PostgreSQL
-    in exact decimals, as the tallies keep them (every way of adding them up must give the
-    same sum to the last digit)."""
+    in exact decimals, divided as the tallies divide (``tallies.SHARE``): every way of
+    adding them up must give the same sum to the last digit."""
     if conn.dialect.name == "postgresql":
         return sa.cast(minutes, sa.Numeric) / sa.cast(n, sa.Numeric)
     return minutes * 1.0 / n

@@ -25,11 +25,18 @@ the report counts the others (the open ones, a handful) from their activities. A
 definition is tallied as 0 (ids are positive).
 
 Triggers on ``marking_sessions`` keep the three tables, one statement at a time, whoever
-writes (the figures' refresh, a purge, a rebuild, a host's cascading delete): the rows a
-statement stops or starts tallying are taken away and added. Added occurrences widen their
-key's first, last and widest gap in place; a key that lost an occurrence is counted again
-from its occurrences. Writers of one key take turns on its row (rows locked in key order in
-one statement); the day tallies add signed differences, which commute.
+writes (the figures' refresh, a purge, a rebuild, a host's cascading delete or truncate):
+the rows a statement stops or starts tallying are taken away and added. Added occurrences
+widen their key's first, last and widest gap in place; a key that lost an occurrence is
+counted again from its occurrences.
+
+Writers of one unit's tallies take turns: the first statement of a transaction that changes
+them takes the unit's lock until the transaction ends (units in ascending order within a
+statement). A unit's day and key rows are then never waited for in a cycle, however many
+statements a writer spreads its changes over; only a transaction that changes two units in
+two statements, in the opposite order of another's, can still deadlock (PostgreSQL then
+aborts one). Writers run at READ COMMITTED, PostgreSQL's default: each statement of the
+upkeep reads what the unit's earlier writers committed.
 """
 
 from __future__ import annotations
@@ -105,6 +112,25 @@ def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
     return assessed, keys, days
 
 
+#: a session tallied: its lists can be read (``figures.lists_agree``, here as text on a row
+#: named by the prefix ``{r}``, e.g. ``"o."``)
+KEPT = (
+    "coalesce(cardinality({r}assessed_definitions) = {r}assessments"
+    " AND cardinality({r}assessed_tasks) = {r}assessments"
+    " AND {r}duration_minutes IS NOT NULL, false)"
+)
+#: a tallied session's rows the upkeep adds or takes away: one without assessments adds
+#: nothing (and a sweep closes many)
+TALLYING = KEPT + " AND {r}assessments > 0"
+#: each of a tallied session's assessments' share of its minutes, in exact decimals (the
+#: tasks report divides alike: ``reports._share``)
+SHARE = "CAST({r}duration_minutes AS numeric) / CAST({r}assessments AS numeric)"
+#: what the tallies read of a session
+TALLIED = (
+    "ROW({r}unit_id, {r}marker_id, {r}start_time, {r}duration_minutes,"
+    " {r}assessed_definitions, {r}assessed_tasks)"
+)
+
 #: the occurrences of one session (call it only on a tallied one)
 OCCURRENCES_FUNCTION = f"""
 CREATE FUNCTION tutor_times_assessed_of(ms marking_sessions)
@@ -123,6 +149,18 @@ $fn$
 GONE = "(SELECT o.* FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o)"
 CAME = "(SELECT o.* FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o)"
 
+
+def counted_keys(where: str) -> str:
+    """SQL: each key's first and last start and widest gap, counted from its occurrences
+    that ``where`` holds for."""
+    return f"""SELECT {KEY}, min(start_time) AS first_start, max(start_time) AS last_start,
+                 coalesce(max(gap), interval '0') AS widest_gap
+          FROM (SELECT o.*, o.start_time - lag(o.start_time) OVER (
+                           PARTITION BY {KEY} ORDER BY o.start_time) AS gap
+                FROM {ASSESSED} AS o WHERE {where}) AS x
+          GROUP BY {KEY}"""
+
+
 #: take away what ``gone`` tallied and add what ``came`` does
 TALLY_FUNCTION = f"""
 CREATE FUNCTION tutor_times_tally(gone marking_sessions[], came marking_sessions[])
@@ -132,11 +170,17 @@ BEGIN
         RETURN;
     END IF;
 
+    -- the units' locks, in order, until the transaction ends
+    PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
+    FROM (SELECT DISTINCT s.unit_id FROM (SELECT g.unit_id FROM unnest(gone) AS g
+                                          UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
+          ORDER BY s.unit_id) AS u;
+
     -- assessments and shares of minutes per day: signed differences, added
     INSERT INTO {DAYS} AS d (unit_id, day, definition, assessments, minutes)
     SELECT s.unit_id, CAST(s.start_time AT TIME ZONE 'UTC' AS date),
            coalesce(l.definition, {NO_DEFINITION}), sum(s.sign),
-           sum(s.sign * (CAST(s.duration_minutes AS numeric) / CAST(s.assessments AS numeric)))
+           sum(s.sign * ({SHARE.format(r="s.")}))
     FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g
           UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s,
          unnest(s.assessed_definitions) AS l(definition)
@@ -166,13 +210,7 @@ BEGIN
     -- a key that lost an occurrence: counted again from the occurrences left
     UPDATE {KEYS} AS k
     SET first_start = r.first_start, last_start = r.last_start, widest_gap = r.widest_gap
-    FROM (SELECT {KEY}, min(start_time) AS first_start, max(start_time) AS last_start,
-                 coalesce(max(gap), interval '0') AS widest_gap
-          FROM (SELECT o.*, o.start_time - lag(o.start_time) OVER (
-                           PARTITION BY {KEY} ORDER BY o.start_time) AS gap
-                FROM {ASSESSED} AS o
-                WHERE ({KEY}) IN (SELECT {KEY} FROM {GONE} AS g)) AS x
-          GROUP BY {KEY}) AS r
+    FROM ({counted_keys(f"({KEY}) IN (SELECT {KEY} FROM {GONE} AS g)")}) AS r
     WHERE (k.unit_id, k.definition, k.kind, k.value)
         = (r.unit_id, r.definition, r.kind, r.value);
     DELETE FROM {KEYS} AS k
@@ -211,55 +249,59 @@ END
 $fn$
 """
 
-#: a session tallied: its lists can be read (as ``figures.lists_agree`` says)
-KEPT = (
-    "coalesce(cardinality({r}assessed_definitions) = {r}assessments"
-    " AND {r}duration_minutes IS NOT NULL, false)"
-)
-#: what the tallies read of a session
-TALLIED = (
-    "ROW({r}.unit_id, {r}.marker_id, {r}.start_time, {r}.duration_minutes,"
-    " {r}.assessed_definitions, {r}.assessed_tasks)"
-)
-
 
 def _changed(taken: str, other: str) -> str:
-    """SQL: the rows ``taken`` of an UPDATE whose tallies change: tallied, and either the
+    """SQL: the rows ``taken`` of an UPDATE whose tallies change: tallying, and either the
     ``other`` side is not or it reads differently."""
     return (
-        f"ARRAY(SELECT CAST({taken} AS marking_sessions) FROM tt_old AS o JOIN tt_new AS n USING (id)"
-        f" WHERE {KEPT.format(r=taken + '.')} AND (NOT {KEPT.format(r=other + '.')}"
-        f" OR {TALLIED.format(r='o')} IS DISTINCT FROM {TALLIED.format(r='n')}))"
+        f"ARRAY(SELECT CAST({taken} AS marking_sessions) FROM tt_old AS o JOIN tt_new AS n"
+        f" USING (id) WHERE {TALLYING.format(r=taken + '.')}"
+        f" AND (NOT ({TALLYING.format(r=other + '.')})"
+        f" OR {TALLIED.format(r='o.')} IS DISTINCT FROM {TALLIED.format(r='n.')}))"
     )
 
 
+#: no sessions
 NONE = "ARRAY[]::marking_sessions[]"
 
-#: one trigger function per statement kind: each sees only its own transition tables
-TRIGGER_FUNCTIONS = {
-    "INSERT": f"{NONE}, ARRAY(SELECT CAST(n AS marking_sessions) FROM tt_new AS n WHERE {KEPT.format(r='n.')})",
-    "UPDATE": f"{_changed('o', 'n')}, {_changed('n', 'o')}",
-    "DELETE": f"ARRAY(SELECT CAST(o AS marking_sessions) FROM tt_old AS o WHERE {KEPT.format(r='o.')}), {NONE}",
+#: per statement kind: the trigger's transition tables, and the (gone, came) it tallies
+TRIGGERS = {
+    "INSERT": (
+        "REFERENCING NEW TABLE AS tt_new",
+        f"{NONE}, ARRAY(SELECT CAST(n AS marking_sessions) FROM tt_new AS n"
+        f" WHERE {TALLYING.format(r='n.')})",
+    ),
+    "UPDATE": (
+        "REFERENCING OLD TABLE AS tt_old NEW TABLE AS tt_new",
+        f"{_changed('o', 'n')}, {_changed('n', 'o')}",
+    ),
+    "DELETE": (
+        "REFERENCING OLD TABLE AS tt_old",
+        f"ARRAY(SELECT CAST(o AS marking_sessions) FROM tt_old AS o"
+        f" WHERE {TALLYING.format(r='o.')}), {NONE}",
+    ),
 }
-REFERENCING = {
-    "INSERT": "NEW TABLE AS tt_new",
-    "UPDATE": "OLD TABLE AS tt_old NEW TABLE AS tt_new",
-    "DELETE": "OLD TABLE AS tt_old",
-}
+#: a truncated ``marking_sessions`` leaves nothing to tally
+TRUNCATE = f"TRUNCATE {ASSESSED}, {KEYS}, {DAYS}"
+
+
+def _trigger(event: str) -> str:
+    """The name of the trigger of ``event``, and of its function."""
+    return f"tutor_times_tally_{event.lower()}"
 
 
 def create_statements() -> list[str]:
     """The functions and triggers that keep the tallies, as SQL statements."""
     out = [OCCURRENCES_FUNCTION, TALLY_FUNCTION]
-    for event, arrays in TRIGGER_FUNCTIONS.items():
-        name = f"tutor_times_tally_{event.lower()}"
+    for event, (referencing, tallied) in {**TRIGGERS, "TRUNCATE": ("", "")}.items():
+        body = f"PERFORM tutor_times_tally({tallied})" if tallied else TRUNCATE
         out.append(
-            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $fn$"
-            f" BEGIN PERFORM tutor_times_tally({arrays}); RETURN NULL; END $fn$"
+            f"CREATE FUNCTION {_trigger(event)}() RETURNS trigger LANGUAGE plpgsql AS $fn$"
+            f" BEGIN {body}; RETURN NULL; END $fn$"
         )
         out.append(
-            f"CREATE TRIGGER {name} AFTER {event} ON marking_sessions"
-            f" REFERENCING {REFERENCING[event]} FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
+            f"CREATE TRIGGER {_trigger(event)} AFTER {event} ON marking_sessions {referencing}"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION {_trigger(event)}()"
         )
     return out
 
@@ -267,10 +309,9 @@ def create_statements() -> list[str]:
 def drop_statements() -> list[str]:
     """What :func:`create_statements` made, taken away (the tables stay)."""
     out = []
-    for event in TRIGGER_FUNCTIONS:
-        name = f"tutor_times_tally_{event.lower()}"
-        out.append(f"DROP TRIGGER IF EXISTS {name} ON marking_sessions")
-        out.append(f"DROP FUNCTION IF EXISTS {name}()")
+    for event in (*TRIGGERS, "TRUNCATE"):
+        out.append(f"DROP TRIGGER IF EXISTS {_trigger(event)} ON marking_sessions")
+        out.append(f"DROP FUNCTION IF EXISTS {_trigger(event)}()")
     out.append("DROP FUNCTION IF EXISTS tutor_times_tally(marking_sessions[], marking_sessions[])")
     out.append("DROP FUNCTION IF EXISTS tutor_times_assessed_of(marking_sessions)")
     return out
@@ -280,18 +321,13 @@ def drop_statements() -> list[str]:
 FILL = [
     f"""INSERT INTO {ASSESSED} (session_id, {KEY}, start_time)
     SELECT o.* FROM marking_sessions AS s, tutor_times_assessed_of(s) AS o
-    WHERE {KEPT.format(r="s.")}""",
+    WHERE {TALLYING.format(r="s.")}""",
     f"""INSERT INTO {KEYS} ({KEY}, first_start, last_start, widest_gap)
-    SELECT {KEY}, min(start_time), max(start_time), coalesce(max(gap), interval '0')
-    FROM (SELECT o.*, o.start_time - lag(o.start_time) OVER (
-                     PARTITION BY {KEY} ORDER BY o.start_time) AS gap
-          FROM {ASSESSED} AS o) AS x
-    GROUP BY {KEY}""",
+    {counted_keys("true")}""",
     f"""INSERT INTO {DAYS} (unit_id, day, definition, assessments, minutes)
     SELECT s.unit_id, CAST(s.start_time AT TIME ZONE 'UTC' AS date),
-           coalesce(l.definition, {NO_DEFINITION}), count(*),
-           sum(CAST(s.duration_minutes AS numeric) / CAST(s.assessments AS numeric))
+           coalesce(l.definition, {NO_DEFINITION}), count(*), sum({SHARE.format(r="s.")})
     FROM marking_sessions AS s, unnest(s.assessed_definitions) AS l(definition)
-    WHERE {KEPT.format(r="s.")}
+    WHERE {TALLYING.format(r="s.")}
     GROUP BY 1, 2, 3""",
 ]
