@@ -21,7 +21,7 @@ from flask_migrate import downgrade, upgrade
 
 from demo import create_app
 from demo.extensions import db, tutor_times
-from tutor_times import figures
+from tutor_times import figures, tallies
 from tutor_times.migrations import VERSIONS_DIR
 
 from .conftest import BACKENDS
@@ -55,6 +55,15 @@ def test_migrations_match_the_models(empty_database: str) -> None:
         assert diffs == []
         if conn.dialect.name == "postgresql":
             assert covered == ["action", "task_id", "task_definition_id"]
+            # the tallies' functions and triggers are those the package creates today
+            with db.engine.connect() as conn:
+                migrated = tally_code(conn)
+                for statement in tallies.drop_statements() + tallies.create_statements():
+                    conn.execute(sa.text(statement))
+                declared = tally_code(conn)
+                conn.rollback()
+            assert migrated == declared
+            assert len(migrated) == 2 * 4 + 2
         assert fks == {"users", "units"}
         assert "uq_marking_sessions_open_key" in indexes
 
@@ -62,6 +71,20 @@ def test_migrations_match_the_models(empty_database: str) -> None:
         with db.engine.connect() as conn:
             assert not sa.inspect(conn).has_table("marking_sessions")
         db.engine.dispose()
+
+
+def tally_code(conn: sa.Connection) -> list[tuple[str, str]]:
+    """The tallies' functions (name, body) and triggers (name, definition) in a database."""
+    return [
+        tuple(row)
+        for row in conn.execute(
+            sa.text(
+                "SELECT proname, prosrc FROM pg_proc WHERE proname LIKE 'tutor_times_%'"
+                " UNION ALL SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger"
+                " WHERE tgname LIKE 'tutor_times_%' ORDER BY 1, 2"
+            )
+        )
+    ]
 
 
 class Host:

@@ -279,14 +279,15 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 f" at {self.created_at:%Y-%m-%d %H:%M:%S}>"
             )
 
-    sessions = MarkingSession.__table__
-    for event, statements in (
-        ("after_create", tallies.create_statements()),
-        ("before_drop", tallies.drop_statements()),
+    # the tallies' functions and triggers once every table is there (the functions name the
+    # tallies' row types), and gone before the sessions' table is
+    for target, event, statements in (
+        (db.metadata, "after_create", tallies.create_statements()),
+        (MarkingSession.__table__, "before_drop", tallies.drop_statements()),
     ):
         for statement in statements:
             ddl = sa.DDL(statement)  # type: ignore[no-untyped-call]
-            sa.event.listen(sessions, event, ddl.execute_if(dialect="postgresql"))
+            sa.event.listen(target, event, ddl.execute_if(dialect="postgresql"))
     models = Models(
         MarkingSession,
         SessionActivity,

@@ -36,7 +36,9 @@ statement). A unit's day and key rows are then never waited for in a cycle, howe
 statements a writer spreads its changes over; only a transaction that changes two units in
 two statements, in the opposite order of another's, can still deadlock (PostgreSQL then
 aborts one). Writers run at READ COMMITTED, PostgreSQL's default: each statement of the
-upkeep reads what the unit's earlier writers committed.
+upkeep reads what the unit's earlier writers committed. A statement's changed sessions
+reach the upkeep as one array each way: one that rewrites every session at once
+(``figures.refresh_all``, a bulk load) holds them in memory for that statement.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ TALLIED = (
 
 #: the occurrences of one session (call it only on a tallied one)
 OCCURRENCES_FUNCTION = f"""
-CREATE FUNCTION tutor_times_assessed_of(ms marking_sessions)
+CREATE OR REPLACE FUNCTION tutor_times_assessed_of(ms marking_sessions)
 RETURNS TABLE (session_id bigint, unit_id bigint, definition bigint, kind smallint,
                value bigint, start_time timestamptz)
 LANGUAGE sql IMMUTABLE AS $fn$
@@ -145,26 +147,32 @@ LANGUAGE sql IMMUTABLE AS $fn$
 $fn$
 """
 
-#: the occurrences of an array of sessions, as a subquery
-GONE = "(SELECT o.* FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o)"
-CAME = "(SELECT o.* FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o)"
+#: the occurrences the upkeep takes away and adds (variables of :data:`TALLY_FUNCTION`), as
+#: subqueries
+GONE = "(SELECT * FROM unnest(removed))"
+CAME = "(SELECT * FROM unnest(added))"
 
 
-def counted_keys(where: str) -> str:
-    """SQL: each key's first and last start and widest gap, counted from its occurrences
-    that ``where`` holds for."""
+def counted_keys(occurrences: str) -> str:
+    """SQL: each key's first and last start and widest gap among ``occurrences`` (a table
+    or subquery of them)."""
     return f"""SELECT {KEY}, min(start_time) AS first_start, max(start_time) AS last_start,
                  coalesce(max(gap), interval '0') AS widest_gap
           FROM (SELECT o.*, o.start_time - lag(o.start_time) OVER (
                            PARTITION BY {KEY} ORDER BY o.start_time) AS gap
-                FROM {ASSESSED} AS o WHERE {where}) AS x
+                FROM {occurrences} AS o) AS x
           GROUP BY {KEY}"""
 
 
 #: take away what ``gone`` tallied and add what ``came`` does
 TALLY_FUNCTION = f"""
-CREATE FUNCTION tutor_times_tally(gone marking_sessions[], came marking_sessions[])
+CREATE OR REPLACE FUNCTION tutor_times_tally(gone marking_sessions[], came marking_sessions[])
 RETURNS void LANGUAGE plpgsql AS $fn$
+DECLARE
+    removed {ASSESSED}[] := ARRAY(
+        SELECT CAST(o AS {ASSESSED}) FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o);
+    added {ASSESSED}[] := ARRAY(
+        SELECT CAST(o AS {ASSESSED}) FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o);
 BEGIN
     IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
         RETURN;
@@ -197,7 +205,7 @@ BEGIN
     -- occurrences
     DELETE FROM {ASSESSED} WHERE session_id IN (SELECT g.id FROM unnest(gone) AS g);
     INSERT INTO {ASSESSED} (session_id, {KEY}, start_time)
-    SELECT * FROM {CAME} AS o;
+    SELECT * FROM unnest(added);
 
     -- every key touched, present and locked, in key order: an added key gets its first
     -- start as its whole span; a present one is locked as it is
@@ -210,7 +218,7 @@ BEGIN
     -- a key that lost an occurrence: counted again from the occurrences left
     UPDATE {KEYS} AS k
     SET first_start = r.first_start, last_start = r.last_start, widest_gap = r.widest_gap
-    FROM ({counted_keys(f"({KEY}) IN (SELECT {KEY} FROM {GONE} AS g)")}) AS r
+    FROM ({counted_keys(f"(SELECT * FROM {ASSESSED} WHERE ({KEY}) IN (SELECT {KEY} FROM {GONE} AS g))")}) AS r
     WHERE (k.unit_id, k.definition, k.kind, k.value)
         = (r.unit_id, r.definition, r.kind, r.value);
     DELETE FROM {KEYS} AS k
@@ -219,29 +227,16 @@ BEGIN
                       WHERE (o.unit_id, o.definition, o.kind, o.value)
                           = (k.unit_id, k.definition, k.kind, k.value));
 
-    -- a key that only gained: widened by the starts outside its span (a start within it
-    -- only shortens a gap, and the widest gap stays an upper bound); the pair (first,
-    -- last) itself is not a gap
+    -- a key that only gained: widened by its added starts. Every gap the key now has is
+    -- at most its widest gap before, a gap between two added starts, or the gap from its
+    -- span to added starts all on one side of it: an upper bound, exact when the starts
+    -- come after the key's last (a session closing), and for a key just added
     UPDATE {KEYS} AS k
     SET first_start = least(k.first_start, m.first_start),
         last_start = greatest(k.last_start, m.last_start),
-        widest_gap = greatest(k.widest_gap, m.widest_gap)
-    FROM (SELECT {KEY}, min(t) AS first_start, max(t) AS last_start,
-                 max(gap) FILTER (WHERE NOT (own AND before_own)) AS widest_gap
-          FROM (SELECT {KEY}, t, own,
-                       t - lag(t) OVER w AS gap, lag(own) OVER w AS before_own
-                FROM (SELECT o.unit_id, o.definition, o.kind, o.value, o.start_time AS t,
-                             false AS own
-                      FROM {CAME} AS o
-                      JOIN {KEYS} AS s USING ({KEY})
-                      WHERE o.start_time < s.first_start OR o.start_time > s.last_start
-                      UNION ALL
-                      SELECT s.unit_id, s.definition, s.kind, s.value, e.t, true
-                      FROM {KEYS} AS s,
-                           LATERAL (VALUES (s.first_start), (s.last_start)) AS e(t)
-                      WHERE ({KEY}) IN (SELECT {KEY} FROM {CAME} AS c)) AS p
-                WINDOW w AS (PARTITION BY {KEY} ORDER BY t, own)) AS x
-          GROUP BY {KEY}) AS m
+        widest_gap = greatest(k.widest_gap, m.widest_gap, m.first_start - k.last_start,
+                              k.first_start - m.last_start)
+    FROM ({counted_keys(CAME)}) AS m
     WHERE (k.unit_id, k.definition, k.kind, k.value)
         = (m.unit_id, m.definition, m.kind, m.value)
       AND (k.unit_id, k.definition, k.kind, k.value) NOT IN (SELECT {KEY} FROM {GONE} AS g);
@@ -296,9 +291,11 @@ def create_statements() -> list[str]:
     for event, (referencing, tallied) in {**TRIGGERS, "TRUNCATE": ("", "")}.items():
         body = f"PERFORM tutor_times_tally({tallied})" if tallied else TRUNCATE
         out.append(
-            f"CREATE FUNCTION {_trigger(event)}() RETURNS trigger LANGUAGE plpgsql AS $fn$"
+            f"CREATE OR REPLACE FUNCTION {_trigger(event)}() RETURNS trigger LANGUAGE plpgsql AS $fn$"
             f" BEGIN {body}; RETURN NULL; END $fn$"
         )
+        # every create_all runs these: a trigger already there is made again
+        out.append(f"DROP TRIGGER IF EXISTS {_trigger(event)} ON marking_sessions")
         out.append(
             f"CREATE TRIGGER {_trigger(event)} AFTER {event} ON marking_sessions {referencing}"
             f" FOR EACH STATEMENT EXECUTE FUNCTION {_trigger(event)}()"
@@ -323,7 +320,7 @@ FILL = [
     SELECT o.* FROM marking_sessions AS s, tutor_times_assessed_of(s) AS o
     WHERE {TALLYING.format(r="s.")}""",
     f"""INSERT INTO {KEYS} ({KEY}, first_start, last_start, widest_gap)
-    {counted_keys("true")}""",
+    {counted_keys(ASSESSED)}""",
     f"""INSERT INTO {DAYS} (unit_id, day, definition, assessments, minutes)
     SELECT s.unit_id, CAST(s.start_time AT TIME ZONE 'UTC' AS date),
            coalesce(l.definition, {NO_DEFINITION}), count(*), sum({SHARE.format(r="s.")})
