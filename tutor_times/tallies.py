@@ -65,6 +65,12 @@ DAY_COLUMNS = ("unit_id", "day", "definition")
 DAY_FIGURES = ("assessments", "minutes")
 
 
+def _key_columns() -> list[sa.Column[Any]]:
+    """A key's columns (:data:`KEY_COLUMNS`), for one table."""
+    kinds = {"kind": sa.SmallInteger}
+    return [sa.Column(name, kinds.get(name, sa.BigInteger), nullable=False) for name in KEY_COLUMNS]
+
+
 def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
     """The three tables, declared on ``metadata`` (on every backend, so that one schema is
     migrated; only PostgreSQL fills them)."""
@@ -72,28 +78,15 @@ def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
         ASSESSED,
         metadata,
         sa.Column("session_id", sa.BigInteger, nullable=False, index=True),
-        sa.Column("unit_id", sa.BigInteger, nullable=False),
-        sa.Column("definition", sa.BigInteger, nullable=False),
-        sa.Column("kind", sa.SmallInteger, nullable=False),
-        sa.Column("value", sa.BigInteger, nullable=False),
+        *_key_columns(),
         sa.Column("start_time", time_type, nullable=False),
         # a key's occurrences in start order: a key counted again, a range looked up
-        sa.Index(
-            "ix_tutor_times_assessed_key_start",
-            "unit_id",
-            "definition",
-            "kind",
-            "value",
-            "start_time",
-        ),
+        sa.Index("ix_tutor_times_assessed_key_start", *KEY_COLUMNS, "start_time"),
     )
     keys = sa.Table(
         KEYS,
         metadata,
-        sa.Column("unit_id", sa.BigInteger, nullable=False),
-        sa.Column("definition", sa.BigInteger, nullable=False),
-        sa.Column("kind", sa.SmallInteger, nullable=False),
-        sa.Column("value", sa.BigInteger, nullable=False),
+        *_key_columns(),
         sa.Column("first_start", time_type, nullable=False),
         sa.Column("last_start", time_type, nullable=False),
         sa.Column("widest_gap", sa.Interval, nullable=False),
