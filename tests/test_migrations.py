@@ -254,17 +254,17 @@ def test_upgrading_computes_the_figures_of_stored_sessions(empty_database: str) 
                     )
         upgrade(revision="heads")
         models = tutor_times.models
-        tallies = (models.Assessed, models.AssessedKeys, models.AssessedDays)
+        tally_tables = (models.Assessed, models.AssessedKeys, models.AssessedDays)
         with db.engine.connect() as conn:
             upgraded = figure_rows(conn, models)
             # tt0008's fill of the tasks report's tallies (PostgreSQL)
-            filled = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in tallies]
+            filled = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in tally_tables]
             conn.execute(
                 sa.update(models.MarkingSession.__table__).values(dict.fromkeys(figures.FIGURES))
             )
             figures.refresh(conn, models, [figures.Touch(1, 3, t0, t0 + timedelta(hours=3))])
             walked = figure_rows(conn, models)
-            kept = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in tallies]
+            kept = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in tally_tables]
             conn.rollback()
         assert upgraded == walked
         # and the triggers' upkeep of the figures written again

@@ -265,24 +265,10 @@ def _sessions_within(
     return rows, _counted(conn, models, rows, recount)
 
 
-def lists_agree(sessions: Any) -> Any:
-    """SQL, true where a session's stored lists can be read: they are there and as long as
-    its stored assessments, both of them (a writer of an earlier version may have changed
-    one and not the other), and the session is closed (a statement that reopens one leaves its figures to
-    the next). Never NULL. ``models.LISTS_AGREE`` is the same rule as text (a partial
-    index's), :func:`_lists_agree` on a closed session's row."""
-    return sa.func.coalesce(
-        sa.and_(
-            sa.func.cardinality(sessions.assessed_definitions) == sessions.assessments,
-            sa.func.cardinality(sessions.assessed_tasks) == sessions.assessments,
-            sessions.duration_minutes.is_not(None),
-        ),
-        sa.false(),
-    )
-
-
 def _lists_agree(row: Any) -> bool:
-    """:func:`lists_agree` on a closed session's row read into Python."""
+    """Whether a closed session's stored lists can be read: they are there and as long as
+    its stored assessments, both of them (a writer of an earlier version may have changed
+    one and not the other). The same rule as SQL is :func:`.tallies.kept`."""
     n = row.assessments
     lists = (row.assessed_definitions, row.assessed_tasks)
     return n is not None and all(each is not None and len(each) == n for each in lists)

@@ -37,7 +37,7 @@ CLOSED_DURATION_CHECK = (
     " AND duration_minutes > 0 AND end_time >= start_time)"
 )
 
-#: PostgreSQL: a session's stored lists can be read (``figures.lists_agree``, as text)
+#: PostgreSQL: a session is tallied (:data:`.tallies.KEPT`), as an index predicate
 LISTS_AGREE = tallies.KEPT.format(r="")
 
 #: what a report reads of each session of its range, besides unit and start

@@ -22,7 +22,6 @@ from . import tallies
 from .accounting import UTC, duration_minutes, overlapping
 from .class_times import Timetable, with_split
 from .constants import ASSESSING
-from .figures import lists_agree
 from .models import CLIENT, Models, bound_array, last_activity_of
 
 B = TypeVar("B")
@@ -770,7 +769,7 @@ def _assessed(
     """One row per assessment of the ``scope``'s sessions (task definition, task, marker,
     the share of its session's minutes), as a subquery.
 
-    On PostgreSQL the sessions whose lists agree (:func:`figures.lists_agree`) read their
+    On PostgreSQL the sessions whose lists agree (:func:`.tallies.kept`) read their
     lists, those of them that start within ``kept_within`` (default: the scope); the
     others read their activities. Without ``shares`` the share is NULL (not worked out)."""
     ms = models.MarkingSession
@@ -794,7 +793,7 @@ def _assessed(
     if conn.dialect.name == "postgresql":
         # lists that agree with the count beside them; the others' activities answer (never
         # NULL: a session is in exactly one of the two branches)
-        kept = lists_agree(ms)
+        kept = tallies.kept(ms.__table__)
         other = assessed.where(sa.not_(kept))
         kept_within = [scope] if kept_within is None else kept_within
         if not kept_within:

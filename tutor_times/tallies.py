@@ -20,7 +20,7 @@ first start is before e and last at or after s, less those with none in between.
 none in between only if two of its consecutive starts straddle the range, a gap wider than
 e − s, so only the few keys whose widest gap is that wide are looked up one by one.
 
-Only closed sessions whose stored lists can be read (``figures.lists_agree``) are tallied:
+Only closed sessions whose stored lists can be read (:data:`KEPT`) are tallied:
 the report counts the others (the open ones, a handful) from their activities. A NULL
 definition is tallied as 0 (ids are positive).
 
@@ -107,13 +107,24 @@ def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
     return assessed, keys, days
 
 
-#: a session tallied: its lists can be read (``figures.lists_agree``, here as text on a row
-#: named by the prefix ``{r}``, e.g. ``"o."``)
+#: a session tallied: it is closed and its stored lists can be read — both as long as its
+#: stored assessments (a writer of an earlier version may have changed one and not the
+#: other; a statement that reopens a session leaves its figures to the next). Text on a row
+#: named by the prefix ``{r}`` (e.g. ``"o."``): :func:`kept` as SQL, the index of the rest
+#: (``models.LISTS_AGREE``), and the triggers' upkeep all read this one rule.
 KEPT = (
     "coalesce(cardinality({r}assessed_definitions) = {r}assessments"
     " AND cardinality({r}assessed_tasks) = {r}assessments"
     " AND {r}duration_minutes IS NOT NULL, false)"
 )
+
+
+def kept(sessions: sa.Table) -> Any:
+    """SQL, true where a row of ``sessions`` (``marking_sessions`` or an alias of it) is
+    tallied (:data:`KEPT`). Never NULL."""
+    return sa.literal_column(f"({KEPT.format(r=sessions.name + '.')})", sa.Boolean)
+
+
 #: a tallied session's rows the upkeep adds or takes away: one without assessments adds
 #: nothing (and a sweep closes many)
 TALLYING = KEPT + " AND {r}assessments > 0"
@@ -140,10 +151,23 @@ LANGUAGE sql IMMUTABLE AS $fn$
 $fn$
 """
 
+
+def _same_key(a: str, b: str) -> str:
+    """SQL: the rows named ``a`` and ``b`` have the same key."""
+    return " AND ".join(f"{a}.{column} = {b}.{column}" for column in KEY_COLUMNS)
+
+
+def _key_of(a: str) -> str:
+    """SQL: the key columns of the row named ``a``."""
+    return ", ".join(f"{a}.{column}" for column in KEY_COLUMNS)
+
+
 #: the occurrences the upkeep takes away and adds (variables of :data:`TALLY_FUNCTION`), as
 #: subqueries
 GONE = "(SELECT * FROM unnest(removed))"
 CAME = "(SELECT * FROM unnest(added))"
+#: the occurrences left of the keys that lost one
+LEFT = f"(SELECT * FROM {ASSESSED} WHERE ({KEY}) IN (SELECT {KEY} FROM {GONE} AS g))"
 
 
 def counted_keys(occurrences: str) -> str:
@@ -162,14 +186,16 @@ TALLY_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION tutor_times_tally(gone marking_sessions[], came marking_sessions[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    removed {ASSESSED}[] := ARRAY(
-        SELECT CAST(o AS {ASSESSED}) FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o);
-    added {ASSESSED}[] := ARRAY(
-        SELECT CAST(o AS {ASSESSED}) FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o);
+    removed {ASSESSED}[];
+    added {ASSESSED}[];
 BEGIN
     IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
         RETURN;
     END IF;
+    removed := ARRAY(
+        SELECT CAST(o AS {ASSESSED}) FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o);
+    added := ARRAY(
+        SELECT CAST(o AS {ASSESSED}) FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o);
 
     -- the units' locks, in order, until the transaction ends
     PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
@@ -211,14 +237,11 @@ BEGIN
     -- a key that lost an occurrence: counted again from the occurrences left
     UPDATE {KEYS} AS k
     SET first_start = r.first_start, last_start = r.last_start, widest_gap = r.widest_gap
-    FROM ({counted_keys(f"(SELECT * FROM {ASSESSED} WHERE ({KEY}) IN (SELECT {KEY} FROM {GONE} AS g))")}) AS r
-    WHERE (k.unit_id, k.definition, k.kind, k.value)
-        = (r.unit_id, r.definition, r.kind, r.value);
+    FROM ({counted_keys(LEFT)}) AS r
+    WHERE {_same_key("k", "r")};
     DELETE FROM {KEYS} AS k
     WHERE ({KEY}) IN (SELECT {KEY} FROM {GONE} AS g)
-      AND NOT EXISTS (SELECT FROM {ASSESSED} AS o
-                      WHERE (o.unit_id, o.definition, o.kind, o.value)
-                          = (k.unit_id, k.definition, k.kind, k.value));
+      AND NOT EXISTS (SELECT FROM {ASSESSED} AS o WHERE {_same_key("o", "k")});
 
     -- a key that only gained: widened by its added starts. Every gap the key now has is
     -- at most its widest gap before, a gap between two added starts, or the gap from its
@@ -230,9 +253,8 @@ BEGIN
         widest_gap = greatest(k.widest_gap, m.widest_gap, m.first_start - k.last_start,
                               k.first_start - m.last_start)
     FROM ({counted_keys(CAME)}) AS m
-    WHERE (k.unit_id, k.definition, k.kind, k.value)
-        = (m.unit_id, m.definition, m.kind, m.value)
-      AND (k.unit_id, k.definition, k.kind, k.value) NOT IN (SELECT {KEY} FROM {GONE} AS g);
+    WHERE {_same_key("k", "m")}
+      AND ({_key_of("k")}) NOT IN (SELECT {KEY} FROM {GONE} AS g);
 END
 $fn$
 """
@@ -284,8 +306,8 @@ def create_statements() -> list[str]:
     for event, (referencing, tallied) in {**TRIGGERS, "TRUNCATE": ("", "")}.items():
         body = f"PERFORM tutor_times_tally({tallied})" if tallied else TRUNCATE
         out.append(
-            f"CREATE OR REPLACE FUNCTION {_trigger(event)}() RETURNS trigger LANGUAGE plpgsql AS $fn$"
-            f" BEGIN {body}; RETURN NULL; END $fn$"
+            f"CREATE OR REPLACE FUNCTION {_trigger(event)}() RETURNS trigger"
+            f" LANGUAGE plpgsql AS $fn$ BEGIN {body}; RETURN NULL; END $fn$"
         )
         # every create_all runs these: a trigger already there is made again
         out.append(f"DROP TRIGGER IF EXISTS {_trigger(event)} ON marking_sessions")

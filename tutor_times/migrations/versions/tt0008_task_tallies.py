@@ -33,7 +33,7 @@ KEYS = "tutor_times_assessed_keys"
 DAYS = "tutor_times_assessed_days"
 UNTALLIED = "ix_marking_sessions_untallied"
 
-#: the sessions the tallies leave out, as ``figures.lists_agree`` said at this revision
+#: the sessions the tallies leave out, as ``tallies.KEPT`` said at this revision
 LISTS_AGREE = "coalesce(cardinality(assessed_definitions) = assessments AND cardinality(assessed_tasks) = assessments AND duration_minutes IS NOT NULL, false)"
 
 #: the functions and triggers that keep the tallies, as ``tutor_times/tallies.py`` declared
@@ -55,14 +55,16 @@ $fn$
 CREATE OR REPLACE FUNCTION tutor_times_tally(gone marking_sessions[], came marking_sessions[])
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
-    removed tutor_times_assessed[] := ARRAY(
-        SELECT CAST(o AS tutor_times_assessed) FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o);
-    added tutor_times_assessed[] := ARRAY(
-        SELECT CAST(o AS tutor_times_assessed) FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o);
+    removed tutor_times_assessed[];
+    added tutor_times_assessed[];
 BEGIN
     IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
         RETURN;
     END IF;
+    removed := ARRAY(
+        SELECT CAST(o AS tutor_times_assessed) FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o);
+    added := ARRAY(
+        SELECT CAST(o AS tutor_times_assessed) FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o);
 
     -- the units' locks, in order, until the transaction ends
     PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
@@ -110,13 +112,10 @@ BEGIN
                            PARTITION BY unit_id, definition, kind, value ORDER BY o.start_time) AS gap
                 FROM (SELECT * FROM tutor_times_assessed WHERE (unit_id, definition, kind, value) IN (SELECT unit_id, definition, kind, value FROM (SELECT * FROM unnest(removed)) AS g)) AS o) AS x
           GROUP BY unit_id, definition, kind, value) AS r
-    WHERE (k.unit_id, k.definition, k.kind, k.value)
-        = (r.unit_id, r.definition, r.kind, r.value);
+    WHERE k.unit_id = r.unit_id AND k.definition = r.definition AND k.kind = r.kind AND k.value = r.value;
     DELETE FROM tutor_times_assessed_keys AS k
     WHERE (unit_id, definition, kind, value) IN (SELECT unit_id, definition, kind, value FROM (SELECT * FROM unnest(removed)) AS g)
-      AND NOT EXISTS (SELECT FROM tutor_times_assessed AS o
-                      WHERE (o.unit_id, o.definition, o.kind, o.value)
-                          = (k.unit_id, k.definition, k.kind, k.value));
+      AND NOT EXISTS (SELECT FROM tutor_times_assessed AS o WHERE o.unit_id = k.unit_id AND o.definition = k.definition AND o.kind = k.kind AND o.value = k.value);
 
     -- a key that only gained: widened by its added starts. Every gap the key now has is
     -- at most its widest gap before, a gap between two added starts, or the gap from its
@@ -133,8 +132,7 @@ BEGIN
                            PARTITION BY unit_id, definition, kind, value ORDER BY o.start_time) AS gap
                 FROM (SELECT * FROM unnest(added)) AS o) AS x
           GROUP BY unit_id, definition, kind, value) AS m
-    WHERE (k.unit_id, k.definition, k.kind, k.value)
-        = (m.unit_id, m.definition, m.kind, m.value)
+    WHERE k.unit_id = m.unit_id AND k.definition = m.definition AND k.kind = m.kind AND k.value = m.value
       AND (k.unit_id, k.definition, k.kind, k.value) NOT IN (SELECT unit_id, definition, kind, value FROM (SELECT * FROM unnest(removed)) AS g);
 END
 $fn$
