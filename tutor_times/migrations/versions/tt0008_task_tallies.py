@@ -17,6 +17,8 @@ Revises: tt0007
 Create Date: 2026-12-06
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -215,37 +217,35 @@ DROP = [
 ]
 
 
+#: an occurrence's and a key's key columns
+KEY = ("unit_id", "definition", "kind", "value")
+
+
+def key_columns() -> list[sa.Column[Any]]:
+    """The key columns, for one table."""
+    return [
+        sa.Column(name, sa.SmallInteger if name == "kind" else sa.BigInteger, nullable=False)
+        for name in KEY
+    ]
+
+
 def upgrade() -> None:
     op.create_table(
         ASSESSED,
         sa.Column("session_id", sa.BigInteger, nullable=False),
-        sa.Column("unit_id", sa.BigInteger, nullable=False),
-        sa.Column("definition", sa.BigInteger, nullable=False),
-        sa.Column("kind", sa.SmallInteger, nullable=False),
-        sa.Column("value", sa.BigInteger, nullable=False),
+        *key_columns(),
         sa.Column("start_time", UTCDateTime, nullable=False),
     )
     op.create_index(f"ix_{ASSESSED}_session_id", ASSESSED, ["session_id"], unique=False)
-    op.create_index(
-        "ix_tutor_times_assessed_key_start",
-        ASSESSED,
-        ["unit_id", "definition", "kind", "value", "start_time"],
-    )
+    op.create_index("ix_tutor_times_assessed_key_start", ASSESSED, [*KEY, "start_time"])
     op.create_table(
         KEYS,
-        sa.Column("unit_id", sa.BigInteger, nullable=False),
-        sa.Column("definition", sa.BigInteger, nullable=False),
-        sa.Column("kind", sa.SmallInteger, nullable=False),
-        sa.Column("value", sa.BigInteger, nullable=False),
+        *key_columns(),
         sa.Column("first_start", UTCDateTime, nullable=False),
         sa.Column("last_start", UTCDateTime, nullable=False),
         sa.Column("widest_gap", sa.Interval, nullable=False),
         sa.PrimaryKeyConstraint(
-            "unit_id",
-            "definition",
-            "kind",
-            "value",
-            postgresql_include=["first_start", "last_start", "widest_gap"],
+            *KEY, postgresql_include=["first_start", "last_start", "widest_gap"]
         ),
     )
     op.create_table(
