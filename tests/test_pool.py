@@ -13,6 +13,7 @@ import http.client
 import logging
 import threading
 import time
+from datetime import date, timedelta
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -161,6 +162,33 @@ def test_reports_keep_their_prepared_statements() -> None:
 
 
 @pytest.mark.real
+def test_prepared_reports_are_planned_for_their_own_range() -> None:
+    """A report's statements are prepared once per connection but planned for each range
+    they are given: a plan made for no range in particular (PostgreSQL's generic plan,
+    which it switches to after five runs) suits neither a day nor two years, and over two
+    years it grouped a unit's sessions half as fast again (benchmarks/README.md, B3)."""
+    with built("postgres") as app:
+        convenor = login(app, "convenor")
+        # psycopg prepares a statement at its sixth run, PostgreSQL plans the first five runs
+        # of a prepared statement for their values and may keep a generic plan after that
+        for days in (1, 7, 84, 365, 730) * 4:
+            to = date(2026, 3, 10)
+            query = f"from={to - timedelta(days=days - 1)}&to={to}"
+            assert convenor.get(f"/tutor-times/units/1/summary?{query}").status_code == 200
+        with app.app_context():
+            engine = tutor_times.state.reports_engine(db.engine)
+            with engine.connect() as conn:
+                plans = conn.execute(
+                    sa.text(
+                        "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                        " WHERE statement LIKE '%marking_sessions%'"
+                    )
+                ).all()
+        assert plans and all(custom >= 10 for _, custom in plans)
+        assert sum(generic for generic, _ in plans) == 0
+
+
+@pytest.mark.real
 def test_reports_run_without_jit_and_group_in_memory() -> None:
     """A report over years has plan costs past PostgreSQL's jit_above_cost, and compiling its
     expressions costs more than running them: the reports' connections turn JIT off. They
@@ -175,7 +203,7 @@ def test_reports_run_without_jit_and_group_in_memory() -> None:
             with engine.connect() as conn:
                 assert conn.execute(sa.text("SHOW jit")).scalar() == "off"
                 assert conn.execute(sa.text("SHOW work_mem")).scalar() == "32MB"
-                assert set_by_client(conn) == {"jit", "work_mem"}
+                assert set_by_client(conn) == {"jit", "work_mem", "plan_cache_mode"}
             with db.engine.connect() as conn:
                 assert set_by_client(conn) == set()
 
@@ -199,7 +227,7 @@ def set_by_client(conn: sa.Connection) -> set[str]:
     return set(
         conn.execute(
             sa.text(
-                "SELECT name FROM pg_settings WHERE name IN ('jit', 'work_mem')"
+                "SELECT name FROM pg_settings WHERE name IN ('jit', 'work_mem', 'plan_cache_mode')"
                 " AND source = 'client'"
             )
         ).scalars()
