@@ -55,6 +55,7 @@ LAYERS: dict[str, int] = {
     "web.ranges": 9,
     "web.csv_export": 9,
     "web.calendar": 9,
+    "web.beside": 9,
     "web.html": 10,
     "web.schemas": 10,
     "web.views": 11,

@@ -13,8 +13,8 @@ import http.client
 import logging
 import threading
 import time
-from datetime import date, timedelta
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
 
 import pytest
 import sqlalchemy as sa

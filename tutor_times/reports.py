@@ -504,11 +504,13 @@ def figured_by(
         if postgres
         else sa.func.sum(sa.case((is_cut, 1), else_=0))
     )
+    # every stored block's minutes, the cut ones' taken off again as they are read below:
+    # one test of each session for a cut, not two (the planner would repeat the CASE)
     figures = [
-        sa.func.min(ms.marker_id).label("marker"),
+        (ms.marker_id if per_marker else sa.null()).label("marker"),
         sa.func.count().label("n"),
         sa.func.sum(_figured_assessments(models)).label("a"),
-        sa.func.sum(sa.case((is_cut, 0), else_=credited)).label("minutes"),
+        sa.func.sum(credited).label("minutes"),
         cut_of.label("cut"),
     ]
     if postgres and several:
@@ -535,12 +537,13 @@ def figured_by(
             else ms.id.in_(sa.select(ms.id).where(*where, is_cut).scalar_subquery())
         )
         ends = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
-        for unit, marker, first, end in conn.execute(
-            sa.select(ms.unit_id, ms.marker_id, ms.start_time, ends).where(chosen)
+        for unit, marker, first, end, stored in conn.execute(
+            sa.select(ms.unit_id, ms.marker_id, ms.start_time, ends, credited).where(chosen)
         ):
             # its bucket as bucket_index gives it (a block is labelled by its first)
             value = None if starts is None else max(bisect_right(starts, first) - 1, 0)
             spans.setdefault((unit, marker), []).append((first, end, value))
+            add(value, marker, 0, 0, -stored)  # counted above, merged again here
     for value, marker, minutes, during in block_minutes(spans, min_minutes, timetable):
         add(value, marker, 0, 0, minutes, during)
     if timetable is not None:

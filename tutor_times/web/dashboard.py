@@ -34,11 +34,12 @@ from .views import (
     bp,
     current_user_id,
     date_range,
+    later,
+    later_timeline,
     live_after,
     marker_scope,
     one_connection,
     report,
-    timeline_buckets,
     timetable_of,
     unit_summary,
     what_if,
@@ -81,7 +82,8 @@ def _page(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any
         query = parse(model, query_args(model))
         if query.format != "json":
             raise ApiError(400, "format: the page is HTML; its tables link their CSV", "format")
-        with one_connection():  # the page's reports, one after the other
+        # the page's reports on one snapshot: some on a second connection, beside the rest
+        with one_connection(beside=True):
             context = build(query)
     except FieldError as exc:
         return _error_page(400, f"{exc.field}: {exc.message}")
@@ -177,6 +179,10 @@ def _context(
     bucket = query.bucket or ("day" if (last - first).days < DAYS_BY_DEFAULT else "week")
     # the host's timetable, asked once for the summary, the timeline and the calendar
     timetable = timetable_of(scope)
+    # the tasks and the timeline read on a second connection while the summary and the
+    # calendar read on the page's (:func:`.views.later`)
+    tasks = later(reports.tasks, scope)
+    timeline = later_timeline(scope, tz, bucket, timetable)
     summary = unit_summary(scope, timetable)
     what_if = None if what_if_seconds is None else _what_if(scope, what_if_seconds, summary)
     week, active = _week(scope, tz, timetable), _active(scope)
@@ -196,8 +202,8 @@ def _context(
         "last_day": last,
         "bucket": bucket,
         "summary": summary,
-        "timeline": timeline_buckets(scope, tz, bucket, timetable),
-        "tasks": report(reports.tasks, scope),
+        "timeline": timeline(),
+        "tasks": tasks(),
         "week": week,
         "active": active,
         "zone_options": ZONE_OPTIONS,

@@ -23,6 +23,7 @@ from ..reports import Scope
 from . import csv_export, ranges
 from . import schemas as s
 from .api import Api, ApiError, error_response
+from .beside import Beside
 from .csv_export import csv_response
 
 logger = logging.getLogger("tutor_times")
@@ -140,36 +141,61 @@ def live_after() -> datetime:
 
 #: where :func:`one_connection` keeps the request's reports connection
 SHARED_CONNECTION = "tutor_times_reports_connection"
+#: where :func:`one_connection` keeps the second connection it reads beside the first
+BESIDE = "tutor_times_reports_beside"
 
 
-@contextmanager
-def _reading() -> Iterator[sa.Connection]:
-    """A connection of the reports pool (:meth:`~tutor_times.state.AppState.reports_engine`)
-    on the host's database, or on the reports bind if one is set, whose read ends in a
-    COMMIT rather than the pool's rollback: psycopg forgets its prepared statements on every
-    rollback, so only a connection returned with no transaction open keeps them, and the
-    next report on it runs its statements prepared rather than parsed and planned afresh."""
+def _reports_engine() -> sa.Engine:
+    """The reports pool (:meth:`~tutor_times.state.AppState.reports_engine`) on the host's
+    database, or on the reports bind if one is set."""
     ext = current()
     bind = ext.state.settings.reports_bind
     # Reports only read, so they may go to a replica (TUTOR_TIMES_REPORTS_BIND); tracking and
     # closing never come here and always write to the primary.
     source = ext.db.engine if bind is None else ext.db.engines[bind]
-    with ext.state.reports_engine(source).connect() as conn:
+    return ext.state.reports_engine(source)
+
+
+@contextmanager
+def _reading() -> Iterator[sa.Connection]:
+    """A connection of the reports pool whose read ends in a COMMIT rather than the pool's
+    rollback: psycopg forgets its prepared statements on every rollback, so only a
+    connection returned with no transaction open keeps them, and the next report on it runs
+    its statements prepared rather than parsed afresh."""
+    with _reports_engine().connect() as conn:
         yield conn
         conn.commit()
 
 
 @contextmanager
-def one_connection() -> Iterator[None]:
+def one_connection(*, beside: bool = False) -> Iterator[None]:
     """Every :func:`report` inside runs on one connection: a page of several reports checks
     a connection out of the reports' pool (a ping) and returns it (a commit) once, not per
-    report."""
+    report. With ``beside``, the reports given to :func:`later` run on a second connection
+    reading the same snapshot, while the page goes on (:mod:`.beside`)."""
     with _reading() as conn:
         setattr(g, SHARED_CONNECTION, conn)
+        second = Beside.of(conn, _reports_engine()) if beside else None
+        if second is not None:
+            setattr(g, BESIDE, second)
         try:
             yield
         finally:
             g.pop(SHARED_CONNECTION, None)
+            g.pop(BESIDE, None)
+            if second is not None:
+                second.close()
+
+
+def later(query: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[], T]:
+    """:func:`report`, started on the second connection of :func:`one_connection` when it
+    has one (else run now); returns what gives its result."""
+    second: Beside | None = g.get(BESIDE)
+    if second is None:
+        result = report(query, *args, **kwargs)
+        return lambda: result
+    ext = current()
+    return second.run(query, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
 
 
 def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -271,8 +297,15 @@ def timeline_buckets(
 ) -> list[dict[str, Any]]:
     """Every day's or week's bucket of the scope, in ``tz``, split by ``timetable`` (the
     scope's :func:`timetable_of`)."""
+    return later_timeline(scope, tz, bucket, timetable)()
+
+
+def later_timeline(
+    scope: Scope, tz: ZoneInfo, bucket: str, timetable: class_times.Timetable | None
+) -> Callable[[], list[dict[str, Any]]]:
+    """:func:`timeline_buckets`, started with :func:`later`."""
     starts = ranges.day_starts(scope.start, scope.end, tz, bucket)
-    return report(reports.timeline, scope, starts, tz, timetable=timetable)
+    return later(reports.timeline, scope, starts, tz, timetable=timetable)
 
 
 def unit_summary(scope: Scope, timetable: class_times.Timetable | None) -> dict[str, Any]:
