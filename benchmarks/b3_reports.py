@@ -262,7 +262,7 @@ def dataset(app: Any, scale: tuple[int, int, int, int, int | None]) -> datetime:
     engine = engine_of(app)
     wanted = (
         f"sessions={sessions} markers={markers} units={units} per={per} spread={spread}"
-        f" open={OPEN_SESSIONS} figures=4"
+        f" open={OPEN_SESSIONS} figures=5"
     )
     with engine.connect() as conn:
         if sa.inspect(conn).has_table(MARKER):

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
-from tutor_times import figures, tallies
+from tutor_times import figures, rollups, tallies
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -190,8 +190,9 @@ def models_of(app: Flask) -> Any:
         return tutor_times.models
 
 
-#: the tasks report's tallies, kept with the sessions (tutor_times/tallies.py)
-TALLIES = (tallies.ASSESSED, tallies.KEYS, tallies.DAYS)
+#: the tasks report's tallies and the summary's months, kept with the sessions
+#: (tutor_times/tallies.py, tutor_times/rollups.py)
+TALLIES = (tallies.ASSESSED, tallies.KEYS, tallies.DAYS, rollups.MONTHS)
 
 
 def vacuum(engine: sa.Engine) -> None:

@@ -31,7 +31,7 @@ from demo.scenario import D as D
 from demo.scenario import add_second_unit, play
 from demo.scenario import at as at
 from demo.seed import seed
-from tutor_times import tallies
+from tutor_times import rollups, tallies
 from tutor_times.redis_cache import RedisClient, RedisStore
 
 PG_URL = os.environ.get(
@@ -303,7 +303,7 @@ def check_tallies(conn: sa.Connection, models: Any) -> None:
     sessions as they are now; a key's widest gap may be wider (an upper bound)."""
     if conn.dialect.name != "postgresql":
         return
-    tables = (models.Assessed, models.AssessedKeys, models.AssessedDays)
+    tables = (models.Assessed, models.AssessedKeys, models.AssessedDays, models.TutorMonths)
 
     def read() -> list[list[tuple[Any, ...]]]:
         return [[tuple(r) for r in conn.execute(sa.select(t).order_by(*t.c))] for t in tables]
@@ -312,7 +312,7 @@ def check_tallies(conn: sa.Connection, models: Any) -> None:
     with conn.begin_nested() if conn.in_transaction() else conn.begin() as tx:
         for t in tables:
             conn.execute(t.delete())
-        for statement in tallies.FILL:
+        for statement in tallies.FILL + rollups.FILL:
             conn.execute(sa.text(statement))
         fresh = read()
         tx.rollback()
@@ -320,3 +320,9 @@ def check_tallies(conn: sa.Connection, models: Any) -> None:
     assert kept[2] == fresh[2]
     assert [k[:6] for k in kept[1]] == [k[:6] for k in fresh[1]]
     assert all(k[6] >= f[6] for k, f in zip(kept[1], fresh[1], strict=True))
+    # the summary's months: each block's length an upper bound, the rest exact
+    assert [k[:-1] for k in kept[3]] == [f[:-1] for f in fresh[3]]
+    assert all(
+        f[-1] is None or (k[-1] is not None and k[-1] >= f[-1])
+        for k, f in zip(kept[3], fresh[3], strict=True)
+    )

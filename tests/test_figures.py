@@ -27,7 +27,7 @@ from demo.extensions import db, tutor_times
 from tutor_times import figures
 from tutor_times.accounting import duration_minutes, to_micros
 from tutor_times.class_times import Timetable
-from tutor_times.reports import Scope, summary, tasks, timeline
+from tutor_times.reports import Scope, _rolled_months, summary, tasks, timeline
 
 from .conftest import BACKENDS, T0, Clock, build, check_tallies, make_app
 
@@ -53,6 +53,19 @@ other = st.tuples(
 )
 EVENTS = st.lists(st.one_of(act, act, act, other), min_size=1, max_size=25)
 RANGES = st.tuples(st.sampled_from(ZONES), st.integers(-1, 3), st.integers(1, 4))
+
+
+#: histories over months: up to 25 days between two events
+LONG_ACT = st.tuples(
+    st.just("act"),
+    st.sampled_from([0, 0, 1, 2, 3]),
+    st.one_of(st.sampled_from([0, 1, 15, 16, 61]), st.integers(0, 25 * 24 * 60)),
+    st.sampled_from([0, 0, 30]),
+    st.sampled_from(["assessing", "assessing", "inbox"]),
+)
+LONG_EVENTS = st.lists(st.one_of(LONG_ACT, LONG_ACT, LONG_ACT, other), min_size=1, max_size=40)
+#: (zone, first day after T0's, days): most of them long enough to hold a whole month
+LONG_RANGES = st.tuples(st.sampled_from(ZONES), st.integers(-40, 120), st.integers(20, 400))
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -127,6 +140,123 @@ def test_reports_from_stored_figures_equal_the_raw_computation(
                             check_split(conn, models, scope, starts, tz)
         assert stored_figures(conn, models) == figures_from_scratch(conn, models)
         check_tallies(conn, models)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(LONG_EVENTS, st.lists(LONG_RANGES, min_size=1, max_size=3), st.sampled_from([1, 3, 11]))
+# a tutor's blocks over three months, one of them across a month's end, and one left open
+@example(
+    [
+        ("act", 0, 0, 0, "assessing"),
+        ("act", 1, 5, 0, "assessing"),
+        ("act", 0, 20 * 24 * 60, 0, "assessing"),
+        ("act", 2, 20 * 24 * 60, 0, "inbox"),
+        ("sweep", 0, 30, 0, ""),
+        ("act", 0, 15 * 24 * 60, 0, "assessing"),
+        ("act", 0, 10, 0, "assessing"),
+        ("import", 0, 20 * 24 * 60, 0, ""),
+        ("act", 1, 20 * 24 * 60, 0, "assessing"),
+    ],
+    [("UTC", 0, 120), ("Australia/Adelaide", -3, 200), ("Asia/Kathmandu", 20, 45)],
+    1,
+)
+def test_summaries_over_months_from_the_roll_up_equal_the_raw_computation(
+    figures_app: Flask,
+    clock: Clock,
+    events: list[tuple[Any, ...]],
+    ranges: list[tuple[str, int, int]],
+    min_minutes: int,
+) -> None:
+    """A unit's summary adding up whole months from the roll-up (rollups.py; PostgreSQL)
+    gives the numbers of every session counted and merged again, under minimums the roll-up
+    keeps (1, 3) and one it does not (11: counted from the sessions)."""
+    reset(figures_app)
+    play(figures_app, clock, events)
+    with figures_app.app_context(), db.engine.connect() as conn:
+        models = tutor_times.models
+        for zone, first_day, days in ranges:
+            tz = ZoneInfo(zone)
+            start = local_midnight(tz, T0.date() + timedelta(days=first_day))
+            end = local_midnight(tz, T0.date() + timedelta(days=first_day + days))
+            scope = Scope(start, end, unit_id=1)
+            raw = summary(conn, models, scope, min_minutes=min_minutes, stored=False)
+            for rolled in (True, False):
+                assert summary(conn, models, scope, min_minutes=min_minutes, rolled=rolled) == raw
+        check_tallies(conn, models)
+
+
+def test_a_long_range_adds_up_the_months_no_cut_block_reaches(
+    figures_app: Flask, clock: Clock
+) -> None:
+    """A session every ten days from 2 March for four months, then one left open in June:
+    from 2 March 10:00 on, April and May come from the roll-up on PostgreSQL, and March's
+    and June's sessions are counted one by one (the range starts inside March, and the open
+    session's block may not be cut from June's)."""
+    day = 24 * 60
+    events = [("act", 0, 0, 0, "assessing")] + [("act", 0, 10 * day, 0, "assessing")] * 11
+    events += [("sweep", 0, 30, 0, ""), ("act", 1, 20, 0, "assessing")]
+    reset(figures_app)
+    play(figures_app, clock, events)
+    utc = ZoneInfo("UTC")
+    with figures_app.app_context(), db.engine.connect() as conn:
+        models = tutor_times.models
+        scope = Scope(datetime(2026, 3, 2, 10, tzinfo=utc), clock() + timedelta(days=1), unit_id=1)
+        months = _rolled_months(conn, models, scope, MIN_MINUTES)
+        if conn.dialect.name != "postgresql":
+            assert months is None  # no roll-up kept: every session counted
+        else:
+            assert months is not None
+            counted, pieces = months
+            assert pieces == [
+                (scope.start, datetime(2026, 4, 1, tzinfo=utc)),
+                (datetime(2026, 6, 1, tzinfo=utc), scope.end),
+            ]
+            assert {marker: n for marker, (n, _, _) in counted.items()} == {3: 7}
+        for minimum in (1, 3, 11):
+            raw = summary(conn, models, scope, min_minutes=minimum, stored=False)
+            assert summary(conn, models, scope, min_minutes=minimum, rolled=True) == raw
+            # the first started at 9:00; the open one counts
+            assert raw["totals"]["sessions"] == 12
+            assert raw["totals"]["minutes"] == 12 * minimum  # one activity each
+
+
+def test_a_block_across_a_months_start_is_merged_again_not_added_up(
+    figures_app: Flask, clock: Clock
+) -> None:
+    """A tutor's session from 31 March 23:50 to 1 April 00:02 (UTC) and another from another
+    address starting at 00:01 overlap: one block. From 1 April on, the range cuts it, so
+    its April session is merged again from its start; April is read session by session
+    (the unit's longest block reaches into it), and only the months after come from the
+    roll-up."""
+    before = (datetime(2026, 3, 31, 23, 50, tzinfo=ZoneInfo("UTC")) - T0) // timedelta(minutes=1)
+    day = 24 * 60
+    events = [
+        ("act", 0, before, 0, "assessing"),
+        ("act", 0, 10, 0, "assessing"),
+        ("act", 1, 1, 0, "assessing"),
+        ("act", 0, 1, 0, "assessing"),
+        *[("act", 0, 12 * day, 0, "assessing")] * 8,
+        ("sweep", 0, 30, 0, ""),
+    ]
+    reset(figures_app)
+    play(figures_app, clock, events)
+    utc = ZoneInfo("UTC")
+    with figures_app.app_context(), db.engine.connect() as conn:
+        models = tutor_times.models
+        scope = Scope(datetime(2026, 4, 1, tzinfo=utc), clock() + timedelta(days=1), unit_id=1)
+        months = _rolled_months(conn, models, scope, MIN_MINUTES)
+        if conn.dialect.name == "postgresql":
+            assert months is not None
+            assert months[1][0] == (scope.start, datetime(2026, 5, 1, tzinfo=utc))
+        for minimum in (1, 3):
+            raw = summary(conn, models, scope, min_minutes=minimum, stored=False)
+            assert summary(conn, models, scope, min_minutes=minimum, rolled=True) == raw
+            # the April part of the block, and eight sessions after it
+            assert raw["totals"]["sessions"] == 9
 
 
 def test_a_range_that_cuts_a_block_counts_only_its_sessions_in_the_range(

@@ -46,6 +46,7 @@ LAYERS: dict[str, int] = {
     "jobs": 4,
     "metrics": 0,
     "tallies": 0,
+    "rollups": 0,
     "health": 6,
     "state": 5,
     "maintenance": 6,

@@ -21,7 +21,7 @@ from flask_migrate import downgrade, upgrade
 
 from demo import create_app
 from demo.extensions import db, tutor_times
-from tutor_times import figures, tallies
+from tutor_times import figures, rollups, tallies
 from tutor_times.migrations import VERSIONS_DIR
 
 from .conftest import BACKENDS
@@ -58,12 +58,14 @@ def test_migrations_match_the_models(empty_database: str) -> None:
             # the tallies' functions and triggers are those the package creates today
             with db.engine.connect() as conn:
                 migrated = tally_code(conn)
-                for statement in tallies.drop_statements() + tallies.create_statements():
-                    conn.execute(sa.text(statement))
+                for module in (tallies, rollups):
+                    for statement in module.drop_statements() + module.create_statements():
+                        conn.execute(sa.text(statement))
                 declared = tally_code(conn)
                 conn.rollback()
             assert migrated == declared
-            assert len(migrated) == 2 * 4 + 2
+            # each module's four triggers and their functions, and its own two functions
+            assert len(migrated) == 2 * (2 * 4 + 2)
         assert fks == {"users", "units"}
         assert "uq_marking_sessions_open_key" in indexes
 
@@ -254,10 +256,16 @@ def test_upgrading_computes_the_figures_of_stored_sessions(empty_database: str) 
                     )
         upgrade(revision="heads")
         models = tutor_times.models
-        tally_tables = (models.Assessed, models.AssessedKeys, models.AssessedDays)
+        tally_tables = (
+            models.Assessed,
+            models.AssessedKeys,
+            models.AssessedDays,
+            models.TutorMonths,
+        )
         with db.engine.connect() as conn:
             upgraded = figure_rows(conn, models)
-            # tt0008's fill of the tasks report's tallies (PostgreSQL)
+            # tt0008's fill of the tasks report's tallies, tt0009's of the summary's months
+            # (PostgreSQL)
             filled = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in tally_tables]
             conn.execute(
                 sa.update(models.MarkingSession.__table__).values(dict.fromkeys(figures.FIGURES))

@@ -15,7 +15,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from . import tallies
+from . import rollups, tallies
 from .accounting import UTC, duration_minutes
 
 MARKING_SESSIONS = "marking_sessions"
@@ -117,6 +117,8 @@ class Models(NamedTuple):
     Assessed: Any = None
     AssessedKeys: Any = None
     AssessedDays: Any = None
+    #: the summary's roll-up of each tutor's months (:mod:`.rollups`; PostgreSQL only)
+    TutorMonths: Any = None
 
 
 _built: WeakKeyDictionary[SQLAlchemy, Models] = WeakKeyDictionary()
@@ -282,8 +284,12 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
     # the tallies' functions and triggers once every table is there (the functions name the
     # tallies' row types), and gone before the sessions' table is
     for target, event, statements in (
-        (db.metadata, "after_create", tallies.create_statements()),
-        (MarkingSession.__table__, "before_drop", tallies.drop_statements()),
+        (db.metadata, "after_create", tallies.create_statements() + rollups.create_statements()),
+        (
+            MarkingSession.__table__,
+            "before_drop",
+            tallies.drop_statements() + rollups.drop_statements(),
+        ),
     ):
         for statement in statements:
             ddl = sa.DDL(statement)  # type: ignore[no-untyped-call]
@@ -293,6 +299,7 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         SessionActivity,
         *_operations_tables(db.metadata),
         *tallies.tables(db.metadata, UTCDateTime),
+        rollups.table(db.metadata),
     )
     _built[db] = models
     return models

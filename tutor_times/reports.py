@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from . import tallies
+from . import rollups, tallies
 from .accounting import UTC, duration_minutes, overlapping
 from .class_times import Timetable, with_split
 from .constants import ASSESSING
@@ -450,6 +450,7 @@ def figured_by(
     starts: list[datetime] | None = None,
     per_marker: bool = True,
     timetable: Timetable | None = None,
+    pieces: list[tuple[datetime, datetime]] | None = None,
 ) -> dict[tuple[int | None, int | None], list[int]]:
     """Sessions, assessments, minutes (R10) and during-class minutes (R12, 0 without a
     ``timetable``) per (bucket, marker) of the scope, from the figures each closed session
@@ -462,9 +463,15 @@ def figured_by(
     The rest are read session by session and merged here, as the range merges them: blocks
     cut by the range's start or end, and anything near an open session (counted live) —
     a few sessions, however long the range.
+
+    ``pieces`` ([start, end) each, within the scope): only the sessions that start in them
+    are counted, each as the whole scope counts it (the summary adds the months between
+    them from :mod:`.rollups`); without them, every session of the scope.
     """
     ms = models.MarkingSession
     where = scope.where(models)
+    # each piece's own range of starts (none: the scope's)
+    within = [[ms.start_time >= low, ms.start_time < high] for low, high in pieces or []] or [[]]
     # the first start of the range's sessions without figures: the open ones (and any
     # closed one a writer left without), counted live; a stored block that reaches it is
     # merged again with them (a report reads on one snapshot: the statements agree).
@@ -514,10 +521,14 @@ def figured_by(
         cut_of.label("cut"),
     ]
     if postgres and several:
-        assert starts is not None
+        assert starts is not None and pieces is None
         rows = conn.execute(_per_bucket(starts, scope, figures, where, ms, per_marker)).all()
     else:
-        rows = conn.execute(sa.select(label, *figures).where(*where).group_by(*keys)).all()
+        # a piece at a time: each reads its own range of the index
+        counted = [
+            sa.select(label, *figures).where(*where, *piece).group_by(*keys) for piece in within
+        ]
+        rows = conn.execute(counted[0] if len(counted) == 1 else sa.union_all(*counted)).all()
     totals: dict[tuple[int | None, int | None], list[int]] = {}
 
     def add(value: Any, marker: int, *figures: int) -> None:
@@ -534,7 +545,11 @@ def figured_by(
         chosen = (
             ms.id == sa.any_(bound_array([i for *_, ids in rows for i in ids or ()], sa.BigInteger))
             if postgres
-            else ms.id.in_(sa.select(ms.id).where(*where, is_cut).scalar_subquery())
+            else ms.id.in_(
+                sa.select(ms.id)
+                .where(*where, is_cut, sa.or_(*(sa.and_(sa.true(), *piece) for piece in within)))
+                .scalar_subquery()
+            )
         )
         ends = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
         for unit, marker, first, end, stored in conn.execute(
@@ -631,14 +646,36 @@ def summary(
     min_minutes: int,
     timetable: Timetable | None = None,
     stored: bool = True,
+    rolled: bool | None = None,
 ) -> dict[str, Any]:
     """Per tutor: sessions, minutes (R10), assessments, minutes per assessment; and totals.
     With a ``timetable``, each row's minutes are also split by R12 (during and outside class).
 
     From the stored figures unless ``stored`` is false: then every session is counted
-    and merged again."""
+    and merged again. On PostgreSQL a unit's range of :data:`ROLLED_FROM` or more (or any,
+    with ``rolled``) adds up the whole months between its ends from :mod:`.rollups`, where
+    no block the range cuts can reach, and counts its ends from the figures: the same
+    numbers."""
     if stored:
-        figures = figured_by(conn, models, scope, min_minutes=min_minutes, timetable=timetable)
+        if rolled is None:
+            rolled = scope.end - scope.start >= ROLLED_FROM
+        months = (
+            _rolled_months(conn, models, scope, min_minutes)
+            if rolled and timetable is None
+            else None
+        )
+        figures = figured_by(
+            conn,
+            models,
+            scope,
+            min_minutes=min_minutes,
+            timetable=timetable,
+            pieces=None if months is None else months[1],
+        )
+        for marker, counted in (months[0] if months else {}).items():
+            found = figures.setdefault((None, marker), [0, 0, 0, 0])
+            for i, figure in enumerate(counted):
+                found[i] += figure
         tutors = []
         for (_, marker), (n_sessions, n_assessments, total, during) in sorted(figures.items()):
             row = {"marker_id": marker, "sessions": n_sessions, "assessments": n_assessments}
@@ -665,6 +702,82 @@ def summary(
             with_split(t, split[None, t["marker_id"]][1])
         with_split(totals, sum(t["during_class_minutes"] for t in tutors))
     return {"tutors": tutors, "totals": totals}
+
+
+#: a unit's summary over a range at least this long adds up its whole months from the
+#: roll-up (:mod:`.rollups`) on PostgreSQL
+ROLLED_FROM = timedelta(days=62)
+
+
+def _rolled_months(
+    conn: sa.Connection, models: Models, scope: Scope, min_minutes: int
+) -> tuple[dict[int, tuple[int, int, int]], list[tuple[datetime, datetime]]] | None:
+    """The whole UTC months of a unit's range that no block the range cuts reaches, added up
+    per tutor from :mod:`.rollups` — (sessions, assessments, minutes) — and the range's
+    pieces either side of them, for :func:`figured_by`; None where there are none (or not
+    on PostgreSQL, or for one tutor, or under a minimum the roll-up does not keep).
+
+    A block is cut when it starts before the range, reaches its end, or ends at or after
+    its first session without figures (counted live). Every session of such a block starts
+    within the unit's longest block of the range's start, of its end or of that first
+    session: the months between the range's start plus the longest block and the earlier
+    of the others less it have none."""
+    if (
+        conn.dialect.name != "postgresql"
+        or scope.unit_id is None
+        or scope.marker_id is not None
+        or not 1 <= min_minutes <= rollups.SHORTEST
+    ):
+        return None
+    ms, months = models.MarkingSession, models.TutorMonths.c
+    first_unfigured, longest = conn.execute(
+        sa.select(
+            sa.select(sa.func.min(ms.start_time))
+            .where(*scope.where(models), ms.block_start.is_(None))
+            .scalar_subquery(),
+            sa.select(sa.func.max(months.longest))
+            .where(months.unit_id == scope.unit_id)
+            .scalar_subquery(),
+        )
+    ).one()
+    if longest is None:
+        return None
+    end = scope.end if first_unfigured is None else min(scope.end, first_unfigured)
+    try:
+        low, high = _month_after(scope.start + longest), _month_of(end - longest)
+    except OverflowError:
+        return None
+    if low >= high:
+        return None
+    rows = conn.execute(
+        sa.select(
+            months.marker_id,
+            sa.func.sum(months.sessions),
+            sa.func.sum(months.assessments),
+            sa.func.sum(months.credited[min_minutes]),
+            sa.func.sum(months.uncounted),
+        )
+        .where(months.unit_id == scope.unit_id, months.month >= low, months.month < high)
+        .group_by(months.marker_id)
+    ).all()
+    if any(uncounted for *_, uncounted in rows):
+        return None  # assessments to count from the activities: read as before
+    counted = {marker: (int(n), int(a), int(m)) for marker, n, a, m, _ in rows}
+    at = [datetime.combine(d, datetime.min.time(), UTC) for d in (low, high)]
+    return counted, [(scope.start, at[0]), (at[1], scope.end)]
+
+
+def _month_of(t: datetime) -> date:
+    """The first day of ``t``'s UTC month."""
+    return t.astimezone(UTC).date().replace(day=1)
+
+
+def _month_after(t: datetime) -> date:
+    """The first day of the first UTC month that starts at or after ``t``."""
+    first = _month_of(t)
+    if datetime.combine(first, datetime.min.time(), UTC) == t:
+        return first
+    return (first + timedelta(days=32)).replace(day=1)
 
 
 def _totals(tutors: list[dict[str, Any]]) -> dict[str, Any]:

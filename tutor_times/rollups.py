@@ -1,0 +1,211 @@
+"""Each tutor's month in a unit, rolled up on PostgreSQL, so that a year of a unit's summary
+is added up from a few thousand rows instead of every session of the year.
+
+The summary gives, per tutor over a range of session starts: sessions, assessments and
+minutes, each stored R10 block's minutes counted where it starts unless the range cuts it
+(:func:`.reports.figured_by`). Sessions and assessments add up over any split of the range;
+so do the minutes of the blocks the range does not cut. So
+``tutor_times_tutor_months`` keeps, per (unit, UTC month of the session start, tutor), of
+the sessions with figures (:data:`ROLLED`):
+
+- ``sessions`` and ``assessments``, and ``uncounted``: the sessions whose assessments are
+  not stored (a writer of an earlier version may have left them; a report counts theirs
+  from their activities, so a month that has any is read session by session);
+- ``credited``: the minutes of the blocks that start there, counted under each minimum a
+  host may set up to :data:`SHORTEST` (R4: a block counts at least the minimum) — element
+  k is the sum of max(block minutes, k);
+- ``longest``: an upper bound on how long any of those blocks lasts, from its first start
+  to its end.
+
+A report over [s, e) with its first open session at f (or none) cuts only blocks that reach
+over s, reach e, or end at or after f, and every session of such a block starts within the
+unit's longest block of s, of e or of f. So the months that lie wholly between s plus the
+longest block and the earlier of e and f less it hold no session of a cut block: their rows
+are added up, and the range's ends are read session by session as before.
+
+Triggers on ``marking_sessions`` keep the rows one statement at a time, whoever writes,
+taking what a statement's changed rows rolled up away and adding what they roll up now,
+under the unit's lock the tasks report's tallies take (:mod:`.tallies`), in key order.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+MONTHS = "tutor_times_tutor_months"
+#: the greatest minimum (TUTOR_TIMES_MIN_SESSION_MINUTES) the rows keep minutes for; a host
+#: that sets a greater one has its summaries counted from the sessions
+SHORTEST = 10
+
+#: a session rolled up: it has figures (it is closed and merged into its block)
+ROLLED = "{r}block_start IS NOT NULL"
+#: what the rows read of a session
+READ = (
+    "ROW({r}unit_id, {r}marker_id, {r}start_time, {r}assessments, {r}block_start,"
+    " {r}block_end, {r}block_minutes)"
+)
+#: a session's month: the first day of its start's UTC month
+MONTH = "CAST(date_trunc('month', {r}start_time AT TIME ZONE 'UTC') AS date)"
+
+MONTH_COLUMNS = ("unit_id", "month", "marker_id")
+MONTH_FIGURES = ("sessions", "assessments", "uncounted", "credited", "longest")
+
+
+def table(metadata: sa.MetaData) -> sa.Table:
+    """The table, declared on ``metadata`` (on every backend, so that one schema is
+    migrated; only PostgreSQL fills it)."""
+    return sa.Table(
+        MONTHS,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("month", sa.Date, nullable=False),
+        sa.Column("marker_id", sa.BigInteger, nullable=False),
+        sa.Column("sessions", sa.BigInteger, nullable=False),
+        sa.Column("assessments", sa.BigInteger, nullable=False),
+        sa.Column("uncounted", sa.BigInteger, nullable=False),
+        # an array on PostgreSQL, the only backend that fills the table
+        sa.Column(
+            "credited", sa.ARRAY(sa.BigInteger).with_variant(sa.Text, "sqlite"), nullable=False
+        ),
+        sa.Column("longest", sa.Interval),
+        # a unit's range of months read from the index alone
+        sa.PrimaryKeyConstraint(*MONTH_COLUMNS, postgresql_include=list(MONTH_FIGURES)),
+    )
+
+
+def _credited(r: str, sign: str) -> str:
+    """SQL: the ``credited`` array of the rows named ``r`` (summed, times ``sign``)."""
+    return (
+        "ARRAY["
+        + ", ".join(
+            f"coalesce(sum({sign} * greatest({r}block_minutes, {k}))"
+            f" FILTER (WHERE {r}block_minutes IS NOT NULL), 0)"
+            for k in range(1, SHORTEST + 1)
+        )
+        + "]"
+    )
+
+
+def _rolled_up(rows: str, sign: str) -> str:
+    """SQL: ``rows`` (a FROM item named ``s``, of rolled sessions) rolled up by month."""
+    return f"""SELECT s.unit_id, {MONTH.format(r="s.")}, s.marker_id, sum({sign}),
+           coalesce(sum({sign} * s.assessments), 0),
+           coalesce(sum({sign}) FILTER (WHERE s.assessments IS NULL), 0),
+           {_credited("s.", sign)},
+           max(s.block_end - s.block_start) FILTER (WHERE s.block_minutes IS NOT NULL)
+    FROM {rows}
+    GROUP BY 1, 2, 3"""
+
+
+#: two ``credited`` arrays added element by element
+ADD_FUNCTION = """
+CREATE OR REPLACE FUNCTION tutor_times_added(a bigint[], b bigint[])
+RETURNS bigint[] LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT array_agg(x + y ORDER BY i) FROM unnest(a, b) WITH ORDINALITY AS t(x, y, i)
+$fn$
+"""
+
+#: take away what ``gone`` rolled up and add what ``came`` does
+ROLL_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION tutor_times_roll(gone marking_sessions[], came marking_sessions[])
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
+        RETURN;
+    END IF;
+    -- the units' locks (the tallies' own), in order, until the transaction ends
+    PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
+    FROM (SELECT DISTINCT s.unit_id FROM (SELECT g.unit_id FROM unnest(gone) AS g
+                                          UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
+          ORDER BY s.unit_id) AS u;
+    INSERT INTO {MONTHS} AS m (unit_id, month, marker_id, {", ".join(MONTH_FIGURES)})
+    {_rolled_up("(SELECT g.*, -1 AS sign FROM unnest(gone) AS g UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s", "s.sign")}
+    ORDER BY 1, 2, 3
+    ON CONFLICT (unit_id, month, marker_id) DO UPDATE
+        SET sessions = m.sessions + excluded.sessions,
+            assessments = m.assessments + excluded.assessments,
+            uncounted = m.uncounted + excluded.uncounted,
+            credited = tutor_times_added(m.credited, excluded.credited),
+            -- an upper bound: a block taken away leaves it as it was
+            longest = greatest(m.longest, excluded.longest);
+    DELETE FROM {MONTHS} AS m
+    USING (SELECT DISTINCT g.unit_id, {MONTH.format(r="g.")} AS month, g.marker_id
+           FROM unnest(gone) AS g) AS t
+    WHERE m.unit_id = t.unit_id AND m.month = t.month AND m.marker_id = t.marker_id
+      AND m.sessions = 0;
+END
+$fn$
+"""
+
+
+def _changed(taken: str, other: str) -> str:
+    """SQL: the rows ``taken`` of an UPDATE whose roll-up changes: rolled, and either the
+    ``other`` side is not or it reads differently."""
+    return (
+        f"ARRAY(SELECT CAST({taken} AS marking_sessions) FROM tt_old AS o JOIN tt_new AS n"
+        f" USING (id) WHERE {ROLLED.format(r=taken + '.')}"
+        f" AND (NOT ({ROLLED.format(r=other + '.')})"
+        f" OR {READ.format(r='o.')} IS DISTINCT FROM {READ.format(r='n.')}))"
+    )
+
+
+NONE = "ARRAY[]::marking_sessions[]"
+
+#: per statement kind: the trigger's transition tables, and the (gone, came) it rolls up
+TRIGGERS = {
+    "INSERT": (
+        "REFERENCING NEW TABLE AS tt_new",
+        f"{NONE}, ARRAY(SELECT CAST(n AS marking_sessions) FROM tt_new AS n"
+        f" WHERE {ROLLED.format(r='n.')})",
+    ),
+    "UPDATE": (
+        "REFERENCING OLD TABLE AS tt_old NEW TABLE AS tt_new",
+        f"{_changed('o', 'n')}, {_changed('n', 'o')}",
+    ),
+    "DELETE": (
+        "REFERENCING OLD TABLE AS tt_old",
+        f"ARRAY(SELECT CAST(o AS marking_sessions) FROM tt_old AS o"
+        f" WHERE {ROLLED.format(r='o.')}), {NONE}",
+    ),
+}
+
+
+def _trigger(event: str) -> str:
+    """The name of the trigger of ``event``, and of its function."""
+    return f"tutor_times_roll_{event.lower()}"
+
+
+def create_statements() -> list[str]:
+    """The functions and triggers that keep the rows, as SQL statements."""
+    out = [ADD_FUNCTION, ROLL_FUNCTION]
+    for event, (referencing, rolled) in {**TRIGGERS, "TRUNCATE": ("", "")}.items():
+        body = f"PERFORM tutor_times_roll({rolled})" if rolled else f"TRUNCATE {MONTHS}"
+        out.append(
+            f"CREATE OR REPLACE FUNCTION {_trigger(event)}() RETURNS trigger"
+            f" LANGUAGE plpgsql AS $fn$ BEGIN {body}; RETURN NULL; END $fn$"
+        )
+        # every create_all runs these: a trigger already there is made again
+        out.append(f"DROP TRIGGER IF EXISTS {_trigger(event)} ON marking_sessions")
+        out.append(
+            f"CREATE TRIGGER {_trigger(event)} AFTER {event} ON marking_sessions {referencing}"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION {_trigger(event)}()"
+        )
+    return out
+
+
+def drop_statements() -> list[str]:
+    """What :func:`create_statements` made, taken away (the table stays)."""
+    out = []
+    for event in (*TRIGGERS, "TRUNCATE"):
+        out.append(f"DROP TRIGGER IF EXISTS {_trigger(event)} ON marking_sessions")
+        out.append(f"DROP FUNCTION IF EXISTS {_trigger(event)}()")
+    out.append("DROP FUNCTION IF EXISTS tutor_times_roll(marking_sessions[], marking_sessions[])")
+    out.append("DROP FUNCTION IF EXISTS tutor_times_added(bigint[], bigint[])")
+    return out
+
+
+#: every rolled session's rows from scratch, into an empty table: a bulk load
+FILL = [
+    f"""INSERT INTO {MONTHS} (unit_id, month, marker_id, {", ".join(MONTH_FIGURES)})
+    {_rolled_up(f"marking_sessions AS s WHERE {ROLLED.format(r='s.')}", "1")}"""
+]
