@@ -192,7 +192,14 @@ def models_of(app: Flask) -> Any:
 
 #: the tasks report's tallies and the summary's months, kept with the sessions
 #: (tutor_times/tallies.py, tutor_times/rollups.py)
-TALLIES = (tallies.ASSESSED, tallies.KEYS, tallies.DAYS, rollups.MONTHS)
+TALLIES = (
+    tallies.ASSESSED,
+    tallies.KEYS,
+    tallies.DAYS,
+    tallies.MONTHS,
+    tallies.TOTALS,
+    rollups.MONTHS,
+)
 
 
 def vacuum(engine: sa.Engine) -> None:

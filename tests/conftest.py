@@ -303,7 +303,14 @@ def check_tallies(conn: sa.Connection, models: Any) -> None:
     sessions as they are now; a key's widest gap may be wider (an upper bound)."""
     if conn.dialect.name != "postgresql":
         return
-    tables = (models.Assessed, models.AssessedKeys, models.AssessedDays, models.TutorMonths)
+    tables = (
+        models.Assessed,
+        models.AssessedKeys,
+        models.AssessedDays,
+        models.TutorMonths,
+        models.AssessedMonths,
+        models.AssessedTotals,
+    )
 
     def read() -> list[list[tuple[Any, ...]]]:
         return [[tuple(r) for r in conn.execute(sa.select(t).order_by(*t.c))] for t in tables]
@@ -326,3 +333,6 @@ def check_tallies(conn: sa.Connection, models: Any) -> None:
         f[-1] is None or (k[-1] is not None and k[-1] >= f[-1])
         for k, f in zip(kept[3], fresh[3], strict=True)
     )
+    # the tasks report's months; each unit's number of keys (a count gone to none stays)
+    assert kept[4] == fresh[4]
+    assert [k for k in kept[5] if k[-1]] == fresh[5]

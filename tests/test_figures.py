@@ -173,7 +173,9 @@ def test_summaries_over_months_from_the_roll_up_equal_the_raw_computation(
 ) -> None:
     """A unit's summary adding up whole months from the roll-up (rollups.py; PostgreSQL)
     gives the numbers of every session counted and merged again, under minimums the roll-up
-    keeps (1, 3) and one it does not (11: counted from the sessions)."""
+    keeps (1, 3) and one it does not (11: counted from the sessions); its tasks report from
+    the tallies' months and the units' totals of keys, the numbers of the range's
+    sessions."""
     reset(figures_app)
     play(figures_app, clock, events)
     with figures_app.app_context(), db.engine.connect() as conn:
@@ -186,6 +188,13 @@ def test_summaries_over_months_from_the_roll_up_equal_the_raw_computation(
             raw = summary(conn, models, scope, min_minutes=min_minutes, stored=False)
             for rolled in (True, False):
                 assert summary(conn, models, scope, min_minutes=min_minutes, rolled=rolled) == raw
+            # the tasks report from the tallies (their months, the units' totals of keys)
+            # as counted from the range's sessions
+            counted = [
+                tasks(conn, models, scope, min_minutes=min_minutes, tallied=tallied)
+                for tallied in (True, False)
+            ]
+            assert counted[0] == counted[1]
         check_tallies(conn, models)
 
 
@@ -222,6 +231,33 @@ def test_a_long_range_adds_up_the_months_no_cut_block_reaches(
             # the first started at 9:00; the open one counts
             assert raw["totals"]["sessions"] == 12
             assert raw["totals"]["minutes"] == 12 * minimum  # one activity each
+
+
+def test_a_tutor_last_seen_before_a_range_that_reaches_the_end_is_not_counted(
+    figures_app: Flask, clock: Clock
+) -> None:
+    """Tutor 4 assesses on 2 March only, tutor 3 in April and May. Over April to the end of
+    the history, the tasks report counts its tutors as the unit's totals less those last
+    seen before April (PostgreSQL): one, as counting the range's sessions does."""
+    day = 24 * 60
+    events = [
+        ("act", 2, 0, 0, "assessing"),
+        ("act", 0, 40 * day, 0, "assessing"),
+        ("act", 0, 30 * day, 0, "assessing"),
+        ("sweep", 0, 30, 0, ""),
+    ]
+    reset(figures_app)
+    play(figures_app, clock, events)
+    utc = ZoneInfo("UTC")
+    with figures_app.app_context(), db.engine.connect() as conn:
+        models = tutor_times.models
+        scope = Scope(datetime(2026, 4, 1, tzinfo=utc), clock() + timedelta(days=1), unit_id=1)
+        counted = [
+            tasks(conn, models, scope, min_minutes=MIN_MINUTES, tallied=tallied)
+            for tallied in (True, False)
+        ]
+        assert counted[0] == counted[1]
+        assert [(t["assessments"], t["markers"]) for t in counted[0]] == [(2, 1)]
 
 
 def test_a_block_across_a_months_start_is_merged_again_not_added_up(

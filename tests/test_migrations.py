@@ -261,11 +261,13 @@ def test_upgrading_computes_the_figures_of_stored_sessions(empty_database: str) 
             models.AssessedKeys,
             models.AssessedDays,
             models.TutorMonths,
+            models.AssessedMonths,
+            models.AssessedTotals,
         )
         with db.engine.connect() as conn:
             upgraded = figure_rows(conn, models)
-            # tt0008's fill of the tasks report's tallies, tt0009's of the summary's months
-            # (PostgreSQL)
+            # the fills of the tasks report's tallies (tt0008, tt0010) and of the summary's
+            # months (tt0009), on PostgreSQL
             filled = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in tally_tables]
             conn.execute(
                 sa.update(models.MarkingSession.__table__).values(dict.fromkeys(figures.FIGURES))

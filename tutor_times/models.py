@@ -117,6 +117,9 @@ class Models(NamedTuple):
     Assessed: Any = None
     AssessedKeys: Any = None
     AssessedDays: Any = None
+    #: ... the assessments per month, and each unit's number of keys per definition and kind
+    AssessedMonths: Any = None
+    AssessedTotals: Any = None
     #: the summary's roll-up of each tutor's months (:mod:`.rollups`; PostgreSQL only)
     TutorMonths: Any = None
 

@@ -986,7 +986,7 @@ def _tallied_tasks(
     it — plus the keys of the sessions not tallied that have no tallied one in it."""
     first, end = days
     unit = scope.unit_id
-    tally = models.AssessedDays.c
+    tally, per_month = models.AssessedDays.c, models.AssessedMonths.c
     first_at = datetime.combine(first, datetime.min.time(), UTC)
     end_at = datetime.combine(end, datetime.min.time(), UTC)
     edges = [
@@ -995,11 +995,31 @@ def _tallied_tasks(
         if low < high
     ]
     c = _assessed(conn, models, scope, min_minutes, kept_within=edges).c
+    # the whole months among the days from the months' tallies, the other days from theirs
+    try:
+        months = (_month_after(first_at), _month_of(end_at))
+    except OverflowError:  # a range reaching the calendar's last month
+        months = (end, end)
+    if months[0] >= months[1]:
+        months = (end, end)
+    tallied = [
+        sa.select(tally.definition, tally.assessments, tally.minutes).where(
+            tally.unit_id == unit, tally.day >= low, tally.day < high
+        )
+        for low, high in ((first, months[0]), (months[1], end))
+        if low < high
+    ]
+    if months[0] < months[1]:
+        tallied.append(
+            sa.select(per_month.definition, per_month.assessments, per_month.minutes).where(
+                per_month.unit_id == unit,
+                per_month.month >= months[0],
+                per_month.month < months[1],
+            )
+        )
     # added up in the database: exact decimals, whatever their number of digits
     both = sa.union_all(
-        sa.select(tally.definition, tally.assessments, tally.minutes).where(
-            tally.unit_id == unit, tally.day >= first, tally.day < end
-        ),
+        *tallied,
         sa.select(
             sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION),
             sa.literal(1, sa.BigInteger),
@@ -1034,6 +1054,9 @@ def _tallied_distinct(
     """Distinct keys (:mod:`.tallies`) per (definition, kind) with a session in the scope."""
     keys, occurrences = models.AssessedKeys.c, models.Assessed.c
     start, end = scope.start, scope.end
+    latest = conn.execute(
+        sa.select(sa.func.max(keys.last_start)).where(keys.unit_id == scope.unit_id)
+    ).scalar()
 
     def none_within(key: Any) -> Any:
         """SQL: ``key`` (columns unit_id, definition, kind, value) has no tallied
@@ -1055,16 +1078,33 @@ def _tallied_distinct(
         none_within(keys),
     )
     found: dict[tuple[int, int], int] = {}
-    for definition, kind, n in conn.execute(
-        sa.select(
-            keys.definition,
-            keys.kind,
-            sa.func.count().filter(spanning) - sa.func.count().filter(straddling),
-        )
-        .where(keys.unit_id == scope.unit_id)
-        .group_by(keys.definition, keys.kind)
-    ):
-        found[definition, kind] = n
+    if latest is not None and latest < end:
+        # no key seen at or after the end: every key but those last seen before the start
+        # (none can straddle the range, none starts after it), from the unit's totals
+        totals = models.AssessedTotals.c
+        for definition, kind, n in conn.execute(
+            sa.select(totals.definition, totals.kind, totals["keys"]).where(
+                totals.unit_id == scope.unit_id
+            )
+        ):
+            found[definition, kind] = n
+        for definition, kind, n in conn.execute(
+            sa.select(keys.definition, keys.kind, sa.func.count())
+            .where(keys.unit_id == scope.unit_id, keys.last_start < start)
+            .group_by(keys.definition, keys.kind)
+        ):
+            found[definition, kind] -= n
+    elif latest is not None:
+        for definition, kind, n in conn.execute(
+            sa.select(
+                keys.definition,
+                keys.kind,
+                sa.func.count().filter(spanning) - sa.func.count().filter(straddling),
+            )
+            .where(keys.unit_id == scope.unit_id)
+            .group_by(keys.definition, keys.kind)
+        ):
+            found[definition, kind] = n
     # the keys of the sessions not tallied that no tallied session in the range has
     c = _assessed(conn, models, scope, min_minutes, kept_within=[], shares=False).c
     definition = sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION)

@@ -70,6 +70,8 @@ def table(metadata: sa.MetaData) -> sa.Table:
         sa.Column("longest", sa.Interval),
         # a unit's range of months read from the index alone
         sa.PrimaryKeyConstraint(*MONTH_COLUMNS, postgresql_include=list(MONTH_FIGURES)),
+        # the unit's longest block, found at once
+        sa.Index("ix_tutor_times_tutor_months_longest", "unit_id", "longest"),
     )
 
 

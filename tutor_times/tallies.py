@@ -50,6 +50,8 @@ import sqlalchemy as sa
 ASSESSED = "tutor_times_assessed"
 KEYS = "tutor_times_assessed_keys"
 DAYS = "tutor_times_assessed_days"
+MONTHS = "tutor_times_assessed_months"
+TOTALS = "tutor_times_assessed_totals"
 
 #: a key's kind
 TASK, MARKER = 0, 1
@@ -60,9 +62,13 @@ NO_DEFINITION = 0
 KEY_COLUMNS = ("unit_id", "definition", "kind", "value")
 KEY_FIGURES = ("first_start", "last_start", "widest_gap")
 KEY = ", ".join(KEY_COLUMNS)
-#: the key columns of a day's tally, and what it keeps
+#: the key columns of a day's tally, and what it keeps (a month's alike)
 DAY_COLUMNS = ("unit_id", "day", "definition")
 DAY_FIGURES = ("assessments", "minutes")
+MONTH_COLUMNS = ("unit_id", "month", "definition")
+#: a session's UTC day, and the first day of its UTC month
+DAY = "CAST({r}start_time AT TIME ZONE 'UTC' AS date)"
+MONTH = "CAST(date_trunc('month', {r}start_time AT TIME ZONE 'UTC') AS date)"
 
 
 def _key_columns() -> list[sa.Column[Any]]:
@@ -71,8 +77,8 @@ def _key_columns() -> list[sa.Column[Any]]:
     return [sa.Column(name, kinds.get(name, sa.BigInteger), nullable=False) for name in KEY_COLUMNS]
 
 
-def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
-    """The three tables, declared on ``metadata`` (on every backend, so that one schema is
+def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """The tables, declared on ``metadata`` (on every backend, so that one schema is
     migrated; only PostgreSQL fills them)."""
     assessed = sa.Table(
         ASSESSED,
@@ -92,6 +98,14 @@ def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
         sa.Column("widest_gap", sa.Interval, nullable=False),
         # a unit's keys read from the index alone, definition by definition
         sa.PrimaryKeyConstraint(*KEY_COLUMNS, postgresql_include=list(KEY_FIGURES)),
+        # a unit's keys last seen before a time, and its latest: a range that reaches the
+        # unit's last tallied start counts its keys from the totals less those
+        sa.Index(
+            "ix_tutor_times_assessed_keys_last",
+            "unit_id",
+            "last_start",
+            postgresql_include=["definition", "kind"],
+        ),
     )
     days = sa.Table(
         DAYS,
@@ -104,7 +118,26 @@ def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any]:
         # a unit's range of days read from the index alone
         sa.PrimaryKeyConstraint(*DAY_COLUMNS, postgresql_include=list(DAY_FIGURES)),
     )
-    return assessed, keys, days
+    months = sa.Table(
+        MONTHS,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("month", sa.Date, nullable=False),
+        sa.Column("definition", sa.BigInteger, nullable=False),
+        sa.Column("assessments", sa.BigInteger, nullable=False),
+        sa.Column("minutes", sa.Numeric, nullable=False),
+        sa.PrimaryKeyConstraint(*MONTH_COLUMNS, postgresql_include=list(DAY_FIGURES)),
+    )
+    totals = sa.Table(
+        TOTALS,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("definition", sa.BigInteger, nullable=False),
+        sa.Column("kind", sa.SmallInteger, nullable=False),
+        sa.Column("keys", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("unit_id", "definition", "kind", postgresql_include=["keys"]),
+    )
+    return assessed, keys, days, months, totals
 
 
 #: a session tallied: it is closed and its stored lists can be read — both as long as its
@@ -181,6 +214,27 @@ def counted_keys(occurrences: str) -> str:
           GROUP BY {KEY}"""
 
 
+def _signed_sums(table: str, column: str, of: str) -> str:
+    """SQL of :data:`TALLY_FUNCTION`: the assessments and shares of minutes of ``gone``
+    (taken away) and ``came`` (added) per (unit, ``column``, definition) into ``table``,
+    ``column`` being ``of`` a session (:data:`DAY`, :data:`MONTH`); rows left at none gone."""
+    return f"""    INSERT INTO {table} AS d (unit_id, {column}, definition, assessments, minutes)
+    SELECT s.unit_id, {of.format(r="s.")}, coalesce(l.definition, {NO_DEFINITION}),
+           sum(s.sign), sum(s.sign * ({SHARE.format(r="s.")}))
+    FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g
+          UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s,
+         unnest(s.assessed_definitions) AS l(definition)
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (unit_id, {column}, definition) DO UPDATE
+        SET assessments = d.assessments + excluded.assessments,
+            minutes = d.minutes + excluded.minutes;
+    DELETE FROM {table} AS d
+    USING (SELECT DISTINCT g.unit_id, {of.format(r="g.")} AS {column}
+           FROM unnest(gone) AS g) AS t
+    WHERE d.unit_id = t.unit_id AND d.{column} = t.{column} AND d.assessments = 0;"""
+
+
 #: take away what ``gone`` tallied and add what ``came`` does
 TALLY_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION tutor_times_tally(gone marking_sessions[], came marking_sessions[])
@@ -203,23 +257,9 @@ BEGIN
                                           UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
           ORDER BY s.unit_id) AS u;
 
-    -- assessments and shares of minutes per day: signed differences, added
-    INSERT INTO {DAYS} AS d (unit_id, day, definition, assessments, minutes)
-    SELECT s.unit_id, CAST(s.start_time AT TIME ZONE 'UTC' AS date),
-           coalesce(l.definition, {NO_DEFINITION}), sum(s.sign),
-           sum(s.sign * ({SHARE.format(r="s.")}))
-    FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g
-          UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s,
-         unnest(s.assessed_definitions) AS l(definition)
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (unit_id, day, definition) DO UPDATE
-        SET assessments = d.assessments + excluded.assessments,
-            minutes = d.minutes + excluded.minutes;
-    DELETE FROM {DAYS} AS d
-    USING (SELECT DISTINCT g.unit_id, CAST(g.start_time AT TIME ZONE 'UTC' AS date) AS day
-           FROM unnest(gone) AS g) AS t
-    WHERE d.unit_id = t.unit_id AND d.day = t.day AND d.assessments = 0;
+    -- assessments and shares of minutes per day, and per month: signed differences, added
+{_signed_sums(DAYS, "day", DAY)}
+{_signed_sums(MONTHS, "month", MONTH)}
 
     -- occurrences
     DELETE FROM {ASSESSED} WHERE session_id IN (SELECT g.id FROM unnest(gone) AS g);
@@ -227,21 +267,34 @@ BEGIN
     SELECT * FROM unnest(added);
 
     -- every key touched, present and locked, in key order: an added key gets its first
-    -- start as its whole span; a present one is locked as it is
-    INSERT INTO {KEYS} AS k ({KEY}, first_start, last_start, widest_gap)
-    SELECT DISTINCT ON ({KEY}) {KEY}, start_time, start_time, interval '0'
-    FROM (SELECT * FROM {CAME} AS c UNION ALL SELECT * FROM {GONE} AS g) AS o
-    ORDER BY {KEY}, start_time
-    ON CONFLICT ({KEY}) DO UPDATE SET widest_gap = k.widest_gap;
+    -- start as its whole span; a present one is locked as it is. The keys added are
+    -- counted in their unit's totals (a row an upsert inserted has no xmax yet)
+    WITH touched AS (
+        INSERT INTO {KEYS} AS k ({KEY}, first_start, last_start, widest_gap)
+        SELECT DISTINCT ON ({KEY}) {KEY}, start_time, start_time, interval '0'
+        FROM (SELECT * FROM {CAME} AS c UNION ALL SELECT * FROM {GONE} AS g) AS o
+        ORDER BY {KEY}, start_time
+        ON CONFLICT ({KEY}) DO UPDATE SET widest_gap = k.widest_gap
+        RETURNING k.unit_id, k.definition, k.kind, k.xmax = 0 AS is_new)
+    INSERT INTO {TOTALS} AS t (unit_id, definition, kind, keys)
+    SELECT unit_id, definition, kind, count(*) FROM touched WHERE is_new
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (unit_id, definition, kind) DO UPDATE SET keys = t.keys + excluded.keys;
 
     -- a key that lost an occurrence: counted again from the occurrences left
     UPDATE {KEYS} AS k
     SET first_start = r.first_start, last_start = r.last_start, widest_gap = r.widest_gap
     FROM ({counted_keys(LEFT)}) AS r
     WHERE {_same_key("k", "r")};
-    DELETE FROM {KEYS} AS k
-    WHERE ({KEY}) IN (SELECT {KEY} FROM {GONE} AS g)
-      AND NOT EXISTS (SELECT FROM {ASSESSED} AS o WHERE {_same_key("o", "k")});
+    WITH dropped AS (
+        DELETE FROM {KEYS} AS k
+        WHERE ({KEY}) IN (SELECT {KEY} FROM {GONE} AS g)
+          AND NOT EXISTS (SELECT FROM {ASSESSED} AS o WHERE {_same_key("o", "k")})
+        RETURNING k.unit_id, k.definition, k.kind)
+    UPDATE {TOTALS} AS t SET keys = t.keys - d.n
+    FROM (SELECT unit_id, definition, kind, count(*) AS n FROM dropped GROUP BY 1, 2, 3) AS d
+    WHERE t.unit_id = d.unit_id AND t.definition = d.definition AND t.kind = d.kind;
 
     -- a key that only gained: widened by its added starts. Every gap the key now has is
     -- at most its widest gap before, a gap between two added starts, or the gap from its
@@ -292,7 +345,7 @@ TRIGGERS = {
     ),
 }
 #: a truncated ``marking_sessions`` leaves nothing to tally
-TRUNCATE = f"TRUNCATE {ASSESSED}, {KEYS}, {DAYS}"
+TRUNCATE = f"TRUNCATE {ASSESSED}, {KEYS}, {DAYS}, {MONTHS}, {TOTALS}"
 
 
 def _trigger(event: str) -> str:
@@ -336,10 +389,15 @@ FILL = [
     WHERE {TALLYING.format(r="s.")}""",
     f"""INSERT INTO {KEYS} ({KEY}, first_start, last_start, widest_gap)
     {counted_keys(ASSESSED)}""",
-    f"""INSERT INTO {DAYS} (unit_id, day, definition, assessments, minutes)
-    SELECT s.unit_id, CAST(s.start_time AT TIME ZONE 'UTC' AS date),
+    *(
+        f"""INSERT INTO {table} (unit_id, {column}, definition, assessments, minutes)
+    SELECT s.unit_id, {of.format(r="s.")},
            coalesce(l.definition, {NO_DEFINITION}), count(*), sum({SHARE.format(r="s.")})
     FROM marking_sessions AS s, unnest(s.assessed_definitions) AS l(definition)
     WHERE {TALLYING.format(r="s.")}
-    GROUP BY 1, 2, 3""",
+    GROUP BY 1, 2, 3"""
+        for table, column, of in ((DAYS, "day", DAY), (MONTHS, "month", MONTH))
+    ),
+    f"""INSERT INTO {TOTALS} (unit_id, definition, kind, keys)
+    SELECT unit_id, definition, kind, count(*) FROM {KEYS} GROUP BY 1, 2, 3""",
 ]

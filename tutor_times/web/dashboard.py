@@ -190,11 +190,27 @@ def _context(
     shown += [b.marker_id for b in week.blocks] + [a["marker_id"] for a in active]
     if scope.marker_id is not None:
         shown.append(scope.marker_id)
+    # one call for every tutor on the page, never one per row
+    names = current().names_of(shown)
+    totals = summary["totals"]
+    split = "during_class_minutes" in totals
+    # the long tables and the calendar, written while the second connection still reads
+    rendered = {
+        "tutor_rows": html.tutor_rows(
+            summary["tutors"],
+            names,
+            split=split,
+            per_student="students" in totals,
+            what_if=what_if,
+        ),
+        "calendar_blocks": html.calendar_blocks(week, names),
+        "calendar_rows": html.calendar_rows(week, names, split=split),
+    }
     return {
         "timeout_choices": None,  # the unit page's what-if picker; one's own page has none
         **page,
-        # one call for every tutor on the page, never one per row
-        "names": current().names_of(shown),
+        "names": names,
+        "rendered": rendered,
         "query": query,
         "tz": query.tz,
         "zone": tz,
@@ -208,9 +224,6 @@ def _context(
         "active": active,
         "zone_options": ZONE_OPTIONS,
         "cell": html.cell,
-        "tutor_rows": html.tutor_rows,
-        "calendar_blocks": html.calendar_blocks,
-        "calendar_rows": html.calendar_rows,
         "day_label": html.day_label,
         "timeline_chart": html.timeline_chart,
         "timeline_rows": html.timeline_rows,
