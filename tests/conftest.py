@@ -298,12 +298,9 @@ def play_scenario(app: Flask, clock: Clock) -> Flask:
     return app
 
 
-def check_tallies(conn: sa.Connection, models: Any) -> None:
-    """The tallies kept statement by statement are those filled from scratch from the
-    sessions as they are now; a key's widest gap may be wider (an upper bound)."""
-    if conn.dialect.name != "postgresql":
-        return
-    tables = (
+def tally_tables(models: Any) -> tuple[sa.Table, ...]:
+    """The tables the triggers on ``marking_sessions`` keep (PostgreSQL)."""
+    return (
         models.Assessed,
         models.AssessedKeys,
         models.AssessedDays,
@@ -311,6 +308,14 @@ def check_tallies(conn: sa.Connection, models: Any) -> None:
         models.AssessedMonths,
         models.AssessedTotals,
     )
+
+
+def check_tallies(conn: sa.Connection, models: Any) -> None:
+    """The tallies kept statement by statement are those filled from scratch from the
+    sessions as they are now; a key's widest gap may be wider (an upper bound)."""
+    if conn.dialect.name != "postgresql":
+        return
+    tables = tally_tables(models)
 
     def read() -> list[list[tuple[Any, ...]]]:
         return [[tuple(r) for r in conn.execute(sa.select(t).order_by(*t.c))] for t in tables]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any
@@ -32,6 +33,7 @@ from tutor_times.reports import Scope, _rolled_months, summary, tasks, timeline
 from .conftest import BACKENDS, T0, Clock, build, check_tallies, make_app
 
 MIN_MINUTES = 1
+UTC = ZoneInfo("UTC")
 KEYS = [(3, 1, "10.0.0.1"), (3, 1, "10.0.0.2"), (4, 1, "10.0.0.1"), (3, 2, "10.0.0.1")]
 ZONES = ["UTC", "Australia/Adelaide", "Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham"]
 EXAMPLES = int(os.environ.get("TUTOR_TIMES_PROPERTY_EXAMPLES", "25"))
@@ -123,10 +125,7 @@ def test_reports_from_stored_figures_equal_the_raw_computation(
     events: list[tuple[Any, ...]],
     ranges: list[tuple[str, int, int]],
 ) -> None:
-    reset(figures_app)
-    play(figures_app, clock, events)
-    with figures_app.app_context(), db.engine.connect() as conn:
-        models = tutor_times.models
+    with played(figures_app, clock, events) as (conn, models):
         for zone, first_day, days in ranges:
             tz = ZoneInfo(zone)
             for unit in (1, None):
@@ -176,10 +175,7 @@ def test_summaries_over_months_from_the_roll_up_equal_the_raw_computation(
     keeps (1, 3) and one it does not (11: counted from the sessions); its tasks report from
     the tallies' months and the units' totals of keys, the numbers of the range's
     sessions."""
-    reset(figures_app)
-    play(figures_app, clock, events)
-    with figures_app.app_context(), db.engine.connect() as conn:
-        models = tutor_times.models
+    with played(figures_app, clock, events) as (conn, models):
         for zone, first_day, days in ranges:
             tz = ZoneInfo(zone)
             start = local_midnight(tz, T0.date() + timedelta(days=first_day))
@@ -208,12 +204,8 @@ def test_a_long_range_adds_up_the_months_no_cut_block_reaches(
     day = 24 * 60
     events = [("act", 0, 0, 0, "assessing")] + [("act", 0, 10 * day, 0, "assessing")] * 11
     events += [("sweep", 0, 30, 0, ""), ("act", 1, 20, 0, "assessing")]
-    reset(figures_app)
-    play(figures_app, clock, events)
-    utc = ZoneInfo("UTC")
-    with figures_app.app_context(), db.engine.connect() as conn:
-        models = tutor_times.models
-        scope = Scope(datetime(2026, 3, 2, 10, tzinfo=utc), clock() + timedelta(days=1), unit_id=1)
+    with played(figures_app, clock, events) as (conn, models):
+        scope = Scope(datetime(2026, 3, 2, 10, tzinfo=UTC), clock() + timedelta(days=1), unit_id=1)
         months = _rolled_months(conn, models, scope, MIN_MINUTES)
         if conn.dialect.name != "postgresql":
             assert months is None  # no roll-up kept: every session counted
@@ -221,8 +213,8 @@ def test_a_long_range_adds_up_the_months_no_cut_block_reaches(
             assert months is not None
             counted, pieces = months
             assert pieces == [
-                (scope.start, datetime(2026, 4, 1, tzinfo=utc)),
-                (datetime(2026, 6, 1, tzinfo=utc), scope.end),
+                (scope.start, datetime(2026, 4, 1, tzinfo=UTC)),
+                (datetime(2026, 6, 1, tzinfo=UTC), scope.end),
             ]
             assert {marker: n for marker, (n, _, _) in counted.items()} == {3: 7}
         for minimum in (1, 3, 11):
@@ -231,6 +223,11 @@ def test_a_long_range_adds_up_the_months_no_cut_block_reaches(
             # the first started at 9:00; the open one counts
             assert raw["totals"]["sessions"] == 12
             assert raw["totals"]["minutes"] == 12 * minimum  # one activity each
+
+
+def from_april(clock: Clock) -> Scope:
+    """Unit 1's range from 1 April (UTC) to a day after the last event."""
+    return Scope(datetime(2026, 4, 1, tzinfo=UTC), clock() + timedelta(days=1), unit_id=1)
 
 
 def test_a_tutor_last_seen_before_a_range_that_reaches_the_end_is_not_counted(
@@ -246,12 +243,8 @@ def test_a_tutor_last_seen_before_a_range_that_reaches_the_end_is_not_counted(
         ("act", 0, 30 * day, 0, "assessing"),
         ("sweep", 0, 30, 0, ""),
     ]
-    reset(figures_app)
-    play(figures_app, clock, events)
-    utc = ZoneInfo("UTC")
-    with figures_app.app_context(), db.engine.connect() as conn:
-        models = tutor_times.models
-        scope = Scope(datetime(2026, 4, 1, tzinfo=utc), clock() + timedelta(days=1), unit_id=1)
+    with played(figures_app, clock, events) as (conn, models):
+        scope = from_april(clock)
         counted = [
             tasks(conn, models, scope, min_minutes=MIN_MINUTES, tallied=tallied)
             for tallied in (True, False)
@@ -278,16 +271,12 @@ def test_a_block_across_a_months_start_is_merged_again_not_added_up(
         *[("act", 0, 12 * day, 0, "assessing")] * 8,
         ("sweep", 0, 30, 0, ""),
     ]
-    reset(figures_app)
-    play(figures_app, clock, events)
-    utc = ZoneInfo("UTC")
-    with figures_app.app_context(), db.engine.connect() as conn:
-        models = tutor_times.models
-        scope = Scope(datetime(2026, 4, 1, tzinfo=utc), clock() + timedelta(days=1), unit_id=1)
+    with played(figures_app, clock, events) as (conn, models):
+        scope = from_april(clock)
         months = _rolled_months(conn, models, scope, MIN_MINUTES)
         if conn.dialect.name == "postgresql":
             assert months is not None
-            assert months[1][0] == (scope.start, datetime(2026, 5, 1, tzinfo=utc))
+            assert months[1][0] == (scope.start, datetime(2026, 5, 1, tzinfo=UTC))
         for minimum in (1, 3):
             raw = summary(conn, models, scope, min_minutes=minimum, stored=False)
             assert summary(conn, models, scope, min_minutes=minimum, rolled=True) == raw
@@ -397,6 +386,17 @@ def test_lists_an_earlier_writer_left_unset_or_short_are_not_read_and_are_mended
 
 
 # -- driving the writers ------------------------------------------------------------------
+
+
+@contextmanager
+def played(
+    app: Flask, clock: Clock, events: list[tuple[Any, ...]]
+) -> Iterator[tuple[sa.Connection, Any]]:
+    """``events`` played from scratch; a connection to read them, and the tables."""
+    reset(app)
+    play(app, clock, events)
+    with app.app_context(), db.engine.connect() as conn:
+        yield conn, tutor_times.models
 
 
 def reset(app: Flask) -> None:

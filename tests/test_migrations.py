@@ -21,10 +21,11 @@ from flask_migrate import downgrade, upgrade
 
 from demo import create_app
 from demo.extensions import db, tutor_times
-from tutor_times import figures, rollups, tallies
+from tutor_times import figures, tallies
 from tutor_times.migrations import VERSIONS_DIR
+from tutor_times.models import UPKEEPS
 
-from .conftest import BACKENDS
+from .conftest import BACKENDS, tally_tables
 from .databases import foreign_keys, scratch_database
 
 HOST_APP = Path(__file__).with_name("host_app.py")
@@ -58,8 +59,10 @@ def test_migrations_match_the_models(empty_database: str) -> None:
             # the tallies' functions and triggers are those the package creates today
             with db.engine.connect() as conn:
                 migrated = tally_code(conn)
-                for module in (tallies, rollups):
-                    for statement in module.drop_statements() + module.create_statements():
+                for upkeep in UPKEEPS:
+                    for statement in tallies.drop_statements(upkeep) + tallies.create_statements(
+                        upkeep
+                    ):
                         conn.execute(sa.text(statement))
                 declared = tally_code(conn)
                 conn.rollback()
@@ -256,25 +259,18 @@ def test_upgrading_computes_the_figures_of_stored_sessions(empty_database: str) 
                     )
         upgrade(revision="heads")
         models = tutor_times.models
-        tally_tables = (
-            models.Assessed,
-            models.AssessedKeys,
-            models.AssessedDays,
-            models.TutorMonths,
-            models.AssessedMonths,
-            models.AssessedTotals,
-        )
+        kept_tables = tally_tables(models)
         with db.engine.connect() as conn:
             upgraded = figure_rows(conn, models)
             # the fills of the tasks report's tallies (tt0008, tt0010) and of the summary's
             # months (tt0009), on PostgreSQL
-            filled = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in tally_tables]
+            filled = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in kept_tables]
             conn.execute(
                 sa.update(models.MarkingSession.__table__).values(dict.fromkeys(figures.FIGURES))
             )
             figures.refresh(conn, models, [figures.Touch(1, 3, t0, t0 + timedelta(hours=3))])
             walked = figure_rows(conn, models)
-            kept = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in tally_tables]
+            kept = [conn.execute(sa.select(t).order_by(*t.c)).all() for t in kept_tables]
             conn.rollback()
         assert upgraded == walked
         # and the triggers' upkeep of the figures written again

@@ -37,6 +37,9 @@ CLOSED_DURATION_CHECK = (
     " AND duration_minutes > 0 AND end_time >= start_time)"
 )
 
+#: what triggers on ``marking_sessions`` keep on PostgreSQL: the tasks report's tallies and
+#: the summary's months
+UPKEEPS = (tallies.TALLIES, tallies.Upkeep(**rollups.UPKEEP))
 #: PostgreSQL: a session is tallied (:data:`.tallies.KEPT`), as an index predicate
 LISTS_AGREE = tallies.KEPT.format(r="")
 
@@ -287,11 +290,11 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
     # the tallies' functions and triggers once every table is there (the functions name the
     # tallies' row types), and gone before the sessions' table is
     for target, event, statements in (
-        (db.metadata, "after_create", tallies.create_statements() + rollups.create_statements()),
+        (db.metadata, "after_create", [s for u in UPKEEPS for s in tallies.create_statements(u)]),
         (
             MarkingSession.__table__,
             "before_drop",
-            tallies.drop_statements() + rollups.drop_statements(),
+            [s for u in UPKEEPS for s in tallies.drop_statements(u)],
         ),
     ):
         for statement in statements:

@@ -672,8 +672,8 @@ def summary(
             timetable=timetable,
             pieces=None if months is None else months[1],
         )
-        for marker, counted in (months[0] if months else {}).items():
-            found = figures.setdefault((None, marker), [0, 0, 0, 0])
+        for tutor, counted in (months[0] if months else {}).items():
+            found = figures.setdefault((None, tutor), [0, 0, 0, 0])
             for i, figure in enumerate(counted):
                 found[i] += figure
         tutors = []

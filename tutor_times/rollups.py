@@ -30,6 +30,8 @@ under the unit's lock the tasks report's tallies take (:mod:`.tallies`), in key 
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 MONTHS = "tutor_times_tutor_months"
@@ -140,70 +142,18 @@ $fn$
 """
 
 
-def _changed(taken: str, other: str) -> str:
-    """SQL: the rows ``taken`` of an UPDATE whose roll-up changes: rolled, and either the
-    ``other`` side is not or it reads differently."""
-    return (
-        f"ARRAY(SELECT CAST({taken} AS marking_sessions) FROM tt_old AS o JOIN tt_new AS n"
-        f" USING (id) WHERE {ROLLED.format(r=taken + '.')}"
-        f" AND (NOT ({ROLLED.format(r=other + '.')})"
-        f" OR {READ.format(r='o.')} IS DISTINCT FROM {READ.format(r='n.')}))"
-    )
-
-
-NONE = "ARRAY[]::marking_sessions[]"
-
-#: per statement kind: the trigger's transition tables, and the (gone, came) it rolls up
-TRIGGERS = {
-    "INSERT": (
-        "REFERENCING NEW TABLE AS tt_new",
-        f"{NONE}, ARRAY(SELECT CAST(n AS marking_sessions) FROM tt_new AS n"
-        f" WHERE {ROLLED.format(r='n.')})",
+#: what keeps the table: the triggers :func:`.tallies.create_statements` makes of it
+UPKEEP: dict[str, Any] = {
+    "function": "tutor_times_roll",
+    "counted": ROLLED,
+    "read": READ,
+    "functions": (ADD_FUNCTION, ROLL_FUNCTION),
+    "dropped": (
+        "DROP FUNCTION IF EXISTS tutor_times_roll(marking_sessions[], marking_sessions[])",
+        "DROP FUNCTION IF EXISTS tutor_times_added(bigint[], bigint[])",
     ),
-    "UPDATE": (
-        "REFERENCING OLD TABLE AS tt_old NEW TABLE AS tt_new",
-        f"{_changed('o', 'n')}, {_changed('n', 'o')}",
-    ),
-    "DELETE": (
-        "REFERENCING OLD TABLE AS tt_old",
-        f"ARRAY(SELECT CAST(o AS marking_sessions) FROM tt_old AS o"
-        f" WHERE {ROLLED.format(r='o.')}), {NONE}",
-    ),
+    "truncate": f"TRUNCATE {MONTHS}",
 }
-
-
-def _trigger(event: str) -> str:
-    """The name of the trigger of ``event``, and of its function."""
-    return f"tutor_times_roll_{event.lower()}"
-
-
-def create_statements() -> list[str]:
-    """The functions and triggers that keep the rows, as SQL statements."""
-    out = [ADD_FUNCTION, ROLL_FUNCTION]
-    for event, (referencing, rolled) in {**TRIGGERS, "TRUNCATE": ("", "")}.items():
-        body = f"PERFORM tutor_times_roll({rolled})" if rolled else f"TRUNCATE {MONTHS}"
-        out.append(
-            f"CREATE OR REPLACE FUNCTION {_trigger(event)}() RETURNS trigger"
-            f" LANGUAGE plpgsql AS $fn$ BEGIN {body}; RETURN NULL; END $fn$"
-        )
-        # every create_all runs these: a trigger already there is made again
-        out.append(f"DROP TRIGGER IF EXISTS {_trigger(event)} ON marking_sessions")
-        out.append(
-            f"CREATE TRIGGER {_trigger(event)} AFTER {event} ON marking_sessions {referencing}"
-            f" FOR EACH STATEMENT EXECUTE FUNCTION {_trigger(event)}()"
-        )
-    return out
-
-
-def drop_statements() -> list[str]:
-    """What :func:`create_statements` made, taken away (the table stays)."""
-    out = []
-    for event in (*TRIGGERS, "TRUNCATE"):
-        out.append(f"DROP TRIGGER IF EXISTS {_trigger(event)} ON marking_sessions")
-        out.append(f"DROP FUNCTION IF EXISTS {_trigger(event)}()")
-    out.append("DROP FUNCTION IF EXISTS tutor_times_roll(marking_sessions[], marking_sessions[])")
-    out.append("DROP FUNCTION IF EXISTS tutor_times_added(bigint[], bigint[])")
-    return out
 
 
 #: every rolled session's rows from scratch, into an empty table: a bulk load

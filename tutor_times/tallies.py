@@ -43,7 +43,7 @@ reach the upkeep as one array each way: one that rewrites every session at once
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -107,26 +107,19 @@ def tables(metadata: sa.MetaData, time_type: Any) -> tuple[Any, Any, Any, Any, A
             postgresql_include=["definition", "kind"],
         ),
     )
-    days = sa.Table(
-        DAYS,
-        metadata,
-        sa.Column("unit_id", sa.BigInteger, nullable=False),
-        sa.Column("day", sa.Date, nullable=False),
-        sa.Column("definition", sa.BigInteger, nullable=False),
-        sa.Column("assessments", sa.BigInteger, nullable=False),
-        sa.Column("minutes", sa.Numeric, nullable=False),
-        # a unit's range of days read from the index alone
-        sa.PrimaryKeyConstraint(*DAY_COLUMNS, postgresql_include=list(DAY_FIGURES)),
-    )
-    months = sa.Table(
-        MONTHS,
-        metadata,
-        sa.Column("unit_id", sa.BigInteger, nullable=False),
-        sa.Column("month", sa.Date, nullable=False),
-        sa.Column("definition", sa.BigInteger, nullable=False),
-        sa.Column("assessments", sa.BigInteger, nullable=False),
-        sa.Column("minutes", sa.Numeric, nullable=False),
-        sa.PrimaryKeyConstraint(*MONTH_COLUMNS, postgresql_include=list(DAY_FIGURES)),
+    # a unit's range of days (or months) read from the index alone
+    days, months = (
+        sa.Table(
+            name,
+            metadata,
+            sa.Column("unit_id", sa.BigInteger, nullable=False),
+            sa.Column(column, sa.Date, nullable=False),
+            sa.Column("definition", sa.BigInteger, nullable=False),
+            sa.Column("assessments", sa.BigInteger, nullable=False),
+            sa.Column("minutes", sa.Numeric, nullable=False),
+            sa.PrimaryKeyConstraint(*columns, postgresql_include=list(DAY_FIGURES)),
+        )
+        for name, column, columns in ((DAYS, "day", DAY_COLUMNS), (MONTHS, "month", MONTH_COLUMNS))
     )
     totals = sa.Table(
         TOTALS,
@@ -313,73 +306,101 @@ $fn$
 """
 
 
-def _changed(taken: str, other: str) -> str:
-    """SQL: the rows ``taken`` of an UPDATE whose tallies change: tallying, and either the
+class Upkeep(NamedTuple):
+    """Tables kept from ``marking_sessions`` one statement at a time: the statement's rows
+    that were ``counted`` and changed in what is ``read`` of them go to ``function(gone,
+    came)`` — the rows as they were, and as they are. SQL on a row named by ``{r}``."""
+
+    #: the upkeep's function, and the prefix of its triggers' names
+    function: str
+    counted: str
+    read: str
+    #: the statements that create the functions it calls, and that drop them
+    functions: tuple[str, ...]
+    dropped: tuple[str, ...]
+    #: what a truncated ``marking_sessions`` leaves: a statement
+    truncate: str
+
+
+def _changed(upkeep: Upkeep, taken: str, other: str) -> str:
+    """SQL: the rows ``taken`` of an UPDATE whose upkeep changes: counted, and either the
     ``other`` side is not or it reads differently."""
+    counted, read = upkeep.counted, upkeep.read
     return (
         f"ARRAY(SELECT CAST({taken} AS marking_sessions) FROM tt_old AS o JOIN tt_new AS n"
-        f" USING (id) WHERE {TALLYING.format(r=taken + '.')}"
-        f" AND (NOT ({TALLYING.format(r=other + '.')})"
-        f" OR {TALLIED.format(r='o.')} IS DISTINCT FROM {TALLIED.format(r='n.')}))"
+        f" USING (id) WHERE {counted.format(r=taken + '.')}"
+        f" AND (NOT ({counted.format(r=other + '.')})"
+        f" OR {read.format(r='o.')} IS DISTINCT FROM {read.format(r='n.')}))"
     )
 
 
 #: no sessions
 NONE = "ARRAY[]::marking_sessions[]"
 
-#: per statement kind: the trigger's transition tables, and the (gone, came) it tallies
-TRIGGERS = {
-    "INSERT": (
-        "REFERENCING NEW TABLE AS tt_new",
-        f"{NONE}, ARRAY(SELECT CAST(n AS marking_sessions) FROM tt_new AS n"
-        f" WHERE {TALLYING.format(r='n.')})",
+
+def _triggers(upkeep: Upkeep) -> dict[str, tuple[str, str]]:
+    """Per statement kind: the trigger's transition tables, and the (gone, came) it passes."""
+    counted = upkeep.counted
+    return {
+        "INSERT": (
+            "REFERENCING NEW TABLE AS tt_new",
+            f"{NONE}, ARRAY(SELECT CAST(n AS marking_sessions) FROM tt_new AS n"
+            f" WHERE {counted.format(r='n.')})",
+        ),
+        "UPDATE": (
+            "REFERENCING OLD TABLE AS tt_old NEW TABLE AS tt_new",
+            f"{_changed(upkeep, 'o', 'n')}, {_changed(upkeep, 'n', 'o')}",
+        ),
+        "DELETE": (
+            "REFERENCING OLD TABLE AS tt_old",
+            f"ARRAY(SELECT CAST(o AS marking_sessions) FROM tt_old AS o"
+            f" WHERE {counted.format(r='o.')}), {NONE}",
+        ),
+    }
+
+
+#: the tasks report's tallies: tallying sessions, as they are tallied
+TALLIES = Upkeep(
+    function="tutor_times_tally",
+    counted=TALLYING,
+    read=TALLIED,
+    functions=(OCCURRENCES_FUNCTION, TALLY_FUNCTION),
+    dropped=(
+        "DROP FUNCTION IF EXISTS tutor_times_tally(marking_sessions[], marking_sessions[])",
+        "DROP FUNCTION IF EXISTS tutor_times_assessed_of(marking_sessions)",
     ),
-    "UPDATE": (
-        "REFERENCING OLD TABLE AS tt_old NEW TABLE AS tt_new",
-        f"{_changed('o', 'n')}, {_changed('n', 'o')}",
-    ),
-    "DELETE": (
-        "REFERENCING OLD TABLE AS tt_old",
-        f"ARRAY(SELECT CAST(o AS marking_sessions) FROM tt_old AS o"
-        f" WHERE {TALLYING.format(r='o.')}), {NONE}",
-    ),
-}
-#: a truncated ``marking_sessions`` leaves nothing to tally
-TRUNCATE = f"TRUNCATE {ASSESSED}, {KEYS}, {DAYS}, {MONTHS}, {TOTALS}"
+    # a truncated ``marking_sessions`` leaves nothing to tally
+    truncate=f"TRUNCATE {ASSESSED}, {KEYS}, {DAYS}, {MONTHS}, {TOTALS}",
+)
 
 
-def _trigger(event: str) -> str:
-    """The name of the trigger of ``event``, and of its function."""
-    return f"tutor_times_tally_{event.lower()}"
-
-
-def create_statements() -> list[str]:
-    """The functions and triggers that keep the tallies, as SQL statements."""
-    out = [OCCURRENCES_FUNCTION, TALLY_FUNCTION]
-    for event, (referencing, tallied) in {**TRIGGERS, "TRUNCATE": ("", "")}.items():
-        body = f"PERFORM tutor_times_tally({tallied})" if tallied else TRUNCATE
+def create_statements(upkeep: Upkeep = TALLIES) -> list[str]:
+    """The functions and triggers of ``upkeep``, as SQL statements."""
+    out = list(upkeep.functions)
+    for event, (referencing, passed) in {**_triggers(upkeep), "TRUNCATE": ("", "")}.items():
+        name = f"{upkeep.function}_{event.lower()}"
+        body = f"PERFORM {upkeep.function}({passed})" if passed else upkeep.truncate
         out.append(
-            f"CREATE OR REPLACE FUNCTION {_trigger(event)}() RETURNS trigger"
+            f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger"
             f" LANGUAGE plpgsql AS $fn$ BEGIN {body}; RETURN NULL; END $fn$"
         )
         # every create_all runs these: a trigger already there is made again
-        out.append(f"DROP TRIGGER IF EXISTS {_trigger(event)} ON marking_sessions")
+        out.append(f"DROP TRIGGER IF EXISTS {name} ON marking_sessions")
         out.append(
-            f"CREATE TRIGGER {_trigger(event)} AFTER {event} ON marking_sessions {referencing}"
-            f" FOR EACH STATEMENT EXECUTE FUNCTION {_trigger(event)}()"
+            f"CREATE TRIGGER {name} AFTER {event} ON marking_sessions {referencing}"
+            f" FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
         )
     return out
 
 
-def drop_statements() -> list[str]:
+def drop_statements(upkeep: Upkeep = TALLIES) -> list[str]:
     """What :func:`create_statements` made, taken away (the tables stay)."""
     out = []
-    for event in (*TRIGGERS, "TRUNCATE"):
-        out.append(f"DROP TRIGGER IF EXISTS {_trigger(event)} ON marking_sessions")
-        out.append(f"DROP FUNCTION IF EXISTS {_trigger(event)}()")
-    out.append("DROP FUNCTION IF EXISTS tutor_times_tally(marking_sessions[], marking_sessions[])")
-    out.append("DROP FUNCTION IF EXISTS tutor_times_assessed_of(marking_sessions)")
-    return out
+    for event in (*_triggers(upkeep), "TRUNCATE"):
+        name = f"{upkeep.function}_{event.lower()}"
+        out.append(f"DROP TRIGGER IF EXISTS {name} ON marking_sessions")
+        out.append(f"DROP FUNCTION IF EXISTS {name}()")
+    return out + list(upkeep.dropped)
 
 
 #: every tallied session's tallies from scratch, into empty tables: a bulk load
