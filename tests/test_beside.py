@@ -1,5 +1,6 @@
 """A page's reports read beside its own on a second connection (tutor_times/web/beside.py):
-the same snapshot as the page's, never a wait for the pool, errors where they are asked for.
+the same snapshot as the page's, none taken from a pool that has none to spare, errors where
+they are asked for.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from flask import Flask, g
 
 from demo.extensions import db, tutor_times
 from tutor_times.web import views
-from tutor_times.web.beside import Beside
+from tutor_times.web.beside import Beside, read_snapshot
 
 from .conftest import built
 
@@ -100,5 +101,5 @@ def test_elsewhere_the_reports_run_on_the_pages_connection() -> None:
 
 
 def test_a_snapshot_id_is_checked_before_it_is_written_into_sql() -> None:
-    with pytest.raises(ValueError, match="snapshot"):
-        Beside(sa.create_engine("sqlite://"), "1'; DROP TABLE marking_sessions; --")
+    with sa.create_engine("sqlite://").connect() as conn, pytest.raises(ValueError, match="snap"):
+        read_snapshot(conn, "1'; DROP TABLE marking_sessions; --")

@@ -261,7 +261,7 @@ def test_a_block_across_a_months_start_is_merged_again_not_added_up(
     its April session is merged again from its start; April is read session by session
     (the unit's longest block reaches into it), and only the months after come from the
     roll-up."""
-    before = (datetime(2026, 3, 31, 23, 50, tzinfo=ZoneInfo("UTC")) - T0) // timedelta(minutes=1)
+    before = (datetime(2026, 3, 31, 23, 50, tzinfo=UTC) - T0) // timedelta(minutes=1)
     day = 24 * 60
     events = [
         ("act", 0, before, 0, "assessing"),

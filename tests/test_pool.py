@@ -166,7 +166,7 @@ def test_prepared_reports_are_planned_for_their_own_range() -> None:
     """A report's statements are prepared once per connection but planned for each range
     they are given: a plan made for no range in particular (PostgreSQL's generic plan,
     which it switches to after five runs) suits neither a day nor two years, and over two
-    years it grouped a unit's sessions half as fast again (benchmarks/README.md, B3)."""
+    years it grouped a unit's sessions at about half the speed (benchmarks/README.md, B3)."""
     with built("postgres") as app:
         convenor = login(app, "convenor")
         # psycopg prepares a statement at its sixth run, PostgreSQL plans the first five runs

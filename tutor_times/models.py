@@ -39,7 +39,17 @@ CLOSED_DURATION_CHECK = (
 
 #: what triggers on ``marking_sessions`` keep on PostgreSQL: the tasks report's tallies and
 #: the summary's months
-UPKEEPS = (tallies.TALLIES, tallies.Upkeep(**rollups.UPKEEP))
+UPKEEPS = (
+    tallies.TALLIES,
+    tallies.Upkeep(
+        rollups.FUNCTION,
+        rollups.ROLLED,
+        rollups.READ,
+        rollups.FUNCTIONS,
+        rollups.DROPPED,
+        rollups.TRUNCATE,
+    ),
+)
 #: PostgreSQL: a session is tallied (:data:`.tallies.KEPT`), as an index predicate
 LISTS_AGREE = tallies.KEPT.format(r="")
 
@@ -287,8 +297,9 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 f" at {self.created_at:%Y-%m-%d %H:%M:%S}>"
             )
 
-    # the tallies' functions and triggers once every table is there (the functions name the
-    # tallies' row types), and gone before the sessions' table is
+    # each upkeep's functions and triggers (the tallies', the summary months') once every
+    # table is there (the functions name the tables' row types), and gone before the
+    # sessions' table is
     for target, event, statements in (
         (db.metadata, "after_create", [s for u in UPKEEPS for s in tallies.create_statements(u)]),
         (

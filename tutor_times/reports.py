@@ -726,7 +726,7 @@ def _rolled_months(
         conn.dialect.name != "postgresql"
         or scope.unit_id is None
         or scope.marker_id is not None
-        or not 1 <= min_minutes <= rollups.SHORTEST
+        or not 1 <= min_minutes <= rollups.MAX_MINIMUM
     ):
         return None
     ms, months = models.MarkingSession, models.TutorMonths.c
@@ -983,7 +983,9 @@ def _tallied_tasks(
     (exact decimals: the sums agree to the last digit). Distinct tasks and markers: the keys
     with a tallied session in the range — those first seen before its end and last seen at
     or after its start, less those whose widest gap could straddle it and that have none in
-    it — plus the keys of the sessions not tallied that have no tallied one in it."""
+    it, or, when no key of the unit was seen at or after its end, the unit's totals less
+    those last seen before its start — plus the keys of the sessions not tallied that have
+    no tallied one in it. Whole UTC months among the days come from the months' tallies."""
     first, end = days
     unit = scope.unit_id
     tally, per_month = models.AssessedDays.c, models.AssessedMonths.c

@@ -12,7 +12,7 @@ the sessions with figures (:data:`ROLLED`):
   not stored (a writer of an earlier version may have left them; a report counts theirs
   from their activities, so a month that has any is read session by session);
 - ``credited``: the minutes of the blocks that start there, counted under each minimum a
-  host may set up to :data:`SHORTEST` (R4: a block counts at least the minimum) — element
+  host may set up to :data:`MAX_MINIMUM` (R4: a block counts at least the minimum) — element
   k is the sum of max(block minutes, k);
 - ``longest``: an upper bound on how long any of those blocks lasts, from its first start
   to its end.
@@ -30,14 +30,12 @@ under the unit's lock the tasks report's tallies take (:mod:`.tallies`), in key 
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
 
 MONTHS = "tutor_times_tutor_months"
 #: the greatest minimum (TUTOR_TIMES_MIN_SESSION_MINUTES) the rows keep minutes for; a host
 #: that sets a greater one has its summaries counted from the sessions
-SHORTEST = 10
+MAX_MINIMUM = 10
 
 #: a session rolled up: it has figures (it is closed and merged into its block)
 ROLLED = "{r}block_start IS NOT NULL"
@@ -46,7 +44,7 @@ READ = (
     "ROW({r}unit_id, {r}marker_id, {r}start_time, {r}assessments, {r}block_start,"
     " {r}block_end, {r}block_minutes)"
 )
-#: a session's month: the first day of its start's UTC month
+#: a session's month: the first day of its start's UTC month (``tallies.MONTH`` is the same)
 MONTH = "CAST(date_trunc('month', {r}start_time AT TIME ZONE 'UTC') AS date)"
 
 MONTH_COLUMNS = ("unit_id", "month", "marker_id")
@@ -84,7 +82,7 @@ def _credited(r: str, sign: str) -> str:
         + ", ".join(
             f"coalesce(sum({sign} * greatest({r}block_minutes, {k}))"
             f" FILTER (WHERE {r}block_minutes IS NOT NULL), 0)"
-            for k in range(1, SHORTEST + 1)
+            for k in range(1, MAX_MINIMUM + 1)
         )
         + "]"
     )
@@ -109,6 +107,12 @@ RETURNS bigint[] LANGUAGE sql IMMUTABLE AS $fn$
 $fn$
 """
 
+#: the rows of ``gone`` and ``came`` (variables of :data:`ROLL_FUNCTION`), signed
+SIGNED = (
+    "(SELECT g.*, -1 AS sign FROM unnest(gone) AS g"
+    " UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s"
+)
+
 #: take away what ``gone`` rolled up and add what ``came`` does
 ROLL_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION tutor_times_roll(gone marking_sessions[], came marking_sessions[])
@@ -123,7 +127,7 @@ BEGIN
                                           UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
           ORDER BY s.unit_id) AS u;
     INSERT INTO {MONTHS} AS m (unit_id, month, marker_id, {", ".join(MONTH_FIGURES)})
-    {_rolled_up("(SELECT g.*, -1 AS sign FROM unnest(gone) AS g UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s", "s.sign")}
+    {_rolled_up(SIGNED, "s.sign")}
     ORDER BY 1, 2, 3
     ON CONFLICT (unit_id, month, marker_id) DO UPDATE
         SET sessions = m.sessions + excluded.sessions,
@@ -142,18 +146,16 @@ $fn$
 """
 
 
-#: what keeps the table: the triggers :func:`.tallies.create_statements` makes of it
-UPKEEP: dict[str, Any] = {
-    "function": "tutor_times_roll",
-    "counted": ROLLED,
-    "read": READ,
-    "functions": (ADD_FUNCTION, ROLL_FUNCTION),
-    "dropped": (
-        "DROP FUNCTION IF EXISTS tutor_times_roll(marking_sessions[], marking_sessions[])",
-        "DROP FUNCTION IF EXISTS tutor_times_added(bigint[], bigint[])",
-    ),
-    "truncate": f"TRUNCATE {MONTHS}",
-}
+#: what keeps the table, made into triggers by :func:`.tallies.create_statements`: the
+#: upkeep's function, the functions it calls and how to drop them, and what a truncated
+#: ``marking_sessions`` leaves
+FUNCTION = "tutor_times_roll"
+FUNCTIONS = (ADD_FUNCTION, ROLL_FUNCTION)
+DROPPED = (
+    "DROP FUNCTION IF EXISTS tutor_times_roll(marking_sessions[], marking_sessions[])",
+    "DROP FUNCTION IF EXISTS tutor_times_added(bigint[], bigint[])",
+)
+TRUNCATE = f"TRUNCATE {MONTHS}"
 
 
 #: every rolled session's rows from scratch, into an empty table: a bulk load

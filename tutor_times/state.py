@@ -88,10 +88,11 @@ class AppState:
         replica's), made on first use: a pool of its own, as tracking has, so that a report
         never takes a connection the host's views need, and so that its connections keep
         their prepared statements (psycopg forgets them at every rollback, and the host's
-        sessions end in one) — a report's statements are then planned once per connection,
-        not on every request. No statement timeout: a report may take as long as the host's
-        own queries. No JIT on PostgreSQL, room to group in memory, and
-        each run planned for its own range (:data:`~tutor_times.drivers.REPORTS_SETTINGS`). One snapshot per read on
+        sessions end in one) — a report's statements are then parsed once per connection,
+        not on every request, and planned for each run. No statement timeout: a report may
+        take as long as the host's own queries. No JIT on PostgreSQL, room to group in
+        memory, and each run planned for its own range
+        (:data:`~tutor_times.drivers.REPORTS_SETTINGS`). One snapshot per read on
         PostgreSQL: a report's statements (the figures and the split of their blocks) see the
         same sessions."""
         engine = self.reports_engines.get(source)

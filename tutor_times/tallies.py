@@ -11,20 +11,26 @@ many distinct tasks and markers. Sums add up over days; distinct counts do not. 
   sum to the last digit, so the days plus the range's edges equal the report's own sum).
 - ``tutor_times_assessed``: one row per (session, definition, task) and per (session,
   definition) for its marker — the *occurrences* of each distinct-count key.
+- ``tutor_times_assessed_months``: the same per UTC month, so that a long range adds up its
+  whole months rather than every day.
 - ``tutor_times_assessed_keys``: per key (unit, definition, kind, value) — kind 0 a task,
   1 a marker — its first and last session start and the widest gap between two of its
   consecutive starts.
+- ``tutor_times_assessed_totals``: per (unit, definition, kind), how many keys.
 
 Distinct keys with a session in [s, e) are then counted by their complement: the keys whose
 first start is before e and last at or after s, less those with none in between. A key has
 none in between only if two of its consecutive starts straddle the range, a gap wider than
-e − s, so only the few keys whose widest gap is that wide are looked up one by one.
+e − s, so only the few keys whose widest gap is that wide are looked up one by one. When
+no key of the unit has a start at or after e, none can straddle the range or start after
+it: the keys with a session in it are the unit's totals less those last seen before s, found
+by the keys' index of last starts.
 
 Only closed sessions whose stored lists can be read (:data:`KEPT`) are tallied:
 the report counts the others (the open ones, a handful) from their activities. A NULL
 definition is tallied as 0 (ids are positive).
 
-Triggers on ``marking_sessions`` keep the three tables, one statement at a time, whoever
+Triggers on ``marking_sessions`` keep the tables, one statement at a time, whoever
 writes (the figures' refresh, a purge, a rebuild, a host's cascading delete or truncate):
 the rows a statement stops or starts tallying are taken away and added. Added occurrences
 widen their key's first, last and widest gap in place; a key that lost an occurrence is
@@ -32,7 +38,7 @@ counted again from its occurrences.
 
 Writers of one unit's tallies take turns: the first statement of a transaction that changes
 them takes the unit's lock until the transaction ends (units in ascending order within a
-statement). A unit's day and key rows are then never waited for in a cycle, however many
+statement). A unit's rows are then never waited for in a cycle, however many
 statements a writer spreads its changes over; only a transaction that changes two units in
 two statements, in the opposite order of another's, can still deadlock (PostgreSQL then
 aborts one). Writers run at READ COMMITTED, PostgreSQL's default: each statement of the
@@ -68,6 +74,7 @@ DAY_FIGURES = ("assessments", "minutes")
 MONTH_COLUMNS = ("unit_id", "month", "definition")
 #: a session's UTC day, and the first day of its UTC month
 DAY = "CAST({r}start_time AT TIME ZONE 'UTC' AS date)"
+#: (``rollups.MONTH`` is the same month: the summary's months and these agree)
 MONTH = "CAST(date_trunc('month', {r}start_time AT TIME ZONE 'UTC') AS date)"
 
 

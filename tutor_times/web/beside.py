@@ -8,9 +8,9 @@ read one snapshot — the page's connection exports its snapshot and the second 
 before its first statement — so the page's numbers agree with each other as they do when
 read on one connection.
 
-Nothing here waits for the pool: a page takes the second connection only when one is idle
-in the pool or the pool may open another, and otherwise runs every report on its own
-connection, as it would without this module.
+A page takes the second connection only when one is idle in the pool or the pool may open
+another, and otherwise reads every report on its own connection, as it would without this
+module: a pool that is all taken does not make the page queue for a second one.
 """
 
 from __future__ import annotations
@@ -30,59 +30,64 @@ SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+(?:-[0-9A-Fa-f]+)+")
 
 
 class Beside:
-    """A second connection reading ``snapshot`` (``pg_export_snapshot()`` of the page's
-    connection), opened on ``engine`` by the first report given to :meth:`run`."""
+    """A second connection, ``conn``, reading the page's snapshot: the reports given to
+    :meth:`run` run on it in a thread of their own, one after another."""
 
-    def __init__(self, engine: sa.Engine, snapshot: str) -> None:
-        if not SNAPSHOT_ID.fullmatch(snapshot):
-            raise ValueError(f"not a snapshot id: {snapshot!r}")
-        self.engine = engine
-        self.snapshot = snapshot
-        self.conn: sa.Connection | None = None
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tutor-times-beside")
 
     @classmethod
-    def of(cls, conn: sa.Connection, engine: sa.Engine) -> Beside | None:
-        """A second connection beside ``conn`` (a connection of ``engine``'s, in a
-        REPEATABLE READ transaction), or None: not PostgreSQL, or no connection to be had
-        from the pool without waiting."""
-        if conn.dialect.name != "postgresql" or not _spare(engine.pool):
+    def of(cls, page: sa.Connection, engine: sa.Engine) -> Beside | None:
+        """A second connection of ``engine`` reading the snapshot of ``page`` (one of its
+        connections, in a REPEATABLE READ transaction), taken here; or None: not
+        PostgreSQL, or no connection idle in the pool nor room to open one."""
+        if page.dialect.name != "postgresql" or not _spare(engine.pool):
             return None
-        snapshot = conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
-        return cls(engine, snapshot)
+        snapshot = page.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
+        conn = engine.connect()
+        try:
+            read_snapshot(conn, snapshot)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn)
 
     def run(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[], T]:
         """Start ``query(connection, *args, **kwargs)`` on the second connection, after
         those started before; returns what waits for its result (or raises its error)."""
-        future: Future[T] = self.worker.submit(self._call, query, args, kwargs)
+        future: Future[T] = self.worker.submit(query, self.conn, *args, **kwargs)
         return future.result
 
-    def _call(self, query: Callable[..., T], args: Any, kwargs: Any) -> T:
-        if self.conn is None:
-            self.conn = self.engine.connect()
-            # the first statement of its transaction: it reads the page's snapshot
-            self.conn.execute(sa.text(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'"))
-        return query(self.conn, *args, **kwargs)
-
     def close(self) -> None:
-        """Wait for the reports started, and give the connection back to its pool with its
-        transaction committed (so it keeps its prepared statements, as the page's does)."""
-        self.worker.submit(self._release).result()
-        self.worker.shutdown(wait=True)
-
-    def _release(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is None:
-            return
+        """Wait for the reports started, then give the connection back to its pool with
+        its transaction ended: committed, so that it keeps its prepared statements as the
+        page's does (rolled back after a report that failed: its error was raised where
+        its result was asked for)."""
         try:
-            conn.commit()
+            self.worker.shutdown(wait=True)
         finally:
-            conn.close()
+            try:
+                self.conn.commit()
+            except sa.exc.DBAPIError:
+                self.conn.rollback()
+            finally:
+                self.conn.close()
+
+
+def read_snapshot(conn: sa.Connection, snapshot: str) -> None:
+    """Make ``conn`` read ``snapshot`` (what ``pg_export_snapshot()`` returned): the first
+    statement of its transaction. The id is checked before it is written into the
+    statement, which takes no parameters."""
+    if not SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(f"not a snapshot id: {snapshot!r}")
+    conn.execute(sa.text(f"SET TRANSACTION SNAPSHOT '{snapshot}'"))
 
 
 def _spare(pool: sa.Pool) -> bool:
     """Whether ``pool`` has a connection for the taking now: one idle in it, or room to open
-    another (the reports' pools may open as many again as their size)."""
+    another (the reports' pools may open as many again as their size). Another reader may
+    take it first; the page then waits for the next one returned, as any report would."""
     if not isinstance(pool, sa.QueuePool):
         return False
     return pool.checkedin() > 0 or pool.overflow() < pool.size()

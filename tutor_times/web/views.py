@@ -174,11 +174,12 @@ def one_connection(*, beside: bool = False) -> Iterator[None]:
     report. With ``beside``, the reports given to :func:`later` run on a second connection
     reading the same snapshot, while the page goes on (:mod:`.beside`)."""
     with _reading() as conn:
-        setattr(g, SHARED_CONNECTION, conn)
-        second = Beside.of(conn, _reports_engine()) if beside else None
-        if second is not None:
-            setattr(g, BESIDE, second)
+        second: Beside | None = None
         try:
+            setattr(g, SHARED_CONNECTION, conn)
+            second = Beside.of(conn, _reports_engine()) if beside else None
+            if second is not None:
+                setattr(g, BESIDE, second)
             yield
         finally:
             g.pop(SHARED_CONNECTION, None)
