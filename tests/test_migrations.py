@@ -78,6 +78,33 @@ def test_migrations_match_the_models(empty_database: str) -> None:
         db.engine.dispose()
 
 
+def test_downgrading_tt0010_puts_back_what_tt0009_left(empty_database: str) -> None:
+    """tt0010 replaces the tallies' function (and adds two tables); its downgrade takes the
+    tables away and puts back the functions as tt0008 made them (PostgreSQL)."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=empty_database)
+
+    def state() -> tuple[set[str], list[tuple[str, str]]]:
+        with db.engine.connect() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            code = tally_code(conn) if conn.dialect.name == "postgresql" else []
+        return tables, code
+
+    with app.app_context():
+        upgrade(revision="demo@head")
+        upgrade(revision="tt0009")
+        before = state()
+        upgrade(revision="tt0010")
+        after = state()
+        downgrade(revision="tt0009")
+        again = state()
+        downgrade(revision="tutor_times@base")
+        db.engine.dispose()
+    assert {"tutor_times_assessed_months", "tutor_times_assessed_totals"} <= after[0] - before[0]
+    assert again == before
+    if after[1]:
+        assert after[1] != before[1]
+
+
 def tally_code(conn: sa.Connection) -> list[tuple[str, str]]:
     """The tallies' functions (name, body) and triggers (name, definition) in a database."""
     return [

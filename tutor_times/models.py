@@ -42,12 +42,14 @@ CLOSED_DURATION_CHECK = (
 UPKEEPS = (
     tallies.TALLIES,
     tallies.Upkeep(
-        rollups.FUNCTION,
-        rollups.ROLLED,
-        rollups.READ,
-        rollups.FUNCTIONS,
-        rollups.DROPPED,
-        rollups.TRUNCATE,
+        function=rollups.FUNCTION,
+        counted=rollups.ROLLED,
+        read=rollups.READ,
+        body=rollups.roll_body(tallies.SIGNED),
+        declare="",
+        helpers=rollups.HELPERS,
+        dropped=rollups.DROPPED,
+        truncate=rollups.TRUNCATE,
     ),
 )
 #: PostgreSQL: a session is tallied (:data:`.tallies.KEPT`), as an index predicate

@@ -520,8 +520,10 @@ def figured_by(
         sa.func.sum(credited).label("minutes"),
         cut_of.label("cut"),
     ]
+    # the pieces are PostgreSQL's (the months between them are rolled up there alone)
+    assert pieces is None or (postgres and not several)
     if postgres and several:
-        assert starts is not None and pieces is None
+        assert starts is not None
         rows = conn.execute(_per_bucket(starts, scope, figures, where, ms, per_marker)).all()
     else:
         # a piece at a time: each reads its own range of the index
@@ -545,11 +547,7 @@ def figured_by(
         chosen = (
             ms.id == sa.any_(bound_array([i for *_, ids in rows for i in ids or ()], sa.BigInteger))
             if postgres
-            else ms.id.in_(
-                sa.select(ms.id)
-                .where(*where, is_cut, sa.or_(*(sa.and_(sa.true(), *piece) for piece in within)))
-                .scalar_subquery()
-            )
+            else ms.id.in_(sa.select(ms.id).where(*where, is_cut).scalar_subquery())
         )
         ends = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
         for unit, marker, first, end, stored in conn.execute(
@@ -744,11 +742,12 @@ def _rolled_months(
         return None
     end = scope.end if first_unfigured is None else min(scope.end, first_unfigured)
     try:
-        low, high = _month_after(scope.start + longest), _month_of(end - longest)
-    except OverflowError:
+        whole = _whole_months(scope.start + longest, end - longest)
+    except OverflowError:  # a range at the ends of the calendar
+        whole = None
+    if whole is None:
         return None
-    if low >= high:
-        return None
+    low, high = whole
     rows = conn.execute(
         sa.select(
             months.marker_id,
@@ -767,17 +766,17 @@ def _rolled_months(
     return counted, [(scope.start, at[0]), (at[1], scope.end)]
 
 
-def _month_of(t: datetime) -> date:
-    """The first day of ``t``'s UTC month."""
-    return t.astimezone(UTC).date().replace(day=1)
-
-
-def _month_after(t: datetime) -> date:
-    """The first day of the first UTC month that starts at or after ``t``."""
-    first = _month_of(t)
-    if datetime.combine(first, datetime.min.time(), UTC) == t:
-        return first
-    return (first + timedelta(days=32)).replace(day=1)
+def _whole_months(start: datetime, end: datetime) -> tuple[date, date] | None:
+    """The UTC months wholly within [start, end), as the first days of the first and of the
+    one after the last; None if there is none (or they reach the calendar's last month)."""
+    first = start.astimezone(UTC).date().replace(day=1)
+    try:
+        if datetime.combine(first, datetime.min.time(), UTC) != start:
+            first = (first + timedelta(days=32)).replace(day=1)
+    except OverflowError:
+        return None
+    after = end.astimezone(UTC).date().replace(day=1)
+    return (first, after) if first < after else None
 
 
 def _totals(tutors: list[dict[str, Any]]) -> dict[str, Any]:
@@ -998,12 +997,7 @@ def _tallied_tasks(
     ]
     c = _assessed(conn, models, scope, min_minutes, kept_within=edges).c
     # the whole months among the days from the months' tallies, the other days from theirs
-    try:
-        months = (_month_after(first_at), _month_of(end_at))
-    except OverflowError:  # a range reaching the calendar's last month
-        months = (end, end)
-    if months[0] >= months[1]:
-        months = (end, end)
+    months = _whole_months(first_at, end_at) or (end, end)
     tallied = [
         sa.select(tally.definition, tally.assessments, tally.minutes).where(
             tally.unit_id == unit, tally.day >= low, tally.day < high

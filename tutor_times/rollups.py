@@ -107,27 +107,13 @@ RETURNS bigint[] LANGUAGE sql IMMUTABLE AS $fn$
 $fn$
 """
 
-#: the rows of ``gone`` and ``came`` (variables of :data:`ROLL_FUNCTION`), signed
-SIGNED = (
-    "(SELECT g.*, -1 AS sign FROM unnest(gone) AS g"
-    " UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s"
-)
 
-#: take away what ``gone`` rolled up and add what ``came`` does
-ROLL_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION tutor_times_roll(gone marking_sessions[], came marking_sessions[])
-RETURNS void LANGUAGE plpgsql AS $fn$
-BEGIN
-    IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
-        RETURN;
-    END IF;
-    -- the units' locks (the tallies' own), in order, until the transaction ends
-    PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
-    FROM (SELECT DISTINCT s.unit_id FROM (SELECT g.unit_id FROM unnest(gone) AS g
-                                          UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
-          ORDER BY s.unit_id) AS u;
+def roll_body(signed: str) -> str:
+    """Take away what ``gone`` rolled up and add what ``came`` does: the body of the
+    upkeep's function, given its ``signed`` rows (``tallies.SIGNED``)."""
+    return f"""
     INSERT INTO {MONTHS} AS m (unit_id, month, marker_id, {", ".join(MONTH_FIGURES)})
-    {_rolled_up(SIGNED, "s.sign")}
+    {_rolled_up(signed, "s.sign")}
     ORDER BY 1, 2, 3
     ON CONFLICT (unit_id, month, marker_id) DO UPDATE
         SET sessions = m.sessions + excluded.sessions,
@@ -140,21 +126,15 @@ BEGIN
     USING (SELECT DISTINCT g.unit_id, {MONTH.format(r="g.")} AS month, g.marker_id
            FROM unnest(gone) AS g) AS t
     WHERE m.unit_id = t.unit_id AND m.month = t.month AND m.marker_id = t.marker_id
-      AND m.sessions = 0;
-END
-$fn$
-"""
+      AND m.sessions = 0;"""
 
 
 #: what keeps the table, made into triggers by :func:`.tallies.create_statements`: the
-#: upkeep's function, the functions it calls and how to drop them, and what a truncated
+#: upkeep's function, the function its body calls and how to drop it, and what a truncated
 #: ``marking_sessions`` leaves
 FUNCTION = "tutor_times_roll"
-FUNCTIONS = (ADD_FUNCTION, ROLL_FUNCTION)
-DROPPED = (
-    "DROP FUNCTION IF EXISTS tutor_times_roll(marking_sessions[], marking_sessions[])",
-    "DROP FUNCTION IF EXISTS tutor_times_added(bigint[], bigint[])",
-)
+HELPERS = (ADD_FUNCTION,)
+DROPPED = ("DROP FUNCTION IF EXISTS tutor_times_added(bigint[], bigint[])",)
 TRUNCATE = f"TRUNCATE {MONTHS}"
 
 

@@ -195,7 +195,7 @@ def _key_of(a: str) -> str:
     return ", ".join(f"{a}.{column}" for column in KEY_COLUMNS)
 
 
-#: the occurrences the upkeep takes away and adds (variables of :data:`TALLY_FUNCTION`), as
+#: the occurrences the upkeep takes away and adds (variables of :data:`TALLY_BODY`), as
 #: subqueries
 GONE = "(SELECT * FROM unnest(removed))"
 CAME = "(SELECT * FROM unnest(added))"
@@ -214,16 +214,21 @@ def counted_keys(occurrences: str) -> str:
           GROUP BY {KEY}"""
 
 
+#: the rows of ``gone`` (sign -1) and ``came`` (sign 1) in an upkeep's body, as ``s``
+SIGNED = (
+    "(SELECT g.*, -1 AS sign FROM unnest(gone) AS g"
+    " UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s"
+)
+
+
 def _signed_sums(table: str, column: str, of: str) -> str:
-    """SQL of :data:`TALLY_FUNCTION`: the assessments and shares of minutes of ``gone``
-    (taken away) and ``came`` (added) per (unit, ``column``, definition) into ``table``,
+    """SQL of the tallies' upkeep: the assessments and shares of minutes of ``gone`` (taken
+    away) and ``came`` (added) per (unit, ``column``, definition) into ``table``,
     ``column`` being ``of`` a session (:data:`DAY`, :data:`MONTH`); rows left at none gone."""
     return f"""    INSERT INTO {table} AS d (unit_id, {column}, definition, assessments, minutes)
     SELECT s.unit_id, {of.format(r="s.")}, coalesce(l.definition, {NO_DEFINITION}),
            sum(s.sign), sum(s.sign * ({SHARE.format(r="s.")}))
-    FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g
-          UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s,
-         unnest(s.assessed_definitions) AS l(definition)
+    FROM {SIGNED}, unnest(s.assessed_definitions) AS l(definition)
     GROUP BY 1, 2, 3
     ORDER BY 1, 2, 3
     ON CONFLICT (unit_id, {column}, definition) DO UPDATE
@@ -235,27 +240,13 @@ def _signed_sums(table: str, column: str, of: str) -> str:
     WHERE d.unit_id = t.unit_id AND d.{column} = t.{column} AND d.assessments = 0;"""
 
 
-#: take away what ``gone`` tallied and add what ``came`` does
-TALLY_FUNCTION = f"""
-CREATE OR REPLACE FUNCTION tutor_times_tally(gone marking_sessions[], came marking_sessions[])
-RETURNS void LANGUAGE plpgsql AS $fn$
-DECLARE
-    removed {ASSESSED}[];
-    added {ASSESSED}[];
-BEGIN
-    IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
-        RETURN;
-    END IF;
+#: take away what ``gone`` tallied and add what ``came`` does (the body of the tallies'
+#: upkeep function, :func:`upkeep_function`)
+TALLY_BODY = f"""
     removed := ARRAY(
         SELECT CAST(o AS {ASSESSED}) FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o);
     added := ARRAY(
         SELECT CAST(o AS {ASSESSED}) FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o);
-
-    -- the units' locks, in order, until the transaction ends
-    PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
-    FROM (SELECT DISTINCT s.unit_id FROM (SELECT g.unit_id FROM unnest(gone) AS g
-                                          UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
-          ORDER BY s.unit_id) AS u;
 
     -- assessments and shares of minutes per day, and per month: signed differences, added
 {_signed_sums(DAYS, "day", DAY)}
@@ -307,26 +298,51 @@ BEGIN
                               k.first_start - m.last_start)
     FROM ({counted_keys(CAME)}) AS m
     WHERE {_same_key("k", "m")}
-      AND ({_key_of("k")}) NOT IN (SELECT {KEY} FROM {GONE} AS g);
-END
-$fn$
-"""
+      AND ({_key_of("k")}) NOT IN (SELECT {KEY} FROM {GONE} AS g);"""
 
 
 class Upkeep(NamedTuple):
     """Tables kept from ``marking_sessions`` one statement at a time: the statement's rows
     that were ``counted`` and changed in what is ``read`` of them go to ``function(gone,
-    came)`` — the rows as they were, and as they are. SQL on a row named by ``{r}``."""
+    came)`` — the rows as they were, and as they are — which runs ``body`` under the
+    units' locks (:func:`upkeep_function`). SQL on a row named by ``{r}``."""
 
     #: the upkeep's function, and the prefix of its triggers' names
     function: str
     counted: str
     read: str
-    #: the statements that create the functions it calls, and that drop them
-    functions: tuple[str, ...]
+    #: plpgsql statements on ``gone`` and ``came`` (:data:`SIGNED`: both, signed)
+    body: str
+    #: the body's variables
+    declare: str
+    #: the statements that create the functions the body calls, and that drop them
+    helpers: tuple[str, ...]
     dropped: tuple[str, ...]
     #: what a truncated ``marking_sessions`` leaves: a statement
     truncate: str
+
+
+def upkeep_function(upkeep: Upkeep) -> str:
+    """The statement that creates ``upkeep``'s function: nothing to do for no rows, else
+    the lock of each unit the rows are in (every upkeep takes the same ones, in ascending
+    order, until the transaction ends), then its body."""
+    declare = f"DECLARE\n{upkeep.declare}" if upkeep.declare else ""
+    return f"""
+CREATE OR REPLACE FUNCTION {upkeep.function}(gone marking_sessions[], came marking_sessions[])
+RETURNS void LANGUAGE plpgsql AS $fn$
+{declare}BEGIN
+    IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
+        RETURN;
+    END IF;
+    -- the units' locks, in order, until the transaction ends
+    PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
+    FROM (SELECT DISTINCT s.unit_id FROM (SELECT g.unit_id FROM unnest(gone) AS g
+                                          UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
+          ORDER BY s.unit_id) AS u;
+{upkeep.body}
+END
+$fn$
+"""
 
 
 def _changed(upkeep: Upkeep, taken: str, other: str) -> str:
@@ -371,11 +387,10 @@ TALLIES = Upkeep(
     function="tutor_times_tally",
     counted=TALLYING,
     read=TALLIED,
-    functions=(OCCURRENCES_FUNCTION, TALLY_FUNCTION),
-    dropped=(
-        "DROP FUNCTION IF EXISTS tutor_times_tally(marking_sessions[], marking_sessions[])",
-        "DROP FUNCTION IF EXISTS tutor_times_assessed_of(marking_sessions)",
-    ),
+    body=TALLY_BODY,
+    declare=f"    removed {ASSESSED}[];\n    added {ASSESSED}[];\n",
+    helpers=(OCCURRENCES_FUNCTION,),
+    dropped=("DROP FUNCTION IF EXISTS tutor_times_assessed_of(marking_sessions)",),
     # a truncated ``marking_sessions`` leaves nothing to tally
     truncate=f"TRUNCATE {ASSESSED}, {KEYS}, {DAYS}, {MONTHS}, {TOTALS}",
 )
@@ -383,7 +398,7 @@ TALLIES = Upkeep(
 
 def create_statements(upkeep: Upkeep = TALLIES) -> list[str]:
     """The functions and triggers of ``upkeep``, as SQL statements."""
-    out = list(upkeep.functions)
+    out = [*upkeep.helpers, upkeep_function(upkeep)]
     for event, (referencing, passed) in {**_triggers(upkeep), "TRUNCATE": ("", "")}.items():
         name = f"{upkeep.function}_{event.lower()}"
         body = f"PERFORM {upkeep.function}({passed})" if passed else upkeep.truncate
@@ -407,7 +422,8 @@ def drop_statements(upkeep: Upkeep = TALLIES) -> list[str]:
         name = f"{upkeep.function}_{event.lower()}"
         out.append(f"DROP TRIGGER IF EXISTS {name} ON marking_sessions")
         out.append(f"DROP FUNCTION IF EXISTS {name}()")
-    return out + list(upkeep.dropped)
+    function = f"{upkeep.function}(marking_sessions[], marking_sessions[])"
+    return [*out, f"DROP FUNCTION IF EXISTS {function}", *upkeep.dropped]
 
 
 #: every tallied session's tallies from scratch, into empty tables: a bulk load

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -53,10 +53,10 @@ class Beside:
             raise
         return cls(conn)
 
-    def run(self, query: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[], T]:
-        """Start ``query(connection, *args, **kwargs)`` on the second connection, after
-        those started before; returns what waits for its result (or raises its error)."""
-        future: Future[T] = self.worker.submit(query, self.conn, *args, **kwargs)
+    def run(self, query: Callable[[sa.Connection], T]) -> Callable[[], T]:
+        """Start ``query(connection)`` on the second connection, after those started
+        before; returns what waits for its result (or raises its error)."""
+        future: Future[T] = self.worker.submit(query, self.conn)
         return future.result
 
     def close(self) -> None:

@@ -192,16 +192,13 @@ def _context(
         shown.append(scope.marker_id)
     # one call for every tutor on the page, never one per row
     names = current().names_of(shown)
-    totals = summary["totals"]
-    split = "during_class_minutes" in totals
+    # the columns of class times (R12) and of students, when the host gives them
+    split = "during_class_minutes" in summary["totals"]
+    per_student = "students" in summary["totals"]
     # the long tables and the calendar, written while the second connection still reads
     rendered = {
         "tutor_rows": html.tutor_rows(
-            summary["tutors"],
-            names,
-            split=split,
-            per_student="students" in totals,
-            what_if=what_if,
+            summary["tutors"], names, split=split, per_student=per_student, what_if=what_if
         ),
         "calendar_blocks": html.calendar_blocks(week, names),
         "calendar_rows": html.calendar_rows(week, names, split=split),
@@ -210,6 +207,8 @@ def _context(
         "timeout_choices": None,  # the unit page's what-if picker; one's own page has none
         **page,
         "names": names,
+        "split": split,
+        "per_student": per_student,
         "rendered": rendered,
         "query": query,
         "tz": query.tz,

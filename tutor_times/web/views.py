@@ -195,19 +195,25 @@ def later(query: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[], T]
     if second is None:
         result = report(query, *args, **kwargs)
         return lambda: result
-    ext = current()
-    return second.run(query, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
+    return second.run(_on(query, *args, **kwargs))
 
 
 def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one of the ``reports`` functions on a connection of its own (or the one of
     :func:`one_connection`), with the tables and the shortest session length it needs."""
-    ext = current()
     shared: sa.Connection | None = g.get(SHARED_CONNECTION)
     if shared is not None:
-        return query(shared, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
+        return _on(query, *args, **kwargs)(shared)
     with _reading() as conn:
-        return query(conn, ext.models, *args, min_minutes=ext.state.min_minutes, **kwargs)
+        return _on(query, *args, **kwargs)(conn)
+
+
+def _on(query: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[sa.Connection], T]:
+    """``query`` of ``reports`` as a function of a connection alone: given the tables and
+    the shortest session length it needs (read here, in the request)."""
+    ext = current()
+    models, min_minutes = ext.models, ext.state.min_minutes
+    return lambda conn: query(conn, models, *args, min_minutes=min_minutes, **kwargs)
 
 
 def what_if(query: Callable[..., T], scope: Scope, *args: Any, seconds: int) -> T:

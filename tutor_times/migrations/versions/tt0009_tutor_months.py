@@ -40,11 +40,12 @@ BEGIN
     IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
         RETURN;
     END IF;
-    -- the units' locks (the tallies' own), in order, until the transaction ends
+    -- the units' locks, in order, until the transaction ends
     PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
     FROM (SELECT DISTINCT s.unit_id FROM (SELECT g.unit_id FROM unnest(gone) AS g
                                           UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
           ORDER BY s.unit_id) AS u;
+
     INSERT INTO tutor_times_tutor_months AS m (unit_id, month, marker_id, sessions, assessments, uncounted, credited, longest)
     SELECT s.unit_id, CAST(date_trunc('month', s.start_time AT TIME ZONE 'UTC') AS date), s.marker_id, sum(s.sign),
            coalesce(sum(s.sign * s.assessments), 0),

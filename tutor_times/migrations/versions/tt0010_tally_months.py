@@ -15,6 +15,9 @@ Revises: tt0009
 Create Date: 2026-12-06
 """
 
+import importlib.util
+from pathlib import Path
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -41,24 +44,22 @@ BEGIN
     IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
         RETURN;
     END IF;
-    removed := ARRAY(
-        SELECT CAST(o AS tutor_times_assessed) FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o);
-    added := ARRAY(
-        SELECT CAST(o AS tutor_times_assessed) FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o);
-
     -- the units' locks, in order, until the transaction ends
     PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
     FROM (SELECT DISTINCT s.unit_id FROM (SELECT g.unit_id FROM unnest(gone) AS g
                                           UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
           ORDER BY s.unit_id) AS u;
 
+    removed := ARRAY(
+        SELECT CAST(o AS tutor_times_assessed) FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o);
+    added := ARRAY(
+        SELECT CAST(o AS tutor_times_assessed) FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o);
+
     -- assessments and shares of minutes per day, and per month: signed differences, added
     INSERT INTO tutor_times_assessed_days AS d (unit_id, day, definition, assessments, minutes)
     SELECT s.unit_id, CAST(s.start_time AT TIME ZONE 'UTC' AS date), coalesce(l.definition, 0),
            sum(s.sign), sum(s.sign * (CAST(s.duration_minutes AS numeric) / CAST(s.assessments AS numeric)))
-    FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g
-          UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s,
-         unnest(s.assessed_definitions) AS l(definition)
+    FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s, unnest(s.assessed_definitions) AS l(definition)
     GROUP BY 1, 2, 3
     ORDER BY 1, 2, 3
     ON CONFLICT (unit_id, day, definition) DO UPDATE
@@ -71,9 +72,7 @@ BEGIN
     INSERT INTO tutor_times_assessed_months AS d (unit_id, month, definition, assessments, minutes)
     SELECT s.unit_id, CAST(date_trunc('month', s.start_time AT TIME ZONE 'UTC') AS date), coalesce(l.definition, 0),
            sum(s.sign), sum(s.sign * (CAST(s.duration_minutes AS numeric) / CAST(s.assessments AS numeric)))
-    FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g
-          UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s,
-         unnest(s.assessed_definitions) AS l(definition)
+    FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s, unnest(s.assessed_definitions) AS l(definition)
     GROUP BY 1, 2, 3
     ORDER BY 1, 2, 3
     ON CONFLICT (unit_id, month, definition) DO UPDATE
@@ -165,98 +164,21 @@ INSERT INTO tutor_times_assessed_totals (unit_id, definition, kind, keys)
 """,
 ]
 
-#: the functions as tt0008 made them
-BEFORE = [
-    """
-CREATE OR REPLACE FUNCTION tutor_times_tally(gone marking_sessions[], came marking_sessions[])
-RETURNS void LANGUAGE plpgsql AS $fn$
-DECLARE
-    removed tutor_times_assessed[];
-    added tutor_times_assessed[];
-BEGIN
-    IF cardinality(gone) = 0 AND cardinality(came) = 0 THEN
-        RETURN;
-    END IF;
-    removed := ARRAY(
-        SELECT CAST(o AS tutor_times_assessed) FROM unnest(gone) AS g, tutor_times_assessed_of(g) AS o);
-    added := ARRAY(
-        SELECT CAST(o AS tutor_times_assessed) FROM unnest(came) AS c, tutor_times_assessed_of(c) AS o);
 
-    -- the units' locks, in order, until the transaction ends
-    PERFORM pg_advisory_xact_lock(hashtextextended('tutor_times_tally:' || u.unit_id, 0))
-    FROM (SELECT DISTINCT s.unit_id FROM (SELECT g.unit_id FROM unnest(gone) AS g
-                                          UNION SELECT c.unit_id FROM unnest(came) AS c) AS s
-          ORDER BY s.unit_id) AS u;
-
-    -- assessments and shares of minutes per day: signed differences, added
-    INSERT INTO tutor_times_assessed_days AS d (unit_id, day, definition, assessments, minutes)
-    SELECT s.unit_id, CAST(s.start_time AT TIME ZONE 'UTC' AS date),
-           coalesce(l.definition, 0), sum(s.sign),
-           sum(s.sign * (CAST(s.duration_minutes AS numeric) / CAST(s.assessments AS numeric)))
-    FROM (SELECT g.*, -1 AS sign FROM unnest(gone) AS g
-          UNION ALL SELECT c.*, 1 FROM unnest(came) AS c) AS s,
-         unnest(s.assessed_definitions) AS l(definition)
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3
-    ON CONFLICT (unit_id, day, definition) DO UPDATE
-        SET assessments = d.assessments + excluded.assessments,
-            minutes = d.minutes + excluded.minutes;
-    DELETE FROM tutor_times_assessed_days AS d
-    USING (SELECT DISTINCT g.unit_id, CAST(g.start_time AT TIME ZONE 'UTC' AS date) AS day
-           FROM unnest(gone) AS g) AS t
-    WHERE d.unit_id = t.unit_id AND d.day = t.day AND d.assessments = 0;
-
-    -- occurrences
-    DELETE FROM tutor_times_assessed WHERE session_id IN (SELECT g.id FROM unnest(gone) AS g);
-    INSERT INTO tutor_times_assessed (session_id, unit_id, definition, kind, value, start_time)
-    SELECT * FROM unnest(added);
-
-    -- every key touched, present and locked, in key order: an added key gets its first
-    -- start as its whole span; a present one is locked as it is
-    INSERT INTO tutor_times_assessed_keys AS k (unit_id, definition, kind, value, first_start, last_start, widest_gap)
-    SELECT DISTINCT ON (unit_id, definition, kind, value) unit_id, definition, kind, value, start_time, start_time, interval '0'
-    FROM (SELECT * FROM (SELECT * FROM unnest(added)) AS c UNION ALL SELECT * FROM (SELECT * FROM unnest(removed)) AS g) AS o
-    ORDER BY unit_id, definition, kind, value, start_time
-    ON CONFLICT (unit_id, definition, kind, value) DO UPDATE SET widest_gap = k.widest_gap;
-
-    -- a key that lost an occurrence: counted again from the occurrences left
-    UPDATE tutor_times_assessed_keys AS k
-    SET first_start = r.first_start, last_start = r.last_start, widest_gap = r.widest_gap
-    FROM (SELECT unit_id, definition, kind, value, min(start_time) AS first_start, max(start_time) AS last_start,
-                 coalesce(max(gap), interval '0') AS widest_gap
-          FROM (SELECT o.*, o.start_time - lag(o.start_time) OVER (
-                           PARTITION BY unit_id, definition, kind, value ORDER BY o.start_time) AS gap
-                FROM (SELECT * FROM tutor_times_assessed WHERE (unit_id, definition, kind, value) IN (SELECT unit_id, definition, kind, value FROM (SELECT * FROM unnest(removed)) AS g)) AS o) AS x
-          GROUP BY unit_id, definition, kind, value) AS r
-    WHERE k.unit_id = r.unit_id AND k.definition = r.definition AND k.kind = r.kind AND k.value = r.value;
-    DELETE FROM tutor_times_assessed_keys AS k
-    WHERE (unit_id, definition, kind, value) IN (SELECT unit_id, definition, kind, value FROM (SELECT * FROM unnest(removed)) AS g)
-      AND NOT EXISTS (SELECT FROM tutor_times_assessed AS o WHERE o.unit_id = k.unit_id AND o.definition = k.definition AND o.kind = k.kind AND o.value = k.value);
-
-    -- a key that only gained: widened by its added starts. Every gap the key now has is
-    -- at most its widest gap before, a gap between two added starts, or the gap from its
-    -- span to added starts all on one side of it: an upper bound, exact when the starts
-    -- come after the key's last (a session closing), and for a key just added
-    UPDATE tutor_times_assessed_keys AS k
-    SET first_start = least(k.first_start, m.first_start),
-        last_start = greatest(k.last_start, m.last_start),
-        widest_gap = greatest(k.widest_gap, m.widest_gap, m.first_start - k.last_start,
-                              k.first_start - m.last_start)
-    FROM (SELECT unit_id, definition, kind, value, min(start_time) AS first_start, max(start_time) AS last_start,
-                 coalesce(max(gap), interval '0') AS widest_gap
-          FROM (SELECT o.*, o.start_time - lag(o.start_time) OVER (
-                           PARTITION BY unit_id, definition, kind, value ORDER BY o.start_time) AS gap
-                FROM (SELECT * FROM unnest(added)) AS o) AS x
-          GROUP BY unit_id, definition, kind, value) AS m
-    WHERE k.unit_id = m.unit_id AND k.definition = m.definition AND k.kind = m.kind AND k.value = m.value
-      AND (k.unit_id, k.definition, k.kind, k.value) NOT IN (SELECT unit_id, definition, kind, value FROM (SELECT * FROM unnest(removed)) AS g);
-END
-$fn$
-""",
-    """
-CREATE OR REPLACE FUNCTION tutor_times_tally_truncate() RETURNS trigger LANGUAGE plpgsql AS $fn$ BEGIN TRUNCATE tutor_times_assessed, tutor_times_assessed_keys, tutor_times_assessed_days; RETURN NULL; END $fn$
-""",
-]
+def _as_tt0008_made_them() -> list[str]:
+    """The two functions this revision replaces, as tt0008 created them: a downgrade puts
+    them back (read from tt0008's own frozen statements, not written out again)."""
+    path = Path(__file__).with_name("tt0008_task_tallies.py")
+    spec = importlib.util.spec_from_file_location("tutor_times_tt0008", path)
+    assert spec is not None and spec.loader is not None
+    tt0008 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tt0008)
+    replaced = ("tutor_times_tally(", "tutor_times_tally_truncate(")
+    return [
+        statement
+        for statement in tt0008.CREATE
+        if statement.lstrip().startswith(tuple(f"CREATE OR REPLACE FUNCTION {f}" for f in replaced))
+    ]
 
 
 def upgrade() -> None:
@@ -290,7 +212,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        for statement in BEFORE:
+        for statement in _as_tt0008_made_them():
             op.execute(statement)
     op.drop_index(LONGEST, table_name="tutor_times_tutor_months")
     op.drop_index(LAST, table_name=KEYS)
