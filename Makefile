@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench clean install dist
+.PHONY: run test lint bench clean install dist docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,9 +41,14 @@ dist: install
 	rm -rf dist
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m build --no-isolation --outdir dist .
 
+## make docs: the documentation site in docs/_build/html; a warning (a broken reference, a page
+## missing from the tree) fails the build. Offline: intersphinx reads docs/_inventories/.
+docs: install
+	$(BIN)/sphinx-build -W -n --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
+
 lint: install
 	$(BIN)/ruff check tutor_times demo tests benchmarks config.py wsgi.py
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) instance dist build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) instance dist build docs/_build .pytest_cache .mypy_cache .ruff_cache

@@ -8,36 +8,87 @@ from typing import Any, Final
 class ConfigVars:
     """Names of the ``app.config`` keys read by :class:`tutor_times.TutorTimes`."""
 
+    #: Seconds of inactivity that end a session.
     SESSION_TIMEOUT: Final = "TUTOR_TIMES_SESSION_TIMEOUT"
+    #: Shortest duration of a closed session, in whole minutes (≥ 1).
     MIN_SESSION_MINUTES: Final = "TUTOR_TIMES_MIN_SESSION_MINUTES"
+    #: The actions that may be recorded.
     ACTIONS: Final = "TUTOR_TIMES_ACTIONS"
+    #: ``"redis"``: Redis fast path with SQL fallback; ``"sql"``: SQL only, no Redis at all.
     STORE: Final = "TUTOR_TIMES_STORE"
+    #: Redis server URL; unset: an embedded in-process store (fakeredis), one per process.
     REDIS_URL: Final = "TUTOR_TIMES_REDIS_URL"
+    #: Extra keyword arguments for ``redis.Redis.from_url`` (``RedisCluster.from_url`` on a
+    #: cluster); they override the short timeouts.
     REDIS_OPTIONS: Final = "TUTOR_TIMES_REDIS_OPTIONS"
+    #: Prefix of every Redis key.
     REDIS_PREFIX: Final = "TUTOR_TIMES_REDIS_PREFIX"
+    #: Seconds the tracker skips Redis after a Redis error.
     REDIS_RETRY_AFTER: Final = "TUTOR_TIMES_REDIS_RETRY_AFTER"
+    #: :confval:`TUTOR_TIMES_REDIS_URL` names one node of a Redis Cluster (see :doc:`Redis Cluster
+    #: </operations/scaling>`).
     REDIS_CLUSTER: Final = "TUTOR_TIMES_REDIS_CLUSTER"
+    #: The ``SQLALCHEMY_BINDS`` key (e.g. a read replica) the report endpoints read from;
+    #: ``None``: the primary. Tracking and closing always use the primary (see :doc:`Reports on
+    #: a read replica </operations/scaling>`).
     REPORTS_BIND: Final = "TUTOR_TIMES_REPORTS_BIND"
+    #: Seconds an explicit ``at`` may lie in the future.
     MAX_CLOCK_SKEW: Final = "TUTOR_TIMES_MAX_CLOCK_SKEW"
+    #: Seconds a live activity's ``at`` may lie in the past (at most the timeout); ``None``: 60,
+    #: or the timeout if shorter. The sweep waits this much longer than the timeout, so a late
+    #: activity always finds its session open (R2, R6).
     MAX_BACKDATE: Final = "TUTOR_TIMES_MAX_BACKDATE"
+    #: The actions a client may report itself with ``POST /activities`` (R11); ``None``:
+    #: ``inbox`` and ``get-submission-details``, as far as :confval:`TUTOR_TIMES_ACTIONS` allows them.
+    #: Never ``assessing`` unless you list it.
     CLIENT_ACTIONS: Final = "TUTOR_TIMES_CLIENT_ACTIONS"
+    #: Seconds one tracking write may take — pool checkout, statement and lock waits — before it
+    #: is given up, logged and counted (R9).
     SQL_TIMEOUT: Final = "TUTOR_TIMES_SQL_TIMEOUT"
+    #: Connections of the tracker's own pool (plus as many again in overflow); see
+    #: :doc:`Connections </user/database>`.
     SQL_POOL_SIZE: Final = "TUTOR_TIMES_SQL_POOL_SIZE"
+    #: The largest request body the endpoints read; a larger one is a ``413``, refused unread
+    #: (the host's ``MAX_CONTENT_LENGTH`` wins when smaller).
     MAX_BODY_BYTES: Final = "TUTOR_TIMES_MAX_BODY_BYTES"
+    #: Seconds from the start of one pass of the idle-session sweep to the start of the next (at
+    #: once after a longer pass).
     SWEEP_INTERVAL: Final = "TUTOR_TIMES_SWEEP_INTERVAL"
+    #: Sessions closed per transaction by the sweep.
     SWEEP_BATCH_SIZE: Final = "TUTOR_TIMES_SWEEP_BATCH_SIZE"
+    #: A sweeper thread in each app process; ``None``: on with the embedded store only.
     IN_PROCESS_SWEEPER: Final = "TUTOR_TIMES_IN_PROCESS_SWEEPER"
+    #: Where the report endpoints are mounted.
     URL_PREFIX: Final = "TUTOR_TIMES_URL_PREFIX"
+    #: How much of an IP address is kept: ``"full"``, ``"truncated"`` (IPv4 /24, IPv6 /48) or
+    #: ``"hashed"`` (HMAC-SHA256) — see :doc:`Privacy </user/privacy>`.
     IP_STORAGE: Final = "TUTOR_TIMES_IP_STORAGE"
+    #: The secret for ``"hashed"`` (at least 16 bytes); ``None``: the app's ``SECRET_KEY``.
     IP_HASH_KEY: Final = "TUTOR_TIMES_IP_HASH_KEY"
+    #: Seconds the first answer to an ``Idempotency-Key`` is kept (at least a day) — see
+    #: :doc:`Operations </operations/retries>`.
     IDEMPOTENCY_TTL: Final = "TUTOR_TIMES_IDEMPOTENCY_TTL"
+    #: ``GET /health`` answers anonymous callers (load balancers have no login); ``False``:
+    #: signed-in users only.
     HEALTH_PUBLIC: Final = "TUTOR_TIMES_HEALTH_PUBLIC"
+    #: Seconds of worker silence after which ``/health`` answers ``503``; ``None``: the age is
+    #: shown but never fails the check.
     HEALTH_MAX_HEARTBEAT_AGE: Final = "TUTOR_TIMES_HEALTH_MAX_HEARTBEAT_AGE"
+    #: Serve Prometheus metrics at ``/metrics``.
     METRICS: Final = "TUTOR_TIMES_METRICS"
+    #: The bearer token a scraper sends for ``/metrics`` (at least 16 characters); ``None``: only
+    #: signed-in staff (your ``staff_loader``) may read it.
     METRICS_TOKEN: Final = "TUTOR_TIMES_METRICS_TOKEN"
+    #: Serve ``/metrics`` without a token (the host protects it otherwise, e.g. on its network).
     METRICS_PUBLIC: Final = "TUTOR_TIMES_METRICS_PUBLIC"
+    #: Days a closed session is kept; the worker removes older ones once a day; ``None``: keep
+    #: everything.
     RETENTION_DAYS: Final = "TUTOR_TIMES_RETENTION_DAYS"
+    #: What retention does: ``"delete"`` sessions with their activities, or ``"anonymize"``
+    #: (blank their IP addresses).
     RETENTION_MODE: Final = "TUTOR_TIMES_RETENTION_MODE"
+    #: Serve the HTML :doc:`dashboard </user/dashboard>` pages under the prefix; ``False``:
+    #: they answer 404.
     DASHBOARD: Final = "TUTOR_TIMES_DASHBOARD"
 
 
@@ -68,6 +119,7 @@ STORES: Final = ("redis", "sql")
 #: what the worker's daily retention does to old sessions
 RETENTION_MODES: Final = ("delete", "anonymize")
 
+#: Every key of :class:`ConfigVars` with its default (``None``: unset, see the key).
 DEFAULTS: Final[dict[str, Any]] = {
     # Seconds of inactivity after which a marking session ends (R2).
     ConfigVars.SESSION_TIMEOUT: 900,

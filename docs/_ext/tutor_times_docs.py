@@ -1,0 +1,303 @@
+"""Pages of this documentation that are made from the code at build time, so they cannot drift.
+
+- ``.. tutor-times-settings::`` lists every ``TUTOR_TIMES_*`` key of
+  :class:`tutor_times.ConfigVars` with its default from :data:`tutor_times.constants.DEFAULTS`
+  and its meaning from the ``#:`` comment on its attribute.
+- ``.. tutor-times-openapi::`` builds the demo app, asks it for ``<prefix>/openapi.json`` and
+  renders every operation, its parameters and answers, and the whole document.
+- Every citation of a rule (``R1`` … ``R12``) in running text links to its anchor on the rules
+  page (``rules.md`` gives each rule the label ``r1`` … ``r12``).
+
+The functions that make the text (:func:`settings_rst`, :func:`openapi_rst`) need no Sphinx
+application, so the tests can check what the pages will say.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from pygments.lexers.special import TextLexer
+from sphinx import addnodes
+from sphinx.application import Sphinx
+from sphinx.pycode import ModuleAnalyzer
+from sphinx.transforms import SphinxTransform
+from sphinx.util.docutils import SphinxDirective
+
+#: a citation of one rule; "R1" to "R12", not inside a longer word
+RULE = re.compile(r"\bR(1[0-2]|[1-9])\b")
+#: where a rule's citation is left as it is: code, links, headings and the like
+NO_RULE_LINKS = (
+    nodes.literal,
+    nodes.literal_block,
+    nodes.reference,
+    nodes.target,
+    nodes.title,
+    nodes.raw,
+    nodes.image,
+    addnodes.pending_xref,
+    addnodes.desc_signature,
+    addnodes.toctree,
+)
+HTTP_METHODS = ("get", "put", "post", "patch", "delete")
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def setting_docs() -> dict[str, tuple[str, list[str]]]:
+    """``{key: (attribute name, meaning lines)}`` for every attribute of ``ConfigVars``."""
+    from tutor_times.constants import ConfigVars
+
+    analyzer = ModuleAnalyzer.for_module("tutor_times.constants")
+    comments = analyzer.find_attr_docs()
+    found: dict[str, tuple[str, list[str]]] = {}
+    for name, key in vars(ConfigVars).items():
+        if name.startswith("_") or not isinstance(key, str):
+            continue
+        lines = [line for line in comments.get(("ConfigVars", name), []) if line.strip()]
+        if not lines:
+            raise ValueError(f"ConfigVars.{name} ({key}) has no #: comment saying what it means")
+        found[key] = (name, lines)
+    return found
+
+
+def default_text(value: Any) -> str:
+    """A default as a host writes it in its config."""
+    if isinstance(value, tuple):
+        return "(" + ", ".join(repr(v) for v in value) + ")"
+    return repr(value)
+
+
+def settings_rst() -> list[str]:
+    """The configuration reference: a table of every key and default, then each key's entry."""
+    from tutor_times.constants import DEFAULTS
+
+    docs = setting_docs()
+    missing = set(DEFAULTS) ^ set(docs)
+    if missing:
+        raise ValueError(f"keys in DEFAULTS or ConfigVars but not in both: {sorted(missing)}")
+    out = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 45 55",
+        "",
+        "   * - key",
+        "     - default",
+    ]
+    for key in docs:
+        out += [f"   * - :confval:`{key}`", f"     - ``{default_text(DEFAULTS[key])}``"]
+    out.append("")
+    for key, (name, lines) in docs.items():
+        out += [
+            f".. confval:: {key}",
+            f"   :default: ``{default_text(DEFAULTS[key])}``",
+            "",
+            *(f"   {line}" for line in lines),
+            "",
+            f"   In code: :attr:`tutor_times.ConfigVars.{name}`.",
+            "",
+        ]
+    return out
+
+
+# -- OpenAPI ----------------------------------------------------------------------------------
+
+
+def demo_openapi() -> tuple[dict[str, Any], str]:
+    """The demo app's OpenAPI document, as ``GET <prefix>/openapi.json`` answers it."""
+    from demo import create_app
+    from demo.extensions import db
+
+    app = create_app("testing")
+    prefix = app.config["TUTOR_TIMES_URL_PREFIX"]
+    try:
+        answer = app.test_client().get(f"{prefix}/openapi.json")
+        if answer.status_code != 200:
+            raise RuntimeError(f"{prefix}/openapi.json answered {answer.status_code}")
+        return answer.get_json(), prefix
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def _schema_text(schema: Mapping[str, Any]) -> str:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return f":ref:`{name} <openapi-{name.lower()}>`"
+    if "anyOf" in schema:
+        return " or ".join(_schema_text(s) for s in schema["anyOf"])
+    if schema.get("type") == "array":
+        return f"array of {_schema_text(schema.get('items', {}))}"
+    kind = str(schema.get("type", "any"))
+    if "enum" in schema:
+        kind += " (" + ", ".join(f"``{v}``" for v in schema["enum"]) + ")"
+    elif "format" in schema:
+        kind += f" ({schema['format']})"
+    return kind
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _operations(document: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, methods in document["paths"].items():
+        for method in HTTP_METHODS:
+            if method in methods:
+                yield method.upper(), path, methods[method]
+
+
+def openapi_rst(document: Mapping[str, Any]) -> list[str]:
+    """Every operation of ``document`` as a section, then its schemas and the whole text."""
+    out: list[str] = []
+    for method, path, op in _operations(document):
+        title = f"``{method} {path}``"
+        out += [f".. _openapi-{op['operationId']}:", "", title, "-" * len(title), ""]
+        out += [_one_line(op.get("summary", "")), ""]
+        if op.get("description"):
+            out += [*op["description"].splitlines(), ""]
+        params = op.get("parameters", [])
+        body = op.get("requestBody", {}).get("content", {}).get("application/json")
+        if params or body:
+            out += [
+                ".. list-table::",
+                "   :header-rows: 1",
+                "   :widths: 20 10 25 45",
+                "",
+                "   * - parameter",
+                "     - in",
+                "     - type",
+                "     - meaning",
+            ]
+            for param in params:
+                required = " (required)" if param.get("required") else ""
+                out += [
+                    f"   * - ``{param['name']}``",
+                    f"     - {param['in']}{required}",
+                    f"     - {_schema_text(param.get('schema', {}))}",
+                    f"     - {_one_line(param.get('description', ''))}",
+                ]
+            if body:
+                out += [
+                    "   * - body",
+                    "     - body (required)",
+                    f"     - {_schema_text(body['schema'])}",
+                    "     - JSON",
+                ]
+            out.append("")
+        out += ["Answers:", ""]
+        for status, answer in op.get("responses", {}).items():
+            shown = [
+                f"``{kind}`` {_schema_text(c['schema'])}" if "schema" in c else f"``{kind}``"
+                for kind, c in answer.get("content", {}).items()
+            ]
+            what = _one_line(answer.get("description", ""))
+            out.append(f"- ``{status}``: {what}" + (f" — {', '.join(shown)}" if shown else ""))
+        out.append("")
+    out += ["Schemas", "-------", ""]
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        out += [f".. _openapi-{name.lower()}:", "", f"``{name}``", "~" * (len(name) + 4), ""]
+        if schema.get("description"):
+            out += [_one_line(schema["description"]), ""]
+        required = set(schema.get("required", ()))
+        for field, prop in schema.get("properties", {}).items():
+            line = f"- ``{field}``: {_schema_text(prop)}"
+            if field in required:
+                line += ", required"
+            if prop.get("description"):
+                line += f" — {_one_line(prop['description'])}"
+            out.append(line)
+        out.append("")
+    out += [
+        "The document",
+        "------------",
+        "",
+        ".. code-block:: json",
+        "",
+        *(f"   {line}" for line in json.dumps(document, indent=2).splitlines()),
+        "",
+    ]
+    return out
+
+
+# -- directives and the rule links --------------------------------------------------------------
+
+
+class _Generated(SphinxDirective):
+    """Parse generated reStructuredText where the directive stands."""
+
+    def render(self, lines: list[str]) -> list[nodes.Node]:
+        container = nodes.section() if self.allow_sections else nodes.container()
+        container.document = self.state.document
+        content = StringList(lines, source=f"<{self.name}>")
+        self.state.nested_parse(content, 0, container, match_titles=self.allow_sections)
+        return list(container.children)
+
+    allow_sections = False
+
+
+class SettingsDirective(_Generated):
+    def run(self) -> list[nodes.Node]:
+        self.env.note_dependency(ModuleAnalyzer.for_module("tutor_times.constants").srcname)
+        return self.render(settings_rst())
+
+
+class OpenApiDirective(_Generated):
+    allow_sections = True
+
+    def run(self) -> list[nodes.Node]:
+        document, _ = demo_openapi()
+        return self.render(openapi_rst(document))
+
+
+class RuleLinks(SphinxTransform):
+    """Turn ``R7`` in running text into a link to rule R7 on the rules page."""
+
+    default_priority = 700
+
+    def apply(self, **kwargs: Any) -> None:
+        for text in list(self.document.findall(nodes.Text)):
+            if not RULE.search(text) or self._excluded(text):
+                continue
+            parent = text.parent
+            replacement: list[nodes.Node] = []
+            last = 0
+            source = str(text)
+            for match in RULE.finditer(source):
+                replacement.append(nodes.Text(source[last : match.start()]))
+                ref = addnodes.pending_xref(
+                    "",
+                    refdomain="std",
+                    reftype="ref",
+                    reftarget=f"r{match[1]}",
+                    refexplicit=True,
+                    refwarn=True,
+                )
+                ref += nodes.inline(match[0], match[0])
+                replacement.append(ref)
+                last = match.end()
+            replacement.append(nodes.Text(source[last:]))
+            parent.replace(text, replacement)
+
+    @staticmethod
+    def _excluded(text: nodes.Text) -> bool:
+        node: nodes.Node | None = text.parent
+        while node is not None:
+            if isinstance(node, NO_RULE_LINKS):
+                return True
+            node = node.parent
+        return False
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.add_directive("tutor-times-settings", SettingsDirective)
+    app.add_directive("tutor-times-openapi", OpenApiDirective)
+    app.add_transform(RuleLinks)
+    # the HTTP page shows CSV answers; Pygments has no CSV lexer, so they are shown as text
+    app.add_lexer("csv", TextLexer)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
