@@ -1,4 +1,4 @@
-"""The golden scenario: the data behind the README's report examples and the report tests.
+"""The golden scenario: the data behind the documentation's report examples and the report tests.
 
 ``flask seed-demo --example`` loads it into the demo; the tests play it on their own clock.
 """

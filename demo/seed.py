@@ -67,7 +67,7 @@ def seed() -> bool:
 
 
 def seed_example() -> None:
-    """The README's report examples: unit 2, tutor9, and the golden scenario's sessions."""
+    """The HTTP API page's report examples: unit 2, tutor9, and the golden scenario's sessions."""
     from .extensions import tutor_times
     from .scenario import add_second_unit, play
 
@@ -76,7 +76,7 @@ def seed_example() -> None:
         Unit, 2
     ):
         raise click.ClickException(
-            "the example needs a database with no tracked sessions yet (the README's ids"
+            "the example needs a database with no tracked sessions yet (the documented ids"
             " start at 1): remove instance/demo.sqlite (or use a new DATABASE_URL), run"
             " make run once, then seed-demo --example"
         )
@@ -95,7 +95,7 @@ def seed_example() -> None:
 @click.option(
     "--example",
     is_flag=True,
-    help="Also load the README's report examples (unit 2, March 2026, 10.0.0.x).",
+    help="Also load the documentation's report examples (unit 2, March 2026, 10.0.0.x).",
 )
 @click.option(
     "--history",
@@ -116,7 +116,7 @@ def seed_demo_command(example: bool, history: bool) -> None:
     if example:
         seed_example()
         click.echo(
-            "loaded the README's example sessions: unit 1 and 2, 2026-03-02 and 03 (UTC),"
+            "loaded the documentation's example sessions: unit 1 and 2, 2026-03-02 and 03 (UTC),"
             " tutors 3 and 4 from 10.0.0.1-3; try the report examples with from=2026-03-02"
         )
     if history:

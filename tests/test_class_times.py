@@ -658,28 +658,28 @@ def test_the_last_days_of_the_calendar_ask_a_host_loader_nothing_it_cannot_conve
             db.engine.dispose()
 
 
-# -- the README's example: OnTrack's columns on the golden scenario ----------------------------
+# -- the class-times page's example: OnTrack's columns on the golden scenario ---------------
 
-README = Path(__file__).resolve().parent.parent / "README.md"
-#: the timetable the README's example registers
-README_CLASSES = [
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "user" / "class-times.md"
+#: the timetable the class-times page's example registers
+PAGE_CLASSES = [
     (3, datetime(2026, 3, 2, 9, 10, tzinfo=UTC), datetime(2026, 3, 2, 9, 40, tzinfo=UTC)),
     (None, datetime(2026, 3, 3, 0, 0, tzinfo=UTC), datetime(2026, 3, 3, 1, 0, tzinfo=UTC)),
 ]
 
 
-def readme_example() -> tuple[str, str]:
-    """The curl command and the CSV the README's class-times section shows."""
-    section = README.read_text().split("### Class times and workload", 1)[1].split("\n## ", 1)[0]
+def page_example() -> tuple[str, str]:
+    """The curl command and the CSV the class-times page (docs/user/class-times.md) shows."""
+    section = PAGE.read_text()
     command = section.split("```sh\n", 1)[1].split("\n```", 1)[0]
     shown = section.split("```text\n", 1)[1].split("\n```", 1)[0]
     return command, shown
 
 
-def test_the_readme_shows_an_ontrack_csv(scenario: Flask) -> None:
-    command, shown = readme_example()
+def test_the_class_times_page_shows_an_ontrack_csv(scenario: Flask) -> None:
+    command, shown = page_example()
     url = command.split("'")[1].removeprefix("http://127.0.0.1:5000")
-    tutor_times.class_times_loader(lambda unit, start, end: README_CLASSES)
+    tutor_times.class_times_loader(lambda unit, start, end: PAGE_CLASSES)
     try:
         text = get(login(scenario, "tutor1"), url)
     finally:

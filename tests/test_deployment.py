@@ -1,4 +1,4 @@
-"""The README's Deployment section, replayed line by line on this machine: PostgreSQL, Redis,
+"""The deployment page's block (docs/operations/deployment.md), replayed line by line on this machine: PostgreSQL, Redis,
 gunicorn with two workers and the tutor-times worker, then a login, a tracked request and a
 report over HTTP. Only the database name, the Redis database and the port are changed."""
 
@@ -28,18 +28,17 @@ from .servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "operations" / "deployment.md"
 DEADLINE_S = 60
 
 
 def deployment_block() -> list[str]:
-    section = README.read_text().split("## Deployment", 1)[1].split("\n## ", 1)[0]
-    block = section.split("### Run it", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
+    block = PAGE.read_text().split("## Run it", 1)[1].split("```sh\n", 1)[1].split("\n```", 1)[0]
     return block.splitlines()
 
 
 def substituted(line: str, database: str, redis_db: int, port: int) -> str:
-    """The README's line with this test's database, Redis database and port."""
+    """The page's line with this test's database, Redis database and port."""
     for old, new in [
         ("@127.0.0.1:5432/lms", f"@127.0.0.1:5432/{database}"),
         ("-U postgres lms", f"-U postgres {database}"),
@@ -86,7 +85,7 @@ def deployment(tmp_path: Path) -> Iterator[dict[str, Any]]:
     require_real_services()
     base = sa.make_url(PG_URL)
     assert (base.host, base.port, base.username) == ("127.0.0.1", 5432, "postgres"), (
-        "the README's deployment uses postgres@127.0.0.1:5432"
+        "the deployment page uses postgres@127.0.0.1:5432"
     )
     state: dict[str, Any] = {
         "database": f"{base.database}_deployment_{uuid.uuid4().hex[:8]}",

@@ -1,5 +1,5 @@
 """The shipped migrations build exactly the schema the models declare, and a host project,
-new or existing, can follow the README's path with the real ``flask db`` commands."""
+new or existing, can follow the database page's path with the real ``flask db`` commands."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def revision_of(path: Path) -> tuple[str, str]:
 
 
 def test_a_new_project(host: Host) -> None:
-    """README, "A new project": tracking tables first, then the host's own first revision,
+    """docs/user/database.md, "A new project": tracking tables first, then the host's own first revision,
     which also adds the foreign keys to the tables it creates."""
     host.flask("db", "init")
     host.flask("db", "upgrade", "heads")
@@ -215,7 +215,7 @@ def test_a_new_project(host: Host) -> None:
 
 
 def test_an_existing_project(host: Host) -> None:
-    """README, "An existing project": its tables exist, so the branch adds the foreign keys
+    """docs/user/database.md, "An existing project": its tables exist, so the branch adds the foreign keys
     itself, and the host's next revision continues the host's own line."""
     host.flask("db", "init", with_tutor_times=False)
     host.flask("db", "migrate", "-m", "users and units", with_tutor_times=False)

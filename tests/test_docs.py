@@ -1,0 +1,373 @@
+"""The documentation checked against the code: every example request of the HTTP API page
+replayed on the golden scenario (the response shown is the response the endpoint gives); the
+configuration page lists every setting the code reads; the rendered OpenAPI document lists
+every endpoint the app serves; every example of the quick-start and integration pages runs;
+the README stays a door to the site."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask_login import LoginManager, UserMixin, login_user
+from flask_sqlalchemy import SQLAlchemy
+
+from demo import create_app
+from demo.extensions import db, tutor_times
+from demo.scenario import NOW
+from tutor_times.constants import DEFAULTS, ConfigVars
+
+from .conftest import REDIS_URL, Clock, built, login, play_scenario, require_real_services
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+README = ROOT / "README.md"
+HTTP_PAGE = DOCS / "reference" / "http.md"
+CLASS_TIMES_PAGE = DOCS / "user" / "class-times.md"
+RELIABILITY_PAGE = DOCS / "design" / "reliability.md"
+HOST = "http://127.0.0.1:5000"
+# a curl command block followed by the response block it shows
+EXAMPLE = re.compile(r"```sh\n(curl [^`]*?)\n```\n```(json|csv)\n(.*?)\n```", re.S)
+
+
+def examples() -> list[tuple[str, str, str]]:
+    section = HTTP_PAGE.read_text()
+    return [(m[1], m[2], m[3]) for m in EXAMPLE.finditer(section)]
+
+
+def url_of(args: list[str]) -> str:
+    return next(a for a in args if a.startswith(HOST)).removeprefix(HOST)
+
+
+def replay(app: Flask, command: str) -> Any:
+    """Run one curl command of the docs on the test client: (user from the jar, method, URL, body)."""
+    args = shlex.split(command.replace("\\\n", " "))
+    jar = args[args.index("-b") + 1] if "-b" in args else None
+    method = args[args.index("-X") + 1] if "-X" in args else "GET"
+    body = args[args.index("-d") + 1] if "-d" in args else None
+    url = url_of(args)
+    client = login(app, jar.removesuffix(".jar")) if jar else app.test_client()
+    return client.open(
+        url,
+        method=method,
+        data=body,
+        content_type="application/json" if body else None,
+        environ_base={"REMOTE_ADDR": "10.0.0.9"},
+    )
+
+
+def test_the_http_page_shows_every_endpoint() -> None:
+    shown = {re.sub(r"\?.*", "", url_of(shlex.split(c))) for c, _, _ in examples()}
+    assert {re.sub(r"/\d+", "/N", path) for path in shown} >= {
+        "/tutor-times/units/N/active",
+        "/tutor-times/units/N/sessions",
+        "/tutor-times/units/N/summary",
+        "/tutor-times/units/N/tasks",
+        "/tutor-times/units/N/timeline",
+        "/tutor-times/sessions/N",
+        "/tutor-times/me/sessions",
+        "/tutor-times/activities",
+        "/tutor-times/openapi.json",
+    }
+
+
+@pytest.mark.parametrize("loaded_by", ["scenario_sqlite", "seed_demo_example"])
+@pytest.mark.parametrize(("command", "kind", "shown"), examples())
+def test_each_http_example_is_what_the_endpoint_answers(
+    request: pytest.FixtureRequest, loaded_by: str, command: str, kind: str, shown: str
+) -> None:
+    r = replay(request.getfixturevalue(loaded_by), command)
+    if kind == "csv":
+        assert r.get_data(as_text=True).lstrip("\ufeff").replace("\r\n", "\n").strip() == shown
+        return
+    answer = r.get_json()
+    expected = json.loads(shown)
+    if command.endswith("openapi.json"):  # the document is long: its opening is shown
+        answer = {key: answer[key] for key in expected}
+    assert answer == expected, json.dumps(answer, indent=2)
+
+
+def test_the_class_times_example_is_what_the_endpoint_answers(scenario_sqlite: Flask) -> None:
+    """The OnTrack-style CSV of the class-times page, with the classes it names."""
+    section = CLASS_TIMES_PAGE.read_text()
+    found = re.search(r"```sh\n(curl [^`]*?ontrack[^`]*?)\n```\n```text\n(.*?)\n```", section, re.S)
+    assert found, "the class times section shows a curl command and its CSV"
+    command, shown = found.groups()
+    assert "tutor1 (id 3) in a class from 09:10 to 09:40" in section
+    assert "workshop of every tutor from midnight to 01:00" in section
+
+    def classes(unit_id: int, start: datetime, end: datetime) -> list[Any]:
+        utc = timezone.utc
+        return [
+            (3, datetime(2026, 3, 2, 9, 10, tzinfo=utc), datetime(2026, 3, 2, 9, 40, tzinfo=utc)),
+            (None, datetime(2026, 3, 3, 0, 0, tzinfo=utc), datetime(2026, 3, 3, 1, 0, tzinfo=utc)),
+        ]
+
+    tutor_times.class_times_loader(classes)
+    try:
+        r = replay(scenario_sqlite, command)
+    finally:
+        tutor_times.forget_workload_loaders()
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_data(as_text=True).lstrip("\ufeff").replace("\r\n", "\n").strip() == shown
+
+
+@pytest.fixture
+def scenario_sqlite(clock: Clock) -> Iterator[Flask]:
+    with built("sqlite") as app:
+        play_scenario(app, clock)
+        yield app
+
+
+@pytest.fixture
+def seed_demo_example(clock: Clock, tmp_path: Path) -> Iterator[Flask]:
+    """A new demo database filled by ``flask seed-demo --example``, as the HTTP page says."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'example.sqlite'}")
+    with app.app_context():
+        db.create_all()
+    runner = app.test_cli_runner()
+    loaded = runner.invoke(args=["seed-demo", "--example"])
+    assert loaded.exit_code == 0, loaded.output
+    assert "loaded the documentation's example sessions" in loaded.output
+    again = runner.invoke(args=["seed-demo", "--example"])
+    assert again.exit_code != 0 and "no tracked sessions yet" in again.output
+    clock.set(NOW)
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_every_reliability_row_names_tests_that_exist() -> None:
+    table = RELIABILITY_PAGE.read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "test" in line]
+    named = re.findall(r"`(tests/[\w/]+\.py)::(\w+)`", table)
+    assert len(rows) >= 12 and len(named) >= len(rows) - 1
+    for path, name in named:
+        source = (ROOT / path).read_text()
+        assert f"def {name}(" in source, f"{path}::{name}"
+
+
+# -- pages made from the code: the settings and the OpenAPI document -------------------------
+
+
+def docs_extension() -> Any:
+    """docs/_ext/tutor_times_docs.py, the Sphinx extension that writes the generated pages."""
+    spec = importlib.util.spec_from_file_location(
+        "tutor_times_docs", DOCS / "_ext" / "tutor_times_docs.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def keys_in_the_code() -> set[str]:
+    """Every ``TUTOR_TIMES_*`` name the package's source spells out, and every ConfigVars value."""
+    found = {
+        key
+        for path in (ROOT / "tutor_times").rglob("*.py")
+        for key in re.findall(r"\bTUTOR_TIMES_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    return found | {v for k, v in vars(ConfigVars).items() if not k.startswith("_")}
+
+
+def test_every_setting_in_the_code_is_on_the_configuration_page() -> None:
+    page = "\n".join(docs_extension().settings_rst())
+    assert "tutor-times-settings" in (DOCS / "user" / "configuration.md").read_text()
+    for key in keys_in_the_code():
+        assert f".. confval:: {key}\n" in page, f"{key} is read by the code but not documented"
+        assert key in DEFAULTS, f"{key} has no default in DEFAULTS"
+    for key, default in DEFAULTS.items():
+        entry = page.split(f".. confval:: {key}\n", 1)[1].split(".. confval::", 1)[0]
+        assert f":default: ``{docs_extension().default_text(default)}``" in entry, key
+        meaning = entry.split("\n\n", 1)[1].split("In code:", 1)[0]
+        assert len(meaning.split()) >= 3, f"{key} has no meaning on the page"
+
+
+def test_a_setting_without_a_meaning_fails_the_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key added to ConfigVars without its ``#:`` comment stops the build, naming it."""
+    monkeypatch.setattr(ConfigVars, "NEW_SETTING", "TUTOR_TIMES_NEW_SETTING", raising=False)
+    with pytest.raises(ValueError, match="TUTOR_TIMES_NEW_SETTING"):
+        docs_extension().settings_rst()
+
+
+#: the blueprint's HTML pages and files, which are not part of the JSON API
+NOT_JSON = {"tutor_times.static", "tutor_times.unit_dashboard", "tutor_times.my_dashboard"}
+
+
+def served_endpoints(app: Flask) -> set[tuple[str, str]]:
+    """(method, OpenAPI path) of every rule the extension's blueprint adds to the app."""
+    prefix = app.config["TUTOR_TIMES_URL_PREFIX"]
+    served = set()
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("tutor_times.") or rule.endpoint in NOT_JSON:
+            continue
+        assert rule.rule.startswith(prefix), rule
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS"}:
+            served.add((method, path))
+    return served
+
+
+def test_every_endpoint_of_the_app_is_in_the_rendered_openapi() -> None:
+    ext = docs_extension()
+    document, _ = ext.demo_openapi()
+    page = "\n".join(ext.openapi_rst(document))
+    app = create_app("testing")
+    try:
+        served = served_endpoints(app)
+        assert len(served) >= 11
+        for method, path in served:
+            assert method.lower() in document["paths"].get(path, {}), (method, path)
+            assert f"``{method} {path}``" in page, f"{method} {path} is not on the OpenAPI page"
+        html = {rule.endpoint for rule in app.url_map.iter_rules()} & NOT_JSON
+        assert html == NOT_JSON, "a page named here is gone: update NOT_JSON"
+    finally:
+        with app.app_context():
+            db.engine.dispose()
+
+
+def test_every_rule_has_an_anchor_and_citations_find_it() -> None:
+    rules = (DOCS / "rules.md").read_text()
+    for n in range(1, 13):
+        assert f"(r{n})=\n## R{n} — " in rules, f"R{n} has no anchor"
+    found = docs_extension().RULE.findall("R1, R2–R4, R10 and R12; not R13 nor PR2")
+    assert found == ["1", "2", "4", "10", "12"]
+
+
+# -- the integration page's example, and the README's, run on a small host -------------------
+
+
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)\n```", page.read_text(), re.S)
+
+
+@contextmanager
+def small_host(tmp_path: Path, store: str) -> Iterator[tuple[Flask, SQLAlchemy, dict[str, Any]]]:
+    """An OnTrack-like host with the five tables the examples use, not yet mounted."""
+    host_db = SQLAlchemy()
+
+    class User(UserMixin, host_db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "users"
+        id = sa.Column(sa.Integer, primary_key=True)
+
+    class Unit(host_db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "units"
+        id = sa.Column(sa.Integer, primary_key=True)
+
+    class UnitRole(host_db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "unit_roles"
+        id = sa.Column(sa.Integer, primary_key=True)
+        user_id = sa.Column(sa.Integer, sa.ForeignKey("users.id"))
+        unit_id = sa.Column(sa.Integer, sa.ForeignKey("units.id"))
+        role = sa.Column(sa.String(20))
+
+    class Project(host_db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "projects"
+        id = sa.Column(sa.Integer, primary_key=True)
+        user_id = sa.Column(sa.Integer, sa.ForeignKey("users.id"))
+
+    class Task(host_db.Model):  # type: ignore[name-defined,misc]
+        __tablename__ = "tasks"
+        id = sa.Column(sa.Integer, primary_key=True)
+        project_id = sa.Column(sa.Integer, sa.ForeignKey("projects.id"))
+        task_definition_id = sa.Column(sa.Integer)
+        status = sa.Column(sa.String(30))
+
+    app = Flask("host")
+    app.config.update(
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'host.sqlite'}",
+        SECRET_KEY=os.urandom(32),
+        TUTOR_TIMES_REDIS_PREFIX=f"tt-docs-{uuid.uuid4().hex[:8]}",
+    )
+    host_db.init_app(app)
+    login_manager = LoginManager(app)
+    login_manager.user_loader(lambda user_id: host_db.session.get(User, int(user_id)))
+
+    @app.post("/login/<int:user_id>")
+    def log_in(user_id: int) -> Any:
+        login_user(host_db.session.get(User, user_id))
+        return "", 204
+
+    names = {"app": app, "db": host_db, "UnitRole": UnitRole, "Project": Project, "Task": Task}
+    try:
+        yield app, host_db, names
+    finally:
+        if "tutor_times" in names:
+            with app.app_context():
+                names["tutor_times"].dispose()
+        with app.app_context():
+            host_db.engine.dispose()
+
+
+def run_example(code: str, store: str, names: dict[str, Any]) -> None:
+    """The example as written; with the Redis store, on this test run's Redis server."""
+    line = 'app.config["TUTOR_TIMES_REDIS_URL"] = "redis://127.0.0.1:6379/0"'
+    assert line in code, "the example shows where the Redis server is set"
+    if store == "redis":
+        code = code.replace("redis://127.0.0.1:6379/0", REDIS_URL)
+    else:  # the embedded store: the line left out, as its comment says
+        code = "\n".join(c for c in code.splitlines() if not c.startswith(line))
+    exec(compile(code, "<example>", "exec"), names)
+
+
+STORES = [
+    pytest.param("embedded", id="embedded"),
+    pytest.param("redis", id="redis", marks=pytest.mark.real),
+]
+
+
+@pytest.mark.parametrize("store", STORES)
+@pytest.mark.parametrize("page", ["docs/user/integrating.md"])
+def test_the_integration_example_tracks_a_tutors_marking(
+    tmp_path: Path, store: str, page: str
+) -> None:
+    if store == "redis":
+        require_real_services()
+    (code,) = [c for c in python_blocks(ROOT / page) if "@tutor_times.track(" in c]
+    with small_host(tmp_path, store) as (app, host_db, names):
+        run_example(code, store, names)
+        tracker = names["tutor_times"]
+        with app.app_context():
+            host_db.create_all()
+            host_db.session.execute(sa.text("INSERT INTO users (id) VALUES (3), (7)"))
+            host_db.session.execute(sa.text("INSERT INTO units (id) VALUES (1)"))
+            host_db.session.execute(
+                sa.text(
+                    "INSERT INTO unit_roles (user_id, unit_id, role)"
+                    " VALUES (3, 1, 'tutor'), (7, 1, 'student')"
+                )
+            )
+            host_db.session.execute(sa.text("INSERT INTO projects (id, user_id) VALUES (1, 7)"))
+            host_db.session.execute(
+                sa.text(
+                    "INSERT INTO tasks (id, project_id, task_definition_id, status)"
+                    " VALUES (1, 1, 5, 'ready'), (2, 1, 6, 'ready')"
+                )
+            )
+            host_db.session.commit()
+        tutor, student = app.test_client(), app.test_client()
+        assert tutor.post("/login/3").status_code == 204
+        assert student.post("/login/7").status_code == 204
+        answer = tutor.put("/units/1/projects/1/tasks/1", json={"status": "complete"})
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        assert student.put("/units/1/projects/1/tasks/2", json={"status": "x"}).status_code == 200
+        with app.app_context():
+            rows = host_db.session.scalars(sa.select(tracker.SessionActivity)).all()
+            assert [(a.action, a.task_id) for a in rows] == [("assessing", 1)]
+            session = host_db.session.get(tracker.MarkingSession, rows[0].marking_session_id)
+            assert (session.marker_id, session.unit_id) == (3, 1)
+            if "task_definition_id=" in code:
+                assert rows[0].task_definition_id == 5
