@@ -330,7 +330,7 @@ STORES = [
 
 
 @pytest.mark.parametrize("store", STORES)
-@pytest.mark.parametrize("page", ["docs/user/integrating.md"])
+@pytest.mark.parametrize("page", ["docs/user/integrating.md", "README.md"])
 def test_the_integration_example_tracks_a_tutors_marking(
     tmp_path: Path, store: str, page: str
 ) -> None:
@@ -371,3 +371,15 @@ def test_the_integration_example_tracks_a_tutors_marking(
             assert (session.marker_id, session.unit_id) == (3, 1)
             if "task_definition_id=" in code:
                 assert rows[0].task_definition_id == 5
+
+
+def test_the_readme_is_a_door_to_the_site() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 150
+    assert "make run" in text and "make test" in text and "make docs" in text
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+    assert "docs/index.md" in links
+    for link in links:
+        assert (ROOT / link).exists(), link
+    (example,) = [c for c in python_blocks(README) if "@tutor_times.track(" in c]
+    assert len(example.splitlines()) <= 20
