@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench clean install dist docs
+.PHONY: run test lint bench clean install dist docs screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ dist: install
 ## missing from the tree) fails the build. Offline: intersphinx reads docs/_inventories/.
 docs: install
 	$(BIN)/sphinx-build -W -n --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
+
+## make screenshots: the dashboard pictures of the docs (docs/_static/dashboard-*.png), taken by
+## the browser tests in headless Chromium on the demo's history, as make run shows it
+screenshots: install
+	TUTOR_TIMES_DOCS_SCREENSHOTS=docs/_static $(BIN)/python -m pytest tests/test_dashboard_browser.py -k documentations_screenshots -q
 
 lint: install
 	$(BIN)/ruff check tutor_times demo tests benchmarks config.py wsgi.py

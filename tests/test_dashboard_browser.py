@@ -5,9 +5,12 @@ page fits a 390 px phone. Screenshots of what the browser saw go to TUTOR_TIMES_
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,10 +20,19 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from demo.extensions import tutor_times
+from demo.extensions import db, tutor_times
 
-from .browser import BROWSER_ZONE, DESKTOP, PHONE, chromium, console_errors, screenshot, viewport
-from .conftest import Clock, built, login, play_scenario, serving
+from .browser import (
+    BROWSER_ZONE,
+    DESKTOP,
+    PHONE,
+    ROOT,
+    chromium,
+    console_errors,
+    screenshot,
+    viewport,
+)
+from .conftest import Clock, built, login, make_app, play_scenario, serving
 
 UNIT = "/tutor-times/units/1"
 WAIT = 20  # seconds: the live panel asks every 5 s
@@ -297,3 +309,46 @@ def test_without_class_times_the_dashboard_has_no_split(site: Site) -> None:
     d = site.driver
     assert not d.find_elements(By.CSS_SELECTOR, '[data-sort="during_class_minutes"]')
     assert not d.find_elements(By.CSS_SELECTOR, "rect.tt-bar-class")
+
+
+# -- the documentation's pictures ------------------------------------------------------------
+
+
+def test_the_documentations_screenshots(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    """The demo as ``make run`` fills it (three weeks of marking by four tutors), seen by the
+    convenor on a desktop and on a phone. The pictures go to TUTOR_TIMES_SCREENSHOTS as
+    ``docs-dashboard-*.png``; with TUTOR_TIMES_DOCS_SCREENSHOTS (``make screenshots``: the
+    documentation's ``docs/_static``) also there, as the pages show them."""
+    app = make_app("sqlite", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'demo.sqlite'}")
+    with app.app_context():
+        db.create_all()
+    runner = app.test_cli_runner()
+    seeded = runner.invoke(args=["seed-demo", "--history"])
+    assert seeded.exit_code == 0, seeded.output
+    try:
+        with serving(app) as port:
+            site = Site(app, f"http://127.0.0.1:{port}", browser)
+            viewport(browser, *DESKTOP, mobile=False)
+            console_errors(browser)
+            site.login("convenor", f"{UNIT}/dashboard")
+            summary = site.json("convenor", f"{UNIT}/summary", tz=BROWSER_ZONE)
+            assert len(summary["tutors"]) >= 3, "the demo's history shows several tutors"
+            assert_tutors_equal_summary(site, summary)
+            pictures = {"desktop": screenshot(browser, "docs-dashboard-desktop", DESKTOP[0], mobile=False)}
+            viewport(browser, *PHONE, mobile=True)
+            browser.refresh()
+            WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tt-totals"))
+            pictures["phone"] = screenshot(browser, "docs-dashboard-phone", PHONE[0], mobile=True)
+            assert console_errors(browser) == []
+    finally:
+        with app.app_context():
+            tutor_times.stop_sweeper()
+            tutor_times.dispose()
+            db.engine.dispose()
+    for kind, path in pictures.items():
+        assert path.stat().st_size > 10_000, path  # a page, not a blank frame
+    target = os.environ.get("TUTOR_TIMES_DOCS_SCREENSHOTS")
+    if target:
+        folder = Path(target) if Path(target).is_absolute() else ROOT / target
+        for kind, path in pictures.items():
+            shutil.copyfile(path, folder / f"dashboard-{kind}.png")
