@@ -48,13 +48,22 @@ autodoc_mock_imports: list[str] = []
 
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3/", str(HERE / "_inventories" / "python.inv")),
-    "flask": ("https://flask.palletsprojects.com/en/stable/", str(HERE / "_inventories" / "flask.inv")),
+    "flask": (
+        "https://flask.palletsprojects.com/en/stable/",
+        str(HERE / "_inventories" / "flask.inv"),
+    ),
     "werkzeug": (
         "https://werkzeug.palletsprojects.com/en/stable/",
         str(HERE / "_inventories" / "werkzeug.inv"),
     ),
-    "click": ("https://click.palletsprojects.com/en/stable/", str(HERE / "_inventories" / "click.inv")),
-    "sqlalchemy": ("https://docs.sqlalchemy.org/en/20/", str(HERE / "_inventories" / "sqlalchemy.inv")),
+    "click": (
+        "https://click.palletsprojects.com/en/stable/",
+        str(HERE / "_inventories" / "click.inv"),
+    ),
+    "sqlalchemy": (
+        "https://docs.sqlalchemy.org/en/20/",
+        str(HERE / "_inventories" / "sqlalchemy.inv"),
+    ),
 }
 intersphinx_timeout = 1
 

@@ -334,10 +334,14 @@ def test_the_documentations_screenshots(browser: webdriver.Chrome, tmp_path: Pat
             summary = site.json("convenor", f"{UNIT}/summary", tz=BROWSER_ZONE)
             assert len(summary["tutors"]) >= 3, "the demo's history shows several tutors"
             assert_tutors_equal_summary(site, summary)
-            pictures = {"desktop": screenshot(browser, "docs-dashboard-desktop", DESKTOP[0], mobile=False)}
+            pictures = {
+                "desktop": screenshot(browser, "docs-dashboard-desktop", DESKTOP[0], mobile=False)
+            }
             viewport(browser, *PHONE, mobile=True)
             browser.refresh()
-            WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".tt-totals"))
+            WebDriverWait(browser, WAIT).until(
+                lambda d: d.find_elements(By.CSS_SELECTOR, ".tt-totals")
+            )
             pictures["phone"] = screenshot(browser, "docs-dashboard-phone", PHONE[0], mobile=True)
             assert console_errors(browser) == []
     finally:
@@ -345,7 +349,7 @@ def test_the_documentations_screenshots(browser: webdriver.Chrome, tmp_path: Pat
             tutor_times.stop_sweeper()
             tutor_times.dispose()
             db.engine.dispose()
-    for kind, path in pictures.items():
+    for path in pictures.values():
         assert path.stat().st_size > 10_000, path  # a page, not a blank frame
     target = os.environ.get("TUTOR_TIMES_DOCS_SCREENSHOTS")
     if target:

@@ -11,6 +11,10 @@ import json
 import os
 import re
 import shlex
+import signal
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +34,7 @@ from demo.scenario import NOW
 from tutor_times.constants import DEFAULTS, ConfigVars
 
 from .conftest import REDIS_URL, Clock, built, login, play_scenario, require_real_services
+from .servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -383,3 +388,109 @@ def test_the_readme_is_a_door_to_the_site() -> None:
         assert (ROOT / link).exists(), link
     (example,) = [c for c in python_blocks(README) if "@tutor_times.track(" in c]
     assert len(example.splitlines()) <= 20
+
+
+# -- the quick start, run as a reader runs it ------------------------------------------------
+
+QUICKSTART = DOCS / "user" / "quickstart.md"
+#: a fenced block: its language (sh, json, or none for plain output) and its text
+BLOCK = re.compile(r"^```(\w*)\n(.*?)\n```$", re.S | re.M)
+
+
+def quickstart_steps() -> list[tuple[str, str | None, str | None]]:
+    """(shell block, the language of the output shown right after it, that output)."""
+    text = QUICKSTART.read_text()
+    blocks = list(BLOCK.finditer(text))
+    steps: list[tuple[str, str | None, str | None]] = []
+    for i, block in enumerate(blocks):
+        if block[1] != "sh":
+            continue
+        after = blocks[i + 1] if i + 1 < len(blocks) else None
+        shown = after is not None and after[1] != "sh" and after.start() == block.end() + 1
+        steps.append((block[2], after[1] if shown else None, after[2] if shown else None))
+    return steps
+
+
+def same_shape(answer: Any, shown: Any) -> bool:
+    """The same keys all the way down (times and ids differ from run to run)."""
+    if isinstance(shown, dict):
+        return isinstance(answer, dict) and answer.keys() == shown.keys() and all(
+            same_shape(answer[k], v) for k, v in shown.items()
+        )
+    if isinstance(shown, list):
+        return isinstance(answer, list) and bool(answer) and same_shape(answer[0], shown[0])
+    return type(answer) is type(shown)
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> None:
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "make run stopped"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"make run did not serve on {port}")
+
+
+def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
+    """``make run`` on a new SQLite file (DATABASE_URL), then every command of the page in
+    order, on its port, with its output compared to the one shown; ``make test`` is checked
+    by what it would run (running the suite from inside the suite would never end)."""
+    steps = quickstart_steps()
+    first, *walk = steps
+    assert first[0].splitlines()[0].startswith("make run") and "make test" in first[0]
+    dry = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0 and "-m pytest" in dry.stdout, dry.stdout + dry.stderr
+    port = free_port()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"TUTOR_TIMES_REDIS_URL", "DEMO_CONFIG", "SECRET_KEY", "MAKEFLAGS"}
+    }
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'demo.sqlite'}", PYTHONPATH=str(ROOT))
+    log = (tmp_path / "make-run.log").open("wb")
+    server = subprocess.Popen(
+        ["make", "run", f"PORT={port}"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, server, time.monotonic() + 180)
+        for command, kind, shown in walk:
+            command = command.replace("127.0.0.1:5000", f"127.0.0.1:{port}")
+            command = command.replace(".venv/bin/", f"{ROOT / '.venv' / 'bin'}/")
+            ran = subprocess.run(
+                ["bash", "-e", "-c", command],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
+            if kind is None or shown is None:
+                continue
+            out = [line for line in ran.stdout.splitlines() if line.strip()]
+            expected = shown.splitlines()
+            assert len(out) == len(expected), (command, out)
+            for line, want in zip(out, expected, strict=True):
+                if kind != "json":
+                    assert line == want, command
+                elif '"sessions"' in want:  # ids and times are the run's own
+                    answer, example = json.loads(line), json.loads(want)
+                    assert same_shape(answer, example), (line, want)
+                    assert {s["marker_id"] for s in answer["sessions"]} == {3}
+                    assert all(s["active"] for s in answer["sessions"])
+                else:
+                    assert json.loads(line) == json.loads(want), command
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        log.close()

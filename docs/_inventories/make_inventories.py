@@ -49,7 +49,10 @@ def rewrite(source: Path, target: Path, directories: bool) -> None:
         domain, _, role = kind.partition(":")
         for name, item in sorted(entries.items()):
             project, version, uri, shown = (
-                item.project_name, item.project_version, item.uri, item.display_name
+                item.project_name,
+                item.project_version,
+                item.uri,
+                item.display_name,
             )
             if directories:
                 uri = as_directory(uri)
