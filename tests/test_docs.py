@@ -334,34 +334,35 @@ STORES = [
 ]
 
 
+HOST_ROWS = [
+    "INSERT INTO users (id) VALUES (3), (7)",
+    "INSERT INTO units (id) VALUES (1)",
+    "INSERT INTO unit_roles (user_id, unit_id, role) VALUES (3, 1, 'tutor'), (7, 1, 'student')",
+    "INSERT INTO projects (id, user_id) VALUES (1, 7), (2, 3)",
+    "INSERT INTO tasks (id, project_id, task_definition_id, status)"
+    " VALUES (1, 1, 5, 'ready'), (2, 1, 6, 'ready'), (3, 2, 5, 'ready')",
+]
+
+
 @pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("page", ["docs/user/integrating.md", "README.md"])
-def test_the_integration_example_tracks_a_tutors_marking(
-    tmp_path: Path, store: str, page: str
+def test_the_integration_examples_run(
+    tmp_path: Path, store: str, page: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The page's first example mounts the extension and tracks a view: a tutor's PUT is
+    recorded, a student's is not, nor (where the example says ``when=``) a tutor's own
+    project. Each later example then runs in the same host, in order."""
     if store == "redis":
         require_real_services()
-    (code,) = [c for c in python_blocks(ROOT / page) if "@tutor_times.track(" in c]
+    first, *more = python_blocks(ROOT / page)
+    assert "@tutor_times.track(" in first
     with small_host(tmp_path, store) as (app, host_db, names):
-        run_example(code, store, names)
+        run_example(first, store, names)
         tracker = names["tutor_times"]
         with app.app_context():
             host_db.create_all()
-            host_db.session.execute(sa.text("INSERT INTO users (id) VALUES (3), (7)"))
-            host_db.session.execute(sa.text("INSERT INTO units (id) VALUES (1)"))
-            host_db.session.execute(
-                sa.text(
-                    "INSERT INTO unit_roles (user_id, unit_id, role)"
-                    " VALUES (3, 1, 'tutor'), (7, 1, 'student')"
-                )
-            )
-            host_db.session.execute(sa.text("INSERT INTO projects (id, user_id) VALUES (1, 7)"))
-            host_db.session.execute(
-                sa.text(
-                    "INSERT INTO tasks (id, project_id, task_definition_id, status)"
-                    " VALUES (1, 1, 5, 'ready'), (2, 1, 6, 'ready')"
-                )
-            )
+            for row in HOST_ROWS:
+                host_db.session.execute(sa.text(row))
             host_db.session.commit()
         tutor, student = app.test_client(), app.test_client()
         assert tutor.post("/login/3").status_code == 204
@@ -369,13 +370,31 @@ def test_the_integration_example_tracks_a_tutors_marking(
         answer = tutor.put("/units/1/projects/1/tasks/1", json={"status": "complete"})
         assert answer.status_code == 200, answer.get_data(as_text=True)
         assert student.put("/units/1/projects/1/tasks/2", json={"status": "x"}).status_code == 200
+        own = tutor.put("/units/1/projects/2/tasks/3", json={"status": "complete"})
+        assert own.status_code == 200
         with app.app_context():
             rows = host_db.session.scalars(sa.select(tracker.SessionActivity)).all()
-            assert [(a.action, a.task_id) for a in rows] == [("assessing", 1)]
+            tracked = [(a.action, a.task_id) for a in rows]
+            assert tracked == (
+                [("assessing", 1)] if "when=" in first else [("assessing", 1), ("assessing", 3)]
+            )
             session = host_db.session.get(tracker.MarkingSession, rows[0].marking_session_id)
             assert (session.marker_id, session.unit_id) == (3, 1)
-            if "task_definition_id=" in code:
+            if "task_definition_id=" in first:
                 assert rows[0].task_definition_id == 5
+        capsys.readouterr()
+        for code in more:
+            exec(compile(code, "<example>", "exec"), names)
+        if page.endswith("integrating.md"):
+            printed = capsys.readouterr().out.split()
+            assert printed[1:] == ["action"], printed
+            with app.app_context():
+                made = host_db.session.get(tracker.MarkingSession, int(printed[0]))
+                assert (made.marker_id, made.unit_id, made.ip_address) == (3, 1, "10.0.0.1")
+                count = host_db.session.scalar(
+                    sa.select(sa.func.count()).select_from(tracker.SessionActivity)
+                )
+                assert count == len(tracked) + 1
 
 
 def test_the_readme_is_a_door_to_the_site() -> None:
@@ -414,8 +433,10 @@ def quickstart_steps() -> list[tuple[str, str | None, str | None]]:
 def same_shape(answer: Any, shown: Any) -> bool:
     """The same keys all the way down (times and ids differ from run to run)."""
     if isinstance(shown, dict):
-        return isinstance(answer, dict) and answer.keys() == shown.keys() and all(
-            same_shape(answer[k], v) for k, v in shown.items()
+        return (
+            isinstance(answer, dict)
+            and answer.keys() == shown.keys()
+            and all(same_shape(answer[k], v) for k, v in shown.items())
         )
     if isinstance(shown, list):
         return isinstance(answer, list) and bool(answer) and same_shape(answer[0], shown[0])
