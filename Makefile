@@ -44,7 +44,7 @@ dist: install
 ## make docs: the documentation site in docs/_build/html; a warning (a broken reference, a page
 ## missing from the tree) fails the build. Offline: intersphinx reads docs/_inventories/.
 docs: install
-	$(BIN)/sphinx-build -W -n --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
+	$(BIN)/sphinx-build -E -W -n --keep-going -b html -d docs/_build/doctrees docs docs/_build/html
 
 ## make screenshots: the dashboard pictures of the docs (docs/_static/dashboard-*.png), taken by
 ## the browser tests in headless Chromium on the demo's history, as make run shows it

@@ -515,3 +515,31 @@ def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         log.close()
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """A module added to the package gets its row in the architecture page's table."""
+    page = (DOCS / "design" / "architecture.md").read_text()
+    package = ROOT / "tutor_times"
+    for path in sorted(package.glob("*.py")) + sorted(package.glob("web/*.py")):
+        if path.name != "__init__.py":
+            name = path.relative_to(package).as_posix()
+            assert f"`{name}`" in page, f"{name} is not on the architecture page"
+
+
+def test_every_metric_is_on_the_monitoring_page() -> None:
+    """Each metric the package defines has its row in the metrics table and a panel."""
+    from tutor_times import metrics
+
+    page = (DOCS / "operations" / "monitoring.md").read_text()
+    table, panels = page.split("### Scraping", 1)[0], page.split("### A dashboard", 1)[1]
+    names = {
+        value._name  # the metric's name, without the _total a counter is exposed with
+        for value in vars(metrics).values()
+        if hasattr(value, "_name") and hasattr(value, "_type")
+    }
+    assert len(names) >= 10, names
+    for name in names:
+        exposed = f"{name}_total" if f"`{name}_total`" in table else name
+        assert f"| `{exposed}` |" in table, f"{name} is not in the metrics table"
+        assert name in panels, f"{name} has no panel"

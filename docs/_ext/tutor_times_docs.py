@@ -5,6 +5,8 @@
   and its meaning from the ``#:`` comment on its attribute.
 - ``.. tutor-times-openapi::`` builds the demo app, asks it for ``<prefix>/openapi.json`` and
   renders every operation, its parameters and answers, and the whole document.
+- ``.. tutor-times-layers::`` is the layer map of the package's import contract
+  (``tests/test_layers.py``), each module with the opening of its docstring.
 - Every citation of a rule (``R1`` … ``R12``) in running text links to its anchor on the rules
   page (``rules.md`` gives each rule the label ``r1`` … ``r12``).
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -141,8 +144,13 @@ def _schema_text(schema: Mapping[str, Any]) -> str:
     return kind
 
 
+def _rst(text: str) -> str:
+    """The document's Markdown code spans as reStructuredText literals."""
+    return re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", text)
+
+
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return _rst(" ".join(text.split()))
 
 
 def _operations(document: Mapping[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -160,7 +168,7 @@ def openapi_rst(document: Mapping[str, Any]) -> list[str]:
         out += [f".. _openapi-{op['operationId']}:", "", title, "-" * len(title), ""]
         out += [_one_line(op.get("summary", "")), ""]
         if op.get("description"):
-            out += [*op["description"].splitlines(), ""]
+            out += [*_rst(textwrap.dedent(op["description"])).strip().splitlines(), ""]
         params = op.get("parameters", [])
         body = op.get("requestBody", {}).get("content", {}).get("application/json")
         if params or body:
@@ -225,6 +233,42 @@ def openapi_rst(document: Mapping[str, Any]) -> list[str]:
     return out
 
 
+# -- the layer map ------------------------------------------------------------------------------
+
+
+def first_sentence(module: str) -> str:
+    """The opening sentence of a module's docstring, as a table cell."""
+    import importlib
+
+    doc = importlib.import_module(f"tutor_times.{module}").__doc__ or ""
+    text = " ".join(doc.split())
+    end = text.find(". ")
+    return _rst(text if end < 0 else text[: end + 1])
+
+
+def layers_rst() -> list[str]:
+    """The layers the import contract of ``tests/test_layers.py`` gives the modules, lowest
+    first: a module imports only modules of lower layers."""
+    from tests.test_layers import LAYERS
+
+    out = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 8 22 70",
+        "",
+        "   * - layer",
+        "     - module",
+        "     - what it is (its docstring)",
+    ]
+    for module, layer in sorted(LAYERS.items(), key=lambda item: (item[1], item[0])):
+        out += [
+            f"   * - {layer}",
+            f"     - ``{module}``",
+            f"     - {first_sentence(module)}",
+        ]
+    return [*out, ""]
+
+
 # -- directives and the rule links --------------------------------------------------------------
 
 
@@ -245,6 +289,11 @@ class SettingsDirective(_Generated):
     def run(self) -> list[nodes.Node]:
         self.env.note_dependency(ModuleAnalyzer.for_module("tutor_times.constants").srcname)
         return self.render(settings_rst())
+
+
+class LayersDirective(_Generated):
+    def run(self) -> list[nodes.Node]:
+        return self.render(layers_rst())
 
 
 class OpenApiDirective(_Generated):
@@ -297,6 +346,7 @@ class RuleLinks(SphinxTransform):
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("tutor-times-settings", SettingsDirective)
     app.add_directive("tutor-times-openapi", OpenApiDirective)
+    app.add_directive("tutor-times-layers", LayersDirective)
     app.add_transform(RuleLinks)
     # the HTTP page shows CSV answers; Pygments has no CSV lexer, so they are shown as text
     app.add_lexer("csv", TextLexer)
