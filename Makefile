@@ -52,7 +52,7 @@ screenshots: install
 	TUTOR_TIMES_DOCS_SCREENSHOTS=docs/_static $(BIN)/python -m pytest tests/test_dashboard_browser.py -k documentations_screenshots -q
 
 lint: install
-	$(BIN)/ruff check tutor_times demo tests benchmarks config.py wsgi.py
+	$(BIN)/ruff check tutor_times demo tests benchmarks docs config.py wsgi.py
 	$(BIN)/mypy
 
 clean:

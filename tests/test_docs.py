@@ -306,7 +306,13 @@ def small_host(tmp_path: Path, store: str) -> Iterator[tuple[Flask, SQLAlchemy, 
         login_user(host_db.session.get(User, user_id))
         return "", 204
 
-    names = {"app": app, "db": host_db, "UnitRole": UnitRole, "Project": Project, "Task": Task}
+    names: dict[str, Any] = {
+        "app": app,
+        "db": host_db,
+        "UnitRole": UnitRole,
+        "Project": Project,
+        "Task": Task,
+    }
     try:
         yield app, host_db, names
     finally:
@@ -379,6 +385,7 @@ def test_the_integration_examples_run(
                 [("assessing", 1)] if "when=" in first else [("assessing", 1), ("assessing", 3)]
             )
             session = host_db.session.get(tracker.MarkingSession, rows[0].marking_session_id)
+            assert session is not None
             assert (session.marker_id, session.unit_id) == (3, 1)
             if "task_definition_id=" in first:
                 assert rows[0].task_definition_id == 5
@@ -390,6 +397,7 @@ def test_the_integration_examples_run(
             assert printed[1:] == ["action"], printed
             with app.app_context():
                 made = host_db.session.get(tracker.MarkingSession, int(printed[0]))
+                assert made is not None
                 assert (made.marker_id, made.unit_id, made.ip_address) == (3, 1, "10.0.0.1")
                 count = host_db.session.scalar(
                     sa.select(sa.func.count()).select_from(tracker.SessionActivity)
@@ -425,8 +433,10 @@ def quickstart_steps() -> list[tuple[str, str | None, str | None]]:
         if block[1] != "sh":
             continue
         after = blocks[i + 1] if i + 1 < len(blocks) else None
-        shown = after is not None and after[1] != "sh" and after.start() == block.end() + 1
-        steps.append((block[2], after[1] if shown else None, after[2] if shown else None))
+        if after is not None and after[1] != "sh" and after.start() == block.end() + 1:
+            steps.append((block[2], after[1], after[2]))
+        else:
+            steps.append((block[2], None, None))
     return steps
 
 
