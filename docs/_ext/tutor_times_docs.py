@@ -8,7 +8,8 @@
 - ``.. tutor-times-layers::`` is the layer map of the package's import contract
   (``tests/test_layers.py``), each module with the opening of its docstring.
 - Every citation of a rule (``R1`` … ``R12``) in running text links to its anchor on the rules
-  page (``rules.md`` gives each rule the label ``r1`` … ``r12``).
+  page (``rules.md`` gives each rule the label ``r1`` … ``r12``), and every setting's name
+  written as code links to its entry on the configuration page.
 
 The functions that make the text (:func:`settings_rst`, :func:`openapi_rst`) need no Sphinx
 application, so the tests can check what the pages will say.
@@ -334,7 +335,7 @@ class RuleLinks(SphinxTransform):
             parent.replace(text, replacement)
 
     @staticmethod
-    def _excluded(text: nodes.Text) -> bool:
+    def _excluded(text: nodes.Node) -> bool:
         node: nodes.Node | None = text.parent
         while node is not None:
             if isinstance(node, NO_RULE_LINKS):
@@ -343,11 +344,32 @@ class RuleLinks(SphinxTransform):
         return False
 
 
+class SettingLinks(SphinxTransform):
+    """Turn a setting's name written as code (``TUTOR_TIMES_STORE``) into a link to its entry
+    on the configuration page."""
+
+    default_priority = 701
+
+    def apply(self, **kwargs: Any) -> None:
+        from tutor_times.constants import DEFAULTS
+
+        for literal in list(self.document.findall(nodes.literal)):
+            key = literal.astext()
+            if key not in DEFAULTS or RuleLinks._excluded(literal):
+                continue
+            ref = addnodes.pending_xref(
+                "", refdomain="std", reftype="confval", reftarget=key, refwarn=True
+            )
+            literal.replace_self(ref)
+            ref += literal
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("tutor-times-settings", SettingsDirective)
     app.add_directive("tutor-times-openapi", OpenApiDirective)
     app.add_directive("tutor-times-layers", LayersDirective)
     app.add_transform(RuleLinks)
+    app.add_transform(SettingLinks)
     # the HTTP page shows CSV answers; Pygments has no CSV lexer, so they are shown as text
     app.add_lexer("csv", TextLexer)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
