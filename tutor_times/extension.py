@@ -88,6 +88,10 @@ class TutorTimes(HostHooks, Maintenance):
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
+        """Register on ``app``: read and check every ``TUTOR_TIMES_*`` setting (a wrong one
+        raises :class:`~tutor_times.ConfigurationError` naming it), check the actions of every
+        ``@track`` applied so far, and add the report endpoints under the URL prefix and the
+        ``flask tutor-times`` commands. A second instance on the same app is refused."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "A 'TutorTimes' instance has already been registered on this Flask app."
