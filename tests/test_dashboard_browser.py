@@ -30,6 +30,7 @@ from .browser import (
     chromium,
     console_errors,
     screenshot,
+    screenshots_folder,
     viewport,
 )
 from .conftest import Clock, built, login, make_app, play_scenario, serving
@@ -334,15 +335,18 @@ def test_the_documentations_screenshots(browser: webdriver.Chrome, tmp_path: Pat
             summary = site.json("convenor", f"{UNIT}/summary", tz=BROWSER_ZONE)
             assert len(summary["tutors"]) >= 3, "the demo's history shows several tutors"
             assert_tutors_equal_summary(site, summary)
-            pictures = {
-                "desktop": screenshot(browser, "docs-dashboard-desktop", DESKTOP[0], mobile=False)
-            }
+            # the page's top, not the whole of it: the totals, the live panel, the tutors and
+            # the calendar on a desktop; the totals and the live panel on a phone
+            viewport(browser, DESKTOP[0], 1500, mobile=False)
+            pictures = {"desktop": screenshots_folder() / "docs-dashboard-desktop.png"}
+            assert browser.save_screenshot(str(pictures["desktop"]))
             viewport(browser, *PHONE, mobile=True)
             browser.refresh()
             WebDriverWait(browser, WAIT).until(
                 lambda d: d.find_elements(By.CSS_SELECTOR, ".tt-totals")
             )
-            pictures["phone"] = screenshot(browser, "docs-dashboard-phone", PHONE[0], mobile=True)
+            pictures["phone"] = screenshots_folder() / "docs-dashboard-phone.png"
+            assert browser.save_screenshot(str(pictures["phone"]))
             assert console_errors(browser) == []
     finally:
         with app.app_context():
