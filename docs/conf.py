@@ -67,19 +67,9 @@ intersphinx_mapping = {
 }
 intersphinx_timeout = 1
 
-# Names the type hints mention that no shipped inventory holds (redis-py, Flask-SQLAlchemy,
-# pydantic, prometheus_client ship no built documentation in a package): shown as text.
+# The type variables and aliases of the signatures, and the extension's per-app state, are
+# not documented names: shown as text.
 nitpick_ignore_regex = [
-    ("py:.*", r"redis(\..*)?"),
-    ("py:.*", r"flask_sqlalchemy(\..*)?"),
-    ("py:.*", r"flask_login(\..*)?"),
-    ("py:.*", r"flask_migrate(\..*)?"),
-    ("py:.*", r"pydantic(\..*)?"),
-    ("py:.*", r"prometheus_client(\..*)?"),
-    ("py:.*", r"fakeredis(\..*)?"),
-    ("py:.*", r"psycopg2?(\..*)?"),
-    ("py:.*", r"alembic(\..*)?"),
-    # the type variables and aliases of the signatures, and the extension's per-app state
     ("py:class", r"tutor_times\.extension\.F"),
     ("py:class", r"(LogPathResolver|UsernameResolver)"),
     ("py:class", r"tutor_times\.state\.AppState"),
