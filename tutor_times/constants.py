@@ -6,7 +6,12 @@ from typing import Any, Final
 
 
 class ConfigVars:
-    """Names of the ``app.config`` keys read by :class:`tutor_times.TutorTimes`."""
+    """Names of the ``app.config`` keys read by :class:`tutor_times.TutorTimes`.
+
+    The ``#:`` comment above each name is what the documentation's configuration page says
+    about the key, beside its default from :data:`tutor_times.constants.DEFAULTS`; a name
+    without one fails the documentation's build and ``tests/test_docs.py``.
+    """
 
     #: Seconds of inactivity that end a session.
     SESSION_TIMEOUT: Final = "TUTOR_TIMES_SESSION_TIMEOUT"
