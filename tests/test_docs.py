@@ -553,3 +553,13 @@ def test_every_metric_is_on_the_monitoring_page() -> None:
         exposed = f"{name}_total" if f"`{name}_total`" in table else name
         assert f"| `{exposed}` |" in table, f"{name} is not in the metrics table"
         assert name in panels, f"{name} has no panel"
+
+
+def test_the_layer_map_is_the_import_contract() -> None:
+    from .test_layers import LAYERS
+
+    ext = docs_extension()
+    assert ext.layer_contract() == LAYERS
+    page = "\n".join(ext.layers_rst())
+    for module in LAYERS:
+        assert f"``{module}``" in page, module
