@@ -19,7 +19,7 @@ from . import metrics
 from .errors import ConfigurationError
 from .extension import current
 from .history import BATCH_SIZE, ImportReport
-from .sources import FORMATS, LogReader, Source, csv_rows, identity
+from .sources import FORMATS, LogReader, Source, counting_long_lines, csv_rows, identity
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -163,10 +163,11 @@ def import_command(path: str, fmt: str, dry_run: bool, batch_size: int) -> None:
         resolvers = ext.log_resolvers() if fmt == "ontrack-log" else None
         source_key = identity(path, fmt)
         with Source(path) as source:
-            rows = LogReader(*resolvers).rows(source.text) if resolvers else csv_rows(source.text)
+            lines = source.lines()
+            rows = LogReader(*resolvers).rows(lines) if resolvers else csv_rows(lines)
             with progress_reporter(os.path.getsize(path), source.position) as progress:
                 report = ext.import_activities(
-                    rows,
+                    counting_long_lines(source, rows),
                     source_key=source_key,
                     dry_run=dry_run,
                     batch_size=batch_size,
@@ -175,6 +176,11 @@ def import_command(path: str, fmt: str, dry_run: bool, batch_size: int) -> None:
     except (ConfigurationError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(report.summary())
+    if source.cut is not None:
+        raise click.ClickException(
+            f"{source.cut}. The rows before it are counted above; import the whole file"
+            " when you have it: nothing is added twice."
+        )
 
 
 @contextlib.contextmanager
