@@ -26,7 +26,7 @@ from demo.extensions import db, tutor_times
 from tutor_times.history import DUPLICATE, MALFORMED, ImportReport
 from tutor_times.sql_store import key_hash
 
-from .conftest import BACKENDS, Clock, build
+from .conftest import BACKENDS, Clock, build, stored
 from .test_history import stored_sessions
 from .test_property import KEYS, TIMEOUT, reference
 
@@ -471,3 +471,43 @@ def test_a_bulk_import_analyzes_the_tables_it_filled(tmp_path: Path, clock: Cloc
         after = analyze_counts(app)
         assert len(after) == 4
         assert all(after[t] == before[t] + 1 for t in after), (before, after)
+
+
+# -- rows an earlier version keyed by line --------------------------------------------------
+
+
+def test_rows_imported_under_line_keys_are_found_by_content(
+    files_app: Flask, tmp_path: Path
+) -> None:
+    """A file imported before rows were keyed by content is stored under its line keys
+    (``csv:<digest of its first 8 lines>:<line>``, tt0005's column). Importing it again, or
+    an edited copy, keys those activities by what they say first: the file adds nothing, the
+    copy adds its new row, and a row the old import stored twice stays two (no loss)."""
+    from tutor_times.sources import line_keyed_identity
+
+    a = [record(n) for n in range(10)]
+    a_path = write_csv(tmp_path / "A.csv", [*a, a[4]])
+    line_source = line_keyed_identity(str(a_path), "csv")
+    assert line_source is not None and line_source.startswith("csv:")
+    as_before = [  # what the earlier version stored: a row per line, keyed by the line
+        {
+            "marker_id": r[0],
+            "unit_id": r[1],
+            "ip_address": r[2],
+            "action": r[3],
+            "task_id": r[5],
+            "created_at": datetime.fromisoformat(r[7]),
+            "import_key": line,
+        }
+        for line, r in enumerate([*a, a[4]], start=2)
+    ]
+    with files_app.app_context():
+        assert tutor_times.import_activities(as_before, source_key=line_source).imported == 11
+    said = imported(files_app, str(a_path))
+    assert "read 11 rows, imported 0, skipped 11 (11 duplicate)" in said
+    b = a[:7] + [record(100, minutes=1)] + a[7:]
+    said = imported(files_app, str(write_csv(tmp_path / "B.csv", b)))
+    assert "read 11 rows, imported 1, skipped 10 (10 duplicate)" in said
+    assert activities(files_app) == expected([*b, a[4]])
+    keys = [x.import_key for x in stored(files_app, tutor_times.SessionActivity)]
+    assert not [k for k in keys if k.startswith(line_source)]

@@ -19,7 +19,15 @@ from . import metrics
 from .errors import ConfigurationError
 from .extension import current
 from .history import BATCH_SIZE, ImportReport
-from .sources import FORMATS, LogReader, Source, counting_long_lines, csv_rows, identity
+from .sources import (
+    FORMATS,
+    LogReader,
+    Source,
+    counting_long_lines,
+    csv_rows,
+    identity,
+    line_keyed_identity,
+)
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -162,6 +170,11 @@ def import_command(path: str, fmt: str, dry_run: bool, batch_size: int) -> None:
     try:
         resolvers = ext.log_resolvers() if fmt == "ontrack-log" else None
         source_key = identity(path, fmt)
+        line_source = line_keyed_identity(path, fmt)
+        if line_source is not None and not dry_run:
+            adopted = ext.adopt_line_keys(line_source, source_key)
+            if adopted:
+                click.echo(f"keyed {adopted} rows imported from this file by line anew", err=True)
         with Source(path) as source:
             lines = source.lines()
             rows = LogReader(*resolvers).rows(lines) if resolvers else csv_rows(lines)

@@ -849,3 +849,63 @@ def import_key(source_key: str, line: object) -> str:
     if len(key) > IMPORT_KEY_LENGTH:
         raise ValueError(f"an import key is at most {IMPORT_KEY_LENGTH} characters: {key[:60]}…")
     return key
+
+
+# -- rows stored under line keys -----------------------------------------------------------
+
+
+def adopt_line_keys(conn: sa.Connection, models: Models, line_source: str, source_key: str) -> int:
+    """Key the activities an earlier version imported from a file by line
+    (``{line_source}:{line}``, ``line_source`` the format and a digest of the file's first
+    lines) by what they say, as :class:`RowChecker` keys the file's rows now: importing the
+    file, or an edited or re-sorted copy of it, then finds them. Rows alike in every field
+    are numbered in their lines' order, after any content key of theirs already stored (an
+    overlapping file imported since). One transaction, under a lock of the file's own on
+    PostgreSQL; returns how many activities were keyed anew."""
+    act, ms = models.SessionActivity.__table__, models.MarkingSession.__table__
+    lock_keys(
+        conn,
+        [int.from_bytes(hashlib.sha256(line_source.encode()).digest()[:8], "big", signed=True)],
+    )
+    prefix = f"{line_source}:"
+    found = conn.execute(
+        sa.select(
+            act.c.id,
+            act.c.import_key,
+            ms.c.marker_id,
+            ms.c.unit_id,
+            ms.c.ip_address,
+            act.c.created_at,
+            act.c.action,
+            act.c.project_id,
+            act.c.task_id,
+            act.c.task_definition_id,
+        )
+        .join(ms, ms.c.id == act.c.marking_session_id)
+        .where(act.c.import_key.like(f"{prefix}%"))
+    ).all()
+    lines = [(int(r[1][len(prefix) :]), r) for r in found if r[1][len(prefix) :].isdigit()]
+    lines.sort(key=itemgetter(0))
+    digests = [(r[0], content_digest(tuple(r[2:]))) for _, r in lines]
+    copies = Counter(d for _, d in digests)
+    # the content keys of these digests stored already (up to as many again as there are)
+    candidates = [content_key(source_key, d, k) for d, n in copies.items() for k in range(2 * n)]
+    taken = drivers.stored_values(conn, act.c.import_key, candidates)
+    following = Counter[str]()
+    keyed = []
+    column = act.c.import_key
+
+    def stored(key: str, digest: str) -> bool:
+        if key in taken:
+            return True
+        beyond = following[digest] >= 2 * copies[digest]  # not among the candidates asked
+        return beyond and bool(drivers.stored_values(conn, column, [key]))
+
+    for activity_id, digest in digests:
+        while stored(key := content_key(source_key, digest, following[digest]), digest):
+            following[digest] += 1
+        taken.add(key)
+        keyed.append((activity_id, key))
+    update_rows(conn, act, ["import_key"], keyed)
+    conn.commit()
+    return len(keyed)

@@ -14,7 +14,7 @@ from . import idempotency, jobs, metrics, retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
-from .history import BATCH_SIZE, Checks, Importer, ImportReport, Row
+from .history import BATCH_SIZE, Checks, Importer, ImportReport, Row, adopt_line_keys
 from .rebuild import Rebuilder, RebuildReport
 from .worker import Worker
 
@@ -159,6 +159,12 @@ class Maintenance:
         return self.importer(batch_size=batch_size).run(
             rows, source_key=source_key, dry_run=dry_run, progress=progress
         )
+
+    def adopt_line_keys(self, line_source: str, source_key: str) -> int:
+        """Key the activities an earlier version imported from one file by line by what they
+        say (see :func:`tutor_times.history.adopt_line_keys`); how many were keyed anew."""
+        with self.state.tracker.sql.connect() as conn:
+            return adopt_line_keys(conn, self.models, line_source, source_key)
 
     def rebuild_sessions(
         self,

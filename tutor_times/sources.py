@@ -131,12 +131,19 @@ def identity(path: str, fmt: str) -> str:
 
 def line_keyed_identity(path: str, fmt: str) -> str | None:
     """The source key the file's rows had when rows were keyed by their line number: its
-    format and a digest of its first IDENTITY_LINES lines (decompressed, read through
-    :meth:`Source.lines`, so a bounded beginning of the file). None for a CSV whose rows
-    name their own keys (they were keyed by them then too)."""
+    format and a digest of its first IDENTITY_LINES lines (decompressed). Only the file's
+    beginning is read, MAX_LINE characters a line at most. None for a CSV whose rows name
+    their own keys (they were keyed by them then too), and for a file with a longer line
+    among its first (its rows are read without that line now: they are new)."""
     digest = hashlib.sha256(fmt.encode())
     with Source(path) as source:
-        for n, line in zip(range(IDENTITY_LINES), source.lines(), strict=False):
+        for n in range(IDENTITY_LINES):
+            try:
+                line = source.text.readline(source.max_line + 1)
+            except GZIP_ERRORS:
+                return None  # cut short so early that no earlier import read a row of it
+            if len(line) > source.max_line and not line.endswith(("\n", "\r")):
+                return None
             if n == 0 and fmt == "csv" and "import_key" in next(csv.reader([line]), []):
                 return None
             digest.update(line.encode())
