@@ -407,7 +407,7 @@ class Importer:
 
 #: rows an import adds before it analyzes the tables it filled (PostgreSQL): its plans then
 #: see the new rows without waiting for autovacuum, or on a server that runs none
-ANALYZE_AFTER = 1_000
+ANALYZE_AFTER = 10_000
 
 
 def analyze_filled(conn: sa.Connection, models: Models) -> None:
