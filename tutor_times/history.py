@@ -341,17 +341,21 @@ class Importer:
         batches = self._batches(rows, source_key)
         for batch, read, skipped in in_background(batches, self.context):
             report.read = read
+            placed = 0
             if batch:
                 with self.store.connect() as conn:
                     batch = self._admissible(conn, batch, admitted)
+                    # rows another import stored since they were checked (the same file
+                    # imported twice at once) are duplicates too
                     stored_meanwhile = 0
                     if not dry_run:
                         stored_meanwhile = self.placer.place(conn, batch, self.clock)
                 admitted[DUPLICATE] += stored_meanwhile
-                report.imported += len(batch) - stored_meanwhile
+                placed = len(batch) - stored_meanwhile
+                report.imported += placed
             report.skipped = skipped + admitted
             if not dry_run:
-                metrics.import_progress(read - told[0], len(batch), report.skipped - told[1])
+                metrics.import_progress(read - told[0], placed, report.skipped - told[1])
                 told = (read, Counter(report.skipped))
             if progress is not None:
                 progress(report)
