@@ -24,6 +24,7 @@ from tutor_times import history
 from tutor_times.activity import Activity
 from tutor_times.errors import InvalidActivityError, UnknownActionError
 from tutor_times.history import (
+    EARLIEST,
     MALFORMED,
     NOT_ALLOWED,
     ROW_FIELDS,
@@ -96,7 +97,8 @@ def values(draw: st.DrawFn) -> tuple[Any, ...]:
 
 
 def outcome_of_activity(v: tuple[Any, ...]) -> object:
-    """What the plain path makes of a row: Activity.checked, then the future-time check."""
+    """What the plain path makes of a row: Activity.checked, then the future-time check and
+    the earliest time an import takes."""
     try:
         a = Activity.checked(
             v[3],
@@ -113,7 +115,7 @@ def outcome_of_activity(v: tuple[Any, ...]) -> object:
         return NOT_ALLOWED
     except InvalidActivityError:
         return MALFORMED
-    if a.at - NOW > CHECKS.max_skew:
+    if a.at - NOW > CHECKS.max_skew or a.at < EARLIEST:
         return MALFORMED
     return (a.marker_id, a.unit_id, a.ip_address, a.at, a.action, a.project_id, a.task_id)
 
@@ -182,7 +184,8 @@ def test_a_csv_skips_blank_lines_and_counts_a_short_row_malformed() -> None:
         "x,1,10.0.0.1,inbox,,,,2025-01-01T00:00:00+00:00\n"
     )
     got = list(csv_rows(text))
-    assert got[0] == (3, 1, "10.0.0.1", "inbox", None, None, None, NOW.replace(year=2025), 3)
+    # keyed by what it says (None: the importer makes the key from the checked fields)
+    assert got[0] == (3, 1, "10.0.0.1", "inbox", None, None, None, NOW.replace(year=2025), None)
     assert [type(r) for r in got[1:]] == [Rejected, Rejected]
     assert all(isinstance(r, Rejected) and r.reason == MALFORMED for r in got[1:])
     assert len(ROW_FIELDS) == len(got[0])

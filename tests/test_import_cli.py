@@ -84,7 +84,7 @@ def test_a_gzipped_csv_and_the_same_csv_plain_are_one_source(
     first = run_import(import_app, str(packed))
     assert "skipped 0" in first
     assert stored_sessions(import_app) == reference(truth_stream(), TIMEOUT)
-    # rotated by gzip or not, the file's identity is its first lines: nothing is added
+    # gzipped or not, its rows say the same: nothing is added
     assert "imported 0" in run_import(import_app, str(TRUTH))
     assert stored_sessions(import_app) == reference(truth_stream(), TIMEOUT)
 

@@ -19,7 +19,15 @@ from . import metrics
 from .errors import ConfigurationError
 from .extension import current
 from .history import BATCH_SIZE, ImportReport
-from .sources import FORMATS, LogReader, Source, csv_rows, identity
+from .sources import (
+    FORMATS,
+    LogReader,
+    Source,
+    counting_long_lines,
+    csv_rows,
+    identity,
+    line_keyed_identity,
+)
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -162,11 +170,17 @@ def import_command(path: str, fmt: str, dry_run: bool, batch_size: int) -> None:
     try:
         resolvers = ext.log_resolvers() if fmt == "ontrack-log" else None
         source_key = identity(path, fmt)
+        line_source = line_keyed_identity(path, fmt)
+        if line_source is not None and not dry_run:
+            adopted = ext.adopt_line_keys(line_source, source_key)
+            if adopted:
+                click.echo(f"keyed {adopted} rows imported from this file by line anew", err=True)
         with Source(path) as source:
-            rows = LogReader(*resolvers).rows(source.text) if resolvers else csv_rows(source.text)
+            lines = source.lines()
+            rows = LogReader(*resolvers).rows(lines) if resolvers else csv_rows(lines)
             with progress_reporter(os.path.getsize(path), source.position) as progress:
                 report = ext.import_activities(
-                    rows,
+                    counting_long_lines(source, rows),
                     source_key=source_key,
                     dry_run=dry_run,
                     batch_size=batch_size,
@@ -175,6 +189,11 @@ def import_command(path: str, fmt: str, dry_run: bool, batch_size: int) -> None:
     except (ConfigurationError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(report.summary())
+    if source.cut is not None:
+        raise click.ClickException(
+            f"{source.cut}. The rows before it are counted above; import the whole file"
+            " when you have it: nothing is added twice."
+        )
 
 
 @contextlib.contextmanager

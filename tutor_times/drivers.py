@@ -172,6 +172,19 @@ def integrity_violation(exc: sa.exc.IntegrityError) -> Violation:
     return "other"
 
 
+def is_unique_violation(exc: BaseException, index: str, column: str) -> bool:
+    """Whether ``exc`` is the unique index ``index`` on ``column`` refusing a row: through
+    SQLAlchemy, or straight from psycopg's COPY (:func:`insert_rows`), which SQLAlchemy never
+    sees. PostgreSQL names the index; SQLite names the column."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code is not None:
+        diag = getattr(orig, "diag", None)
+        return code == "23505" and getattr(diag, "constraint_name", None) == index
+    text = str(orig)
+    return "UNIQUE constraint failed" in text and text.endswith(f".{column}")
+
+
 def execute_for_id(
     conn: sa.Connection, statement: Any, params: dict[str, Any], compiled: dict[str, str]
 ) -> int | None:

@@ -21,11 +21,15 @@ between them), one placement keeps that true, so after any number of imports in 
 beside live tracking, the stored sessions are R2 over all the key's activities sorted by time.
 
 Every imported activity carries a source key (``import_key``, unique): rows already stored
-are skipped as duplicates, so an import can be run again, or resumed after it was killed.
+are skipped as duplicates, so an import can be run again, or resumed after it was killed. A
+row without a key of its own is keyed by what it says (:func:`content_key`): a digest of its
+checked fields and its place among the rows identical to it, never its line number, so an
+edited, re-sorted or regenerated file adds exactly its new rows.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -45,6 +49,7 @@ from .activity import STORED_FIELDS, check_action, check_id, check_ip, check_tim
 from .constants import BIGINT_MAX
 from .errors import InvalidActivityError, UnknownActionError
 from .models import (
+    IMPORT_KEY_INDEX,
     IMPORT_KEY_LENGTH,
     SERVER,
     IdleSession,
@@ -59,15 +64,19 @@ from .sql_store import SqlStore, key_hash
 
 #: why a row was not imported, as the report names it
 MALFORMED = "malformed line"
+#: a line longer than a file reader holds (:data:`tutor_times.sources.MAX_LINE_BYTES`)
+TOO_LONG = "line too long"
 UNKNOWN_UNIT = "unknown unit"
 UNKNOWN_USER = "unknown user"
 NOT_ALLOWED = "action not allowed"
 DUPLICATE = "duplicate"
-REASONS = (MALFORMED, UNKNOWN_UNIT, UNKNOWN_USER, NOT_ALLOWED, DUPLICATE)
+REASONS = (MALFORMED, TOO_LONG, UNKNOWN_UNIT, UNKNOWN_USER, NOT_ALLOWED, DUPLICATE)
 
 #: rows checked, deduplicated and placed together: the more rows of a key a batch holds,
 #: the fewer statements each row costs
 BATCH_SIZE = 20_000
+#: times a transaction's keys are placed again after another import stored some of their rows
+CONFLICT_RETRIES = 3
 #: keys whose per-key locks one transaction holds at most: PostgreSQL's lock table is shared
 #: and sized for about 64 locks per connection
 KEYS_PER_TRANSACTION = 256
@@ -75,6 +84,15 @@ KEYS_PER_TRANSACTION = 256
 IP_CACHE = 65_536
 #: rows checked between two readings of the clock (for the future-time check)
 CLOCK_EVERY = 1024
+#: the earliest time an imported activity may have: a session's window around a time near
+#: the calendar's first day (year 1) leaves the calendar, and nobody marked before 1970
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+#: hex digits of a row's content digest in its key (128 bits)
+DIGEST_LENGTH = 32
+#: rows identical in every field are numbered among each other when they lie within this
+#: many distinct rows of each other (in a file sorted by any of its fields they are
+#: neighbours); further apart, the later is taken for the earlier again
+IDENTICAL_WINDOW = 100_000
 
 #: the fields of a row given as a tuple (the file readers' form: cheaper than a mapping)
 ROW_FIELDS = (
@@ -154,6 +172,7 @@ class RowChecker:
         self.checks = checks
         self.actions = frozenset(checks.actions)
         self._ips: dict[str, str] = {}
+        self.occurrences = Occurrences()
 
     def ip(self, value: object) -> str:
         stored = self._ips.get(value) if isinstance(value, str) else None
@@ -165,7 +184,8 @@ class RowChecker:
         return stored
 
     def pending(self, r: Sequence[Any], source_key: str, latest: datetime) -> Pending:
-        """The row as a Pending; raises UnknownActionError or InvalidActivityError."""
+        """The row as a Pending; raises UnknownActionError or InvalidActivityError. A row
+        whose own key (``r[8]``) is None is keyed by its content (:func:`content_key`)."""
         marker, unit, ip, action, project, task, definition, at = r[:8]
         if action.__class__ is not str or action not in self.actions:
             check_action(action, self.actions)
@@ -181,18 +201,76 @@ class RowChecker:
             at = check_time(at)
         if at > latest:
             raise InvalidActivityError(f"created_at lies in the future: {at}", "at")
+        if at < EARLIEST:
+            raise InvalidActivityError(f"created_at lies before {EARLIEST:%Y}: {at}", "at")
+        row = (marker, unit, stored_ip, at, action, project, task, definition)
+        if r[8] is None:
+            return (*row, self.content_key(source_key, row))
         try:
             key = import_key(source_key, r[8])
         except ValueError as exc:  # the row's own key (an import_key column) is too long
             raise InvalidActivityError(str(exc), "import_key") from None
-        return (marker, unit, stored_ip, at, action, project, task, definition, key)
+        return (*row, key)
+
+    def content_key(self, source_key: str, row: tuple[Any, ...]) -> str:
+        """The key of a checked row without one of its own: its content, and how many
+        identical rows came before it (:class:`Occurrences`)."""
+        digest = content_digest(row)
+        return content_key(source_key, digest, self.occurrences.next(digest))
 
 
-def as_tuple(row: Mapping[str, Any] | tuple[Any, ...], n: int) -> tuple[Any, ...]:
-    """A row in ROW_FIELDS order; a mapping without an import_key is keyed by its place."""
+def as_tuple(row: Mapping[str, Any] | tuple[Any, ...]) -> tuple[Any, ...]:
+    """A row in ROW_FIELDS order; a mapping without an import_key is keyed by its content."""
     if isinstance(row, tuple):
         return row
-    return (*(row.get(name) for name in ROW_FIELDS[:-1]), row.get("import_key", n))
+    return (*(row.get(name) for name in ROW_FIELDS[:-1]), row.get("import_key"))
+
+
+def content_digest(row: tuple[Any, ...]) -> str:
+    """The digest of a checked row's fields (marker, unit, stored address, time in UTC,
+    action, project, task, definition): what the row says, not how a file wrote it (quoting,
+    spaces, the time's zone). The address is its stored form, so a key reveals no more than
+    the stored row does."""
+    marker, unit, ip, at, action, project, task, definition = row[:8]
+    text = "\x1f".join(
+        (
+            str(marker),
+            str(unit),
+            ip,
+            at.astimezone(UTC).isoformat(timespec="microseconds"),
+            action,
+            "" if project is None else str(project),
+            "" if task is None else str(task),
+            "" if definition is None else str(definition),
+        )
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
+
+
+def content_key(source_key: str, digest: str, occurrence: int) -> str:
+    """``{source_key}#{digest}:{occurrence}``: the n-th (from 0) row with this content."""
+    return import_key(f"{source_key}#{digest}", occurrence)
+
+
+class Occurrences:
+    """How many rows with the same digest came before, counted over the last
+    IDENTICAL_WINDOW to 2 × IDENTICAL_WINDOW distinct digests (two generations of a dict:
+    memory stays bounded whatever the file's length)."""
+
+    def __init__(self, window: int = IDENTICAL_WINDOW) -> None:
+        self.window = window
+        self.current: dict[str, int] = {}
+        self.previous: dict[str, int] = {}
+
+    def next(self, digest: str) -> int:
+        """The digest's number among its identical rows (0 for the first)."""
+        seen = self.current.get(digest)
+        if seen is None:
+            seen = self.previous.pop(digest, 0)
+            if len(self.current) >= self.window:
+                self.previous, self.current = self.current, {}
+        self.current[digest] = seen + 1
+        return seen
 
 
 class Importer:
@@ -235,7 +313,7 @@ class Importer:
             if isinstance(row, Rejected):
                 skipped[row.reason] += 1
                 continue
-            values = as_tuple(row, n)
+            values = as_tuple(row)
             try:
                 yield checker.pending(values, source_key, latest)
             except UnknownActionError:
@@ -255,25 +333,35 @@ class Importer:
     ) -> ImportReport:
         """Import ``rows`` a batch at a time; each batch is checked, deduplicated and placed
         in transactions of its own, so an import stopped at any point loses no batch half."""
-        import_key(source_key, 0)  # a source key too long for any row is the caller's error
+        # a source key too long for any row is the caller's error
+        content_key(source_key, "0" * DIGEST_LENGTH, 10**12)
         report = ImportReport(dry_run=dry_run)
         admitted = Counter[str]()  # rows skipped when a batch was checked against the database
         told = (0, Counter[str]())  # what the metrics have been told so far
         batches = self._batches(rows, source_key)
         for batch, read, skipped in in_background(batches, self.context):
             report.read = read
+            placed = 0
             if batch:
                 with self.store.connect() as conn:
                     batch = self._admissible(conn, batch, admitted)
+                    # rows another import stored since they were checked (the same file
+                    # imported twice at once) are duplicates too
+                    stored_meanwhile = 0
                     if not dry_run:
-                        self.placer.place(conn, batch, self.clock)
-                report.imported += len(batch)
+                        stored_meanwhile = self.placer.place(conn, batch, self.clock)
+                admitted[DUPLICATE] += stored_meanwhile
+                placed = len(batch) - stored_meanwhile
+                report.imported += placed
             report.skipped = skipped + admitted
             if not dry_run:
-                metrics.import_progress(read - told[0], len(batch), report.skipped - told[1])
+                metrics.import_progress(read - told[0], placed, report.skipped - told[1])
                 told = (read, Counter(report.skipped))
             if progress is not None:
                 progress(report)
+        if not dry_run and report.imported >= ANALYZE_AFTER:
+            with self.store.connect() as conn:
+                analyze_filled(conn, self.models)
         return report
 
     def _batches(
@@ -319,6 +407,27 @@ class Importer:
             target = fk.column
             return set(conn.scalars(sa.select(target).where(target.in_(sorted(ids)))))
         return None
+
+
+#: rows an import adds before it analyzes the tables it filled (PostgreSQL): its plans then
+#: see the new rows without waiting for autovacuum, or on a server that runs none
+ANALYZE_AFTER = 10_000
+
+
+def analyze_filled(conn: sa.Connection, models: Models) -> None:
+    """ANALYZE the tables an import fills on PostgreSQL (the sessions, their activities, and
+    the tallies and roll-ups the sessions' triggers keep); elsewhere nothing."""
+    if conn.dialect.name != "postgresql":
+        return
+    tables = [getattr(m, "__table__", m) for m in models if m is not None]
+    kept = [t for t in tables if t.name not in NOT_FILLED]
+    names = ", ".join(conn.dialect.identifier_preparer.format_table(t) for t in kept)
+    conn.execute(sa.text(f"ANALYZE {names}"))
+    conn.commit()
+
+
+#: tables of the models an import never writes
+NOT_FILLED = ("tutor_times_idempotency_keys", "tutor_times_jobs")
 
 
 #: batches read ahead of the one being placed
@@ -469,20 +578,64 @@ class Placer:
 
     def place(
         self, conn: sa.Connection, batch: list[Pending], clock: Callable[[], datetime]
-    ) -> None:
+    ) -> int:
         """Keys in order of their locks' numbers (so two imports never wait for each other
-        in a cycle), a bounded number of keys per transaction."""
+        in a cycle), a bounded number of keys per transaction. Returns how many rows another
+        import stored after the batch was checked (left out: see :meth:`_place_chunk`)."""
         batch.sort(key=by_key_and_time)
         groups = [(k, list(g)) for k, g in groupby(batch, key=by_key)]
         groups.sort(key=lambda kg: key_hash(kg[0]))
+        stored_meanwhile = 0
         for first in range(0, len(groups), KEYS_PER_TRANSACTION):
             chunk = groups[first : first + KEYS_PER_TRANSACTION]
+            stored_meanwhile += self._place_chunk(conn, chunk, clock)
+        return stored_meanwhile
+
+    def _place_chunk(
+        self,
+        conn: sa.Connection,
+        chunk: list[tuple[Key, list[Pending]]],
+        clock: Callable[[], datetime],
+    ) -> int:
+        """One transaction's keys. Another import of the same rows (the same file twice at
+        once) may have stored some of them since the batch was checked: the insert then
+        meets the import key's unique index. The transaction is rolled back and the keys
+        placed again, their rows checked once more under the keys' locks (an import that
+        stores a row holds its key's lock until it commits): those stored are left out and
+        counted. Returns how many."""
+        left_out = 0
+        for attempt in range(CONFLICT_RETRIES + 1):
             # the keys' locks and their tutors' (figures.refresh writes other keys' rows)
             hashes = [key_hash(k) for k, _ in chunk] + [tutor_hash(k[1], k[0]) for k, _ in chunk]
             lock_keys(conn, hashes)
-            plan = self.plan(conn, {k: key_runs(rows, self.timeout) for k, rows in chunk}, clock())
-            self.write(conn, plan, clock())
-            conn.commit()
+            if attempt:
+                chunk, dropped = self._unstored(conn, chunk)
+                left_out += dropped
+                if not chunk:
+                    conn.commit()
+                    return left_out
+            try:
+                runs_ = {k: key_runs(rows, self.timeout) for k, rows in chunk}
+                self.write(conn, self.plan(conn, runs_, clock()), clock())
+                conn.commit()
+                return left_out
+            except Exception as exc:
+                conn.rollback()
+                if attempt == CONFLICT_RETRIES or not drivers.is_unique_violation(
+                    exc, IMPORT_KEY_INDEX, "import_key"
+                ):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unstored(
+        self, conn: sa.Connection, chunk: list[tuple[Key, list[Pending]]]
+    ) -> tuple[list[tuple[Key, list[Pending]]], int]:
+        """The chunk without the rows whose import keys are stored, and how many those were."""
+        column = self.models.SessionActivity.__table__.c.import_key
+        stored = drivers.stored_values(conn, column, [p[8] for _, rows in chunk for p in rows])
+        kept = [(k, [p for p in rows if p[8] not in stored]) for k, rows in chunk]
+        dropped = sum(len(rows) for _, rows in chunk) - sum(len(rows) for _, rows in kept)
+        return [(k, rows) for k, rows in kept if rows], dropped
 
     # -- reading and planning ----------------------------------------------------------------
 
@@ -700,3 +853,63 @@ def import_key(source_key: str, line: object) -> str:
     if len(key) > IMPORT_KEY_LENGTH:
         raise ValueError(f"an import key is at most {IMPORT_KEY_LENGTH} characters: {key[:60]}…")
     return key
+
+
+# -- rows stored under line keys -----------------------------------------------------------
+
+
+def adopt_line_keys(conn: sa.Connection, models: Models, line_source: str, source_key: str) -> int:
+    """Key the activities an earlier version imported from a file by line
+    (``{line_source}:{line}``, ``line_source`` the format and a digest of the file's first
+    lines) by what they say, as :class:`RowChecker` keys the file's rows now: importing the
+    file, or an edited or re-sorted copy of it, then finds them. Rows alike in every field
+    are numbered in their lines' order, after any content key of theirs already stored (an
+    overlapping file imported since). One transaction, under a lock of the file's own on
+    PostgreSQL; returns how many activities were keyed anew."""
+    act, ms = models.SessionActivity.__table__, models.MarkingSession.__table__
+    lock_keys(
+        conn,
+        [int.from_bytes(hashlib.sha256(line_source.encode()).digest()[:8], "big", signed=True)],
+    )
+    prefix = f"{line_source}:"
+    found = conn.execute(
+        sa.select(
+            act.c.id,
+            act.c.import_key,
+            ms.c.marker_id,
+            ms.c.unit_id,
+            ms.c.ip_address,
+            act.c.created_at,
+            act.c.action,
+            act.c.project_id,
+            act.c.task_id,
+            act.c.task_definition_id,
+        )
+        .join(ms, ms.c.id == act.c.marking_session_id)
+        .where(act.c.import_key.like(f"{prefix}%"))
+    ).all()
+    lines = [(int(r[1][len(prefix) :]), r) for r in found if r[1][len(prefix) :].isdigit()]
+    lines.sort(key=itemgetter(0))
+    digests = [(r[0], content_digest(tuple(r[2:]))) for _, r in lines]
+    copies = Counter(d for _, d in digests)
+    # the content keys of these digests stored already (up to as many again as there are)
+    candidates = [content_key(source_key, d, k) for d, n in copies.items() for k in range(2 * n)]
+    taken = drivers.stored_values(conn, act.c.import_key, candidates)
+    following = Counter[str]()
+    keyed = []
+    column = act.c.import_key
+
+    def stored(key: str, digest: str) -> bool:
+        if key in taken:
+            return True
+        beyond = following[digest] >= 2 * copies[digest]  # not among the candidates asked
+        return beyond and bool(drivers.stored_values(conn, column, [key]))
+
+    for activity_id, digest in digests:
+        while stored(key := content_key(source_key, digest, following[digest]), digest):
+            following[digest] += 1
+        taken.add(key)
+        keyed.append((activity_id, key))
+    update_rows(conn, act, ["import_key"], keyed)
+    conn.commit()
+    return len(keyed)

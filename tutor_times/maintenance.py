@@ -14,7 +14,7 @@ from . import idempotency, jobs, metrics, retention
 from .accounting import UTC
 from .closer import oldest_unclosed, sweep
 from .decorator import check_routes
-from .history import BATCH_SIZE, Checks, Importer, ImportReport, Row
+from .history import BATCH_SIZE, Checks, Importer, ImportReport, Row, adopt_line_keys
 from .rebuild import Rebuilder, RebuildReport
 from .worker import Worker
 
@@ -151,14 +151,23 @@ class Maintenance:
 
         Each row is a mapping with the fields of :meth:`record_activity` and ``created_at``
         (an aware datetime). Its source key is ``source_key`` and the row's ``import_key``
-        (or, without one, its position in ``rows``): a row whose key is already stored is
-        skipped, so importing the same rows again adds nothing. The live backdating window
-        does not apply; every other check does, and a row that fails one is counted by
-        reason in the report, never raised.
+        or, without one, what the row says (a digest of its checked fields and its place
+        among the rows identical to it): a row whose key is already stored is skipped, so
+        importing the same rows again, re-sorted or with rows added, adds only the new
+        ones. The live backdating window does not apply; every other check does (and a time
+        before 1970 is refused), and a row that fails one is counted by reason in the
+        report, never raised. After 10,000 rows or more, PostgreSQL's tables the import
+        filled are analyzed.
         """
         return self.importer(batch_size=batch_size).run(
             rows, source_key=source_key, dry_run=dry_run, progress=progress
         )
+
+    def adopt_line_keys(self, line_source: str, source_key: str) -> int:
+        """Key the activities an earlier version imported from one file by line by what they
+        say (see :func:`tutor_times.history.adopt_line_keys`); how many were keyed anew."""
+        with self.state.tracker.sql.connect() as conn:
+            return adopt_line_keys(conn, self.models, line_source, source_key)
 
     def rebuild_sessions(
         self,

@@ -275,8 +275,9 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         #: who reported it: "server" (a tracked host endpoint or record_activity) or
         #: "client" (POST /activities, e.g. a reading heartbeat) — R11
         source = sa.Column(sa.String(16), nullable=False, default=SERVER, server_default=SERVER)
-        #: where an imported activity came from (a file's identity and line, or a column of
-        #: the source): importing the same rows again adds nothing. NULL for live activities.
+        #: where an imported activity came from: its source and what the row says (a digest
+        #: of its fields and its place among identical rows), or a key column of the source.
+        #: Importing the same rows again adds nothing. NULL for live activities.
         import_key = sa.Column(sa.String(IMPORT_KEY_LENGTH))
 
         marking_session = db.relationship("MarkingSession", back_populates="activities")
