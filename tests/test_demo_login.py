@@ -3,6 +3,7 @@ to another host, whatever a browser would make of the characters in it, and neve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -14,7 +15,7 @@ HOME = "/tutor-times/me/dashboard"
 
 
 @pytest.fixture(scope="module")
-def demo() -> Flask:
+def demo() -> Iterator[Flask]:
     with built("sqlite") as app:
         yield app
 

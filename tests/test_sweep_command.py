@@ -6,6 +6,7 @@ by the tutor's next activity rather than extended while it stays closed."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -77,7 +78,7 @@ def test_an_activity_for_a_session_closed_too_early_reopens_it(app: Flask, clock
     """A session closed before it was idle (a sweep as of a later time, through the API)
     takes the tutor's next activity within the timeout as R2 says, and is open again: it
     is neither extended while closed nor dropped from the live sessions."""
-    key = {"marker_id": 3, "unit_id": 1, "ip_address": "10.0.0.1"}
+    key: dict[str, Any] = {"marker_id": 3, "unit_id": 1, "ip_address": "10.0.0.1"}
     with app.app_context():
         tutor_times.record_activity("inbox", **key)
         assert tutor_times.close_expired_sessions(T0 + DAY) == 1
