@@ -5,10 +5,17 @@ report that runs past TUTOR_TIMES_REPORT_TIMEOUT is a 503 that says so."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
+
+from demo.extensions import db, tutor_times
 
 from .conftest import Clock, built, login
 
@@ -38,7 +45,7 @@ def ranged(backend: str, clock: Clock) -> Iterator[Flask]:
 
 def get(app: Flask, path: str, args: str) -> tuple[int, str, str]:
     r = login(app, "convenor").get(f"{P}{path}{'&' if '?' in path else '?'}{args}")
-    return r.status_code, r.mimetype, r.get_data(as_text=True)
+    return r.status_code, str(r.mimetype), r.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("path", ["/units/1/dashboard", "/me/dashboard"])
@@ -95,3 +102,149 @@ def test_every_endpoint_refuses_a_range_past_the_same_bounds(
 def test_the_ends_of_the_bounds_are_answered(ranged: Flask, path: str, args: str) -> None:
     status, _, text = get(ranged, path, args)
     assert status == 200, text[:300]
+
+
+# -- what a report may cost -------------------------------------------------------------------
+
+WHAT_IF = "from=2026-03-02&to=2026-03-02&tz=UTC"
+KEY: dict[str, Any] = {"marker_id": 3, "unit_id": 1, "ip_address": "10.0.0.1"}
+
+
+@pytest.fixture
+def sixty_activities(backend: str, clock: Clock) -> Iterator[Flask]:
+    """Sixty activities of one tutor two seconds apart (one stored session), under a what-if
+    bound of twenty sessions."""
+    with built(backend, TUTOR_TIMES_WHATIF_MAX_SESSIONS=20) as app:
+        with app.app_context():
+            for _ in range(60):
+                tutor_times.record_activity("inbox", **KEY)
+                clock.advance(seconds=2)
+        yield app
+
+
+@pytest.mark.parametrize(
+    "path", ["/units/1/summary", "/units/1/timeline", "/units/1/timeline?bucket=week"]
+)
+def test_a_what_if_that_would_cut_more_sessions_than_its_bound_is_a_413(
+    sixty_activities: Flask, path: str
+) -> None:
+    client = login(sixty_activities, "convenor")
+    sep = "&" if "?" in path else "?"
+    # a timeout of 1 s cuts each activity into a session of its own: 60, over the bound
+    r = client.get(f"{P}{path}{sep}{WHAT_IF}&timeout=1")
+    assert r.status_code == 413, r.get_data(as_text=True)[:300]
+    error = r.get_json()["error"]
+    assert error["field"] == "timeout"
+    assert (
+        "20 sessions" in error["message"]
+        and "TUTOR_TIMES_WHATIF_MAX_SESSIONS" in (error["message"])
+    )
+    # under a longer timeout the same range is one session, and is answered
+    r = client.get(f"{P}{path}{sep}{WHAT_IF}&timeout=60")
+    assert r.status_code == 200, r.get_data(as_text=True)[:300]
+    body = r.get_json()
+    sessions = (
+        body["totals"]["sessions"]
+        if "totals" in body
+        else sum(b["sessions"] for b in body["buckets"])
+    )
+    assert sessions == 1
+
+
+def test_the_dashboard_with_a_what_if_over_its_bound_is_a_413_page(sixty_activities: Flask) -> None:
+    client = login(sixty_activities, "convenor")
+    r = client.get(f"{P}/units/1/dashboard?{WHAT_IF}&timeout=1")
+    assert (r.status_code, r.mimetype) == (413, "text/html")
+    assert "TUTOR_TIMES_WHATIF_MAX_SESSIONS" in r.get_data(as_text=True)
+    assert client.get(f"{P}/units/1/dashboard?{WHAT_IF}&timeout=60").status_code == 200
+
+
+@pytest.fixture
+def postgres_app(clock: Clock) -> Iterator[Flask]:
+    with built("postgres", TUTOR_TIMES_REPORT_TIMEOUT=0.5) as app:
+        yield app
+
+
+@contextlib.contextmanager
+def tables_locked(app: Flask, *, release_after: float) -> Iterator[None]:
+    """Another connection holds the tracking tables in ACCESS EXCLUSIVE mode (as a migration
+    would): every report waits for it. It lets go after ``release_after`` seconds whatever
+    happens, so a report that does not give up still ends."""
+    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    conn = engine.connect()
+    conn.execute(
+        sa.text("LOCK TABLE marking_sessions, session_activities IN ACCESS EXCLUSIVE MODE")
+    )
+    timer = threading.Timer(release_after, conn.rollback)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        conn.rollback()
+        conn.close()
+        engine.dispose()
+
+
+@pytest.mark.real
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/units/1/summary",
+        "/units/1/summary?timeout=60",
+        "/units/1/timeline",
+        "/units/1/tasks",
+        "/units/1/sessions",
+        "/units/1/active",
+        "/me/sessions",
+    ],
+)
+def test_a_report_past_the_report_timeout_is_a_503(postgres_app: Flask, path: str) -> None:
+    client = login(postgres_app, "convenor")
+    assert client.get(f"{P}{path}").status_code == 200  # the reports' pool is connected
+    with tables_locked(postgres_app, release_after=15):
+        began = time.monotonic()
+        r = client.get(f"{P}{path}")
+        took = time.monotonic() - began
+    assert r.status_code == 503, r.get_data(as_text=True)[:300]
+    assert took < 5
+    message = r.get_json()["error"]["message"]
+    assert "TUTOR_TIMES_REPORT_TIMEOUT" in message and "0.5 s" in message
+    assert client.get(f"{P}{path}").status_code == 200  # and the next one is answered
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("path", ["/units/1/dashboard", "/units/1/dashboard?timeout=60"])
+def test_a_dashboard_past_the_report_timeout_is_a_503_page(postgres_app: Flask, path: str) -> None:
+    client = login(postgres_app, "convenor")
+    with tables_locked(postgres_app, release_after=15):
+        r = client.get(f"{P}{path}")
+    assert (r.status_code, r.mimetype) == (503, "text/html")
+    assert "TUTOR_TIMES_REPORT_TIMEOUT" in r.get_data(as_text=True)
+    assert client.get(f"{P}{path}").status_code == 200
+
+
+@pytest.mark.real
+def test_a_what_if_over_many_activities_stops_at_the_report_timeout(clock: Clock) -> None:
+    """300,000 stored activities in one session, a second apart: the what-if's one statement
+    sorts them all, which takes far longer than 50 ms; it is stopped there."""
+    with built("postgres", TUTOR_TIMES_REPORT_TIMEOUT=0.05) as app:
+        with app.app_context():
+            tutor_times.record_activity("inbox", **KEY)
+            db.session.execute(
+                sa.text(
+                    "INSERT INTO session_activities"
+                    " (marking_session_id, action, created_at, updated_at, source)"
+                    " SELECT s.id, 'inbox', s.start_time + g * interval '1 second',"
+                    " s.start_time, 'server'"
+                    " FROM marking_sessions s, generate_series(1, 300000) g"
+                )
+            )
+            db.session.execute(sa.text("ANALYZE session_activities"))
+            db.session.commit()
+        client = login(app, "convenor")
+        began = time.monotonic()
+        r = client.get(f"{P}/units/1/summary?from=2026-03-01&to=2026-03-09&timeout=900")
+        assert r.status_code == 503, r.get_data(as_text=True)[:300]
+        assert time.monotonic() - began < 5
+        assert "TUTOR_TIMES_REPORT_TIMEOUT" in r.get_json()["error"]["message"]

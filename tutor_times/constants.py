@@ -39,6 +39,8 @@ class ConfigVars:
     RETENTION_DAYS: Final = "TUTOR_TIMES_RETENTION_DAYS"
     RETENTION_MODE: Final = "TUTOR_TIMES_RETENTION_MODE"
     DASHBOARD: Final = "TUTOR_TIMES_DASHBOARD"
+    REPORT_TIMEOUT: Final = "TUTOR_TIMES_REPORT_TIMEOUT"
+    WHATIF_MAX_SESSIONS: Final = "TUTOR_TIMES_WHATIF_MAX_SESSIONS"
 
 
 DEFAULT_ACTIONS: Final = (
@@ -141,6 +143,14 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.RETENTION_MODE: "delete",
     # The HTML dashboard pages under the prefix (a unit's, and one's own); False: 404.
     ConfigVars.DASHBOARD: True,
+    # Seconds one statement of a report may run (lock waits included) on PostgreSQL before
+    # it is stopped and the report answers 503: a request someone can make expensive ends
+    # before a web server's worker timeout (gunicorn's is 30 s) kills the worker instead.
+    ConfigVars.REPORT_TIMEOUT: 20.0,
+    # The most sessions a what-if (``?timeout=``) may cut from a range's activities, held in
+    # memory to merge and count; past it the report answers 413. A shorter range or a
+    # longer timeout cuts fewer.
+    ConfigVars.WHATIF_MAX_SESSIONS: 50_000,
 }
 
 # Short timeouts and no retry loop: a stalled Redis must cost a tracked request a quarter

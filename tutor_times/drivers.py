@@ -66,6 +66,7 @@ def own_engine(
     pre_ping: bool = False,
     settings: dict[str, str] | None = None,
     snapshot: bool = False,
+    statement_timeout: float | None = None,
 ) -> sa.Engine:
     """An engine of the extension's own on the host's database (tracking's, or the
     reports'), or the host's engine itself when its database cannot be shared (in-memory
@@ -83,7 +84,8 @@ def own_engine(
     given as its connection options unless the host's options give them, see
     :data:`REPORTS_SETTINGS`; ``snapshot``: on PostgreSQL each transaction reads one
     snapshot, REPEATABLE READ, so the statements of one report, or of one page of reports,
-    agree): see
+    agree; ``statement_timeout``: seconds each statement may run, lock waits included, on
+    PostgreSQL, whatever the host's options say): see
     :meth:`~tutor_times.state.AppState.reports_engine`.
     """
     url = host.url
@@ -101,6 +103,10 @@ def own_engine(
             if not re.search(rf"(?:-c\s*|--){re.escape(name)}=", hosts)
         )
         ours["options"] = f"{ours.get('options', '')} {given}".strip()
+    if statement_timeout is not None and host.dialect.driver in LIBPQ_DRIVERS:
+        # after the host's options, so that it is the one in force
+        ms = max(1, round(statement_timeout * 1000))
+        ours["options"] = f"{ours.get('options', '')} -c statement_timeout={ms}".strip()
     if "options" in ours and connect_args.get("options"):
         ours["options"] = f"{connect_args['options']} {ours['options']}"
     connect_args.update(ours)
@@ -149,6 +155,17 @@ def _enforce_foreign_keys(dbapi_connection: Any, record: Any) -> None:
 
 
 Violation = Literal["unique", "foreign_key", "check", "other"]
+
+
+#: what PostgreSQL answers when a statement ran past ``statement_timeout`` (query_canceled)
+#: or waited past ``lock_timeout`` (lock_not_available)
+STOPPED_STATES = frozenset({"57014", "55P03"})
+
+
+def stopped_by_timeout(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database stopped the statement because it ran (or waited) too long."""
+    orig = exc.orig
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in STOPPED_STATES
 
 
 def integrity_violation(exc: sa.exc.IntegrityError) -> Violation:
