@@ -143,8 +143,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.RETENTION_MODE: "delete",
     # The HTML dashboard pages under the prefix (a unit's, and one's own); False: 404.
     ConfigVars.DASHBOARD: True,
-    # Seconds one statement of a report may run (lock waits included) on PostgreSQL before
-    # it is stopped and the report answers 503: a request someone can make expensive ends
+    # Seconds one statement of a report may run (lock waits included) before it is stopped
+    # (PostgreSQL's statement_timeout; on SQLite a deadline checked as it runs) and the
+    # report answers 503: a request someone can make expensive ends
     # before a web server's worker timeout (gunicorn's is 30 s) kills the worker instead.
     ConfigVars.REPORT_TIMEOUT: 20.0,
     # The most sessions a what-if (``?timeout=``) may cut from a range's activities, held in

@@ -188,7 +188,7 @@ class Settings:
     operations: Operations
     #: whether the blueprint serves the HTML dashboard pages
     dashboard: bool
-    #: seconds one statement of a report may run on PostgreSQL (then the report is a 503)
+    #: seconds one statement of a report may run (then the report is a 503)
     report_timeout: float
     #: the most sessions a what-if may cut (then the report is a 413)
     whatif_max_sessions: int

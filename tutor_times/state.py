@@ -90,8 +90,8 @@ class AppState:
         their prepared statements (psycopg forgets them at every rollback, and the host's
         sessions end in one) — a report's statements are then parsed once per connection,
         not on every request, and planned for each run. Each statement may run for
-        TUTOR_TIMES_REPORT_TIMEOUT (PostgreSQL's ``statement_timeout``; the report is then a
-        503). No JIT on PostgreSQL, room to group in
+        TUTOR_TIMES_REPORT_TIMEOUT (PostgreSQL's ``statement_timeout``, a deadline on SQLite;
+        the report is then a 503). No JIT on PostgreSQL, room to group in
         memory, and each run planned for its own range
         (:data:`~tutor_times.drivers.REPORTS_SETTINGS`). One snapshot per read on
         PostgreSQL: a report's statements (the figures and the split of their blocks) see the
