@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import secrets
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from flask import (
@@ -192,8 +194,21 @@ def login_page() -> Any:
 
 
 def _local_next(target: str) -> str:
-    """Where a form login goes next: a path of this site only, never another host."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Where a form login goes next: a path of this site only, never another host.
+
+    A browser drops tabs and newlines from a URL and reads a backslash as a slash, so
+    ``/<tab>/evil.example`` is ``//evil.example`` to it: a target with any control or
+    separator character, or a backslash, is refused rather than cleaned, and what is left
+    must parse as a path alone (no scheme, no host)."""
+    unsafe = any(c == "\\" or unicodedata.category(c)[0] in "CZ" for c in target)
+    parts = urlsplit(target)
+    if (
+        not unsafe
+        and target.startswith("/")
+        and not target.startswith("//")
+        and not parts.scheme
+        and not parts.netloc
+    ):
         return target
     return "/tutor-times/me/dashboard"
 

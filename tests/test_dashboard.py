@@ -288,8 +288,12 @@ def test_my_dashboard_has_no_what_if(seeded: Flask) -> None:
 
 
 def test_a_what_if_at_the_start_of_the_calendar_is_a_400_page(seeded: Flask) -> None:
+    """Refused by the range's bounds, which leave a what-if room to read a day before."""
+    client = login(seeded, "convenor")
     query = "from=0001-01-01&to=0001-01-07&tz=Pacific/Kiritimati&timeout=86400"
-    assert "timeout" in page(login(seeded, "convenor"), f"{UNIT}/dashboard?{query}", 400)
+    assert "from: must lie between" in page(client, f"{UNIT}/dashboard?{query}", 400)
+    query = "from=0002-01-01&to=0002-01-07&tz=Pacific/Kiritimati&timeout=86400"
+    page(client, f"{UNIT}/dashboard?{query}")
 
 
 @pytest.mark.parametrize("args", ["tz=UTC", "tz=UTC&timeout=60"])

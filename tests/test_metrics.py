@@ -21,7 +21,11 @@ import pytest
 import redis
 import sqlalchemy as sa
 from flask import Flask
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
+
+from demo.extensions import db, tutor_times
 
 from .conftest import PG_URL, REDIS_URL, T0, TASK, Clock, built, login, require_real_services
 from .servers import free_port
@@ -30,6 +34,8 @@ from .test_deployment import Http
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TOKEN = secrets.token_hex(16)
+#: the session timeout of the gunicorn under test, in seconds
+TIMEOUT = 3
 GUNICORN_CONF = """
 from tutor_times.metrics import process_exited
 
@@ -71,6 +77,9 @@ class Gunicorn:
             "TUTOR_TIMES_METRICS": "true",
             "TUTOR_TIMES_METRICS_TOKEN": TOKEN,
             "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc),
+            # a session idle for 3 s (and as long again for late activities) is closed by
+            # the next sweep: the test waits for that rather than sweeping as of a later time
+            "TUTOR_TIMES_SESSION_TIMEOUT": str(TIMEOUT),
         }
         self.env.pop("TUTOR_TIMES_STORE", None)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -161,11 +170,9 @@ def test_metrics_add_up_across_gunicorn_workers_and_commands(gunicorn: Gunicorn)
             http.call("POST", "/tutor-times/activities", {"action": "inbox", "unit_id": 1})[0]
             == 201
         )
-    # a day later, a sweep in a process of its own closes the session
-    later = datetime.now(timezone.utc) + timedelta(days=1)
-    assert "closed 1 idle session" in gunicorn.flask(
-        "tutor-times", "sweep", "--now", later.strftime("%Y-%m-%d %H:%M:%S")
-    )
+    # once idle, a sweep in a process of its own closes the session
+    time.sleep(2 * TIMEOUT + 0.5)
+    assert "closed 1 idle session" in gunicorn.flask("tutor-times", "sweep")
 
     assert scrape(gunicorn.port, None)[0] == 401
     assert scrape(gunicorn.port, "not-the-token-at-all")[0] == 401
@@ -186,7 +193,7 @@ def test_metrics_add_up_across_gunicorn_workers_and_commands(gunicorn: Gunicorn)
     assert value("tutor_times_sessions_closed_total", closer="next_activity") == 0
     assert value("tutor_times_closing_lag_seconds_count", closer="sweep") == 1
     lag = value("tutor_times_closing_lag_seconds_sum", closer="sweep")
-    assert 86400 - 900 - 120 < lag < 86400 - 900 + 5
+    assert TIMEOUT < lag < 60
     assert value("tutor_times_tracking_seconds_count") == 20
     assert 0 < value("tutor_times_tracking_seconds_sum") < 20
     assert value("tutor_times_redis_breaker_open") == 0
@@ -206,9 +213,12 @@ def test_metrics_add_up_across_gunicorn_workers_and_commands(gunicorn: Gunicorn)
         m.group(1) for f in os.listdir(gunicorn.multiproc) if (m := re.search(r"_(\d+)\.db$", f))
     }
     # samples come from files of several processes: a worker that served requests, and the
-    # sweep command (which worker gets a kept-alive connection's requests is gunicorn's call)
+    # sweep command (which worker gets a kept-alive connection's requests is gunicorn's call),
+    # whose values were folded into the archive files when it ended, its own files removed
     assert set(workers) & pids
-    assert pids - set(workers)
+    master = str(gunicorn.proc.pid if gunicorn.proc else 0)  # its config imports the metrics
+    assert pids <= {*workers, master}
+    assert {"counter_archive.db", "histogram_archive.db"} <= set(os.listdir(gunicorn.multiproc))
 
 
 def test_metrics_are_off_unless_turned_on(clock: Clock) -> None:
@@ -310,3 +320,54 @@ def test_the_worker_command_serves_its_own_metrics(clock: Clock, tmp_path: Path)
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=15)
         assert "metrics on http://127.0.0.1:" in log.read_text()
+
+
+def test_one_shot_commands_leave_a_bounded_number_of_metrics_files(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Twenty ``flask tutor-times sweep`` processes (four at a time, as overlapping cron
+    runs would) on one PROMETHEUS_MULTIPROC_DIR: what they counted is all still scraped,
+    from a fixed number of files rather than three more per process."""
+    multiproc = tmp_path / "prometheus"
+    multiproc.mkdir()
+    with built("sqlite") as app:
+        ms = tutor_times.MarkingSession
+        with app.app_context(), db.engine.begin() as conn:
+            for i in range(20):  # idle for years: each closed by whichever sweep comes first
+                start = datetime(2020, 1, 1, tzinfo=timezone.utc) + timedelta(hours=i)
+                values = {"created_at": start, "updated_at": start}
+                key = {"marker_id": 3, "unit_id": 1, "ip_address": f"10.0.1.{i}"}
+                conn.execute(sa.insert(ms).values(**key, start_time=start, **values))
+                session_id = conn.scalar(sa.select(sa.func.max(ms.id)))
+                conn.execute(
+                    sa.insert(tutor_times.SessionActivity).values(
+                        marking_session_id=session_id, action="inbox", **values
+                    )
+                )
+        env = {
+            **os.environ,
+            "DEMO_CONFIG": "development",
+            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+            "PROMETHEUS_MULTIPROC_DIR": str(multiproc),
+        }
+        env.pop("TUTOR_TIMES_REDIS_URL", None)
+        command = [str(BIN / "flask"), "--app", "wsgi", "tutor-times", "sweep"]
+        for _ in range(5):
+            procs = [
+                subprocess.Popen(
+                    command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+                )
+                for _ in range(4)
+            ]
+            for proc in procs:
+                out, _ = proc.communicate(timeout=120)
+                assert proc.returncode == 0, out.decode()
+
+    files = sorted(os.listdir(multiproc))
+    assert len(files) <= 3, files
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(multiproc))
+    closed = registry.get_sample_value("tutor_times_sessions_closed_total", {"closer": "sweep"})
+    assert closed == 20
+    lags = registry.get_sample_value("tutor_times_closing_lag_seconds_count", {"closer": "sweep"})
+    assert lags == 20

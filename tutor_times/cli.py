@@ -47,14 +47,27 @@ def cli() -> None:
 
 
 @cli.command("sweep")
-@click.option("--now", type=click.DateTime(), default=None, help="Close as of this UTC time.")
+@click.option(
+    "--now",
+    type=click.DateTime(),
+    default=None,
+    help="Close as of this UTC time (not later than the clock).",
+)
 @with_appcontext
 def sweep_command(now: datetime | None) -> None:
-    """Close every idle session once (for cron)."""
+    """One pass of the worker (for cron): close every idle session, then the worker's
+    housekeeping (its heartbeat, expired idempotency keys, retention)."""
     from .accounting import UTC
 
     ext = extension()
-    closed = ext.close_expired_sessions(now.replace(tzinfo=UTC) if now else None)
+    as_of = None if now is None else now.replace(tzinfo=UTC)
+    # a time still to come would close sessions whose tutors are marking now
+    if as_of is not None and as_of > ext.clock():
+        raise click.BadParameter(
+            "lies in the future; sessions are closed as of now", param_hint="--now"
+        )
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    closed = Worker(app, ext, listen=False).sweep_once(as_of)
     click.echo(f"closed {closed} idle session{'s' if closed != 1 else ''}")
 
 

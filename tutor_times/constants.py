@@ -95,6 +95,14 @@ class ConfigVars:
     #: Serve the HTML :doc:`dashboard </user/dashboard>` pages under the prefix; ``False``:
     #: they answer 404.
     DASHBOARD: Final = "TUTOR_TIMES_DASHBOARD"
+    #: Seconds one statement of a report may run, lock waits included (PostgreSQL's
+    #: ``statement_timeout``, whatever the host's connection options say; on SQLite a deadline
+    #: checked as it runs); past it the report answers ``503`` with a message naming this key.
+    REPORT_TIMEOUT: Final = "TUTOR_TIMES_REPORT_TIMEOUT"
+    #: The most sessions a what-if (``?timeout=`` on ``summary``, ``timeline`` and the
+    #: dashboard) may cut from a range's activities; past it the report answers ``413`` naming
+    #: ``timeout``: ask for a shorter range or a longer timeout.
+    WHATIF_MAX_SESSIONS: Final = "TUTOR_TIMES_WHATIF_MAX_SESSIONS"
 
 
 DEFAULT_ACTIONS: Final = (
@@ -198,6 +206,15 @@ DEFAULTS: Final[dict[str, Any]] = {
     ConfigVars.RETENTION_MODE: "delete",
     # The HTML dashboard pages under the prefix (a unit's, and one's own); False: 404.
     ConfigVars.DASHBOARD: True,
+    # Seconds one statement of a report may run (lock waits included) before it is stopped
+    # (PostgreSQL's statement_timeout; on SQLite a deadline checked as it runs) and the
+    # report answers 503: a request someone can make expensive ends
+    # before a web server's worker timeout (gunicorn's is 30 s) kills the worker instead.
+    ConfigVars.REPORT_TIMEOUT: 20.0,
+    # The most sessions a what-if (``?timeout=``) may cut from a range's activities, held in
+    # memory to merge and count; past it the report answers 413. A shorter range or a
+    # longer timeout cuts fewer.
+    ConfigVars.WHATIF_MAX_SESSIONS: 50_000,
 }
 
 # Short timeouts and no retry loop: a stalled Redis must cost a tracked request a quarter

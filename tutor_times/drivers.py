@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import sqlite3
+import time
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -66,6 +68,7 @@ def own_engine(
     pre_ping: bool = False,
     settings: dict[str, str] | None = None,
     snapshot: bool = False,
+    statement_timeout: float | None = None,
 ) -> sa.Engine:
     """An engine of the extension's own on the host's database (tracking's, or the
     reports'), or the host's engine itself when its database cannot be shared (in-memory
@@ -83,7 +86,9 @@ def own_engine(
     given as its connection options unless the host's options give them, see
     :data:`REPORTS_SETTINGS`; ``snapshot``: on PostgreSQL each transaction reads one
     snapshot, REPEATABLE READ, so the statements of one report, or of one page of reports,
-    agree): see
+    agree; ``statement_timeout``: seconds each statement may run, lock waits included,
+    whatever the host's options say — PostgreSQL's ``statement_timeout``, a deadline checked
+    while it runs on SQLite): see
     :meth:`~tutor_times.state.AppState.reports_engine`.
     """
     url = host.url
@@ -101,6 +106,10 @@ def own_engine(
             if not re.search(rf"(?:-c\s*|--){re.escape(name)}=", hosts)
         )
         ours["options"] = f"{ours.get('options', '')} {given}".strip()
+    if statement_timeout is not None and host.dialect.driver in LIBPQ_DRIVERS:
+        # after the host's options, so that it is the one in force
+        ms = max(1, round(statement_timeout * 1000))
+        ours["options"] = f"{ours.get('options', '')} -c statement_timeout={ms}".strip()
     if "options" in ours and connect_args.get("options"):
         ours["options"] = f"{connect_args['options']} {ours['options']}"
     connect_args.update(ours)
@@ -123,7 +132,29 @@ def own_engine(
     )
     if host.dialect.driver == "pysqlite":
         sa.event.listen(engine, "connect", _enforce_foreign_keys)
+        if statement_timeout is not None:
+            _stop_sqlite_statements_after(engine, statement_timeout)
     return engine
+
+
+#: SQLite virtual-machine instructions between two looks at a statement's deadline
+SQLITE_CHECK_EVERY = 10_000
+
+
+def _stop_sqlite_statements_after(engine: sa.Engine, seconds: float) -> None:
+    """SQLite has no statement timeout: each statement of ``engine`` gets a deadline that a
+    progress handler checks while it runs (its rows read included), interrupting it past
+    ``seconds`` — the error :func:`stopped_by_timeout` recognises."""
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _deadline(conn: sa.Connection, *_: Any) -> None:
+        deadline = time.monotonic() + seconds
+        raw: Any = conn.connection.dbapi_connection
+        raw.set_progress_handler(lambda: time.monotonic() > deadline, SQLITE_CHECK_EVERY)
+
+    @sa.event.listens_for(engine, "checkin")
+    def _no_deadline(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.set_progress_handler(None, 0)
 
 
 #: the reports' connections on PostgreSQL. No JIT: a report over years costs past
@@ -149,6 +180,19 @@ def _enforce_foreign_keys(dbapi_connection: Any, record: Any) -> None:
 
 
 Violation = Literal["unique", "foreign_key", "check", "other"]
+
+
+#: what PostgreSQL answers when a statement ran past ``statement_timeout`` (query_canceled)
+#: or waited past ``lock_timeout`` (lock_not_available)
+STOPPED_STATES = frozenset({"57014", "55P03"})
+
+
+def stopped_by_timeout(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database stopped the statement because it ran (or waited) too long."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        return str(orig) == "interrupted"  # by the progress handler of a deadline
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in STOPPED_STATES
 
 
 def integrity_violation(exc: sa.exc.IntegrityError) -> Violation:

@@ -7,6 +7,13 @@ folder for the app and its ``tutor-times`` commands (before they start): each pr
 writes its values to files there, and ``/metrics`` adds them up across processes, including
 those of the worker command on the same machine.
 
+A process that ends folds its counters and histograms into one file per type
+(``counter_archive.db``, ``histogram_archive.db``) and removes its own files: every flask
+command run from cron, and every worker gunicorn replaces, would otherwise leave three files
+that each scrape reads again, without end. Its live gauges go (a gauge of a process that is
+gone means nothing). Scrapes read under the same lock, so no scrape sees a process's values
+both in its files and in the archive.
+
 The hot path pays one dictionary lookup and prometheus_client's own increment per activity:
 labelled children are looked up once and kept, so no lock of ours is taken (see
 benchmarks/b1_hot_path.py for the measured cost).
@@ -14,8 +21,11 @@ benchmarks/b1_hot_path.py for the measured cost).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import fcntl
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -29,6 +39,8 @@ from prometheus_client import (
     multiprocess,
     start_http_server,
 )
+from prometheus_client.mmap_dict import MmapedDict as _MmapedDict
+from prometheus_client.registry import Collector
 
 #: how an activity was recorded: the open session the Redis cache knew; SQL deciding
 #: (a new session, a late activity, or no Redis configured); SQL alone because Redis failed
@@ -145,13 +157,74 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
+#: prometheus_client's file of one process's values (untyped there)
+MmapedDict: Any = _MmapedDict
+#: the file (no ``.db``: never read as values) that folding and scraping lock
+LOCK_FILE = "tutor_times.lock"
+#: the types whose values add up across processes, so that a dead one's fold into one file
+FOLDED = ("counter", "histogram", "summary")
+
+
+@contextlib.contextmanager
+def _locked(directory: str, *, shared: bool = False) -> Iterator[None]:
+    """The folder's lock: exclusive to fold a process's files in, shared to read them."""
+    with open(os.path.join(directory, LOCK_FILE), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def retire(pid: int, directory: str) -> None:
+    """Fold the values of process ``pid`` (ended) into the folder's archive files and
+    remove its files; forget its live gauges. Nothing of a process that left no files."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    with _locked(directory):
+        for typ in FOLDED:
+            dead = os.path.join(directory, f"{typ}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = MmapedDict(os.path.join(directory, f"{typ}_archive.db"))
+            try:
+                for key, value, timestamp, _ in MmapedDict.read_all_values_from_file(dead):
+                    kept, _ = archive.read_value(key)
+                    archive.write_value(key, kept + value, timestamp)
+            finally:
+                archive.close()
+            os.remove(dead)
+
+
+@atexit.register
+def _retire_this_process() -> None:
+    """At the exit of any process that wrote to PROMETHEUS_MULTIPROC_DIR (registered once
+    at import; a forked process runs it with its own pid)."""
+    directory = multiprocess_dir()
+    if directory is not None and os.path.isdir(directory):
+        with contextlib.suppress(OSError):  # the folder's own trouble; the exit goes on
+            retire(os.getpid(), directory)
+
+
+class _FoldedCollector(Collector):
+    """Every process's values in the folder, read under its shared lock."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.inner: Any = multiprocess.MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Any]:
+        with _locked(self.directory, shared=True):
+            return list(self.inner.collect())
+
+
 def _registry() -> CollectorRegistry:
     """Every process's values when several write to PROMETHEUS_MULTIPROC_DIR, else this
     process's."""
-    if multiprocess_dir() is None:
+    directory = multiprocess_dir()
+    if directory is None:
         return REGISTRY
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(_FoldedCollector(directory))
     return registry
 
 
@@ -167,6 +240,8 @@ def serve(port: int, address: str) -> None:
 
 
 def process_exited(pid: int) -> None:
-    """For gunicorn's ``child_exit`` hook: forget a dead worker's gauges."""
-    if multiprocess_dir() is not None:
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+    """For gunicorn's ``child_exit`` hook: fold a dead worker's values into the archive
+    (a worker killed before its own exit could do it) and forget its gauges."""
+    directory = multiprocess_dir()
+    if directory is not None:
+        retire(pid, directory)

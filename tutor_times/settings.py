@@ -188,6 +188,10 @@ class Settings:
     operations: Operations
     #: whether the blueprint serves the HTML dashboard pages
     dashboard: bool
+    #: seconds one statement of a report may run (then the report is a 503)
+    report_timeout: float
+    #: the most sessions a what-if may cut (then the report is a 413)
+    whatif_max_sessions: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
@@ -231,6 +235,8 @@ class Settings:
             max_body_bytes=_whole_number(config, ConfigVars.MAX_BODY_BYTES),
             operations=Operations.from_config(config),
             dashboard=_flag(config, ConfigVars.DASHBOARD),
+            report_timeout=_number(config, ConfigVars.REPORT_TIMEOUT, minimum=0, strict=True),
+            whatif_max_sessions=_whole_number(config, ConfigVars.WHATIF_MAX_SESSIONS),
         )
 
     @property

@@ -269,6 +269,13 @@ class SqlStore:
         is now the latest). Only the key's two neighbours of ``a`` can change, so the rule
         holds for the whole key after each placement. The caller holds the key's lock and
         passes the key's latest session (locked), which answers the usual case alone.
+
+        The session ``a`` joins is open afterwards when it is the key's latest: ``a`` is live
+        (R2: at most MAX_BACKDATE old), and a sweep closes a session only once its last
+        activity is TIMEOUT + MAX_BACKDATE old (R6), so a live activity within TIMEOUT of the
+        key's latest session finds it closed only when it was closed before it was idle (a
+        sweep as of a time still to come). Extended while closed, it would stay out of the
+        live sessions with its tutor still marking.
         """
         before: Any
         after: Any
@@ -281,21 +288,24 @@ class SqlStore:
         joins_before = before is not None and continues(a.at, before.last, self.timeout)
         joins_after = after is not None and after.start_time - a.at < self.timeout
         if joins_before and joins_after:
-            return self._bridge(conn, a, before, after)
+            return self._bridge(conn, a, before, after, reopen=after.id == latest.id)
         if joins_before:
             last = max(before.last, a.at)
-            closed = before.end_time is not None
+            was_closed = before.end_time is not None
+            closed = was_closed and after is not None  # no `after`: ``before`` is the latest
+            if was_closed:
+                self._set_span(conn, before.id, before.start_time, last, closed=closed, now=a.at)
             activity = self._append_to(conn, before.id, a, closed=closed)
-            if closed:
-                self._set_span(conn, before.id, before.start_time, last, closed=True, now=a.at)
+            if was_closed:
                 figures.sessions_changed(conn, self.models, [before.id])
             conn.commit()
             return Recorded(activity, before.id, last, open=not closed)
         if joins_after:
-            closed = after.end_time is not None
+            was_closed = after.end_time is not None
+            closed = was_closed and after.id != latest.id
             self._set_span(conn, after.id, a.at, after.last, closed=closed, now=a.at)
             activity = self._append_to(conn, after.id, a, closed=closed)
-            if closed:
+            if was_closed:
                 figures.sessions_changed(conn, self.models, [after.id])
             conn.commit()
             return Recorded(activity, after.id, after.last, open=not closed)
@@ -303,8 +313,11 @@ class SqlStore:
             self._close(conn, before, a.at)
         return self._start(conn, a, closed=after is not None)
 
-    def _bridge(self, conn: sa.Connection, a: Activity, before: Any, after: Any) -> Recorded:
-        """``a`` closes the gap between two sessions: they become one, under the earlier id."""
+    def _bridge(
+        self, conn: sa.Connection, a: Activity, before: Any, after: Any, *, reopen: bool
+    ) -> Recorded:
+        """``a`` closes the gap between two sessions: they become one, under the earlier id;
+        open when ``reopen`` (``after`` is the key's latest session: see :meth:`place`)."""
         ms, act = self.models.MarkingSession, self.models.SessionActivity
         conn.execute(
             sa.update(act.__table__)
@@ -313,7 +326,7 @@ class SqlStore:
         )
         # the later session goes first: it may be the key's open one (R5's unique index)
         conn.execute(sa.delete(ms.__table__).where(ms.id == after.id))
-        closed = after.end_time is not None
+        closed = after.end_time is not None and not reopen
         self._set_span(conn, before.id, before.start_time, after.last, closed=closed, now=a.at)
         activity = self._append_to(conn, before.id, a, closed=closed)
         # one block fewer, or one of them reopened: the figures around them change

@@ -89,8 +89,9 @@ class AppState:
         never takes a connection the host's views need, and so that its connections keep
         their prepared statements (psycopg forgets them at every rollback, and the host's
         sessions end in one) — a report's statements are then parsed once per connection,
-        not on every request, and planned for each run. No statement timeout: a report may
-        take as long as the host's own queries. No JIT on PostgreSQL, room to group in
+        not on every request, and planned for each run. Each statement may run for
+        TUTOR_TIMES_REPORT_TIMEOUT (PostgreSQL's ``statement_timeout``, a deadline on SQLite;
+        the report is then a 503). No JIT on PostgreSQL, room to group in
         memory, and each run planned for its own range
         (:data:`~tutor_times.drivers.REPORTS_SETTINGS`). One snapshot per read on
         PostgreSQL: a report's statements (the figures and the split of their blocks) see the
@@ -108,6 +109,7 @@ class AppState:
                         pre_ping=True,
                         settings=drivers.REPORTS_SETTINGS,
                         snapshot=True,
+                        statement_timeout=self.settings.report_timeout,
                     )
                     self.reports_engines[source] = engine
         return engine

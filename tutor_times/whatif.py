@@ -7,7 +7,12 @@ R4, a tutor's overlapping sessions merged first (R10), a session in the bucket i
 
 PostgreSQL finds the sessions in SQL (gaps and islands: an activity starts a session when the
 key's previous activity is TIMEOUT or more before it), so one row per session comes back;
-elsewhere the activities are cut here with :func:`~tutor_times.accounting.runs`.
+elsewhere the activities are cut here with :func:`~tutor_times.accounting.runs`, read as
+they stream.
+
+A short timeout over a long range cuts up to one session per activity, each held here to be
+merged and counted: past ``limit`` sessions (TUTOR_TIMES_WHATIF_MAX_SESSIONS) the report
+stops with :class:`TooManySessions`, having held at most that many.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from itertools import groupby
+from itertools import groupby, islice
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -49,21 +54,35 @@ class NoRoomInCalendar(ValueError):
     reads around it (a timeout before it, a while after it)."""
 
 
+class TooManySessions(ValueError):
+    """The activities read would be cut into more than ``limit`` sessions."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} sessions")
+        self.limit = limit
+
+
 def sessions(
-    conn: sa.Connection, models: Models, scope: Scope, timeout: timedelta
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    timeout: timedelta,
+    *,
+    limit: int | None = None,
 ) -> list[Session]:
     """R2 under ``timeout``: the sessions of the scope's keys that start in its range.
 
     Activities from ``timeout`` before the range decide whether the range's first activity
     of a key continues an earlier session (then that session started before the range).
-    Raises :class:`NoRoomInCalendar` when that reach runs off the calendar."""
+    Raises :class:`NoRoomInCalendar` when that reach runs off the calendar, and
+    :class:`TooManySessions` when the activities read make more than ``limit`` sessions."""
     horizon = HORIZON
     while True:
         try:
             since, until = scope.start - timeout, scope.end + horizon
         except OverflowError:
             raise NoRoomInCalendar from None
-        found = _islands(conn, models, scope, timeout, since, until)
+        found = _islands(conn, models, scope, timeout, since, until, limit)
         if all(s.last < until - timeout for s in found):
             return [s for s in found if scope.start <= s.start < scope.end]
         horizon *= 4  # a session may still go on past what was read
@@ -76,6 +95,7 @@ def _islands(
     timeout: timedelta,
     since: datetime,
     until: datetime,
+    limit: int | None,
 ) -> list[Session]:
     ms, act = models.MarkingSession, models.SessionActivity
     where = [act.created_at >= since, act.created_at < until]
@@ -91,12 +111,12 @@ def _islands(
     if conn.dialect.name != "postgresql":
         key = [ms.marker_id, ms.unit_id, ms.ip_address]
         rows = sa.select(*key, act.created_at.label("at"), assessed.label("assessed"))
-        ordered = conn.execute(
+        with conn.execute(
             rows.join(act, act.marking_session_id == ms.id)
             .where(*where)
             .order_by(*key, act.created_at)
-        ).all()
-        return list(_cut(ordered, timeout))
+        ) as ordered:
+            return _at_most(_cut(ordered, timeout), limit)
     # keyed by the key's columns the scope leaves free: partitioned by a column the scope
     # fixes, the planner knows it constant in the first window's sort and not in the
     # next, and sorts every activity of the range again
@@ -155,7 +175,20 @@ def _islands(
         sa.type_coerce(sa.case((n.last, n.at), else_=n.next_at), aware),
         sa.case((n.last, n.so_far), else_=n.next_so_far) - n.so_far + n.assessed,
     ).where(n.first)
-    return [Session(*row[:5], int(row[5])) for row in conn.execute(query).all()]
+    if limit is not None:
+        query = query.limit(limit + 1)
+    found = (Session(*row[:5], int(row[5])) for row in conn.execute(query))
+    return _at_most(found, limit)
+
+
+def _at_most(found: Iterable[Session], limit: int | None) -> list[Session]:
+    """``found`` as a list, or :class:`TooManySessions` at its (limit + 1)st session."""
+    if limit is None:
+        return list(found)
+    held = list(islice(found, limit + 1))
+    if len(held) > limit:
+        raise TooManySessions(limit)
+    return held
 
 
 def _cut(ordered: Iterable[Any], timeout: timedelta) -> Iterator[Session]:
@@ -165,10 +198,16 @@ def _cut(ordered: Iterable[Any], timeout: timedelta) -> Iterator[Session]:
 
 
 def summary(
-    conn: sa.Connection, models: Models, scope: Scope, *, timeout: timedelta, min_minutes: int
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    *,
+    timeout: timedelta,
+    min_minutes: int,
+    limit: int | None = None,
 ) -> dict[str, Any]:
-    """:func:`tutor_times.reports.summary`, under ``timeout``."""
-    found = sessions(conn, models, scope, timeout)
+    """:func:`tutor_times.reports.summary`, under ``timeout`` (see :func:`sessions`)."""
+    found = sessions(conn, models, scope, timeout, limit=limit)
     minutes = _merged_minutes(found, min_minutes, lambda s: None)
     tutors = []
     for marker, own in groupby(sorted(found, key=lambda s: s.marker_id), key=lambda s: s.marker_id):
@@ -198,8 +237,9 @@ def timeline(
     *,
     timeout: timedelta,
     min_minutes: int,
+    limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`tutor_times.reports.timeline`, under ``timeout``."""
+    """:func:`tutor_times.reports.timeline`, under ``timeout`` (see :func:`sessions`)."""
     buckets = empty_buckets(starts, tz)
     if not starts:
         return buckets
@@ -207,7 +247,7 @@ def timeline(
     def index(s: Session) -> int:
         return max(bisect_right(starts, s.start) - 1, 0)
 
-    found = sessions(conn, models, scope, timeout)
+    found = sessions(conn, models, scope, timeout, limit=limit)
     for s in found:
         buckets[index(s)]["sessions"] += 1
         buckets[index(s)]["assessments"] += s.assessments

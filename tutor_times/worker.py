@@ -12,6 +12,7 @@ import logging
 import signal
 import threading
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from flask import Flask
@@ -45,11 +46,13 @@ class Worker:
         self.stop_event = stop or threading.Event()
         self.thread: threading.Thread | None = None
 
-    def sweep_once(self) -> int:
-        """One pass of the sweep, then the heartbeat and housekeeping: how many sessions it
-        closed. A pass whose sweep failed writes no heartbeat, so /health shows it."""
+    def sweep_once(self, now: datetime | None = None) -> int:
+        """One pass of the sweep (as of ``now``, default the clock), then the heartbeat and
+        housekeeping: how many sessions it closed. The loop, ``--burst`` and the ``sweep``
+        command all run this. A pass whose sweep failed writes no heartbeat, so /health
+        shows it."""
         with self.app.app_context():
-            closed = self.ext.close_expired_sessions()
+            closed = self.ext.close_expired_sessions(now)
             self.ext.after_sweep()
             return closed
 

@@ -22,6 +22,13 @@ ZONES = frozenset(
 DEFAULT_DAYS = 7
 #: the most buckets one timeline may hold
 MAX_BUCKETS = 1000
+#: The days a range may cover, on every endpoint that takes one: a year inside either end
+#: of the calendar. Reports work around a range — a zone's offset (under a day), a week's
+#: Monday and the calendar's seven days, the default six days before ``to``, a what-if's
+#: timeout before the range and its read past the end — and near year 1 or 9999 that
+#: arithmetic leaves the calendar (an OverflowError). No range within these bounds can.
+FIRST_DAY = date(2, 1, 1)
+LAST_DAY = date(9998, 12, 31)
 
 
 def zone(name: str) -> ZoneInfo:
@@ -34,8 +41,17 @@ def _local(t: datetime, tz: ZoneInfo) -> datetime:
     return t.replace(tzinfo=tz) if t.tzinfo is None else t.astimezone(tz)
 
 
+def within_bounds(when: date, field: str) -> None:
+    """Refuse a ``from`` or ``to`` outside [FIRST_DAY, LAST_DAY], by the day it names as
+    written (an instant's offset, under a day, is well inside the year of margin)."""
+    day = when.date() if isinstance(when, datetime) else when
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise FieldError(field, f"must lie between {FIRST_DAY} and {LAST_DAY}")
+
+
 def _instant(when: date, tz: ZoneInfo, field: str, *, end: bool) -> datetime:
     """The UTC instant a ``from`` (start) or ``to`` (first instant after it) stands for."""
+    within_bounds(when, field)
     try:
         if isinstance(when, datetime):
             # an aware datetime is an instant already: never converted into ``tz``, where
@@ -89,10 +105,10 @@ def bounds(
     """[start, end) in UTC of a ``from``/``to`` pair (dates are whole days, inclusive; naive
     datetimes are read in ``tz``); the last DEFAULT_DAYS days to ``today`` by default."""
     last = today if to is None else to
-    end = _instant(last, tz, "to", end=True)
-    if from_ is not None:
+    if from_ is not None:  # checked first: a range wholly out of bounds is refused by its start
         start = _instant(from_, tz, "from", end=False)
-    else:
+    end = _instant(last, tz, "to", end=True)
+    if from_ is None:
         try:
             last_day = _local(last, tz).date() if isinstance(last, datetime) else last
             first_day = last_day - timedelta(days=DEFAULT_DAYS - 1)

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import class_times, health, idempotency, metrics, reports, whatif
+from .. import class_times, drivers, health, idempotency, metrics, reports, whatif
 from ..constants import DEFAULTS, TRACKED_ROLES, ConfigVars
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
@@ -210,22 +210,47 @@ def report(query: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 def _on(query: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[sa.Connection], T]:
     """``query`` of ``reports`` as a function of a connection alone: given the tables and
-    the shortest session length it needs (read here, in the request)."""
+    the shortest session length it needs (read here, in the request). A statement the
+    database stopped at TUTOR_TIMES_REPORT_TIMEOUT is a 503 that says so."""
     ext = current()
     models, min_minutes = ext.models, ext.state.min_minutes
-    return lambda conn: query(conn, models, *args, min_minutes=min_minutes, **kwargs)
+    limit = ext.state.settings.report_timeout
+
+    def run(conn: sa.Connection) -> T:
+        try:
+            return query(conn, models, *args, min_minutes=min_minutes, **kwargs)
+        except sa.exc.DBAPIError as exc:
+            if not drivers.stopped_by_timeout(exc):
+                raise
+        raise ApiError(
+            503,
+            f"the report ran longer than TUTOR_TIMES_REPORT_TIMEOUT ({limit:g} s) and was"
+            " stopped; ask for a shorter range, or try again later",
+        )
+
+    return run
 
 
 def what_if(query: Callable[..., T], scope: Scope, *args: Any, seconds: int) -> T:
     """A ``whatif`` report under a timeout of ``seconds``. It reads the activities up to a
     timeout before the range (and a while after it); a range at the very start of the
-    calendar leaves no room for that, and is a 400 naming ``timeout`` rather than a 500."""
+    calendar leaves no room for that, and is a 400 naming ``timeout`` rather than a 500.
+    Cutting more sessions than TUTOR_TIMES_WHATIF_MAX_SESSIONS is a 413 naming ``timeout``."""
+    limit = current().state.settings.whatif_max_sessions
     try:
-        return report(query, scope, *args, timeout=timedelta(seconds=seconds))
+        return report(query, scope, *args, timeout=timedelta(seconds=seconds), limit=limit)
     except whatif.NoRoomInCalendar:
         raise ApiError(
             400,
             "timeout: the range is too close to the ends of the calendar for a what-if",
+            "timeout",
+        ) from None
+    except whatif.TooManySessions:
+        raise ApiError(
+            413,
+            f"timeout: under a timeout of {seconds} s this range's activities make more than"
+            f" {limit} sessions (TUTOR_TIMES_WHATIF_MAX_SESSIONS); ask for a shorter range"
+            " or a longer timeout",
             "timeout",
         ) from None
 
