@@ -31,11 +31,12 @@ month's row, and that is the only signal used.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from .accounting import UTC, to_micros
 from .class_times import Timetable, split_minutes
@@ -145,10 +146,10 @@ SELECT coalesce(t.month, c.month) AS month, coalesce(t.marker_id, c.marker_id) A
        t.marker_id IS NOT NULL AS rolled
 FROM (SELECT r.month, r.marker_id, CAST(CAST(r.xmin AS text) AS bigint) AS seen
       FROM tutor_times_tutor_months AS r
-      WHERE r.unit_id = :unit AND r.month >= :low AND r.month <= :high {{marker_t}}) AS t
+      WHERE r.unit_id = :unit AND r.month = ANY(CAST(:months AS date[])) {{marker_t}}) AS t
 FULL JOIN (SELECT k.month, k.marker_id, k.seen, k.fingerprint, k.long_blocks
            FROM {MONTHS} AS k
-           WHERE k.unit_id = :unit AND k.month >= :low AND k.month <= :high {{marker_c}}) AS c
+           WHERE k.unit_id = :unit AND k.month = ANY(CAST(:months AS date[])) {{marker_c}}) AS c
   ON c.month = t.month AND c.marker_id = t.marker_id
 LEFT JOIN unnest(CAST(:months AS date[]), CAST(:prints AS text[])) AS f(month, print)
   ON f.month = coalesce(t.month, c.month)
@@ -188,64 +189,100 @@ def whole_blocks(
     min_minutes: int,
     bucket: Callable[[Any], Any],
     bucket_of: Callable[[datetime], Any],
-    cut: Iterable[tuple[int, datetime]],
+    cut: Mapping[tuple[int, datetime], tuple[datetime, int] | None],
 ) -> list[tuple[Any, int, int]]:
     """(bucket, marker, during-class minutes) of the stored R10 blocks of ``unit_id`` (and
     ``marker_id``) that start in [start, end), but those ``cut`` (marker, block start) —
     the split of :func:`.reports.figured_by`'s whole blocks. ``bucket`` gives a start's
     bucket in SQL, ``bucket_of`` in Python, alike."""
-    months = months_of(start, end)
-    prints = [timetable.fingerprint(*window(m)) for m in months]
+    # the months with classes: in the others every block is outside class
+    printed = {m: timetable.fingerprint(*window(m)) for m in months_of(start, end)}
+    printed = {m: p for m, p in printed.items() if p}
+    if not printed:
+        return []
+    months, prints = list(printed), list(printed.values())
     marker_t = "" if marker_id is None else "AND r.marker_id = :marker"
     marker_c = "" if marker_id is None else "AND k.marker_id = :marker"
-    params: dict[str, Any] = {
-        "unit": unit_id,
-        "low": months[0],
-        "high": months[-1],
-        "months": months,
-        "prints": prints,
-        **({} if marker_id is None else {"marker": marker_id}),
-    }
-    disagreeing = conn.execute(
-        sa.text(DISAGREEING.format(marker_t=marker_t, marker_c=marker_c)), params
-    ).all()
-    cut = set(cut)
-    out: list[tuple[Any, int, int]] = []
-    # the agreeing months' stored measures, grouped in PostgreSQL
+    disagreeing = (
+        sa.text(DISAGREEING.format(marker_t=marker_t, marker_c=marker_c))
+        .bindparams(
+            sa.bindparam("unit", unit_id, type_=sa.BigInteger),
+            sa.bindparam("months", months, type_=postgresql.ARRAY(sa.Date)),
+            sa.bindparam("prints", prints, type_=postgresql.ARRAY(sa.Text)),
+            *([] if marker_id is None else [sa.bindparam("marker", marker_id)]),
+        )
+        .columns(
+            sa.column("month", sa.Date),
+            sa.column("marker", sa.BigInteger),
+            sa.column("rolled", sa.Boolean),
+        )
+        .cte("disagreeing")
+    )
+    bad = disagreeing.c
+    # the agreeing months' stored measures, grouped in PostgreSQL, and in the same statement
+    # the (month, tutor) that do not agree
     b = models.ClassBlocks.c
     m = sa.func.greatest(b.block_minutes, min_minutes)
     during = sa.case(
         (b.length == 0, m * b.inside),
         else_=sa.func.div(2 * m * b.inside + b.length, 2 * b.length),
     )
-    value = bucket(b.block_start).label("bucket")
-    where = [b.unit_id == unit_id, b.block_start >= start, b.block_start < end]
+    value = bucket(b.block_start)
+    where = [
+        b.unit_id == unit_id,
+        b.block_start >= start,
+        b.block_start < end,
+        b.month == sa.any_(sa.bindparam("class_months", months, type_=postgresql.ARRAY(sa.Date))),
+        ~sa.exists().where(bad.month == b.month, bad.marker == b.marker_id),
+    ]
     if marker_id is not None:
         where.append(b.marker_id == marker_id)
-    if disagreeing:
-        where.append(
-            sa.tuple_(b.month, b.marker_id).not_in([(r.month, r.marker) for r in disagreeing])
+    summed = (
+        sa.select(
+            sa.literal(1).label("kind"),
+            value.label("bucket"),
+            b.marker_id.label("marker"),
+            sa.cast(sa.func.sum(during), sa.BigInteger).label("during"),
+            sa.null().label("month"),
+            sa.null().label("rolled"),
         )
-    if cut:
-        where.append(sa.tuple_(b.marker_id, b.block_start).not_in(sorted(cut)))
-    rows = conn.execute(
-        sa.select(value, b.marker_id, sa.cast(sa.func.sum(during), sa.BigInteger))
         .where(*where)
         .group_by(value, b.marker_id)
     )
-    out.extend((v, k, int(d)) for v, k, d in rows)
-    if disagreeing:
-        split = _split_months(
-            conn, unit_id, timetable, [(r.month, r.marker) for r in disagreeing if r.rolled]
-        )
+    listed = sa.select(sa.literal(0), sa.null(), bad.marker, sa.null(), bad.month, bad.rolled)
+    out: list[tuple[Any, int, int]] = []
+    gone: list[tuple[date, int]] = []
+    rolled: list[tuple[date, int]] = []
+    for kind, value_, marker, summed_during, month, was_rolled in conn.execute(
+        sa.union_all(summed, listed)
+    ):
+        if kind:
+            out.append((value_, marker, int(summed_during)))
+        else:
+            gone.append((month, marker))
+            if was_rolled:
+                rolled.append((month, marker))
+    # the cut blocks counted above are merged again by the report: their stored split out
+    failing = set(gone)
+    for (marker, first), stored in cut.items():
+        if stored is None or not start <= first < end:
+            continue
+        month = first.astimezone(UTC).date().replace(day=1)
+        if month not in printed or (month, marker) in failing:
+            continue
+        last, minutes = stored
+        length, inside, at_start = timetable.inside(marker, to_micros(first), to_micros(last))
+        split_ = split_minutes(max(minutes, min_minutes), length, inside, at_start)
+        out.append((bucket_of(first), marker, -split_))
+    if gone:
+        split = _split_months(conn, unit_id, timetable, rolled)
         for (_, marker), (_, _, measured) in split.items():
             for first, minutes, length, inside, at_start, _ in measured:
                 if start <= first < end and (marker, first) not in cut:
                     credited = max(minutes, min_minutes)
                     split_ = split_minutes(credited, length, inside, at_start)
                     out.append((bucket_of(first), marker, split_))
-        gone = [(r.month, r.marker) for r in disagreeing]
-        _store(conn, models, unit_id, gone, split, dict(zip(months, prints, strict=True)))
+        _store(conn, models, unit_id, gone, split, printed)
     return out
 
 

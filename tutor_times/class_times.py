@@ -388,18 +388,21 @@ class Timetable:
         line clipped to the window (a tutor's own only where it differs from the unit's
         shared classes there). Two timetables with the same fingerprint split every stretch
         within the window alike, whatever else they hold (R12 reads the classes a stretch
-        overlaps, and nothing more)."""
+        overlaps, and nothing more). A window without a class is ""."""
         found = self.prints.get((low, high))
         if found is not None:
             return found
         digest = hashlib.blake2b(digest_size=16)
         shared = _clipped(self.default, low, high)
         digest.update(_packed(BEFORE, shared))
+        empty = not shared
         for key in sorted(self.own):
             line = _clipped(self.own[key], low, high)
             if line != shared:
                 digest.update(_packed(key, line))
-        found = self.prints[low, high] = digest.hexdigest()
+                empty = empty and not line
+        # no class at all there: "" (every stretch within the window is outside class)
+        found = self.prints[low, high] = "" if empty else digest.hexdigest()
         return found
 
     def during(

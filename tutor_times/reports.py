@@ -542,8 +542,9 @@ def figured_by(
     for value, marker, n, assessed, minutes, _ in rows:
         add(value, marker, n, int(assessed or 0), int(minutes or 0))
     spans: dict[tuple[int, int], list[tuple[datetime, datetime, int | None]]] = {}
-    # the (marker, block start) of the stored blocks the range cuts
-    cut_blocks: set[tuple[int, datetime]] = set()
+    # the stored blocks the range cuts, by (marker, block start): the block's end and
+    # minutes when its first session is read, else None
+    cut_blocks: dict[tuple[int, datetime], tuple[datetime, int] | None] = {}
     if any(cut for *_, cut in rows):
         # found from the covering index alone, then read by id (their ends are not in it)
         chosen = (
@@ -552,9 +553,16 @@ def figured_by(
             else ms.id.in_(sa.select(ms.id).where(*where, is_cut).scalar_subquery())
         )
         ends = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
-        for unit, marker, first, end, stored, block in conn.execute(
+        for unit, marker, first, end, stored, block, block_end, block_stored in conn.execute(
             sa.select(
-                ms.unit_id, ms.marker_id, ms.start_time, ends, credited, ms.block_start
+                ms.unit_id,
+                ms.marker_id,
+                ms.start_time,
+                ends,
+                credited,
+                ms.block_start,
+                ms.block_end,
+                ms.block_minutes,
             ).where(chosen)
         ):
             # its bucket as bucket_index gives it (a block is labelled by its first)
@@ -562,7 +570,8 @@ def figured_by(
             spans.setdefault((unit, marker), []).append((first, end, value))
             add(value, marker, 0, 0, -stored)  # counted above, merged again here
             if block is not None:
-                cut_blocks.add((marker, block))
+                first_of = None if block_stored is None else (block_end, block_stored)
+                cut_blocks[marker, block] = cut_blocks.get((marker, block)) or first_of
     for value, marker, minutes, during in block_minutes(spans, min_minutes, timetable):
         add(value, marker, 0, 0, minutes, during)
     if timetable is not None and class_store.usable(conn, models, scope, timetable):
