@@ -298,6 +298,53 @@ def reflect_a_change(client: Any, end: datetime, markers: int) -> dict[str, Any]
     return out
 
 
+def round_trip_floor(database_url: str, scale: Any, calls: int) -> list[dict[str, Any]]:
+    """What reading the stored split cannot go below: the reports without class times, with
+    them, and without them plus one trivial statement (``SELECT 1``) on the report's
+    connection wherever the split reads its stored figures (once per report), alternating
+    request by request over the short and long ranges."""
+    from demo.extensions import tutor_times
+
+    app = bench_app(database_url)
+    end = dataset(app, scale)
+    client = convenor(app)
+    term = term_timetable(end, 200)
+    figured = reports.figured_by
+
+    def one_more(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        found = figured(conn, *args, **kwargs)
+        conn.exec_driver_sql("SELECT 1").all()
+        return found
+
+    def loader(unit_id: int, start: datetime, end: datetime) -> list[Any]:
+        return term if unit_id == 1 else []
+
+    rows = []
+    for range_name in ("7 days", "a 12-week term", "two years, by day"):
+        for report in ("summary", "timeline", "dashboard"):
+            path = url(report, ranges(end)[range_name])
+            samples: dict[str, list[int]] = {"without": [], "with": [], "floor": []}
+            for i in range(calls):
+                order = list(samples)[i % 3 :] + list(samples)[: i % 3]
+                for variant in order:
+                    if variant == "with":
+                        tutor_times.class_times_loader(loader)
+                    reports.figured_by = one_more if variant == "floor" else figured
+                    try:
+                        samples[variant].extend(time_calls(lambda p=path: client.get(p), 1))
+                    finally:
+                        reports.figured_by = figured
+                        tutor_times.forget_workload_loaders()
+            timed = {k: percentiles(v) for k, v in samples.items()}
+            row = {"report": report, "range": range_name, **timed}
+            rows.append(row)
+            print(
+                f"  {report:10} {range_name:18} without {timed['without']['p50_ms']:7.2f}"
+                f" with {timed['with']['p50_ms']:7.2f} floor {timed['floor']['p50_ms']:7.2f}"
+            )
+    return rows
+
+
 def years_of_data(database_url: str, sessions: int, activities: int) -> Flask:
     """The demo app on B3's data: ``sessions`` closed sessions of 200 tutors over two years in
     four units, ``activities`` activities each (B8 measures its dashboard on the same)."""
@@ -547,7 +594,16 @@ def scale_url(database_url: str, label: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = arguments(__doc__, argv)
+    args = arguments(
+        __doc__,
+        argv,
+        ("--floor", {"choices": list(SCALES), "help": "only the split's round-trip floor"}),
+    )
+    if args.floor:
+        label = args.floor
+        rows = round_trip_floor(scale_url(DATABASE_URL, label), SCALES[label], calls=30)
+        save(f"b3_floor_{label}", {"benchmark": "B3 class times, floor", "rows": rows})
+        return {"rows": rows}
     if args.smoke:
         result = run(smoke_url(DATABASE_URL), SMOKE, calls=3, label="1x", class_times=True)
         return {"benchmark": "B3 reports", "scales": [result], **_flat(result)}

@@ -39,7 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from .accounting import UTC, to_micros
-from .class_times import Timetable, split_minutes
+from .class_times import PACKED, PG_EPOCH, PackedTimes, Timetable, binary_arrays, split_minutes
 
 if TYPE_CHECKING:
     from .models import Models
@@ -187,14 +187,15 @@ def whole_blocks(
     timetable: Timetable,
     *,
     min_minutes: int,
-    bucket: Callable[[Any], Any],
+    starts: list[datetime] | None,
     bucket_of: Callable[[datetime], Any],
     cut: Mapping[tuple[int, datetime], tuple[datetime, int] | None],
 ) -> list[tuple[Any, int, int]]:
     """(bucket, marker, during-class minutes) of the stored R10 blocks of ``unit_id`` (and
     ``marker_id``) that start in [start, end), but those ``cut`` (marker, block start) —
-    the split of :func:`.reports.figured_by`'s whole blocks. ``bucket`` gives a start's
-    bucket in SQL, ``bucket_of`` in Python, alike."""
+    the split of :func:`.reports.figured_by`'s whole blocks, in the buckets that begin at
+    ``starts`` (one without), as :func:`.reports.bucket_index` and ``bucket_of`` give
+    them."""
     # the months with classes: in the others every block is outside class
     printed = {m: timetable.fingerprint(*window(m)) for m in months_of(start, end)}
     printed = {m: p for m, p in printed.items() if p}
@@ -227,7 +228,7 @@ def whole_blocks(
         (b.length == 0, m * b.inside),
         else_=sa.func.div(2 * m * b.inside + b.length, 2 * b.length),
     )
-    value = bucket(b.block_start)
+    value = _bucket(conn, starts, b.block_start)
     where = [
         b.unit_id == unit_id,
         b.block_start >= start,
@@ -284,6 +285,20 @@ def whole_blocks(
                     out.append((bucket_of(first), marker, split_))
         _store(conn, models, unit_id, gone, split, printed)
     return out
+
+
+def _bucket(conn: sa.Connection, starts: list[datetime] | None, at: Any) -> Any:
+    """SQL: the bucket of ``at`` among ``starts``, as :func:`.reports.bucket_index` gives
+    it; the starts sent in PostgreSQL's binary form where the driver takes it (a timeline
+    of two years by day has 730, and dumping each took longer than the statement)."""
+    if not starts or len(starts) == 1:
+        return sa.literal(0)
+    if binary_arrays(conn):
+        packed = PackedTimes.of([to_micros(s) - PG_EPOCH for s in starts])
+        thresholds: Any = sa.bindparam(None, packed, type_=PACKED)
+    else:
+        thresholds = sa.bindparam(None, starts, type_=postgresql.ARRAY(sa.DateTime(timezone=True)))
+    return sa.func.greatest(sa.func.width_bucket(at, thresholds), 1) - 1
 
 
 #: one (month, tutor)'s split: the roll-up row's version, its long blocks, and each block's

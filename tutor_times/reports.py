@@ -454,8 +454,9 @@ def figured_by(
 ) -> dict[tuple[int | None, int | None], list[int]]:
     """Sessions, assessments, minutes (R10) and during-class minutes (R12, 0 without a
     ``timetable``) per (bucket, marker) of the scope, from the figures each closed session
-    keeps (:mod:`.figures`), in one pass over the range (and one over its stored blocks
-    for the split).
+    keeps (:mod:`.figures`), in one pass over the range (and, for the split, one over the
+    split stored of a unit's blocks on PostgreSQL, :mod:`.class_store`, or over its stored
+    blocks elsewhere).
 
     ``starts`` are the buckets' first instants (the bucket is None without them); without
     ``per_marker`` every marker is None. A block whose sessions all start in the range, and
@@ -586,7 +587,7 @@ def figured_by(
             scope.end,
             timetable,
             min_minutes=min_minutes,
-            bucket=index or (lambda _: sa.literal(0)),
+            starts=starts,
             bucket_of=lambda first: (
                 None if starts is None else max(bisect_right(starts, first) - 1, 0)
             ),
