@@ -202,11 +202,12 @@ TALLIES = (
 )
 
 
-def vacuum(engine: sa.Engine) -> None:
+def vacuum(engine: sa.Engine, tables: tuple[str, ...] | None = None) -> None:
     """What autovacuum does to a live table: statistics, and the visibility map that lets
-    index-only scans skip the heap."""
+    index-only scans skip the heap (the sessions, their activities and their tallies, or
+    ``tables``)."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        for table in ("marking_sessions", "session_activities", *TALLIES):
+        for table in tables or ("marking_sessions", "session_activities", *TALLIES):
             conn.execute(sa.text(f"VACUUM ANALYZE {table}"))
 
 

@@ -32,6 +32,7 @@ from .conftest import BACKENDS, Clock, build, built, login
 P = "/tutor-times"
 UTC = timezone.utc
 MON = datetime(2026, 3, 9, tzinfo=UTC)
+MARCH, APRIL = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
 
 
 def at(day: int, hh: int, mm: int, ss: int = 0) -> datetime:
@@ -153,7 +154,9 @@ def test_each_session_split_by_its_own_time(golden: FlaskClient) -> None:
 def test_summary_splits_merged_blocks(golden: FlaskClient, loader_calls: list[Any]) -> None:
     loader_calls.clear()
     result = get(golden, f"{P}/units/1/summary?{RANGE}")
-    assert loader_calls == [(1, MON, MON + timedelta(days=3))]  # once a request, whole range
+    # once a request: the range's whole UTC months and a day past them (the split kept of a
+    # month is tied to its classes)
+    assert loader_calls == [(1, MARCH, APRIL + timedelta(days=1))]
     tutors = {t["marker_id"]: t for t in result["tutors"]}
     for marker, want in ((3, TUTOR_3), (4, TUTOR_4)):
         assert tutors[marker]["minutes"] == want["minutes"]
@@ -167,10 +170,10 @@ def test_summary_splits_merged_blocks(golden: FlaskClient, loader_calls: list[An
 
 def test_a_dashboard_asks_the_loader_once(golden: FlaskClient, loader_calls: list[Any]) -> None:
     """The page shows the summary, the timeline and the calendar, all split: the host's
-    timetable is asked for once, over the whole range."""
+    timetable is asked for once, over the range's whole months."""
     loader_calls.clear()
     get(golden, f"{P}/units/1/dashboard?{RANGE}")
-    assert loader_calls == [(1, MON, MON + timedelta(days=3))]
+    assert loader_calls == [(1, MARCH, APRIL + timedelta(days=1))]
 
 
 def test_r10_two_ips_in_a_class_count_each_minute_once(golden: FlaskClient) -> None:

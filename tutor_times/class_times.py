@@ -23,6 +23,7 @@ a term's timetable costs no parsing.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import threading
 from bisect import bisect_right
@@ -229,6 +230,8 @@ class Timetable:
     lines: list[tuple[int, int]] = field(init=False)
     #: the arrays as PostgreSQL reads them, by the first instant a report asks about
     windows: OrderedDict[tuple[int, str], dict[str, Any]] = field(init=False)
+    #: :meth:`fingerprint` by window, made once per timetable
+    prints: dict[tuple[int, int], str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.own) >= MAX_SLOTS:
@@ -371,6 +374,37 @@ class Timetable:
         start, end = self.starts[i], self.ends[i]
         return self.before[i] + max(0, min(key, end) - start), key < end
 
+    def inside(self, key: int, start: int, end: int) -> tuple[int, int, bool]:
+        """R12's measures of a stretch of ``key``'s line from ``start`` to ``end``
+        (microseconds): its length, the time of it inside classes, and whether its start
+        lies in a class — what :meth:`during` splits its minutes by."""
+        slot = self.slots.get(key, 0)
+        a, b = self._key(slot, start), self._key(slot, end)
+        (before_a, a_inside), (before_b, _) = self._covered(a), self._covered(b)
+        return b - a, before_b - before_a, a_inside
+
+    def fingerprint(self, low: int, high: int) -> str:
+        """What the classes are within [low, high) (microseconds), as a hash: each key's
+        line clipped to the window (a tutor's own only where it differs from the unit's
+        shared classes there). Two timetables with the same fingerprint split every stretch
+        within the window alike, whatever else they hold (R12 reads the classes a stretch
+        overlaps, and nothing more). A window without a class is ""."""
+        found = self.prints.get((low, high))
+        if found is not None:
+            return found
+        digest = hashlib.blake2b(digest_size=16)
+        shared = _clipped(self.default, low, high)
+        digest.update(_packed(BEFORE, shared))
+        empty = not shared
+        for key in sorted(self.own):
+            line = _clipped(self.own[key], low, high)
+            if line != shared:
+                digest.update(_packed(key, line))
+                empty = empty and not line
+        # no class at all there: "" (every stretch within the window is outside class)
+        found = self.prints[low, high] = "" if empty else digest.hexdigest()
+        return found
+
     def during(
         self, unit_id: int, marker_id: int, start: datetime, end: datetime, minutes: int
     ) -> int:
@@ -438,6 +472,26 @@ class Timetable:
         )
         sql = SPLIT_BY_TIME_SQL.format(key="unit" if self.by == "unit" else "marker")
         return _split(sql, blocks.cte("tt_blocks"), arrays)
+
+
+def _clipped(intervals: list[tuple[int, int]], low: int, high: int) -> list[int]:
+    """Sorted disjoint ``intervals`` cut to [low, high), flattened."""
+    first = bisect_right(intervals, (low, low))
+    if first and intervals[first - 1][1] > low:
+        first -= 1
+    out: list[int] = []
+    for a, b in intervals[first:]:
+        if a >= high:
+            break
+        a, b = max(a, low), min(b, high)
+        if b > a:
+            out += (a, b)
+    return out
+
+
+def _packed(key: int, flat: list[int]) -> bytes:
+    """A line for a fingerprint: its key, its length, its instants."""
+    return struct.pack(f"!qq{len(flat)}q", key, len(flat), *flat)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from . import rollups, tallies
+from . import class_store, rollups, tallies
 from .accounting import UTC, duration_minutes
 
 MARKING_SESSIONS = "marking_sessions"
@@ -137,6 +137,10 @@ class Models(NamedTuple):
     AssessedTotals: Any = None
     #: the summary's roll-up of each tutor's months (:mod:`.rollups`; PostgreSQL only)
     TutorMonths: Any = None
+    #: R12's split of each tutor's months and blocks, and what it was split against
+    #: (:mod:`.class_store`; PostgreSQL only)
+    ClassMonths: Any = None
+    ClassBlocks: Any = None
 
 
 _built: WeakKeyDictionary[SQLAlchemy, Models] = WeakKeyDictionary()
@@ -320,6 +324,7 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         *_operations_tables(db.metadata),
         *tallies.tables(db.metadata, UTCDateTime),
         rollups.table(db.metadata),
+        *class_store.tables(db.metadata, UTCDateTime),
     )
     _built[db] = models
     return models

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from . import rollups, tallies
+from . import class_store, rollups, tallies
 from .accounting import UTC, duration_minutes, overlapping
 from .class_times import Timetable, with_split
 from .constants import ASSESSING
@@ -454,8 +454,9 @@ def figured_by(
 ) -> dict[tuple[int | None, int | None], list[int]]:
     """Sessions, assessments, minutes (R10) and during-class minutes (R12, 0 without a
     ``timetable``) per (bucket, marker) of the scope, from the figures each closed session
-    keeps (:mod:`.figures`), in one pass over the range (and one over its stored blocks
-    for the split).
+    keeps (:mod:`.figures`), in one pass over the range (and, for the split, one over the
+    split stored of a unit's blocks on PostgreSQL, :mod:`.class_store`, or over its stored
+    blocks elsewhere).
 
     ``starts`` are the buckets' first instants (the bucket is None without them); without
     ``per_marker`` every marker is None. A block whose sessions all start in the range, and
@@ -542,6 +543,9 @@ def figured_by(
     for value, marker, n, assessed, minutes, _ in rows:
         add(value, marker, n, int(assessed or 0), int(minutes or 0))
     spans: dict[tuple[int, int], list[tuple[datetime, datetime, int | None]]] = {}
+    # the stored blocks the range cuts, by (marker, block start): the block's end and
+    # minutes when its first session is read, else None
+    cut_blocks: dict[tuple[int, datetime], tuple[datetime, int] | None] = {}
     if any(cut for *_, cut in rows):
         # found from the covering index alone, then read by id (their ends are not in it)
         chosen = (
@@ -550,16 +554,47 @@ def figured_by(
             else ms.id.in_(sa.select(ms.id).where(*where, is_cut).scalar_subquery())
         )
         ends = sa.case((ms.end_time.is_(None), last_activity_of(models)), else_=ms.end_time)
-        for unit, marker, first, end, stored in conn.execute(
-            sa.select(ms.unit_id, ms.marker_id, ms.start_time, ends, credited).where(chosen)
+        for unit, marker, first, end, stored, block, block_end, block_stored in conn.execute(
+            sa.select(
+                ms.unit_id,
+                ms.marker_id,
+                ms.start_time,
+                ends,
+                credited,
+                ms.block_start,
+                ms.block_end,
+                ms.block_minutes,
+            ).where(chosen)
         ):
             # its bucket as bucket_index gives it (a block is labelled by its first)
             value = None if starts is None else max(bisect_right(starts, first) - 1, 0)
             spans.setdefault((unit, marker), []).append((first, end, value))
             add(value, marker, 0, 0, -stored)  # counted above, merged again here
+            if block is not None:
+                first_of = None if block_stored is None else (block_end, block_stored)
+                cut_blocks[marker, block] = cut_blocks.get((marker, block)) or first_of
     for value, marker, minutes, during in block_minutes(spans, min_minutes, timetable):
         add(value, marker, 0, 0, minutes, during)
-    if timetable is not None:
+    if timetable is not None and class_store.usable(conn, models, scope, timetable):
+        # the whole blocks' split from what is stored of it (R12 all the same)
+        assert scope.unit_id is not None
+        for value, marker, during in class_store.whole_blocks(
+            conn,
+            models,
+            scope.unit_id,
+            scope.marker_id,
+            scope.start,
+            scope.end,
+            timetable,
+            min_minutes=min_minutes,
+            starts=starts,
+            bucket_of=lambda first: (
+                None if starts is None else max(bisect_right(starts, first) - 1, 0)
+            ),
+            cut=cut_blocks,
+        ):
+            add(value, marker, 0, 0, 0, during)
+    elif timetable is not None:
         # the stored blocks whose sessions all start in the range, as the blocks are split
         index = index or (lambda _: sa.literal(0))
         whole = sa.and_(ms.block_minutes.is_not(None), sa.not_(is_cut))
@@ -659,7 +694,7 @@ def summary(
             rolled = scope.end - scope.start >= ROLLED_FROM
         months = (
             _rolled_months(conn, models, scope, min_minutes)
-            if rolled and timetable is None
+            if rolled and (timetable is None or class_store.usable(conn, models, scope, timetable))
             else None
         )
         figures = figured_by(

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import class_times, drivers, health, idempotency, metrics, reports, whatif
+from .. import class_store, class_times, drivers, health, idempotency, metrics, reports, whatif
 from ..constants import DEFAULTS, TRACKED_ROLES, ConfigVars
 from ..errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
@@ -264,6 +264,9 @@ CLASS_MARGIN = timedelta(days=1)
 #: so that converting them to any time zone (an offset under a day) cannot overflow
 FIRST_ASKED = datetime.min.replace(tzinfo=timezone.utc) + timedelta(days=1)
 LAST_ASKED = datetime.max.replace(tzinfo=timezone.utc) - timedelta(days=1)
+#: a unit's report is asked for its range's whole months unless that reaches this near the
+#: calendar's ends
+MONTH_MARGIN = timedelta(days=64)
 
 
 def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Timetable | None:
@@ -276,6 +279,9 @@ def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Ti
     start = max(scope.start, FIRST_ASKED)
     end = LAST_ASKED if scope.end >= LAST_ASKED - CLASS_MARGIN else scope.end + CLASS_MARGIN
     if scope.unit_id is not None:
+        if FIRST_ASKED + MONTH_MARGIN < scope.start and scope.end < LAST_ASKED - MONTH_MARGIN:
+            # the range's whole months: the split kept of a month's blocks is tied to them
+            start, end = class_store.asked(scope.start, scope.end)
         return ext.unit_timetable(scope.unit_id, start, end)
     if scope.marker_id is None:
         raise ValueError("class times need a unit or a tutor")

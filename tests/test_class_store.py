@@ -1,0 +1,345 @@
+"""R12's split kept per (month, tutor) (tutor_times/class_store.py): whatever is stored,
+every report's split is R12 computed from scratch over the raw sessions — across random
+histories, random timetables (overlapping classes, classes of every tutor, wall-clock
+classes across a change of daylight-saving time) and classes edited, and sessions added,
+between reports."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from demo.extensions import db, tutor_times
+from tutor_times.accounting import duration_minutes, to_micros
+from tutor_times.class_times import Timetable
+from tutor_times.reports import Scope, summary, timeline
+
+from .conftest import BACKENDS, T0, Clock, build, built
+from .test_figures import (
+    LONG_ACT,
+    MIN_MINUTES,
+    bucket_starts,
+    history,
+    local_midnight,
+    other,
+    play,
+    raw_sessions,
+    rebuild_with_timeout,
+    record,
+    reset,
+)
+
+EXAMPLES = int(os.environ.get("TUTOR_TIMES_PROPERTY_EXAMPLES", "25"))
+#: the classes' zone: Melbourne leaves daylight-saving time on 5 April 2026, a month after T0
+ZONE = ZoneInfo("Australia/Melbourne")
+UTC = ZoneInfo("UTC")
+
+#: a class: (tutor 3, 4 or every tutor, day after T0's, local hour, quarter hours, length in
+#: quarter hours): at Melbourne wall-clock times, so some lie across the change of time
+CLASS = st.tuples(
+    st.sampled_from([None, 3, 4, 3]),
+    st.integers(-3, 75),
+    st.integers(0, 23),
+    st.integers(0, 3),
+    st.integers(1, 16),
+)
+CLASSES = st.lists(CLASS, max_size=25)
+#: an edit: the class at an index moved by some quarter hours (or removed: None), or one added
+EDIT = st.one_of(
+    st.tuples(st.just("move"), st.integers(0, 30), st.integers(-40, 40)),
+    st.tuples(st.just("remove"), st.integers(0, 30), st.just(0)),
+    st.tuples(st.just("add"), st.just(0), st.just(0)),
+)
+#: histories over weeks (up to five days between events), so that months change
+EVENTS = st.lists(
+    st.one_of(
+        LONG_ACT.map(lambda e: (e[0], e[1], e[2] % (5 * 24 * 60), e[3], e[4])),
+        st.tuples(
+            st.just("act"),
+            st.sampled_from([0, 1, 2]),
+            st.sampled_from([0, 5, 14, 16, 30, 200]),
+            st.just(0),
+            st.just("assessing"),
+        ),
+        other,
+    ),
+    min_size=1,
+    max_size=30,
+)
+#: a report: (zone, first day after T0's, days)
+RANGES = st.tuples(
+    st.sampled_from(["UTC", "Australia/Melbourne", "Asia/Kathmandu"]),
+    st.integers(-5, 60),
+    st.integers(1, 80),
+)
+
+
+def instants(classes: list[tuple[Any, ...]]) -> list[tuple[int | None, datetime, datetime]]:
+    """Each class as real instants: its wall-clock start in Melbourne, lasting its quarters
+    of real time."""
+    out = []
+    for who, day, hour, quarter, length in classes:
+        wall = datetime.combine(T0.date() + timedelta(days=day), time(hour, 15 * quarter), ZONE)
+        start = wall.astimezone(UTC)
+        out.append((who, start, start + timedelta(minutes=15 * length)))
+    return out
+
+
+def edited(classes: list[tuple[Any, ...]], edit: tuple[str, int, int], added: Any) -> list[Any]:
+    kind, at, by = edit
+    out = list(classes)
+    if kind == "add" or not out:
+        return out + [added]
+    i = at % len(out)
+    if kind == "remove":
+        return out[:i] + out[i + 1 :]
+    who, day, hour, quarter, length = out[i]
+    total = (day * 24 + hour) * 4 + quarter + by
+    day, rest = divmod(total, 96)
+    out[i] = (who, day, rest // 4, rest % 4, length)
+    return out
+
+
+def from_scratch(
+    sessions: list[dict[str, Any]],
+    classes: list[tuple[int | None, datetime, datetime]],
+    bucket: Any,
+) -> dict[tuple[Any, int], tuple[int, int]]:
+    """R10 and R12 written out here: each tutor's sessions merged into blocks, each block's
+    minutes (R4) and their during-class part, from the union of the tutor's and the unit's
+    classes (integer microseconds, rounded half up), per (bucket of the block's start,
+    tutor)."""
+    spans: dict[tuple[int, int], list[tuple[datetime, datetime]]] = {}
+    for s in sessions:
+        spans.setdefault((s["unit"], s["marker"]), []).append((s["start"], s["last"]))
+    out: dict[tuple[Any, int], tuple[int, int]] = {}
+    for (_, marker), tutor_spans in spans.items():
+        mine = sorted(
+            (to_micros(a), to_micros(b)) for who, a, b in classes if who in (None, marker)
+        )
+        union: list[list[int]] = []
+        for a, b in mine:
+            if union and a <= union[-1][1]:
+                union[-1][1] = max(union[-1][1], b)
+            elif b > a:
+                union.append([a, b])
+        blocks: list[list[datetime]] = []
+        for start, last in sorted(tutor_spans):
+            if blocks and start <= blocks[-1][1]:
+                blocks[-1][1] = max(blocks[-1][1], last)
+            else:
+                blocks.append([start, last])
+        for first, last in blocks:
+            minutes = duration_minutes(first, last, MIN_MINUTES)
+            a, b = to_micros(first), to_micros(last)
+            if b == a:
+                during = minutes if any(x <= a < y for x, y in union) else 0
+            else:
+                inside = sum(max(0, min(b, y) - max(a, x)) for x, y in union)
+                during = (2 * minutes * inside + (b - a)) // (2 * (b - a))
+            key = (bucket(first), marker)
+            m, d = out.get(key, (0, 0))
+            out[key] = (m + minutes, d + during)
+    return out
+
+
+def check(
+    conn: sa.Connection,
+    models: Any,
+    classes: list[tuple[int | None, datetime, datetime]],
+    zone: str,
+    first_day: int,
+    days: int,
+) -> None:
+    """The unit's summary (whole months from the roll-up, or not) and its timeline by day
+    and by week, split by ``classes``, against :func:`from_scratch`."""
+    tz = ZoneInfo(zone)
+    timetable = Timetable.of_unit([(w, to_micros(a), to_micros(b)) for w, a, b in classes])
+    for bucket in ("day", "week"):
+        starts = bucket_starts(tz, first_day, days, bucket)
+        end = local_midnight(tz, T0.date() + timedelta(days=first_day + days))
+        scope = Scope(starts[0], end, unit_id=1)
+        sessions = raw_sessions(conn, models, scope)
+        by_tutor = from_scratch(sessions, classes, lambda _: None)
+        if bucket == "day":
+            for rolled in (True, False):
+                found = summary(
+                    conn, models, scope, min_minutes=MIN_MINUTES, timetable=timetable, rolled=rolled
+                )
+                conn.commit()  # what a report stored, as a report's read commits
+                got = {
+                    t["marker_id"]: (t["minutes"], t["during_class_minutes"])
+                    for t in found["tutors"]
+                }
+                assert got == {marker: v for (_, marker), v in by_tutor.items()}
+        lines = timeline(
+            conn, models, scope, starts, tz, min_minutes=MIN_MINUTES, timetable=timetable
+        )
+        conn.commit()
+
+        def index(at: datetime, starts: list[datetime] = starts) -> int:
+            return max(i for i, s in enumerate(starts) if s <= at or i == 0)
+
+        per_bucket: dict[int, list[int]] = {}
+        for (i, _), (m, d) in from_scratch(sessions, classes, index).items():
+            found_ = per_bucket.setdefault(i, [0, 0])
+            found_[0] += m
+            found_[1] += d
+        got_lines = {
+            i: [b["minutes"], b["during_class_minutes"]]
+            for i, b in enumerate(lines)
+            if b["minutes"]
+        }
+        assert got_lines == {i: v for i, v in per_bucket.items() if v[0]}
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def store_app(request: pytest.FixtureRequest) -> Iterator[Flask]:
+    yield from build(str(request.param))
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    EVENTS,
+    EVENTS,
+    CLASSES,
+    st.lists(st.tuples(EDIT, CLASS), min_size=1, max_size=3),
+    st.lists(RANGES, min_size=1, max_size=2),
+)
+# a class of every tutor and a tutor's own overlapping it, both across the change of time
+# (2 April, 3 am Melbourne, is 5 April's night), a session in each, then the class moved
+@example(
+    [
+        ("act", 0, 0, 0, "assessing"),
+        ("act", 1, 5, 0, "assessing"),
+        ("act", 0, 20, 0, "assessing"),
+        ("act", 2, 5 * 24 * 60, 0, "assessing"),
+        ("sweep", 0, 30, 0, ""),
+    ],
+    [("act", 0, 4 * 24 * 60, 0, "assessing"), ("sweep", 0, 60, 0, "")],
+    [(None, 0, 9, 0, 8), (3, 0, 10, 0, 8), (4, 34, 1, 0, 16)],
+    [(("move", 0, 2), (None, 5, 9, 0, 4)), (("add", 0, 0), (3, 4, 9, 0, 16))],
+    [("UTC", -2, 60), ("Australia/Melbourne", 0, 7)],
+)
+def test_every_reports_split_is_r12_from_scratch_whatever_is_stored(
+    store_app: Flask,
+    clock: Clock,
+    events: list[tuple[Any, ...]],
+    later: list[tuple[Any, ...]],
+    classes: list[tuple[Any, ...]],
+    edits: list[tuple[tuple[str, int, int], tuple[Any, ...]]],
+    ranges: list[tuple[str, int, int]],
+) -> None:
+    """Reports over each range split by a timetable; then classes edited (moved, removed,
+    added) and reported again; then more history (sessions closed, imported, rebuilt,
+    purged) and reported again: each time every tutor's and every bucket's split is R12
+    over the raw sessions, on PostgreSQL with what the earlier reports stored."""
+    reset(store_app)
+    play(store_app, clock, events)
+    with store_app.app_context(), db.engine.connect() as conn:
+        models = tutor_times.models
+        for zone, first_day, days in ranges:
+            check(conn, models, instants(classes), zone, first_day, days)
+        for edit, added in edits:
+            classes = edited(classes, edit, added)
+            for zone, first_day, days in ranges:
+                check(conn, models, instants(classes), zone, first_day, days)
+    # more history, after what the last reports stored
+    with store_app.app_context():
+        play_from(store_app, clock, later)
+    with store_app.app_context(), db.engine.connect() as conn:
+        for zone, first_day, days in ranges:
+            check(conn, tutor_times.models, instants(classes), zone, first_day, days)
+
+
+def play_from(app: Flask, clock: Clock, events: list[tuple[Any, ...]]) -> None:
+    """``events`` after those already played, the clock going on from where it is."""
+    now = clock()
+    for n, (kind, key, minutes, late, action) in enumerate(events, start=100):
+        now += timedelta(minutes=minutes, seconds=7 * n)
+        clock.set(now)
+        if kind == "act":
+            record(key, now - timedelta(seconds=late), action)
+        elif kind == "sweep":
+            tutor_times.close_expired_sessions(now)
+        elif kind == "import":
+            tutor_times.import_activities(history(now, n), source_key=f"more-{n}")
+        elif kind == "rebuild":
+            rebuild_with_timeout(app, timedelta(minutes=5))
+        else:
+            tutor_times.purge(now - timedelta(hours=2))
+
+
+def minutes_of(result: dict[str, Any]) -> dict[int, tuple[int, int]]:
+    return {t["marker_id"]: (t["minutes"], t["during_class_minutes"]) for t in result["tutors"]}
+
+
+@pytest.mark.real
+def test_what_is_stored_is_added_up_until_a_class_or_a_session_of_its_month_changes(
+    clock: Clock,
+) -> None:
+    """The second report adds up what the first stored (a stored measure altered behind its
+    back shows in it), until a class of the month moves (its fingerprint changes) or a
+    session of the tutor's month closes (its roll-up row is rewritten): then the month is
+    split again, and the report is R12 from scratch."""
+    with built("postgres") as app:
+        with app.app_context():
+            for day in (2, 3):
+                at = T0 + timedelta(days=day)  # 09:00 UTC, 20:00 in Melbourne
+                for minutes in (0, 10, 20):
+                    clock.set(at + timedelta(minutes=minutes))
+                    record(0, clock(), "assessing")
+                tutor_times.close_expired_sessions(at + timedelta(hours=1))
+        classes = [(3, T0 + timedelta(days=2, minutes=10), T0 + timedelta(days=2, hours=2))]
+        scope = Scope(T0, T0 + timedelta(days=10), unit_id=1)
+        with app.app_context(), db.engine.connect() as conn:
+            models = tutor_times.models
+
+            def report(classes: list[Any]) -> dict[int, tuple[int, int]]:
+                timetable = Timetable.of_unit(
+                    [(w, to_micros(a), to_micros(b)) for w, a, b in classes]
+                )
+                found = minutes_of(
+                    summary(conn, models, scope, min_minutes=MIN_MINUTES, timetable=timetable)
+                )
+                conn.commit()
+                return found
+
+            def scratch(classes: list[Any]) -> dict[int, tuple[int, int]]:
+                sessions = raw_sessions(conn, models, scope)
+                return {
+                    k: v for (_, k), v in from_scratch(sessions, classes, lambda _: None).items()
+                }
+
+            assert report(classes) == scratch(classes) == {3: (40, 10)}
+            kept = conn.execute(sa.select(models.ClassMonths)).all()
+            assert [(r.month.month, r.marker_id, r.long_blocks) for r in kept] == [(3, 3, 0)]
+            # the stored measure is what the next report adds up
+            conn.execute(sa.update(models.ClassBlocks).values(inside=0))
+            conn.commit()
+            assert report(classes) == {3: (40, 0)}
+            # the class moved: the month's fingerprint changed, it is split again
+            moved = [(3, T0 + timedelta(days=2, minutes=5), T0 + timedelta(days=2, hours=2))]
+            assert report(moved) == scratch(moved) == {3: (40, 15)}
+            conn.execute(sa.update(models.ClassBlocks).values(inside=0))
+            conn.commit()
+            # a session of the tutor's month closed: its roll-up row rewritten, split again
+            with app.app_context():
+                at = T0 + timedelta(days=4)
+                clock.set(at)
+                record(0, at, "assessing")
+                tutor_times.close_expired_sessions(at + timedelta(hours=1))
+            assert report(moved) == scratch(moved) == {3: (41, 15)}
