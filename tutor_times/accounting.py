@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import TypeVar
@@ -9,6 +10,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 UTC = timezone.utc
+
+
+def lock_hash(text: str) -> int:
+    """A signed 64-bit number for ``text``, for a transaction's advisory lock."""
+    return int.from_bytes(
+        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
+    )
 
 
 def utcnow() -> datetime:

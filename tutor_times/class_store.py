@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from .accounting import UTC, to_micros
+from .accounting import UTC, lock_hash, to_micros
 from .class_times import PACKED, PG_EPOCH, PackedTimes, Timetable, binary_arrays, split_minutes
 
 if TYPE_CHECKING:
@@ -378,8 +378,6 @@ def _store(
         # a block that meets no class splits nothing into class; a long one is split live
         if not long and (inside > 0 if length else at_start)
     ]
-    from .models import lock_hash
-
     savepoint = conn.begin_nested()
     try:
         locked = conn.execute(

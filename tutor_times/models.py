@@ -3,7 +3,6 @@ metadata."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from datetime import datetime
@@ -16,7 +15,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from . import class_store, rollups, tallies
-from .accounting import UTC, duration_minutes
+from .accounting import UTC, duration_minutes, lock_hash
 
 MARKING_SESSIONS = "marking_sessions"
 SESSION_ACTIVITIES = "session_activities"
@@ -419,13 +418,6 @@ def close_session_ids(
         .returning(table.c.id)
     )
     return [row.id for row in conn.execute(stmt)]
-
-
-def lock_hash(text: str) -> int:
-    """A signed 64-bit number for ``text``, for a transaction's advisory lock."""
-    return int.from_bytes(
-        hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True
-    )
 
 
 def tutor_hash(unit_id: int, marker_id: int) -> int:

@@ -21,14 +21,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 
 from . import drivers, figures, metrics
-from .accounting import continues, duration_minutes
+from .accounting import continues, duration_minutes, lock_hash
 from .activity import STORED_FIELDS, Activity
 from .errors import UnknownReferenceError
 from .models import (
     Models,
     UTCDateTime,
     close_sessions,
-    lock_hash,
     lock_keys,
     sessions_of_key,
     tutor_hash,
