@@ -240,6 +240,14 @@ class HostHooks:
         self, action: str, unit_id: int, allowed: Collection[str], ids: Mapping[str, Any]
     ) -> None:
         """R11: a client may report only the allowed actions, about ids the host confirms."""
+        if not allowed:
+            # the host's TUTOR_TIMES_ACTIONS holds none of the default client actions, or it
+            # chose none: say so, rather than list an empty set of allowed actions
+            raise InvalidActivityError(
+                "this server accepts no client-reported actions"
+                " (TUTOR_TIMES_CLIENT_ACTIONS allows none)",
+                field="action",
+            )
         if action not in allowed:
             raise InvalidActivityError(
                 f"action {action!r} cannot be reported by a client;"
