@@ -22,6 +22,8 @@ from demo.extensions import tutor_times
 from .browser import BROWSER_ZONE, DESKTOP, PHONE, chromium, console_errors, screenshot, viewport
 from .conftest import Clock, built, login, play_scenario, serving
 
+pytestmark = [pytest.mark.browser, pytest.mark.system]
+
 UNIT = "/tutor-times/units/1"
 WAIT = 20  # seconds: the live panel asks every 5 s
 
