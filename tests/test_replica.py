@@ -29,7 +29,7 @@ from .conftest import (
 )
 from .servers import OwnReplica
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.system]
 
 
 @pytest.fixture(scope="module")
