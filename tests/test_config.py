@@ -233,7 +233,7 @@ def test_when_no_default_client_action_is_allowed_a_client_report_is_a_clear_400
     app, db = host(TUTOR_TIMES_ACTIONS=["reading", "assessing"], SECRET_KEY="k" * 32)
     login_manager = LoginManager(app)
 
-    class User(UserMixin):
+    class User(UserMixin):  # type: ignore[misc]
         id = 7
 
     login_manager.request_loader(lambda request: User())
