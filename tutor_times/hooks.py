@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .accounting import EPOCH
 from .class_times import Memo, Timetable, spans_of
 from .constants import TRACKED_ROLES
 from .errors import ConfigurationError, InvalidActivityError
@@ -21,6 +22,8 @@ StaffLoader = Callable[[Any], bool]
 TargetLoader = Callable[[int, "int | None", "int | None", "int | None"], bool]
 #: (user ids) -> their display names; ids it leaves out are shown by number
 NameLoader = Callable[[list[int]], Mapping[int, str]]
+#: (unit ids) -> their display names (a code and a title); ids it leaves out are "Unit N"
+UnitNameLoader = Callable[[list[int]], Mapping[int, str]]
 #: (HTTP method, request path without its query string) -> what the request did, or None
 #: when it was no marking (an import of a web-server log skips it)
 LogPathResolver = Callable[[str, str], "LogTarget | None"]
@@ -43,6 +46,7 @@ class HostHooks:
         self._target_loader: TargetLoader | None = None
         self._staff_loader: StaffLoader | None = None
         self._name_loader: NameLoader | None = None
+        self._unit_name_loader: UnitNameLoader | None = None
         self._log_path_resolver: LogPathResolver | None = None
         self._username_resolver: UsernameResolver | None = None
         self._class_times_loader: ClassTimesLoader | None = None
@@ -87,6 +91,30 @@ class HostHooks:
         ids = sorted(set(user_ids))
         found = dict(self._name_loader(ids)) if self._name_loader and ids else {}
         return {i: str(found.get(i) or f"#{i}") for i in ids}
+
+    def unit_name_loader(self, callback: UnitNameLoader) -> UnitNameLoader:
+        """Register ``callback(unit_ids)`` -> {unit_id: display name}, for the dashboard's
+        title and headings. Without a loader, a unit is shown as ``Unit 3``.
+        """
+        self._unit_name_loader = callback
+        return callback
+
+    def unit_names_of(self, unit_ids: Collection[int]) -> dict[int, str]:
+        """Each unit's display name: the host's, else ``Unit id``."""
+        ids = sorted(set(unit_ids))
+        found = dict(self._unit_name_loader(ids)) if self._unit_name_loader and ids else {}
+        return {i: str(found.get(i) or f"Unit {i}") for i in ids}
+
+    def classes_in(
+        self, unit_id: int, start: datetime, end: datetime
+    ) -> list[tuple[int | None, datetime, datetime]]:
+        """The unit's scheduled classes in [start, end) as the host's loader gives them,
+        checked as the reports check them (for the dashboard's calendar to shade)."""
+        spans = spans_of(self._loaded_classes(unit_id, start, end), unit_id)
+        def instant(micros: int) -> datetime:
+            return EPOCH + timedelta(microseconds=micros)
+
+        return [(marker, instant(a), instant(b)) for marker, a, b in spans]
 
     def class_times_loader(self, callback: ClassTimesLoader) -> ClassTimesLoader:
         """Register ``callback(unit_id, start, end)`` -> the unit's scheduled classes
