@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .accounting import EPOCH
 from .class_times import Memo, Timetable, spans_of
 from .constants import TRACKED_ROLES
 from .errors import ConfigurationError, InvalidActivityError
@@ -104,17 +103,6 @@ class HostHooks:
         ids = sorted(set(unit_ids))
         found = dict(self._unit_name_loader(ids)) if self._unit_name_loader and ids else {}
         return {i: str(found.get(i) or f"Unit {i}") for i in ids}
-
-    def classes_in(
-        self, unit_id: int, start: datetime, end: datetime
-    ) -> list[tuple[int | None, datetime, datetime]]:
-        """The unit's scheduled classes in [start, end) as the host's loader gives them,
-        checked as the reports check them (for the dashboard's calendar to shade)."""
-        spans = spans_of(self._loaded_classes(unit_id, start, end), unit_id)
-        def instant(micros: int) -> datetime:
-            return EPOCH + timedelta(microseconds=micros)
-
-        return [(marker, instant(a), instant(b)) for marker, a, b in spans]
 
     def class_times_loader(self, callback: ClassTimesLoader) -> ClassTimesLoader:
         """Register ``callback(unit_id, start, end)`` -> the unit's scheduled classes

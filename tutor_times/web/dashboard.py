@@ -304,21 +304,12 @@ def _week(scope: Scope, tz: ZoneInfo, timetable: Timetable | None) -> calendar.W
     classes: list[tuple[int | None, datetime, datetime]] = []
     if timetable is not None:
         class_times.split_rows(rows, timetable)
-        classes = _classes(shown, rows)
+        # the classes the calendar shades: from the same answer of the host's loader
+        classes = timetable.classes(since, scope.end)
+        if scope.unit_id is not None and scope.marker_id is not None:
+            # a tutor's own page of a unit: their classes and every tutor's
+            classes = [c for c in classes if c[0] in (None, scope.marker_id)]
     return calendar.week(rows, days, tz, current().clock(), page["total"], classes)
-
-
-def _classes(
-    scope: Scope, rows: list[dict[str, Any]]
-) -> list[tuple[int | None, datetime, datetime]]:
-    """The scheduled classes the calendar shades: the unit's (a tutor's own page: theirs
-    and every tutor's); on one's own page across units, those of the units shown."""
-    ext = current()
-    units = [scope.unit_id] if scope.unit_id is not None else sorted({r["unit_id"] for r in rows})
-    found = [c for unit in units for c in ext.classes_in(unit, scope.start, scope.end)]
-    if scope.marker_id is None:
-        return found
-    return [c for c in found if c[0] in (None, scope.marker_id)]
 
 
 def _active(scope: Scope) -> list[dict[str, Any]]:
