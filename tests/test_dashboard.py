@@ -184,6 +184,7 @@ def test_static_files_are_served_from_the_package(seeded: Flask) -> None:
     assert "http://" not in html and "https://" not in html
 
 
+@pytest.mark.slow
 def test_the_demo_history_fills_the_dashboard(tmp_path: Path) -> None:
     """``make run`` seeds weeks of marking through the tracking path: several tutors, the
     dashboard full, someone still marking; seeding again adds nothing."""

@@ -241,6 +241,7 @@ def test_flushall_mid_session_does_not_split_it(live_app: Flask, own_redis: OwnR
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_two_sweepers_at_once_close_each_session_exactly_once(clock: Clock) -> None:
     n = 3000
     with built("postgres", TUTOR_TIMES_SWEEP_BATCH_SIZE=100) as app:
@@ -292,6 +293,7 @@ def test_two_worker_processes_share_the_work(live_app: Flask, spawn: Callable[..
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_ten_thousand_idle_sessions_close_in_batches(
     backend: str, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
