@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := wsgi
 
-.PHONY: run test lint bench clean install dist docs screenshots
+.PHONY: run test test-fast lint bench clean install dist docs screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ SCREENSHOTS ?= test-screenshots
 test: export TUTOR_TIMES_SCREENSHOTS := $(SCREENSHOTS)
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make test-fast: the inner loop, everything but the `system` tests (servers and processes of
+## their own, a cluster, a browser, a wheel build, load tests) and the `slow` ones (property and
+## fuzz runs, bulk data); still on the real servers when they answer
+test-fast: install
+	$(BIN)/python -m pytest -m "not system and not slow" $(PYTEST_ARGS)
 
 ## make bench: the benchmarks on the real servers (B=b1 for one); rewrites benchmarks/README.md
 bench: install

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import statistics
 import threading
 import time
@@ -31,7 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from werkzeug.serving import make_server
 
 from benchmarks.b3_reports import convenor, ranges, years_of_data
-from benchmarks.chromium import CHROMEDRIVER, CHROMIUM, headless_options
+from benchmarks.chromium import ChromiumMissing, headless_options, located
 from benchmarks.common import DATABASE_URL, arguments, percentiles, save, smoke_url, time_calls
 
 UNIT = "/tutor-times/units/1"
@@ -86,11 +85,12 @@ def serving(app: Flask) -> Iterator[str]:
 @contextmanager
 def headless_chromium() -> Iterator[webdriver.Chrome]:
     """The system's Chromium, headless, quit on leaving."""
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not shutil.which(path):
-            raise SystemExit(f"{path} is not installed (apt-get install chromium chromium-driver)")
+    try:
+        driver_path = located()[1]
+    except ChromiumMissing as exc:
+        raise SystemExit(str(exc)) from None
     options = headless_options(1280, 900)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
     try:
         yield driver
     finally:

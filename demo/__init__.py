@@ -54,7 +54,7 @@ def create_app(config: str | None = None, **overrides: Any) -> Flask:
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     tutor_times.init_app(app)
 
-    from . import log_import, models, timetable  # noqa: F401  (tables and hooks)
+    from . import home, log_import, models, timetable  # noqa: F401  (tables, hooks, pages)
     from .seed import seed_demo_command
     from .views import bp
 

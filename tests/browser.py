@@ -1,14 +1,14 @@
 """A headless Chromium from the distribution's packages, driven by selenium.
 
 Nothing is downloaded at run time: the browser and its driver are the system's
-(``/usr/bin/chromium``, ``/usr/bin/chromedriver``; ``.ci/run`` installs them). Outside CI a
-missing browser skips the browser tests with the reason; with CI=true it fails them.
+(``chromium`` and ``chromedriver`` on ``PATH``; ``.ci/run`` installs them). Outside CI a
+missing browser skips every test that needs it (the browser tests, B8's smoke run) with the
+reason; with CI=true it fails them. Those tests carry the ``browser`` marker.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +19,7 @@ from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 
-from benchmarks.chromium import CHROMEDRIVER, CHROMIUM, headless_options
+from benchmarks.chromium import ChromiumMissing, headless_options, located
 
 from .conftest import IN_CI
 
@@ -40,19 +40,27 @@ def screenshots_folder() -> Path:
 
 def _unavailable(reason: str) -> None:
     if IN_CI:
-        pytest.fail(f"the browser tests cannot run under CI: {reason}", pytrace=False)
+        pytest.fail(f"a test that needs the browser cannot run under CI: {reason}", pytrace=False)
     pytest.skip(f"no browser: {reason}")
+
+
+def require_chromium() -> tuple[str, str]:
+    """The paths of (chromium, chromedriver). Every test that needs the browser asks here
+    first: without it, it skips with the reason outside CI and fails under CI=true."""
+    try:
+        return located()
+    except ChromiumMissing as exc:
+        _unavailable(str(exc))
+        raise
 
 
 @contextmanager
 def chromium() -> Iterator[webdriver.Chrome]:
     """A headless Chromium, quit on leaving."""
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not shutil.which(path):
-            _unavailable(f"{path} is not installed (apt-get install chromium chromium-driver)")
+    driver_path = require_chromium()[1]
     options = headless_options(*DESKTOP)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(CHROMEDRIVER, env={**os.environ, "TZ": BROWSER_ZONE})
+    service = Service(driver_path, env={**os.environ, "TZ": BROWSER_ZONE})
     try:
         driver = webdriver.Chrome(service=service, options=options)
     except WebDriverException as exc:

@@ -87,6 +87,18 @@ def require_real_services() -> None:
         pytest.skip(f"real services unavailable: {problem}")
 
 
+#: fixtures that start servers of the test's own: a test that takes one (test_cluster.py runs
+#: the tracker's rule tests on its cluster) is a ``system`` test wherever it was written
+SYSTEM_FIXTURES = frozenset({"cluster"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.system)
+
+
 BACKENDS = [
     pytest.param("sqlite", id="sqlite+fakeredis"),
     pytest.param("postgres", id="postgres+redis", marks=pytest.mark.real),

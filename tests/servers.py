@@ -1,9 +1,11 @@
 """Servers of a test's own, on their own loopback ports, stopped by their PIDs: a Redis, a
-Redis Cluster, a streaming replica of the test PostgreSQL."""
+Redis Cluster, a PostgreSQL primary and a streaming replica of it. None depends on how the
+machine's own servers are configured."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import pwd
 import shutil
@@ -12,12 +14,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 import pytest
 import redis
 import sqlalchemy as sa
+from psycopg import sql
 from redis.crc import key_slot
 
 from .conftest import IN_CI
@@ -219,29 +223,44 @@ STANDBY_MINIMA = (
     "max_prepared_transactions",
     "max_locks_per_transaction",
 )
+#: PostgreSQL's own programs: Debian keeps them off PATH, one folder per major version
+POSTGRES_PROGRAMS = ("initdb", "postgres", "pg_basebackup")
 
 
-class OwnReplica:
-    """A streaming replica of the PostgreSQL at ``primary_url``, made with ``pg_basebackup
-    -R`` in a temporary directory, run on a free loopback port as the ``postgres`` user (the
-    server refuses root), stopped by its PID and removed afterwards."""
+def postgres_bindir(major: int | None = None) -> str:
+    """The folder of ``initdb``, ``postgres`` and ``pg_basebackup``: of version ``major``, or
+    the newest installed; PATH's when they are there. Missing: skipped outside CI, failed in."""
 
-    def __init__(self, primary_url: str) -> None:
-        self.primary = sa.make_url(primary_url)
-        with psycopg.connect(self._dsn(self.primary), autocommit=True) as conn:
-            version = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
-            self.minima = {
-                name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
-                for name in STANDBY_MINIMA
-            }
-        # the replica runs the primary's major version, whatever else is installed
-        self.bindir = f"/usr/lib/postgresql/{version // 10000}/bin"
-        for tool in ("pg_basebackup", "postgres"):
-            if not os.path.exists(os.path.join(self.bindir, tool)):
-                if IN_CI:
-                    pytest.fail(f"{tool} is not installed in {self.bindir}", pytrace=False)
-                pytest.skip(f"{tool} is not installed in {self.bindir}")
-        self.dir = tempfile.mkdtemp(prefix="tt-replica-")
+    def version(folder: str) -> int:
+        name = os.path.basename(os.path.dirname(folder))
+        return int(name) if name.isdigit() else 0
+
+    folders = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        folders.append(os.path.dirname(on_path))
+    for folder in folders:
+        if major is not None and folder.startswith("/usr/lib/") and version(folder) != major:
+            continue
+        if all(os.access(os.path.join(folder, p), os.X_OK) for p in POSTGRES_PROGRAMS):
+            return folder
+    wanted = f"PostgreSQL {major}'s" if major else "PostgreSQL's"
+    reason = f"{wanted} {', '.join(POSTGRES_PROGRAMS)} are not installed"
+    if IN_CI:
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+class _OwnPostgresServer:
+    """A PostgreSQL server of a test's own: its data in a temporary directory, on a free
+    loopback port, run as the ``postgres`` user when we are root (the server and initdb
+    refuse root), stopped by its PID and removed afterwards."""
+
+    prefix = "tt-postgres-"
+
+    def __init__(self, bindir: str) -> None:
+        self.bindir = bindir
+        self.dir = tempfile.mkdtemp(prefix=self.prefix)
         self.data = os.path.join(self.dir, "data")
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -251,67 +270,41 @@ class OwnReplica:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
             self.user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
-    @staticmethod
-    def _dsn(url: sa.URL, **override: Any) -> str:
-        parts = {
-            "host": url.host or "127.0.0.1",
-            "port": url.port or 5432,
-            "user": url.username or "postgres",
-            "dbname": url.database or "postgres",
-            **override,
-        }
-        return " ".join(f"{key}={value}" for key, value in parts.items())
-
-    def url(self) -> str:
-        """The primary's URL with the replica's port: the same database, read-only."""
-        return self.primary.set(port=self.port).render_as_string(hide_password=False)
-
-    def start(self) -> OwnReplica:
-        try:
-            self._base_backup()
-            self._serve()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _base_backup(self) -> None:
-        subprocess.run(
-            [
-                os.path.join(self.bindir, "pg_basebackup"),
-                "-h", self.primary.host or "127.0.0.1",
-                "-p", str(self.primary.port or 5432),
-                "-U", self.primary.username or "postgres",
-                "-D", self.data,
-                "-R",  # standby.signal + primary_conninfo: a streaming replica on start
-                "-X", "stream",
-                "-c", "fast",
-                "--no-sync",
-            ],
-            check=True,
+    def _run(self, program: str, *args: str) -> None:
+        done = subprocess.run(
+            [os.path.join(self.bindir, program), *args],
+            cwd=self.dir,
             capture_output=True,
+            text=True,
             timeout=600,
+            check=False,
             **self.user,
-        )  # fmt: skip
-        # the machine's configuration files may live elsewhere (Debian: /etc): our own ones
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+
+    def _write_config(self, hba: str) -> None:
+        """Our own configuration files: the machine's may live elsewhere (Debian: /etc)."""
         for name, text in {
             "postgresql.conf": "",
             "pg_ident.conf": "",
-            "pg_hba.conf": "local all all trust\nhost all all 127.0.0.1/32 trust\n",
+            "pg_hba.conf": hba,
         }.items():
             with open(os.path.join(self.data, name), "w") as out:
                 out.write(text)
             if self.user:
                 os.chown(os.path.join(self.data, name), self.user["user"], self.user["group"])
 
-    def _serve(self) -> None:
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={dbname}"
+
+    def _serve(self, settings: dict[str, str], ready: Callable[[psycopg.Connection], bool]) -> None:
         settings = {
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": self.dir,
-            "hot_standby": "on",
             "fsync": "off",
             "logging_collector": "off",
-            **self.minima,
+            **settings,
         }
         args = [a for key, value in settings.items() for a in ("-c", f"{key}={value}")]
         with open(os.path.join(self.dir, "server.log"), "wb") as log:
@@ -324,6 +317,7 @@ class OwnReplica:
                     str(self.port),
                     *args,
                 ],
+                cwd=self.dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 **self.user,
@@ -331,33 +325,18 @@ class OwnReplica:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with psycopg.connect(
-                    self._dsn(self.primary, port=self.port), connect_timeout=2
-                ) as c:
-                    if c.execute("SELECT pg_is_in_recovery()").fetchone() == (True,):
+                with psycopg.connect(self.dsn(), connect_timeout=2) as conn:
+                    if ready(conn):
                         return
             except psycopg.OperationalError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 with open(os.path.join(self.dir, "server.log")) as log:
-                    raise RuntimeError(f"the replica did not start:\n{log.read()[-2000:]}")
+                    raise RuntimeError(
+                        f"{type(self).__name__} on port {self.port} did not start:\n"
+                        f"{log.read()[-2000:]}"
+                    )
             time.sleep(0.2)
-
-    def wait_for_replay(self, timeout: float = 30) -> None:
-        """Until the replica has replayed everything the primary has written so far."""
-        with psycopg.connect(self._dsn(self.primary), autocommit=True) as primary:
-            target = primary.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
-        deadline = time.monotonic() + timeout
-        with psycopg.connect(self._dsn(self.primary, port=self.port), autocommit=True) as replica:
-            while True:
-                row = replica.execute(
-                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
-                ).fetchone()
-                if row == (True,):
-                    return
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the replica did not replay up to {target}")
-                time.sleep(0.05)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -369,3 +348,124 @@ class OwnReplica:
                 self.proc.wait(timeout=10)
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class OwnPostgres(_OwnPostgresServer):
+    """A primary of a test's own, made by ``initdb``, that accepts loopback replication
+    connections (its own pg_hba.conf says so; the machine's server is never touched)."""
+
+    prefix = "tt-primary-"
+    HBA = (
+        "local all all trust\n"
+        "host all all 127.0.0.1/32 trust\n"
+        "host replication all 127.0.0.1/32 trust\n"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(postgres_bindir())
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> OwnPostgres:
+        try:
+            self._run(
+                "initdb",
+                "-D", self.data,
+                "-U", "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            )  # fmt: skip
+            self._write_config(self.HBA)
+            self._serve(
+                {"wal_level": "replica", "max_wal_senders": "4", "shared_buffers": "32MB"},
+                lambda conn: True,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def create_database(self, name: str) -> str:
+        """A new database ``name`` on this server; its SQLAlchemy URL."""
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+
+class OwnReplica(_OwnPostgresServer):
+    """A streaming replica of the PostgreSQL at ``primary_url``, made with ``pg_basebackup
+    -R`` in a temporary directory (the primary must accept replication connections from
+    loopback: an :class:`OwnPostgres` does)."""
+
+    prefix = "tt-replica-"
+
+    def __init__(self, primary_url: str) -> None:
+        self.primary = sa.make_url(primary_url)
+        with psycopg.connect(self._dsn(self.primary), autocommit=True) as conn:
+            version = int(conn.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+            self.minima = {
+                name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+                for name in STANDBY_MINIMA
+            }
+        # the replica runs the primary's major version, whatever else is installed
+        super().__init__(postgres_bindir(version // 10000))
+
+    @staticmethod
+    def _dsn(url: sa.URL, **override: Any) -> str:
+        parts = {
+            "host": url.host or "127.0.0.1",
+            "port": url.port or 5432,
+            "user": url.username or "postgres",
+            "dbname": url.database or "postgres",
+            **override,
+        }
+        return " ".join(f"{key}={value}" for key, value in parts.items())
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return self._dsn(self.primary, port=self.port, dbname=dbname)
+
+    def url(self) -> str:
+        """The primary's URL with the replica's port: the same database, read-only."""
+        return self.primary.set(port=self.port).render_as_string(hide_password=False)
+
+    def start(self) -> OwnReplica:
+        try:
+            self._run(
+                "pg_basebackup",
+                "-h", self.primary.host or "127.0.0.1",
+                "-p", str(self.primary.port or 5432),
+                "-U", self.primary.username or "postgres",
+                "-D", self.data,
+                "-R",  # standby.signal + primary_conninfo: a streaming replica on start
+                "-X", "stream",
+                "-c", "fast",
+                "--no-sync",
+            )  # fmt: skip
+            self._write_config("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+            self._serve(
+                {"hot_standby": "on", **self.minima},
+                lambda conn: conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,),
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_for_replay(self, timeout: float = 30) -> None:
+        """Until the replica has replayed everything the primary has written so far."""
+        with psycopg.connect(self._dsn(self.primary), autocommit=True) as primary:
+            target = primary.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]  # type: ignore[index]
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.dsn(), autocommit=True) as replica:
+            while True:
+                row = replica.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)
+                ).fetchone()
+                if row == (True,):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the replica did not replay up to {target}")
+                time.sleep(0.05)

@@ -90,6 +90,7 @@ def test_the_published_document_is_the_one_fuzzed(as_user: tuple[Flask, str]) ->
         HealthCheck.function_scoped_fixture,  # the app is shared on purpose: data accumulates
     ],
 )
+@pytest.mark.slow
 def test_no_input_gives_a_server_error_and_every_reply_matches_its_schema(
     case: Any, as_user: tuple[Flask, str]
 ) -> None:
@@ -213,6 +214,7 @@ def server_errors(
     return bad
 
 
+@pytest.mark.slow
 def test_extreme_dates_on_every_range_endpoint(extreme_app: tuple[Flask, FlaskClient]) -> None:
     _, client = extreme_app
     every_report = [
@@ -240,6 +242,7 @@ def test_extreme_dates_on_every_range_endpoint(extreme_app: tuple[Flask, FlaskCl
     assert server_errors(client, requests) == []
 
 
+@pytest.mark.slow
 def test_every_zone_name_on_summary_and_timeline(extreme_app: tuple[Flask, FlaskClient]) -> None:
     _, client = extreme_app
     zones = sorted(zoneinfo.available_timezones()) + REFUSED_ZONES

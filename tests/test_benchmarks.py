@@ -17,9 +17,10 @@ from benchmarks import (
     b8_dashboard,
 )
 
+from .browser import require_chromium
 from .conftest import require_real_services
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.system]
 
 
 @pytest.fixture(autouse=True)
@@ -90,7 +91,9 @@ def test_b7_cluster() -> None:
     )
 
 
+@pytest.mark.browser
 def test_b8_dashboard() -> None:
+    require_chromium()  # as the browser tests: skipped outside CI without it, failed under CI
     result = b8_dashboard.main(["--smoke"])
     assert set(result["server"]) == {"page", *b8_dashboard.PARTS}
     assert all(row["n"] == 3 and row["p50_ms"] > 0 for row in result["server"].values())

@@ -608,6 +608,7 @@ def test_the_demo_timetable_is_real_instants_across_dst(tmp_path: Path) -> None:
             db.engine.dispose()
 
 
+@pytest.mark.slow
 def test_the_demo_history_has_marking_during_a_tutorial(tmp_path: Path) -> None:
     app = create_app(
         "testing", SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'h.sqlite'}", DEMO_TIMETABLE=True

@@ -140,10 +140,12 @@ def test_sessions_of_different_keys_spread_over_the_slots() -> None:
 # -- on the cluster ---------------------------------------------------------------------
 
 
+@pytest.mark.system
 def test_the_app_talks_to_the_cluster(app: Flask) -> None:
     assert isinstance(cache_of(app).client, RedisCluster)
 
 
+@pytest.mark.system
 def test_each_keys_data_lives_on_the_node_of_its_slot(app: Flask, cluster: OwnCluster) -> None:
     with app.app_context():
         for ip in IPS:
@@ -160,6 +162,7 @@ def test_each_keys_data_lives_on_the_node_of_its_slot(app: Flask, cluster: OwnCl
     assert len(sessions(app)) == len(IPS)
 
 
+@pytest.mark.system
 def test_a_host_may_pass_its_own_cluster_client(cluster: OwnCluster, tmp_path: Path) -> None:
     host = Flask(__name__)
     host.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'host.sqlite'}"
@@ -198,6 +201,7 @@ def evalsha_calls(node: OwnRedis) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
+@pytest.mark.system
 def test_the_scripts_go_straight_to_the_node_of_the_keys_slot(
     app: Flask, cluster: OwnCluster, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,6 +223,7 @@ def test_the_scripts_go_straight_to_the_node_of_the_keys_slot(
     assert len(activities(app)) == 5 and session.end_time is None
 
 
+@pytest.mark.system
 def test_a_node_that_lost_the_scripts_is_sent_them_again(
     app: Flask, cluster: OwnCluster, clock: Clock
 ) -> None:
@@ -254,6 +259,7 @@ def move_slot(cluster: OwnCluster, slot: int, source: OwnRedis, target: OwnRedis
         )
 
 
+@pytest.mark.system
 def test_a_moved_slot_is_followed_and_the_route_learns_its_new_node(
     app: Flask, cluster: OwnCluster, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,6 +287,7 @@ def test_a_moved_slot_is_followed_and_the_route_learns_its_new_node(
     assert [a.marking_session_id for a in activities(app)] == [session.id] * 3
 
 
+@pytest.mark.system
 def test_a_stalled_node_costs_one_bounded_wait_then_the_cluster_client_checks_it(
     live_app: Flask, cluster: OwnCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -353,6 +360,7 @@ def assert_closed_by_expiry(app: Flask, *, marker_id: int, unit_id: int) -> None
     assert_exact(app)
 
 
+@pytest.mark.system
 def test_the_listener_closes_the_sessions_of_every_primary(
     live_app: Flask, cluster: OwnCluster, worker: Worker
 ) -> None:
@@ -361,6 +369,7 @@ def test_the_listener_closes_the_sessions_of_every_primary(
     assert_closed_by_expiry(live_app, marker_id=3, unit_id=1)
 
 
+@pytest.mark.system
 def test_the_worker_command_listens_on_every_primary(
     live_app: Flask, cluster: OwnCluster, tmp_path: Path
 ) -> None:
@@ -443,6 +452,7 @@ def assert_sessionized(app: Flask, by_key: dict[tuple[int, str], list[datetime]]
     assert set(open_per_key.values()) <= {1}
 
 
+@pytest.mark.system
 def test_a_primary_killed_under_load_loses_nothing(
     live_app: Flask, cluster: OwnCluster, worker: Worker
 ) -> None:

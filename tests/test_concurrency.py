@@ -89,6 +89,7 @@ def _process(config: dict[str, Any], barrier: Any, results: Any) -> None:
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_simultaneous_first_activities_from_processes(store_mode: str) -> None:
     config = store_config(store_mode)
     with built("postgres", **config) as app:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
+from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
 
 from tutor_times import ConfigurationError, TutorTimes, UnknownActionError
@@ -207,3 +209,48 @@ def test_by_default_a_client_may_not_report_assessments() -> None:
     settings = ext.state_of(app).settings
     assert "assessing" not in settings.client_actions
     assert settings.client_actions == {"inbox", "get-submission-details"}
+
+
+def test_a_host_with_its_own_actions_starts_without_naming_client_actions() -> None:
+    """TUTOR_TIMES_CLIENT_ACTIONS unset: the default client actions the host's list allows."""
+    app, db = host(TUTOR_TIMES_ACTIONS=["inbox", "reading"])
+    ext = TutorTimes(app, db=db)
+    assert ext.state_of(app).settings.client_actions == {"inbox"}
+
+
+def test_an_explicit_client_action_the_host_does_not_allow_is_refused() -> None:
+    app, db = host(
+        TUTOR_TIMES_ACTIONS=["inbox", "reading"],
+        TUTOR_TIMES_CLIENT_ACTIONS=["inbox", "get-submission-details"],
+    )
+    with pytest.raises(ConfigurationError, match="does not allow: get-submission-details"):
+        TutorTimes(app, db=db)
+
+
+def test_when_no_default_client_action_is_allowed_a_client_report_is_a_clear_400() -> None:
+    """A host whose actions include none of the default client actions starts, and POST
+    /activities then says that this server accepts no client reports; nothing is written."""
+    app, db = host(TUTOR_TIMES_ACTIONS=["reading", "assessing"], SECRET_KEY="k" * 32)
+    login_manager = LoginManager(app)
+
+    class User(UserMixin):  # type: ignore[misc]
+        id = 7
+
+    login_manager.request_loader(lambda request: User())
+    ext = TutorTimes(app, db=db)
+    ext.role_loader(lambda user, unit_id: "tutor")
+    assert ext.state_of(app).settings.client_actions == frozenset()
+    for host_table in ("users", "units"):  # what the tracking tables' foreign keys name
+        sa.Table(host_table, db.metadata, sa.Column("id", sa.Integer, primary_key=True))
+    with app.app_context():
+        db.create_all()
+    client = app.test_client()
+    for action in ("reading", "inbox"):
+        r = client.post("/tutor-times/activities", json={"action": action, "unit_id": 1})
+        assert r.status_code == 400, r.get_data(as_text=True)
+        error = r.get_json()["error"]
+        assert error["field"] == "action"
+        assert "accepts no client-reported actions" in error["message"]
+        assert "TUTOR_TIMES_CLIENT_ACTIONS" in error["message"]
+    with app.app_context():
+        assert db.session.scalar(sa.select(sa.func.count()).select_from(ext.SessionActivity)) == 0

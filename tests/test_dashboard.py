@@ -89,7 +89,7 @@ def test_the_calendar_has_one_block_per_session(seeded: Flask) -> None:
     blocks = re.findall(r'class="tt-block[^"]*" data-session-id="(\d+)"', html)
     assert sorted(map(int, blocks)) == sorted(s["id"] for s in sessions)
     assert len(blocks) >= 4
-    running = re.findall(r'class="tt-block tt-running" data-session-id="(\d+)"', html)
+    running = re.findall(r'class="tt-block tt-c\d tt-running" data-session-id="(\d+)"', html)
     assert running == [str(s["id"]) for s in sessions if s["active"]]
     # its table: each session's minutes and assessments as the JSON counts them from the
     # activities (the page reads a closed session's stored figures, and counts an open
@@ -184,6 +184,7 @@ def test_static_files_are_served_from_the_package(seeded: Flask) -> None:
     assert "http://" not in html and "https://" not in html
 
 
+@pytest.mark.slow
 def test_the_demo_history_fills_the_dashboard(tmp_path: Path) -> None:
     """``make run`` seeds weeks of marking through the tracking path: several tutors, the
     dashboard full, someone still marking; seeding again adds nothing."""
@@ -358,3 +359,99 @@ def test_the_calendars_day_and_clock_are_strftimes() -> None:
         assert markup.clock(t) == t.strftime("%a %H:%M")
         assert markup.day_clock(t) == t.strftime("%a %d %b %H:%M")
         assert markup.day_label(t.date()) == f"{t:%a} {t.day} {t:%b}"
+
+
+def test_the_title_and_heading_name_the_unit_by_the_hosts_unit_name_loader(seeded: Flask) -> None:
+    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
+    assert "<title>COS10001 Introduction to Programming · Marking times</title>" in html
+    assert "<h1>COS10001 Introduction to Programming</h1>" in html
+    mine = page(login(seeded, "tutor1"), "/tutor-times/me/dashboard?tz=UTC&unit_id=1")
+    assert "<h1>My marking in COS10001 Introduction to Programming</h1>" in mine
+
+
+def test_without_a_unit_name_loader_a_unit_is_unit_n(
+    seeded: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tutor_times, "_unit_name_loader", None)
+    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
+    assert "<title>Unit 1 · Marking times</title>" in html and "<h1>Unit 1</h1>" in html
+
+
+BLOCK = re.compile(
+    r'<rect class="tt-block tt-c(\d)[^"]*" data-session-id="\d+" data-marker="(\d+)"[^>]*'
+    r'aria-label="([^"]+)"><title>([^<]+)</title>'
+)
+LESSON = re.compile(r'<rect class="tt-class"( data-marker="\d+")?[^>]*aria-label="([^"]+)"')
+
+
+def test_each_tutor_has_a_colour_of_their_own_named_in_the_legend(seeded: Flask) -> None:
+    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
+    blocks = BLOCK.findall(html)
+    assert len(blocks) >= 4
+    colour_of = {marker: colour for colour, marker, _, _ in blocks}
+    assert len(colour_of) == 2 and len(set(colour_of.values())) == 2
+    assert all(colour_of[marker] == colour for colour, marker, _, _ in blocks)
+    # every block is named, the same way on hover and to a screen reader
+    with seeded.app_context():
+        names = user_names([int(m) for m in colour_of])
+    for _, marker, label, title in blocks:
+        assert label == title and label.startswith(f"{names[int(marker)]}: ")
+    legend = html.split('<ul class="tt-legend"', 1)[1].split("</ul>", 1)[0]
+    for marker, colour in colour_of.items():
+        assert f'<li data-marker="{marker}"><span class="tt-swatch tt-c{colour}"' in legend
+        assert names[int(marker)] in legend
+
+
+@pytest.fixture
+def with_classes(backend: str, clock: Clock) -> Iterator[Flask]:
+    """The scenario with the demo's timetable as the host's class_times_loader."""
+    with built(backend, DEMO_TIMETABLE=True) as app:
+        yield play_scenario(app, clock)
+
+
+def test_the_hosts_classes_are_shaded_behind_the_sessions(with_classes: Flask) -> None:
+    """The demo's timetable (demo/timetable.py) in the calendar's week: each class named,
+    drawn before (behind) every block; a tutor sees their own classes and the shared ones."""
+    seeded = with_classes
+    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=Australia/Melbourne")
+    lessons = LESSON.findall(html)
+    labels = [label for _, label in lessons]
+    assert "Class of Tom Tutor: Mon 10:30–12:30" in labels
+    assert "Class of Tina Tutor: Tue 18:30–20:30" in labels
+    assert "Class of every tutor: Thu 09:00–10:00" in labels
+    assert html.rindex('class="tt-class"') < html.index('class="tt-block')
+    assert 'data-legend="class"' in html
+    own = page(login(seeded, "tutor1"), f"{UNIT}/dashboard?tz=Australia/Melbourne")
+    own_labels = [label for _, label in LESSON.findall(own)]
+    assert "Class of Tom Tutor: Mon 10:30–12:30" in own_labels
+    assert "Class of every tutor: Thu 09:00–10:00" in own_labels
+    assert not any("Tina Tutor" in label for label in own_labels)
+
+
+def test_without_class_times_nothing_is_shaded(seeded: Flask) -> None:
+    html = page(login(seeded, "convenor"), f"{UNIT}/dashboard?tz=UTC")
+    assert 'class="tt-class"' not in html and 'data-legend="class"' not in html
+    assert BLOCK.findall(html)
+
+
+def test_the_demos_front_page_shows_the_way_in_and_its_favicon_is_an_image(
+    seeded: Flask,
+) -> None:
+    client = seeded.test_client()
+    html = page(client, "/")
+    for username in ("convenor", "tutor1", "tutor2", "admin", "student1"):
+        assert f"<code>{username}</code>" in html
+    for href in (
+        "/login?next=/tutor-times/units/1/dashboard",
+        "/tutor-times/units/1/dashboard",
+        "/tutor-times/units/2/dashboard",
+        "/tutor-times/me/dashboard",
+        "/tutor-times/units/1/summary",
+        "/tutor-times/me/sessions",
+        "/tutor-times/openapi.json",
+    ):
+        assert f'href="{href}"' in html.replace("%2F", "/"), href
+    assert ">COS10001 Introduction to Programming</a>" in html
+    icon = client.get("/favicon.ico")
+    assert icon.status_code == 200 and icon.mimetype == "image/png"
+    assert icon.data.startswith(b"\x89PNG\r\n\x1a\n")

@@ -35,6 +35,8 @@ from .browser import (
 )
 from .conftest import Clock, built, login, make_app, play_scenario, serving
 
+pytestmark = [pytest.mark.browser, pytest.mark.system]
+
 UNIT = "/tutor-times/units/1"
 WAIT = 20  # seconds: the live panel asks every 5 s
 

@@ -26,6 +26,8 @@ import sqlalchemy as sa
 from .conftest import PG_URL, REDIS_URL, require_real_services
 from .servers import free_port
 
+pytestmark = [pytest.mark.system]
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PAGE = ROOT / "docs" / "operations" / "deployment.md"

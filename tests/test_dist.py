@@ -17,6 +17,8 @@ import pytest
 from .conftest import BACKENDS
 from .databases import foreign_keys, scratch_database
 
+pytestmark = [pytest.mark.system]
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST_APP = Path(__file__).with_name("host_app.py")
 SHIPPED = ["setup.cfg", "pyproject.toml", "README.md", "LICENSE", "CHANGELOG.md", "MANIFEST.in"]

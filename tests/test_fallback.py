@@ -59,6 +59,7 @@ def test_a_closed_redis_port_falls_back_to_sql(
     assert breaker.failures == 1  # the open breaker skipped Redis for the next two
 
 
+@pytest.mark.system
 def test_redis_stopped_and_restarted_mid_session(
     backend_name: str, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -38,6 +38,7 @@ def backend_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.mark.system
 def test_a_redis_that_never_answers(
     backend_name: str, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -119,6 +119,7 @@ def figures_app(request: pytest.FixtureRequest) -> Iterator[Flask]:
     ],
     [("UTC", 1, 1), ("Asia/Kathmandu", 0, 3)],
 )
+@pytest.mark.slow
 def test_reports_from_stored_figures_equal_the_raw_computation(
     figures_app: Flask,
     clock: Clock,
@@ -163,6 +164,7 @@ def test_reports_from_stored_figures_equal_the_raw_computation(
     [("UTC", 0, 120), ("Australia/Adelaide", -3, 200), ("Asia/Kathmandu", 20, 45)],
     1,
 )
+@pytest.mark.slow
 def test_summaries_over_months_from_the_roll_up_equal_the_raw_computation(
     figures_app: Flask,
     clock: Clock,

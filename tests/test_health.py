@@ -32,6 +32,7 @@ def worker_pass(app: Flask) -> None:
     Worker(app, tutor_times, listen=False).work(burst=True)
 
 
+@pytest.mark.system
 def test_health_fails_while_redis_is_down_and_recovers(
     backend: str, own_redis: OwnRedis, clock: Clock
 ) -> None:

@@ -230,6 +230,7 @@ activity = st.tuples(
     ],
     random.Random(1),
 )
+@pytest.mark.slow
 def test_imports_match_the_reference(
     history_app: Flask, clock: Clock, drawn: list[tuple[Any, ...]], rnd: random.Random
 ) -> None:

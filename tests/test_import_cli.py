@@ -159,6 +159,7 @@ def imported_count(app: Flask) -> int:
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_an_import_killed_mid_file_resumes_without_adding_twice(
     tmp_path: Path, clock: Clock
 ) -> None:

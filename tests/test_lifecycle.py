@@ -147,6 +147,7 @@ def assert_exact(app: Flask) -> None:
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_the_worker_closes_a_session_in_time(live_app: Flask, spawn: Callable[..., Worker]) -> None:
     interval = 0.5
     worker = spawn(interval)
@@ -165,6 +166,7 @@ def test_the_worker_closes_a_session_in_time(live_app: Flask, spawn: Callable[..
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_the_expiry_listener_closes_before_the_next_sweep(
     live_app: Flask, spawn: Callable[..., Worker]
 ) -> None:
@@ -182,6 +184,7 @@ def test_the_expiry_listener_closes_before_the_next_sweep(
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_a_killed_worker_restarted_later_closes_everything(
     live_app: Flask, spawn: Callable[..., Worker]
 ) -> None:
@@ -203,6 +206,7 @@ def test_a_killed_worker_restarted_later_closes_everything(
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_a_listener_started_after_the_keys_expired_still_closes_by_sweep(
     live_app: Flask, own_redis: OwnRedis, spawn: Callable[..., Worker]
 ) -> None:
@@ -220,6 +224,7 @@ def test_a_listener_started_after_the_keys_expired_still_closes_by_sweep(
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_flushall_mid_session_does_not_split_it(live_app: Flask, own_redis: OwnRedis) -> None:
     client = redis_of(live_app)
     with live_app.app_context():
@@ -236,6 +241,7 @@ def test_flushall_mid_session_does_not_split_it(live_app: Flask, own_redis: OwnR
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_two_sweepers_at_once_close_each_session_exactly_once(clock: Clock) -> None:
     n = 3000
     with built("postgres", TUTOR_TIMES_SWEEP_BATCH_SIZE=100) as app:
@@ -262,6 +268,7 @@ def test_two_sweepers_at_once_close_each_session_exactly_once(clock: Clock) -> N
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_two_worker_processes_share_the_work(live_app: Flask, spawn: Callable[..., Worker]) -> None:
     n = 3000
     workers = [spawn(0.1, TUTOR_TIMES_SWEEP_BATCH_SIZE=20) for _ in range(2)]
@@ -286,6 +293,7 @@ def test_two_worker_processes_share_the_work(live_app: Flask, spawn: Callable[..
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.slow
 def test_ten_thousand_idle_sessions_close_in_batches(
     backend: str, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -396,6 +404,7 @@ def worker_thread(app: Flask, interval: float) -> Iterator[threading.Thread]:
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_the_listener_reconnects_after_redis_restarts(
     live_app: Flask, own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -415,6 +424,7 @@ def test_the_listener_reconnects_after_redis_restarts(
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_a_redis_that_refuses_config_leaves_the_sweep_to_close(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -441,6 +451,7 @@ def test_a_redis_that_refuses_config_leaves_the_sweep_to_close(
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_a_worker_started_while_redis_is_down_enables_events_once_it_is_up(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -27,7 +27,7 @@ from .many_processes import (
 from .servers import OwnRedis
 from .test_property import reference
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.system]
 
 TIMEOUT = 2.0  # seconds: sessions close while the load runs
 BACKDATE = 0.5

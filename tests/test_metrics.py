@@ -160,6 +160,7 @@ def scrape(port: int, token: str | None) -> tuple[int, str]:
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_metrics_add_up_across_gunicorn_workers_and_commands(gunicorn: Gunicorn) -> None:
     http = gunicorn.start()
     http.login("tutor1")
@@ -277,6 +278,7 @@ def scrape_in_process(app: Flask) -> str:
     return metrics.exposition()[0].decode()
 
 
+@pytest.mark.system
 def test_the_worker_command_serves_its_own_metrics(clock: Clock, tmp_path: Path) -> None:
     """A worker on a machine of its own: `--metrics-port` serves what it closed."""
     from demo.extensions import tutor_times

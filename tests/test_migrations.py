@@ -190,6 +190,7 @@ def revision_of(path: Path) -> tuple[str, str]:
     return revision.group(1), down.group(1)
 
 
+@pytest.mark.system
 def test_a_new_project(host: Host) -> None:
     """docs/user/database.md, "A new project": tracking tables first, then the host's own first revision,
     which also adds the foreign keys to the tables it creates."""
@@ -214,6 +215,7 @@ def test_a_new_project(host: Host) -> None:
     assert len(host.revisions) == 2
 
 
+@pytest.mark.system
 def test_an_existing_project(host: Host) -> None:
     """docs/user/database.md, "An existing project": its tables exist, so the branch adds the foreign keys
     itself, and the host's next revision continues the host's own line."""

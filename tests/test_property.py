@@ -126,6 +126,7 @@ def property_app(request: pytest.FixtureRequest, store: str) -> Iterator[Flask]:
         ("act", K, timedelta(0), 60),
     ]
 )
+@pytest.mark.slow
 def test_sessions_match_the_reference(
     property_app: Flask, clock: Clock, drawn: list[tuple[Any, ...]]
 ) -> None:

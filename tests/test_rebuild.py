@@ -145,6 +145,7 @@ def tracking_beside(app: Flask, live_at: datetime) -> Iterator[list[tuple[Any, .
 
 
 @pytest.mark.real
+@pytest.mark.slow
 def test_a_rebuild_beside_live_tracking_on_the_same_keys(clock: Clock) -> None:
     """Live activities join the imported sessions' keys while a rebuild rewrites them: every
     activity is kept once, and the sessions are R2 over all of them under the new timeout."""

@@ -1,8 +1,10 @@
 """Reports on a read replica: with TUTOR_TIMES_REPORTS_BIND the report endpoints read from a
 real streaming replica of the test database, while tracking and closing write to the primary.
 
-The replica is this module's own (``pg_basebackup -R`` into a temporary directory, a server on
-a free loopback port), started once and stopped by its PID.
+The primary and the replica are this module's own, whatever the machine's PostgreSQL allows:
+``initdb`` a primary whose own pg_hba.conf accepts loopback replication, ``pg_basebackup -R``
+a replica of it, each in a temporary directory on a free loopback port, started once and
+stopped by its PID.
 """
 
 from __future__ import annotations
@@ -18,24 +20,36 @@ from flask import Flask
 from demo.extensions import db, tutor_times
 
 from .conftest import (
-    PG_URL,
     TASK,
     Clock,
-    build,
     built,
     login,
     require_real_services,
     sessions,
 )
-from .servers import OwnReplica
+from .servers import OwnPostgres, OwnReplica
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.system]
 
 
 @pytest.fixture(scope="module")
-def replica() -> Iterator[OwnReplica]:
-    require_real_services()
-    own = OwnReplica(PG_URL).start()
+def primary() -> Iterator[str]:
+    """The URL of a database on a primary of this module's own, holding the demo's schema
+    and data before the replica copies it."""
+    require_real_services()  # the app's Redis is the test Redis
+    own = OwnPostgres().start()
+    try:
+        url = own.create_database("tutor_times")
+        with built("postgres", SQLALCHEMY_DATABASE_URI=url):
+            pass  # the schema and the demo's data, once
+        yield url
+    finally:
+        own.stop()
+
+
+@pytest.fixture(scope="module")
+def replica(primary: str) -> Iterator[OwnReplica]:
+    own = OwnReplica(primary).start()
     yield own
     own.stop()
 
@@ -49,12 +63,15 @@ def _forget_the_bind() -> Iterator[None]:
 
 
 @pytest.fixture
-def app(replica: OwnReplica, clock: Clock) -> Iterator[Flask]:
-    yield from build(
+def app(primary: str, replica: OwnReplica, clock: Clock) -> Iterator[Flask]:
+    with built(
         "postgres",
+        SQLALCHEMY_DATABASE_URI=primary,
         SQLALCHEMY_BINDS={"replica": replica.url()},
         TUTOR_TIMES_REPORTS_BIND="replica",
-    )
+    ) as app:
+        replica.wait_for_replay()  # the tables emptied for this test, there too
+        yield app
 
 
 class Statements:
@@ -125,9 +142,12 @@ def test_tracking_writes_the_primary_and_a_report_shows_it_once_replayed(
     assert detail["end_time"] is not None
 
 
-def test_without_the_setting_reports_read_the_primary(replica: OwnReplica, clock: Clock) -> None:
+def test_without_the_setting_reports_read_the_primary(
+    primary: str, replica: OwnReplica, clock: Clock
+) -> None:
     # the replica bound for the host's own use, but not named for reports
-    with built("postgres", SQLALCHEMY_BINDS={"replica": replica.url()}) as app:
+    binds = {"replica": replica.url()}
+    with built("postgres", SQLALCHEMY_DATABASE_URI=primary, SQLALCHEMY_BINDS=binds) as app:
         convenor = login(app, "convenor")
         with app.app_context():
             servers = {"replica": replica.port, "primary": where(db.engine)[1]}

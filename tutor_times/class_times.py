@@ -222,6 +222,9 @@ class Timetable:
     base: int
     own: dict[int, list[tuple[int, int]]]
     default: list[tuple[int, int]]
+    #: the classes as the host gave them (marker_id or None, start, end in microseconds),
+    #: for the dashboard's calendar to shade: unmerged, each named by its tutor
+    spans: Sequence[tuple[int | None, int, int]] = ()
     starts: list[int] = field(init=False)
     ends: list[int] = field(init=False)
     before: list[int] = field(init=False)
@@ -348,7 +351,7 @@ class Timetable:
         for marker, a, b in spans:
             (shared if marker is None else mine.setdefault(marker, [])).append((a, b))
         own = {marker: union(theirs + shared) for marker, theirs in mine.items()}
-        return cls("marker", cls._base(spans), own, union(shared))
+        return cls("marker", cls._base(spans), own, union(shared), tuple(spans))
 
     @classmethod
     def of_marker(
@@ -360,7 +363,19 @@ class Timetable:
             for unit, unit_spans in spans.items()
         }
         every = [span for unit_spans in spans.values() for span in unit_spans]
-        return cls("unit", cls._base(every), own, [])
+        theirs = tuple(span for span in every if span[0] in (None, marker_id))
+        return cls("unit", cls._base(every), own, [], theirs)
+
+    def classes(
+        self, start: datetime, end: datetime
+    ) -> list[tuple[int | None, datetime, datetime]]:
+        """The classes that meet in [start, end), as (marker_id or None, start, end)."""
+        lo, hi = to_micros(start), to_micros(end)
+        return [
+            (marker, EPOCH + a * MICROSECOND, EPOCH + b * MICROSECOND)
+            for marker, a, b in self.spans
+            if a < hi and b > lo
+        ]
 
     def _key(self, slot: int, micros: int) -> int:
         return slot * WINDOW + min(max(micros - self.base, 0), WINDOW - 1)

@@ -44,7 +44,9 @@ class ConfigVars:
     #: activity always finds its session open (R2, R6).
     MAX_BACKDATE: Final = "TUTOR_TIMES_MAX_BACKDATE"
     #: The actions a client may report itself with ``POST /activities`` (R11); ``None``:
-    #: ``inbox`` and ``get-submission-details``, as far as :confval:`TUTOR_TIMES_ACTIONS` allows them.
+    #: ``inbox`` and ``get-submission-details``, as far as :confval:`TUTOR_TIMES_ACTIONS` allows them
+    #: (if it allows neither, the app starts and ``POST /activities`` answers 400). Only a list
+    #: you set that names an action :confval:`TUTOR_TIMES_ACTIONS` does not allow stops the app.
     #: Never ``assessing`` unless you list it.
     CLIENT_ACTIONS: Final = "TUTOR_TIMES_CLIENT_ACTIONS"
     #: Seconds one tracking write may take — pool checkout, statement and lock waits — before it

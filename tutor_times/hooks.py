@@ -21,6 +21,8 @@ StaffLoader = Callable[[Any], bool]
 TargetLoader = Callable[[int, "int | None", "int | None", "int | None"], bool]
 #: (user ids) -> their display names; ids it leaves out are shown by number
 NameLoader = Callable[[list[int]], Mapping[int, str]]
+#: (unit ids) -> their display names (a code and a title); ids it leaves out are "Unit N"
+UnitNameLoader = Callable[[list[int]], Mapping[int, str]]
 #: (HTTP method, request path without its query string) -> what the request did, or None
 #: when it was no marking (an import of a web-server log skips it)
 LogPathResolver = Callable[[str, str], "LogTarget | None"]
@@ -43,6 +45,7 @@ class HostHooks:
         self._target_loader: TargetLoader | None = None
         self._staff_loader: StaffLoader | None = None
         self._name_loader: NameLoader | None = None
+        self._unit_name_loader: UnitNameLoader | None = None
         self._log_path_resolver: LogPathResolver | None = None
         self._username_resolver: UsernameResolver | None = None
         self._class_times_loader: ClassTimesLoader | None = None
@@ -87,6 +90,19 @@ class HostHooks:
         ids = sorted(set(user_ids))
         found = dict(self._name_loader(ids)) if self._name_loader and ids else {}
         return {i: str(found.get(i) or f"#{i}") for i in ids}
+
+    def unit_name_loader(self, callback: UnitNameLoader) -> UnitNameLoader:
+        """Register ``callback(unit_ids)`` -> {unit_id: display name}, for the dashboard's
+        title and headings. Without a loader, a unit is shown as ``Unit 3``.
+        """
+        self._unit_name_loader = callback
+        return callback
+
+    def unit_names_of(self, unit_ids: Collection[int]) -> dict[int, str]:
+        """Each unit's display name: the host's, else ``Unit id``."""
+        ids = sorted(set(unit_ids))
+        found = dict(self._unit_name_loader(ids)) if self._unit_name_loader and ids else {}
+        return {i: str(found.get(i) or f"Unit {i}") for i in ids}
 
     def class_times_loader(self, callback: ClassTimesLoader) -> ClassTimesLoader:
         """Register ``callback(unit_id, start, end)`` -> the unit's scheduled classes
@@ -240,6 +256,14 @@ class HostHooks:
         self, action: str, unit_id: int, allowed: Collection[str], ids: Mapping[str, Any]
     ) -> None:
         """R11: a client may report only the allowed actions, about ids the host confirms."""
+        if not allowed:
+            # the host's TUTOR_TIMES_ACTIONS holds none of the default client actions, or it
+            # chose none: say so, rather than list an empty set of allowed actions
+            raise InvalidActivityError(
+                "this server accepts no client-reported actions"
+                " (TUTOR_TIMES_CLIENT_ACTIONS allows none)",
+                field="action",
+            )
         if action not in allowed:
             raise InvalidActivityError(
                 f"action {action!r} cannot be reported by a client;"

@@ -23,6 +23,14 @@ HEAD = 26.0
 MIN_BLOCK = 4.0
 #: the hours always shown, so an empty or early-evening week still reads as a working day
 DAY_HOURS = (8, 18)
+#: how many tutor colours the stylesheet defines (``tt-c0`` …); past them they repeat
+COLOURS = 8
+
+
+def colours_of(marker_ids: Iterable[int]) -> dict[int, int]:
+    """Each tutor's colour on the page (an index into the stylesheet's COLOURS), by id
+    order: the same tutor has the same colour in the calendar, its legend and the table."""
+    return {marker: i % COLOURS for i, marker in enumerate(sorted(set(marker_ids)))}
 
 
 def calendar_days(start: datetime, end: datetime, tz: ZoneInfo) -> list[date]:
@@ -64,6 +72,19 @@ class Block:
 
 
 @dataclass
+class Lesson:
+    """A scheduled class on the calendar (R12's classes), shaded behind the sessions."""
+
+    #: the class's tutor; None: every tutor of the unit
+    marker_id: int | None
+    day: int
+    top: float
+    bottom: float
+    start: datetime
+    end: datetime
+
+
+@dataclass
 class Week:
     days: list[date]
     blocks: list[Block]
@@ -72,6 +93,7 @@ class Week:
     #: sessions in the calendar's days, of which ``blocks`` holds the newest
     total: int
     hours: list[int] = field(default_factory=list)
+    lessons: list[Lesson] = field(default_factory=list)
 
     @property
     def width(self) -> float:
@@ -95,6 +117,32 @@ class Week:
             "height": round(max(self.y(block.bottom) - top, MIN_BLOCK), 2),
         }
 
+    def shade(self, lesson: Lesson) -> dict[str, float]:
+        """A class's rectangle: its day's whole column, behind the blocks."""
+        top = self.y(lesson.top)
+        return {
+            "x": AXIS + lesson.day * DAY_WIDTH,
+            "y": round(top, 2),
+            "width": DAY_WIDTH,
+            "height": round(max(self.y(lesson.bottom) - top, 1), 2),
+        }
+
+
+def _minutes(t: datetime) -> float:
+    return t.hour * 60 + t.minute + t.second / 60
+
+
+def _lesson(
+    marker_id: int | None, start: datetime, end: datetime, days: list[date], tz: ZoneInfo
+) -> Lesson | None:
+    """A class in the calendar's days, drawn to the end of its first day (as blocks are)."""
+    start, end = start.astimezone(tz), end.astimezone(tz)
+    day = (start.date() - days[0]).days
+    if not 0 <= day < len(days):
+        return None
+    bottom = 24 * 60 if end.date() > start.date() else _minutes(end)
+    return Lesson(marker_id, day, _minutes(start), max(bottom, _minutes(start)), start, end)
+
 
 def _block(row: dict[str, Any], days: list[date], tz: ZoneInfo, now: datetime) -> Block | None:
     start = row["start_time"].astimezone(tz)
@@ -108,9 +156,9 @@ def _block(row: dict[str, Any], days: list[date], tz: ZoneInfo, now: datetime) -
     day = (start.date() - days[0]).days
     if not 0 <= day < len(days):
         return None
-    top = start.hour * 60 + start.minute + start.second / 60
+    top = _minutes(start)
     continues = end.date() > start.date()
-    bottom = 24 * 60 if continues else end.hour * 60 + end.minute + end.second / 60
+    bottom = 24 * 60 if continues else _minutes(end)
     return Block(
         session_id=row["id"],
         marker_id=row["marker_id"],
@@ -155,13 +203,22 @@ def _lay_out(blocks: list[Block]) -> None:
 
 
 def week(
-    rows: Iterable[dict[str, Any]], days: list[date], tz: ZoneInfo, now: datetime, total: int
+    rows: Iterable[dict[str, Any]],
+    days: list[date],
+    tz: ZoneInfo,
+    now: datetime,
+    total: int,
+    classes: Iterable[tuple[int | None, datetime, datetime]] = (),
 ) -> Week:
-    """The calendar of ``rows`` (sessions that start on ``days``) in ``tz``."""
+    """The calendar of ``rows`` (sessions that start on ``days``) in ``tz``, with the
+    scheduled ``classes`` (marker_id or None, start, end) of those days behind them."""
     blocks = [b for b in (_block(r, days, tz, now) for r in rows) if b is not None]
     _lay_out(blocks)
-    first = min([DAY_HOURS[0], *(math.floor(b.top / 60) for b in blocks)])
-    last = max([DAY_HOURS[1], *(math.ceil(b.bottom / 60) for b in blocks)])
-    shown = Week(days, blocks, first, min(last, 24), total)
+    lessons = [x for x in (_lesson(*c, days, tz) for c in classes) if x is not None]
+    lessons.sort(key=lambda x: (x.day, x.top, x.bottom))
+    spans = [(b.top, b.bottom) for b in blocks] + [(x.top, x.bottom) for x in lessons]
+    first = min([DAY_HOURS[0], *(math.floor(top / 60) for top, _ in spans)])
+    last = max([DAY_HOURS[1], *(math.ceil(bottom / 60) for _, bottom in spans)])
+    shown = Week(days, blocks, first, min(last, 24), total, lessons=lessons)
     shown.hours = list(range(shown.first_hour, shown.last_hour + 1))
     return shown

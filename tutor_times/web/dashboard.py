@@ -107,7 +107,7 @@ def unit_dashboard(unit_id: int) -> Any:
             query,
             what_if_seconds=query.timeout,
             timeout_choices=_timeout_choices(query.timeout),
-            title=f"Unit {unit_id}",
+            title=current().unit_names_of([unit_id])[unit_id],
             live_url=live,
             links=links,
         )
@@ -131,7 +131,10 @@ def my_dashboard() -> Any:
             links["sessions"] = links["summary"]
         else:
             links = _csv_links(query, unit_id=query.unit_id, marker_id=me)
-        title = "My marking" if query.unit_id is None else f"My marking in unit {query.unit_id}"
+        if query.unit_id is None:
+            title = "My marking"
+        else:
+            title = f"My marking in {current().unit_names_of([query.unit_id])[query.unit_id]}"
         return _context(scope, query, title=title, live_url=live, links=links)
 
     return _page(s.MyDashboardQuery, build)
@@ -192,6 +195,7 @@ def _context(
         shown.append(scope.marker_id)
     # one call for every tutor on the page, never one per row
     names = current().names_of(shown)
+    colours = calendar.colours_of(names)
     # the columns of class times (R12) and of students, when the host gives them
     split = "during_class_minutes" in summary["totals"]
     per_student = "students" in summary["totals"]
@@ -200,7 +204,9 @@ def _context(
         "tutor_rows": html.tutor_rows(
             summary["tutors"], names, split=split, per_student=per_student, what_if=what_if
         ),
-        "calendar_blocks": html.calendar_blocks(week, names),
+        "calendar_lessons": html.calendar_lessons(week, names),
+        "calendar_blocks": html.calendar_blocks(week, names, colours),
+        "legend": html.legend(week, names, colours),
         "calendar_rows": html.calendar_rows(week, names, split=split),
     }
     return {
@@ -294,9 +300,16 @@ def _week(scope: Scope, tz: ZoneInfo, timetable: Timetable | None) -> calendar.W
         live_after=live_after(),
         by_action=False,
     )
+    rows = page["sessions"]
+    classes: list[tuple[int | None, datetime, datetime]] = []
     if timetable is not None:
-        class_times.split_rows(page["sessions"], timetable)
-    return calendar.week(page["sessions"], days, tz, current().clock(), page["total"])
+        class_times.split_rows(rows, timetable)
+        # the classes the calendar shades: from the same answer of the host's loader
+        classes = timetable.classes(since, scope.end)
+        if scope.unit_id is not None and scope.marker_id is not None:
+            # a tutor's own page of a unit: their classes and every tutor's
+            classes = [c for c in classes if c[0] in (None, scope.marker_id)]
+    return calendar.week(rows, days, tz, current().clock(), page["total"], classes)
 
 
 def _active(scope: Scope) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from .calendar import Week
+from .calendar import Block, Lesson, Week
 from .csv_export import hours
 
 #: the bar chart's drawing box
@@ -101,25 +101,33 @@ def tutor_rows(
     return Markup("\n".join(rows))
 
 
-def calendar_blocks(week: Week, names: Mapping[int, Any]) -> Markup:
-    """The calendar's session rectangles, each with its tooltip and, where it fits, its
-    label."""
+def block_name(b: Block, name: str) -> str:
+    """What a block says on hover and to a screen reader: who, when, how long, what."""
+    end = "now" if b.running else clock(b.end)
+    during = "" if b.during_class is None else f" ({b.during_class} during class)"
+    plural = "" if b.assessments == 1 else "s"
+    still = " (still running)" if b.running else ""
+    return (
+        f"{name}: {clock(b.start)}–{end}, {b.minutes} min{during}, "
+        f"{b.assessments} assessment{plural}{still}"
+    )
+
+
+def calendar_blocks(week: Week, names: Mapping[int, Any], colours: Mapping[int, int]) -> Markup:
+    """The calendar's session rectangles in their tutor's colour, each named by its tooltip
+    and its accessible name and, where it fits, by a label."""
     out = []
     for b in week.blocks:
         r = week.rect(b)
         name = text(names.get(b.marker_id, ""))
         running = " tt-running" if b.running else ""
         continues = ' data-continues="yes"' if b.continues else ""
-        end = "now" if b.running else clock(b.end)
-        during = "" if b.during_class is None else f" ({b.during_class} during class)"
-        plural = "" if b.assessments == 1 else "s"
-        still = " (still running)" if b.running else ""
+        said = block_name(b, name)
         out.append(
-            f'<rect class="tt-block{running}" data-session-id="{b.session_id}" '
-            f'data-marker="{b.marker_id}"{continues} x="{r["x"]}" y="{r["y"]}" '
-            f'width="{r["width"]}" height="{r["height"]}" rx="2"><title>{name}: '
-            f"{clock(b.start)}–{end}, {b.minutes} min{during}, "
-            f"{b.assessments} assessment{plural}{still}</title></rect>"
+            f'<rect class="tt-block tt-c{colours.get(b.marker_id, 0)}{running}" '
+            f'data-session-id="{b.session_id}" data-marker="{b.marker_id}"{continues} '
+            f'x="{r["x"]}" y="{r["y"]}" width="{r["width"]}" height="{r["height"]}" rx="2" '
+            f'role="img" aria-label="{said}"><title>{said}</title></rect>'
         )
         if r["height"] >= 14 and r["width"] >= 70:
             in_class = f" ({b.during_class} in class)" if b.during_class else ""
@@ -128,6 +136,48 @@ def calendar_blocks(week: Week, names: Mapping[int, Any]) -> Markup:
                 f'aria-hidden="true">{name} {b.minutes}m{in_class}</text>'
             )
     return Markup("\n".join(out))
+
+
+def lesson_name(lesson: Lesson, names: Mapping[int, Any]) -> str:
+    """``Class of Tutor One: Mon 10:30–12:30`` (escaped), or ``of every tutor``."""
+    who = "every tutor" if lesson.marker_id is None else text(names.get(lesson.marker_id, ""))
+    return f"Class of {who}: {clock(lesson.start)}–{clock(lesson.end)[4:]}"
+
+
+def calendar_lessons(week: Week, names: Mapping[int, Any]) -> Markup:
+    """The scheduled classes, shaded across their day's column behind the sessions."""
+    out = []
+    for lesson in week.lessons:
+        r = week.shade(lesson)
+        said = lesson_name(lesson, names)
+        marker = "" if lesson.marker_id is None else f' data-marker="{lesson.marker_id}"'
+        out.append(
+            f'<rect class="tt-class"{marker} x="{r["x"]}" y="{r["y"]}" width="{r["width"]}" '
+            f'height="{r["height"]}" role="img" aria-label="{said}"><title>{said}</title></rect>'
+        )
+    return Markup("\n".join(out))
+
+
+def legend(week: Week, names: Mapping[int, Any], colours: Mapping[int, int]) -> Markup:
+    """Whose colour is whose, for the tutors in the calendar; and the classes' shade."""
+    items = [
+        f'<li data-marker="{marker}"><span class="tt-swatch tt-c{colours.get(marker, 0)}" '
+        f'aria-hidden="true"></span>{text(names.get(marker, ""))}</li>'
+        for marker in sorted({b.marker_id for b in week.blocks})
+    ]
+    if week.lessons:
+        items.append(
+            '<li data-legend="class"><span class="tt-swatch tt-class" aria-hidden="true">'
+            "</span>Scheduled class</li>"
+        )
+    if any(b.running for b in week.blocks):
+        items.append(
+            '<li data-legend="running"><span class="tt-swatch tt-running-swatch" '
+            'aria-hidden="true"></span>Still running</li>'
+        )
+    if not items:
+        return Markup("")
+    return Markup(f'<ul class="tt-legend" aria-label="Legend">{"".join(items)}</ul>')
 
 
 def calendar_rows(week: Week, names: Mapping[int, Any], *, split: bool) -> Markup:
