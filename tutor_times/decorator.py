@@ -125,16 +125,44 @@ def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
     return decorator
 
 
-def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> None:
+@dataclass(frozen=True)
+class Target:
+    """What a tracked request did, as the host's callbacks say."""
+
+    marker_id: int
+    unit_id: Any
+    project_id: Any
+    task_id: Any
+    task_definition_id: Any
+
+
+def target_of(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> Target | None:
+    """The request's marker and ids; None when it is not tracked (R7, ``when=``). The host's
+    callbacks here may read its database."""
     user = current_user
     if user is None or not user.is_authenticated:
-        return
+        return None
     unit_id = resolve(spec.unit_id, kwargs)
     if not ext.is_tracked_role(user, unit_id):  # R7
-        return
+        return None
     if spec.when is not None and not spec.when(kwargs):
+        return None
+    return Target(
+        ext.marker_id_of(user),
+        unit_id,
+        resolve(spec.project_id, kwargs),
+        resolve(spec.task_id, kwargs),
+        resolve(spec.task_definition_id, kwargs),
+    )
+
+
+def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> None:
+    # a restart that dropped the host session's connection costs a second read, not the
+    # activity (R9)
+    target = ext.host_read(lambda: target_of(ext, spec, kwargs))
+    if target is None:
         return
-    marker_id = ext.marker_id_of(user)
+    marker_id = target.marker_id
     claim = _claim(ext, spec, marker_id)
     if claim is False:
         return  # a retry of a request already recorded (or being recorded)
@@ -142,11 +170,11 @@ def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -
         ext.record_activity(
             spec.action,
             marker_id=marker_id,
-            unit_id=unit_id,
+            unit_id=target.unit_id,
             ip_address=request.remote_addr,
-            project_id=resolve(spec.project_id, kwargs),
-            task_id=resolve(spec.task_id, kwargs),
-            task_definition_id=resolve(spec.task_definition_id, kwargs),
+            project_id=target.project_id,
+            task_id=target.task_id,
+            task_definition_id=target.task_definition_id,
         )
     except BaseException:
         if claim is not None:

@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from redis.cluster import RedisCluster
 
-from . import metrics
+from . import drivers, metrics
 from .accounting import utcnow
 from .activity import check_action
 from .constants import DEFAULTS
@@ -33,6 +33,7 @@ from .settings import Settings
 from .state import AppState, build_state
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 EXTENSION_KEY = "tutor_times"
 logger = logging.getLogger("tutor_times")
@@ -210,7 +211,8 @@ class TutorTimes(HostHooks, Maintenance):
         """Record what a client reported itself (R11): only TUTOR_TIMES_CLIENT_ACTIONS, ids the
         host confirms as the unit's, marked ``source="client"``. The caller has checked that
         the marker is staff of the unit."""
-        self.check_client_report(action, unit_id, self.state.settings.client_actions, fields)
+        allowed = self.state.settings.client_actions
+        self.host_read(lambda: self.check_client_report(action, unit_id, allowed, fields))
         return self._record(action, source=CLIENT, unit_id=unit_id, **fields)
 
     def _record(self, action: str, *, source: str, **fields: Any) -> Any:
@@ -219,6 +221,20 @@ class TutorTimes(HostHooks, Maintenance):
             self._start_sweeper(state)
         activity = state.tracker.validate(action, source=source, **fields)
         return state.tracker.record(activity)
+
+    def host_read(self, read: Callable[[], T]) -> T:
+        """``read()``: the host's callbacks that read its database (its ``role_loader``, a
+        tracked view's ``when=`` and ids, its ``target_loader``), tried once more when the
+        database dropped the connection of the host's session (a restart). The session is
+        rolled back first: its transaction went with its connection, and a session is
+        unusable until then; the second try reads on a new connection."""
+        try:
+            return read()
+        except sa.exc.DBAPIError as exc:
+            if not drivers.is_disconnect(exc):
+                raise
+        self.db.session.rollback()
+        return read()
 
     def count_failure(self, kind: str = "request") -> None:
         """A tracking failure: ``request`` (a tracked view's activity was lost) or

@@ -21,6 +21,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from . import drivers
+
 #: what a key was given to: POST /activities, or a host view decorated with @track
 ACTIVITIES, TRACK = "activities", "track"
 MAX_KEY_LENGTH = 255
@@ -85,27 +87,47 @@ class IdempotencyKeys:
     def claim(self, claim: Claim, print_: str, *, wait: float = WAIT_S) -> Answer | None:
         """None when this request holds the key: it must then :meth:`complete` or
         :meth:`release` it. Otherwise the first request's answer. Raises :class:`KeyReused`,
-        or :class:`KeyInUse` when no answer came within ``wait`` seconds."""
+        or :class:`KeyInUse` when no answer came within ``wait`` seconds.
+
+        A connection the database dropped (a restart) is replaced and the claim tried again
+        (:data:`~tutor_times.drivers.DISCONNECT_ATTEMPTS` in all). A claim whose COMMIT was
+        lost with its connection may have been stored: the key's row with this request's
+        own claim time is then this request's, not another's still in progress."""
         deadline = time.monotonic() + wait
+        #: the claim times this request sent on connections that were dropped
+        sent: set[datetime] = set()
         while True:
             now = self.clock()
-            with self.engine().connect() as conn:
-                if self._insert(conn, claim, print_, now):
-                    return None
-                row = conn.execute(
-                    sa.select(self.table.c.fingerprint, self.table.c.status, self.table.c.body)
-                    .add_columns(self.table.c.created_at)
-                    .where(claim.where(self.table))
-                ).first()
-                if row is not None and self._stale(row.created_at, row.status, now):
-                    # expired, or abandoned: forget it (only that row) and claim afresh
-                    conn.execute(
-                        sa.delete(self.table).where(
-                            claim.where(self.table), self.table.c.created_at == row.created_at
+            try:
+                with self.engine().connect() as conn:
+                    if self._insert(conn, claim, print_, now):
+                        return None
+                    row = conn.execute(
+                        sa.select(self.table.c.fingerprint, self.table.c.status, self.table.c.body)
+                        .add_columns(self.table.c.created_at)
+                        .where(claim.where(self.table))
+                    ).first()
+                    if (
+                        row is not None
+                        and row.status is None
+                        and row.fingerprint == print_
+                        and row.created_at in sent
+                    ):
+                        return None  # stored before the connection dropped: ours
+                    if row is not None and self._stale(row.created_at, row.status, now):
+                        # expired, or abandoned: forget it (only that row) and claim afresh
+                        conn.execute(
+                            sa.delete(self.table).where(
+                                claim.where(self.table), self.table.c.created_at == row.created_at
+                            )
                         )
-                    )
-                    conn.commit()
-                    continue
+                        conn.commit()
+                        continue
+            except sa.exc.DBAPIError as exc:
+                if not drivers.is_disconnect(exc) or len(sent) + 1 >= drivers.DISCONNECT_ATTEMPTS:
+                    raise
+                sent.add(now)
+                continue
             if row is not None:
                 if row.fingerprint != print_:
                     raise KeyReused
@@ -130,22 +152,34 @@ class IdempotencyKeys:
         return age >= self.ttl or (status is None and age >= ABANDONED_AFTER)
 
     def complete(self, claim: Claim, answer: Answer) -> None:
-        """Store the first request's answer for the retries."""
-        with self.engine().connect() as conn:
-            conn.execute(
-                sa.update(self.table)
-                .where(claim.where(self.table))
-                .values(status=answer.status, body=answer.body)
-            )
-            conn.commit()
+        """Store the first request's answer for the retries (again on a new connection if
+        the database dropped the first: the UPDATE may be repeated)."""
+
+        def write() -> None:
+            with self.engine().connect() as conn:
+                conn.execute(
+                    sa.update(self.table)
+                    .where(claim.where(self.table))
+                    .values(status=answer.status, body=answer.body)
+                )
+                conn.commit()
+
+        drivers.retry_disconnects(write)
 
     def release(self, claim: Claim) -> None:
-        """The first request failed: a retry may do the work."""
-        with self.engine().connect() as conn:
-            conn.execute(
-                sa.delete(self.table).where(claim.where(self.table), self.table.c.status.is_(None))
-            )
-            conn.commit()
+        """The first request failed: a retry may do the work (again on a new connection if
+        the database dropped the first: the DELETE may be repeated)."""
+
+        def write() -> None:
+            with self.engine().connect() as conn:
+                conn.execute(
+                    sa.delete(self.table).where(
+                        claim.where(self.table), self.table.c.status.is_(None)
+                    )
+                )
+                conn.commit()
+
+        drivers.retry_disconnects(write)
 
 
 def expire(conn: sa.Connection, table: sa.Table, *, before: datetime) -> int:
