@@ -10,9 +10,11 @@ test database and dropped afterwards): terminating every backend of it touches n
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,8 +24,10 @@ from flask import Flask
 from demo import create_app
 from demo.extensions import db, tutor_times
 from demo.seed import seed
+from tutor_times import drivers, idempotency
+from tutor_times.web.views import report_activity
 
-from .conftest import REDIS_URL, STORES, TASK, activities, login, reset_tables
+from .conftest import REDIS_URL, STORES, TASK, Clock, activities, login, reset_tables
 from .databases import scratch_database
 
 pytestmark = pytest.mark.real
@@ -241,3 +245,116 @@ def test_a_restart_under_a_report_is_a_503_or_its_answer(
         else:
             assert "try again" in r.get_json()["error"]["message"]
     assert convenor.get(path).status_code == 200
+
+
+# -- item 2: POST /activities and its Idempotency-Key under a restart ----------------------
+
+KEYS = "tutor_times_idempotency_keys"
+HEARTBEAT = {"action": "inbox", "unit_id": 1}
+
+
+@pytest.fixture
+def sql_app(database_url: str, clock: Clock) -> Iterator[Flask]:
+    """The SQL store alone (keys do not depend on the store), on a clock the test moves."""
+    with demo(database_url, "sql") as app:
+        yield app
+
+
+def tracking_engine(app: Flask) -> sa.Engine:
+    with app.app_context():
+        return tutor_times.tracking_engine
+
+
+def keyed(client: Any, key: str) -> Any:
+    return client.post(f"{P}/activities", json=HEARTBEAT, headers={"Idempotency-Key": key})
+
+
+def test_a_restart_as_the_answer_is_kept_answers_201_and_a_retry_stores_nothing(
+    sql_app: Flask, database_url: str
+) -> None:
+    """The activity is stored; every backend is terminated as its answer is kept for the
+    key: the answer is still a 201 (never a 500 from the host session's teardown), it is
+    kept for the key all the same, and the retry is answered with it, storing nothing."""
+    tutor = login(sql_app, "tutor1")
+    engine = tracking_engine(sql_app)
+    with terminated_before(
+        engine, database_url, lambda sql: sql.startswith(f"UPDATE {KEYS}")
+    ) as met:
+        first = keyed(tutor, "k-restart")
+    assert met, "the answer was kept after the restart"
+    assert first.status_code == 201, first.get_data(as_text=True)
+    again = keyed(tutor, "k-restart")
+    assert (again.status_code, again.get_data()) == (201, first.get_data())
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(activities(sql_app)) == 1
+
+
+def refuse_activities(app: Flask) -> Callable[[], None]:
+    """The database refuses every new activity (a trigger); what lets them in again."""
+    statements = [
+        "CREATE OR REPLACE FUNCTION tt_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$ BEGIN RAISE EXCEPTION 'disk full'; END $$",
+        "CREATE TRIGGER tt_refuse BEFORE INSERT ON session_activities"
+        " FOR EACH ROW EXECUTE FUNCTION tt_refuse()",
+    ]
+    with app.app_context(), db.engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement))
+
+    def allow() -> None:
+        with app.app_context(), db.engine.begin() as conn:
+            conn.execute(sa.text("DROP TRIGGER IF EXISTS tt_refuse ON session_activities"))
+            conn.execute(sa.text("DROP FUNCTION IF EXISTS tt_refuse()"))
+
+    return allow
+
+
+def test_a_restart_as_a_failed_requests_key_is_released_frees_the_key(
+    sql_app: Flask, database_url: str
+) -> None:
+    """The activity cannot be stored (503), and every backend is terminated as its key is
+    released: the release is made on a new connection, the answer stays the 503 (never a
+    500), and the retry stores the activity at once, rather than a 409 until the claim is
+    abandoned."""
+    tutor = login(sql_app, "tutor1")
+    allow = refuse_activities(sql_app)
+    try:
+        engine = tracking_engine(sql_app)
+        released = lambda sql: sql.startswith(f"DELETE FROM {KEYS}")  # noqa: E731
+        with terminated_before(engine, database_url, released) as met:
+            first = keyed(tutor, "k-release")
+        assert met, "the key was released after the restart"
+        assert first.status_code == 503, first.get_data(as_text=True)
+    finally:
+        allow()
+    started = time.monotonic()
+    again = keyed(tutor, "k-release")
+    assert again.status_code == 201, again.get_data(as_text=True)
+    assert time.monotonic() - started < idempotency.WAIT_S  # the key was free: no wait
+    assert len(activities(sql_app)) == 1
+
+
+def test_a_key_that_cannot_be_released_is_held_as_documented(
+    sql_app: Flask, database_url: str, clock: Clock
+) -> None:
+    """Every try of the release meets a restart: the answer is the request's own 503, and
+    the key stays held, as documented, until ABANDONED_AFTER: a retry before is a 409 and
+    stores nothing, a retry after stores the activity once."""
+    tutor = login(sql_app, "tutor1")
+    allow = refuse_activities(sql_app)
+    try:
+        engine = tracking_engine(sql_app)
+        released = lambda sql: sql.startswith(f"DELETE FROM {KEYS}")  # noqa: E731
+        with terminated_before(engine, database_url, released, times=10) as met:
+            first = keyed(tutor, "k-held")
+        assert len(met) == drivers.DISCONNECT_ATTEMPTS
+        assert first.status_code == 503, first.get_data(as_text=True)
+    finally:
+        allow()
+    assert keyed(tutor, "k-held").status_code == 409
+    clock.advance(seconds=idempotency.ABANDONED_AFTER.total_seconds())
+    assert keyed(tutor, "k-held").status_code == 201
+    assert keyed(tutor, "k-held").status_code == 201
+    assert len(activities(sql_app)) == 1
+    doc = report_activity.__doc__ or ""
+    assert "2 minutes" in doc and idempotency.ABANDONED_AFTER == timedelta(minutes=2)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import sqlalchemy as sa
 from flask import Flask, Response, after_this_request, request
 from flask_login import current_user
 
@@ -178,26 +179,62 @@ def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -
         )
     except BaseException:
         if claim is not None:
-            ext.state.idempotency.release(claim)
+            _settle(ext.state.idempotency.release, claim)
         raise
     if claim is not None:
-        ext.state.idempotency.complete(claim, idempotency.Answer(200, ""))
+        # the activity is stored: a key left unanswered is logged, never counted as lost
+        _settle(ext.state.idempotency.complete, claim, idempotency.Answer(200, ""))
+
+
+def _settle(step: Callable[..., None], claim: idempotency.Claim, *args: Any) -> None:
+    """Answer or release a key; should the database refuse even that (past its retries on
+    a new connection), the key is held until abandoned (``ABANDONED_AFTER``): logged."""
+    try:
+        step(claim, *args)
+    except sa.exc.SQLAlchemyError:
+        logger.exception(
+            "could not settle an idempotency key; it is held for %d s",
+            idempotency.ABANDONED_AFTER.total_seconds(),
+        )
 
 
 def _claim(
     ext: TutorTimes, spec: TrackSpec, marker_id: int
 ) -> idempotency.Claim | Literal[False] | None:
     """The request's claim on its idempotency key; None when it has none, False when the key
-    was seen. Never waits: the host's response must not wait for another request."""
+    was seen with this request's target. Never waits: the host's response must not wait for
+    another request.
+
+    A key covers one request target (the action, method and path). The same key sent with
+    another target is no retry: the host did that work too. It is a client's mistake,
+    logged and counted, and the request is recorded under a claim of its own target (so
+    that its own retries with the key still count once), never dropped."""
     if spec.idempotency_header is None:
         return None
     key = request.headers.get(spec.idempotency_header)
     if key is None or not idempotency.valid_key(key):
         return None
+    keys = ext.state.idempotency
+    target = [spec.action, request.method, request.path]
+    print_ = idempotency.fingerprint(target)
     claim = idempotency.Claim(idempotency.TRACK, marker_id, key)
-    print_ = idempotency.fingerprint([spec.action, request.method, request.path])
     try:
-        first = ext.state.idempotency.claim(claim, print_, wait=0)
-    except (idempotency.KeyReused, idempotency.KeyInUse):
+        first = keys.claim(claim, print_, wait=0)
+    except idempotency.KeyInUse:
         return False
+    except idempotency.KeyReused:
+        metrics.key_reused()
+        logger.warning(
+            "user %s sent one %s with %s %s and before with another request; recorded as a"
+            " request of its own",
+            marker_id,
+            spec.idempotency_header,
+            request.method,
+            request.path,
+        )
+        claim = idempotency.Claim(idempotency.TRACK, marker_id, idempotency.own_key(key, target))
+        try:
+            first = keys.claim(claim, print_, wait=0)
+        except (idempotency.KeyReused, idempotency.KeyInUse):
+            return False
     return claim if first is None else False

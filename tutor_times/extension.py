@@ -167,7 +167,10 @@ class TutorTimes(HostHooks, Maintenance):
         The action is checked against every app this extension is registered on, now and
         at each later ``init_app``, so a typo fails at start-up.
         ``idempotency_header`` names a request header (e.g. "Idempotency-Key"): a request
-        repeating a value the same user sent before records nothing new.
+        repeating a value the same user sent before with the same target (action, method
+        and path) records nothing new. The same value with another target is no retry: it
+        is recorded, and the client's mistake logged and counted
+        (``tutor_times_idempotency_keys_reused``).
         """
         for state in list(self._states.values()):
             check_action(action, state.settings.actions)

@@ -29,7 +29,8 @@ MAX_KEY_LENGTH = 255
 #: how long a retry waits for the first request with its key to finish before a 409
 WAIT_S = 5.0
 POLL_S = 0.02
-#: a claim without an answer after this long belongs to a process that died mid-request
+#: a claim without an answer after this long belongs to a process that died mid-request, or
+#: to one the database failed as it answered or released it (POST /activities documents it)
 ABANDONED_AFTER = timedelta(minutes=2)
 
 
@@ -51,6 +52,13 @@ def fingerprint(data: Any) -> str:
     """A hash of a request's meaning: the same JSON in any key order is the same request."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def own_key(key: str, target: Any) -> str:
+    """The key a request claims when its client sent ``key`` before with another request
+    target: one per (key, target), so each target's retries still count once. It cannot be
+    a key a client sends by mistake (a client would have to send this digest itself)."""
+    return "~" + fingerprint([key, target])
 
 
 def valid_key(value: str) -> bool:

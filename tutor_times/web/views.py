@@ -604,9 +604,12 @@ def report_activity(body: s.ActivityIn) -> Any:
     `Idempotent-Replayed: true`) and stores nothing; the same key with another body is a 422,
     and a retry while the first request is still being served waits for it (a 409 after 5 s).
     Keys are per user and kept for TUTOR_TIMES_IDEMPOTENCY_TTL; a request that failed leaves
-    its key free. A stored activity whose answer could not be kept (the database failing at
-    that instant) is still a 201, logged and counted: only a retry with its key more than 5 s
-    later could then store it again.
+    its key free. A connection the database drops meanwhile (a restart) is replaced and the
+    key's claim, answer or release made on the new one. Should the database fail past that,
+    a stored activity is still a 201 and a request that stored nothing keeps its own error
+    (logged and counted), but the key stays claimed without an answer: a retry is a 409 for
+    2 minutes, after which the claim counts as abandoned and a retry is served afresh (and
+    stores the activity, a second time if the first request had stored it).
     """
     me = current_user_id()
     key = request.headers.get(IDEMPOTENCY_HEADER)
