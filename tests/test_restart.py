@@ -47,14 +47,13 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def make(url: str, store: str, **config: Any) -> Flask:
-    return create_app(
-        "testing",
-        SQLALCHEMY_DATABASE_URI=url,
-        TUTOR_TIMES_STORE=store,
-        TUTOR_TIMES_REDIS_URL=REDIS_URL,
-        TUTOR_TIMES_REDIS_PREFIX=f"tt-restart-{uuid.uuid4().hex[:12]}",
-        **config,
-    )
+    given: dict[str, Any] = {
+        "SQLALCHEMY_DATABASE_URI": url,
+        "TUTOR_TIMES_STORE": store,
+        "TUTOR_TIMES_REDIS_URL": REDIS_URL,
+        "TUTOR_TIMES_REDIS_PREFIX": f"tt-restart-{uuid.uuid4().hex[:12]}",
+    }
+    return create_app("testing", **{**given, **config})
 
 
 @contextmanager

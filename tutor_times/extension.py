@@ -230,14 +230,29 @@ class TutorTimes(HostHooks, Maintenance):
         tracked view's ``when=`` and ids, its ``target_loader``), tried once more when the
         database dropped the connection of the host's session (a restart). The session is
         rolled back first: its transaction went with its connection, and a session is
-        unusable until then; the second try reads on a new connection."""
+        unusable until then; the second try reads on a new connection.
+
+        A transaction of the host's session that only this read began (the view had ended
+        its own) is ended here: otherwise the host's teardown would end it, and a restart
+        meanwhile would fail the host's answer there (a 500 after the view succeeded)."""
+        session = self.db.session()
+        began = not session.in_transaction()
         try:
+            try:
+                return read()
+            except sa.exc.DBAPIError as exc:
+                if not drivers.is_disconnect(exc):
+                    raise
+            session.rollback()
             return read()
-        except sa.exc.DBAPIError as exc:
-            if not drivers.is_disconnect(exc):
-                raise
-        self.db.session.rollback()
-        return read()
+        finally:
+            if began and session.in_transaction():
+                try:
+                    session.rollback()
+                except sa.exc.DBAPIError as exc:
+                    if not drivers.is_disconnect(exc):
+                        raise
+                    logger.warning("the host's session could not be rolled back: %s", exc)
 
     def count_failure(self, kind: str = "request") -> None:
         """A tracking failure: ``request`` (a tracked view's activity was lost) or
