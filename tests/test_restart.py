@@ -246,6 +246,25 @@ def test_a_restart_under_a_report_is_a_503_or_its_answer(
     assert convenor.get(path).status_code == 200
 
 
+@pytest.mark.parametrize("path", [f"{P}/units/1/active", f"{P}/units/1/dashboard"])
+def test_a_restart_under_the_hosts_user_loader_is_a_503(
+    app: Flask, database_url: str, path: str
+) -> None:
+    """The host's user loader (Flask-Login) reads the user as the report starts, and meets
+    the restart: a 503, whose page does not read the user again through the broken
+    session (the host's context processor would), and the next request is answered."""
+    convenor = login(app, "convenor")
+    with app.app_context():
+        host = db.engine
+    users = lambda sql: sql.lstrip().startswith("SELECT") and "FROM users" in sql  # noqa: E731
+    with terminated_before(host, database_url, users) as met:
+        r = convenor.get(path)
+    assert met, "the user was read"
+    assert r.status_code == 503, r.get_data(as_text=True)
+    assert r.headers["Retry-After"] == "1"
+    assert convenor.get(path).status_code == 200
+
+
 # -- item 2: POST /activities and its Idempotency-Key under a restart ----------------------
 
 KEYS = "tutor_times_idempotency_keys"

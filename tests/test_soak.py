@@ -43,7 +43,7 @@ pytestmark = pytest.mark.real
 #: what a fault may add to one request (R9)
 BOUND_S = 1.0
 TRACKERS, READERS = 6, 2
-BASELINE_S = 2.0
+BASELINE_S = 3.0
 #: how many times a client retries a POST /activities its server answered 503
 RETRIES = 10
 P = "/tutor-times"

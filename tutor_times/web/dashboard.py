@@ -44,6 +44,7 @@ from .views import (
     marker_scope,
     one_connection,
     report,
+    roll_back_host_session,
     timetable_of,
     unavailable,
     unit_summary,
@@ -88,8 +89,13 @@ def _page(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any
         if not unavailable(exc):
             raise
         logger.warning("answered 503: %s", exc.__class__.__name__, exc_info=exc)
-        page, status = _error_page(503, UNAVAILABLE)
-        return page, status, {"Retry-After": str(RETRY_AFTER_S)}
+        roll_back_host_session()
+        # rendered without the app's context processors: the host's (its signed-in user,
+        # say) would read the database that just failed
+        page = current_app.jinja_env.get_template("tutor_times/error.html").render(
+            status=503, message=UNAVAILABLE
+        )
+        return page, 503, {"Retry-After": str(RETRY_AFTER_S)}
 
 
 def _rendered(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any:

@@ -84,6 +84,7 @@ def database_unavailable(exc: sa.exc.SQLAlchemyError) -> Any:
     if not unavailable(exc):
         raise exc
     logger.warning("answered 503: %s", exc.__class__.__name__, exc_info=exc)
+    roll_back_host_session()
     response, status = error_response(ApiError(503, UNAVAILABLE))
     response.status_code = status
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
@@ -91,6 +92,17 @@ def database_unavailable(exc: sa.exc.SQLAlchemyError) -> Any:
 
 
 bp.register_error_handler(sa.exc.SQLAlchemyError, database_unavailable)
+
+
+def roll_back_host_session() -> None:
+    """After the database dropped the connection of the host's session (a restart), the
+    session refuses every statement until it is rolled back: roll it back, so that what
+    still runs in the request (the host's context processors, its teardown) reads on a new
+    connection rather than failing the answer."""
+    try:
+        current().db.session.rollback()
+    except sa.exc.SQLAlchemyError as err:
+        logger.warning("the host's session could not be rolled back: %s", err)
 
 
 @bp.teardown_request
