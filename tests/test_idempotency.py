@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from demo.extensions import db, tutor_times
 
@@ -20,6 +21,7 @@ from .conftest import TASK, Clock, activities, built, login
 
 P = "/tutor-times"
 BODY = {"action": "inbox", "unit_id": 1}
+TASK3 = "/units/1/projects/1/tasks/3"
 
 
 def post(client: FlaskClient, key: str | None, body: dict[str, Any] = BODY) -> Any:
@@ -222,3 +224,37 @@ def test_an_answer_that_cannot_be_kept_still_answers_201(
                     conn.execute(sa.text("DROP FUNCTION IF EXISTS tt_refuse()"))
                 else:
                     conn.execute(sa.text("DROP TRIGGER IF EXISTS tt_refuse"))
+
+
+def keys_reused() -> float:
+    return REGISTRY.get_sample_value("tutor_times_idempotency_keys_reused_total") or 0.0
+
+
+def test_one_key_on_puts_to_different_tasks_records_each_and_counts_the_misuse(
+    app: Flask, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends one Idempotency-Key with PUTs to tasks 1, 2 and 3 changed three
+    tasks: a key covers one request target, so the other targets are no retries of the
+    first. Each is recorded (and each is deduplicated when retried with the key), and the
+    misuse is logged and counted, as POST /activities refuses it with a 422."""
+    tutor = login(app, "tutor1")
+    headers = {"Idempotency-Key": "one-for-all"}
+    tasks = ["/units/1/projects/1/tasks/1", "/units/1/projects/1/tasks/2", TASK3]
+    before = keys_reused()
+    with caplog.at_level(logging.WARNING, logger="tutor_times"):
+        for path in tasks:
+            clock.advance(seconds=5)
+            assert tutor.put(path, json={"status": "complete"}, headers=headers).status_code == 200
+        assert [(a.action, a.task_id) for a in activities(app)] == [
+            ("assessing", 1),
+            ("assessing", 2),
+            ("assessing", 3),
+        ]
+        assert keys_reused() == before + 2
+        assert sum("Idempotency-Key" in r.getMessage() for r in caplog.records) == 2
+        # each retried with its key: nothing new
+        for path in tasks:
+            assert tutor.put(path, json={"status": "complete"}, headers=headers).status_code == 200
+    assert len(activities(app)) == 3
+    assert keys_reused() == before + 4
+    assert "/units/1/projects/1/tasks/2" in caplog.text

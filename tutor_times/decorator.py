@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+import sqlalchemy as sa
 from flask import Flask, Response, after_this_request, request
 from flask_login import current_user
 
@@ -125,16 +126,44 @@ def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
     return decorator
 
 
-def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> None:
+@dataclass(frozen=True)
+class Target:
+    """What a tracked request did, as the host's callbacks say."""
+
+    marker_id: int
+    unit_id: Any
+    project_id: Any
+    task_id: Any
+    task_definition_id: Any
+
+
+def target_of(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> Target | None:
+    """The request's marker and ids; None when it is not tracked (R7, ``when=``). The host's
+    callbacks here may read its database."""
     user = current_user
     if user is None or not user.is_authenticated:
-        return
+        return None
     unit_id = resolve(spec.unit_id, kwargs)
     if not ext.is_tracked_role(user, unit_id):  # R7
-        return
+        return None
     if spec.when is not None and not spec.when(kwargs):
+        return None
+    return Target(
+        ext.marker_id_of(user),
+        unit_id,
+        resolve(spec.project_id, kwargs),
+        resolve(spec.task_id, kwargs),
+        resolve(spec.task_definition_id, kwargs),
+    )
+
+
+def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> None:
+    # a restart that dropped the host session's connection costs a second read, not the
+    # activity (R9)
+    target = ext.host_read(lambda: target_of(ext, spec, kwargs))
+    if target is None:
         return
-    marker_id = ext.marker_id_of(user)
+    marker_id = target.marker_id
     claim = _claim(ext, spec, marker_id)
     if claim is False:
         return  # a retry of a request already recorded (or being recorded)
@@ -142,34 +171,70 @@ def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -
         ext.record_activity(
             spec.action,
             marker_id=marker_id,
-            unit_id=unit_id,
+            unit_id=target.unit_id,
             ip_address=request.remote_addr,
-            project_id=resolve(spec.project_id, kwargs),
-            task_id=resolve(spec.task_id, kwargs),
-            task_definition_id=resolve(spec.task_definition_id, kwargs),
+            project_id=target.project_id,
+            task_id=target.task_id,
+            task_definition_id=target.task_definition_id,
         )
     except BaseException:
         if claim is not None:
-            ext.state.idempotency.release(claim)
+            _settle(ext.state.idempotency.release, claim)
         raise
     if claim is not None:
-        ext.state.idempotency.complete(claim, idempotency.Answer(200, ""))
+        # the activity is stored: a key left unanswered is logged, never counted as lost
+        _settle(ext.state.idempotency.complete, claim, idempotency.Answer(200, ""))
+
+
+def _settle(step: Callable[..., None], claim: idempotency.Claim, *args: Any) -> None:
+    """Answer or release a key; should the database refuse even that (past its retries on
+    a new connection), the key is held until abandoned (``ABANDONED_AFTER``): logged."""
+    try:
+        step(claim, *args)
+    except sa.exc.SQLAlchemyError:
+        logger.exception(
+            "could not settle an idempotency key; it is held for %d s",
+            idempotency.ABANDONED_AFTER.total_seconds(),
+        )
 
 
 def _claim(
     ext: TutorTimes, spec: TrackSpec, marker_id: int
 ) -> idempotency.Claim | Literal[False] | None:
     """The request's claim on its idempotency key; None when it has none, False when the key
-    was seen. Never waits: the host's response must not wait for another request."""
+    was seen with this request's target. Never waits: the host's response must not wait for
+    another request.
+
+    A key covers one request target (the action, method and path). The same key sent with
+    another target is no retry: the host did that work too. It is a client's mistake,
+    logged and counted, and the request is recorded under a claim of its own target (so
+    that its own retries with the key still count once), never dropped."""
     if spec.idempotency_header is None:
         return None
     key = request.headers.get(spec.idempotency_header)
     if key is None or not idempotency.valid_key(key):
         return None
+    keys = ext.state.idempotency
+    target = [spec.action, request.method, request.path]
+    print_ = idempotency.fingerprint(target)
     claim = idempotency.Claim(idempotency.TRACK, marker_id, key)
-    print_ = idempotency.fingerprint([spec.action, request.method, request.path])
     try:
-        first = ext.state.idempotency.claim(claim, print_, wait=0)
-    except (idempotency.KeyReused, idempotency.KeyInUse):
+        first = keys.claim(claim, print_, wait=0)
+    except idempotency.KeyInUse:
         return False
+    except idempotency.KeyReused:
+        metrics.key_reused()
+        logger.warning(
+            "user %s sent one %s with %s %s and before with another request; recorded as a"
+            " request of its own",
+            marker_id,
+            spec.idempotency_header,
+            request.method,
+            request.path,
+        )
+        claim = idempotency.Claim(idempotency.TRACK, marker_id, idempotency.own_key(key, target))
+        try:
+            first = keys.claim(claim, print_, wait=0)
+        except (idempotency.KeyReused, idempotency.KeyInUse):
+            return False
     return claim if first is None else False

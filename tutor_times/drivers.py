@@ -11,12 +11,15 @@ import math
 import re
 import sqlite3
 import time
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from .models import copy_type
+
+T = TypeVar("T")
 
 #: the drivers whose connections take libpq's ``options`` and ``connect_timeout``
 LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2"})
@@ -238,7 +241,9 @@ def execute_for_id(
     the statement — compiled once per dialect into ``compiled`` — goes straight to the
     driver: SQLAlchemy's per-call execution machinery would be a sixth of the hot path
     (benchmarks/README.md, B1). Errors still come out as SQLAlchemy's, and a lost connection
-    is invalidated.
+    invalidates the whole pool, as SQLAlchemy's own execution does: a database restart
+    dropped every pooled connection, not only this one, and a retry must not take another
+    of them (see :func:`retry_disconnects`).
     """
     dialect = conn.dialect
     events = conn.dispatch
@@ -259,6 +264,8 @@ def execute_for_id(
     except dialect.loaded_dbapi.Error as exc:
         invalidated = dialect.is_disconnect(exc, pooled.dbapi_connection, None)
         if invalidated:
+            # every connection of the pool made before now is replaced at its next checkout
+            conn.engine.pool._invalidate(pooled, exc)
             conn.invalidate(exc)
         raise sa.exc.DBAPIError.instance(
             sql,
@@ -269,6 +276,35 @@ def execute_for_id(
             dialect=dialect,
         ) from exc
     return None if row is None else int(row[0])
+
+
+#: how many times a write is tried when the database dropped its connection each time
+DISCONNECT_ATTEMPTS = 3
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database dropped the connection (a restart, a terminated
+    backend), so the statement was not done and may be sent again on a new connection."""
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retry_disconnects(write: Callable[[], T], attempts: int = DISCONNECT_ATTEMPTS) -> T:
+    """``write()``, run again (up to ``attempts`` in all) while it fails on a connection the
+    database had dropped.
+
+    A dropped connection invalidates its whole pool (SQLAlchemy's execution does, and
+    :func:`execute_for_id`), so the next attempt runs on a new connection: a restart costs
+    the one statement that found it, not the activity. A server that dies as a statement
+    runs ends it uncommitted, so running it again does not do it twice. Each attempt is
+    bounded by the pool's own timeouts; anything else is raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except sa.exc.DBAPIError as exc:
+            if not is_disconnect(exc) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 def insert_rows(

@@ -20,7 +20,7 @@ from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from redis.cluster import RedisCluster
 
-from . import metrics
+from . import drivers, metrics
 from .accounting import utcnow
 from .activity import check_action
 from .constants import DEFAULTS
@@ -33,6 +33,7 @@ from .settings import Settings
 from .state import AppState, build_state
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 EXTENSION_KEY = "tutor_times"
 logger = logging.getLogger("tutor_times")
@@ -170,7 +171,10 @@ class TutorTimes(HostHooks, Maintenance):
         The action is checked against every app this extension is registered on, now and
         at each later ``init_app``, so a typo fails at start-up.
         ``idempotency_header`` names a request header (e.g. "Idempotency-Key"): a request
-        repeating a value the same user sent before records nothing new.
+        repeating a value the same user sent before with the same target (action, method
+        and path) records nothing new. The same value with another target is no retry: it
+        is recorded, and the client's mistake logged and counted
+        (``tutor_times_idempotency_keys_reused``).
         """
         for state in list(self._states.values()):
             check_action(action, state.settings.actions)
@@ -214,7 +218,8 @@ class TutorTimes(HostHooks, Maintenance):
         """Record what a client reported itself (R11): only TUTOR_TIMES_CLIENT_ACTIONS, ids the
         host confirms as the unit's, marked ``source="client"``. The caller has checked that
         the marker is staff of the unit."""
-        self.check_client_report(action, unit_id, self.state.settings.client_actions, fields)
+        allowed = self.state.settings.client_actions
+        self.host_read(lambda: self.check_client_report(action, unit_id, allowed, fields))
         return self._record(action, source=CLIENT, unit_id=unit_id, **fields)
 
     def _record(self, action: str, *, source: str, **fields: Any) -> Any:
@@ -223,6 +228,35 @@ class TutorTimes(HostHooks, Maintenance):
             self._start_sweeper(state)
         activity = state.tracker.validate(action, source=source, **fields)
         return state.tracker.record(activity)
+
+    def host_read(self, read: Callable[[], T]) -> T:
+        """``read()``: the host's callbacks that read its database (its ``role_loader``, a
+        tracked view's ``when=`` and ids, its ``target_loader``), tried once more when the
+        database dropped the connection of the host's session (a restart). The session is
+        rolled back first: its transaction went with its connection, and a session is
+        unusable until then; the second try reads on a new connection.
+
+        A transaction of the host's session that only this read began (the view had ended
+        its own) is ended here: otherwise the host's teardown would end it, and a restart
+        meanwhile would fail the host's answer there (a 500 after the view succeeded)."""
+        session = self.db.session()
+        began = not session.in_transaction()
+        try:
+            try:
+                return read()
+            except sa.exc.DBAPIError as exc:
+                if not drivers.is_disconnect(exc):
+                    raise
+            session.rollback()
+            return read()
+        finally:
+            if began and session.in_transaction():
+                try:
+                    session.rollback()
+                except sa.exc.DBAPIError as exc:
+                    if not drivers.is_disconnect(exc):
+                        raise
+                    logger.warning("the host's session could not be rolled back: %s", exc)
 
     def count_failure(self, kind: str = "request") -> None:
         """A tracking failure: ``request`` (a tracked view's activity was lost) or

@@ -59,6 +59,11 @@ FAILURES = Counter(
     " (POST /activities answered 503), redis (a Redis error; the activity went through SQL).",
     ["kind"],
 )
+KEYS_REUSED = Counter(
+    "tutor_times_idempotency_keys_reused",
+    "Tracked requests whose Idempotency-Key the same user had sent before with another"
+    " request target (a client's mistake): each was recorded as a request of its own.",
+)
 BREAKER_OPEN = Gauge(
     "tutor_times_redis_breaker_open",
     "1 while a process skips Redis after an error (the circuit breaker is open), else 0.",
@@ -110,6 +115,10 @@ def recorded(path: str, action: str) -> None:
 
 def failed(kind: str) -> None:
     FAILURES.labels(kind).inc()
+
+
+def key_reused() -> None:
+    KEYS_REUSED.inc()
 
 
 def breaker_changed(open_: bool) -> None:

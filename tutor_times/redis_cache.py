@@ -95,9 +95,12 @@ class CircuitBreaker:
         logger.warning("Redis is back; recording through Redis again")
 
 
-#: a node's answers that mean the slot is served elsewhere now, or for a moment by nobody:
-#: the cluster client follows them (and re-reads the slot map the direct route uses)
-REROUTE = (MovedError, AskError, TryAgainError, ClusterDownError)
+#: a node's answers that mean the slot is served elsewhere now: the cluster client follows
+#: them (and patches the slot map the direct route uses)
+REDIRECT = (MovedError, AskError)
+#: a node's answers while the cluster fails over (a primary died and is being replaced):
+#: waiting for the failover is what R9 forbids, so Redis is given up at once
+FAILING_OVER = (ClusterDownError, TryAgainError)
 
 
 def on_node(node: redis.Redis, script: Script, key: str, args: list[Any]) -> Any:
@@ -115,20 +118,26 @@ class SlotRoute:
     plain connection pool, found in the slot map the cluster client keeps.
 
     redis-py's cluster client spends about 40 µs of Python routing each command (B7); this
-    finds the node with one CRC and one dict look-up. Anything that says the map is out of
-    date goes through the cluster client, which follows redirects and refreshes the map for
-    the calls after it. A node that forgot the scripts (NOSCRIPT) is sent them again.
+    finds the node with one CRC and one dict look-up. A redirect (MOVED, ASK: a resharding)
+    goes through the cluster client, which follows it and patches the map for the calls
+    after it. A node that forgot the scripts (NOSCRIPT) is sent them again.
+
+    A dead node, or a cluster failing over, is never waited for (R9): the cluster client's
+    retries and map refreshes would wait for the failover (seconds, with redis-py's default
+    retries, which a host's own client may have). The call raises at once (the breaker sends
+    the activities through SQL), and the first call after is made *suspect*: it re-reads the
+    map, then makes one attempt on the node it names.
     """
 
     def __init__(self, cluster: RedisCluster) -> None:
         self.cluster = cluster
-        #: a node timed out: the next call goes through the cluster client, which re-reads
-        #: the topology if the node still does not answer
+        #: a node timed out, died or said the cluster is failing over: the next call
+        #: re-reads the topology first
         self.suspect = False
 
     def node(self, key: str) -> redis.Redis | None:
         """The plain client of the primary the map says serves ``key``'s slot; None when
-        the map has no node for it or the last direct call timed out."""
+        the map has no node for it or the last direct call failed."""
         if self.suspect:
             return None
         nodes = self.cluster.nodes_manager.slots_cache.get(key_slot(key.encode()))
@@ -139,24 +148,52 @@ class SlotRoute:
 
     def run(self, script: Script, key: str, args: list[Any]) -> Any:
         """``script`` on ``key`` with ``args``: straight to its node when the map knows it,
-        else (or after a redirect or a dropped connection) through the cluster client."""
+        else (or after a redirect) through the cluster client, one attempt."""
         node = self.node(key)
         if node is not None:
             try:
-                return on_node(node, script, key, args)
-            except REROUTE:
-                pass  # a resharding or a failover moved the slot: the cluster client follows
-            except redis.ConnectionError:
-                # the node is gone (or dropped a pooled connection): the cluster client
-                # reconnects, or fails too and re-reads the topology before raising
-                pass
-            except redis.TimeoutError:
-                # sent again now, the call would wait as long again: R9's bound is one wait
+                return self._direct(node, script, key, args)
+            except REDIRECT:
+                pass  # a resharding moved the slot: the cluster client follows
+            except (redis.ConnectionError, redis.TimeoutError, *FAILING_OVER):
+                # sent again now, the call would wait for the node or the failover: R9's
+                # bound is one wait
                 self.suspect = True
                 raise
-        result = script(keys=[key], args=args)
+        result = self._through_cluster(script, key, args)
         self.suspect = False
         return result
+
+    @staticmethod
+    def _direct(node: redis.Redis, script: Script, key: str, args: list[Any]) -> Any:
+        """On the node; once more on a new connection if its pooled one was dropped (the
+        node closed an idle connection, or restarted): a dead node refuses the second at
+        once, a live one answers it."""
+        try:
+            return on_node(node, script, key, args)
+        except redis.TimeoutError:
+            raise
+        except redis.ConnectionError:
+            return on_node(node, script, key, args)
+
+    def _through_cluster(self, script: Script, key: str, args: list[Any]) -> Any:
+        """One attempt through the cluster client, on the node its map names (after
+        re-reading the map, when the last call failed): it follows a redirect and patches
+        the map, but its retries, which wait out a failover, are not used."""
+        manager = self.cluster.nodes_manager
+        if self.suspect:
+            manager.initialize()
+        nodes = manager.slots_cache.get(key_slot(key.encode()))
+        if not nodes:
+            return script(keys=[key], args=args)  # no node for the slot: the client finds one
+        target = nodes[0]
+        # one attempt: redis-py's cluster client does not retry a command given its node
+        execute: Callable[..., Any] = self.cluster.execute_command
+        try:
+            return execute("EVALSHA", script.sha, 1, key, *args, target_nodes=target)
+        except NoScriptError:
+            script.sha = target.redis_connection.script_load(script.script)
+            return execute("EVALSHA", script.sha, 1, key, *args, target_nodes=target)
 
 
 class RedisStore:

@@ -14,10 +14,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 
 from . import drivers, figures, metrics
@@ -32,8 +32,6 @@ from .models import (
     sessions_of_key,
     tutor_hash,
 )
-
-T = TypeVar("T")
 
 #: locks the slow paths of one process share, by key (a key's hash picks one)
 KEY_LOCK_STRIPES = 256
@@ -114,17 +112,6 @@ class SqlStore:
         through a pool of their own."""
         return self.maintenance().connect()
 
-    @staticmethod
-    def _once_more_if_disconnected(write: Callable[[], T]) -> T:
-        """Run ``write``; if it failed on a connection the database had dropped (a restart),
-        run it once more on a fresh one, so a restart does not lose the next activities."""
-        try:
-            return write()
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        return write()
-
     # -- the hot path ------------------------------------------------------------------------
 
     def append_if_open(self, session_id: int, a: Activity) -> Any | None:
@@ -139,7 +126,7 @@ class SqlStore:
             with self.autocommit().connect() as conn:
                 return self._append(conn, session_id, a)
 
-        return self._once_more_if_disconnected(write)
+        return drivers.retry_disconnects(write)
 
     def _append(self, conn: sa.Connection, session_id: int, a: Activity) -> Any | None:
         """The stored activity as a detached ORM object; None when it was not appended."""
@@ -185,7 +172,7 @@ class SqlStore:
         lock = self._key_locks[_key_hash(a) % KEY_LOCK_STRIPES]
         held = lock.acquire(timeout=LOCAL_WAIT)
         try:
-            return self._once_more_if_disconnected(write)
+            return drivers.retry_disconnects(write)
         finally:
             if held:
                 lock.release()

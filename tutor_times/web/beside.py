@@ -69,7 +69,9 @@ class Beside:
         finally:
             try:
                 self.conn.commit()
-            except sa.exc.DBAPIError:
+            except sa.exc.SQLAlchemyError:
+                # a report failed on it, or the database dropped it (then SQLAlchemy asks
+                # for this rollback before the connection goes back to its pool)
                 self.conn.rollback()
             finally:
                 self.conn.close()

@@ -10,11 +10,13 @@ the JSON's by ``tests/test_dashboard.py``). The long tables and charts are rende
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
 from flask import current_app, redirect, render_template, request, url_for
 from flask_login import current_user
 from flask_login.utils import login_url
@@ -30,6 +32,8 @@ from . import schemas as s
 from .api import ApiError, FieldError, parse, query_args
 from .ranges import ZONES
 from .views import (
+    RETRY_AFTER_S,
+    UNAVAILABLE,
     add_students,
     bp,
     current_user_id,
@@ -40,10 +44,14 @@ from .views import (
     marker_scope,
     one_connection,
     report,
+    roll_back_host_session,
     timetable_of,
+    unavailable,
     unit_summary,
     what_if,
 )
+
+logger = logging.getLogger("tutor_times")
 
 #: the most sessions the calendar draws; past it, the newest, and the page says so
 CALENDAR_LIMIT = 2000
@@ -73,7 +81,24 @@ def _anonymous() -> Any:
 
 
 def _page(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any:
-    """Render the dashboard for the query string, or the HTML page of what went wrong."""
+    """Render the dashboard for the query string, or the HTML page of what went wrong (a
+    database that went away while the page read: a 503 with Retry-After)."""
+    try:
+        return _rendered(model, build)
+    except sa.exc.SQLAlchemyError as exc:
+        if not unavailable(exc):
+            raise
+        logger.warning("answered 503: %s", exc.__class__.__name__, exc_info=exc)
+        roll_back_host_session()
+        # rendered without the app's context processors: the host's (its signed-in user,
+        # say) would read the database that just failed
+        page = current_app.jinja_env.get_template("tutor_times/error.html").render(
+            status=503, message=UNAVAILABLE
+        )
+        return page, 503, {"Retry-After": str(RETRY_AFTER_S)}
+
+
+def _rendered(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any:
     if not current().state.settings.dashboard:
         return _error_page(404, "There is no such page.")
     if not current_user or not current_user.is_authenticated:

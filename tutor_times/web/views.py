@@ -64,6 +64,67 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 SEE_EVERY_TUTOR = frozenset({"admin", "convenor"})
 bp.register_error_handler(HTTPException, error_response)
 
+#: what a 503 that the database could not answer tells the client to wait, in seconds
+RETRY_AFTER_S = 1
+UNAVAILABLE = "the database is unavailable for a moment; try again"
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "not now" rather than a fault of ours: the connection
+    was dropped (a restart), or the server gave up on the statement, the lock or the
+    connection (an operational error), or the pool had no connection in time."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.TimeoutError)) or (
+        isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+    )
+
+
+def database_unavailable(exc: sa.exc.SQLAlchemyError) -> Any:
+    """A report (or any endpoint of ours) whose database went away while it read: a 503
+    with Retry-After, as JSON; anything else is raised on as the fault it is."""
+    if not unavailable(exc):
+        raise exc
+    logger.warning("answered 503: %s", exc.__class__.__name__, exc_info=exc)
+    roll_back_host_session()
+    response, status = error_response(ApiError(503, UNAVAILABLE))
+    response.status_code = status
+    response.headers["Retry-After"] = str(RETRY_AFTER_S)
+    return response
+
+
+bp.register_error_handler(sa.exc.SQLAlchemyError, database_unavailable)
+
+
+def roll_back_host_session() -> None:
+    """After the database dropped the connection of the host's session (a restart), the
+    session refuses every statement until it is rolled back: roll it back, so that what
+    still runs in the request (the host's context processors, its teardown) reads on a new
+    connection rather than failing the answer."""
+    try:
+        current().db.session.rollback()
+    except sa.exc.SQLAlchemyError as err:
+        logger.warning("the host's session could not be rolled back: %s", err)
+
+
+@bp.teardown_request
+def _end_the_host_session(exc: BaseException | None) -> None:
+    """Our endpoints read the host's database only through its callbacks (the user, the
+    role, the names, the targets), on the host's session, and never write through it: its
+    transaction is rolled back here, before the host's own teardown closes the session. A
+    database that went away meanwhile (a restart) is then logged here, rather than raised
+    by the host's teardown as a 500 in place of the answer already made."""
+    sessions = current().db.session
+    if not sessions.registry.has():
+        return
+    session = sessions()
+    if not session.in_transaction():
+        return
+    try:
+        session.rollback()
+    except sa.exc.SQLAlchemyError as err:
+        if not unavailable(err):
+            raise
+        logger.warning("the host's session could not be rolled back: %s", err)
+
 
 @bp.before_request
 def _cap_the_body() -> None:
@@ -586,9 +647,12 @@ def report_activity(body: s.ActivityIn) -> Any:
     `Idempotent-Replayed: true`) and stores nothing; the same key with another body is a 422,
     and a retry while the first request is still being served waits for it (a 409 after 5 s).
     Keys are per user and kept for TUTOR_TIMES_IDEMPOTENCY_TTL; a request that failed leaves
-    its key free. A stored activity whose answer could not be kept (the database failing at
-    that instant) is still a 201, logged and counted: only a retry with its key more than 5 s
-    later could then store it again.
+    its key free. A connection the database drops meanwhile (a restart) is replaced and the
+    key's claim, answer or release made on the new one. Should the database fail past that,
+    a stored activity is still a 201 and a request that stored nothing keeps its own error
+    (logged and counted), but the key stays claimed without an answer: a retry is a 409 for
+    2 minutes, after which the claim counts as abandoned and a retry is served afresh (and
+    stores the activity, a second time if the first request had stored it).
     """
     me = current_user_id()
     key = request.headers.get(IDEMPOTENCY_HEADER)
@@ -620,7 +684,7 @@ def report_activity(body: s.ActivityIn) -> Any:
     try:
         response = jsonify(_report_activity(me, body).model_dump(mode="json"))
     except BaseException:
-        keys.release(claim)
+        _release(keys, claim)
         raise
     response.status_code = 201
     try:
@@ -631,6 +695,21 @@ def report_activity(body: s.ActivityIn) -> Any:
         current().count_failure("report")
         logger.exception("could not keep the answer for an Idempotency-Key; answered anyway")
     return response
+
+
+def _release(keys: idempotency.IdempotencyKeys, claim: idempotency.Claim) -> None:
+    """Free the key of a request that stored nothing. Should the database refuse even that,
+    the request's own error is still the answer (never a 500 in its place), and the key
+    stays held until it is abandoned (:data:`~tutor_times.idempotency.ABANDONED_AFTER`):
+    logged and counted."""
+    try:
+        keys.release(claim)
+    except sa.exc.SQLAlchemyError:
+        current().count_failure("report")
+        logger.exception(
+            "could not release an Idempotency-Key; it is held for %d s",
+            idempotency.ABANDONED_AFTER.total_seconds(),
+        )
 
 
 @contextmanager
@@ -649,7 +728,10 @@ def _report_activity(me: int, body: s.ActivityIn) -> s.ActivityCreated:
     """Record the reported activity; the reply as its response model, so an answer kept for
     an Idempotency-Key is serialized exactly as any other."""
     ext = current()
-    if not ext.is_tracked_role(current_user, body.unit_id):
+    with _storing():
+        # the host's role_loader may read its database: a failure there is a 503 too
+        tracked = ext.host_read(lambda: ext.is_tracked_role(current_user, body.unit_id))
+    if not tracked:
         raise ApiError(403, "only the unit's tutors, convenors and admins are tracked", "unit_id")
     try:
         with _storing():
