@@ -234,6 +234,7 @@ def store_app(request: pytest.FixtureRequest) -> Iterator[Flask]:
     [(("move", 0, 2), (None, 5, 9, 0, 4)), (("add", 0, 0), (3, 4, 9, 0, 16))],
     [("UTC", -2, 60), ("Australia/Melbourne", 0, 7)],
 )
+@pytest.mark.slow
 def test_every_reports_split_is_r12_from_scratch_whatever_is_stored(
     store_app: Flask,
     clock: Clock,

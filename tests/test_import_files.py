@@ -222,6 +222,7 @@ def write_bomb(path: Path, lines: list[bytes], at: int) -> None:
         out.writelines(lines[at:])
 
 
+@pytest.mark.system
 @pytest.mark.parametrize("fmt", ["csv", "ontrack-log"])
 def test_a_gzip_bomb_of_one_line_is_skipped_in_bounded_memory(
     files_app: Flask, tmp_path: Path, fmt: str
@@ -389,6 +390,7 @@ def test_rows_stored_by_another_import_after_they_were_checked_are_duplicates(
 
 
 @pytest.mark.real
+@pytest.mark.system
 def test_two_imports_of_one_file_at_once(tmp_path: Path, clock: Clock) -> None:
     """Two `flask tutor-times import` processes of one file, both past their duplicate check
     and waiting on the key's lock when it is let go: both finish, every row is stored once,

@@ -324,6 +324,7 @@ def test_the_worker_command_serves_its_own_metrics(clock: Clock, tmp_path: Path)
         assert "metrics on http://127.0.0.1:" in log.read_text()
 
 
+@pytest.mark.system
 def test_one_shot_commands_leave_a_bounded_number_of_metrics_files(
     tmp_path: Path, clock: Clock
 ) -> None:

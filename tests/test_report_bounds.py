@@ -225,6 +225,7 @@ def test_a_dashboard_past_the_report_timeout_is_a_503_page(postgres_app: Flask, 
     assert client.get(f"{P}{path}").status_code == 200
 
 
+@pytest.mark.slow
 def test_a_what_if_over_many_activities_stops_at_the_report_timeout(
     backend: str, clock: Clock
 ) -> None:

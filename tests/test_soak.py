@@ -38,7 +38,7 @@ from .servers import OwnCluster
 from .test_restart import database_url as database_url  # noqa: F401  (the module's database)
 from .test_restart import demo, terminate_every_backend
 
-pytestmark = pytest.mark.real
+pytestmark = [pytest.mark.real, pytest.mark.system]
 
 #: what a fault may add to one request (R9)
 BOUND_S = 1.0
