@@ -15,11 +15,12 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import metrics
+from . import metrics, ontrack_db
 from .errors import ConfigurationError
 from .extension import current
 from .history import BATCH_SIZE, ImportReport
-from .sources import FORMATS, LogReader, Source, csv_rows, identity
+from .ontrack_log import OnTrackLog, UnrecognisedLog, staff_check
+from .sources import FORMATS, Source, csv_rows, identity
 from .worker import Worker
 
 if TYPE_CHECKING:
@@ -136,14 +137,16 @@ def worker_command(
 
 
 @cli.command("import")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=click.Path(exists=True))
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
     default="csv",
     show_default=True,
-    help="csv: one activity per row; ontrack-log: OnTrack's Rails log (plain or .gz).",
+    help="csv: one activity per row; ontrack-log: OnTrack's Rails log (plain or .gz);"
+    " ontrack-db: OnTrack's marking_sessions and session_activities tables as CSV (a folder"
+    " holding both, or the activities' file with the sessions' beside it).",
 )
 @click.option("--dry-run", is_flag=True, help="Read and check everything; write nothing.")
 @click.option(
@@ -160,21 +163,52 @@ def import_command(path: str, fmt: str, dry_run: bool, batch_size: int) -> None:
     Run it again on the same file, or after it was stopped, and nothing is added twice."""
     ext = extension()
     try:
-        resolvers = ext.log_resolvers() if fmt == "ontrack-log" else None
-        source_key = identity(path, fmt)
-        with Source(path) as source:
-            rows = LogReader(*resolvers).rows(source.text) if resolvers else csv_rows(source.text)
-            with progress_reporter(os.path.getsize(path), source.position) as progress:
-                report = ext.import_activities(
-                    rows,
-                    source_key=source_key,
-                    dry_run=dry_run,
-                    batch_size=batch_size,
-                    progress=progress,
-                )
+        if fmt == "ontrack-db":
+            report = _import_ontrack_db(ext, path, dry_run, batch_size)
+        else:
+            if os.path.isdir(path):
+                raise ValueError(f"{path} is a folder: --format {fmt} reads one file")
+            report = _import_file(ext, path, fmt, dry_run, batch_size)
+    except UnrecognisedLog as exc:
+        raise click.ClickException(f"{path} is not an OnTrack log: {exc}") from None
     except (ConfigurationError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(report.summary())
+
+
+def _import_file(
+    ext: TutorTimes, path: str, fmt: str, dry_run: bool, batch_size: int
+) -> ImportReport:
+    """A CSV or an OnTrack log, streamed."""
+    reader = None
+    if fmt == "ontrack-log":
+        resolve_path, resolve_username = ext.log_resolvers()
+        reader = OnTrackLog(resolve_path, resolve_username, staff_check(ext.role_of))
+    source_key = identity(path, fmt)
+    with Source(path) as source:
+        rows = reader.rows(source.text) if reader else csv_rows(source.text)
+        with progress_reporter(os.path.getsize(path), source.position) as progress:
+            return ext.import_activities(
+                rows,
+                source_key=source_key,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                progress=progress,
+            )
+
+
+def _import_ontrack_db(ext: TutorTimes, path: str, dry_run: bool, batch_size: int) -> ImportReport:
+    """OnTrack's exported tables: the activities, keyed by OnTrack's ids."""
+    _, activities = ontrack_db.table_paths(path)
+    # the progress is the rows read; the file's bytes are read inside the reader
+    with progress_reporter(os.path.getsize(activities), lambda: 0) as progress:
+        return ext.import_activities(
+            ontrack_db.rows(path),
+            source_key=ontrack_db.SOURCE_KEY,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress=progress,
+        )
 
 
 @contextlib.contextmanager

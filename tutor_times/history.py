@@ -63,7 +63,10 @@ UNKNOWN_UNIT = "unknown unit"
 UNKNOWN_USER = "unknown user"
 NOT_ALLOWED = "action not allowed"
 DUPLICATE = "duplicate"
-REASONS = (MALFORMED, UNKNOWN_UNIT, UNKNOWN_USER, NOT_ALLOWED, DUPLICATE)
+#: a request of a marking route that was no tutor's marking: a student's own status change,
+#: a user who is not the unit's staff, a marker's own project (R7)
+NOT_MARKING = "not marking"
+REASONS = (MALFORMED, UNKNOWN_UNIT, UNKNOWN_USER, NOT_ALLOWED, NOT_MARKING, DUPLICATE)
 
 #: rows checked, deduplicated and placed together: the more rows of a key a batch holds,
 #: the fewer statements each row costs
