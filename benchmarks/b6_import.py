@@ -69,16 +69,25 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def write_log(path: Path, rows: int) -> None:
+    """The same activities as OnTrack's API logs them (doubtfire-api's
+    config/initializers/log_initializer.rb layout): each a ``Started`` line, which shows the
+    thread's previous address, and its ``Authenticated`` line; every tenth request a
+    student's, which is no marking."""
+    shown = "unknown"
     with open(path, "w") as out:
         for n, (marker, unit, ip, at) in enumerate(activities(rows)):
-            local = at.astimezone(ZONE)
-            stamp = local.strftime("%Y-%m-%d %H:%M:%S %z")
-            prefix = f"I, [{local:%Y-%m-%dT%H:%M:%S}.000000 #4242]  INFO -- : [{n:010x}]"
+            stamp = at.astimezone(ZONE).strftime("%Y-%m-%d %H:%M:%S %z")
             out.write(
-                f'{prefix} Started GET "/api/units/{unit}/tasks/inbox?username=tutor-{marker - 1000}"'
-                f" for {ip} at {stamp}\n{prefix} Processing by Api::Root#call as JSON\n"
-                f"{prefix} Completed 200 OK in 12ms\n"
+                f'{stamp},{shown},INFO: Started GET "/api/units/{unit}/tasks/inbox" for {ip}'
+                f" at {stamp}\n{stamp},{ip},INFO: Authenticated tutor-{marker - 1000} from {ip}\n"
             )
+            shown = ip
+            if n % 10 == 0:
+                out.write(
+                    f'{stamp},{ip},INFO: Started GET "/api/projects/{n}" for 10.9.0.1 at'
+                    f" {stamp}\n{stamp},10.9.0.1,INFO: Authenticated student-{n} from 10.9.0.1\n"
+                )
+                shown = "10.9.0.1"
 
 
 def import_file(url: str, path: Path, fmt: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -78,6 +79,11 @@ KEYS_PER_TRANSACTION = 256
 IP_CACHE = 65_536
 #: rows checked between two readings of the clock (for the future-time check)
 CLOCK_EVERY = 1024
+#: connections that place one batch at once on PostgreSQL, each a disjoint set of tutors
+#: (so of keys and of locks): one places while another waits on the database
+PLACERS = 2
+#: a batch smaller than this is placed on one connection (a thread would cost more)
+SPLIT_AT = 2_000
 
 #: the fields of a row given as a tuple (the file readers' form: cheaper than a mapping)
 ROW_FIELDS = (
@@ -210,8 +216,11 @@ class Importer:
         closing_delay: timedelta,
         batch_size: int = BATCH_SIZE,
         context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        placers: int | None = None,
     ) -> None:
         self.store = store
+        #: connections placing a batch at once (PostgreSQL only: SQLite has one writer)
+        self.placers = max(1, PLACERS if placers is None else placers)
         #: what reading rows runs inside, in the reading thread (the host's resolvers of a
         #: log may need its app context)
         self.context = context
@@ -263,21 +272,52 @@ class Importer:
         admitted = Counter[str]()  # rows skipped when a batch was checked against the database
         told = (0, Counter[str]())  # what the metrics have been told so far
         batches = self._batches(rows, source_key)
-        for batch, read, skipped in in_background(batches, self.context):
-            report.read = read
-            if batch:
-                with self.store.connect() as conn:
-                    batch = self._admissible(conn, batch, admitted)
-                    if not dry_run:
-                        self.placer.place(conn, batch, self.clock)
-                report.imported += len(batch)
-            report.skipped = skipped + admitted
-            if not dry_run:
-                metrics.import_progress(read - told[0], len(batch), report.skipped - told[1])
+        with ThreadPoolExecutor(self.placers - 1 or 1, "tutor-times-import-placer") as pool:
+            for batch, read, skipped in in_background(batches, self.context):
+                report.read = read
+                if batch:
+                    with self.store.connect() as conn:
+                        batch = self._admissible(conn, batch, admitted)
+                        if not dry_run:
+                            self._place(pool, conn, batch)
+                    report.imported += len(batch)
+                self._report(report, skipped + admitted, dry_run, told, len(batch), progress)
                 told = (read, Counter(report.skipped))
-            if progress is not None:
-                progress(report)
         return report
+
+    def _report(
+        self,
+        report: ImportReport,
+        skipped: Counter[str],
+        dry_run: bool,
+        told: tuple[int, Counter[str]],
+        placed: int,
+        progress: Callable[[ImportReport], None] | None,
+    ) -> None:
+        report.skipped = skipped
+        if not dry_run:
+            metrics.import_progress(report.read - told[0], placed, report.skipped - told[1])
+        if progress is not None:
+            progress(report)
+
+    def _place(self, pool: ThreadPoolExecutor, conn: sa.Connection, batch: list[Pending]) -> None:
+        """The batch placed on ``conn`` and, on PostgreSQL, on PLACERS - 1 more connections
+        at once, each taking the keys of its own tutors (a tutor's keys share the lock of
+        their figures, so no two connections ever wait for each other's locks)."""
+        if self.placers == 1 or conn.dialect.name != "postgresql" or len(batch) < SPLIT_AT:
+            self.placer.place(conn, batch, self.clock)
+            return
+        parts: list[list[Pending]] = [[] for _ in range(self.placers)]
+        for p in batch:
+            parts[hash((p[0], p[1])) % self.placers].append(p)
+        others = [pool.submit(self._place_apart, part) for part in parts[1:] if part]
+        self.placer.place(conn, parts[0], self.clock)
+        for placed in others:
+            placed.result()
+
+    def _place_apart(self, part: list[Pending]) -> None:
+        with self.context(), self.store.connect() as conn:
+            self.placer.place(conn, part, self.clock)
 
     def _batches(
         self, rows: Iterable[Row], source_key: str
