@@ -40,6 +40,8 @@ from .sources import LogTarget, path_and_username
 HORIZON = timedelta(seconds=60)
 #: requests held at most (the oldest is completed first): a bound whatever the log holds
 OPEN_REQUESTS = 10_000
+#: paths and usernames whose resolution is remembered
+RESOLVED = 8_192
 #: lines looked at to tell whether a file is a log this reader knows
 SNIFF_LINES = 1_000
 #: unrecognised lines quoted in the error
@@ -144,9 +146,10 @@ class OnTrackLog:
         resolve_username: Callable[[str], Any],
         is_staff: StaffCheck,
     ) -> None:
-        # Paths, usernames and roles repeat in a log: each is resolved once (bounded caches).
-        self.resolve_path = lru_cache(maxsize=65_536)(resolve_path)
-        self.resolve_username = lru_cache(maxsize=65_536)(resolve_username)
+        # Marking paths and usernames repeat in a log: each is resolved once (bounded
+        # caches: students' own paths, each seen once, would only fill a larger one).
+        self.resolve_path = lru_cache(maxsize=RESOLVED)(resolve_path)
+        self.resolve_username = lru_cache(maxsize=RESOLVED)(resolve_username)
         self.is_staff = is_staff
         #: (user id, unit id) -> whether staff: asked once per pair (bounded)
         self.staff: dict[tuple[int, int], bool] = {}
