@@ -146,9 +146,11 @@ class OnTrackLog:
         resolve_username: Callable[[str], Any],
         is_staff: StaffCheck,
     ) -> None:
-        # Marking paths and usernames repeat in a log: each is resolved once (bounded
-        # caches: students' own paths, each seen once, would only fill a larger one).
-        self.resolve_path = lru_cache(maxsize=RESOLVED)(resolve_path)
+        # Marking paths and usernames repeat in a log: each is resolved once. Only marking
+        # paths are remembered: the rest (students' own pages, each seen once) would churn
+        # the cache, and memory with it.
+        self.resolve_any_path = resolve_path
+        self.marking: dict[tuple[str, str], LogTarget] = {}
         self.resolve_username = lru_cache(maxsize=RESOLVED)(resolve_username)
         self.is_staff = is_staff
         #: (user id, unit id) -> whether staff: asked once per pair (bounded)
@@ -210,6 +212,16 @@ class OnTrackLog:
         yield from self._complete(None)
 
     # -- the lines of a request ------------------------------------------------------------
+
+    def resolve_path(self, method: str, path: str) -> LogTarget | None:
+        target = self.marking.get((method, path))
+        if target is None:
+            target = self.resolve_any_path(method, path)
+            if target is not None:
+                if len(self.marking) >= RESOLVED:
+                    self.marking.clear()
+                self.marking[method, path] = target
+        return target
 
     def _started(self, number: int, match: re.Match[str], at: datetime) -> None:
         method = match[1]
