@@ -1,7 +1,8 @@
-"""Files of history: CSV exports and OnTrack's web-server logs, read as rows to import.
+"""Files of history: CSV exports, read as rows to import, and what every reader shares.
 
-Each reader streams its file a line at a time (plain or gzip), holding only the requests a
-log has started but not yet completed, so memory stays flat whatever the file's size. Every
+Each reader streams its file a line at a time (plain or gzip), so memory stays flat whatever
+the file's size (OnTrack's log is read by :mod:`.ontrack_log`, its tables by
+:mod:`.ontrack_db`). Every
 row carries its line number as its ``import_key``; with the file's identity as the source
 key, importing a file again, or resuming an import that was killed, adds nothing twice.
 """
@@ -27,9 +28,6 @@ CSV_COLUMNS = ROW_FIELDS[:-1]
 ID_COLUMNS = ("marker_id", "unit_id", "project_id", "task_id", "task_definition_id")
 #: the lines a file's identity is made of: a file that grows keeps its identity
 IDENTITY_LINES = 8
-#: requests a log has started and not completed, at most (the oldest is given up first)
-OPEN_REQUESTS = 10_000
-
 
 class LogTarget(NamedTuple):
     """What one logged request did, as the host's ``log_path_resolver`` says."""
