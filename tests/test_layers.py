@@ -41,6 +41,8 @@ LAYERS: dict[str, int] = {
     "hooks": 5,
     "whatif": 5,
     "sources": 5,
+    "ontrack_log": 6,
+    "ontrack_db": 6,
     "worker": 5,
     "idempotency": 4,
     "jobs": 4,
