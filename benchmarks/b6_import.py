@@ -206,7 +206,7 @@ LINES_PER_ROW = 2.2
 
 def log_of_lines(url: str, lines: int, tmp: Path) -> dict[str, Any]:
     """One OnTrack log of about ``lines`` lines, imported alone."""
-    rows = int(lines / LINES_PER_ROW)
+    rows = round(lines / LINES_PER_ROW)
     app = bench_app(url)
     fresh_schema(app)
     with engine_of(app).begin() as conn:
