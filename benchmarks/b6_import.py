@@ -10,6 +10,8 @@ into ``session_activities`` (its indexes and foreign key, nothing placed, nothin
 best of three: no import of this schema can be faster than this on the same machine.
 
 ``--rows`` sets the larger file's rows (default 200,000); ``--ten-million`` runs 10M.
+``--log-lines N`` instead writes one OnTrack log of N lines (about N / 2.2 activities) and
+imports it alone: rows/s and peak RSS of a log of that size (saved beside the main run).
 """
 
 from __future__ import annotations
@@ -69,16 +71,25 @@ def write_csv(path: Path, rows: int) -> None:
 
 
 def write_log(path: Path, rows: int) -> None:
+    """The same activities as OnTrack's API logs them (doubtfire-api's
+    config/initializers/log_initializer.rb layout): each a ``Started`` line, which shows the
+    thread's previous address, and its ``Authenticated`` line; every tenth request a
+    student's, which is no marking."""
+    shown = "unknown"
     with open(path, "w") as out:
         for n, (marker, unit, ip, at) in enumerate(activities(rows)):
-            local = at.astimezone(ZONE)
-            stamp = local.strftime("%Y-%m-%d %H:%M:%S %z")
-            prefix = f"I, [{local:%Y-%m-%dT%H:%M:%S}.000000 #4242]  INFO -- : [{n:010x}]"
+            stamp = at.astimezone(ZONE).strftime("%Y-%m-%d %H:%M:%S %z")
             out.write(
-                f'{prefix} Started GET "/api/units/{unit}/tasks/inbox?username=tutor-{marker - 1000}"'
-                f" for {ip} at {stamp}\n{prefix} Processing by Api::Root#call as JSON\n"
-                f"{prefix} Completed 200 OK in 12ms\n"
+                f'{stamp},{shown},INFO: Started GET "/api/units/{unit}/tasks/inbox" for {ip}'
+                f" at {stamp}\n{stamp},{ip},INFO: Authenticated tutor-{marker - 1000} from {ip}\n"
             )
+            shown = ip
+            if n % 10 == 0:
+                out.write(
+                    f'{stamp},{ip},INFO: Started GET "/api/projects/{n}" for 10.9.0.1 at'
+                    f" {stamp}\n{stamp},10.9.0.1,INFO: Authenticated student-{n} from 10.9.0.1\n"
+                )
+                shown = "10.9.0.1"
 
 
 def import_file(url: str, path: Path, fmt: str) -> dict[str, Any]:
@@ -188,15 +199,44 @@ def copy_floor(url: str, rows: int) -> dict[str, Any]:
     return {"rows": rows, "seconds": round(best, 2), "rows_per_s": round(rows / best)}
 
 
+#: lines write_log writes per activity: a Started and an Authenticated line, and every tenth
+#: activity a student's request of two lines
+LINES_PER_ROW = 2.2
+
+
+def log_of_lines(url: str, lines: int, tmp: Path) -> dict[str, Any]:
+    """One OnTrack log of about ``lines`` lines, imported alone."""
+    rows = round(lines / LINES_PER_ROW)
+    app = bench_app(url)
+    fresh_schema(app)
+    with engine_of(app).begin() as conn:
+        add_staff(conn, MARKERS, UNITS)
+    path = tmp / "production.log"
+    with step(f"write a log of {lines:,} lines"):
+        write_log(path, rows)
+    with open(path, "rb") as f:
+        written = sum(1 for _ in f)
+    with step(f"import {written:,} lines of ontrack-log"):
+        result = import_file(url, path, "ontrack-log")
+    return {**result, "lines": written, "bytes": path.stat().st_size}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = arguments(
         __doc__,
         argv,
         ("--rows", {"type": int, "default": 200_000, "help": "rows of the larger file"}),
         ("--ten-million", {"action": "store_true", "help": "the larger file has 10M rows"}),
+        ("--log-lines", {"type": int, "default": 0, "help": "one log of this many lines"}),
     )
     url = smoke_url(DATABASE_URL) if args.smoke else DATABASE_URL
     ensure_database(url)
+    if args.log_lines:
+        with tempfile.TemporaryDirectory() as tmp:
+            big = log_of_lines(url, args.log_lines, Path(tmp))
+        if not args.smoke:
+            save("b6_log_lines", big)
+        return big
     rows = 2_000 if args.smoke else 10_000_000 if args.ten_million else args.rows
     sizes = [rows // 10, rows]
     with tempfile.TemporaryDirectory() as tmp:

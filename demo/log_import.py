@@ -1,5 +1,19 @@
 """How the demo reads OnTrack's web-server log: ``flask tutor-times import --format
-ontrack-log`` asks these two hooks what each logged request did and who made it."""
+ontrack-log`` asks these two hooks what each logged request did and who made it.
+
+The routes are doubtfire-api's marking routes, as its Grape API declares them (under the
+``/api`` prefix, each with an optional ``.json`` suffix):
+
+- ``GET /api/units/:id/tasks/inbox`` (units_api.rb): the tutor's inbox;
+- ``PUT /api/projects/:id/task_def_id/:task_definition_id`` (tasks_api.rb): a status change,
+  an ``assessing`` when its ``assessing task N to <trigger>`` line names a staff trigger;
+- ``GET …/submission_details`` and ``GET …/submission_files`` (tasks_api.rb), and
+  ``GET …/submission`` (submission/portfolio_evidence_api.rb): a submission opened;
+- ``GET …/comments`` and ``POST …/comments`` (task_comments_api.rb): comments read, added;
+- ``GET|POST /api/submission/assess/`` (submission/batch_task_api.rb): the batch download
+  and upload of marks, whose unit is in the query or the body, not the path: the request
+  takes the unit of the tutor's previous request.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +26,33 @@ from tutor_times.sources import LogTarget
 from .extensions import db, tutor_times
 from .models import Project, Task, User
 
-UNIT_PATHS = [
-    (re.compile(r"/api/units/(\d+)/tasks/inbox"), "GET", "inbox"),
-    (re.compile(r"/api/units/(\d+)"), "GET", "GET"),
-]
-TASK_PATHS = [
-    (re.compile(r"/api/projects/(\d+)/task_def_id/(\d+)/submission_details"), "GET", "get-submission-details"),
-    (re.compile(r"/api/projects/(\d+)/task_def_id/(\d+)/comments"), "POST", "add-comment"),
-    # an assessment: the request's "assessing task N" line makes it "assessing"
-    (re.compile(r"/api/projects/(\d+)/task_def_id/(\d+)"), "PUT", "PUT"),
-]
+_JSON = r"(?:\.json)?"
+INBOX = re.compile(r"/api/units/(\d+)/tasks/inbox" + _JSON)
+TASK = re.compile(r"/api/projects/(\d+)/task_def_id/(\d+)(/[a-z_]+)?" + _JSON)
+BATCH = re.compile(r"/api/submission/assess/?" + _JSON)
+#: (method, what follows the task's path) -> action
+TASK_ACTIONS = {
+    ("PUT", None): "PUT",
+    ("GET", "/submission_details"): "get-submission-details",
+    ("GET", "/submission_files"): "get-submission-details",
+    ("GET", "/submission"): "get-submission-details",
+    ("GET", "/comments"): "GET",
+    ("POST", "/comments"): "add-comment",
+}
+BATCH_ACTIONS = {"GET": "GET", "POST": "PUT"}
 
 
 @tutor_times.log_path_resolver
 def marking_request(method: str, path: str) -> LogTarget | None:
     """The unit and ids a logged API request worked on; None for anything that is not
-    marking (a student's own pages, assets, sign-in)."""
-    for pattern, verb, action in UNIT_PATHS:
-        match = pattern.fullmatch(path)
-        if match and method == verb:
-            return LogTarget(unit_id=int(match[1]), action=action)
-    for pattern, verb, action in TASK_PATHS:
-        match = pattern.fullmatch(path)
-        if match and method == verb:
-            return _task_target(int(match[1]), int(match[2]), action)
+    marking (a student's own pages, sign-in, settings, assets)."""
+    if match := TASK.fullmatch(path):
+        action = TASK_ACTIONS.get((method, match[3]))
+        return _task_target(int(match[1]), int(match[2]), action) if action else None
+    if method == "GET" and (match := INBOX.fullmatch(path)):
+        return LogTarget(unit_id=int(match[1]), action="inbox")
+    if BATCH.fullmatch(path) and method in BATCH_ACTIONS:
+        return LogTarget(unit_id=None, action=BATCH_ACTIONS[method])
     return None
 
 
@@ -54,9 +71,11 @@ def _task_target(project_id: int, task_definition_id: int, action: str) -> LogTa
         project_id=project_id,
         task_id=task_id,
         task_definition_id=task_definition_id,
+        owner_id=project.user_id,
     )
 
 
 @tutor_times.username_resolver
-def user_id(username: str) -> int | None:
-    return db.session.scalar(sa.select(User.id).where(User.username == username))
+def log_user(username: str) -> User | None:
+    """The user a log names: the object the role_loader takes, so R7 is asked of it."""
+    return db.session.scalar(sa.select(User).where(User.username == username))

@@ -70,6 +70,8 @@ def test_b6_import() -> None:
     assert all("skipped 0" in r["summary"] for r in result["imports"])
     assert result["whatif"]["n"] == 20
     assert result["copy_floor"]["rows"] == 2000 and result["copy_floor"]["rows_per_s"] > 0
+    big = b6_import.main(["--smoke", "--log-lines", "2200"])
+    assert big["lines"] == 2200 and big["summary"] == "read 1000 rows, imported 1000, skipped 0"
 
 
 def test_b7_cluster() -> None:

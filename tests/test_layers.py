@@ -42,6 +42,8 @@ LAYERS: dict[str, int] = {
     "hooks": 7,
     "whatif": 7,
     "sources": 7,
+    "ontrack_log": 8,
+    "ontrack_db": 8,
     "worker": 7,
     "idempotency": 6,
     "jobs": 6,

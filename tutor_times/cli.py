@@ -15,13 +15,13 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from . import metrics
+from . import metrics, ontrack_db
 from .errors import ConfigurationError
 from .extension import current
 from .history import BATCH_SIZE, ImportReport
+from .ontrack_log import OnTrackLog, UnrecognisedLog, staff_check
 from .sources import (
     FORMATS,
-    LogReader,
     Source,
     counting_long_lines,
     csv_rows,
@@ -157,14 +157,16 @@ def worker_command(
 
 
 @cli.command("import")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.argument("path", type=click.Path(exists=True))
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
     default="csv",
     show_default=True,
-    help="csv: one activity per row; ontrack-log: OnTrack's Rails log (plain or .gz).",
+    help="csv: one activity per row; ontrack-log: OnTrack's Rails log (plain or .gz);"
+    " ontrack-db: OnTrack's marking_sessions and session_activities tables as CSV (a folder"
+    " holding both, or the activities' file with the sessions' beside it).",
 )
 @click.option("--dry-run", is_flag=True, help="Read and check everything; write nothing.")
 @click.option(
@@ -180,32 +182,65 @@ def import_command(path: str, fmt: str, dry_run: bool, batch_size: int) -> None:
 
     Run it again on the same file, or after it was stopped, and nothing is added twice."""
     ext = extension()
+    cut = None
     try:
-        resolvers = ext.log_resolvers() if fmt == "ontrack-log" else None
-        source_key = identity(path, fmt)
-        line_source = line_keyed_identity(path, fmt)
-        if line_source is not None and not dry_run:
-            adopted = ext.adopt_line_keys(line_source, source_key)
-            if adopted:
-                click.echo(f"keyed {adopted} rows imported from this file by line anew", err=True)
-        with Source(path) as source:
-            lines = source.lines()
-            rows = LogReader(*resolvers).rows(lines) if resolvers else csv_rows(lines)
-            with progress_reporter(os.path.getsize(path), source.position) as progress:
-                report = ext.import_activities(
-                    counting_long_lines(source, rows),
-                    source_key=source_key,
-                    dry_run=dry_run,
-                    batch_size=batch_size,
-                    progress=progress,
-                )
+        if fmt == "ontrack-db":
+            report = _import_ontrack_db(ext, path, dry_run, batch_size)
+        else:
+            if os.path.isdir(path):
+                raise ValueError(f"{path} is a folder: --format {fmt} reads one file")
+            report, cut = _import_file(ext, path, fmt, dry_run, batch_size)
+    except UnrecognisedLog as exc:
+        raise click.ClickException(f"{path} is not an OnTrack log: {exc}") from None
     except (ConfigurationError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(report.summary())
-    if source.cut is not None:
+    if cut is not None:
         raise click.ClickException(
-            f"{source.cut}. The rows before it are counted above; import the whole file"
+            f"{cut}. The rows before it are counted above; import the whole file"
             " when you have it: nothing is added twice."
+        )
+
+
+def _import_file(
+    ext: TutorTimes, path: str, fmt: str, dry_run: bool, batch_size: int
+) -> tuple[ImportReport, str | None]:
+    """A CSV or an OnTrack log, streamed; with where a damaged gzip broke off, if it did."""
+    reader = None
+    if fmt == "ontrack-log":
+        resolve_path, resolve_username = ext.log_resolvers()
+        reader = OnTrackLog(resolve_path, resolve_username, staff_check(ext.role_of))
+    source_key = identity(path, fmt)
+    line_source = line_keyed_identity(path, fmt)
+    if line_source is not None and not dry_run:
+        adopted = ext.adopt_line_keys(line_source, source_key)
+        if adopted:
+            click.echo(f"keyed {adopted} rows imported from this file by line anew", err=True)
+    with Source(path) as source:
+        lines = source.lines()
+        rows = reader.rows(lines) if reader else csv_rows(lines)
+        with progress_reporter(os.path.getsize(path), source.position) as progress:
+            report = ext.import_activities(
+                counting_long_lines(source, rows),
+                source_key=source_key,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                progress=progress,
+            )
+        return report, source.cut
+
+
+def _import_ontrack_db(ext: TutorTimes, path: str, dry_run: bool, batch_size: int) -> ImportReport:
+    """OnTrack's exported tables: the activities, keyed by OnTrack's ids."""
+    _, activities = ontrack_db.table_paths(path)
+    # the progress is the rows read; the file's bytes are read inside the reader
+    with progress_reporter(os.path.getsize(activities), lambda: 0) as progress:
+        return ext.import_activities(
+            ontrack_db.rows(path),
+            source_key=ontrack_db.SOURCE_KEY,
+            dry_run=dry_run,
+            batch_size=batch_size,
+            progress=progress,
         )
 
 

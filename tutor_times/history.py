@@ -33,6 +33,7 @@ import hashlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -70,7 +71,10 @@ UNKNOWN_UNIT = "unknown unit"
 UNKNOWN_USER = "unknown user"
 NOT_ALLOWED = "action not allowed"
 DUPLICATE = "duplicate"
-REASONS = (MALFORMED, TOO_LONG, UNKNOWN_UNIT, UNKNOWN_USER, NOT_ALLOWED, DUPLICATE)
+#: a request of a marking route that was no tutor's marking: a student's own status change,
+#: a user who is not the unit's staff, a marker's own project (R7)
+NOT_MARKING = "not marking"
+REASONS = (MALFORMED, TOO_LONG, UNKNOWN_UNIT, UNKNOWN_USER, NOT_ALLOWED, NOT_MARKING, DUPLICATE)
 
 #: rows checked, deduplicated and placed together: the more rows of a key a batch holds,
 #: the fewer statements each row costs
@@ -93,6 +97,11 @@ DIGEST_LENGTH = 32
 #: many distinct rows of each other (in a file sorted by any of its fields they are
 #: neighbours); further apart, the later is taken for the earlier again
 IDENTICAL_WINDOW = 100_000
+#: connections that place one batch at once on PostgreSQL, each a disjoint set of tutors
+#: (so of keys and of locks): one places while another waits on the database
+PLACERS = 2
+#: a batch smaller than this is placed on one connection (a thread would cost more)
+SPLIT_AT = 2_000
 
 #: the fields of a row given as a tuple (the file readers' form: cheaper than a mapping)
 ROW_FIELDS = (
@@ -285,8 +294,11 @@ class Importer:
         closing_delay: timedelta,
         batch_size: int = BATCH_SIZE,
         context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        placers: int | None = None,
     ) -> None:
         self.store = store
+        #: connections placing a batch at once (PostgreSQL only: SQLite has one writer)
+        self.placers = max(1, PLACERS if placers is None else placers)
         #: what reading rows runs inside, in the reading thread (the host's resolvers of a
         #: log may need its app context)
         self.context = context
@@ -339,30 +351,60 @@ class Importer:
         admitted = Counter[str]()  # rows skipped when a batch was checked against the database
         told = (0, Counter[str]())  # what the metrics have been told so far
         batches = self._batches(rows, source_key)
-        for batch, read, skipped in in_background(batches, self.context):
-            report.read = read
-            placed = 0
-            if batch:
-                with self.store.connect() as conn:
-                    batch = self._admissible(conn, batch, admitted)
-                    # rows another import stored since they were checked (the same file
-                    # imported twice at once) are duplicates too
-                    stored_meanwhile = 0
-                    if not dry_run:
-                        stored_meanwhile = self.placer.place(conn, batch, self.clock)
-                admitted[DUPLICATE] += stored_meanwhile
-                placed = len(batch) - stored_meanwhile
-                report.imported += placed
-            report.skipped = skipped + admitted
-            if not dry_run:
-                metrics.import_progress(read - told[0], placed, report.skipped - told[1])
+        with ThreadPoolExecutor(self.placers - 1 or 1, "tutor-times-import-placer") as pool:
+            for batch, read, skipped in in_background(batches, self.context):
+                report.read = read
+                placed = 0
+                if batch:
+                    with self.store.connect() as conn:
+                        batch = self._admissible(conn, batch, admitted)
+                        # rows another import stored since they were checked (the same file
+                        # imported twice at once) are duplicates too
+                        stored_meanwhile = 0
+                        if not dry_run:
+                            stored_meanwhile = self._place(pool, conn, batch)
+                    admitted[DUPLICATE] += stored_meanwhile
+                    placed = len(batch) - stored_meanwhile
+                    report.imported += placed
+                self._report(report, skipped + admitted, dry_run, told, placed, progress)
                 told = (read, Counter(report.skipped))
-            if progress is not None:
-                progress(report)
         if not dry_run and report.imported >= ANALYZE_AFTER:
             with self.store.connect() as conn:
                 analyze_filled(conn, self.models)
         return report
+
+    def _report(
+        self,
+        report: ImportReport,
+        skipped: Counter[str],
+        dry_run: bool,
+        told: tuple[int, Counter[str]],
+        placed: int,
+        progress: Callable[[ImportReport], None] | None,
+    ) -> None:
+        report.skipped = skipped
+        if not dry_run:
+            metrics.import_progress(report.read - told[0], placed, report.skipped - told[1])
+        if progress is not None:
+            progress(report)
+
+    def _place(self, pool: ThreadPoolExecutor, conn: sa.Connection, batch: list[Pending]) -> int:
+        """The batch placed on ``conn`` and, on PostgreSQL, on PLACERS - 1 more connections
+        at once, each taking the keys of its own tutors (a tutor's keys share the lock of
+        their figures, so no two connections ever wait for each other's locks). Returns the
+        rows another import stored meanwhile, as :meth:`Placer.place` does."""
+        if self.placers == 1 or conn.dialect.name != "postgresql" or len(batch) < SPLIT_AT:
+            return self.placer.place(conn, batch, self.clock)
+        parts: list[list[Pending]] = [[] for _ in range(self.placers)]
+        for p in batch:
+            parts[hash((p[0], p[1])) % self.placers].append(p)
+        others = [pool.submit(self._place_apart, part) for part in parts[1:] if part]
+        stored_meanwhile = self.placer.place(conn, parts[0], self.clock)
+        return stored_meanwhile + sum(placed.result() for placed in others)
+
+    def _place_apart(self, part: list[Pending]) -> int:
+        with self.context(), self.store.connect() as conn:
+            return self.placer.place(conn, part, self.clock)
 
     def _batches(
         self, rows: Iterable[Row], source_key: str

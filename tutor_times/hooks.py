@@ -33,8 +33,9 @@ ClassTimesLoader = Callable[
 ]
 #: (unit_id, marker_id or None for the whole unit) -> how many students; None when unknown
 StudentCountLoader = Callable[[int, "int | None"], "int | None"]
-#: a username as the web-server log names it -> the user's id, or None when unknown
-UsernameResolver = Callable[[str], "int | None"]
+#: a username as the web-server log names it -> the user (the object the role_loader takes,
+#: with an ``id``, or the id itself when the role_loader takes ids), or None when unknown
+UsernameResolver = Callable[[str], Any]
 
 
 class HostHooks:
@@ -188,15 +189,19 @@ class HostHooks:
 
     def log_path_resolver(self, callback: LogPathResolver) -> LogPathResolver:
         """Register ``callback(method, path)`` -> a :class:`~tutor_times.sources.LogTarget`
-        (unit, action and the project, task and task definition ids of the request), or None
-        for a request that was no marking. Needed to import ``--format ontrack-log``: the log
+        (unit, action, the project, task and task definition ids of the request, and the
+        project's owner), or None for a request that was no marking; a unit of None when
+        the route's unit is not in its path. Needed to import ``--format ontrack-log``: the log
         names only paths, as the host's routes see them (``/api/units/1/tasks/inbox``)."""
         self._log_path_resolver = callback
         return callback
 
     def username_resolver(self, callback: UsernameResolver) -> UsernameResolver:
-        """Register ``callback(username)`` -> the user's id, or None when no user has that
-        name. Needed to import ``--format ontrack-log``, whose lines name users by username."""
+        """Register ``callback(username)`` -> the user, or None when no user has that name:
+        the object the ``role_loader`` takes (with an ``id``), or the id when the
+        ``role_loader`` takes ids — an import asks the role_loader whether the user is the
+        unit's staff (R7). Needed to import ``--format ontrack-log``, whose lines name users
+        by username."""
         self._username_resolver = callback
         return callback
 

@@ -1,11 +1,12 @@
-"""Files of history: CSV exports and OnTrack's web-server logs, read as rows to import.
+"""Files of history: CSV exports, read as rows to import, and what every reader shares.
 
-Each reader streams its file a line at a time (plain or gzip), holding only the requests a
-log has started but not yet completed, so memory stays flat whatever the file's size. A line
-is read MAX_LINE at most: a longer one is skipped, counted as too long, never held
-whole. Every row is keyed by what it says (:func:`tutor_times.history.content_key`) under its
-format, so importing a file again, an edited, re-sorted or regenerated copy of it, or resuming
-an import that was killed, adds nothing twice.
+Each reader streams its file a line at a time (plain or gzip), so memory stays flat whatever
+the file's size (OnTrack's log is read by :mod:`.ontrack_log`, its tables by
+:mod:`.ontrack_db`). A line is read MAX_LINE at most: a longer one is skipped, counted as too
+long, never held whole. Every row is keyed by what it says
+(:func:`tutor_times.history.content_key`) under its format, so importing a file again, an
+edited, re-sorted or regenerated copy of it, or resuming an import that was killed, adds
+nothing twice.
 """
 
 from __future__ import annotations
@@ -16,17 +17,14 @@ import hashlib
 import io
 import re
 import zlib
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from functools import lru_cache
 from typing import IO, Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from .history import MALFORMED, ROW_FIELDS, TOO_LONG, UNKNOWN_USER, Rejected, Row
+from .history import MALFORMED, ROW_FIELDS, TOO_LONG, Rejected, Row
 
-FORMATS = ("csv", "ontrack-log")
+FORMATS = ("csv", "ontrack-log", "ontrack-db")
 #: a CSV's header: a row's fields in the order the readers yield them, all but the import
 #: key, which the reader makes from the file's identity and the line
 CSV_COLUMNS = ROW_FIELDS[:-1]
@@ -45,20 +43,20 @@ class UnreadableFile(ValueError):
     """A file that cannot be read as what it says it is (a gzip that is not one)."""
 
 
-#: requests a log has started and not completed, at most (the oldest is given up first)
-OPEN_REQUESTS = 10_000
-
-
 class LogTarget(NamedTuple):
     """What one logged request did, as the host's ``log_path_resolver`` says."""
 
-    unit_id: int
-    #: one of TUTOR_TIMES_ACTIONS; an ``assessing task N`` line of the request makes it
-    #: "assessing" task N
+    #: None when the unit is not in the path (it is in the request's body): the request
+    #: then takes the unit of the same user's previous request
+    unit_id: int | None
+    #: one of TUTOR_TIMES_ACTIONS; an ``assessing task N to <trigger>`` line of the request,
+    #: with a trigger only staff may perform, makes it "assessing" task N
     action: str
     project_id: int | None = None
     task_id: int | None = None
     task_definition_id: int | None = None
+    #: the user whose project it is: their own project is not marking (R7)
+    owner_id: int | None = None
 
 
 class Source:
@@ -227,120 +225,12 @@ def _int(text: str | None) -> int | None:
     return int(text) if text.strip() else None
 
 
-# -- ontrack-log -------------------------------------------------------------------------
+# -- ontrack-log (read by ontrack_log.py) --------------------------------------------------
 
-_TAG = r"(?:\[(?P<tag>[^\]]+)\] )?"
-STARTED = re.compile(
-    _TAG + r'Started (?P<method>[A-Z]+) "(?P<path>[^"]+)" for (?P<ip>\S+)'
-    r" at (?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4})"
-)
-ASSESSING = re.compile(_TAG + r"(?P<user>\S+) assessing task (?P<task>\d+)\b")
 #: what makes a logged URL need urlsplit and parse_qs rather than a split by hand
 PLAIN_URL_UNSAFE = re.compile(r"[%+;\x00-\x20\x7f]")
 #: the query parameter of a logged request that names its user
 USERNAME_PARAM = "username="
-COMPLETED = re.compile(_TAG + r"Completed (?P<status>\d{3})\b")
-
-
-@dataclass
-class Request:
-    """A logged request between its Started and Completed lines."""
-
-    line: int
-    method: str
-    path: str
-    ip: str
-    at: str
-    username: str | None
-    assessed_task: int | None = None
-
-
-class LogReader:
-    """Rows from a Rails log of OnTrack: one per request that completed with 2xx or 3xx and
-    that the host's ``log_path_resolver`` calls marking (what live tracking records, R9).
-
-    Lines of one request are tied by Rails' request tag (``[abc123]`` after the level) or,
-    in an untagged log, follow each other. The user is the ``username`` query parameter of
-    the request, or the one an ``assessing task N`` line names. Every other line is noise.
-    """
-
-    def __init__(
-        self,
-        resolve_path: Callable[[str, str], LogTarget | None],
-        resolve_username: Callable[[str], int | None],
-    ) -> None:
-        # Paths and usernames repeat in a log: each is resolved once (bounded caches).
-        self.resolve_path = lru_cache(maxsize=65_536)(resolve_path)
-        self.resolve_username = lru_cache(maxsize=65_536)(resolve_username)
-        self.open: OrderedDict[str | None, Request] = OrderedDict()
-
-    def rows(self, text: Iterable[str]) -> Iterator[Row]:
-        for number, line in enumerate(text, start=1):
-            if " Started " in line or line.startswith("Started "):
-                yield from self._started(number, line)
-            elif " assessing task " in line:
-                yield from self._assessing(number, line)
-            elif "Completed " in line:
-                yield from self._completed(line)
-        for request in self.open.values():  # the log ends before they completed
-            yield Rejected(MALFORMED, f"line {request.line}: the request never completed")
-        self.open.clear()
-
-    def _started(self, number: int, line: str) -> Iterator[Row]:
-        match = STARTED.search(line)
-        if match is None:
-            yield Rejected(MALFORMED, f"line {number}: an unreadable Started line")
-            return
-        tag = match["tag"]
-        if tag in self.open:
-            yield Rejected(MALFORMED, f"line {self.open[tag].line}: the request never completed")
-        elif len(self.open) >= OPEN_REQUESTS:
-            _, oldest = self.open.popitem(last=False)
-            yield Rejected(MALFORMED, f"line {oldest.line}: the request never completed")
-        path, username = path_and_username(match["path"])
-        self.open[tag] = Request(number, match["method"], path, match["ip"], match["at"], username)
-
-    def _assessing(self, number: int, line: str) -> Iterator[Row]:
-        match = ASSESSING.search(line)
-        request = self.open.get(match["tag"]) if match else None
-        if match is None or request is None:
-            yield Rejected(MALFORMED, f"line {number}: an assessment outside a request")
-            return
-        request.username = request.username or match["user"]
-        request.assessed_task = int(match["task"])
-
-    def _completed(self, line: str) -> Iterator[Row]:
-        match = COMPLETED.search(line)
-        if match is None:
-            return  # noise that mentions the word
-        request = self.open.pop(match["tag"], None)
-        if request is None or int(match["status"]) >= 400:
-            return  # an untracked or failed request: live tracking records neither
-        target = self.resolve_path(request.method, request.path)
-        if target is None:
-            return
-        yield self._row(request, target)
-
-    def _row(self, request: Request, target: LogTarget) -> Row:
-        user_id = self.resolve_username(request.username) if request.username else None
-        if user_id is None:
-            return Rejected(UNKNOWN_USER, f"line {request.line}: {request.username!r}")
-        try:  # the Started pattern took "YYYY-MM-DD HH:MM:SS +HHMM", which this reads
-            at = datetime.fromisoformat(request.at)
-        except ValueError:
-            return Rejected(MALFORMED, f"line {request.line}: a time out of the calendar")
-        assessed = request.assessed_task is not None
-        return (
-            user_id,
-            target.unit_id,
-            request.ip,
-            "assessing" if assessed else target.action,
-            target.project_id,
-            request.assessed_task if assessed else target.task_id,
-            target.task_definition_id,
-            at,
-            None,  # keyed by what it says
-        )
 
 
 def path_and_username(url: str) -> tuple[str, str | None]:
