@@ -36,7 +36,7 @@ test: install
 ## their own, a cluster, a browser, a wheel build, load tests) and the `slow` ones (property and
 ## fuzz runs, bulk data); still on the real servers when they answer
 test-fast: install
-	$(BIN)/python -m pytest -m "not system and not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 -m "not system and not slow" $(PYTEST_ARGS)
 
 ## make bench: the benchmarks on the real servers (B=b1 for one); rewrites benchmarks/README.md
 bench: install

@@ -10,10 +10,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +41,24 @@ PG_URL = os.environ.get(
     "TUTOR_TIMES_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("TUTOR_TIMES_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: the pytest-xdist worker running this process (``make test-fast`` runs one per core), or ""
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def _worker_urls(pg_url: str, redis_url: str, worker: str) -> tuple[str, str]:
+    """A database and a Redis db of each worker's own: the tests empty the tables they use and
+    read back what they wrote, so two workers must never share them."""
+    n = int(worker.removeprefix("gw"))
+    pg = sa.make_url(pg_url)
+    pg = pg.set(database=f"{pg.database}_{worker}")
+    rd = redis.connection.parse_url(redis_url)
+    db = (int(rd.get("db", 0)) + n) % 16
+    return pg.render_as_string(hide_password=False), redis_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+BASE_PG_URL = PG_URL
+if WORKER:
+    PG_URL, REDIS_URL = _worker_urls(PG_URL, REDIS_URL, WORKER)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
@@ -68,6 +89,8 @@ def require_real_services() -> None:
     """Skip (or, under CI, fail) when PostgreSQL or Redis does not answer."""
     if "checked" not in _unreachable:
         problems = []
+        if WORKER:
+            _create_worker_database()
         try:
             engine = sa.create_engine(PG_URL)
             with engine.connect() as conn:
@@ -87,9 +110,25 @@ def require_real_services() -> None:
         pytest.skip(f"real services unavailable: {problem}")
 
 
+def _create_worker_database() -> None:
+    """This worker's database, made beside the configured one the first time it is asked."""
+    name = sa.make_url(PG_URL).database
+    try:
+        admin = sa.create_engine(BASE_PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            known = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+            ).scalar()
+            if not known:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    except sa.exc.SQLAlchemyError:
+        pass  # the check that follows names what is wrong
+
+
 #: fixtures that start servers of the test's own: a test that takes one (test_cluster.py runs
 #: the tracker's rule tests on its cluster) is a ``system`` test wherever it was written
-SYSTEM_FIXTURES = frozenset({"cluster"})
+SYSTEM_FIXTURES = frozenset({"cluster", "own_cluster"})
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
@@ -135,8 +174,17 @@ def _our_logger_enabled() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _sqlite_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
-    _sqlite_dir.append(tmp_path_factory.mktemp("db"))
+def _sqlite_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # in memory where the machine has a tmpfs: each test's app commits its tables empty twice,
+    # and a commit's fsync on disk is most of what an app of the fast loop costs
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        folder = tempfile.mkdtemp(prefix="tutor-times-tests-", dir="/dev/shm")
+        _sqlite_dir.append(Path(folder))
+        yield
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        _sqlite_dir.append(tmp_path_factory.mktemp("db"))
+        yield
 
 
 def make_app(backend: str, **config: Any) -> Flask:

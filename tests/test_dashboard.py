@@ -211,6 +211,7 @@ def test_the_demo_history_fills_the_dashboard(tmp_path: Path) -> None:
             db.engine.dispose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [

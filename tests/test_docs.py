@@ -463,6 +463,7 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> 
     raise AssertionError(f"make run did not serve on {port}")
 
 
+@pytest.mark.system
 def test_the_quick_start_runs_as_written(tmp_path: Path) -> None:
     """``make run`` on a new SQLite file (DATABASE_URL), then every command of the page in
     order, on its port, with its output compared to the one shown; ``make test`` is checked

@@ -152,6 +152,7 @@ def test_malformed_json_is_a_400(app: Flask, text: str | bytes) -> None:
     assert sessions(app) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("field", ["unit_id", "project_id", "task_id", "task_definition_id"])
 @pytest.mark.parametrize("value", [True, False, "1", 1.0, "１", [1], {"id": 1}])
 def test_body_ids_are_strict_integers(app: Flask, field: str, value: Any) -> None:

@@ -463,6 +463,7 @@ def client_of(app: Flask, username: str | None) -> FlaskClient:
     return login(app, username) if username else app.test_client()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("report", UNIT_REPORTS)
 @pytest.mark.parametrize(("username", "status"), WHO.items())
 def test_the_role_matrix(scenario: Flask, report: str, username: str | None, status: int) -> None:
@@ -509,6 +510,7 @@ def test_a_tutors_numbers_are_their_own(scenario: Flask) -> None:
     assert [b["minutes"] for b in timeline] == [1, 7]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("username", "status"), WHO.items())
 def test_session_detail_matrix(scenario: Flask, username: str | None, status: int) -> None:
     with scenario.app_context():

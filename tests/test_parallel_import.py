@@ -16,6 +16,7 @@ from .test_property import TIMEOUT, reference
 
 
 @pytest.mark.real
+@pytest.mark.slow
 @pytest.mark.parametrize("placers", [1, 2, 3])
 def test_batches_split_by_tutor_place_as_one_connection_would(
     tmp_path: Path, clock: Clock, placers: int, monkeypatch: pytest.MonkeyPatch

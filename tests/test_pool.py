@@ -60,6 +60,7 @@ def simultaneous_gets(port: int, cookie: str, n: int) -> list[int]:
         return list(pool.map(get, range(n)))
 
 
+@pytest.mark.slow
 @pytest.mark.real
 @pytest.mark.parametrize("n", [16, 64])
 @pytest.mark.parametrize("store", ["redis", "sql"])

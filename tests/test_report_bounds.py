@@ -67,6 +67,7 @@ def test_a_dashboard_at_the_ends_of_the_calendar_is_a_400_page(
     assert "0002-01-01" in text and "9998-12-31" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", RANGED)
 @pytest.mark.parametrize(
     ("args", "field"),
@@ -88,6 +89,7 @@ def test_every_endpoint_refuses_a_range_past_the_same_bounds(
     assert "between 0002-01-01 and 9998-12-31" in text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", RANGED)
 @pytest.mark.parametrize(
     "args",

@@ -352,6 +352,7 @@ def test_a_restart_as_a_failed_requests_key_is_released_frees_the_key(
     assert len(activities(sql_app)) == 1
 
 
+@pytest.mark.slow
 def test_a_key_that_cannot_be_released_is_held_as_documented(
     sql_app: Flask, database_url: str, clock: Clock
 ) -> None:
