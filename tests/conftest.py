@@ -261,10 +261,8 @@ def prepare_schema(app: Flask) -> None:
     _prepared.add(url)
 
 
-def build(backend: str, **config: Any) -> Iterator[Flask]:
-    """A fresh app on a prepared database whose tracking tables are empty."""
-    app = make_app(backend, **config)
-    prepare_schema(app)
+def emptied(app: Flask) -> Iterator[Flask]:
+    """``app`` with its tracking tables empty, emptied again and its connections closed after."""
     reset_tables(app)
     try:
         yield app
@@ -274,6 +272,13 @@ def build(backend: str, **config: Any) -> Iterator[Flask]:
             tutor_times.dispose()
             db.session.remove()
             db.engine.dispose()
+
+
+def build(backend: str, **config: Any) -> Iterator[Flask]:
+    """A fresh app on a prepared database whose tracking tables are empty."""
+    app = make_app(backend, **config)
+    prepare_schema(app)
+    yield from emptied(app)
 
 
 built = contextlib.contextmanager(build)

@@ -24,6 +24,7 @@ from flask import Flask
 
 from demo.extensions import db, tutor_times
 from tutor_times.history import DUPLICATE, MALFORMED, ImportReport
+from tutor_times.sources import CSV_COLUMNS
 from tutor_times.sql_store import key_hash
 
 from .conftest import BACKENDS, Clock, build, stored
@@ -31,16 +32,7 @@ from .test_history import stored_sessions
 from .test_property import KEYS, TIMEOUT, reference
 
 ROOT = Path(__file__).resolve().parent.parent
-HEADER = [
-    "marker_id",
-    "unit_id",
-    "ip_address",
-    "action",
-    "project_id",
-    "task_id",
-    "task_definition_id",
-    "created_at",
-]
+HEADER = list(CSV_COLUMNS)
 K = KEYS[0]
 T = datetime.fromisoformat("2025-03-04T09:00:00+00:00")
 

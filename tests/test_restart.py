@@ -27,7 +27,7 @@ from demo.seed import seed
 from tutor_times import drivers, idempotency
 from tutor_times.web.views import report_activity
 
-from .conftest import REDIS_URL, STORES, TASK, Clock, activities, login, reset_tables
+from .conftest import REDIS_URL, STORES, TASK, Clock, activities, emptied, login
 from .databases import scratch_database
 
 pytestmark = pytest.mark.real
@@ -58,16 +58,7 @@ def make(url: str, store: str, **config: Any) -> Flask:
 
 @contextmanager
 def demo(url: str, store: str, **config: Any) -> Iterator[Flask]:
-    app = make(url, store, **config)
-    reset_tables(app)
-    try:
-        yield app
-    finally:
-        reset_tables(app)
-        with app.app_context():
-            tutor_times.dispose()
-            db.session.remove()
-            db.engine.dispose()
+    yield from emptied(make(url, store, **config))
 
 
 @pytest.fixture(params=STORES)
