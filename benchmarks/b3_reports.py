@@ -49,7 +49,8 @@ from benchmarks.common import (
     time_calls,
     vacuum,
 )
-from tutor_times import class_store, figures, reports
+from tutor_times.reports import read_models as reports
+from tutor_times.store import class_store, figures
 
 REPORTS = {
     "summary": "/tutor-times/units/1/summary",
@@ -548,7 +549,7 @@ def closing_cost(database_url: str, rounds: int) -> dict[str, Any]:
     and with their upkeep (``figures.sessions_changed``) made a no-op, interleaved round by
     round, on a database of its own. Appends to an open session (B1's hot path) write none."""
     from demo.extensions import tutor_times
-    from tutor_times import sql_store
+    from tutor_times.store import sql_store
 
     ensure_database(database_url)
     app = bench_app(database_url)

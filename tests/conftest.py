@@ -34,8 +34,8 @@ from demo.scenario import D as D
 from demo.scenario import add_second_unit, play
 from demo.scenario import at as at
 from demo.seed import seed
-from tutor_times import rollups, tallies
-from tutor_times.redis_cache import RedisClient, RedisStore
+from tutor_times.store import rollups, tallies
+from tutor_times.store.redis_cache import RedisClient, RedisStore
 
 PG_URL = os.environ.get(
     "TUTOR_TIMES_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
-from tutor_times.accounting import duration_minutes, to_micros
-from tutor_times.class_times import Timetable
-from tutor_times.reports import Scope, summary, timeline
+from tutor_times.core.accounting import duration_minutes, to_micros
+from tutor_times.reports.read_models import Scope, summary, timeline
+from tutor_times.store.class_times import Timetable
 
 from .conftest import BACKENDS, T0, Clock, build, built
 from .test_figures import (

@@ -31,7 +31,7 @@ from flask_sqlalchemy import SQLAlchemy
 from demo import create_app
 from demo.extensions import db, tutor_times
 from demo.scenario import NOW
-from tutor_times.constants import DEFAULTS, ConfigVars
+from tutor_times.core.constants import DEFAULTS, ConfigVars
 
 from .conftest import REDIS_URL, Clock, built, login, play_scenario, require_real_services
 from .servers import free_port
@@ -540,7 +540,7 @@ def test_the_architecture_page_names_every_module() -> None:
 
 def test_every_metric_is_on_the_monitoring_page() -> None:
     """Each metric the package defines has its row in the metrics table and a panel."""
-    from tutor_times import metrics
+    from tutor_times.core import metrics
 
     page = (DOCS / "operations" / "monitoring.md").read_text()
     table, panels = page.split("### Scraping", 1)[0], page.split("### A dashboard", 1)[1]

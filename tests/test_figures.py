@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
-from tutor_times import figures
-from tutor_times.accounting import duration_minutes, to_micros
-from tutor_times.class_times import Timetable
-from tutor_times.reports import Scope, _rolled_months, summary, tasks, timeline
+from tutor_times.core.accounting import duration_minutes, to_micros
+from tutor_times.reports.read_models import Scope, _rolled_months, summary, tasks, timeline
+from tutor_times.store import figures
+from tutor_times.store.class_times import Timetable
 
 from .conftest import BACKENDS, T0, Clock, build, check_tallies, make_app
 

@@ -19,42 +19,42 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tutor_times"
 
 #: the layer of each module: a module may import modules of strictly lower layers only
 LAYERS: dict[str, int] = {
-    "errors": 0,
-    "constants": 0,
-    "accounting": 0,
-    "class_times": 1,
-    "class_store": 2,
-    "privacy": 1,
-    "models": 3,
-    "figures": 4,
-    "settings": 4,
-    "activity": 4,
-    "drivers": 4,
-    "redis_cache": 5,
-    "sql_store": 5,
-    "tracker": 6,
-    "closer": 6,
-    "retention": 6,
-    "reports": 6,
-    "history": 6,
-    "rebuild": 6,
-    "decorator": 7,
-    "hooks": 7,
-    "whatif": 7,
-    "sources": 7,
-    "ontrack_log": 8,
-    "ontrack_db": 8,
-    "worker": 7,
-    "idempotency": 6,
-    "jobs": 6,
-    "metrics": 0,
-    "tallies": 0,
-    "rollups": 0,
-    "health": 8,
-    "state": 7,
-    "maintenance": 8,
+    "core.errors": 0,
+    "core.constants": 0,
+    "core.accounting": 0,
+    "store.class_times": 1,
+    "store.class_store": 2,
+    "core.privacy": 1,
+    "store.models": 3,
+    "store.figures": 4,
+    "app.settings": 4,
+    "store.activity": 4,
+    "store.drivers": 4,
+    "store.redis_cache": 5,
+    "store.sql_store": 5,
+    "tracking.tracker": 6,
+    "closing.closer": 6,
+    "closing.retention": 6,
+    "reports.read_models": 6,
+    "history.importer": 6,
+    "history.rebuild": 6,
+    "tracking.decorator": 7,
+    "app.hooks": 7,
+    "reports.whatif": 7,
+    "history.sources": 7,
+    "history.ontrack_log": 8,
+    "history.ontrack_db": 8,
+    "closing.worker": 7,
+    "store.idempotency": 6,
+    "store.jobs": 6,
+    "core.metrics": 0,
+    "store.tallies": 0,
+    "store.rollups": 0,
+    "app.health": 8,
+    "app.state": 7,
+    "app.maintenance": 8,
     "extension": 9,
-    "cli": 10,
+    "app.cli": 10,
     "web.api": 10,
     "web.ranges": 11,
     "web.csv_export": 11,
@@ -65,9 +65,16 @@ LAYERS: dict[str, int] = {
     "web.views": 13,
     "web.dashboard": 14,
     "web": 15,
+    "core": 0,
+    "store": 0,
+    "tracking": 0,
+    "closing": 0,
+    "reports": 0,
+    "history": 0,
+    "app": 0,
 }
 #: imports that wire the package together at run time, in a function body on purpose
-WIRING = {("extension", "cli"), ("extension", "web")}
+WIRING = {("extension", "app.cli"), ("extension", "web")}
 
 
 def module_name(path: Path) -> str:
@@ -144,11 +151,13 @@ def test_imports_point_down_the_flow(path: Path) -> None:
 
 def test_a_backward_import_is_caught() -> None:
     """The check itself: reports reaching back into the closer, as they once did."""
-    source = "from .closer import last_activity_of\nfrom .models import Models\n"
-    assert backward_imports("reports", source) == ["reports:1 imports closer (layer 6 >= 6)"]
+    source = "from ..closing.closer import last_activity_of\nfrom ..store.models import Models\n"
+    assert backward_imports("reports.read_models", source) == [
+        "reports.read_models:1 imports closing.closer (layer 6 >= 6)"
+    ]
     # a store importing the tracker, and the web layer's plumbing importing its schemas
-    assert backward_imports("sql_store", "from .tracker import Tracker\n")
+    assert backward_imports("store.sql_store", "from ..tracking.tracker import Tracker\n")
     assert backward_imports("web.api", "from . import schemas\n")
     # what type checking alone needs is no edge of the flow
-    typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .extension import X\n"
-    assert backward_imports("decorator", typed) == []
+    typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..extension import X\n"
+    assert backward_imports("tracking.decorator", typed) == []

@@ -21,9 +21,9 @@ from flask_migrate import downgrade, upgrade
 
 from demo import create_app
 from demo.extensions import db, tutor_times
-from tutor_times import figures, tallies
 from tutor_times.migrations import VERSIONS_DIR
-from tutor_times.models import UPKEEPS
+from tutor_times.store import figures, tallies
+from tutor_times.store.models import UPKEEPS
 
 from .conftest import BACKENDS, tally_tables
 from .databases import foreign_keys, scratch_database

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tutor_times import history
+from tutor_times.history import importer as history
 
 from .conftest import Clock, build
 from .test_history import stored_sessions

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
-from tutor_times.accounting import duration_minutes, merged_minutes
-from tutor_times.reports import Scope, bucket_index, merged_blocks, merged_split_by
+from tutor_times.core.accounting import duration_minutes, merged_minutes
+from tutor_times.reports.read_models import Scope, bucket_index, merged_blocks, merged_split_by
 
 from .conftest import T0, built
 

@@ -9,8 +9,8 @@ import pytest
 from flask import Flask
 
 from demo.extensions import tutor_times
-from tutor_times.accounting import merged_minutes
-from tutor_times.reports import Scope, summary
+from tutor_times.core.accounting import merged_minutes
+from tutor_times.reports.read_models import Scope, summary
 
 from .conftest import D, at
 

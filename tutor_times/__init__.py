@@ -3,8 +3,13 @@
 The rules every number follows are stated in docs/rules.md; code cites them as R1 … R12.
 """
 
-from .constants import DEFAULT_ACTIONS, TRACKED_ROLES, ConfigVars
-from .errors import ConfigurationError, InvalidActivityError, TutorTimesError, UnknownActionError
+from .core.constants import DEFAULT_ACTIONS, TRACKED_ROLES, ConfigVars
+from .core.errors import (
+    ConfigurationError,
+    InvalidActivityError,
+    TutorTimesError,
+    UnknownActionError,
+)
 from .extension import TutorTimes
 
 __all__ = [

@@ -1,7 +1,7 @@
 """The ``TutorTimes`` Flask extension: the facade a host uses.
 
 ``app.extensions["tutor_times"]`` holds the extension itself; what it keeps for each app
-(settings, tracker, stores, threads) is an :class:`~tutor_times.state.AppState`, reached by
+(settings, tracker, stores, threads) is an :class:`~tutor_times.app.state.AppState`, reached by
 :meth:`TutorTimes.state_of` or, inside an app context, :attr:`TutorTimes.state`.
 """
 
@@ -20,17 +20,18 @@ from flask import Flask, current_app
 from flask_sqlalchemy import SQLAlchemy
 from redis.cluster import RedisCluster
 
-from . import drivers, metrics
-from .accounting import utcnow
-from .activity import check_action
-from .constants import DEFAULTS
-from .decorator import IdSpec, TrackSpec, track_view
-from .errors import ConfigurationError
-from .hooks import HostHooks
-from .maintenance import Maintenance
-from .models import CLIENT, SERVER, Models, build_models
-from .settings import Settings
-from .state import AppState, build_state
+from .app.hooks import HostHooks
+from .app.maintenance import Maintenance
+from .app.settings import Settings
+from .app.state import AppState, build_state
+from .core import metrics
+from .core.accounting import utcnow
+from .core.constants import DEFAULTS
+from .core.errors import ConfigurationError
+from .store import drivers
+from .store.activity import check_action
+from .store.models import CLIENT, SERVER, Models, build_models
+from .tracking.decorator import IdSpec, TrackSpec, track_view
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -114,7 +115,7 @@ class TutorTimes(HostHooks, Maintenance):
         )
         app.extensions[EXTENSION_KEY] = self
 
-        from .cli import cli
+        from .app.cli import cli
         from .web import bp
 
         app.cli.add_command(cli)

@@ -1,7 +1,7 @@
 """Pages of this documentation that are made from the code at build time, so they cannot drift.
 
 - ``.. tutor-times-settings::`` lists every ``TUTOR_TIMES_*`` key of
-  :class:`tutor_times.ConfigVars` with its default from :data:`tutor_times.constants.DEFAULTS`
+  :class:`tutor_times.ConfigVars` with its default from :data:`tutor_times.core.constants.DEFAULTS`
   and its meaning from the ``#:`` comment on its attribute.
 - ``.. tutor-times-openapi::`` builds the demo app, asks it for ``<prefix>/openapi.json`` and
   renders every operation, its parameters and answers, and the whole document.
@@ -57,9 +57,9 @@ HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 
 def setting_docs() -> dict[str, tuple[str, list[str]]]:
     """``{key: (attribute name, meaning lines)}`` for every attribute of ``ConfigVars``."""
-    from tutor_times.constants import ConfigVars
+    from tutor_times.core.constants import ConfigVars
 
-    analyzer = ModuleAnalyzer.for_module("tutor_times.constants")
+    analyzer = ModuleAnalyzer.for_module("tutor_times.core.constants")
     comments = analyzer.find_attr_docs()
     found: dict[str, tuple[str, list[str]]] = {}
     for name, key in vars(ConfigVars).items():
@@ -81,7 +81,7 @@ def default_text(value: Any) -> str:
 
 def settings_rst() -> list[str]:
     """The configuration reference: a table of every key and default, then each key's entry."""
-    from tutor_times.constants import DEFAULTS
+    from tutor_times.core.constants import DEFAULTS
 
     docs = setting_docs()
     missing = set(DEFAULTS) ^ set(docs)
@@ -300,7 +300,7 @@ class _Generated(SphinxDirective):
 
 class SettingsDirective(_Generated):
     def run(self) -> list[nodes.Node]:
-        self.env.note_dependency(ModuleAnalyzer.for_module("tutor_times.constants").srcname)
+        self.env.note_dependency(ModuleAnalyzer.for_module("tutor_times.core.constants").srcname)
         return self.render(settings_rst())
 
 
@@ -363,7 +363,7 @@ class SettingLinks(SphinxTransform):
     default_priority = 701
 
     def apply(self, **kwargs: Any) -> None:
-        from tutor_times.constants import DEFAULTS
+        from tutor_times.core.constants import DEFAULTS
 
         for literal in list(self.document.findall(nodes.literal)):
             key = literal.astext()

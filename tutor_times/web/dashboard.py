@@ -23,10 +23,12 @@ from flask_login.utils import login_url
 from markupsafe import Markup
 from pydantic import BaseModel
 
-from .. import class_times, reports, whatif
-from ..class_times import Timetable
 from ..extension import current
-from ..reports import Scope
+from ..reports import read_models as reports
+from ..reports import whatif
+from ..reports.read_models import Scope
+from ..store import class_times
+from ..store.class_times import Timetable
 from . import calendar, csv_export, html
 from . import schemas as s
 from .api import ApiError, FieldError, parse, query_args

@@ -15,11 +15,15 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from .. import class_store, class_times, drivers, health, idempotency, metrics, reports, whatif
-from ..constants import DEFAULTS, TRACKED_ROLES, ConfigVars
-from ..errors import InvalidActivityError, UnknownReferenceError
+from ..app import health
+from ..core import metrics
+from ..core.constants import DEFAULTS, TRACKED_ROLES, ConfigVars
+from ..core.errors import InvalidActivityError, UnknownReferenceError
 from ..extension import current
-from ..reports import Scope
+from ..reports import read_models as reports
+from ..reports import whatif
+from ..reports.read_models import Scope
+from ..store import class_store, class_times, drivers, idempotency
 from . import csv_export, ranges
 from . import schemas as s
 from .api import Api, ApiError, error_response
@@ -207,7 +211,7 @@ BESIDE = "tutor_times_reports_beside"
 
 
 def _reports_engine() -> sa.Engine:
-    """The reports pool (:meth:`~tutor_times.state.AppState.reports_engine`) on the host's
+    """The reports pool (:meth:`~tutor_times.app.state.AppState.reports_engine`) on the host's
     database, or on the reports bind if one is set."""
     ext = current()
     bind = ext.state.settings.reports_bind
@@ -700,7 +704,7 @@ def report_activity(body: s.ActivityIn) -> Any:
 def _release(keys: idempotency.IdempotencyKeys, claim: idempotency.Claim) -> None:
     """Free the key of a request that stored nothing. Should the database refuse even that,
     the request's own error is still the answer (never a 500 in its place), and the key
-    stays held until it is abandoned (:data:`~tutor_times.idempotency.ABANDONED_AFTER`):
+    stays held until it is abandoned (:data:`~tutor_times.store.idempotency.ABANDONED_AFTER`):
     logged and counted."""
     try:
         keys.release(claim)
