@@ -53,7 +53,8 @@ LAYERS: dict[str, int] = {
     "app.health": 8,
     "app.state": 7,
     "app.maintenance": 8,
-    "extension": 9,
+    "app.services": 9,
+    "extension": 16,
     "app.cli": 10,
     "web.api": 10,
     "web.ranges": 11,
@@ -74,7 +75,7 @@ LAYERS: dict[str, int] = {
     "app": 0,
 }
 #: imports that wire the package together at run time, in a function body on purpose
-WIRING = {("extension", "app.cli"), ("extension", "web")}
+WIRING: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path) -> str:

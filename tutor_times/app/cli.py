@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 from flask import current_app
@@ -18,7 +18,6 @@ from flask.cli import with_appcontext
 from ..closing.worker import Worker
 from ..core import metrics
 from ..core.errors import ConfigurationError
-from ..extension import current
 from ..history import ontrack_db
 from ..history.importer import BATCH_SIZE, ImportReport
 from ..history.ontrack_log import OnTrackLog, UnrecognisedLog, staff_check
@@ -30,14 +29,12 @@ from ..history.sources import (
     identity,
     line_keyed_identity,
 )
-
-if TYPE_CHECKING:
-    from ..extension import TutorTimes
+from .services import Services, services
 
 
-def extension() -> TutorTimes:
+def extension() -> Services:
     try:
-        return current()
+        return services()
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -204,7 +201,7 @@ def import_command(path: str, fmt: str, dry_run: bool, batch_size: int) -> None:
 
 
 def _import_file(
-    ext: TutorTimes, path: str, fmt: str, dry_run: bool, batch_size: int
+    ext: Services, path: str, fmt: str, dry_run: bool, batch_size: int
 ) -> tuple[ImportReport, str | None]:
     """A CSV or an OnTrack log, streamed; with where a damaged gzip broke off, if it did."""
     reader = None
@@ -231,7 +228,7 @@ def _import_file(
         return report, source.cut
 
 
-def _import_ontrack_db(ext: TutorTimes, path: str, dry_run: bool, batch_size: int) -> ImportReport:
+def _import_ontrack_db(ext: Services, path: str, dry_run: bool, batch_size: int) -> ImportReport:
     """OnTrack's exported tables: the activities, keyed by OnTrack's ids."""
     _, activities = ontrack_db.table_paths(path)
     # the progress is the rows read; the file's bytes are read inside the reader

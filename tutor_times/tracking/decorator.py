@@ -18,7 +18,7 @@ from ..core.errors import ConfigurationError
 from ..store import idempotency
 
 if TYPE_CHECKING:
-    from ..extension import TutorTimes
+    from ..app.services import Services
 
 logger = logging.getLogger("tutor_times")
 
@@ -94,7 +94,7 @@ class TrackSpec:
             raise TypeError("track(idempotency_header=...) takes a header name")
 
 
-def track_view(ext: TutorTimes, spec: TrackSpec) -> Callable[[F], F]:
+def track_view(ext: Services, spec: TrackSpec) -> Callable[[F], F]:
     def decorator(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -138,7 +138,7 @@ class Target:
     task_definition_id: Any
 
 
-def target_of(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> Target | None:
+def target_of(ext: Services, spec: TrackSpec, kwargs: Mapping[str, Any]) -> Target | None:
     """The request's marker and ids; None when it is not tracked (R7, ``when=``). The host's
     callbacks here may read its database."""
     user = current_user
@@ -158,7 +158,7 @@ def target_of(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> Ta
     )
 
 
-def track_request(ext: TutorTimes, spec: TrackSpec, kwargs: Mapping[str, Any]) -> None:
+def track_request(ext: Services, spec: TrackSpec, kwargs: Mapping[str, Any]) -> None:
     # a restart that dropped the host session's connection costs a second read, not the
     # activity (R9)
     target = ext.host_read(lambda: target_of(ext, spec, kwargs))
@@ -200,7 +200,7 @@ def _settle(step: Callable[..., None], claim: idempotency.Claim, *args: Any) -> 
 
 
 def _claim(
-    ext: TutorTimes, spec: TrackSpec, marker_id: int
+    ext: Services, spec: TrackSpec, marker_id: int
 ) -> idempotency.Claim | Literal[False] | None:
     """The request's claim on its idempotency key; None when it has none, False when the key
     was seen with this request's target. Never waits: the host's response must not wait for

@@ -16,10 +16,10 @@ from flask_login import current_user
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from ..app import health
+from ..app.services import services
 from ..core import metrics
 from ..core.constants import DEFAULTS, TRACKED_ROLES, ConfigVars
 from ..core.errors import InvalidActivityError, UnknownReferenceError
-from ..extension import current
 from ..reports import read_models as reports
 from ..reports import whatif
 from ..reports.read_models import Scope
@@ -50,7 +50,7 @@ MAX_BODY_BYTES = DEFAULTS[ConfigVars.MAX_BODY_BYTES]
 
 def body_cap() -> int:
     """TUTOR_TIMES_MAX_BODY_BYTES, or the host's MAX_CONTENT_LENGTH when it is smaller."""
-    cap = current().state.settings.max_body_bytes
+    cap = services().state.settings.max_body_bytes
     host_cap = current_app.config.get("MAX_CONTENT_LENGTH")
     return cap if host_cap is None else min(cap, int(host_cap))
 
@@ -104,7 +104,7 @@ def roll_back_host_session() -> None:
     still runs in the request (the host's context processors, its teardown) reads on a new
     connection rather than failing the answer."""
     try:
-        current().db.session.rollback()
+        services().db.session.rollback()
     except sa.exc.SQLAlchemyError as err:
         logger.warning("the host's session could not be rolled back: %s", err)
 
@@ -116,7 +116,7 @@ def _end_the_host_session(exc: BaseException | None) -> None:
     transaction is rolled back here, before the host's own teardown closes the session. A
     database that went away meanwhile (a restart) is then logged here, rather than raised
     by the host's teardown as a 500 in place of the answer already made."""
-    sessions = current().db.session
+    sessions = services().db.session
     if not sessions.registry.has():
         return
     session = sessions()
@@ -165,14 +165,14 @@ def current_user_id() -> int:
     """The logged-in user's id; anonymous users get 401 as JSON, never a login redirect."""
     if not current_user or not current_user.is_authenticated:
         raise ApiError(401, "authentication required")
-    return int(current().marker_id_of(current_user))
+    return int(services().marker_id_of(current_user))
 
 
 def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
     """Whose rows the user may see in the unit: None for every tutor (convenors, admins,
     or the ``requested`` tutor), else the user's own id. Another tutor's rows are a 403."""
     me = current_user_id()
-    role = current().role_of(current_user, unit_id)
+    role = services().role_of(current_user, unit_id)
     if role in SEE_EVERY_TUTOR:
         return requested
     if role in TRACKED_ROLES:
@@ -184,7 +184,7 @@ def marker_scope(unit_id: int, requested: int | None = None) -> int | None:
 
 def date_range(query: s.RangeQuery) -> tuple[datetime, datetime]:
     """The query's [start, end) in UTC; "today" is the extension's clock's, in ``tz``."""
-    return query.bounds(current().clock().astimezone(query.zone()).date())
+    return query.bounds(services().clock().astimezone(query.zone()).date())
 
 
 def _range_out(start: datetime, end: datetime, query: s.RangeQuery) -> dict[str, Any]:
@@ -200,7 +200,7 @@ def unit_scope(unit_id: int, query: s.UnitReportQuery) -> tuple[Scope, dict[str,
 def live_after() -> datetime:
     """Sessions whose last activity is after this instant are live: the next activity
     would still join them (R2), whether or not a sweep has closed the others yet."""
-    ext = current()
+    ext = services()
     return ext.clock() - ext.state.timeout
 
 
@@ -213,7 +213,7 @@ BESIDE = "tutor_times_reports_beside"
 def _reports_engine() -> sa.Engine:
     """The reports pool (:meth:`~tutor_times.app.state.AppState.reports_engine`) on the host's
     database, or on the reports bind if one is set."""
-    ext = current()
+    ext = services()
     bind = ext.state.settings.reports_bind
     # Reports only read, so they may go to a replica (TUTOR_TIMES_REPORTS_BIND); tracking and
     # closing never come here and always write to the primary.
@@ -277,7 +277,7 @@ def _on(query: Callable[..., T], *args: Any, **kwargs: Any) -> Callable[[sa.Conn
     """``query`` of ``reports`` as a function of a connection alone: given the tables and
     the shortest session length it needs (read here, in the request). A statement the
     database stopped at TUTOR_TIMES_REPORT_TIMEOUT is a 503 that says so."""
-    ext = current()
+    ext = services()
     models, min_minutes = ext.models, ext.state.min_minutes
     limit = ext.state.settings.report_timeout
 
@@ -301,7 +301,7 @@ def what_if(query: Callable[..., T], scope: Scope, *args: Any, seconds: int) -> 
     timeout before the range (and a while after it); a range at the very start of the
     calendar leaves no room for that, and is a 400 naming ``timeout`` rather than a 500.
     Cutting more sessions than TUTOR_TIMES_WHATIF_MAX_SESSIONS is a 413 naming ``timeout``."""
-    limit = current().state.settings.whatif_max_sessions
+    limit = services().state.settings.whatif_max_sessions
     try:
         return report(query, scope, *args, timeout=timedelta(seconds=seconds), limit=limit)
     except whatif.NoRoomInCalendar:
@@ -338,7 +338,7 @@ def timetable_of(scope: Scope, units: list[int] | None = None) -> class_times.Ti
     """The classes a report over ``scope`` splits its minutes by (R12), from the host's
     loader, called once per unit; None without a loader. A report across units (one
     tutor's own) names its ``units``, or they are those of the scope's sessions."""
-    ext = current()
+    ext = services()
     if not ext.has_class_times:
         return None
     start = max(scope.start, FIRST_ASKED)
@@ -365,7 +365,7 @@ def split_sessions(scope: Scope, rows: list[dict[str, Any]]) -> None:
 def with_students(unit_id: int, result: dict[str, Any]) -> dict[str, Any]:
     """The legacy hours per student: each tutor's students (and the unit's, in the totals)
     and minutes per student, when the host counts students."""
-    ext = current()
+    ext = services()
     if not ext.has_student_counts:
         return result
     rows = [(t, t["marker_id"]) for t in result["tutors"]] + [(result["totals"], None)]
@@ -377,7 +377,7 @@ def with_students(unit_id: int, result: dict[str, Any]) -> dict[str, Any]:
 def add_students(unit_id: int, marker_id: int | None, row: dict[str, Any]) -> None:
     """A summary row's students (the tutor's, or with ``marker_id`` None the unit's) and its
     minutes per student."""
-    students = current().students_of(unit_id, marker_id)
+    students = services().students_of(unit_id, marker_id)
     row["students"] = students
     row["minutes_per_student"] = round(row["minutes"] / students, 1) if students else None
 
@@ -424,7 +424,7 @@ def _sessions_reply(
     if query.style == "ontrack" and query.format != "csv":
         raise ApiError(400, "style: ontrack is a CSV style; add format=csv", "style")
     if query.format == "csv":
-        split = current().has_class_times
+        split = services().has_class_times
         if query.style == "ontrack":
             rows = csv_export.ontrack_rows(result["sessions"], query.zone(), split=split)
             return csv_response(name, csv_export.ONTRACK_COLUMNS, rows)
@@ -467,11 +467,11 @@ def active(path: s.UnitPath) -> Any:
         marker_id=marker_id,
         live_after=live_after(),
     )
-    if current().has_class_times and rows:
+    if services().has_class_times and rows:
         for row in rows:
             row["unit_id"] = path.unit_id
         first = min(r["start_time"] for r in rows)
-        split_sessions(Scope(first, current().clock(), unit_id=path.unit_id), rows)
+        split_sessions(Scope(first, services().clock(), unit_id=path.unit_id), rows)
     return {"unit_id": path.unit_id, "sessions": rows}
 
 
@@ -668,7 +668,7 @@ def report_activity(body: s.ActivityIn) -> Any:
             f"{IDEMPOTENCY_HEADER}: 1 to {idempotency.MAX_KEY_LENGTH} printable ASCII characters",
             IDEMPOTENCY_HEADER,
         )
-    keys = current().state.idempotency
+    keys = services().state.idempotency
     claim = idempotency.Claim(idempotency.ACTIVITIES, me, key)
     try:
         with _storing():
@@ -696,7 +696,7 @@ def report_activity(body: s.ActivityIn) -> Any:
     except sa.exc.SQLAlchemyError:
         # The activity is stored: answer as such. A 500 would ask for a retry, and a retry
         # once the key is abandoned would store the activity a second time.
-        current().count_failure("report")
+        services().count_failure("report")
         logger.exception("could not keep the answer for an Idempotency-Key; answered anyway")
     return response
 
@@ -709,7 +709,7 @@ def _release(keys: idempotency.IdempotencyKeys, claim: idempotency.Claim) -> Non
     try:
         keys.release(claim)
     except sa.exc.SQLAlchemyError:
-        current().count_failure("report")
+        services().count_failure("report")
         logger.exception(
             "could not release an Idempotency-Key; it is held for %d s",
             idempotency.ABANDONED_AFTER.total_seconds(),
@@ -723,7 +723,7 @@ def _storing() -> Iterator[None]:
     try:
         yield
     except sa.exc.SQLAlchemyError:
-        current().count_failure("report")
+        services().count_failure("report")
         logger.exception("could not store a reported activity")
         raise ApiError(503, "the activity could not be stored; try again") from None
 
@@ -731,7 +731,7 @@ def _storing() -> Iterator[None]:
 def _report_activity(me: int, body: s.ActivityIn) -> s.ActivityCreated:
     """Record the reported activity; the reply as its response model, so an answer kept for
     an Idempotency-Key is serialized exactly as any other."""
-    ext = current()
+    ext = services()
     with _storing():
         # the host's role_loader may read its database: a failure there is a 503 too
         tracked = ext.host_read(lambda: ext.is_tracked_role(current_user, body.unit_id))
@@ -777,7 +777,7 @@ def health_check() -> Any:
     only past TUTOR_TIMES_HEALTH_MAX_HEARTBEAT_AGE. Public unless TUTOR_TIMES_HEALTH_PUBLIC
     is off. Every wait is bounded (TUTOR_TIMES_SQL_TIMEOUT, Redis's socket timeout).
     """
-    ext = current()
+    ext = services()
     state = ext.state
     if not state.settings.operations.health_public:
         current_user_id()
@@ -810,7 +810,7 @@ def prometheus_metrics() -> Any:
     host protects the endpoint itself. Under several
     processes the values are added up across them (PROMETHEUS_MULTIPROC_DIR).
     """
-    ext = current()
+    ext = services()
     settings = ext.state.settings.operations
     if not settings.metrics:
         raise ApiError(404, "metrics are off (TUTOR_TIMES_METRICS)")
