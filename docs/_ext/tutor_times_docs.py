@@ -17,7 +17,6 @@ application, so the tests can check what the pages will say.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import textwrap
@@ -243,42 +242,56 @@ def first_sentence(module: str) -> str:
     """The opening sentence of a module's docstring, as a table cell."""
     import importlib
 
-    doc = importlib.import_module(f"tutor_times.{module}").__doc__ or ""
+    name = f"tutor_times.{module}" if module else "tutor_times"
+    doc = importlib.import_module(name).__doc__ or ""
     text = " ".join(doc.split())
     end = text.find(". ")
     return _rst(text if end < 0 else text[: end + 1])
 
 
-def layer_contract() -> dict[str, int]:
-    """``LAYERS`` of ``tests/test_layers.py``, read from its source (the docs need no pytest)."""
-    source = Path(__file__).resolve().parents[2] / "tests" / "test_layers.py"
-    for node in ast.parse(source.read_text()).body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "LAYERS":
-            assert node.value is not None
-            layers: dict[str, int] = ast.literal_eval(node.value)
-            return layers
-    raise ValueError(f"{source} has no LAYERS")
+def layer_contract() -> list[list[str]]:
+    """The layers of the import contract in ``setup.cfg`` (``[importlinter:contract:flow]``),
+    highest first, each a list of the rooms that stand side by side on it."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    lines = config["importlinter:contract:flow"]["layers"].split("\n")
+    return [[room.strip() for room in line.split("|")] for line in lines if line.strip()]
+
+
+def rooms_of(package: str) -> list[str]:
+    """The modules of ``package`` (dotted, under ``tutor_times``), the package itself first."""
+    root = Path(__file__).resolve().parents[2]
+    folder = root / package.replace(".", "/")
+    if not folder.is_dir():
+        return [package]
+    modules = sorted(p for p in folder.rglob("*.py") if p.name != "__init__.py")
+    return [package, *(".".join(p.relative_to(root).with_suffix("").parts) for p in modules)]
 
 
 def layers_rst() -> list[str]:
-    """The layers the import contract of ``tests/test_layers.py`` gives the modules, lowest
-    first: a module imports only modules of lower layers."""
-    LAYERS = layer_contract()
+    """The import contract's layers, highest first: a room imports only the rooms below it,
+    and rooms on one layer never import each other. Each module with the opening sentence of
+    its docstring."""
     out = [
         ".. list-table::",
         "   :header-rows: 1",
-        "   :widths: 8 22 70",
+        "   :widths: 8 30 62",
         "",
         "   * - layer",
         "     - module",
         "     - what it is (its docstring)",
     ]
-    for module, layer in sorted(LAYERS.items(), key=lambda item: (item[1], item[0])):
-        out += [
-            f"   * - {layer}",
-            f"     - ``{module}``",
-            f"     - {first_sentence(module)}",
-        ]
+    layers = layer_contract()
+    for number, rooms in enumerate(layers):
+        for room in rooms:
+            for module in rooms_of(room):
+                out += [
+                    f"   * - {len(layers) - number}",
+                    f"     - ``{module}``",
+                    f"     - {first_sentence(module.removeprefix('tutor_times').lstrip('.'))}",
+                ]
     return [*out, ""]
 
 
