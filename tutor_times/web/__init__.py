@@ -2,10 +2,11 @@
 the dashboard pages built on the same reports.
 
 The only part of the package that knows HTTP or the schema library; everything it shows
-comes from :mod:`tutor_times.reports.read_models`.
+comes from :mod:`tutor_times.reports`.
 """
 
-from . import dashboard as dashboard  # registers the pages on the blueprint
+# each registers its endpoints or pages on the blueprint
+from . import activities, dashboard, meta, reports
 from .views import bp
 
-__all__ = ["bp"]
+__all__ = ["activities", "bp", "dashboard", "meta", "reports"]

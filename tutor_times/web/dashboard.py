@@ -32,25 +32,19 @@ from ..store.class_times import Timetable
 from . import calendar, csv_export, html
 from . import schemas as s
 from .api import ApiError, FieldError, parse, query_args
+from .class_split import add_students, later_timeline, timetable_of, unit_summary
+from .connections import later, one_connection, report, what_if
 from .ranges import ZONES
 from .views import (
     RETRY_AFTER_S,
     UNAVAILABLE,
-    add_students,
     bp,
     current_user_id,
     date_range,
-    later,
-    later_timeline,
     live_after,
     marker_scope,
-    one_connection,
-    report,
     roll_back_host_session,
-    timetable_of,
     unavailable,
-    unit_summary,
-    what_if,
 )
 
 logger = logging.getLogger("tutor_times")
