@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,7 +51,6 @@ def sweep(
     """
     ms, act = models.MarkingSession, models.SessionActivity
     cutoff = now - timeout
-    last = last_activity_of(models)
     recent = sa.exists().where(act.marking_session_id == ms.id, act.created_at > cutoff)
     scope = [ms.end_time.is_(None), ~recent]
     if key is not None:
@@ -69,24 +68,7 @@ def sweep(
             if not found:
                 break
             after_id = found[-1].id
-            # their tutors' locks before any row's: closing keeps the tutors' figures
-            lock_keys(s, [tutor_hash(f.unit_id, f.marker_id) for f in found])
-            ids = s.scalars(
-                sa.select(ms.id)
-                .where(ms.id.in_([f.id for f in found]), *scope)
-                .order_by(ms.id)
-                .with_for_update(of=ms, skip_locked=True)
-            ).all()
-            rows = s.execute(
-                sa.select(ms.id, ms.start_time, last.label("last")).where(ms.id.in_(ids))
-            ).all()
-            idle = [(r.id, r.start_time, r.last) for r in rows if r.last <= cutoff]
-            done = set(close_session_ids(s, models, idle, min_minutes, now))
-            tutors = {f.id: (f.unit_id, f.marker_id) for f in found}
-            closed_now = [
-                figures.Touch(*tutors[sid], start, last) for sid, start, last in idle if sid in done
-            ]
-            figures.refresh(s, models, closed_now, recount=done)
+            idle, done = _close_batch(s, models, found, scope, cutoff, min_minutes, now)
             s.commit()
         deadline = timeout if idle_after is None else idle_after
         lags = [(now - last - deadline).total_seconds() for sid, _, last in idle if sid in done]
@@ -98,6 +80,40 @@ def sweep(
         if len(found) < batch_size:
             break
     return closed
+
+
+def _close_batch(
+    s: sa.Connection,
+    models: Models,
+    found: Sequence[sa.Row[Any]],
+    scope: list[sa.ColumnElement[bool]],
+    cutoff: datetime,
+    min_minutes: int,
+    now: datetime,
+) -> tuple[list[tuple[int, datetime, datetime]], set[int]]:
+    """Close the sessions of ``found`` still in ``scope`` and idle since ``cutoff``; their
+    (id, start, last activity) and the ids closed. The caller commits."""
+    ms = models.MarkingSession
+    # their tutors' locks before any row's: closing keeps the tutors' figures
+    lock_keys(s, [tutor_hash(f.unit_id, f.marker_id) for f in found])
+    ids = s.scalars(
+        sa.select(ms.id)
+        .where(ms.id.in_([f.id for f in found]), *scope)
+        .order_by(ms.id)
+        .with_for_update(of=ms, skip_locked=True)
+    ).all()
+    last = last_activity_of(models)
+    rows = s.execute(
+        sa.select(ms.id, ms.start_time, last.label("last")).where(ms.id.in_(ids))
+    ).all()
+    idle = [(r.id, r.start_time, r.last) for r in rows if r.last <= cutoff]
+    done = set(close_session_ids(s, models, idle, min_minutes, now))
+    tutors = {f.id: (f.unit_id, f.marker_id) for f in found}
+    closed_now = [
+        figures.Touch(*tutors[sid], start, last) for sid, start, last in idle if sid in done
+    ]
+    figures.refresh(s, models, closed_now, recount=done)
+    return idle, done
 
 
 def oldest_unclosed(conn: sa.Connection, models: Models, *, cutoff: datetime) -> datetime | None:

@@ -117,6 +117,20 @@ def _islands(
             .order_by(*key, act.created_at)
         ) as ordered:
             return _at_most(_cut(ordered, timeout), limit)
+    return _at_most(_islands_in_sql(conn, models, scope, timeout, where, assessed, limit), limit)
+
+
+def _islands_in_sql(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    timeout: timedelta,
+    where: list[sa.ColumnElement[bool]],
+    assessed: sa.ColumnElement[int],
+    limit: int | None,
+) -> Iterator[Session]:
+    """:func:`_islands` on PostgreSQL: the sessions cut in SQL by window functions, as read."""
+    ms, act = models.MarkingSession, models.SessionActivity
     # keyed by the key's columns the scope leaves free: partitioned by a column the scope
     # fixes, the planner knows it constant in the first window's sort and not in the
     # next, and sorts every activity of the range again
@@ -177,8 +191,7 @@ def _islands(
     ).where(n.first)
     if limit is not None:
         query = query.limit(limit + 1)
-    found = (Session(*row[:5], int(row[5])) for row in conn.execute(query))
-    return _at_most(found, limit)
+    return (Session(*row[:5], int(row[5])) for row in conn.execute(query))
 
 
 def _at_most(found: Iterable[Session], limit: int | None) -> list[Session]:

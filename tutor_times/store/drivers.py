@@ -98,24 +98,9 @@ def own_engine(
     if is_in_memory(url):
         return host.execution_options(isolation_level="AUTOCOMMIT") if autocommit else host
     kwargs = {k: v for k, v in options.items() if k not in POOL_KEYS}
-    connect_args = dict(kwargs.pop("connect_args", {}) or {})
-    ours = {} if timeout is None else _timeout_args(host.dialect.driver, timeout)
-    if settings and host.dialect.driver in LIBPQ_DRIVERS:
-        # a setting the host gives in its own connection options is the host's to make
-        hosts = str(connect_args.get("options") or "")
-        given = " ".join(
-            f"-c {name}={value}"
-            for name, value in settings.items()
-            if not re.search(rf"(?:-c\s*|--){re.escape(name)}=", hosts)
-        )
-        ours["options"] = f"{ours.get('options', '')} {given}".strip()
-    if statement_timeout is not None and host.dialect.driver in LIBPQ_DRIVERS:
-        # after the host's options, so that it is the one in force
-        ms = max(1, round(statement_timeout * 1000))
-        ours["options"] = f"{ours.get('options', '')} -c statement_timeout={ms}".strip()
-    if "options" in ours and connect_args.get("options"):
-        ours["options"] = f"{connect_args['options']} {ours['options']}"
-    connect_args.update(ours)
+    connect_args = _connect_args(
+        host, dict(kwargs.pop("connect_args", {}) or {}), timeout, settings, statement_timeout
+    )
     if host.dialect.driver == "pysqlite":
         # one engine's connections are used from the threads of many requests
         connect_args.setdefault("check_same_thread", False)
@@ -138,6 +123,35 @@ def own_engine(
         if statement_timeout is not None:
             _stop_sqlite_statements_after(engine, statement_timeout)
     return engine
+
+
+def _connect_args(
+    host: sa.Engine,
+    connect_args: dict[str, Any],
+    timeout: float | None,
+    settings: dict[str, str] | None,
+    statement_timeout: float | None,
+) -> dict[str, Any]:
+    """The host's ``connect_args`` with :func:`own_engine`'s timeout, settings and
+    statement timeout added (a setting the host gives itself stays the host's)."""
+    ours = {} if timeout is None else _timeout_args(host.dialect.driver, timeout)
+    if settings and host.dialect.driver in LIBPQ_DRIVERS:
+        # a setting the host gives in its own connection options is the host's to make
+        hosts = str(connect_args.get("options") or "")
+        given = " ".join(
+            f"-c {name}={value}"
+            for name, value in settings.items()
+            if not re.search(rf"(?:-c\s*|--){re.escape(name)}=", hosts)
+        )
+        ours["options"] = f"{ours.get('options', '')} {given}".strip()
+    if statement_timeout is not None and host.dialect.driver in LIBPQ_DRIVERS:
+        # after the host's options, so that it is the one in force
+        ms = max(1, round(statement_timeout * 1000))
+        ours["options"] = f"{ours.get('options', '')} -c statement_timeout={ms}".strip()
+    if "options" in ours and connect_args.get("options"):
+        ours["options"] = f"{connect_args['options']} {ours['options']}"
+    connect_args.update(ours)
+    return connect_args
 
 
 #: SQLite virtual-machine instructions between two looks at a statement's deadline

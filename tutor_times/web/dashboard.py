@@ -192,6 +192,18 @@ def _local_dates(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[date, da
     return start.astimezone(tz).date(), (end - timedelta(microseconds=1)).astimezone(tz).date()
 
 
+#: what every page's template is given besides its reports
+PAGE_HELPERS: dict[str, Any] = {
+    "zone_options": ZONE_OPTIONS,
+    "cell": html.cell,
+    "day_label": html.day_label,
+    "timeline_chart": html.timeline_chart,
+    "timeline_rows": html.timeline_rows,
+    "live_every_ms": LIVE_EVERY_MS,
+    "hours": csv_export.hours,
+}
+
+
 def _context(
     scope: Scope, query: Any, *, what_if_seconds: int | None = None, **page: Any
 ) -> dict[str, Any]:
@@ -204,7 +216,7 @@ def _context(
     # the host's timetable, asked once for the summary, the timeline and the calendar
     timetable = timetable_of(scope)
     # the tasks and the timeline read on a second connection while the summary and the
-    # calendar read on the page's (:func:`.views.later`)
+    # calendar read on the page's (:func:`.connections.later`)
     tasks = later(reports.tasks, scope)
     timeline = later_timeline(scope, tz, bucket, timetable)
     summary = unit_summary(scope, timetable)
@@ -248,15 +260,9 @@ def _context(
         "tasks": tasks(),
         "week": week,
         "active": active,
-        "zone_options": ZONE_OPTIONS,
-        "cell": html.cell,
-        "day_label": html.day_label,
-        "timeline_chart": html.timeline_chart,
-        "timeline_rows": html.timeline_rows,
         "presets": _presets(last),
-        "live_every_ms": LIVE_EVERY_MS,
-        "hours": csv_export.hours,
         "what_if": what_if,
+        **PAGE_HELPERS,
     }
 
 
