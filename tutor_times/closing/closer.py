@@ -20,8 +20,9 @@ from redis.cluster import RedisCluster
 
 from ..core import metrics
 from ..store import figures
-from ..store.models import Models, close_session_ids, last_activity_of, lock_keys, tutor_hash
+from ..store.models import Models
 from ..store.redis_cache import REDIS_ERRORS
+from ..store.sql import close_session_ids, last_activity_of, lock_keys, tutor_hash
 
 logger = logging.getLogger("tutor_times")
 

@@ -10,7 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..store import figures
-from ..store.models import Models, lock_keys, tutor_hash
+from ..store.models import Models
+from ..store.sql import lock_keys, tutor_hash
 
 #: what ``purge --anonymize`` leaves in place of an address
 ANONYMIZED = ""

@@ -50,12 +50,9 @@ from ..core.constants import BIGINT_MAX
 from ..core.errors import InvalidActivityError, UnknownActionError
 from ..store import drivers, figures
 from ..store.activity import STORED_FIELDS, check_action, check_id, check_ip, check_time
-from ..store.models import (
-    IMPORT_KEY_INDEX,
-    IMPORT_KEY_LENGTH,
-    SERVER,
+from ..store.models import IMPORT_KEY_INDEX, IMPORT_KEY_LENGTH, SERVER, Models
+from ..store.sql import (
     IdleSession,
-    Models,
     close_sessions,
     last_activity_of,
     lock_keys,

@@ -23,14 +23,8 @@ import sqlalchemy as sa
 
 from ..core.accounting import continues, duration_minutes, runs
 from ..store import drivers, figures
-from ..store.models import (
-    Models,
-    activities_of,
-    last_activity_of,
-    lock_keys,
-    tutor_hash,
-    update_rows,
-)
+from ..store.models import Models
+from ..store.sql import activities_of, last_activity_of, lock_keys, tutor_hash, update_rows
 from ..store.sql_store import key_hash
 
 Key = tuple[int, int, str]

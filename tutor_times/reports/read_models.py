@@ -22,7 +22,8 @@ from ..core.accounting import UTC, duration_minutes, overlapping
 from ..core.constants import ASSESSING
 from ..store import class_store, rollups, tallies
 from ..store.class_times import Timetable, with_split
-from ..store.models import CLIENT, Models, bound_array, last_activity_of
+from ..store.models import CLIENT, Models
+from ..store.sql import bound_array, last_activity_of
 
 B = TypeVar("B")
 

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from .models import copy_type
+from .sql import copy_type
 
 T = TypeVar("T")
 

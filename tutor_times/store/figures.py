@@ -36,7 +36,8 @@ import sqlalchemy as sa
 
 from ..core.accounting import duration_minutes, overlapping
 from ..core.constants import ASSESSING
-from .models import Models, activities_of, bound_array, lock_keys, tutor_hash, update_rows
+from .models import Models
+from .sql import activities_of, bound_array, lock_keys, tutor_hash, update_rows
 
 #: the columns this module keeps, in the order :func:`_figures` gives them
 FIGURES = (

@@ -25,7 +25,8 @@ from ..core.accounting import continues, duration_minutes, lock_hash
 from ..core.errors import UnknownReferenceError
 from . import drivers, figures
 from .activity import STORED_FIELDS, Activity
-from .models import Models, UTCDateTime, close_sessions, lock_keys, sessions_of_key, tutor_hash
+from .models import Models, UTCDateTime
+from .sql import close_sessions, lock_keys, sessions_of_key, tutor_hash
 
 #: locks the slow paths of one process share, by key (a key's hash picks one)
 KEY_LOCK_STRIPES = 256
