@@ -39,7 +39,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..core.accounting import UTC, lock_hash, to_micros
-from .class_times import PACKED, PG_EPOCH, PackedTimes, Timetable, binary_arrays, split_minutes
+from .class_sql import PACKED, PackedTimes
+from .class_times import PG_EPOCH, Timetable, split_minutes
+from .drivers import binary_arrays
 
 if TYPE_CHECKING:
     from .models import Models

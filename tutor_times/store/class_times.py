@@ -31,27 +31,33 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from functools import lru_cache
 from itertools import accumulate, repeat
 from operator import floordiv, sub
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from ..core.accounting import EPOCH, to_micros
 from ..core.errors import ConfigurationError
+from .class_sql import (
+    BIG_ARRAY,
+    PACKED,
+    SPLIT_BY_TIME_SQL,
+    SPLIT_SQL,
+    TEXT,
+    TIME,
+    PackedArray,
+    PackedInts,
+    PackedTimes,
+    split_statement,
+)
+from .drivers import binary_arrays
 
 MICROSECOND = timedelta(microseconds=1)
 #: one key's room on the line of keys: times are microseconds within WINDOW of ``base``
 WINDOW = 2**52
 #: how many keys the line holds (slot × WINDOW stays within a signed 64-bit integer)
 MAX_SLOTS = 2**63 // WINDOW - 1
-#: SQL types made once: a type object made afresh would be inspected again for SQLAlchemy's
-#: statement cache key on every report
-BIGINT = sa.BigInteger()
-TEXT = sa.Text()
-BIG_ARRAY = postgresql.ARRAY(BIGINT)
 #: how many ranges' arrays a timetable keeps
 WINDOWS_KEPT = 8
 #: before every key: the first interval of the arrays, so a binary search always lands
@@ -60,103 +66,11 @@ BEFORE = -(2**62)
 #: of the last 7 days starts a little later on every request, yet the same day's arrays
 #: still hold every class that can overlap it
 WINDOW_STEP = 24 * 3600 * 10**6
-#: PostgreSQL's binary form of a one-dimensional array of 8-byte values without NULLs: ndim,
-#: has-null, element type, length, lower bound; then each element as its byte length and value
-INT8_OID = 20
-TIMESTAMPTZ_OID = 1184
-INT8_ARRAY_OID = 1016
-TIMESTAMPTZ_ARRAY_OID = 1185
-ARRAY_HEADER = struct.Struct("!iiIii")
 #: PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC
 PG_EPOCH_TIME = datetime(2000, 1, 1, tzinfo=timezone.utc)
 PG_EPOCH = to_micros(PG_EPOCH_TIME)
 #: the earliest instant PostgreSQL holds (4714-11-24 BC), after PG_EPOCH: every line's sentinel
 PG_MIN = -211813488000000000
-
-
-#: R12 per block in PostgreSQL, layer by layer over the CTEs tt_blocks and tt_timetable:
-#: the key's slot, the block's ends on its line, the intervals they fall in, the split
-SPLIT_SQL = """
-SELECT x.bucket, x.marker, x.m AS minutes,
-  CASE WHEN x.b <= x.a THEN CASE WHEN x.a < x.ea THEN x.m ELSE 0 END
-  ELSE CAST(div(2 * x.m * ((x.bb + greatest(0, least(x.b, x.eb) - x.sb))
-                 - (x.ba + greatest(0, least(x.a, x.ea) - x.sa))) + (x.b - x.a),
-                2 * (x.b - x.a)) AS BIGINT) END AS during
-FROM (
-  SELECT k.bucket, k.marker, k.m, k.a, k.b,
-    (SELECT class_starts FROM tt_timetable)[k.ia] AS sa,
-    (SELECT class_ends FROM tt_timetable)[k.ia] AS ea,
-    (SELECT class_before FROM tt_timetable)[k.ia] AS ba,
-    (SELECT class_starts FROM tt_timetable)[k.ib] AS sb,
-    (SELECT class_ends FROM tt_timetable)[k.ib] AS eb,
-    (SELECT class_before FROM tt_timetable)[k.ib] AS bb
-  FROM (
-    SELECT j.bucket, j.marker, j.m, j.a, j.b,
-      width_bucket(j.a, (SELECT class_starts FROM tt_timetable)) AS ia,
-      width_bucket(j.b, (SELECT class_starts FROM tt_timetable)) AS ib
-    FROM (
-      SELECT o.bucket, o.marker, o.m,
-        o.slot * {window} + least(greatest(
-          CAST(extract(epoch FROM o.first) * 1000000 AS BIGINT) - ({base}), 0), {last}) AS a,
-        o.slot * {window} + least(greatest(
-          CAST(extract(epoch FROM o.last) * 1000000 AS BIGINT) - ({base}), 0), {last}) AS b
-      FROM (
-        SELECT g.bucket, g.marker, g.first, g.last, g.m,
-          CAST(CASE WHEN (SELECT class_owners FROM tt_timetable)[g.at] = g.key
-               THEN g.at - 1 ELSE 0 END AS BIGINT) AS slot
-        FROM (
-          SELECT tt_blocks.bucket, tt_blocks.marker, tt_blocks.first, tt_blocks.last,
-            CAST(tt_blocks.minutes AS BIGINT) AS m,
-            CAST(tt_blocks.{key} AS BIGINT) AS key,
-            width_bucket(CAST(tt_blocks.{key} AS BIGINT),
-                         (SELECT class_owners FROM tt_timetable)) AS at
-          FROM tt_blocks OFFSET 0) AS g OFFSET 0) AS o OFFSET 0) AS j OFFSET 0) AS k OFFSET 0
-) AS x
-"""
-
-
-#: R12 per block in PostgreSQL over real instants (psycopg 3: :meth:`Timetable.time_arrays`),
-#: over the CTEs tt_blocks and tt_timetable. Each tutor's (or unit's) line of classes is cut
-#: out of the arrays once, in a hash join on its key, not once a block; a block outside the
-#: span of every class sent gets no line. Then, layer by layer: the classes the block's ends
-#: fall in (binary search of its line, as timestamps), and the split: a block in a gap
-#: between two classes (most blocks) is 0 without arithmetic, the rest count their
-#: microseconds in and out of class exactly, as :meth:`Timetable.during` does.
-SPLIT_BY_TIME_SQL = """
-SELECT y.bucket, y.marker, y.m AS minutes,
-  CASE WHEN y.ia IS NULL THEN 0
-    WHEN y.ia = y.ib AND y.first >= (SELECT class_ends FROM tt_timetable)[y.ia] THEN 0
-    WHEN y.last <= y.first THEN y.m
-    ELSE CAST(div(
-      2 * y.m * (
-        (SELECT class_before FROM tt_timetable)[y.ib]
-        + CAST(1000000 * extract(epoch FROM greatest(interval '0',
-            least(y.last, (SELECT class_ends FROM tt_timetable)[y.ib])
-            - (SELECT class_starts FROM tt_timetable)[y.ib])) AS BIGINT)
-        - (SELECT class_before FROM tt_timetable)[y.ia]
-        - CAST(1000000 * extract(epoch FROM greatest(interval '0',
-            least(y.first, (SELECT class_ends FROM tt_timetable)[y.ia])
-            - (SELECT class_starts FROM tt_timetable)[y.ia])) AS BIGINT))
-      + CAST(1000000 * extract(epoch FROM y.last - y.first) AS BIGINT),
-      2 * CAST(1000000 * extract(epoch FROM y.last - y.first) AS BIGINT)) AS BIGINT)
-  END AS during
-FROM (
-  SELECT z.bucket, z.marker, z.m, z.first, z.last,
-    z.lo - 1 + width_bucket(z.first, z.line) AS ia,
-    z.lo - 1 + width_bucket(z.last, z.line) AS ib
-  FROM (
-    SELECT b.bucket, b.marker, b.first, b.last, CAST(b.minutes AS BIGINT) AS m,
-      CASE WHEN b.last < (SELECT span_lo FROM tt_timetable)
-             OR b.first >= (SELECT span_hi FROM tt_timetable) THEN NULL
-        ELSE coalesce(l.lo, 1) END AS lo,
-      coalesce(l.line, (SELECT default_line FROM tt_timetable)) AS line
-    FROM tt_blocks AS b LEFT JOIN (
-      SELECT u.key, u.lo, (SELECT class_starts FROM tt_timetable)[u.lo:u.hi] AS line
-      FROM unnest((SELECT class_owners FROM tt_timetable), (SELECT line_lo FROM tt_timetable),
-                  (SELECT line_hi FROM tt_timetable)) AS u(key, lo, hi)
-    ) AS l ON l.key = b.{key}
-    OFFSET 0) AS z OFFSET 0) AS y
-"""
 
 
 def union(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -463,7 +377,7 @@ class Timetable:
             window=WINDOW,
             last=WINDOW - 1,
         )
-        return _split(sql, source, arrays)
+        return split_statement(sql, source, arrays)
 
     def split_by_time(self, blocks: sa.Select[Any], since: datetime) -> sa.Subquery:
         """:meth:`split_blocks` over real instants, with the arrays of :meth:`time_arrays`
@@ -486,7 +400,7 @@ class Timetable:
             .prefix_with("NOT MATERIALIZED")
         )
         sql = SPLIT_BY_TIME_SQL.format(key="unit" if self.by == "unit" else "marker")
-        return _split(sql, blocks.cte("tt_blocks"), arrays)
+        return split_statement(sql, blocks.cte("tt_blocks"), arrays)
 
 
 def _clipped(intervals: list[tuple[int, int]], low: int, high: int) -> list[int]:
@@ -507,81 +421,6 @@ def _clipped(intervals: list[tuple[int, int]], low: int, high: int) -> list[int]
 def _packed(key: int, flat: list[int]) -> bytes:
     """A line for a fingerprint: its key, its length, its instants."""
     return struct.pack(f"!qq{len(flat)}q", key, len(flat), *flat)
-
-
-@dataclass(frozen=True, slots=True)
-class PackedArray:
-    """An array in PostgreSQL's binary form, as psycopg 3 sends it with :class:`PACKED`."""
-
-    data: bytes
-
-    #: the type of the elements
-    element_oid = INT8_OID
-
-    @classmethod
-    def of(cls, values: Sequence[int]) -> PackedArray:
-        """``values`` as 8-byte integers (int8, or timestamptz in microseconds)."""
-        n = len(values)
-        body = struct.pack(f"!{n * 'iq'}", *[x for v in values for x in (8, v)])
-        return cls(ARRAY_HEADER.pack(1, 0, cls.element_oid, n, 1) + body)
-
-
-class PackedInts(PackedArray):
-    """An int8[]."""
-
-
-class PackedTimes(PackedArray):
-    """A timestamptz[] (microseconds after 2000-01-01 UTC)."""
-
-    element_oid = TIMESTAMPTZ_OID
-
-
-class PackedType(sa.types.UserDefinedType[PackedArray]):
-    """A bound :class:`PackedArray`: handed to the driver as it is (no processing), bound
-    without a cast (its dumper names its type to PostgreSQL)."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return "ANYARRAY"
-
-
-PACKED = PackedType()
-TIME = sa.DateTime(timezone=True)
-
-
-def binary_arrays(conn: sa.Connection) -> bool:
-    """Whether ``conn`` takes :class:`PackedArray` parameters: psycopg 3 with its dumper
-    registered (on this connection's adapters, once; other drivers take text)."""
-    if conn.dialect.driver != "psycopg":
-        return False
-    from psycopg import ProgrammingError
-    from psycopg.adapt import PyFormat
-
-    adapters = conn.connection.driver_connection.adapters  # type: ignore[union-attr]
-    try:
-        adapters.get_dumper(PackedTimes, PyFormat.AUTO)
-    except ProgrammingError:
-        adapters.register_dumper(PackedInts, _packed_dumper(INT8_ARRAY_OID))
-        adapters.register_dumper(PackedTimes, _packed_dumper(TIMESTAMPTZ_ARRAY_OID))
-    return True
-
-
-def _packed_dumper(array_oid: int) -> type[Any]:
-    from psycopg.adapt import Dumper
-    from psycopg.pq import Format
-
-    class PackedArrayDumper(Dumper):
-        """Sends a :class:`PackedArray`'s bytes as they are: already the wire form."""
-
-        format = Format.BINARY
-        oid = array_oid
-
-        def dump(self, obj: Any) -> bytes:
-            data: bytes = obj.data
-            return data
-
-    return PackedArrayDumper
 
 
 class Memo:
@@ -626,28 +465,3 @@ def with_split(row: dict[str, Any], during: int) -> dict[str, Any]:
     row["during_class_minutes"] = during
     row["outside_class_minutes"] = row["minutes"] - during
     return row
-
-
-@lru_cache(maxsize=8)
-def _squeezed(sql: str) -> sa.TextClause:
-    """``sql`` without its layout, as a text clause made once (reading a text clause's
-    bind parameters out of it is a regular-expression pass over its whole text)."""
-    return sa.text(" ".join(sql.split()))
-
-
-def _split(sql: str, blocks: sa.CTE, arrays: sa.CTE) -> sa.Subquery:
-    """A split statement's rows, (bucket, marker, minutes, during), over its ``blocks`` and
-    the timetable's ``arrays``. Its text is sent with the layout squeezed out: psycopg
-    keeps a statement's parsed form only while it is at most 4 KB, and a report's statement
-    with the split is just over that with it."""
-    return (
-        _squeezed(sql)
-        .columns(
-            sa.column("bucket", sa.Integer()),
-            sa.column("marker", BIGINT),
-            sa.column("minutes", BIGINT),
-            sa.column("during", BIGINT),
-        )
-        .add_cte(blocks, arrays)
-        .subquery("split")
-    )

@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from .sql import copy_type
+from .class_sql import INT8_ARRAY_OID, TIMESTAMPTZ_ARRAY_OID, PackedInts, PackedTimes
 
 T = TypeVar("T")
 
@@ -414,3 +414,59 @@ def insert_returning_ids(
     stmt = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
     found = conn.scalars(stmt, [dict(zip(columns, row, strict=True)) for row in rows])
     return [int(i) for i in found]
+
+
+# -- arrays in PostgreSQL's binary form, sent as they are by psycopg 3 ---------------------
+
+
+def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
+    """The PostgreSQL type psycopg dumps a column's values as, in a binary COPY."""
+    name = column_type.compile(dialect=dialect).lower().split("(")[0].strip()
+    return COPY_TYPES.get(name, name)
+
+
+#: column types as psycopg names them; a varchar takes a text value in a binary COPY
+COPY_TYPES = {
+    "bigint": "int8",
+    "integer": "int4",
+    "smallint": "int2",
+    "varchar": "text",
+    "character varying": "text",
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "boolean": "bool",
+}
+
+
+def binary_arrays(conn: sa.Connection) -> bool:
+    """Whether ``conn`` takes :class:`PackedArray` parameters: psycopg 3 with its dumper
+    registered (on this connection's adapters, once; other drivers take text)."""
+    if conn.dialect.driver != "psycopg":
+        return False
+    from psycopg import ProgrammingError
+    from psycopg.adapt import PyFormat
+
+    adapters = conn.connection.driver_connection.adapters  # type: ignore[union-attr]
+    try:
+        adapters.get_dumper(PackedTimes, PyFormat.AUTO)
+    except ProgrammingError:
+        adapters.register_dumper(PackedInts, _packed_dumper(INT8_ARRAY_OID))
+        adapters.register_dumper(PackedTimes, _packed_dumper(TIMESTAMPTZ_ARRAY_OID))
+    return True
+
+
+def _packed_dumper(array_oid: int) -> type[Any]:
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class PackedArrayDumper(Dumper):
+        """Sends a :class:`PackedArray`'s bytes as they are: already the wire form."""
+
+        format = Format.BINARY
+        oid = array_oid
+
+        def dump(self, obj: Any) -> bytes:
+            data: bytes = obj.data
+            return data
+
+    return PackedArrayDumper

@@ -10,9 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Dialect
 
 from ..core.accounting import duration_minutes, lock_hash
+from .drivers import copy_type
 from .models import IdList, Models
 
 #: (session id, start_time, time of its last activity)
@@ -178,25 +178,6 @@ def update_rows(
 def _array_text(ids: list[int | None]) -> str:
     """A list of ids as PostgreSQL writes an array: ``{1,NULL,3}``."""
     return "{" + ",".join("NULL" if i is None else str(int(i)) for i in ids) + "}"
-
-
-def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
-    """The PostgreSQL type psycopg dumps a column's values as, in a binary COPY."""
-    name = column_type.compile(dialect=dialect).lower().split("(")[0].strip()
-    return COPY_TYPES.get(name, name)
-
-
-#: column types as psycopg names them; a varchar takes a text value in a binary COPY
-COPY_TYPES = {
-    "bigint": "int8",
-    "integer": "int4",
-    "smallint": "int2",
-    "varchar": "text",
-    "character varying": "text",
-    "timestamp with time zone": "timestamptz",
-    "timestamp without time zone": "timestamp",
-    "boolean": "bool",
-}
 
 
 #: sessions per statement where their activities are read by an IN list (one parameter each)
