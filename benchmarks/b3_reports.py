@@ -75,7 +75,7 @@ OPEN_SESSIONS = 20
 BOUND_MS = {"report": 50.0, WHAT_IF: 200.0}
 #: the bound of a class-time row: its p50 within this of the same report without class times
 CLASS_TIME_RATIO = 1.25
-#: the stored class-time split (tutor_times/class_store.py)
+#: the stored class-time split (tutor_times/store/class_store.py)
 CLASS_TABLES = (class_store.MONTHS, class_store.BLOCKS)
 #: how many classes are moved, one after another, to time how soon a report reflects it
 EDITS = 5

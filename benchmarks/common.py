@@ -191,7 +191,7 @@ def models_of(app: Flask) -> Any:
 
 
 #: the tasks report's tallies and the summary's months, kept with the sessions
-#: (tutor_times/tallies.py, tutor_times/rollups.py)
+#: (tutor_times/store/tallies.py, tutor_times/store/rollups.py)
 TALLIES = (
     tallies.ASSESSED,
     tallies.KEYS,

@@ -1,4 +1,4 @@
-"""R12's split kept per (month, tutor) (tutor_times/class_store.py): whatever is stored,
+"""R12's split kept per (month, tutor) (tutor_times/store/class_store.py): whatever is stored,
 every report's split is R12 computed from scratch over the raw sessions — across random
 histories, random timetables (overlapping classes, classes of every tutor, wall-clock
 classes across a change of daylight-saving time) and classes edited, and sessions added,

@@ -1,4 +1,4 @@
-"""The stored figures (figures.py) give the numbers the raw sessions and activities give.
+"""The stored figures (store/figures.py) give the numbers the raw sessions and activities give.
 
 Random histories reach the tables through every writer — live tracking (late activities
 placed among closed sessions included), sweeps, an import, a rebuild under another timeout,
@@ -172,7 +172,7 @@ def test_summaries_over_months_from_the_roll_up_equal_the_raw_computation(
     ranges: list[tuple[str, int, int]],
     min_minutes: int,
 ) -> None:
-    """A unit's summary adding up whole months from the roll-up (rollups.py; PostgreSQL)
+    """A unit's summary adding up whole months from the roll-up (store/rollups.py; PostgreSQL)
     gives the numbers of every session counted and merged again, under minimums the roll-up
     keeps (1, 3) and one it does not (11: counted from the sessions); its tasks report from
     the tallies' months and the units' totals of keys, the numbers of the range's

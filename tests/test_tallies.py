@@ -1,4 +1,4 @@
-"""The tasks report's tallies (tallies.py) on PostgreSQL: kept by the triggers whoever writes,
+"""The tasks report's tallies (store/tallies.py) on PostgreSQL: kept by the triggers whoever writes,
 two writers of one task taking turns, and the widest gap a safe bound.
 
 The equality of the tallied tasks report with the raw rows, through every writer, is
