@@ -129,16 +129,7 @@ def update_rows(
     if dialect.name != "postgresql":
         if unset is not None:
             raise ValueError("update_rows: `unset` needs PostgreSQL")
-        stmt = (
-            sa.update(table)
-            .where(table.c.id == sa.bindparam("b_id"))
-            .values({**{name: sa.bindparam(f"b_{name}") for name in columns}, **same})
-        )
-        params = [
-            {"b_id": row[0], **{f"b_{n}": v for n, v in zip(columns, row[1:], strict=True)}}
-            for row in rows
-        ]
-        conn.execute(stmt, params)
+        _update_each(conn, table, columns, rows, same)
         return []
     prep = dialect.identifier_preparer
     names = ["id", *columns]
@@ -173,6 +164,26 @@ def update_rows(
         conn.execute(sa.text(sql), arrays)
         return []
     return list(conn.execute(sa.text(sql + " RETURNING t.id"), arrays).scalars())
+
+
+def _update_each(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: list[str],
+    rows: list[tuple[Any, ...]],
+    same: dict[str, Any],
+) -> None:
+    """:func:`update_rows` off PostgreSQL: an executemany, a statement a row."""
+    stmt = (
+        sa.update(table)
+        .where(table.c.id == sa.bindparam("b_id"))
+        .values({**{name: sa.bindparam(f"b_{name}") for name in columns}, **same})
+    )
+    params = [
+        {"b_id": row[0], **{f"b_{n}": v for n, v in zip(columns, row[1:], strict=True)}}
+        for row in rows
+    ]
+    conn.execute(stmt, params)
 
 
 def _array_text(ids: list[int | None]) -> str:
