@@ -49,7 +49,7 @@ from benchmarks.common import (
     time_calls,
     vacuum,
 )
-from tutor_times.reports import read_models as reports
+from tutor_times import reports
 from tutor_times.store import class_store, figures
 
 REPORTS = {

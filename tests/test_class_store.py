@@ -20,7 +20,9 @@ from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
 from tutor_times.core.accounting import duration_minutes, to_micros
-from tutor_times.reports.read_models import Scope, summary, timeline
+from tutor_times.reports.scope import Scope
+from tutor_times.reports.summary import summary
+from tutor_times.reports.timeline import timeline
 from tutor_times.store.class_times import Timetable
 
 from .conftest import BACKENDS, T0, Clock, build, built

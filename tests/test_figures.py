@@ -26,7 +26,10 @@ from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
 from tutor_times.core.accounting import duration_minutes, to_micros
-from tutor_times.reports.read_models import Scope, _rolled_months, summary, tasks, timeline
+from tutor_times.reports.scope import Scope
+from tutor_times.reports.summary import _rolled_months, summary
+from tutor_times.reports.tasks import tasks
+from tutor_times.reports.timeline import timeline
 from tutor_times.store import figures
 from tutor_times.store.class_times import Timetable
 

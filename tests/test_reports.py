@@ -10,7 +10,8 @@ from flask import Flask
 
 from demo.extensions import tutor_times
 from tutor_times.core.accounting import merged_minutes
-from tutor_times.reports.read_models import Scope, summary
+from tutor_times.reports.scope import Scope
+from tutor_times.reports.summary import summary
 
 from .conftest import D, at
 

@@ -18,7 +18,8 @@ import sqlalchemy as sa
 from flask import Flask
 
 from demo.extensions import db, tutor_times
-from tutor_times.reports.read_models import Scope, tasks
+from tutor_times.reports.scope import Scope
+from tutor_times.reports.tasks import tasks
 from tutor_times.store import tallies
 
 from .conftest import T0, build, check_tallies

@@ -29,7 +29,10 @@ import sqlalchemy as sa
 from ..core.accounting import runs
 from ..core.constants import ASSESSING
 from ..store.models import Models
-from .read_models import Scope, block_minutes, empty_buckets, with_rate
+from .merge import block_minutes
+from .scope import Scope
+from .summary import with_rate
+from .timeline import empty_buckets
 
 #: how far past the range's end activities are read at first, for sessions that started in
 #: the range and go on after it; read further while a session still reaches the edge
@@ -219,7 +222,7 @@ def summary(
     min_minutes: int,
     limit: int | None = None,
 ) -> dict[str, Any]:
-    """:func:`tutor_times.reports.read_models.summary`, under ``timeout`` (see :func:`sessions`)."""
+    """:func:`tutor_times.reports.summary.summary`, under ``timeout`` (see :func:`sessions`)."""
     found = sessions(conn, models, scope, timeout, limit=limit)
     minutes = _merged_minutes(found, min_minutes, lambda s: None)
     tutors = []
@@ -252,7 +255,7 @@ def timeline(
     min_minutes: int,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`tutor_times.reports.read_models.timeline`, under ``timeout`` (see :func:`sessions`)."""
+    """:func:`tutor_times.reports.timeline.timeline`, under ``timeout`` (see :func:`sessions`)."""
     buckets = empty_buckets(starts, tz)
     if not starts:
         return buckets

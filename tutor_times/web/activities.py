@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from flask import Response, jsonify, request
 from flask_login import current_user
 
+from .. import reports
 from ..app.services import services
 from ..core.errors import InvalidActivityError, UnknownReferenceError
-from ..reports import read_models as reports
 from ..store import idempotency
 from . import schemas as s
 from .api import ApiError

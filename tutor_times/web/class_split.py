@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .. import reports
 from ..app.services import services
-from ..reports import read_models as reports
-from ..reports.read_models import Scope
+from ..reports.scope import Scope
 from ..store import class_store, class_times
 from . import csv_export, ranges
 from . import schemas as s

@@ -14,7 +14,7 @@ from flask import g
 
 from ..app.services import services
 from ..reports import whatif
-from ..reports.read_models import Scope
+from ..reports.scope import Scope
 from ..store import drivers
 from .api import ApiError
 from .beside import Beside

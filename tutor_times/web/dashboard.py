@@ -23,10 +23,10 @@ from flask_login.utils import login_url
 from markupsafe import Markup
 from pydantic import BaseModel
 
+from .. import reports
 from ..app.services import services
-from ..reports import read_models as reports
 from ..reports import whatif
-from ..reports.read_models import Scope
+from ..reports.scope import Scope
 from ..store import class_times
 from ..store.class_times import Timetable
 from . import calendar, csv_export, html

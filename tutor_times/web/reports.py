@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .. import reports
 from ..app.services import services
-from ..reports import read_models as reports
 from ..reports import whatif
-from ..reports.read_models import Scope
+from ..reports.scope import Scope
 from . import csv_export, ranges
 from . import schemas as s
 from .api import ApiError

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from ..app.services import services
 from ..core.constants import DEFAULTS, TRACKED_ROLES, ConfigVars
-from ..reports.read_models import Scope
+from ..reports.scope import Scope
 from . import schemas as s
 from .api import Api, ApiError, error_response
 
