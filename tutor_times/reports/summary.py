@@ -37,35 +37,7 @@ def summary(
     no block the range cuts can reach, and counts its ends from the figures: the same
     numbers."""
     if stored:
-        if rolled is None:
-            rolled = scope.end - scope.start >= ROLLED_FROM
-        months = (
-            _rolled_months(conn, models, scope, min_minutes)
-            if rolled and (timetable is None or class_store.usable(conn, models, scope, timetable))
-            else None
-        )
-        figures = figured_by(
-            conn,
-            models,
-            scope,
-            min_minutes=min_minutes,
-            timetable=timetable,
-            pieces=None if months is None else months[1],
-        )
-        for tutor, counted in (months[0] if months else {}).items():
-            found = figures.setdefault((None, tutor), [0, 0, 0, 0])
-            for i, figure in enumerate(counted):
-                found[i] += figure
-        tutors = []
-        for (_, marker), (n_sessions, n_assessments, total, during) in sorted(figures.items()):
-            row = {"marker_id": marker, "sessions": n_sessions, "assessments": n_assessments}
-            tutors.append(with_rate(row, total))
-            if timetable is not None:
-                with_split(row, during)
-        totals = _totals(tutors)
-        if timetable is not None:
-            with_split(totals, sum(t["during_class_minutes"] for t in tutors))
-        return {"tutors": tutors, "totals": totals}
+        return _stored_summary(conn, models, scope, min_minutes, timetable, rolled)
     marker = models.MarkingSession.marker_id
     split = merged_split_by(conn, models, scope, min_minutes=min_minutes, timetable=timetable)
     minutes = {key: total for key, (total, _) in split.items()}
@@ -80,6 +52,46 @@ def summary(
     if timetable is not None:
         for t in tutors:
             with_split(t, split[None, t["marker_id"]][1])
+        with_split(totals, sum(t["during_class_minutes"] for t in tutors))
+    return {"tutors": tutors, "totals": totals}
+
+
+def _stored_summary(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    min_minutes: int,
+    timetable: Timetable | None,
+    rolled: bool | None,
+) -> dict[str, Any]:
+    """:func:`summary` from the stored figures, and the month roll-ups when they serve."""
+    if rolled is None:
+        rolled = scope.end - scope.start >= ROLLED_FROM
+    months = (
+        _rolled_months(conn, models, scope, min_minutes)
+        if rolled and (timetable is None or class_store.usable(conn, models, scope, timetable))
+        else None
+    )
+    figures = figured_by(
+        conn,
+        models,
+        scope,
+        min_minutes=min_minutes,
+        timetable=timetable,
+        pieces=None if months is None else months[1],
+    )
+    for tutor, counted in (months[0] if months else {}).items():
+        found = figures.setdefault((None, tutor), [0, 0, 0, 0])
+        for i, figure in enumerate(counted):
+            found[i] += figure
+    tutors = []
+    for (_, marker), (n_sessions, n_assessments, total, during) in sorted(figures.items()):
+        row = {"marker_id": marker, "sessions": n_sessions, "assessments": n_assessments}
+        tutors.append(with_rate(row, total))
+        if timetable is not None:
+            with_split(row, during)
+    totals = _totals(tutors)
+    if timetable is not None:
         with_split(totals, sum(t["during_class_minutes"] for t in tutors))
     return {"tutors": tutors, "totals": totals}
 

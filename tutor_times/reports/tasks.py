@@ -3,6 +3,7 @@ how long between them, from the sessions or, over long ranges on PostgreSQL, the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -107,32 +108,39 @@ def _assessed(
         kept_within = [scope] if kept_within is None else kept_within
         if not kept_within:
             return other.subquery()
-        # each session's share of its minutes worked out once, not once per assessment
-        # (fenced: flattened, the planner would divide on every row of the lists)
-        sessions = (
-            sa.select(
-                ms.marker_id,
-                ms.assessed_definitions,
-                ms.assessed_tasks,
-                _share(conn, ms.duration_minutes, sa.func.nullif(ms.assessments, 0)).label("share"),
-            )
-            .where(kept, sa.or_(*(sa.and_(*k.where(models)) for k in kept_within)))
-            .offset(0)
-            .subquery("kept")
-        )
-        k = sessions.c
-        listed = (
-            sa.func.unnest(k.assessed_definitions, k.assessed_tasks)
-            .table_valued("task_definition_id", "task_id")
-            .render_derived(name="listed")
-        )
-        from_lists = (
-            sa.select(listed.c.task_definition_id, listed.c.task_id, k.marker_id, k.share)
-            .select_from(sessions)
-            .join(listed, sa.true())
-        )
-        assessed = sa.union_all(from_lists, other)
+        assessed = sa.union_all(_from_lists(conn, models, kept, kept_within), other)
     return assessed.subquery()
+
+
+def _from_lists(conn: sa.Connection, models: Models, kept: Any, within: list[Scope]) -> Any:
+    """:func:`_assessed`'s rows of the sessions whose lists agree, that start ``within``: one
+    per entry of their lists, with the session's share of its minutes."""
+    ms = models.MarkingSession
+    # each session's share of its minutes worked out once, not once per assessment
+    # (fenced: flattened, the planner would divide on every row of the lists)
+    sessions = (
+        sa.select(
+            ms.marker_id,
+            ms.assessed_definitions,
+            ms.assessed_tasks,
+            _share(conn, ms.duration_minutes, sa.func.nullif(ms.assessments, 0)).label("share"),
+        )
+        .where(kept, sa.or_(*(sa.and_(*k.where(models)) for k in within)))
+        .offset(0)
+        .subquery("kept")
+    )
+    k = sessions.c
+    listed = (
+        sa.func.unnest(k.assessed_definitions, k.assessed_tasks)
+        .table_valued("task_definition_id", "task_id")
+        .render_derived(name="listed")
+    )
+    from_lists = (
+        sa.select(listed.c.task_definition_id, listed.c.task_id, k.marker_id, k.share)
+        .select_from(sessions)
+        .join(listed, sa.true())
+    )
+    return from_lists
 
 
 def _task_figures(assessed: Any) -> Any:
@@ -181,7 +189,6 @@ def _tallied_tasks(
     no tallied one in it. Whole UTC months among the days come from the months' tallies."""
     first, end = days
     unit = scope.unit_id
-    tally, per_month = models.AssessedDays.c, models.AssessedMonths.c
     first_at = datetime.combine(first, datetime.min.time(), UTC)
     end_at = datetime.combine(end, datetime.min.time(), UTC)
     edges = [
@@ -190,23 +197,7 @@ def _tallied_tasks(
         if low < high
     ]
     c = _assessed(conn, models, scope, min_minutes, kept_within=edges).c
-    # the whole months among the days from the months' tallies, the other days from theirs
-    months = whole_months(first_at, end_at) or (end, end)
-    tallied = [
-        sa.select(tally.definition, tally.assessments, tally.minutes).where(
-            tally.unit_id == unit, tally.day >= low, tally.day < high
-        )
-        for low, high in ((first, months[0]), (months[1], end))
-        if low < high
-    ]
-    if months[0] < months[1]:
-        tallied.append(
-            sa.select(per_month.definition, per_month.assessments, per_month.minutes).where(
-                per_month.unit_id == unit,
-                per_month.month >= months[0],
-                per_month.month < months[1],
-            )
-        )
+    tallied = _day_and_month_tallies(models, unit, first, end, first_at, end_at)
     # added up in the database: exact decimals, whatever their number of digits
     both = sa.union_all(
         *tallied,
@@ -295,7 +286,47 @@ def _tallied_distinct(
             .group_by(keys.definition, keys.kind)
         ):
             found[definition, kind] = n
-    # the keys of the sessions not tallied that no tallied session in the range has
+    for key, n in _untallied_keys(conn, models, scope, min_minutes, none_within).items():
+        found[key] = found.get(key, 0) + n
+    return found
+
+
+def _day_and_month_tallies(
+    models: Models, unit: int | None, first: date, end: date, first_at: datetime, end_at: datetime
+) -> list[Any]:
+    """(definition, assessments, minutes) of the whole UTC days [first, end) of a unit, as
+    statements: the whole months among them from the months' tallies, the other days from
+    theirs."""
+    tally, per_month = models.AssessedDays.c, models.AssessedMonths.c
+    months = whole_months(first_at, end_at) or (end, end)
+    tallied = [
+        sa.select(tally.definition, tally.assessments, tally.minutes).where(
+            tally.unit_id == unit, tally.day >= low, tally.day < high
+        )
+        for low, high in ((first, months[0]), (months[1], end))
+        if low < high
+    ]
+    if months[0] < months[1]:
+        tallied.append(
+            sa.select(per_month.definition, per_month.assessments, per_month.minutes).where(
+                per_month.unit_id == unit,
+                per_month.month >= months[0],
+                per_month.month < months[1],
+            )
+        )
+    return tallied
+
+
+def _untallied_keys(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    min_minutes: int,
+    none_within: Callable[[Any], Any],
+) -> dict[tuple[int, int], int]:
+    """The keys of the scope's sessions not tallied that no tallied session in the range
+    has, per (definition, kind)."""
+    found: dict[tuple[int, int], int] = {}
     c = _assessed(conn, models, scope, min_minutes, kept_within=[], shares=False).c
     definition = sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION)
     unit = sa.literal(scope.unit_id, sa.BigInteger)
@@ -319,7 +350,7 @@ def _tallied_distinct(
         .where(none_within(o))
         .group_by(o.definition, o.kind)
     ):
-        found[definition, kind] = found.get((definition, kind), 0) + n
+        found[definition, kind] = n
     return found
 
 

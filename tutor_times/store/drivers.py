@@ -109,15 +109,14 @@ def own_engine(
         kwargs["isolation_level"] = "AUTOCOMMIT"
     elif snapshot and host.dialect.name == "postgresql":
         kwargs["isolation_level"] = "REPEATABLE READ"
-    engine = sa.create_engine(
-        url,
-        connect_args=connect_args,
-        pool_size=pool_size,
-        max_overflow=pool_size,
-        **({} if timeout is None else {"pool_timeout": timeout}),
-        pool_pre_ping=pre_ping,
-        **kwargs,
-    )
+    pool: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_pre_ping": pre_ping,
+    }
+    if timeout is not None:
+        pool["pool_timeout"] = timeout
+    engine = sa.create_engine(url, connect_args=connect_args, **pool, **kwargs)
     if host.dialect.driver == "pysqlite":
         sa.event.listen(engine, "connect", _enforce_foreign_keys)
         if statement_timeout is not None:
