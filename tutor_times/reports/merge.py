@@ -121,6 +121,35 @@ def _merged_minutes_in_sql(
     timetable: Timetable | None = None,
 ) -> dict[tuple[Any, int], tuple[int, int]]:
     """:func:`merged_split_by` as one PostgreSQL query: gaps and islands."""
+    blocks = _blocks_in_sql(models, scope)
+    b = blocks.c
+    value = (sa.null() if bucket is None else bucket(b.first)).label("bucket")
+    minutes = sa.func.greatest(min_minutes, sa.func.floor(b.seconds / 60))  # R4, per block
+    per_block = sa.select(value, b.marker, minutes.label("minutes")).subquery("per_block")
+    during: Any = sa.literal(0)
+    if timetable is not None:
+        # R12: each block's minutes split by the classes it overlaps
+        per_block = timetable.split_blocks(
+            conn,
+            sa.select(value, b.unit, b.marker, b.first, b.last, minutes.label("minutes")),
+            since=scope.start,
+        )
+        during = per_block.c.during
+    p = per_block.c
+    # the during-class sum as an integer (PostgreSQL's sum of bigints is numeric, which
+    # comes back as a Decimal per row: a cost paid per tutor and bucket)
+    rows = conn.execute(
+        sa.select(
+            p.bucket, p.marker, sa.func.sum(p.minutes), sa.cast(sa.func.sum(during), sa.BigInteger)
+        ).group_by(p.bucket, p.marker)
+    )
+    return {(value, marker): (int(total), int(d)) for value, marker, total, d in rows}
+
+
+def _blocks_in_sql(models: Models, scope: Scope) -> Any:
+    """R10's blocks of the scope's sessions as a PostgreSQL subquery (unit, marker, first,
+    last, seconds): a session starting at or before the latest end of its tutor's earlier
+    sessions is in their block (gaps and islands)."""
     ms = models.MarkingSession
     s = (
         sa.select(
@@ -162,28 +191,7 @@ def _merged_minutes_in_sql(
         .group_by(n.unit, n.marker, n.block)
         .subquery("blocks")
     )
-    b = blocks.c
-    value = (sa.null() if bucket is None else bucket(b.first)).label("bucket")
-    minutes = sa.func.greatest(min_minutes, sa.func.floor(b.seconds / 60))  # R4, per block
-    per_block = sa.select(value, b.marker, minutes.label("minutes")).subquery("per_block")
-    during: Any = sa.literal(0)
-    if timetable is not None:
-        # R12: each block's minutes split by the classes it overlaps
-        per_block = timetable.split_blocks(
-            conn,
-            sa.select(value, b.unit, b.marker, b.first, b.last, minutes.label("minutes")),
-            since=scope.start,
-        )
-        during = per_block.c.during
-    p = per_block.c
-    # the during-class sum as an integer (PostgreSQL's sum of bigints is numeric, which
-    # comes back as a Decimal per row: a cost paid per tutor and bucket)
-    rows = conn.execute(
-        sa.select(
-            p.bucket, p.marker, sa.func.sum(p.minutes), sa.cast(sa.func.sum(during), sa.BigInteger)
-        ).group_by(p.bucket, p.marker)
-    )
-    return {(value, marker): (int(total), int(d)) for value, marker, total, d in rows}
+    return blocks
 
 
 def counts_by(conn: sa.Connection, models: Models, scope: Scope, key: Any) -> Any:

@@ -133,34 +133,14 @@ def _islands_in_sql(
     limit: int | None,
 ) -> Iterator[Session]:
     """:func:`_islands` on PostgreSQL: the sessions cut in SQL by window functions, as read."""
-    ms, act = models.MarkingSession, models.SessionActivity
+    ms = models.MarkingSession
     # keyed by the key's columns the scope leaves free: partitioned by a column the scope
     # fixes, the planner knows it constant in the first window's sort and not in the
     # next, and sorts every activity of the range again
     fixed: dict[str, Any] = {"marker_id": scope.marker_id, "unit_id": scope.unit_id}
     free = [name for name in KEY if fixed.get(name) is None]
     key = [getattr(ms, name) for name in free]
-    # one pass over the activities in order (one sort, one window): each activity's gaps to
-    # the key's previous and next ones, its place, and the assessments up to it
-    at = act.created_at
-    within: dict[str, Any] = {"partition_by": key, "order_by": at, "rows": (None, 0)}
-    cut = sa.literal(timeout, sa.Interval())
-    first = sa.func.coalesce(at - sa.func.lag(at).over(**within) >= cut, True)
-    last = sa.func.coalesce(sa.func.lead(at).over(**within) - at >= cut, True)
-    edges = (
-        sa.select(
-            *key,
-            at.label("at"),
-            assessed.label("assessed"),
-            sa.func.sum(assessed).over(**within).label("so_far"),
-            sa.func.row_number().over(**within).label("place"),
-            first.label("first"),
-            last.label("last"),
-        )
-        .join(act, act.marking_session_id == ms.id)
-        .where(*where)
-        .subquery("edges")
-    )
+    edges = _edges(models, key, timeout, where, assessed)
     e = edges.c
     ekey = [e[name] for name in free]
     # the activities that begin or end a session (a few per session): each beginning's end
@@ -195,6 +175,39 @@ def _islands_in_sql(
     if limit is not None:
         query = query.limit(limit + 1)
     return (Session(*row[:5], int(row[5])) for row in conn.execute(query))
+
+
+def _edges(
+    models: Models,
+    key: list[Any],
+    timeout: timedelta,
+    where: list[sa.ColumnElement[bool]],
+    assessed: sa.ColumnElement[int],
+) -> Any:
+    """Every activity of the range in order (one sort, one window) as a subquery: whether it
+    begins or ends a session under ``timeout`` (its gaps to the key's previous and next
+    ones), its place, and the assessments up to it."""
+    ms, act = models.MarkingSession, models.SessionActivity
+    at = act.created_at
+    within: dict[str, Any] = {"partition_by": key, "order_by": at, "rows": (None, 0)}
+    cut = sa.literal(timeout, sa.Interval())
+    first = sa.func.coalesce(at - sa.func.lag(at).over(**within) >= cut, True)
+    last = sa.func.coalesce(sa.func.lead(at).over(**within) - at >= cut, True)
+    edges = (
+        sa.select(
+            *key,
+            at.label("at"),
+            assessed.label("assessed"),
+            sa.func.sum(assessed).over(**within).label("so_far"),
+            sa.func.row_number().over(**within).label("place"),
+            first.label("first"),
+            last.label("last"),
+        )
+        .join(act, act.marking_session_id == ms.id)
+        .where(*where)
+        .subquery("edges")
+    )
+    return edges
 
 
 def _at_most(found: Iterable[Session], limit: int | None) -> list[Session]:
