@@ -24,17 +24,14 @@ from tutor_times.class_times import Timetable
 from tutor_times.reports import Scope, summary, timeline
 
 from .conftest import BACKENDS, T0, Clock, build, built
+from .events import play, record
 from .test_figures import (
     LONG_ACT,
     MIN_MINUTES,
     bucket_starts,
-    history,
     local_midnight,
     other,
-    play,
     raw_sessions,
-    rebuild_with_timeout,
-    record,
     reset,
 )
 
@@ -258,30 +255,11 @@ def test_every_reports_split_is_r12_from_scratch_whatever_is_stored(
             classes = edited(classes, edit, added)
             for zone, first_day, days in ranges:
                 check(conn, models, instants(classes), zone, first_day, days)
-    # more history, after what the last reports stored
-    with store_app.app_context():
-        play_from(store_app, clock, later)
+    # more history, after what the last reports stored, the clock going on from where it is
+    play(store_app, clock, later, since=clock(), first=100, source="more")
     with store_app.app_context(), db.engine.connect() as conn:
         for zone, first_day, days in ranges:
             check(conn, tutor_times.models, instants(classes), zone, first_day, days)
-
-
-def play_from(app: Flask, clock: Clock, events: list[tuple[Any, ...]]) -> None:
-    """``events`` after those already played, the clock going on from where it is."""
-    now = clock()
-    for n, (kind, key, minutes, late, action) in enumerate(events, start=100):
-        now += timedelta(minutes=minutes, seconds=7 * n)
-        clock.set(now)
-        if kind == "act":
-            record(key, now - timedelta(seconds=late), action)
-        elif kind == "sweep":
-            tutor_times.close_expired_sessions(now)
-        elif kind == "import":
-            tutor_times.import_activities(history(now, n), source_key=f"more-{n}")
-        elif kind == "rebuild":
-            rebuild_with_timeout(app, timedelta(minutes=5))
-        else:
-            tutor_times.purge(now - timedelta(hours=2))
 
 
 def minutes_of(result: dict[str, Any]) -> dict[int, tuple[int, int]]:
