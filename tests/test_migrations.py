@@ -21,9 +21,9 @@ from flask_migrate import downgrade, upgrade
 
 from demo import create_app
 from demo.extensions import db, tutor_times
-from tutor_times import figures, tallies
+from tutor_times import class_store, figures, tallies
 from tutor_times.migrations import VERSIONS_DIR
-from tutor_times.models import UPKEEPS
+from tutor_times.models import UPKEEPS, UTCDateTime
 
 from .conftest import BACKENDS, tally_tables
 from .databases import foreign_keys, scratch_database
@@ -103,6 +103,68 @@ def test_downgrading_tt0010_puts_back_what_tt0009_left(empty_database: str) -> N
     assert again == before
     if after[1]:
         assert after[1] != before[1]
+
+
+def test_tt0011_made_the_class_tables_the_store_declares(empty_database: str) -> None:
+    """tt0011's frozen copy of the stored split's tables is what ``class_store.tables``
+    declares today: the same columns, primary keys and indexes (PostgreSQL's INCLUDE columns
+    too), made beside the migrated ones in a schema of their own and compared there."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=empty_database)
+    with app.app_context():
+        upgrade(revision="demo@head")
+        upgrade(revision="tt0011")
+        with db.engine.connect() as conn:
+            migrated = class_tables(conn, None)
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("CREATE SCHEMA declared"))
+            else:
+                conn.exec_driver_sql("ATTACH DATABASE ':memory:' AS declared")
+            metadata = sa.MetaData(schema="declared")
+            class_store.tables(metadata, UTCDateTime)
+            metadata.create_all(conn)
+            declared = class_tables(conn, "declared")
+            conn.rollback()
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("DETACH DATABASE declared")
+        downgrade(revision="tutor_times@base")
+        db.engine.dispose()
+    assert [name for name, *_ in migrated] == [class_store.MONTHS, class_store.BLOCKS]
+    assert migrated == declared
+
+
+def class_tables(conn: sa.Connection, schema: str | None) -> list[tuple[Any, ...]]:
+    """The stored split's tables in ``schema`` (None: the default): each one's name, columns
+    (name, type, nullable, default), primary key, and how each of its indexes is made
+    (PostgreSQL's definition, the schema's name taken out; SQLite's statement)."""
+    inspector = sa.inspect(conn)
+    out = []
+    for name in (class_store.MONTHS, class_store.BLOCKS):
+        columns = [
+            (c["name"], str(c["type"]), c["nullable"], c["default"])
+            for c in inspector.get_columns(name, schema)
+        ]
+        key = inspector.get_pk_constraint(name, schema)
+        if conn.dialect.name == "postgresql":
+            made = conn.execute(
+                sa.text(
+                    "SELECT replace(pg_get_indexdef(i.indexrelid), n.nspname || '.', '')"
+                    " FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid"
+                    " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+                    " WHERE c.relname = :name AND n.nspname = coalesce(:schema, current_schema())"
+                    " ORDER BY 1"
+                ),
+                {"name": name, "schema": schema},
+            ).scalars()
+        else:
+            made = conn.execute(
+                sa.text(
+                    f"SELECT sql FROM {schema or 'main'}.sqlite_master"
+                    " WHERE tbl_name = :name ORDER BY name"
+                ),
+                {"name": name},
+            ).scalars()
+        out.append((name, columns, key["constrained_columns"], key["name"], list(made)))
+    return out
 
 
 def tally_code(conn: sa.Connection) -> list[tuple[str, str]]:
