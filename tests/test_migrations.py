@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,57 @@ def class_tables(conn: sa.Connection, schema: str | None) -> list[tuple[Any, ...
             ).scalars()
         out.append((name, columns, key["constrained_columns"], key["name"], list(made)))
     return out
+
+
+def test_tt0012_versions_each_rolled_month_and_its_downgrade_puts_back_tt0011(
+    empty_database: str,
+) -> None:
+    """tt0012 gives each month the summary's roll-up holds a version of its own (PostgreSQL),
+    and replaces the roll-up's function by one that keeps them; its downgrade takes its
+    tables away and puts back the functions as tt0009 made them."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=empty_database)
+    rolled = [(1, date(2026, 3, 1), 3), (1, date(2026, 3, 1), 4), (1, date(2026, 4, 1), 3)]
+    rolled += [(2, date(2026, 3, 1), 3)]
+
+    def state() -> tuple[set[str], list[tuple[str, str]]]:
+        with db.engine.connect() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            code = tally_code(conn) if conn.dialect.name == "postgresql" else []
+        return tables, code
+
+    with app.app_context():
+        upgrade(revision="demo@head")
+        upgrade(revision="tt0011")
+        postgres = db.engine.dialect.name == "postgresql"
+        if postgres:
+            with db.engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO tutor_times_tutor_months (unit_id, month, marker_id,"
+                        " sessions, assessments, uncounted, credited)"
+                        " VALUES (:unit, :month, :marker, 1, 0, 0, '{1,2,3,4,5,6,7,8,9,10}')"
+                    ),
+                    [{"unit": u, "month": m, "marker": k} for u, m, k in rolled],
+                )
+        before = state()
+        upgrade(revision="tt0012")
+        after = state()
+        with db.engine.connect() as conn:
+            versions = conn.execute(
+                sa.text("SELECT unit_id, month, version FROM tutor_times_month_versions")
+            ).all()
+        downgrade(revision="tt0011")
+        again = state()
+        downgrade(revision="tutor_times@base")
+        db.engine.dispose()
+    assert {"tutor_times_month_versions", "tutor_times_class_checked"} <= after[0] - before[0]
+    assert again == before
+    if postgres:
+        assert after[1] != before[1]
+        assert sorted((u, m) for u, m, _ in versions) == sorted({(u, m) for u, m, _ in rolled})
+        assert len({v for *_, v in versions}) == len(versions)
+    else:
+        assert versions == []
 
 
 def tally_code(conn: sa.Connection) -> list[tuple[str, str]]:
