@@ -458,3 +458,30 @@ def nothing_stored(conn: sa.Connection, models: Any) -> None:
     for table in (models.ClassBlocks, models.ClassMonths, models.ClassChecked):
         conn.execute(table.delete())
     conn.commit()
+
+
+@pytest.mark.real
+def test_through_psycopg2_the_buckets_go_as_text_and_the_split_is_r12(clock: Clock) -> None:
+    """Through psycopg2 a timeline's bucket starts are sent as an array of text, not in
+    binary: every report's split is still R12 from scratch, when it splits and stores, and
+    when it adds up what it stored."""
+    events = [
+        ("act", 0, 0, 0, "assessing"),
+        ("act", 0, 10, 0, "assessing"),
+        ("act", 2, 15, 0, "assessing"),
+        ("sweep", 0, 60, 0, ""),
+        ("act", 0, 2 * 24 * 60, 0, "assessing"),
+        ("act", 0, 10, 0, "assessing"),
+        ("sweep", 0, 60, 0, ""),
+    ]
+    classes = instants([(3, 0, 20, 0, 4), (None, 2, 21, 0, 8), (4, 0, 19, 2, 6)])
+    with built("postgres-psycopg2") as app:
+        play(app, clock, events)
+        with app.app_context(), db.engine.connect() as conn:
+            assert conn.dialect.driver == "psycopg2"
+            nothing_stored(conn, tutor_times.models)
+            for _ in range(2):
+                check(conn, tutor_times.models, classes, "Australia/Melbourne", -1, 20)
+            assert conn.execute(
+                sa.select(sa.func.count()).select_from(tutor_times.models.ClassBlocks)
+            ).scalar()
