@@ -288,11 +288,15 @@ def summed_statement(marker: bool, buckets: str) -> sa.TextualSelect:
 
 
 #: each month of ``:months`` (its classes ``:prints``) of the unit: the roll-up's version of
-#: it, and whether every tutor's stored split of it agrees (one snapshot)
+#: it, and whether every tutor's stored split of it agrees (one snapshot). Each month's
+#: tutors are compared beside it (LATERAL): as a correlated NOT EXISTS, PostgreSQL read the
+#: whole roll-up table for each month
 VERIFIED = f"""
-SELECT f.month, v.version, NOT EXISTS ({_disagreeing("f.month", "f.print")}) AS agrees
+SELECT f.month, v.version, count(x.marker) = 0 AS agrees
 FROM unnest(CAST(:months AS date[]), CAST(:prints AS text[])) AS f(month, print)
 LEFT JOIN {rollups.VERSIONS} AS v ON v.unit_id = :unit AND v.month = f.month
+LEFT JOIN LATERAL ({_disagreeing("f.month", "f.print")}) AS x ON true
+GROUP BY f.month, v.version
 """
 
 #: the blocks of some (month, tutor) of a unit, with the version of each one's roll-up row,
@@ -422,6 +426,8 @@ def _split_months(
         },
     )
     found: dict[tuple[date, int], Measured] = {}
+    # the end of each month's window, worked out once a month rather than once a block
+    reach = {month: window(month)[1] for month, _ in pairs}
     for month, marker, seen, first, last, minutes in rows:
         key = (month, marker)
         entry = found.setdefault(key, (seen, 0, []))
@@ -429,7 +435,7 @@ def _split_months(
             continue
         a, b = to_micros(first), to_micros(last)
         length, inside, at_start = timetable.inside(marker, a, b)
-        long = b > window(month)[1]
+        long = b > reach[month]
         if long:
             entry = found[key] = (entry[0], entry[1] + 1, entry[2])
         entry[2].append((first, int(minutes), length, inside, at_start, long))
