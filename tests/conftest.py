@@ -406,3 +406,9 @@ def check_tallies(conn: sa.Connection, models: Any) -> None:
     # the tasks report's months; each unit's number of keys (a count gone to none stays)
     assert kept[4] == fresh[4]
     assert [k for k in kept[5] if k[-1]] == fresh[5]
+    # every month of the summary's roll-up has a version (kept with it, never filled)
+    months, versions = models.TutorMonths.c, models.MonthVersions.c
+    unversioned = conn.execute(
+        sa.select(months.unit_id, months.month).except_(sa.select(versions.unit_id, versions.month))
+    ).all()
+    assert unversioned == []

@@ -33,11 +33,11 @@ from tutor_times.reports.timeline import timeline
 from tutor_times.store import figures
 from tutor_times.store.class_times import Timetable
 
-from .conftest import BACKENDS, T0, Clock, build, check_tallies, make_app
+from .conftest import BACKENDS, T0, Clock, build, check_tallies
+from .events import play, record
 
 MIN_MINUTES = 1
 UTC = ZoneInfo("UTC")
-KEYS = [(3, 1, "10.0.0.1"), (3, 1, "10.0.0.2"), (4, 1, "10.0.0.1"), (3, 2, "10.0.0.1")]
 ZONES = ["UTC", "Australia/Adelaide", "Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham"]
 EXAMPLES = int(os.environ.get("TUTOR_TIMES_PROPERTY_EXAMPLES", "25"))
 
@@ -409,67 +409,6 @@ def reset(app: Flask) -> None:
         for table in (tutor_times.SessionActivity, tutor_times.MarkingSession):
             db.session.execute(table.__table__.delete())
         db.session.commit()
-
-
-def record(key: int, at: datetime, action: str) -> None:
-    marker, unit, ip = KEYS[key]
-    tutor_times.record_activity(action, marker_id=marker, unit_id=unit, ip_address=ip, at=at)
-
-
-def play(app: Flask, clock: Clock, events: list[tuple[Any, ...]]) -> None:
-    now = T0
-    n = 0
-    with app.app_context():
-        for kind, key, minutes, late, action in events:
-            now += timedelta(minutes=minutes, seconds=7 * n)
-            n += 1
-            clock.set(now)
-            if kind == "act":
-                record(key, now - timedelta(seconds=late), action)
-            elif kind == "sweep":
-                tutor_times.close_expired_sessions(now)
-            elif kind == "import":
-                tutor_times.import_activities(history(now, n), source_key=f"history-{n}")
-            elif kind == "rebuild":
-                rebuild_with_timeout(app, timedelta(minutes=5))
-            else:
-                tutor_times.purge(now - timedelta(hours=2))
-
-
-def history(now: datetime, n: int) -> list[dict[str, Any]]:
-    """Older activities of every key, some within the timeout of stored sessions."""
-    rows = []
-    for i in range(8):
-        marker, unit, ip = KEYS[i % len(KEYS)]
-        at = now - timedelta(hours=3) + timedelta(minutes=11 * i + n)
-        action = "assessing" if i % 3 else "inbox"
-        rows.append(
-            {
-                "marker_id": marker,
-                "unit_id": unit,
-                "ip_address": ip,
-                "action": action,
-                "task_id": 7 + i % 2,
-                "task_definition_id": 1 + i % 3,
-                "created_at": at,
-                "import_key": f"{n}-{i}",
-            }
-        )
-    return rows
-
-
-def rebuild_with_timeout(app: Flask, timeout: timedelta) -> None:
-    other = make_app(
-        "postgres" if db.engine.dialect.name == "postgresql" else "sqlite",
-        TUTOR_TIMES_SESSION_TIMEOUT=timeout.total_seconds(),
-        SQLALCHEMY_DATABASE_URI=app.config["SQLALCHEMY_DATABASE_URI"],
-    )
-    with other.app_context():
-        tutor_times.clock = tutor_times.clock  # the test's clock, shared by both apps
-        tutor_times.rebuild_sessions()
-        tutor_times.dispose()
-        db.session.remove()
-        db.engine.dispose()
 
 
 # -- the raw computation ------------------------------------------------------------------

@@ -15,22 +15,31 @@ A block's split depends on its tutor's classes over its own time and on nothing 
   its stored minutes, its length and the time of it inside classes, in microseconds. A
   block that meets none splits all its minutes outside class and is not kept.
 
-A report of a unit with a timetable (:func:`whole_blocks`) compares, on its own snapshot, each
-(month, tutor) of its range with the roll-up's row and the timetable's fingerprint of the
-month. Those that agree give the split of their whole blocks from the stored measures — the
-same integers as :meth:`.Timetable.during` — in one grouped read of the few blocks that meet
-a class. Those that do not (a class added, moved or removed in the month; a session of the
-tutor's month closed, moved or deleted since; a month never split) are split from their
-blocks here, counted in the report, and stored for the next one, in a savepoint that gives
-way to any concurrent writer of the same rows (or to a read-only replica): what is stored is
-only ever used where it still agrees, so the report is R12 whatever is stored.
+Per (unit, month), ``tutor_times_class_checked`` records that every tutor of the month
+agreed: the roll-up's version of the month (:data:`.rollups.VERSIONS`, new whenever a
+statement changes any of its rows) and the fingerprint they agreed with, as one statement
+found them (:func:`_check`).
 
-Nothing is written while tracking or closing: the roll-up's triggers already rewrite the
-month's row, and that is the only signal used.
+A report of a unit with a timetable (:func:`whole_blocks`) reads, on its own snapshot, each
+month of its range that has a class: where the month's version and fingerprint are those
+recorded, every tutor's stored split of it still agrees — two rows read by key, however many
+tutors. Only in the other months is each (month, tutor) compared with the roll-up's row and
+the fingerprint. What agrees gives the split of its whole blocks from the stored measures —
+the same integers as :meth:`.Timetable.during` — in one grouped read of the few blocks that
+meet a class, in the same statement. What does not (a class added, moved or removed in the
+month; a session of the tutor's month closed, moved or deleted since; a month never split)
+is split from its blocks here, counted in the report, and stored for the next one, with the
+months it checked, in a savepoint that gives way to any concurrent writer of the same rows
+(or to a read-only replica): what is stored is only ever used where it still agrees, so the
+report is R12 whatever is stored.
+
+Nothing is written while tracking or closing but what the roll-up's triggers write: its
+month's row, and the month's version beside it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,7 +48,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..core.accounting import UTC, lock_hash, to_micros
-from .class_sql import PACKED, PackedTimes
+from . import rollups
+from .class_sql import PACKED, TIME, PackedTimes
 from .class_times import PG_EPOCH, Timetable, split_minutes
 from .drivers import binary_arrays
 
@@ -48,6 +58,7 @@ if TYPE_CHECKING:
 
 MONTHS = "tutor_times_class_months"
 BLOCKS = "tutor_times_class_blocks"
+CHECKED = "tutor_times_class_checked"
 #: how far past its month a month's classes are fingerprinted: a block that starts in the
 #: month and ends within this is split by classes the fingerprint sees
 REACH = timedelta(days=1)
@@ -92,6 +103,22 @@ def tables(metadata: sa.MetaData, time_type: Any) -> tuple[sa.Table, sa.Table]:
         ),
     )
     return months, blocks
+
+
+def checked_table(metadata: sa.MetaData) -> sa.Table:
+    """The months whose every tutor's stored split agreed, declared on ``metadata`` (on
+    every backend; only PostgreSQL fills it): per (unit, month), the roll-up's ``version``
+    of the month (:data:`.rollups.VERSIONS`) and the ``fingerprint`` they all agreed with,
+    or a NULL version where that is not known."""
+    return sa.Table(
+        CHECKED,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("month", sa.Date, nullable=False),
+        sa.Column("version", sa.BigInteger),
+        sa.Column("fingerprint", sa.Text, nullable=False),
+        sa.PrimaryKeyConstraint("unit_id", "month", postgresql_include=["version", "fingerprint"]),
+    )
 
 
 def months_of(start: datetime, end: datetime) -> list[date]:
@@ -141,22 +168,129 @@ def usable(conn: sa.Connection, models: Models, scope: Any, timetable: Any) -> b
     )
 
 
-#: the (month, tutor) of a range that do not agree with what is stored: ``rolled`` when the
-#: roll-up has the row (its blocks are to be split), not when only the store has it
-DISAGREEING = f"""
-SELECT coalesce(t.month, c.month) AS month, coalesce(t.marker_id, c.marker_id) AS marker,
+def _disagreeing(month: str, fingerprint: str, marker_t: str = "", marker_c: str = "") -> str:
+    """SQL: the tutors of one month of the unit ``:unit`` (``month``, whose classes are
+    ``fingerprint``: SQL expressions) that do not agree with what is stored — ``rolled``
+    when the roll-up has the tutor's row (its blocks are to be split), not when only the
+    store has it; ``marker_t`` and ``marker_c`` narrow each side to a tutor's own."""
+    return f"""SELECT coalesce(t.marker_id, c.marker_id) AS marker,
        t.marker_id IS NOT NULL AS rolled
-FROM (SELECT r.month, r.marker_id, CAST(CAST(r.xmin AS text) AS bigint) AS seen
-      FROM tutor_times_tutor_months AS r
-      WHERE r.unit_id = :unit AND r.month = ANY(CAST(:months AS date[])) {{marker_t}}) AS t
-FULL JOIN (SELECT k.month, k.marker_id, k.seen, k.fingerprint, k.long_blocks
+FROM (SELECT r.marker_id, CAST(CAST(r.xmin AS text) AS bigint) AS seen
+      FROM {rollups.MONTHS} AS r
+      WHERE r.unit_id = :unit AND r.month = {month} {marker_t}) AS t
+FULL JOIN (SELECT k.marker_id, k.seen, k.fingerprint, k.long_blocks
            FROM {MONTHS} AS k
-           WHERE k.unit_id = :unit AND k.month = ANY(CAST(:months AS date[])) {{marker_c}}) AS c
-  ON c.month = t.month AND c.marker_id = t.marker_id
-LEFT JOIN unnest(CAST(:months AS date[]), CAST(:prints AS text[])) AS f(month, print)
-  ON f.month = coalesce(t.month, c.month)
+           WHERE k.unit_id = :unit AND k.month = {month} {marker_c}) AS c
+  ON c.marker_id = t.marker_id
 WHERE t.marker_id IS NULL OR c.marker_id IS NULL OR c.seen <> t.seen
-   OR c.fingerprint IS DISTINCT FROM f.print OR c.long_blocks > 0
+   OR c.fingerprint IS DISTINCT FROM {fingerprint} OR c.long_blocks > 0"""
+
+
+def _unsure(marker_t: str, marker_c: str) -> str:
+    """SQL, two CTEs: ``dirty``, the months of ``:months`` (their classes ``:prints``) not
+    known to agree with what is stored — the roll-up's version of the month, or its
+    classes, are not those every tutor last agreed at (:data:`CHECKED`); and ``unsure``,
+    each of those months with a NULL marker and, in those months alone, each tutor that
+    does not agree (:func:`_disagreeing`). A month known to agree costs two rows read by
+    key."""
+    return f"""dirty AS (
+  SELECT f.month, f.print
+  FROM unnest(CAST(:months AS date[]), CAST(:prints AS text[])) AS f(month, print)
+  LEFT JOIN {rollups.VERSIONS} AS v ON v.unit_id = :unit AND v.month = f.month
+  LEFT JOIN {CHECKED} AS a ON a.unit_id = :unit AND a.month = f.month
+  WHERE NOT coalesce(a.version = v.version AND a.fingerprint = f.print, false)),
+unsure AS (
+  SELECT d.month, CAST(NULL AS bigint) AS marker, CAST(NULL AS boolean) AS rolled
+  FROM dirty AS d
+  UNION ALL
+  SELECT d.month, x.marker, x.rolled
+  FROM dirty AS d
+  CROSS JOIN LATERAL ({_disagreeing("d.month", "d.print", marker_t, marker_c)}) AS x)"""
+
+
+#: the bucket of a stored block among a timeline's ``:starts``, as
+#: :func:`.reports.bucket_index` gives it: one bucket, the starts in PostgreSQL's binary
+#: form (psycopg 3: a timeline of two years by day has 730, and dumping each took longer
+#: than the statement), or as an array another driver sends
+BUCKETS = {
+    "one": "0",
+    "packed": "greatest(width_bucket(b.block_start, :starts), 1) - 1",
+    "array": "greatest(width_bucket(b.block_start, CAST(:starts AS timestamptz[])), 1) - 1",
+}
+
+
+def _summed(marker: bool, buckets: str) -> str:
+    """SQL: the stored measures of what agrees in a range of the unit (a tutor's own with
+    ``marker``) summed per bucket (:data:`BUCKETS`) and tutor, each block's during-class
+    minutes as :meth:`.Timetable.during` gives them (kind 1); and in the same statement the
+    rows of ``unsure`` (kind 0): the months not known to agree, and their tutors that do
+    not."""
+    marker_t, marker_c, marker_b = (
+        ("AND r.marker_id = :marker", "AND k.marker_id = :marker", "AND b.marker_id = :marker")
+        if marker
+        else ("", "", "")
+    )
+    value = BUCKETS[buckets]
+    grouped = "b.marker_id" if buckets == "one" else f"{value}, b.marker_id"
+    least = "greatest(b.block_minutes, :least)"
+    return f"""WITH {_unsure(marker_t, marker_c)}
+SELECT 1 AS kind, {value} AS bucket, b.marker_id AS marker,
+       CAST(sum(CASE WHEN b.length = 0 THEN {least} * b.inside
+                ELSE div(2 * {least} * b.inside + b.length, 2 * b.length) END) AS bigint)
+         AS during,
+       CAST(NULL AS date) AS month, CAST(NULL AS boolean) AS rolled
+FROM {BLOCKS} AS b
+WHERE b.unit_id = :unit AND b.block_start >= :since AND b.block_start < :until
+  AND b.month = ANY(CAST(:months AS date[])) {marker_b}
+  AND NOT EXISTS (SELECT FROM unsure AS u WHERE u.month = b.month AND u.marker = b.marker_id)
+GROUP BY {grouped}
+UNION ALL
+SELECT 0, NULL, u.marker, NULL, u.month, u.rolled FROM unsure AS u"""
+
+
+@functools.cache
+def summed_statement(marker: bool, buckets: str) -> sa.TextualSelect:
+    """:func:`_summed` as a statement made once (its compiled form and the driver's
+    prepared one are then reused: made on each report, building and keying it took more
+    than the statement)."""
+    starts: list[Any] = []
+    if buckets == "packed":
+        starts = [sa.bindparam("starts", type_=PACKED)]
+    elif buckets == "array":
+        starts = [sa.bindparam("starts", type_=postgresql.ARRAY(TIME))]
+    return (
+        sa.text(_summed(marker, buckets))
+        .bindparams(
+            sa.bindparam("unit", type_=sa.BigInteger),
+            sa.bindparam("months", type_=postgresql.ARRAY(sa.Date)),
+            sa.bindparam("prints", type_=postgresql.ARRAY(sa.Text)),
+            sa.bindparam("least", type_=sa.BigInteger),
+            sa.bindparam("since", type_=TIME),
+            sa.bindparam("until", type_=TIME),
+            *([sa.bindparam("marker", type_=sa.BigInteger)] if marker else []),
+            *starts,
+        )
+        .columns(
+            sa.column("kind", sa.Integer),
+            sa.column("bucket", sa.Integer),
+            sa.column("marker", sa.BigInteger),
+            sa.column("during", sa.BigInteger),
+            sa.column("month", sa.Date),
+            sa.column("rolled", sa.Boolean),
+        )
+    )
+
+
+#: each month of ``:months`` (its classes ``:prints``) of the unit: the roll-up's version of
+#: it, and whether every tutor's stored split of it agrees (one snapshot). Each month's
+#: tutors are compared beside it (LATERAL): as a correlated NOT EXISTS, PostgreSQL read the
+#: whole roll-up table for each month
+VERIFIED = f"""
+SELECT f.month, v.version, count(x.marker) = 0 AS agrees
+FROM unnest(CAST(:months AS date[]), CAST(:prints AS text[])) AS f(month, print)
+LEFT JOIN {rollups.VERSIONS} AS v ON v.unit_id = :unit AND v.month = f.month
+LEFT JOIN LATERAL ({_disagreeing("f.month", "f.print")}) AS x ON true
+GROUP BY f.month, v.version
 """
 
 #: the blocks of some (month, tutor) of a unit, with the version of each one's roll-up row,
@@ -203,64 +337,36 @@ def whole_blocks(
     printed = {m: p for m, p in printed.items() if p}
     if not printed:
         return []
-    months, prints = list(printed), list(printed.values())
-    marker_t = "" if marker_id is None else "AND r.marker_id = :marker"
-    marker_c = "" if marker_id is None else "AND k.marker_id = :marker"
-    disagreeing = (
-        sa.text(DISAGREEING.format(marker_t=marker_t, marker_c=marker_c))
-        .bindparams(
-            sa.bindparam("unit", unit_id, type_=sa.BigInteger),
-            sa.bindparam("months", months, type_=postgresql.ARRAY(sa.Date)),
-            sa.bindparam("prints", prints, type_=postgresql.ARRAY(sa.Text)),
-            *([] if marker_id is None else [sa.bindparam("marker", marker_id)]),
-        )
-        .columns(
-            sa.column("month", sa.Date),
-            sa.column("marker", sa.BigInteger),
-            sa.column("rolled", sa.Boolean),
-        )
-        .cte("disagreeing")
-    )
-    bad = disagreeing.c
-    # the agreeing months' stored measures, grouped in PostgreSQL, and in the same statement
-    # the (month, tutor) that do not agree
-    b = models.ClassBlocks.c
-    m = sa.func.greatest(b.block_minutes, min_minutes)
-    during = sa.case(
-        (b.length == 0, m * b.inside),
-        else_=sa.func.div(2 * m * b.inside + b.length, 2 * b.length),
-    )
-    value = _bucket(conn, starts, b.block_start)
-    where = [
-        b.unit_id == unit_id,
-        b.block_start >= start,
-        b.block_start < end,
-        b.month == sa.any_(sa.bindparam("class_months", months, type_=postgresql.ARRAY(sa.Date))),
-        ~sa.exists().where(bad.month == b.month, bad.marker == b.marker_id),
-    ]
+    params: dict[str, Any] = {
+        "unit": unit_id,
+        "months": list(printed),
+        "prints": list(printed.values()),
+        "least": min_minutes,
+        "since": start,
+        "until": end,
+    }
     if marker_id is not None:
-        where.append(b.marker_id == marker_id)
-    summed = (
-        sa.select(
-            sa.literal(1).label("kind"),
-            value.label("bucket"),
-            b.marker_id.label("marker"),
-            sa.cast(sa.func.sum(during), sa.BigInteger).label("during"),
-            sa.null().label("month"),
-            sa.null().label("rolled"),
+        params["marker"] = marker_id
+    buckets = "one"
+    if starts and len(starts) > 1:
+        buckets = "packed" if binary_arrays(conn) else "array"
+        params["starts"] = (
+            PackedTimes.of([to_micros(s) - PG_EPOCH for s in starts])
+            if buckets == "packed"
+            else starts
         )
-        .where(*where)
-        .group_by(value, b.marker_id)
-    )
-    listed = sa.select(sa.literal(0), sa.null(), bad.marker, sa.null(), bad.month, bad.rolled)
+    # the stored measures of what agrees, grouped in PostgreSQL, and in the same statement
+    # the months not known to agree and the (month, tutor) of them that do not
     out: list[tuple[Any, int, int]] = []
+    dirty: list[date] = []
     gone: list[tuple[date, int]] = []
     rolled: list[tuple[date, int]] = []
-    for kind, value_, marker, summed_during, month, was_rolled in conn.execute(
-        sa.union_all(summed, listed)
-    ):
+    statement = summed_statement(marker_id is not None, buckets)
+    for kind, value, marker, summed_during, month, was_rolled in conn.execute(statement, params):
         if kind:
-            out.append((value_, marker, int(summed_during)))
+            out.append((value, marker, int(summed_during)))
+        elif marker is None:
+            dirty.append(month)
         else:
             gone.append((month, marker))
             if was_rolled:
@@ -277,7 +383,7 @@ def whole_blocks(
         length, inside, at_start = timetable.inside(marker, to_micros(first), to_micros(last))
         split_ = split_minutes(max(minutes, min_minutes), length, inside, at_start)
         out.append((bucket_of(first), marker, -split_))
-    if gone:
+    if dirty:
         split = _split_months(conn, unit_id, timetable, rolled)
         for (_, marker), (_, _, measured) in split.items():
             for first, minutes, length, inside, at_start, _ in measured:
@@ -285,22 +391,8 @@ def whole_blocks(
                     credited = max(minutes, min_minutes)
                     split_ = split_minutes(credited, length, inside, at_start)
                     out.append((bucket_of(first), marker, split_))
-        _store(conn, models, unit_id, gone, split, printed)
+        _store(conn, models, unit_id, gone, split, {m: printed[m] for m in dirty})
     return out
-
-
-def _bucket(conn: sa.Connection, starts: list[datetime] | None, at: Any) -> Any:
-    """SQL: the bucket of ``at`` among ``starts``, as :func:`.reports.bucket_index` gives
-    it; the starts sent in PostgreSQL's binary form where the driver takes it (a timeline
-    of two years by day has 730, and dumping each took longer than the statement)."""
-    if not starts or len(starts) == 1:
-        return sa.literal(0)
-    if binary_arrays(conn):
-        packed = PackedTimes.of([to_micros(s) - PG_EPOCH for s in starts])
-        thresholds: Any = sa.bindparam(None, packed, type_=PACKED)
-    else:
-        thresholds = sa.bindparam(None, starts, type_=postgresql.ARRAY(sa.DateTime(timezone=True)))
-    return sa.func.greatest(sa.func.width_bucket(at, thresholds), 1) - 1
 
 
 #: one (month, tutor)'s split: the roll-up row's version, its long blocks, and each block's
@@ -328,6 +420,8 @@ def _split_months(
         },
     )
     found: dict[tuple[date, int], Measured] = {}
+    # the end of each month's window, worked out once a month rather than once a block
+    reach = {month: window(month)[1] for month, _ in pairs}
     for month, marker, seen, first, last, minutes in rows:
         key = (month, marker)
         entry = found.setdefault(key, (seen, 0, []))
@@ -335,7 +429,7 @@ def _split_months(
             continue
         a, b = to_micros(first), to_micros(last)
         length, inside, at_start = timetable.inside(marker, a, b)
-        long = b > window(month)[1]
+        long = b > reach[month]
         if long:
             entry = found[key] = (entry[0], entry[1] + 1, entry[2])
         entry[2].append((first, int(minutes), length, inside, at_start, long))
@@ -350,10 +444,20 @@ def _store(
     split: dict[tuple[date, int], Measured],
     prints: dict[date, str],
 ) -> None:
-    """Keep ``split`` in place of what ``gone`` (month, marker) had stored, in a savepoint:
+    """Keep ``split`` in place of what ``gone`` (month, marker) had stored, and then, for
+    each month of ``prints`` (those not known to agree, whose classes they give: ``gone``
+    lies in them), whether every tutor's stored split of it now agrees, in a savepoint:
     when a concurrent report of the unit is storing (it holds the unit's lock), when
     another stored a row after this report's snapshot, or on a read-only replica, nothing
-    is stored."""
+    is stored.
+
+    A month is known to agree (:data:`CHECKED`) only as one statement finds it, under the
+    lock, with the roll-up's version of it read in that statement: the version changes
+    with any of its roll-up's rows, so what is stored of it is used only while that holds.
+    Every store writes the row of each month it touches, so a store whose snapshot is
+    older than another's that touched the month fails (REPEATABLE READ) rather than
+    vouching for what it did not see; at READ COMMITTED the statement sees every store
+    committed before the lock was taken."""
     month_rows = [
         {
             "unit_id": unit_id,
@@ -388,17 +492,51 @@ def _store(
         if not locked:
             savepoint.rollback()
             return
-        for table in (models.ClassBlocks, models.ClassMonths):
-            conn.execute(
-                sa.delete(table).where(
-                    table.c.unit_id == unit_id,
-                    sa.tuple_(table.c.month, table.c.marker_id).in_(gone),
+        if gone:
+            for table in (models.ClassBlocks, models.ClassMonths):
+                conn.execute(
+                    sa.delete(table).where(
+                        table.c.unit_id == unit_id,
+                        sa.tuple_(table.c.month, table.c.marker_id).in_(gone),
+                    )
                 )
-            )
         if month_rows:
             conn.execute(sa.insert(models.ClassMonths), month_rows)
         if block_rows:
             conn.execute(sa.insert(models.ClassBlocks), block_rows)
+        _check(conn, models, unit_id, prints)
         savepoint.commit()
     except sa.exc.DBAPIError:
         savepoint.rollback()
+
+
+def _check(conn: sa.Connection, models: Models, unit_id: int, prints: dict[date, str]) -> None:
+    """Record, for each month of ``prints`` (its classes' fingerprint), the roll-up's version
+    of it if every tutor's stored split of it agrees now, else that it is not known to."""
+    if not prints:
+        return
+    months = sorted(prints)
+    found = conn.execute(
+        sa.text(VERIFIED).bindparams(
+            sa.bindparam("unit", unit_id, type_=sa.BigInteger),
+            sa.bindparam("months", months, type_=postgresql.ARRAY(sa.Date)),
+            sa.bindparam("prints", [prints[m] for m in months], type_=postgresql.ARRAY(sa.Text)),
+        )
+    ).all()
+    rows = [
+        {
+            "unit_id": unit_id,
+            "month": month,
+            "version": version if agrees else None,
+            "fingerprint": prints[month],
+        }
+        for month, version, agrees in sorted(found)
+    ]
+    upsert = postgresql.insert(models.ClassChecked)
+    conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["unit_id", "month"],
+            set_={"version": upsert.excluded.version, "fingerprint": upsert.excluded.fingerprint},
+        ),
+        rows,
+    )

@@ -139,6 +139,10 @@ class Models(NamedTuple):
     #: (:mod:`.class_store`; PostgreSQL only)
     ClassMonths: Any = None
     ClassBlocks: Any = None
+    #: each (unit, month)'s version, new whenever its roll-up rows change (:mod:`.rollups`),
+    #: and the months whose every tutor's stored split agreed at one (:mod:`.class_store`)
+    MonthVersions: Any = None
+    ClassChecked: Any = None
 
 
 _built: WeakKeyDictionary[SQLAlchemy, Models] = WeakKeyDictionary()
@@ -323,6 +327,8 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         *tallies.tables(db.metadata, UTCDateTime),
         rollups.table(db.metadata),
         *class_store.tables(db.metadata, UTCDateTime),
+        rollups.versions_table(db.metadata),
+        class_store.checked_table(db.metadata),
     )
     _built[db] = models
     return models

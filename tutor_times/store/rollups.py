@@ -26,6 +26,11 @@ are added up, and the range's ends are read session by session as before.
 Triggers on ``marking_sessions`` keep the rows one statement at a time, whoever writes,
 taking what a statement's changed rows rolled up away and adding what they roll up now,
 under the unit's lock the tasks report's tallies take (:mod:`.tallies`), in key order.
+
+The same statement gives each (unit, month) whose rows it changes a new ``version`` in
+``tutor_times_month_versions`` (the next value of a sequence: never one given before, even
+after a truncate). A reader that kept something computed from a month's rows at one version
+knows, from one row, whether any of them changed since (:mod:`.class_store`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ MONTH = "CAST(date_trunc('month', {r}start_time AT TIME ZONE 'UTC') AS date)"
 
 MONTH_COLUMNS = ("unit_id", "month", "marker_id")
 MONTH_FIGURES = ("sessions", "assessments", "uncounted", "credited", "longest")
+#: each (unit, month)'s version, and the sequence the versions are drawn from
+VERSIONS = "tutor_times_month_versions"
+VERSION_SEQUENCE = "tutor_times_month_version"
 
 
 def table(metadata: sa.MetaData) -> sa.Table:
@@ -72,6 +80,22 @@ def table(metadata: sa.MetaData) -> sa.Table:
         sa.PrimaryKeyConstraint(*MONTH_COLUMNS, postgresql_include=list(MONTH_FIGURES)),
         # the unit's longest block, found at once
         sa.Index("ix_tutor_times_tutor_months_longest", "unit_id", "longest"),
+    )
+
+
+def versions_table(metadata: sa.MetaData) -> sa.Table:
+    """The months' versions and their sequence, declared on ``metadata`` (the table on every
+    backend, so that one schema is migrated; only PostgreSQL fills it, and has the
+    sequence)."""
+    sa.Sequence(VERSION_SEQUENCE, metadata=metadata)
+    return sa.Table(
+        VERSIONS,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("month", sa.Date, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        # a unit's months' versions read from the index alone
+        sa.PrimaryKeyConstraint("unit_id", "month", postgresql_include=["version"]),
     )
 
 
@@ -126,7 +150,13 @@ def roll_body(signed: str) -> str:
     USING (SELECT DISTINCT g.unit_id, {MONTH.format(r="g.")} AS month, g.marker_id
            FROM unnest(gone) AS g) AS t
     WHERE m.unit_id = t.unit_id AND m.month = t.month AND m.marker_id = t.marker_id
-      AND m.sessions = 0;"""
+      AND m.sessions = 0;
+    -- every (unit, month) whose rows this statement changed: a version never given before
+    INSERT INTO {VERSIONS} AS v (unit_id, month, version)
+    SELECT t.unit_id, t.month, nextval('{VERSION_SEQUENCE}')
+    FROM (SELECT DISTINCT s.unit_id, {MONTH.format(r="s.")} AS month FROM {signed}) AS t
+    ORDER BY 1, 2
+    ON CONFLICT (unit_id, month) DO UPDATE SET version = excluded.version;"""
 
 
 #: what keeps the table, made into triggers by :func:`.tallies.create_statements`: the
@@ -135,11 +165,16 @@ def roll_body(signed: str) -> str:
 FUNCTION = "tutor_times_roll"
 HELPERS = (ADD_FUNCTION,)
 DROPPED = ("DROP FUNCTION IF EXISTS tutor_times_added(bigint[], bigint[])",)
-TRUNCATE = f"TRUNCATE {MONTHS}"
+TRUNCATE = f"TRUNCATE {MONTHS}, {VERSIONS}"
 
 
-#: every rolled session's rows from scratch, into an empty table: a bulk load
+#: every rolled session's rows from scratch, into an empty table: a bulk load; and a version
+#: for each month of them that has none
 FILL = [
     f"""INSERT INTO {MONTHS} (unit_id, month, marker_id, {", ".join(MONTH_FIGURES)})
-    {_rolled_up(f"marking_sessions AS s WHERE {ROLLED.format(r='s.')}", "1")}"""
+    {_rolled_up(f"marking_sessions AS s WHERE {ROLLED.format(r='s.')}", "1")}""",
+    f"""INSERT INTO {VERSIONS} (unit_id, month, version)
+    SELECT t.unit_id, t.month, nextval('{VERSION_SEQUENCE}')
+    FROM (SELECT DISTINCT unit_id, month FROM {MONTHS}) AS t
+    ON CONFLICT (unit_id, month) DO NOTHING""",
 ]
