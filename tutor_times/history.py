@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from . import drivers, figures, metrics
 from .accounting import UTC, duration_minutes, runs
 from .activity import STORED_FIELDS, check_action, check_id, check_ip, check_time
-from .constants import BIGINT_MAX
+from .constants import ASSESSING, BIGINT_MAX
 from .errors import InvalidActivityError, UnknownActionError
 from .models import (
     IMPORT_KEY_INDEX,
@@ -814,17 +814,20 @@ class Placer:
 
     def write(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
         """A plan's writes, in an order that keeps one open session per key at every step
-        (R5's index): close, merge, respan (closed ones first), create, activities."""
+        (R5's index): close, merge, respan (closed ones first), the activities of the stored
+        sessions, then the sessions created, each with its figures, and their activities."""
         self._close(conn, plan, now)
         self._merge(conn, plan)
         self._respan(conn, plan, now)
-        created = self._create(conn, plan, now)
-        self._insert_activities(conn, plan, created)
-        # every session written keeps its figures; a merged one lay within its target
+        stored = [(t, ps) for t, ps in plan.place if isinstance(t, int)]
+        self._insert_activities(conn, stored)
+        # every stored session written keeps its figures; a merged one lay within its target
         touched = [sid for sid, *_ in plan.close] + [sid for sid, *_ in plan.respan]
-        touched += [*plan.merge.values(), *created.values()]
-        touched += [t for t, _ in plan.place if isinstance(t, int)]
-        figures.sessions_changed(conn, self.models, touched)
+        touched += [*plan.merge.values(), *(t for t, _ in stored)]
+        created = self._create(conn, plan, now, touched)
+        self._insert_activities(
+            conn, [(created[id(t)], ps) for t, ps in plan.place if not isinstance(t, int)]
+        )
 
     def _close(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
         """Open sessions that are no longer their key's latest close at their last activity."""
@@ -856,10 +859,17 @@ class Placer:
             ]
             update_rows(conn, ms, names, rows)
 
-    def _create(self, conn: sa.Connection, plan: Plan, now: datetime) -> dict[int, int]:
-        """A session for each island with none stored: id(island) → its new id."""
-        if not plan.create:
-            return {}
+    def _create(
+        self, conn: sa.Connection, plan: Plan, now: datetime, touched: list[int]
+    ) -> dict[int, int]:
+        """A session for each island with none stored, with its figures, merged into its
+        tutor's blocks together with the stored sessions ``touched`` (whose figures change
+        too): id(island) → its new id.
+
+        The new sessions' figures come from the rows the islands hold, so nothing is read
+        back: on PostgreSQL their ids are drawn first and each is inserted whole (the
+        roll-up and tally triggers see it once), then the stored sessions' figures are
+        updated. Elsewhere the sessions are inserted for their ids, then given figures."""
         ms = self.models.MarkingSession.__table__
         columns = ["marker_id", "unit_id", "ip_address", "start_time", "end_time"]
         columns += ["duration_minutes", "created_at", "updated_at"]
@@ -867,17 +877,38 @@ class Placer:
             (*i.key, *self._span(i.start, i.last, i.is_open).values(), i.start, now)
             for i in plan.create
         ]
-        ids = drivers.insert_returning_ids(conn, ms, columns, rows)
+        drawn = conn.dialect.name == "postgresql"
+        if drawn:
+            ids = drivers.next_ids(conn, ms, len(rows))
+        else:
+            ids = drivers.insert_returning_ids(conn, ms, columns, rows)
+        made = [
+            figures.Made(sid, island.key[1], island.key[0], island.start, row[4], counted(island))
+            for island, sid, row in zip(plan.create, ids, rows, strict=True)
+        ]
+        ids_touched = sorted(set(touched))
+        touches = figures.touched(conn, self.models, ids_touched)
+        changed, found = figures.merged(conn, self.models, touches, recount=ids_touched, made=made)
+        if drawn:
+            drivers.insert_rows(
+                conn,
+                ms,
+                ["id", *columns, *figures.FIGURES],
+                [(sid, *row, *found[sid]) for sid, row in zip(ids, rows, strict=True)],
+            )
+        else:
+            changed += [(m.id, *found[m.id]) for m in made if m.end_time is not None]
+        figures.write_changed(conn, self.models, changed)
         return {id(island): sid for island, sid in zip(plan.create, ids, strict=True)}
 
-    def _insert_activities(self, conn: sa.Connection, plan: Plan, created: dict[int, int]) -> None:
+    def _insert_activities(
+        self, conn: sa.Connection, place: list[tuple[int, list[Pending]]]
+    ) -> None:
+        """Each session's rows, as its activities: (session id, rows) each."""
         table = self.models.SessionActivity.__table__
         columns = ["marking_session_id", *STORED_FIELDS, "created_at", "updated_at", "import_key"]
         rows = [
-            (sid, p[4], p[5], p[6], p[7], SERVER, p[3], p[3], p[8])
-            for target, ps in plan.place
-            for sid in (target if isinstance(target, int) else created[id(target)],)
-            for p in ps
+            (sid, p[4], p[5], p[6], p[7], SERVER, p[3], p[3], p[8]) for sid, ps in place for p in ps
         ]
         drivers.insert_rows(conn, table, columns, rows)
 
@@ -887,6 +918,19 @@ class Placer:
             return {"start_time": start, "end_time": None, "duration_minutes": None}
         minutes = duration_minutes(start, end, self.min_minutes)
         return {"start_time": start, "end_time": end, "duration_minutes": minutes}
+
+
+def counted(island: Island) -> tuple[int, list[int | None], list[int | None]]:
+    """A new session's assessments and the definition and task of each, in the order its
+    activities are stored (:data:`.figures.COUNTED`)."""
+    definitions: list[int | None] = []
+    tasks: list[int | None] = []
+    for run in island.runs:
+        for p in run.rows:
+            if p[4] == ASSESSING:
+                definitions.append(p[7])
+                tasks.append(p[6])
+    return len(definitions), definitions, tasks
 
 
 def import_key(source_key: str, line: object) -> str:
