@@ -390,16 +390,13 @@ class Importer:
 
     def _place(self, pool: ThreadPoolExecutor, conn: sa.Connection, batch: list[Pending]) -> int:
         """The batch placed on ``conn`` and, on PostgreSQL, on PLACERS - 1 more connections
-        at once, each taking the keys of its own tutors (a tutor's keys share the lock of
-        their figures, so no two connections ever wait for each other's locks). Returns the
-        rows another import stored meanwhile, as :meth:`Placer.place` does."""
+        at once, each taking its own units' rows (:func:`parts`). Returns the rows another
+        import stored meanwhile, as :meth:`Placer.place` does."""
         if self.placers == 1 or conn.dialect.name != "postgresql" or len(batch) < SPLIT_AT:
             return self.placer.place(conn, batch, self.clock)
-        parts: list[list[Pending]] = [[] for _ in range(self.placers)]
-        for p in batch:
-            parts[hash((p[0], p[1])) % self.placers].append(p)
-        others = [pool.submit(self._place_apart, part) for part in parts[1:] if part]
-        stored_meanwhile = self.placer.place(conn, parts[0], self.clock)
+        first, *rest = parts(batch, self.placers)
+        others = [pool.submit(self._place_apart, part) for part in rest if part]
+        stored_meanwhile = self.placer.place(conn, first, self.clock)
         return stored_meanwhile + sum(placed.result() for placed in others)
 
     def _place_apart(self, part: list[Pending]) -> int:
@@ -449,6 +446,31 @@ class Importer:
             target = fk.column
             return set(conn.scalars(sa.select(target).where(target.in_(sorted(ids)))))
         return None
+
+
+def parts(batch: list[Pending], n: int) -> list[list[Pending]]:
+    """``batch`` cut into ``n`` parts for connections placing at once, none of whose locks
+    another takes: whole units each, the largest first into the part with the fewest rows
+    so far, when the batch has at least ``n`` units. The first writes of a unit's sessions
+    in a transaction take the unit's lock of the roll-ups and tallies (:mod:`.tallies`)
+    until it commits, so two connections writing one unit would place one after the other.
+    A batch of fewer units is cut by tutor (a tutor's keys share the lock of their figures):
+    its connections then overlap while they read and plan."""
+    units = Counter(p[1] for p in batch)
+    out: list[list[Pending]] = [[] for _ in range(n)]
+    if len(units) < n:
+        for p in batch:
+            out[hash((p[0], p[1])) % n].append(p)
+        return out
+    sizes = [0] * n
+    part_of: dict[int, int] = {}
+    for unit, rows in sorted(units.items(), key=lambda item: (-item[1], item[0])):
+        smallest = sizes.index(min(sizes))
+        part_of[unit] = smallest
+        sizes[smallest] += rows
+    for p in batch:
+        out[part_of[p[1]]].append(p)
+    return out
 
 
 #: rows an import adds before it analyzes the tables it filled (PostgreSQL): its plans then
@@ -571,6 +593,30 @@ class Plan:
     place: list[tuple[int | Island, list[Pending]]] = field(default_factory=list)
 
 
+def chunks(
+    groups: list[tuple[Key, list[Pending]]], size: int = KEYS_PER_TRANSACTION
+) -> Iterator[list[tuple[Key, list[Pending]]]]:
+    """Keys' rows by transaction: at most ``size`` keys each, a tutor's keys together (so a
+    transaction merges a tutor's new sessions into blocks once, not once for each of their
+    addresses; a tutor with more keys than that spreads over transactions of their own).
+    Tutors in the order of their locks' numbers, a tutor's keys in the order of theirs.
+    Each transaction takes all its locks in one statement, in ascending order
+    (:func:`~tutor_times.models.lock_keys`), so no order of keys lets two wait in a cycle."""
+    groups = sorted(groups, key=lambda kg: (tutor_hash(kg[0][1], kg[0][0]), key_hash(kg[0])))
+    chunk: list[tuple[Key, list[Pending]]] = []
+    for _, tutor in groupby(groups, key=lambda kg: (kg[0][1], kg[0][0])):
+        keys = list(tutor)
+        if chunk and len(chunk) + len(keys) > size:
+            yield chunk
+            chunk = []
+        while len(keys) > size:
+            yield keys[:size]
+            keys = keys[size:]
+        chunk += keys
+    if chunk:
+        yield chunk
+
+
 def key_runs(rows: Sequence[Pending], timeout: timedelta) -> list[Run]:
     """One key's rows, sorted by time, cut where R2 starts a new session."""
     return [Run(run[0][3], run[-1][3], run) for run in runs(rows, AT, timeout)]
@@ -621,15 +667,13 @@ class Placer:
     def place(
         self, conn: sa.Connection, batch: list[Pending], clock: Callable[[], datetime]
     ) -> int:
-        """Keys in order of their locks' numbers (so two imports never wait for each other
-        in a cycle), a bounded number of keys per transaction. Returns how many rows another
-        import stored after the batch was checked (left out: see :meth:`_place_chunk`)."""
+        """Keys in order of their tutors' locks' numbers, then their own, a bounded number
+        of keys per transaction (:func:`chunks`). Returns how many rows another import
+        stored after the batch was checked (left out: see :meth:`_place_chunk`)."""
         batch.sort(key=by_key_and_time)
         groups = [(k, list(g)) for k, g in groupby(batch, key=by_key)]
-        groups.sort(key=lambda kg: key_hash(kg[0]))
         stored_meanwhile = 0
-        for first in range(0, len(groups), KEYS_PER_TRANSACTION):
-            chunk = groups[first : first + KEYS_PER_TRANSACTION]
+        for chunk in chunks(groups):
             stored_meanwhile += self._place_chunk(conn, chunk, clock)
         return stored_meanwhile
 
