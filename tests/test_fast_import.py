@@ -326,8 +326,8 @@ def marking(seed: int, n: int = 160) -> list[dict[str, Any]]:
     assessments of a few tasks and definitions (some without one), other actions between,
     and gaps on either side of the timeout."""
     rnd = random.Random(seed)
-    at = T0 - timedelta(hours=20)
-    rows = []
+    first = at = T0 - timedelta(hours=20)
+    rows: list[dict[str, Any]] = []
     for k in range(n):
         at += timedelta(seconds=rnd.choice([0, 10, 60, 300, 840, 899, 900, 960, 2400]))
         marker, unit, ip = rnd.choice(KEYS)
@@ -344,7 +344,7 @@ def marking(seed: int, n: int = 160) -> list[dict[str, Any]]:
                 "import_key": k,
             }
         )
-    assert rows[-1]["created_at"].month == rows[0]["created_at"].month == T0.month
+    assert at.month == first.month == T0.month
     return rows
 
 
