@@ -5,6 +5,8 @@ text written by a binary COPY."""
 from __future__ import annotations
 
 import csv
+import gc
+import hashlib
 import io
 import random
 import threading
@@ -420,3 +422,39 @@ def test_an_import_keeps_the_sessions_figures_and_tallies_live_tracking_keeps(
     assert live["tutor_times_assessed"]
     for name, rows_kept in live.items():
         assert imported[name] == rows_kept, name
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (3, 1, "10.0.0.1", datetime(2025, 1, 1, tzinfo=timezone.utc), "inbox", None, None, None),
+        (2**63 - 1, 7, "2001:db8::1", NOW.replace(microsecond=5), "assessing", 1, 22, 333),
+        (5, 6, "h:abc", NOW.astimezone(timezone(timedelta(hours=11))), "x", None, 9, None),
+    ],
+)
+def test_a_rows_content_digest_is_what_earlier_versions_stored(fields: tuple[Any, ...]) -> None:
+    """Rows without a key of their own were stored under the digest of their fields, each
+    as str() writes it (an absent id empty, the time in UTC to the microsecond), joined by
+    \\x1f: the same rows imported again must find them."""
+    marker, unit, ip, at, action, *ids = fields
+    parts = [str(marker), str(unit), ip, at.astimezone(timezone.utc).isoformat()]
+    if at.microsecond == 0:
+        parts[3] = parts[3].replace("+00:00", ".000000+00:00")
+    parts += [action, *("" if i is None else str(i) for i in ids)]
+    text = "\x1f".join(parts)
+    assert history.content_digest(fields) == hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def test_imports_leave_the_garbage_collector_as_they_found_it() -> None:
+    """Its passes are made rarer while imports run (two at once in one process too), and
+    put back when the last one ends: a host's process keeps its own settings."""
+    before = gc.get_threshold()
+    with history.fewer_collections():
+        assert gc.get_threshold()[0] == history.GC_YOUNGEST
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with history.fewer_collections():
+            pass
+        assert gc.get_threshold()[0] == history.GC_YOUNGEST
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
