@@ -949,10 +949,13 @@ class Placer:
         ms = self.models.MarkingSession.__table__
         columns = ["marker_id", "unit_id", "ip_address", "start_time", "end_time"]
         columns += ["duration_minutes", "created_at", "updated_at"]
+        minimum = self.min_minutes
         rows = [
-            (*i.key, *self._span(i.start, i.last, i.is_open).values(), i.start, now)
+            (*i.key, i.start, None, None, i.start, now)
+            if i.is_open
+            else (*i.key, i.start, i.last, duration_minutes(i.start, i.last, minimum), i.start, now)
             for i in plan.create
-        ]
+        ]  # (as _span gives them, without a dict a session)
         drawn = conn.dialect.name == "postgresql"
         if drawn:
             ids = drivers.next_ids(conn, ms, len(rows))
@@ -999,14 +1002,8 @@ class Placer:
 def counted(island: Island) -> tuple[int, list[int | None], list[int | None]]:
     """A new session's assessments and the definition and task of each, in the order its
     activities are stored (:data:`.figures.COUNTED`)."""
-    definitions: list[int | None] = []
-    tasks: list[int | None] = []
-    for run in island.runs:
-        for p in run.rows:
-            if p[4] == ASSESSING:
-                definitions.append(p[7])
-                tasks.append(p[6])
-    return len(definitions), definitions, tasks
+    assessed = [p for run in island.runs for p in run.rows if p[4] == ASSESSING]
+    return len(assessed), [p[7] for p in assessed], [p[6] for p in assessed]
 
 
 def import_key(source_key: str, line: object) -> str:
