@@ -98,9 +98,9 @@ DIGEST_LENGTH = 32
 #: many distinct rows of each other (in a file sorted by any of its fields they are
 #: neighbours); further apart, the later is taken for the earlier again
 IDENTICAL_WINDOW = 100_000
-#: connections that place one batch at once on PostgreSQL, each a disjoint set of tutors
-#: (so of keys and of locks): one places while another waits on the database
-PLACERS = 2
+#: connections that place one batch at once on PostgreSQL, each a disjoint set of units
+#: (so of keys and of locks, :func:`parts`): one places while another waits on the database
+PLACERS = 4
 #: a batch smaller than this is placed on one connection (a thread would cost more)
 SPLIT_AT = 2_000
 
@@ -448,16 +448,16 @@ class Importer:
 
 
 def parts(batch: list[Pending], n: int) -> list[list[Pending]]:
-    """``batch`` cut into ``n`` parts for connections placing at once, none of whose locks
-    another takes: whole units each, the largest first into the part with the fewest rows
-    so far, when the batch has at least ``n`` units. The first writes of a unit's sessions
-    in a transaction take the unit's lock of the roll-ups and tallies (:mod:`.tallies`)
-    until it commits, so two connections writing one unit would place one after the other.
-    A batch of fewer units is cut by tutor (a tutor's keys share the lock of their figures):
-    its connections then overlap while they read and plan."""
+    """``batch`` cut into ``n`` parts (some maybe empty) for connections placing at once,
+    none of whose locks another takes: whole units each, the largest first into the part
+    with the fewest rows so far. The first writes of a unit's sessions in a transaction take
+    the unit's lock of the roll-ups and tallies (:mod:`.tallies`) until it commits, so two
+    connections writing one unit would place one after the other. A batch of one unit is
+    cut by tutor (a tutor's keys share the lock of their figures): its connections then
+    overlap while they read and plan."""
     units = Counter(p[1] for p in batch)
     out: list[list[Pending]] = [[] for _ in range(n)]
-    if len(units) < n:
+    if len(units) == 1:
         for p in batch:
             out[hash((p[0], p[1])) % n].append(p)
         return out
