@@ -5,16 +5,19 @@ text written by a binary COPY."""
 from __future__ import annotations
 
 import csv
+import gc
+import hashlib
 import io
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -35,7 +38,17 @@ from tutor_times.history.importer import (
 from tutor_times.history.sources import csv_rows, path_and_username
 from tutor_times.store.activity import Activity
 
-from .conftest import BACKENDS, T0, Clock, build, built, stored
+from .conftest import (
+    BACKENDS,
+    T0,
+    Clock,
+    build,
+    built,
+    check_tallies,
+    reset_tables,
+    stored,
+    tally_tables,
+)
 from .test_history import row, stored_sessions
 from .test_property import KEYS, TIMEOUT, reference
 from .test_rebuild import history as generated_history
@@ -304,3 +317,144 @@ def test_a_batch_of_more_keys_than_one_transaction_takes(fast_app: Flask, clock:
     with fast_app.app_context():
         assert tutor_times.import_activities(rows, source_key="wide").imported == 600
     assert stored_sessions(fast_app) == reference(stream, TIMEOUT)
+
+
+# -- an import keeps what live tracking keeps ----------------------------------------------
+
+
+def marking(seed: int, n: int = 160) -> list[dict[str, Any]]:
+    """Activities in time order within one UTC month: tutor 3 marking from two addresses at
+    once (their sessions merge into blocks, R10), tutors 3 and 4 in other units and keys,
+    assessments of a few tasks and definitions (some without one), other actions between,
+    and gaps on either side of the timeout."""
+    rnd = random.Random(seed)
+    first = at = T0 - timedelta(hours=20)
+    rows: list[dict[str, Any]] = []
+    for k in range(n):
+        at += timedelta(seconds=rnd.choice([0, 10, 60, 300, 840, 899, 900, 960, 2400]))
+        marker, unit, ip = rnd.choice(KEYS)
+        assessing = rnd.random() < 0.7
+        rows.append(
+            {
+                "marker_id": marker,
+                "unit_id": unit,
+                "ip_address": ip,
+                "action": "assessing" if assessing else "inbox",
+                "task_id": rnd.choice([11, 12, 13, None]) if assessing else None,
+                "task_definition_id": rnd.choice([1, 2, None]) if assessing else None,
+                "created_at": at,
+                "import_key": k,
+            }
+        )
+    assert at.month == first.month == T0.month
+    return rows
+
+
+def kept(app: Flask) -> dict[str, list[tuple[Any, ...]]]:
+    """Every session with its figures and activities, and every row the triggers keep, with
+    each session named by its key and start instead of its id."""
+    models = tutor_times.models
+    ms, act = models.MarkingSession.__table__, models.SessionActivity.__table__
+    with app.app_context(), db.engine.connect() as conn:
+        named = {
+            r.id: (r.marker_id, r.unit_id, r.ip_address, r.start_time)
+            for r in conn.execute(sa.select(ms))
+        }
+        sessions = in_order(
+            (*named[r.id], *(r[c] for c in ms.c.keys() if c not in SET_BY_WRITER))
+            for r in conn.execute(sa.select(ms)).mappings()
+        )
+        activities = in_order(
+            (named[r.marking_session_id], r.action, r.task_id, r.task_definition_id, r.created_at)
+            for r in conn.execute(sa.select(act))
+        )
+        found = {"sessions": sessions, "activities": activities}
+        for table in tally_tables(models):
+            rows = [dict(r) for r in conn.execute(sa.select(table)).mappings()]
+            for r in rows:
+                if "session_id" in r:
+                    r["session_id"] = named[r["session_id"]]
+            # a unit's count of keys gone to none stays (tallies' upkeep): only the others
+            found[table.name] = sorted(tuple(r.values()) for r in rows if r.get("keys", 1) != 0)
+        check_tallies(conn, models)
+    return found
+
+
+def in_order(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """``rows`` in one order whatever order they came in (NULLs among them)."""
+    return sorted(rows, key=repr)
+
+
+#: what differs between two writers of the same sessions: ids and their own times
+SET_BY_WRITER = ("id", "created_at", "updated_at")
+
+
+@pytest.mark.real
+def test_an_import_keeps_the_sessions_figures_and_tallies_live_tracking_keeps(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same activities tracked live as they happen, then (the tables emptied) imported in
+    batches that cut sessions and blocks, on two connections at once: the same sessions with
+    the same figures, the same roll-ups of the summary and the same tallies of the tasks
+    report (the widest gaps too: each import adds sessions after the ones it stored)."""
+    monkeypatch.setattr(history, "SPLIT_AT", 10)
+    rows = marking(seed=29)
+    final = rows[-1]["created_at"] + timedelta(days=1)
+    with built("postgres") as app:
+        with app.app_context():
+            for r in rows:
+                clock.set(r["created_at"])
+                fields = ("marker_id", "unit_id", "ip_address", "task_id", "task_definition_id")
+                tutor_times.record_activity(
+                    r["action"], **{f: r[f] for f in fields}, at=r["created_at"]
+                )
+            clock.set(final)
+            tutor_times.close_expired_sessions(final)
+        live = kept(app)
+        reset_tables(app)
+        with app.app_context():
+            report = tutor_times.import_activities(rows, source_key="same", batch_size=37)
+            assert report.imported == len(rows)
+            tutor_times.close_expired_sessions(final)
+        imported = kept(app)
+    assert len(live["sessions"]) > 40
+    assert any(s[-3] is None for s in live["sessions"])  # a block's later session
+    assert live["tutor_times_assessed"]
+    for name, rows_kept in live.items():
+        assert imported[name] == rows_kept, name
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        (3, 1, "10.0.0.1", datetime(2025, 1, 1, tzinfo=timezone.utc), "inbox", None, None, None),
+        (2**63 - 1, 7, "2001:db8::1", NOW.replace(microsecond=5), "assessing", 1, 22, 333),
+        (5, 6, "h:abc", NOW.astimezone(timezone(timedelta(hours=11))), "x", None, 9, None),
+    ],
+)
+def test_a_rows_content_digest_is_what_earlier_versions_stored(fields: tuple[Any, ...]) -> None:
+    """Rows without a key of their own were stored under the digest of their fields, each
+    as str() writes it (an absent id empty, the time in UTC to the microsecond), joined by
+    \\x1f: the same rows imported again must find them."""
+    marker, unit, ip, at, action, *ids = fields
+    parts = [str(marker), str(unit), ip, at.astimezone(timezone.utc).isoformat()]
+    if at.microsecond == 0:
+        parts[3] = parts[3].replace("+00:00", ".000000+00:00")
+    parts += [action, *("" if i is None else str(i) for i in ids)]
+    text = "\x1f".join(parts)
+    assert history.content_digest(fields) == hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def test_imports_leave_the_garbage_collector_as_they_found_it() -> None:
+    """Its passes are made rarer while imports run (two at once in one process too), and
+    put back when the last one ends: a host's process keeps its own settings."""
+    before = gc.get_threshold()
+    with history.fewer_collections():
+        assert gc.get_threshold()[0] == history.GC_YOUNGEST
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with history.fewer_collections():
+            pass
+        assert gc.get_threshold()[0] == history.GC_YOUNGEST
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

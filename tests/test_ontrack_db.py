@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tutor_times.history.importer import DUPLICATE, NOT_ALLOWED
+from tutor_times.history.importer import DUPLICATE, MALFORMED, NOT_ALLOWED
 
 from .conftest import BACKENDS, Clock, build
 from .test_history import stored_sessions
@@ -165,3 +165,40 @@ def test_an_export_without_its_sessions_is_refused(import_app: Flask, tmp_path: 
         args=["tutor-times", "import", str(lone), "--format", "ontrack-db"]
     )
     assert result.exit_code != 0 and "needs marking_sessions.csv" in result.output
+
+
+def test_ids_that_are_not_numbers_are_counted_per_row_as_malformed(
+    import_app: Flask, tmp_path: Path
+) -> None:
+    """An export edited by hand, or from a database whose columns hold text: a session whose
+    user or unit is empty or not a number, or whose own id is not one, activities whose ids
+    are not numbers, and a field of each table over csv's limit. Each activity they touch
+    is a malformed row, counted; the others are imported (doubtfire-api ``db/schema.rb``:
+    every id is a bigint)."""
+    wide = "1" * 200_000
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "marking_sessions.csv").write_text(
+        "id,user_id,unit_id,ip_address,start_time,end_time,during_tutorial,created_at,updated_at\n"
+        "1,3,1,10.20.0.11,,,0,,\n"
+        "2,,1,10.20.0.12,,,0,,\n"
+        "3,4,x,10.20.0.12,,,0,,\n"
+        "abc,4,1,10.20.0.12,,,0,,\n"
+        f"5,4,1,{wide},,,0,,\n"
+    )
+    at = "2024-04-03 09:00:00.000000"
+    (export / "session_activities.csv").write_text(
+        "id,marking_session_id,action,project_id,task_id,task_definition_id,created_at\n"
+        f"1,1,assessing,1,1,1,{at}\n"
+        f"2,1,assessing,1,abc,1,{at}\n"
+        f"3,2,assessing,1,1,1,{at}\n"
+        f"4,3,assessing,1,1,1,{at}\n"
+        f"5,abc,assessing,1,1,1,{at}\n"
+        f"x6,1,assessing,1,1,1,{at}\n"
+        f"7,1,inbox,1,1,,{at}\n"
+        f"8,5,assessing,1,1,1,{at}\n"
+        f"9,1,assessing,1,{wide},1,{at}\n"
+    )
+    out = run(import_app, str(export), "--format", "ontrack-db")
+    assert f"read 9 rows, imported 2, skipped 7 (7 {MALFORMED})" in out
+    assert [s[4] for s in stored_sessions(import_app)] == [2]

@@ -29,12 +29,13 @@ edited, re-sorted or regenerated file adds exactly its new rows.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import groupby, islice
@@ -46,7 +47,7 @@ import sqlalchemy as sa
 
 from ..core import metrics
 from ..core.accounting import UTC, duration_minutes, runs
-from ..core.constants import BIGINT_MAX
+from ..core.constants import ASSESSING, BIGINT_MAX
 from ..core.errors import InvalidActivityError, UnknownActionError
 from ..store import drivers, figures
 from ..store.activity import STORED_FIELDS, check_action, check_id, check_ip, check_time
@@ -95,9 +96,9 @@ DIGEST_LENGTH = 32
 #: many distinct rows of each other (in a file sorted by any of its fields they are
 #: neighbours); further apart, the later is taken for the earlier again
 IDENTICAL_WINDOW = 100_000
-#: connections that place one batch at once on PostgreSQL, each a disjoint set of tutors
-#: (so of keys and of locks): one places while another waits on the database
-PLACERS = 2
+#: connections that place one batch at once on PostgreSQL, each a disjoint set of units
+#: (so of keys and of locks, :func:`parts`): one places while another waits on the database
+PLACERS = 4
 #: a batch smaller than this is placed on one connection (a thread would cost more)
 SPLIT_AT = 2_000
 
@@ -239,17 +240,12 @@ def content_digest(row: tuple[Any, ...]) -> str:
     spaces, the time's zone). The address is its stored form, so a key reveals no more than
     the stored row does."""
     marker, unit, ip, at, action, project, task, definition = row[:8]
-    text = "\x1f".join(
-        (
-            str(marker),
-            str(unit),
-            ip,
-            at.astimezone(UTC).isoformat(timespec="microseconds"),
-            action,
-            "" if project is None else str(project),
-            "" if task is None else str(task),
-            "" if definition is None else str(definition),
-        )
+    # the fields as str() writes them, joined by \x1f, an id left out empty (one f-string
+    # costs half of building the parts and joining them)
+    text = (
+        f"{marker}\x1f{unit}\x1f{ip}\x1f{at.astimezone(UTC).isoformat(timespec='microseconds')}"
+        f"\x1f{action}\x1f{'' if project is None else project}"
+        f"\x1f{'' if task is None else task}\x1f{'' if definition is None else definition}"
     )
     return hashlib.sha256(text.encode()).hexdigest()[:DIGEST_LENGTH]
 
@@ -349,7 +345,10 @@ class Importer:
         admitted = Counter[str]()  # rows skipped when a batch was checked against the database
         told = (0, Counter[str]())  # what the metrics have been told so far
         batches = self._batches(rows, source_key)
-        with ThreadPoolExecutor(self.placers - 1 or 1, "tutor-times-import-placer") as pool:
+        with (
+            fewer_collections(),
+            ThreadPoolExecutor(self.placers - 1 or 1, "tutor-times-import-placer") as pool,
+        ):
             for batch, read, skipped in in_background(batches, self.context):
                 report.read = read
                 placed = 0
@@ -388,16 +387,13 @@ class Importer:
 
     def _place(self, pool: ThreadPoolExecutor, conn: sa.Connection, batch: list[Pending]) -> int:
         """The batch placed on ``conn`` and, on PostgreSQL, on PLACERS - 1 more connections
-        at once, each taking the keys of its own tutors (a tutor's keys share the lock of
-        their figures, so no two connections ever wait for each other's locks). Returns the
-        rows another import stored meanwhile, as :meth:`Placer.place` does."""
+        at once, each taking its own units' rows (:func:`parts`). Returns the rows another
+        import stored meanwhile, as :meth:`Placer.place` does."""
         if self.placers == 1 or conn.dialect.name != "postgresql" or len(batch) < SPLIT_AT:
             return self.placer.place(conn, batch, self.clock)
-        parts: list[list[Pending]] = [[] for _ in range(self.placers)]
-        for p in batch:
-            parts[hash((p[0], p[1])) % self.placers].append(p)
-        others = [pool.submit(self._place_apart, part) for part in parts[1:] if part]
-        stored_meanwhile = self.placer.place(conn, parts[0], self.clock)
+        first, *rest = parts(batch, self.placers)
+        others = [pool.submit(self._place_apart, part) for part in rest if part]
+        stored_meanwhile = self.placer.place(conn, first, self.clock)
         return stored_meanwhile + sum(placed.result() for placed in others)
 
     def _place_apart(self, part: list[Pending]) -> int:
@@ -447,6 +443,64 @@ class Importer:
             target = fk.column
             return set(conn.scalars(sa.select(target).where(target.in_(sorted(ids)))))
         return None
+
+
+def parts(batch: list[Pending], n: int) -> list[list[Pending]]:
+    """``batch`` cut into ``n`` parts (some maybe empty) for connections placing at once,
+    none of whose locks another takes: whole units each, the largest first into the part
+    with the fewest rows so far. The first writes of a unit's sessions in a transaction take
+    the unit's lock of the roll-ups and tallies (:mod:`.tallies`) until it commits, so two
+    connections writing one unit would place one after the other. A batch of one unit is
+    cut by tutor (a tutor's keys share the lock of their figures): its connections then
+    overlap while they read and plan."""
+    units = Counter(p[1] for p in batch)
+    out: list[list[Pending]] = [[] for _ in range(n)]
+    if len(units) == 1:
+        for p in batch:
+            out[hash((p[0], p[1])) % n].append(p)
+        return out
+    sizes = [0] * n
+    part_of: dict[int, int] = {}
+    for unit, rows in sorted(units.items(), key=lambda item: (-item[1], item[0])):
+        smallest = sizes.index(min(sizes))
+        part_of[unit] = smallest
+        sizes[smallest] += rows
+    for p in batch:
+        out[part_of[p[1]]].append(p)
+    return out
+
+
+#: container objects allocated (net) between two of the garbage collector's youngest passes
+#: while an import runs (Python's default is 700)
+GC_YOUNGEST = 50_000
+_gc_lock = threading.Lock()
+_gc_imports = 0
+_gc_before: tuple[int, int, int] = (0, 0, 0)
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """The garbage collector's passes made rarer while imports run: the objects that exist
+    when the first starts (the app's modules and the host's) are set aside from its full
+    passes (``gc.freeze``), and its youngest pass waits for GC_YOUNGEST allocations. An
+    import allocates tuples and lists by the million and frees them all; with Python's
+    defaults the full passes, each over every object of the process, were a third of its
+    CPU. The last import to end puts back what it found."""
+    global _gc_imports, _gc_before
+    with _gc_lock:
+        _gc_imports += 1
+        if _gc_imports == 1:
+            _gc_before = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(GC_YOUNGEST, *_gc_before[1:])
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_imports -= 1
+            if _gc_imports == 0:
+                gc.set_threshold(*_gc_before)
+                gc.unfreeze()
 
 
 #: rows an import adds before it analyzes the tables it filled (PostgreSQL): its plans then
@@ -569,6 +623,30 @@ class Plan:
     place: list[tuple[int | Island, list[Pending]]] = field(default_factory=list)
 
 
+def chunks(
+    groups: list[tuple[Key, list[Pending]]], size: int = KEYS_PER_TRANSACTION
+) -> Iterator[list[tuple[Key, list[Pending]]]]:
+    """Keys' rows by transaction: at most ``size`` keys each, a tutor's keys together (so a
+    transaction merges a tutor's new sessions into blocks once, not once for each of their
+    addresses; a tutor with more keys than that spreads over transactions of their own).
+    Tutors in the order of their locks' numbers, a tutor's keys in the order of theirs.
+    Each transaction takes all its locks in one statement, in ascending order
+    (:func:`~tutor_times.models.lock_keys`), so no order of keys lets two wait in a cycle."""
+    groups = sorted(groups, key=lambda kg: (tutor_hash(kg[0][1], kg[0][0]), key_hash(kg[0])))
+    chunk: list[tuple[Key, list[Pending]]] = []
+    for _, tutor in groupby(groups, key=lambda kg: (kg[0][1], kg[0][0])):
+        keys = list(tutor)
+        if chunk and len(chunk) + len(keys) > size:
+            yield chunk
+            chunk = []
+        while len(keys) > size:
+            yield keys[:size]
+            keys = keys[size:]
+        chunk += keys
+    if chunk:
+        yield chunk
+
+
 def key_runs(rows: Sequence[Pending], timeout: timedelta) -> list[Run]:
     """One key's rows, sorted by time, cut where R2 starts a new session."""
     return [Run(run[0][3], run[-1][3], run) for run in runs(rows, AT, timeout)]
@@ -619,15 +697,13 @@ class Placer:
     def place(
         self, conn: sa.Connection, batch: list[Pending], clock: Callable[[], datetime]
     ) -> int:
-        """Keys in order of their locks' numbers (so two imports never wait for each other
-        in a cycle), a bounded number of keys per transaction. Returns how many rows another
-        import stored after the batch was checked (left out: see :meth:`_place_chunk`)."""
+        """Keys in order of their tutors' locks' numbers, then their own, a bounded number
+        of keys per transaction (:func:`chunks`). Returns how many rows another import
+        stored after the batch was checked (left out: see :meth:`_place_chunk`)."""
         batch.sort(key=by_key_and_time)
         groups = [(k, list(g)) for k, g in groupby(batch, key=by_key)]
-        groups.sort(key=lambda kg: key_hash(kg[0]))
         stored_meanwhile = 0
-        for first in range(0, len(groups), KEYS_PER_TRANSACTION):
-            chunk = groups[first : first + KEYS_PER_TRANSACTION]
+        for chunk in chunks(groups):
             stored_meanwhile += self._place_chunk(conn, chunk, clock)
         return stored_meanwhile
 
@@ -812,17 +888,20 @@ class Placer:
 
     def write(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
         """A plan's writes, in an order that keeps one open session per key at every step
-        (R5's index): close, merge, respan (closed ones first), create, activities."""
+        (R5's index): close, merge, respan (closed ones first), the activities of the stored
+        sessions, then the sessions created, each with its figures, and their activities."""
         self._close(conn, plan, now)
         self._merge(conn, plan)
         self._respan(conn, plan, now)
-        created = self._create(conn, plan, now)
-        self._insert_activities(conn, plan, created)
-        # every session written keeps its figures; a merged one lay within its target
+        stored = [(t, ps) for t, ps in plan.place if isinstance(t, int)]
+        self._insert_activities(conn, stored)
+        # every stored session written keeps its figures; a merged one lay within its target
         touched = [sid for sid, *_ in plan.close] + [sid for sid, *_ in plan.respan]
-        touched += [*plan.merge.values(), *created.values()]
-        touched += [t for t, _ in plan.place if isinstance(t, int)]
-        figures.sessions_changed(conn, self.models, touched)
+        touched += [*plan.merge.values(), *(t for t, _ in stored)]
+        created = self._create(conn, plan, now, touched)
+        self._insert_activities(
+            conn, [(created[id(t)], ps) for t, ps in plan.place if not isinstance(t, int)]
+        )
 
     def _close(self, conn: sa.Connection, plan: Plan, now: datetime) -> None:
         """Open sessions that are no longer their key's latest close at their last activity."""
@@ -854,28 +933,59 @@ class Placer:
             ]
             update_rows(conn, ms, names, rows)
 
-    def _create(self, conn: sa.Connection, plan: Plan, now: datetime) -> dict[int, int]:
-        """A session for each island with none stored: id(island) → its new id."""
-        if not plan.create:
-            return {}
+    def _create(
+        self, conn: sa.Connection, plan: Plan, now: datetime, touched: list[int]
+    ) -> dict[int, int]:
+        """A session for each island with none stored, with its figures, merged into its
+        tutor's blocks together with the stored sessions ``touched`` (whose figures change
+        too): id(island) → its new id.
+
+        The new sessions' figures come from the rows the islands hold, so nothing is read
+        back: on PostgreSQL their ids are drawn first and each is inserted whole (the
+        roll-up and tally triggers see it once), then the stored sessions' figures are
+        updated. Elsewhere the sessions are inserted for their ids, then given figures."""
         ms = self.models.MarkingSession.__table__
         columns = ["marker_id", "unit_id", "ip_address", "start_time", "end_time"]
         columns += ["duration_minutes", "created_at", "updated_at"]
+        minimum = self.min_minutes
         rows = [
-            (*i.key, *self._span(i.start, i.last, i.is_open).values(), i.start, now)
+            (*i.key, i.start, None, None, i.start, now)
+            if i.is_open
+            else (*i.key, i.start, i.last, duration_minutes(i.start, i.last, minimum), i.start, now)
             for i in plan.create
+        ]  # (as _span gives them, without a dict a session)
+        drawn = conn.dialect.name == "postgresql"
+        if drawn:
+            ids = drivers.next_ids(conn, ms, len(rows))
+        else:
+            ids = drivers.insert_returning_ids(conn, ms, columns, rows)
+        made = [
+            figures.Made(sid, island.key[1], island.key[0], island.start, row[4], counted(island))
+            for island, sid, row in zip(plan.create, ids, rows, strict=True)
         ]
-        ids = drivers.insert_returning_ids(conn, ms, columns, rows)
+        ids_touched = sorted(set(touched))
+        touches = figures.touched(conn, self.models, ids_touched)
+        changed, found = figures.merged(conn, self.models, touches, recount=ids_touched, made=made)
+        if drawn:
+            drivers.insert_rows(
+                conn,
+                ms,
+                ["id", *columns, *figures.FIGURES],
+                [(sid, *row, *found[sid]) for sid, row in zip(ids, rows, strict=True)],
+            )
+        else:
+            changed += [(m.id, *found[m.id]) for m in made if m.end_time is not None]
+        figures.write_changed(conn, self.models, changed)
         return {id(island): sid for island, sid in zip(plan.create, ids, strict=True)}
 
-    def _insert_activities(self, conn: sa.Connection, plan: Plan, created: dict[int, int]) -> None:
+    def _insert_activities(
+        self, conn: sa.Connection, place: list[tuple[int, list[Pending]]]
+    ) -> None:
+        """Each session's rows, as its activities: (session id, rows) each."""
         table = self.models.SessionActivity.__table__
         columns = ["marking_session_id", *STORED_FIELDS, "created_at", "updated_at", "import_key"]
         rows = [
-            (sid, p[4], p[5], p[6], p[7], SERVER, p[3], p[3], p[8])
-            for target, ps in plan.place
-            for sid in (target if isinstance(target, int) else created[id(target)],)
-            for p in ps
+            (sid, p[4], p[5], p[6], p[7], SERVER, p[3], p[3], p[8]) for sid, ps in place for p in ps
         ]
         drivers.insert_rows(conn, table, columns, rows)
 
@@ -885,6 +995,13 @@ class Placer:
             return {"start_time": start, "end_time": None, "duration_minutes": None}
         minutes = duration_minutes(start, end, self.min_minutes)
         return {"start_time": start, "end_time": end, "duration_minutes": minutes}
+
+
+def counted(island: Island) -> tuple[int, list[int | None], list[int | None]]:
+    """A new session's assessments and the definition and task of each, in the order its
+    activities are stored (:data:`.figures.COUNTED`)."""
+    assessed = [p for run in island.runs for p in run.rows if p[4] == ASSESSING]
+    return len(assessed), [p[7] for p in assessed], [p[6] for p in assessed]
 
 
 def import_key(source_key: str, line: object) -> str:

@@ -23,6 +23,7 @@ from datetime import datetime
 from ..core.accounting import UTC
 from .importer import MALFORMED, Rejected, Row
 from .sources import Source
+from .sources import _records as records  # a csv reader's records, one it refuses Rejected
 
 SESSIONS = "marking_sessions"
 ACTIVITIES = "session_activities"
@@ -72,27 +73,41 @@ def _time(text: str) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
-def read_sessions(text: Iterable[str]) -> dict[int, tuple[int, int, str]]:
-    """Each session's (user, unit, address) by its id."""
+#: a session's (user, unit, address), or why its row holds none (a malformed row)
+Session = tuple[int, int, str] | Rejected
+
+
+def read_sessions(text: Iterable[str]) -> dict[int, Session]:
+    """Each session's (user, unit, address) by its id; a session whose user or unit is not
+    a number (or is missing) is kept as a Rejected row, given for each of its activities.
+    A row whose own id is not a number names no session: its activities are not found."""
     reader = csv.reader(text)
     at_id, at_user, at_unit, at_ip = _columns(
         reader, SESSIONS, ("id", "user_id", "unit_id", "ip_address")
     )
     addresses: dict[str, str] = {}  # one string per address, however many sessions share it
-    found: dict[int, tuple[int, int, str]] = {}
-    for record in reader:
-        if not record:
+    found: dict[int, Session] = {}
+    for record in records(reader):
+        if isinstance(record, Rejected) or not record:
+            continue  # a line csv refuses names no session: its activities are not found
+        try:
+            session_id = int(record[at_id])
+        except (IndexError, ValueError):
             continue
-        ip = record[at_ip]
-        found[int(record[at_id])] = (
-            int(record[at_user]),
-            int(record[at_unit]),
-            addresses.setdefault(ip, ip),
-        )
+        try:
+            ip = record[at_ip]
+            found[session_id] = (
+                int(record[at_user]),
+                int(record[at_unit]),
+                addresses.setdefault(ip, ip),
+            )
+        except (IndexError, ValueError) as exc:
+            line = reader.line_num
+            found[session_id] = Rejected(MALFORMED, f"its session (line {line}): {exc}")
     return found
 
 
-def activity_rows(sessions: dict[int, tuple[int, int, str]], text: Iterable[str]) -> Iterator[Row]:
+def activity_rows(sessions: dict[int, Session], text: Iterable[str]) -> Iterator[Row]:
     """One row per exported activity, with its session's user, unit and address."""
     reader = csv.reader(text)
     wanted = (
@@ -102,7 +117,10 @@ def activity_rows(sessions: dict[int, tuple[int, int, str]], text: Iterable[str]
     at_id, at_session, at_action, at_project, at_task, at_def, at_time = _columns(
         reader, ACTIVITIES, wanted
     )
-    for record in reader:
+    for record in records(reader):
+        if isinstance(record, Rejected):
+            yield record
+            continue
         if not record:
             continue
         line = reader.line_num
@@ -110,6 +128,9 @@ def activity_rows(sessions: dict[int, tuple[int, int, str]], text: Iterable[str]
             session = sessions.get(int(record[at_session]))
             if session is None:
                 yield Rejected(MALFORMED, f"line {line}: its session is not in {SESSIONS}")
+                continue
+            if isinstance(session, Rejected):
+                yield Rejected(session.reason, f"line {line}: {session.detail}")
                 continue
             yield (
                 *session,

@@ -342,6 +342,7 @@ def insert_rows(
     names = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
     target = dialect.identifier_preparer.format_table(table)
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    _default_array_dumpers(cursor, types)
     with cursor.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
         # the columns' types named once: each value is then dumped without a lookup by its
         # Python type, and the server reads it without parsing text
@@ -356,6 +357,21 @@ def insert_rows(
             for i, process in processed:
                 values[i] = process(values[i])
             write(values)
+
+
+def _default_array_dumpers(cursor: Any, types: list[str]) -> None:
+    """psycopg's own dumpers of the array types among ``types``, on ``cursor``: a dumper a
+    connection registered by oid (the class-time reports' packed arrays take ``int8[]``'s)
+    would otherwise dump a COPY's lists."""
+    import psycopg
+    from psycopg.pq import Format
+
+    for name in types:
+        if name.endswith("[]"):
+            oid = psycopg.adapters.types.get_oid(name)
+            cursor.adapters.register_dumper(
+                None, psycopg.adapters.get_dumper_by_oid(oid, Format.BINARY)
+            )
 
 
 #: a session-local table of the values :func:`stored_values` looks up (emptied at commit)
@@ -398,14 +414,7 @@ def insert_returning_ids(
     if not rows:
         return []
     if has_fast_path(conn.dialect):
-        sequence = sa.func.pg_get_serial_sequence(table.name, "id")
-        ids = list(
-            conn.scalars(
-                sa.select(sa.func.nextval(sequence)).select_from(
-                    sa.func.generate_series(1, len(rows))
-                )
-            )
-        )
+        ids = next_ids(conn, table, len(rows))
         insert_rows(
             conn, table, ["id", *columns], [(i, *row) for i, row in zip(ids, rows, strict=True)]
         )
@@ -413,6 +422,21 @@ def insert_returning_ids(
     stmt = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
     found = conn.scalars(stmt, [dict(zip(columns, row, strict=True)) for row in rows])
     return [int(i) for i in found]
+
+
+def next_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
+    """``n`` new ids from the sequence of ``table``'s id (PostgreSQL), ascending: each
+    greater than any id drawn before."""
+    if n == 0:
+        return []
+    sequence = sa.func.pg_get_serial_sequence(table.name, "id")
+    query = sa.select(sa.func.nextval(sequence)).select_from(sa.func.generate_series(1, n))
+    if has_fast_path(conn.dialect):  # the driver's rows as they are: ints already
+        compiled = query.compile(dialect=conn.dialect)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(str(compiled), compiled.params)
+        return [row[0] for row in cursor.fetchall()]
+    return [int(i) for i in conn.scalars(query)]
 
 
 # -- arrays in PostgreSQL's binary form, sent as they are by psycopg 3 ---------------------

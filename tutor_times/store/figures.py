@@ -27,7 +27,7 @@ rewrites only itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -72,6 +72,14 @@ def sessions_changed(conn: sa.Connection, models: Models, ids: Iterable[int]) ->
     ids = sorted(set(ids))
     if not ids:
         return
+    refresh(conn, models, touched(conn, models, ids), recount=ids)
+
+
+def touched(conn: sa.Connection, models: Models, ids: list[int]) -> list[Touch]:
+    """What the stored sessions ``ids`` reach as they are now: each one's start to its end,
+    or to its block's end (a reopened one, whose figures are set to NULLs here)."""
+    if not ids:
+        return []
     ms = models.MarkingSession
     rows = conn.execute(
         sa.select(
@@ -90,7 +98,7 @@ def sessions_changed(conn: sa.Connection, models: Models, ids: Iterable[int]) ->
             sa.update(ms.__table__).where(ms.id.in_(reopened)).values(dict.fromkeys(FIGURES))
         )
     # a session reaches as far as its end, or as its block did (a reopened one)
-    touches = [
+    return [
         Touch(
             r.unit_id,
             r.marker_id,
@@ -99,7 +107,21 @@ def sessions_changed(conn: sa.Connection, models: Models, ids: Iterable[int]) ->
         )
         for r in rows
     ]
-    refresh(conn, models, touches, recount=ids)
+
+
+class Made(NamedTuple):
+    """A session a writer creates, whose figures are worked out before it is written (or
+    while it is stored without them), from what the writer holds: its activities' count and
+    lists (:data:`COUNTED`), in the order they are stored. ``id`` is the one it is stored
+    under: a block's sessions are ordered by it after their start and end."""
+
+    id: int
+    unit_id: int
+    marker_id: int
+    start_time: datetime
+    #: None for an open session (it has no figures, and reaches only its start)
+    end_time: datetime | None
+    counted: tuple[Any, ...]
 
 
 def refresh(
@@ -117,25 +139,63 @@ def refresh(
     One transaction at a time merges a tutor's blocks: it holds the tutor's lock
     (:func:`~tutor_times.store.models.tutor_hash`) to its end. Writers take it with their keys'
     locks, before locking any session; taking it again here costs nothing."""
+    changed, _ = merged(conn, models, touches, recount=recount)
+    write_changed(conn, models, changed)
+
+
+def write_changed(conn: sa.Connection, models: Models, changed: list[tuple[Any, ...]]) -> None:
+    """The rows :func:`merged` found changed, (id, *figures) each, written: one UPDATE over
+    arrays on PostgreSQL (a statement a row was most of a sweep's time)."""
+    update_rows(conn, models.MarkingSession.__table__, list(FIGURES), changed)
+
+
+def merged(
+    conn: sa.Connection,
+    models: Models,
+    touches: Iterable[Touch],
+    *,
+    recount: Iterable[int] = (),
+    made: Iterable[Made] = (),
+) -> tuple[list[tuple[Any, ...]], dict[int, tuple[Any, ...]]]:
+    """:func:`refresh`'s work without its write: the stored sessions whose figures change,
+    (id, *figures) each, and the figures of each of ``made`` (NULLs for an open one), which
+    are merged into their tutors' blocks with the stored sessions, as they would be once
+    stored. A made session may already be stored without figures: it is then read as made.
+    Each made session touches its tutor from its start to its end."""
+    made = list(made)
+    touches = [
+        *touches,
+        *(Touch(m.unit_id, m.marker_id, m.start_time, m.end_time or m.start_time) for m in made),
+    ]
+    found: dict[int, tuple[Any, ...]] = {m.id: NO_FIGURES for m in made}
     spans: dict[tuple[int, int], tuple[datetime, datetime]] = {}
     for unit_id, marker_id, since, until in touches:
         tutor = (unit_id, marker_id)
         lo, hi = spans.get(tutor, (since, until))
         spans[tutor] = (min(lo, since), max(hi, until))
     if not spans:
-        return
+        return [], found
     lock_keys(conn, [tutor_hash(unit_id, marker_id) for unit_id, marker_id in spans])
-    rows, counted = _sessions_within(conn, models, spans, set(recount))
+    rows, counted = _sessions_within(conn, models, spans, set(recount), set(found))
+    closed_made = [m for m in made if m.end_time is not None]
+    counted.update((m.id, m.counted) for m in closed_made)
     by_tutor: dict[tuple[int, int], list[Any]] = {}
-    for row in rows:
+    for row in (*rows, *closed_made):
         by_tutor.setdefault((row.unit_id, row.marker_id), []).append(row)
     changed: list[tuple[Any, ...]] = []
     for sessions in by_tutor.values():
+        if closed_made:  # the stored ones came in this order; the made ones join them
+            sessions.sort(key=attrgetter("start_time", "end_time", "id"))
         for row, figures in zip(sessions, _figures(sessions, counted), strict=True):
-            if tuple(getattr(row, name) for name in FIGURES) != figures:
+            if isinstance(row, Made):
+                found[row.id] = figures
+            elif tuple(getattr(row, name) for name in FIGURES) != figures:
                 changed.append((row.id, *figures))
-    # one UPDATE over arrays on PostgreSQL (a statement a row was most of a sweep's time)
-    update_rows(conn, models.MarkingSession.__table__, list(FIGURES), changed)
+    return changed, found
+
+
+#: an open session's figures
+NO_FIGURES = (None,) * len(FIGURES)
 
 
 def refresh_all(conn: sa.Connection, models: Models) -> None:
@@ -176,10 +236,12 @@ def _sessions_within(
     models: Models,
     spans: dict[tuple[int, int], tuple[datetime, datetime]],
     recount: set[int],
+    leave_out: Collection[int] = (),
 ) -> tuple[list[Any], dict[int, tuple[Any, ...]]]:
     """The closed sessions of the blocks that reach into each tutor's [since, until], in
-    start order, and their (assessments, definitions, tasks) by id: counted for those in
-    ``recount`` or with none stored, else as stored (:func:`_counted`).
+    start order, but those in ``leave_out``, and their (assessments, definitions, tasks) by
+    id: counted for those in ``recount`` or with none stored, else as stored
+    (:func:`_counted`).
 
     Blocks are disjoint and ordered, so those are the blocks whose stored end lies from
     ``since`` up to the end of the first block ending at or after ``until`` (a bounded
@@ -263,6 +325,8 @@ def _sessions_within(
             rows += conn.execute(
                 sa.select(*columns).where(closed, sa.or_(*within)).order_by(*order)
             )
+    if leave_out:
+        rows = [r for r in rows if r.id not in leave_out]
     return rows, _counted(conn, models, rows, recount)
 
 
