@@ -316,12 +316,13 @@ def assert_held(app: Flask, served: list[Served], faults_from: float, server: Se
         for ip in stored.keys() | tracked.keys()
         if not tracked[ip] <= stored[ip] <= tracked[ip] + failed[ip]
     }
-    assert not differ, (
-        sorted(
-            (ip, stored[ip], tracked[ip], [(s.kind, s.status) for s in served if s.ip == ip])
-            for ip in differ
-        ),
-        server.lost(),
+    assert not differ, "\n".join(
+        [
+            f"{ip}: {stored[ip]} stored, {tracked[ip]} tracked 2xx:"
+            f" {[(s.kind, s.status) for s in served if s.ip == ip]}"
+            for ip in sorted(differ)
+        ]
+        + [server.lost()]
     )
     reports = Counter(s.status for s in served if s.kind in ("dashboard", "active"))
     assert set(reports) <= {200, 503}, reports
@@ -348,19 +349,14 @@ def assert_held(app: Flask, served: list[Served], faults_from: float, server: Se
             for kind, s in sorted(worst.items())
         ),
     )
-    assert not late, (
-        before,
-        [
-            (
-                s.kind,
-                s.status,
-                f"{s.took:.3f} s",
-                f"{in_app.get(s.rid, -1):.3f} s in the app",
-                f"{s.at - faults_from:.3f} s into the faults",
-                s.body[:100],
-            )
+    # a message of text, which pytest shows whole
+    assert not late, "\n".join(
+        [f"slowest before the faults: {before}"]
+        + [
+            f"{s.kind} {s.status} took {s.took:.3f} s ({in_app.get(s.rid, -1):.3f} s in the"
+            f" app), sent {s.at - faults_from:.3f} s into the faults: {s.body[:100]!r}"
             for s in late[:10]
-        ],
+        ]
     )
 
 
