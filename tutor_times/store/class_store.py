@@ -39,7 +39,6 @@ month's row, and the month's version beside it.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -48,17 +47,17 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..core.accounting import UTC, lock_hash, to_micros
-from . import rollups
-from .class_sql import PACKED, TIME, PackedTimes
+from .class_sql import PackedTimes
+from .class_statements import BLOCKS as BLOCKS
+from .class_statements import BLOCKS_OF, VERIFIED, summed_statement
+from .class_statements import CHECKED as CHECKED
+from .class_statements import MONTHS as MONTHS
 from .class_times import PG_EPOCH, Timetable, split_minutes
 from .drivers import binary_arrays
 
 if TYPE_CHECKING:
     from .models import Models
 
-MONTHS = "tutor_times_class_months"
-BLOCKS = "tutor_times_class_blocks"
-CHECKED = "tutor_times_class_checked"
 #: how far past its month a month's classes are fingerprinted: a block that starts in the
 #: month and ends within this is split by classes the fingerprint sees
 REACH = timedelta(days=1)
@@ -168,151 +167,6 @@ def usable(conn: sa.Connection, models: Models, scope: Any, timetable: Any) -> b
     )
 
 
-def _disagreeing(month: str, fingerprint: str, marker_t: str = "", marker_c: str = "") -> str:
-    """SQL: the tutors of one month of the unit ``:unit`` (``month``, whose classes are
-    ``fingerprint``: SQL expressions) that do not agree with what is stored — ``rolled``
-    when the roll-up has the tutor's row (its blocks are to be split), not when only the
-    store has it; ``marker_t`` and ``marker_c`` narrow each side to a tutor's own."""
-    return f"""SELECT coalesce(t.marker_id, c.marker_id) AS marker,
-       t.marker_id IS NOT NULL AS rolled
-FROM (SELECT r.marker_id, CAST(CAST(r.xmin AS text) AS bigint) AS seen
-      FROM {rollups.MONTHS} AS r
-      WHERE r.unit_id = :unit AND r.month = {month} {marker_t}) AS t
-FULL JOIN (SELECT k.marker_id, k.seen, k.fingerprint, k.long_blocks
-           FROM {MONTHS} AS k
-           WHERE k.unit_id = :unit AND k.month = {month} {marker_c}) AS c
-  ON c.marker_id = t.marker_id
-WHERE t.marker_id IS NULL OR c.marker_id IS NULL OR c.seen <> t.seen
-   OR c.fingerprint IS DISTINCT FROM {fingerprint} OR c.long_blocks > 0"""
-
-
-def _unsure(marker_t: str, marker_c: str) -> str:
-    """SQL, two CTEs: ``dirty``, the months of ``:months`` (their classes ``:prints``) not
-    known to agree with what is stored — the roll-up's version of the month, or its
-    classes, are not those every tutor last agreed at (:data:`CHECKED`); and ``unsure``,
-    each of those months with a NULL marker and, in those months alone, each tutor that
-    does not agree (:func:`_disagreeing`). A month known to agree costs two rows read by
-    key."""
-    return f"""dirty AS (
-  SELECT f.month, f.print
-  FROM unnest(CAST(:months AS date[]), CAST(:prints AS text[])) AS f(month, print)
-  LEFT JOIN {rollups.VERSIONS} AS v ON v.unit_id = :unit AND v.month = f.month
-  LEFT JOIN {CHECKED} AS a ON a.unit_id = :unit AND a.month = f.month
-  WHERE NOT coalesce(a.version = v.version AND a.fingerprint = f.print, false)),
-unsure AS (
-  SELECT d.month, CAST(NULL AS bigint) AS marker, CAST(NULL AS boolean) AS rolled
-  FROM dirty AS d
-  UNION ALL
-  SELECT d.month, x.marker, x.rolled
-  FROM dirty AS d
-  CROSS JOIN LATERAL ({_disagreeing("d.month", "d.print", marker_t, marker_c)}) AS x)"""
-
-
-#: the bucket of a stored block among a timeline's ``:starts``, as
-#: :func:`.reports.bucket_index` gives it: one bucket, the starts in PostgreSQL's binary
-#: form (psycopg 3: a timeline of two years by day has 730, and dumping each took longer
-#: than the statement), or as an array another driver sends
-BUCKETS = {
-    "one": "0",
-    "packed": "greatest(width_bucket(b.block_start, :starts), 1) - 1",
-    "array": "greatest(width_bucket(b.block_start, CAST(:starts AS timestamptz[])), 1) - 1",
-}
-
-
-def _summed(marker: bool, buckets: str) -> str:
-    """SQL: the stored measures of what agrees in a range of the unit (a tutor's own with
-    ``marker``) summed per bucket (:data:`BUCKETS`) and tutor, each block's during-class
-    minutes as :meth:`.Timetable.during` gives them (kind 1); and in the same statement the
-    rows of ``unsure`` (kind 0): the months not known to agree, and their tutors that do
-    not."""
-    marker_t, marker_c, marker_b = (
-        ("AND r.marker_id = :marker", "AND k.marker_id = :marker", "AND b.marker_id = :marker")
-        if marker
-        else ("", "", "")
-    )
-    value = BUCKETS[buckets]
-    grouped = "b.marker_id" if buckets == "one" else f"{value}, b.marker_id"
-    least = "greatest(b.block_minutes, :least)"
-    return f"""WITH {_unsure(marker_t, marker_c)}
-SELECT 1 AS kind, {value} AS bucket, b.marker_id AS marker,
-       CAST(sum(CASE WHEN b.length = 0 THEN {least} * b.inside
-                ELSE div(2 * {least} * b.inside + b.length, 2 * b.length) END) AS bigint)
-         AS during,
-       CAST(NULL AS date) AS month, CAST(NULL AS boolean) AS rolled
-FROM {BLOCKS} AS b
-WHERE b.unit_id = :unit AND b.block_start >= :since AND b.block_start < :until
-  AND b.month = ANY(CAST(:months AS date[])) {marker_b}
-  AND NOT EXISTS (SELECT FROM unsure AS u WHERE u.month = b.month AND u.marker = b.marker_id)
-GROUP BY {grouped}
-UNION ALL
-SELECT 0, NULL, u.marker, NULL, u.month, u.rolled FROM unsure AS u"""
-
-
-@functools.cache
-def summed_statement(marker: bool, buckets: str) -> sa.TextualSelect:
-    """:func:`_summed` as a statement made once (its compiled form and the driver's
-    prepared one are then reused: made on each report, building and keying it took more
-    than the statement)."""
-    starts: list[Any] = []
-    if buckets == "packed":
-        starts = [sa.bindparam("starts", type_=PACKED)]
-    elif buckets == "array":
-        starts = [sa.bindparam("starts", type_=postgresql.ARRAY(TIME))]
-    return (
-        sa.text(_summed(marker, buckets))
-        .bindparams(
-            sa.bindparam("unit", type_=sa.BigInteger),
-            sa.bindparam("months", type_=postgresql.ARRAY(sa.Date)),
-            sa.bindparam("prints", type_=postgresql.ARRAY(sa.Text)),
-            sa.bindparam("least", type_=sa.BigInteger),
-            sa.bindparam("since", type_=TIME),
-            sa.bindparam("until", type_=TIME),
-            *([sa.bindparam("marker", type_=sa.BigInteger)] if marker else []),
-            *starts,
-        )
-        .columns(
-            sa.column("kind", sa.Integer),
-            sa.column("bucket", sa.Integer),
-            sa.column("marker", sa.BigInteger),
-            sa.column("during", sa.BigInteger),
-            sa.column("month", sa.Date),
-            sa.column("rolled", sa.Boolean),
-        )
-    )
-
-
-#: each month of ``:months`` (its classes ``:prints``) of the unit: the roll-up's version of
-#: it, and whether every tutor's stored split of it agrees (one snapshot). Each month's
-#: tutors are compared beside it (LATERAL): as a correlated NOT EXISTS, PostgreSQL read the
-#: whole roll-up table for each month
-VERIFIED = f"""
-SELECT f.month, v.version, count(x.marker) = 0 AS agrees
-FROM unnest(CAST(:months AS date[]), CAST(:prints AS text[])) AS f(month, print)
-LEFT JOIN {rollups.VERSIONS} AS v ON v.unit_id = :unit AND v.month = f.month
-LEFT JOIN LATERAL ({_disagreeing("f.month", "f.print")}) AS x ON true
-GROUP BY f.month, v.version
-"""
-
-#: the blocks of some (month, tutor) of a unit, with the version of each one's roll-up row,
-#: read in one statement (one snapshot whatever the isolation)
-BLOCKS_OF = """
-WITH p AS (
-  SELECT r.month, r.marker_id, CAST(CAST(r.xmin AS text) AS bigint) AS seen
-  FROM tutor_times_tutor_months AS r
-  JOIN unnest(CAST(:months AS date[]), CAST(:markers AS bigint[])) AS q(month, marker)
-    ON r.month = q.month AND r.marker_id = q.marker
-  WHERE r.unit_id = :unit)
-SELECT p.month, p.marker_id, p.seen, s.start_time, s.block_end, s.block_minutes
-FROM p LEFT JOIN (
-  SELECT ms.marker_id, ms.start_time, ms.block_end, ms.block_minutes,
-         CAST(date_trunc('month', ms.start_time AT TIME ZONE 'UTC') AS date) AS month
-  FROM marking_sessions AS ms
-  WHERE ms.unit_id = :unit AND ms.start_time >= :since AND ms.start_time < :until
-    AND ms.block_minutes IS NOT NULL) AS s
-  ON s.month = p.month AND s.marker_id = p.marker_id
-"""
-
-
 def whole_blocks(
     conn: sa.Connection,
     models: Models,
@@ -372,7 +226,43 @@ def whole_blocks(
             if was_rolled:
                 rolled.append((month, marker))
     # the cut blocks counted above are merged again by the report: their stored split out
-    failing = set(gone)
+    out += _cut_out(cut, set(gone), printed, timetable, start, end, min_minutes, bucket_of)
+    if dirty:
+        out += _split_again(
+            conn,
+            models,
+            unit_id,
+            timetable,
+            start,
+            end,
+            min_minutes,
+            bucket_of,
+            cut,
+            gone,
+            rolled,
+            {m: printed[m] for m in dirty},
+        )
+    return out
+
+
+#: one (month, tutor)'s split: the roll-up row's version, its long blocks, and each block's
+#: (start, stored minutes, length, inside, start in a class, long)
+Measured = tuple[int, int, list[tuple[datetime, int, int, int, bool, bool]]]
+
+
+def _cut_out(
+    cut: Mapping[tuple[int, datetime], tuple[datetime, int] | None],
+    failing: set[tuple[date, int]],
+    printed: dict[date, str],
+    timetable: Timetable,
+    start: datetime,
+    end: datetime,
+    min_minutes: int,
+    bucket_of: Callable[[datetime], Any],
+) -> list[tuple[Any, int, int]]:
+    """The stored split of the ``cut`` blocks, negated: :func:`whole_blocks` counted them,
+    and the report merges and splits them again."""
+    out: list[tuple[Any, int, int]] = []
     for (marker, first), stored in cut.items():
         if stored is None or not start <= first < end:
             continue
@@ -383,21 +273,35 @@ def whole_blocks(
         length, inside, at_start = timetable.inside(marker, to_micros(first), to_micros(last))
         split_ = split_minutes(max(minutes, min_minutes), length, inside, at_start)
         out.append((bucket_of(first), marker, -split_))
-    if dirty:
-        split = _split_months(conn, unit_id, timetable, rolled)
-        for (_, marker), (_, _, measured) in split.items():
-            for first, minutes, length, inside, at_start, _ in measured:
-                if start <= first < end and (marker, first) not in cut:
-                    credited = max(minutes, min_minutes)
-                    split_ = split_minutes(credited, length, inside, at_start)
-                    out.append((bucket_of(first), marker, split_))
-        _store(conn, models, unit_id, gone, split, {m: printed[m] for m in dirty})
     return out
 
 
-#: one (month, tutor)'s split: the roll-up row's version, its long blocks, and each block's
-#: (start, stored minutes, length, inside, start in a class, long)
-Measured = tuple[int, int, list[tuple[datetime, int, int, int, bool, bool]]]
+def _split_again(
+    conn: sa.Connection,
+    models: Models,
+    unit_id: int,
+    timetable: Timetable,
+    start: datetime,
+    end: datetime,
+    min_minutes: int,
+    bucket_of: Callable[[datetime], Any],
+    cut: Mapping[tuple[int, datetime], tuple[datetime, int] | None],
+    gone: list[tuple[date, int]],
+    rolled: list[tuple[date, int]],
+    prints: dict[date, str],
+) -> list[tuple[Any, int, int]]:
+    """The months not known to agree (``prints``), split again from their blocks and
+    stored: the range's blocks of them that are not ``cut``, in their buckets."""
+    out: list[tuple[Any, int, int]] = []
+    split = _split_months(conn, unit_id, timetable, rolled)
+    for (_, marker), (_, _, measured) in split.items():
+        for first, minutes, length, inside, at_start, _ in measured:
+            if start <= first < end and (marker, first) not in cut:
+                credited = max(minutes, min_minutes)
+                split_ = split_minutes(credited, length, inside, at_start)
+                out.append((bucket_of(first), marker, split_))
+    _store(conn, models, unit_id, gone, split, prints)
+    return out
 
 
 def _split_months(
@@ -458,6 +362,38 @@ def _store(
     older than another's that touched the month fails (REPEATABLE READ) rather than
     vouching for what it did not see; at READ COMMITTED the statement sees every store
     committed before the lock was taken."""
+    month_rows, block_rows = _rows(unit_id, split, prints)
+    savepoint = conn.begin_nested()
+    try:
+        locked = conn.execute(
+            sa.select(sa.func.pg_try_advisory_xact_lock(lock_hash(f"class_store:{unit_id}")))
+        ).scalar()
+        if not locked:
+            savepoint.rollback()
+            return
+        if gone:
+            for table in (models.ClassBlocks, models.ClassMonths):
+                conn.execute(
+                    sa.delete(table).where(
+                        table.c.unit_id == unit_id,
+                        sa.tuple_(table.c.month, table.c.marker_id).in_(gone),
+                    )
+                )
+        if month_rows:
+            conn.execute(sa.insert(models.ClassMonths), month_rows)
+        if block_rows:
+            conn.execute(sa.insert(models.ClassBlocks), block_rows)
+        _check(conn, models, unit_id, prints)
+        savepoint.commit()
+    except sa.exc.DBAPIError:
+        savepoint.rollback()
+
+
+def _rows(
+    unit_id: int, split: dict[tuple[date, int], Measured], prints: dict[date, str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rows :func:`_store` writes of ``split``: each (month, tutor)'s, and each of its
+    blocks that meets a class."""
     month_rows = [
         {
             "unit_id": unit_id,
@@ -484,30 +420,7 @@ def _store(
         # a block that meets no class splits nothing into class; a long one is split live
         if not long and (inside > 0 if length else at_start)
     ]
-    savepoint = conn.begin_nested()
-    try:
-        locked = conn.execute(
-            sa.select(sa.func.pg_try_advisory_xact_lock(lock_hash(f"class_store:{unit_id}")))
-        ).scalar()
-        if not locked:
-            savepoint.rollback()
-            return
-        if gone:
-            for table in (models.ClassBlocks, models.ClassMonths):
-                conn.execute(
-                    sa.delete(table).where(
-                        table.c.unit_id == unit_id,
-                        sa.tuple_(table.c.month, table.c.marker_id).in_(gone),
-                    )
-                )
-        if month_rows:
-            conn.execute(sa.insert(models.ClassMonths), month_rows)
-        if block_rows:
-            conn.execute(sa.insert(models.ClassBlocks), block_rows)
-        _check(conn, models, unit_id, prints)
-        savepoint.commit()
-    except sa.exc.DBAPIError:
-        savepoint.rollback()
+    return month_rows, block_rows
 
 
 def _check(conn: sa.Connection, models: Models, unit_id: int, prints: dict[date, str]) -> None:
