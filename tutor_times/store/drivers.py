@@ -101,9 +101,6 @@ def own_engine(
     connect_args = _connect_args(
         host, dict(kwargs.pop("connect_args", {}) or {}), timeout, settings, statement_timeout
     )
-    if host.dialect.driver == "pysqlite":
-        # one engine's connections are used from the threads of many requests
-        connect_args.setdefault("check_same_thread", False)
     if autocommit:
         # set once on each new connection, rather than on every checkout and back again
         kwargs["isolation_level"] = "AUTOCOMMIT"
@@ -150,6 +147,9 @@ def _connect_args(
     if "options" in ours and connect_args.get("options"):
         ours["options"] = f"{connect_args['options']} {ours['options']}"
     connect_args.update(ours)
+    if host.dialect.driver == "pysqlite":
+        # one engine's connections are used from the threads of many requests
+        connect_args.setdefault("check_same_thread", False)
     return connect_args
 
 
