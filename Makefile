@@ -60,6 +60,7 @@ screenshots: install
 lint: install
 	$(BIN)/ruff check tutor_times demo tests benchmarks docs config.py wsgi.py
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) instance dist build docs/_build .pytest_cache .mypy_cache .ruff_cache

@@ -87,8 +87,8 @@ def floor_call(
 ) -> tuple[Any, Any]:
     """One EVALSHA + one INSERT/COMMIT, as bare as the drivers allow. ``key``: the floor's
     Redis key (on a cluster node, one of the slots that node serves)."""
-    from tutor_times.accounting import to_micros
-    from tutor_times.redis_cache import LOOKUP
+    from tutor_times.core.accounting import to_micros
+    from tutor_times.store.redis_cache import LOOKUP
 
     client = redis.Redis.from_url(redis_url)
     sha = client.script_load(LOOKUP)

@@ -11,12 +11,13 @@ role check included, HTTP aside), over ranges from one day to two years, and for
 summary of a term. Every SQL statement of one request per report and range is run again
 under EXPLAIN ANALYZE.
 
-Then, at 1x, the same requests with the host's class_times_loader answering a full term's
-timetable of unit 1 (two two-hour tutorials a week for each of the 200 tutors and a weekly
-lecture of every tutor, 12 weeks, at Melbourne wall-clock times), alternating request by
-request with the requests without it, so both see the same load: the split (R12) against no
-split. And what keeping the stored figures adds to a request that closes its key's idle
-session.
+Then, at each size, the same requests with the host's class_times_loader answering a full
+term's timetable of unit 1 (two two-hour tutorials a week for each of the 200 tutors and a
+weekly lecture of every tutor, 12 weeks, at Melbourne wall-clock times), alternating request
+by request with the requests without it, so both see the same load: the split (R12) against
+no split; and how soon a moved class shows. And what keeping the stored figures adds to a
+request that closes its key's idle session. ``--class-times`` measures only the class-time
+rows and the moved class again, into the last run's results.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ from benchmarks.common import (
     time_calls,
     vacuum,
 )
-from tutor_times import class_store, figures, reports
+from tutor_times import reports
+from tutor_times.store import class_store, figures, rollups
 
 REPORTS = {
     "summary": "/tutor-times/units/1/summary",
@@ -74,8 +76,8 @@ OPEN_SESSIONS = 20
 BOUND_MS = {"report": 50.0, WHAT_IF: 200.0}
 #: the bound of a class-time row: its p50 within this of the same report without class times
 CLASS_TIME_RATIO = 1.25
-#: the stored class-time split (tutor_times/class_store.py)
-CLASS_TABLES = (class_store.MONTHS, class_store.BLOCKS)
+#: the stored class-time split (tutor_times/store/class_store.py)
+CLASS_TABLES = (class_store.MONTHS, class_store.BLOCKS, class_store.CHECKED, rollups.VERSIONS)
 #: how many classes are moved, one after another, to time how soon a report reflects it
 EDITS = 5
 
@@ -383,10 +385,14 @@ def dataset(app: Any, scale: tuple[int, int, int, int, int | None]) -> datetime:
             count = conn.execute(sa.text("SELECT count(*) FROM marking_sessions")).scalar()
             if row is not None and row.description == wanted and count == sessions + OPEN_SESSIONS:
                 print(f"  kept: {wanted}")
-                # tables a later version declares (the stored class-time split), empty
-                models = models_of(app)
-                for table in (models.ClassMonths, models.ClassBlocks):
-                    table.create(conn, checkfirst=True)
+                # what a later version declares (the stored class-time split, the months'
+                # versions), as its migrations would make it: tables, the sequence, the
+                # triggers again (create_all's own), and a version for each rolled month
+                models_of(app)
+                from demo.extensions import db
+
+                db.metadata.create_all(conn)
+                conn.execute(sa.text(rollups.FILL[-1]))
                 conn.commit()
                 return row.data_end  # type: ignore[no-any-return]
     end = datetime.now(timezone.utc).replace(microsecond=0)
@@ -548,7 +554,7 @@ def closing_cost(database_url: str, rounds: int) -> dict[str, Any]:
     and with their upkeep (``figures.sessions_changed``) made a no-op, interleaved round by
     round, on a database of its own. Appends to an open session (B1's hot path) write none."""
     from demo.extensions import tutor_times
-    from tutor_times import sql_store
+    from tutor_times.store import sql_store
 
     ensure_database(database_url)
     app = bench_app(database_url)
@@ -593,12 +599,41 @@ def scale_url(database_url: str, label: str) -> str:
     return f"{database_url}_b3_{label}"
 
 
+def class_times_again(calls: int) -> dict[str, Any]:
+    """Only the class-time rows and the moved class, at each size, measured again into the
+    last run's results (the other rows kept as they were), with the machine's load average
+    when they began and ended."""
+    import json
+    import os
+
+    path = RESULTS / "b3_reports.json"
+    result = json.loads(path.read_text())
+    for label, scale in SCALES.items():
+        app = bench_app(scale_url(DATABASE_URL, label))
+        end = dataset(app, scale)
+        client = convenor(app)
+        began = os.getloadavg()[0]
+        rows = class_time_rows(client, engine_of(app), end, calls, markers=200)
+        moved = reflect_a_change(client, end, markers=200)
+        ended = os.getloadavg()[0]
+        [kept] = [s for s in result["scales"] if s["scale"] == label]
+        kept.update(class_times=rows, moved_class=moved, class_times_load=[began, ended])
+    save("b3_reports", {k: v for k, v in result.items() if k != "machine"})
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = arguments(
         __doc__,
         argv,
         ("--floor", {"choices": list(SCALES), "help": "only the split's round-trip floor"}),
+        (
+            "--class-times",
+            {"action": "store_true", "help": "only the class-time rows, into the last results"},
+        ),
     )
+    if args.class_times:
+        return class_times_again(calls=30)
     if args.floor:
         label = args.floor
         rows = round_trip_floor(scale_url(DATABASE_URL, label), SCALES[label], calls=30)

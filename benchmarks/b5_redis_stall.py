@@ -18,7 +18,7 @@ import redis
 
 from benchmarks.common import arguments, save
 from tests.servers import OwnRedis
-from tutor_times.redis_cache import redis_client
+from tutor_times.store.redis_cache import redis_client
 
 CAP_S = 30.0
 

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Flask
 
-from tutor_times import figures, rollups, tallies
+from tutor_times.store import figures, rollups, tallies
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -191,7 +191,7 @@ def models_of(app: Flask) -> Any:
 
 
 #: the tasks report's tallies and the summary's months, kept with the sessions
-#: (tutor_times/tallies.py, tutor_times/rollups.py)
+#: (tutor_times/store/tallies.py, tutor_times/store/rollups.py)
 TALLIES = (
     tallies.ASSESSED,
     tallies.KEYS,

@@ -87,7 +87,14 @@ def table() -> str:
                     f" (then {moved['summary']['then']['p50_ms']} ms), timeline by week p50"
                     f" {moved['timeline']['first']['p50_ms']} ms (then"
                     f" {moved['timeline']['then']['p50_ms']} ms), {moved['edits']} moves"
-                    " | measured | — |"
+                    + (
+                        f"; the class-time rows measured at a load average of"
+                        f" {scale['class_times_load'][0]:.1f}, then"
+                        f" {scale['class_times_load'][1]:.1f}"
+                        if "class_times_load" in scale
+                        else ""
+                    )
+                    + " | measured | — |"
                 )
         closing = b3.get("closing_request")
         if closing:

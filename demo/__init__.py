@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _tutor_times_environment() -> dict[str, Any]:
     """Any TUTOR_TIMES_* key from the environment; JSON values (numbers, lists) are parsed."""
-    from tutor_times.constants import DEFAULTS
+    from tutor_times.core.constants import DEFAULTS
 
     found: dict[str, Any] = {}
     for key in DEFAULTS:

@@ -4,8 +4,7 @@ from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 
-from tutor_times import TutorTimes
-from tutor_times.migrations import include_migrations
+from tutor_times import TutorTimes, include_migrations
 
 db = SQLAlchemy()
 login_manager = LoginManager()

@@ -21,7 +21,7 @@ import re
 
 import sqlalchemy as sa
 
-from tutor_times.sources import LogTarget
+from tutor_times import LogTarget
 
 from .extensions import db, tutor_times
 from .models import Project, Task, User

@@ -34,8 +34,8 @@ from demo.scenario import D as D
 from demo.scenario import add_second_unit, play
 from demo.scenario import at as at
 from demo.seed import seed
-from tutor_times import rollups, tallies
-from tutor_times.redis_cache import RedisClient, RedisStore
+from tutor_times.store import rollups, tallies
+from tutor_times.store.redis_cache import RedisClient, RedisStore
 
 PG_URL = os.environ.get(
     "TUTOR_TIMES_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -406,3 +406,9 @@ def check_tallies(conn: sa.Connection, models: Any) -> None:
     # the tasks report's months; each unit's number of keys (a count gone to none stays)
     assert kept[4] == fresh[4]
     assert [k for k in kept[5] if k[-1]] == fresh[5]
+    # every month of the summary's roll-up has a version (kept with it, never filled)
+    months, versions = models.TutorMonths.c, models.MonthVersions.c
+    unversioned = conn.execute(
+        sa.select(months.unit_id, months.month).except_(sa.select(versions.unit_id, versions.month))
+    ).all()
+    assert unversioned == []

@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -100,6 +101,57 @@ def children(pid: int) -> list[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.append(int(entry.name))
     return found
+
+
+def start_gunicorn(
+    app: str,
+    env: dict[str, str],
+    log: Path,
+    *,
+    workers: int,
+    threads: int = 1,
+    extra: tuple[str, ...] = (),
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """gunicorn serving ``app`` (``module:name``, or a call of an app factory with literal
+    arguments) from the repository, ``workers`` processes of ``threads`` threads each, on a
+    free loopback port; its output in ``log``. The port and the process (its master), not
+    yet answering: see :func:`wait_for_app`."""
+    port = free_port()
+    command = [str(BIN / "gunicorn"), "--workers", str(workers), "--threads", str(threads)]
+    command += ["--bind", f"127.0.0.1:{port}", *extra, app]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return port, proc
+
+
+def wait_for_app(
+    port: int, proc: subprocess.Popen[bytes], logs: Callable[[], str], timeout: float = 90
+) -> None:
+    """Until the demo on ``port`` answers (``GET /me``: 401); fails with ``logs()`` if its
+    process exits first or it does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, logs()
+        try:
+            status, _ = asyncio.run(fetch(port, "GET", "/me", {}))
+            if status == 401:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"gunicorn did not answer\n{logs()}"
+        time.sleep(0.2)
+
+
+def stop_gunicorn(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Stop gunicorn by its PID: ``sig`` (SIGTERM: its workers finish their requests;
+    SIGQUIT: at once), SIGKILL after 20 s. Its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=10)
 
 
 @dataclass
@@ -209,13 +261,13 @@ class Fleet:
             )
 
     def _start_app(self) -> None:
-        n, port = len(self.apps), free_port()
-        command = [str(BIN / "gunicorn"), "--workers", str(self.shape.processes)]
-        command += ["--bind", f"127.0.0.1:{port}", "--backlog", "2048", "wsgi:app"]
-        with open(self.folder / f"app-{n}.log", "wb") as log:
-            proc = subprocess.Popen(
-                command, cwd=ROOT, env=self.environment(), stdout=log, stderr=subprocess.STDOUT
-            )
+        port, proc = start_gunicorn(
+            "wsgi:app",
+            self.environment(),
+            self.folder / f"app-{len(self.apps)}.log",
+            workers=self.shape.processes,
+            extra=("--backlog", "2048"),
+        )
         self.ports.append(port)
         self.apps.append(proc)
 
@@ -229,18 +281,8 @@ class Fleet:
             )
         self.closers.append(proc)
 
-    def _wait_for_app(self, port: int, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert proc.poll() is None, self.logs()
-            try:
-                status, _ = asyncio.run(fetch(port, "GET", "/me", {}))
-                if status == 401:
-                    return
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"gunicorn did not answer\n{self.logs()}"
-            time.sleep(0.2)
+    def _wait_for_app(self, port: int, proc: subprocess.Popen[bytes]) -> None:
+        wait_for_app(port, proc, self.logs)
 
     def _wait_for_log(self, log: Path, text: str, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from flask import Flask, g
 
 from demo.extensions import db, tutor_times
-from tutor_times.web import views
+from tutor_times.web import connections
 from tutor_times.web.beside import Beside, read_snapshot
 
 from .conftest import built
@@ -49,14 +49,14 @@ def pg() -> Iterator[Flask]:
 def test_a_report_beside_reads_the_pages_snapshot(pg: Flask) -> None:
     """A session committed after the page began reading is in neither of its connections'
     reports: the second connection imported the first one's snapshot."""
-    with pg.test_request_context(), views.one_connection(beside=True):
-        before = views.report(sessions)
-        assert isinstance(g.get(views.BESIDE), Beside)
+    with pg.test_request_context(), connections.one_connection(beside=True):
+        before = connections.report(sessions)
+        assert isinstance(g.get(connections.BESIDE), Beside)
         add_session(pg)
-        beside = views.later(sessions)
-        assert views.report(sessions) == beside() == before
-    with pg.test_request_context(), views.one_connection(beside=True):
-        assert views.later(sessions)() == before + 1
+        beside = connections.later(sessions)
+        assert connections.report(sessions) == beside() == before
+    with pg.test_request_context(), connections.one_connection(beside=True):
+        assert connections.later(sessions)() == before + 1
 
 
 @pytest.mark.real
@@ -68,10 +68,10 @@ def test_without_a_spare_connection_the_page_reads_alone(pg: Flask) -> None:
         engine = tutor_times.state.reports_engine(db.engine)
     with engine.connect() as held:
         held.execute(sa.text("SELECT 1"))
-        with pg.test_request_context(), views.one_connection(beside=True):
-            assert g.get(views.BESIDE) is None
-            page = g.get(views.SHARED_CONNECTION)
-            assert views.later(lambda conn, *_, **__: conn)() is page
+        with pg.test_request_context(), connections.one_connection(beside=True):
+            assert g.get(connections.BESIDE) is None
+            page = g.get(connections.SHARED_CONNECTION)
+            assert connections.later(lambda conn, *_, **__: conn)() is page
         held.rollback()
 
 
@@ -80,24 +80,24 @@ def test_an_error_beside_is_raised_where_its_result_is_asked_for(pg: Flask) -> N
     def broken(conn: sa.Connection, *_: object, min_minutes: int) -> int:
         return int(conn.execute(sa.text("SELECT 1 / 0")).scalar_one())
 
-    with pg.test_request_context(), views.one_connection(beside=True):
-        result = views.later(broken)
+    with pg.test_request_context(), connections.one_connection(beside=True):
+        result = connections.later(broken)
         with pytest.raises(sa.exc.DataError):
             result()
         # the page's own connection reads on
-        assert views.report(sessions) >= 0
+        assert connections.report(sessions) >= 0
     # and both connections went back to the pool usable
-    with pg.test_request_context(), views.one_connection(beside=True):
-        assert views.later(sessions)() == views.report(sessions)
+    with pg.test_request_context(), connections.one_connection(beside=True):
+        assert connections.later(sessions)() == connections.report(sessions)
 
 
 def test_elsewhere_the_reports_run_on_the_pages_connection() -> None:
     """SQLite has no snapshots to share: every report runs in turn on the page's
     connection."""
     with built("sqlite") as app, app.test_request_context():
-        with views.one_connection(beside=True):
-            assert g.get(views.BESIDE) is None
-            assert views.later(sessions)() == views.report(sessions)
+        with connections.one_connection(beside=True):
+            assert g.get(connections.BESIDE) is None
+            assert connections.later(sessions)() == connections.report(sessions)
 
 
 def test_a_snapshot_id_is_checked_before_it_is_written_into_sql() -> None:

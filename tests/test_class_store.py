@@ -1,4 +1,4 @@
-"""R12's split kept per (month, tutor) (tutor_times/class_store.py): whatever is stored,
+"""R12's split kept per (month, tutor) (tutor_times/store/class_store.py): whatever is stored,
 every report's split is R12 computed from scratch over the raw sessions — across random
 histories, random timetables (overlapping classes, classes of every tutor, wall-clock
 classes across a change of daylight-saving time) and classes edited, and sessions added,
@@ -19,22 +19,21 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
-from tutor_times.accounting import duration_minutes, to_micros
-from tutor_times.class_times import Timetable
-from tutor_times.reports import Scope, summary, timeline
+from tutor_times.core.accounting import duration_minutes, to_micros
+from tutor_times.reports.scope import Scope
+from tutor_times.reports.summary import summary
+from tutor_times.reports.timeline import timeline
+from tutor_times.store.class_times import Timetable
 
 from .conftest import BACKENDS, T0, Clock, build, built
+from .events import play, record
 from .test_figures import (
     LONG_ACT,
     MIN_MINUTES,
     bucket_starts,
-    history,
     local_midnight,
     other,
-    play,
     raw_sessions,
-    rebuild_with_timeout,
-    record,
     reset,
 )
 
@@ -234,6 +233,20 @@ def store_app(request: pytest.FixtureRequest) -> Iterator[Flask]:
     [(("move", 0, 2), (None, 5, 9, 0, 4)), (("add", 0, 0), (3, 4, 9, 0, 16))],
     [("UTC", -2, 60), ("Australia/Melbourne", 0, 7)],
 )
+# a session in a tutor's class, reported on (its month then known to agree); the class moved
+# half an hour later, off the session, and reported on; two days later another session, in
+# a class of every tutor in the same month
+@example(
+    [("act", 0, 0, 0, "assessing"), ("act", 0, 10, 0, "assessing"), ("sweep", 0, 60, 0, "")],
+    [
+        ("act", 0, 2 * 24 * 60, 0, "assessing"),
+        ("act", 0, 10, 0, "assessing"),
+        ("sweep", 0, 60, 0, ""),
+    ],
+    [(3, 0, 20, 0, 4), (None, 2, 21, 0, 8)],
+    [(("move", 0, 2), (4, 50, 9, 0, 4))],
+    [("UTC", -1, 10)],
+)
 @pytest.mark.slow
 def test_every_reports_split_is_r12_from_scratch_whatever_is_stored(
     store_app: Flask,
@@ -258,30 +271,11 @@ def test_every_reports_split_is_r12_from_scratch_whatever_is_stored(
             classes = edited(classes, edit, added)
             for zone, first_day, days in ranges:
                 check(conn, models, instants(classes), zone, first_day, days)
-    # more history, after what the last reports stored
-    with store_app.app_context():
-        play_from(store_app, clock, later)
+    # more history, after what the last reports stored, the clock going on from where it is
+    play(store_app, clock, later, since=clock(), first=100, source="more")
     with store_app.app_context(), db.engine.connect() as conn:
         for zone, first_day, days in ranges:
             check(conn, tutor_times.models, instants(classes), zone, first_day, days)
-
-
-def play_from(app: Flask, clock: Clock, events: list[tuple[Any, ...]]) -> None:
-    """``events`` after those already played, the clock going on from where it is."""
-    now = clock()
-    for n, (kind, key, minutes, late, action) in enumerate(events, start=100):
-        now += timedelta(minutes=minutes, seconds=7 * n)
-        clock.set(now)
-        if kind == "act":
-            record(key, now - timedelta(seconds=late), action)
-        elif kind == "sweep":
-            tutor_times.close_expired_sessions(now)
-        elif kind == "import":
-            tutor_times.import_activities(history(now, n), source_key=f"more-{n}")
-        elif kind == "rebuild":
-            rebuild_with_timeout(app, timedelta(minutes=5))
-        else:
-            tutor_times.purge(now - timedelta(hours=2))
 
 
 def minutes_of(result: dict[str, Any]) -> dict[int, tuple[int, int]]:
@@ -344,3 +338,152 @@ def test_what_is_stored_is_added_up_until_a_class_or_a_session_of_its_month_chan
                 record(0, at, "assessing")
                 tutor_times.close_expired_sessions(at + timedelta(hours=1))
             assert report(moved) == scratch(moved) == {3: (41, 15)}
+
+
+@pytest.mark.real
+def test_a_month_is_known_to_agree_once_every_tutor_of_it_does_until_its_version_changes(
+    clock: Clock,
+) -> None:
+    """A tutor's own report splits and stores that tutor's month alone: the month is not
+    known to agree (its other tutor has nothing stored), so the unit's report after it
+    checks every tutor of it and splits the other's; from then on the month is known to
+    agree at the roll-up's version of it, until another tutor's session of the month
+    closes (a new version): then its tutors are checked again, and the report is R12."""
+    at = T0 + timedelta(days=2)
+    with built("postgres") as app:
+        with app.app_context():
+            for key in (0, 2):  # tutors 3 and 4, in unit 1
+                for minutes in (0, 10):
+                    clock.set(at + timedelta(minutes=minutes))
+                    record(key, clock(), "assessing")
+            tutor_times.close_expired_sessions(at + timedelta(hours=1))
+        classes: list[tuple[int | None, datetime, datetime]] = [
+            (None, at - timedelta(hours=1), at + timedelta(hours=2))
+        ]
+        timetable = Timetable.of_unit([(w, to_micros(a), to_micros(b)) for w, a, b in classes])
+        unit = Scope(T0, T0 + timedelta(days=10), unit_id=1)
+        march = T0.date().replace(day=1)
+        with app.app_context(), db.engine.connect() as conn:
+            models = tutor_times.models
+            nothing_stored(conn, models)
+
+            def report(scope: Scope) -> dict[int, tuple[int, int]]:
+                found = minutes_of(
+                    summary(conn, models, scope, min_minutes=MIN_MINUTES, timetable=timetable)
+                )
+                conn.commit()
+                return found
+
+            def scratch() -> dict[int, tuple[int, int]]:
+                sessions = raw_sessions(conn, models, unit)
+                return {
+                    k: v for (_, k), v in from_scratch(sessions, classes, lambda _: None).items()
+                }
+
+            def known() -> list[tuple[Any, ...]]:
+                c = models.ClassChecked.c
+                return [tuple(r) for r in conn.execute(sa.select(c.month, c.version))]
+
+            def version() -> int:
+                v = models.MonthVersions.c
+                found = sa.select(v.version).where(v.unit_id == 1, v.month == march)
+                return int(conn.execute(found).scalar_one())
+
+            assert report(Scope(unit.start, unit.end, unit_id=1, marker_id=3)) == {3: (10, 10)}
+            stored = conn.execute(sa.select(models.ClassMonths.c.marker_id)).scalars().all()
+            assert stored == [3]
+            assert known() == [(march, None)]
+            assert report(unit) == scratch() == {3: (10, 10), 4: (10, 10)}
+            first = version()
+            assert known() == [(march, first)]
+            assert report(unit) == {3: (10, 10), 4: (10, 10)}
+            # a session of tutor 4's month closes: the month's version is new
+            with app.app_context():
+                later = T0 + timedelta(days=4)
+                clock.set(later)
+                record(2, later, "assessing")
+                tutor_times.close_expired_sessions(later + timedelta(hours=1))
+            assert version() != first
+            assert known() == [(march, first)]
+            assert report(unit) == scratch() == {3: (10, 10), 4: (11, 10)}
+            assert known() == [(march, version())]
+
+
+@pytest.mark.real
+def test_a_store_from_a_snapshot_older_than_another_stores_of_the_month_gives_way(
+    clock: Clock,
+) -> None:
+    """Two tutors' own reports of one month, each at REPEATABLE READ: the one whose snapshot
+    is later stores first (tutor 4's split); the other's store (tutor 3's), which cannot
+    see it, fails on the month's row that every store writes, and keeps nothing — a report
+    never vouches for a month whose stored rows it did not see. Both answer R12."""
+    at = T0 + timedelta(days=2)
+    with built("postgres") as app:
+        with app.app_context():
+            for key in (0, 2):  # tutors 3 and 4, in unit 1
+                for minutes in (0, 10):
+                    clock.set(at + timedelta(minutes=minutes))
+                    record(key, clock(), "assessing")
+            tutor_times.close_expired_sessions(at + timedelta(hours=1))
+        classes: list[tuple[int | None, datetime, datetime]] = [
+            (None, at - timedelta(hours=1), at + timedelta(hours=2))
+        ]
+        timetable = Timetable.of_unit([(w, to_micros(a), to_micros(b)) for w, a, b in classes])
+        with app.app_context():
+            models = tutor_times.models
+            with db.engine.connect() as conn:
+                nothing_stored(conn, models)
+            engine = db.engine.execution_options(isolation_level="REPEATABLE READ")
+            with engine.connect() as earlier, engine.connect() as later:
+
+                def report(conn: sa.Connection, marker: int) -> dict[int, tuple[int, int]]:
+                    scope = Scope(T0, T0 + timedelta(days=10), unit_id=1, marker_id=marker)
+                    found = minutes_of(
+                        summary(conn, models, scope, min_minutes=MIN_MINUTES, timetable=timetable)
+                    )
+                    conn.commit()
+                    return found
+
+                earlier.execute(sa.select(models.ClassMonths.c.marker_id)).all()  # its snapshot
+                assert report(later, 4) == {4: (10, 10)}
+                assert report(earlier, 3) == {3: (10, 10)}
+            with db.engine.connect() as conn:
+                stored = conn.execute(sa.select(models.ClassMonths.c.marker_id)).scalars().all()
+                c = models.ClassChecked.c
+                known = conn.execute(sa.select(c.month, c.version)).all()
+    assert stored == [4]
+    assert [tuple(r) for r in known] == [(T0.date().replace(day=1), None)]
+
+
+def nothing_stored(conn: sa.Connection, models: Any) -> None:
+    """No stored split (of an earlier test's sessions) on the database."""
+    for table in (models.ClassBlocks, models.ClassMonths, models.ClassChecked):
+        conn.execute(table.delete())
+    conn.commit()
+
+
+@pytest.mark.real
+def test_through_psycopg2_the_buckets_go_as_text_and_the_split_is_r12(clock: Clock) -> None:
+    """Through psycopg2 a timeline's bucket starts are sent as an array of text, not in
+    binary: every report's split is still R12 from scratch, when it splits and stores, and
+    when it adds up what it stored."""
+    events = [
+        ("act", 0, 0, 0, "assessing"),
+        ("act", 0, 10, 0, "assessing"),
+        ("act", 2, 15, 0, "assessing"),
+        ("sweep", 0, 60, 0, ""),
+        ("act", 0, 2 * 24 * 60, 0, "assessing"),
+        ("act", 0, 10, 0, "assessing"),
+        ("sweep", 0, 60, 0, ""),
+    ]
+    classes = instants([(3, 0, 20, 0, 4), (None, 2, 21, 0, 8), (4, 0, 19, 2, 6)])
+    with built("postgres-psycopg2") as app:
+        play(app, clock, events)
+        with app.app_context(), db.engine.connect() as conn:
+            assert conn.dialect.driver == "psycopg2"
+            nothing_stored(conn, tutor_times.models)
+            for _ in range(2):
+                check(conn, tutor_times.models, classes, "Australia/Melbourne", -1, 20)
+            assert conn.execute(
+                sa.select(sa.func.count()).select_from(tutor_times.models.ClassBlocks)
+            ).scalar()

@@ -22,10 +22,12 @@ from demo import create_app
 from demo import timetable as demo_timetable
 from demo.extensions import db, tutor_times
 from demo.seed import seed
-from tutor_times.accounting import duration_minutes, to_micros
-from tutor_times.class_times import Timetable
-from tutor_times.errors import ConfigurationError
-from tutor_times.reports import Scope, bucket_index, merged_blocks, merged_split_by
+from tutor_times.core.accounting import duration_minutes, to_micros
+from tutor_times.core.errors import ConfigurationError
+from tutor_times.reports.figured import bucket_index
+from tutor_times.reports.merge import merged_blocks, merged_split_by
+from tutor_times.reports.scope import Scope
+from tutor_times.store.class_times import Timetable
 
 from .conftest import BACKENDS, Clock, build, built, login
 

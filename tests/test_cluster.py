@@ -29,8 +29,8 @@ from redis.crc import key_slot
 
 from demo.extensions import tutor_times
 from tutor_times import TutorTimes
-from tutor_times.redis_cache import CircuitBreaker, RedisStore
-from tutor_times.worker import Worker
+from tutor_times.closing.worker import Worker
+from tutor_times.store.redis_cache import CircuitBreaker, RedisStore
 
 from .conftest import (
     Clock,

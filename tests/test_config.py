@@ -11,7 +11,7 @@ from flask_login import LoginManager, UserMixin
 from flask_sqlalchemy import SQLAlchemy
 
 from tutor_times import ConfigurationError, TutorTimes, UnknownActionError
-from tutor_times.constants import DEFAULTS
+from tutor_times.core.constants import DEFAULTS
 
 
 def host(**config: Any) -> tuple[Flask, SQLAlchemy]:
@@ -168,7 +168,7 @@ def test_a_view_argument_the_route_lacks_fails_loudly_on_the_first_request() -> 
 
 def test_a_route_without_int_records_its_decimal_ids() -> None:
     """``<unit_id>`` hands the view a string: a decimal string is the id it spells."""
-    from tutor_times.decorator import resolve
+    from tutor_times.tracking.decorator import resolve
 
     assert resolve("unit_id", {"unit_id": "42"}) == 42
     assert resolve("unit_id", {"unit_id": 42}) == 42

@@ -23,10 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
-from tutor_times import history
-from tutor_times.activity import Activity
-from tutor_times.errors import InvalidActivityError, UnknownActionError
-from tutor_times.history import (
+from tutor_times.core.errors import InvalidActivityError, UnknownActionError
+from tutor_times.history import importer as history
+from tutor_times.history.importer import (
     EARLIEST,
     MALFORMED,
     NOT_ALLOWED,
@@ -36,7 +35,8 @@ from tutor_times.history import (
     RowChecker,
     in_background,
 )
-from tutor_times.sources import csv_rows, path_and_username
+from tutor_times.history.sources import csv_rows, path_and_username
+from tutor_times.store.activity import Activity
 
 from .conftest import (
     BACKENDS,

@@ -1,4 +1,4 @@
-"""The stored figures (figures.py) give the numbers the raw sessions and activities give.
+"""The stored figures (store/figures.py) give the numbers the raw sessions and activities give.
 
 Random histories reach the tables through every writer — live tracking (late activities
 placed among closed sessions included), sweeps, an import, a rebuild under another timeout,
@@ -25,16 +25,19 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
-from tutor_times import figures
-from tutor_times.accounting import duration_minutes, to_micros
-from tutor_times.class_times import Timetable
-from tutor_times.reports import Scope, _rolled_months, summary, tasks, timeline
+from tutor_times.core.accounting import duration_minutes, to_micros
+from tutor_times.reports.scope import Scope
+from tutor_times.reports.summary import _rolled_months, summary
+from tutor_times.reports.tasks import tasks
+from tutor_times.reports.timeline import timeline
+from tutor_times.store import figures
+from tutor_times.store.class_times import Timetable
 
-from .conftest import BACKENDS, T0, Clock, build, check_tallies, make_app
+from .conftest import BACKENDS, T0, Clock, build, check_tallies
+from .events import play, record
 
 MIN_MINUTES = 1
 UTC = ZoneInfo("UTC")
-KEYS = [(3, 1, "10.0.0.1"), (3, 1, "10.0.0.2"), (4, 1, "10.0.0.1"), (3, 2, "10.0.0.1")]
 ZONES = ["UTC", "Australia/Adelaide", "Asia/Kathmandu", "America/St_Johns", "Pacific/Chatham"]
 EXAMPLES = int(os.environ.get("TUTOR_TIMES_PROPERTY_EXAMPLES", "25"))
 
@@ -172,7 +175,7 @@ def test_summaries_over_months_from_the_roll_up_equal_the_raw_computation(
     ranges: list[tuple[str, int, int]],
     min_minutes: int,
 ) -> None:
-    """A unit's summary adding up whole months from the roll-up (rollups.py; PostgreSQL)
+    """A unit's summary adding up whole months from the roll-up (store/rollups.py; PostgreSQL)
     gives the numbers of every session counted and merged again, under minimums the roll-up
     keeps (1, 3) and one it does not (11: counted from the sessions); its tasks report from
     the tallies' months and the units' totals of keys, the numbers of the range's
@@ -406,67 +409,6 @@ def reset(app: Flask) -> None:
         for table in (tutor_times.SessionActivity, tutor_times.MarkingSession):
             db.session.execute(table.__table__.delete())
         db.session.commit()
-
-
-def record(key: int, at: datetime, action: str) -> None:
-    marker, unit, ip = KEYS[key]
-    tutor_times.record_activity(action, marker_id=marker, unit_id=unit, ip_address=ip, at=at)
-
-
-def play(app: Flask, clock: Clock, events: list[tuple[Any, ...]]) -> None:
-    now = T0
-    n = 0
-    with app.app_context():
-        for kind, key, minutes, late, action in events:
-            now += timedelta(minutes=minutes, seconds=7 * n)
-            n += 1
-            clock.set(now)
-            if kind == "act":
-                record(key, now - timedelta(seconds=late), action)
-            elif kind == "sweep":
-                tutor_times.close_expired_sessions(now)
-            elif kind == "import":
-                tutor_times.import_activities(history(now, n), source_key=f"history-{n}")
-            elif kind == "rebuild":
-                rebuild_with_timeout(app, timedelta(minutes=5))
-            else:
-                tutor_times.purge(now - timedelta(hours=2))
-
-
-def history(now: datetime, n: int) -> list[dict[str, Any]]:
-    """Older activities of every key, some within the timeout of stored sessions."""
-    rows = []
-    for i in range(8):
-        marker, unit, ip = KEYS[i % len(KEYS)]
-        at = now - timedelta(hours=3) + timedelta(minutes=11 * i + n)
-        action = "assessing" if i % 3 else "inbox"
-        rows.append(
-            {
-                "marker_id": marker,
-                "unit_id": unit,
-                "ip_address": ip,
-                "action": action,
-                "task_id": 7 + i % 2,
-                "task_definition_id": 1 + i % 3,
-                "created_at": at,
-                "import_key": f"{n}-{i}",
-            }
-        )
-    return rows
-
-
-def rebuild_with_timeout(app: Flask, timeout: timedelta) -> None:
-    other = make_app(
-        "postgres" if db.engine.dialect.name == "postgresql" else "sqlite",
-        TUTOR_TIMES_SESSION_TIMEOUT=timeout.total_seconds(),
-        SQLALCHEMY_DATABASE_URI=app.config["SQLALCHEMY_DATABASE_URI"],
-    )
-    with other.app_context():
-        tutor_times.clock = tutor_times.clock  # the test's clock, shared by both apps
-        tutor_times.rebuild_sessions()
-        tutor_times.dispose()
-        db.session.remove()
-        db.engine.dispose()
 
 
 # -- the raw computation ------------------------------------------------------------------

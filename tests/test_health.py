@@ -9,9 +9,9 @@ import pytest
 from flask import Flask
 
 from demo.extensions import tutor_times
+from tutor_times.closing.worker import Worker
 from tutor_times.web import csv_export
 from tutor_times.web.schemas import HealthOut
-from tutor_times.worker import Worker
 
 from .conftest import Clock, built, login
 from .servers import OwnRedis

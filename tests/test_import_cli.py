@@ -23,9 +23,9 @@ import sqlalchemy as sa
 from flask import Flask
 
 from demo.extensions import db, tutor_times
-from tutor_times.cli import progress_reporter
-from tutor_times.history import DUPLICATE, ImportReport
-from tutor_times.models import IMPORT_KEY_LENGTH
+from tutor_times.app.cli import progress_reporter
+from tutor_times.history.importer import DUPLICATE, ImportReport
+from tutor_times.store.models import IMPORT_KEY_LENGTH
 
 from .conftest import BACKENDS, PG_URL, Clock, build
 from .test_history import stored_sessions

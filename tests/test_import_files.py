@@ -23,9 +23,9 @@ import sqlalchemy as sa
 from flask import Flask
 
 from demo.extensions import db, tutor_times
-from tutor_times.history import DUPLICATE, MALFORMED, ImportReport
-from tutor_times.sources import CSV_COLUMNS
-from tutor_times.sql_store import key_hash
+from tutor_times.history.importer import DUPLICATE, MALFORMED, ImportReport
+from tutor_times.history.sources import CSV_COLUMNS
+from tutor_times.store.sql_store import key_hash
 
 from .conftest import BACKENDS, Clock, build, stored
 from .test_history import stored_sessions
@@ -222,8 +222,8 @@ def test_a_gzip_bomb_of_one_line_is_skipped_in_bounded_memory(
     """A 500 MiB line in a gzip of about half a megabyte: the line is counted as too long
     and never held whole; the import's peak memory stays within a bound of the same file
     without it (before, it peaked over 1 GB)."""
-    from tutor_times.history import TOO_LONG
-    from tutor_times.sources import MAX_LINE
+    from tutor_times.history.importer import TOO_LONG
+    from tutor_times.history.sources import MAX_LINE
 
     if fmt == "csv":
         plain = write_csv(tmp_path / "plain.csv", [record(n) for n in range(10)])
@@ -251,8 +251,8 @@ def test_a_line_over_the_limit_is_counted_and_the_rest_imported(
 ) -> None:
     """Plain too: the line over MAX_LINE is skipped as too long, the rows around it are
     imported; a line just under it is read (and is a malformed row)."""
-    from tutor_times.history import TOO_LONG
-    from tutor_times.sources import MAX_LINE
+    from tutor_times.history.importer import TOO_LONG
+    from tutor_times.history.sources import MAX_LINE
 
     path = write_csv(tmp_path / "long.csv", [record(n) for n in range(6)])
     lines = path.read_bytes().splitlines(keepends=True)
@@ -450,7 +450,7 @@ def analyze_counts(app: Flask) -> dict[str, int]:
 def test_a_bulk_import_analyzes_the_tables_it_filled(tmp_path: Path, clock: Clock) -> None:
     """ANALYZE (counted apart from autovacuum's) ran on each table the import filled once
     it imported ANALYZE_AFTER rows or more; a small import leaves it to autovacuum."""
-    from tutor_times.history import ANALYZE_AFTER
+    from tutor_times.history.importer import ANALYZE_AFTER
 
     for app in build("postgres"):
         before = analyze_counts(app)
@@ -477,7 +477,7 @@ def test_rows_imported_under_line_keys_are_found_by_content(
     (``csv:<digest of its first 8 lines>:<line>``, tt0005's column). Importing it again, or
     an edited copy, keys those activities by what they say first: the file adds nothing, the
     copy adds its new row, and a row the old import stored twice stays two (no loss)."""
-    from tutor_times.sources import line_keyed_identity
+    from tutor_times.history.sources import line_keyed_identity
 
     a = [record(n) for n in range(10)]
     a_path = write_csv(tmp_path / "A.csv", [*a, a[4]])

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from demo.extensions import db, tutor_times
 from tutor_times import InvalidActivityError
-from tutor_times.errors import UnknownReferenceError
+from tutor_times.core.errors import UnknownReferenceError
 
 from .conftest import T0, Clock, activities, sessions
 

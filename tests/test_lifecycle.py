@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from demo.extensions import db, tutor_times
-from tutor_times import worker as worker_module
+from tutor_times.closing import worker as worker_module
 
 from .conftest import BACKENDS, PG_URL, T0, Clock, activities, build, built, redis_of, sessions
 from .servers import OwnRedis

@@ -37,7 +37,7 @@ TOKEN = secrets.token_hex(16)
 #: the session timeout of the gunicorn under test, in seconds
 TIMEOUT = 3
 GUNICORN_CONF = """
-from tutor_times.metrics import process_exited
+from tutor_times.core.metrics import process_exited
 
 def child_exit(server, worker):
     process_exited(worker.pid)
@@ -273,7 +273,7 @@ def test_a_redis_outage_is_counted_as_a_trip_and_fallbacks(clock: Clock) -> None
 
 
 def scrape_in_process(app: Flask) -> str:
-    from tutor_times import metrics
+    from tutor_times.core import metrics
 
     return metrics.exposition()[0].decode()
 

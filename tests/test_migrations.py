@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,9 @@ from flask_migrate import downgrade, upgrade
 
 from demo import create_app
 from demo.extensions import db, tutor_times
-from tutor_times import figures, tallies
 from tutor_times.migrations import VERSIONS_DIR
-from tutor_times.models import UPKEEPS
+from tutor_times.store import class_store, figures, tallies
+from tutor_times.store.models import UPKEEPS, UTCDateTime
 
 from .conftest import BACKENDS, tally_tables
 from .databases import foreign_keys, scratch_database
@@ -103,6 +103,119 @@ def test_downgrading_tt0010_puts_back_what_tt0009_left(empty_database: str) -> N
     assert again == before
     if after[1]:
         assert after[1] != before[1]
+
+
+def test_tt0011_made_the_class_tables_the_store_declares(empty_database: str) -> None:
+    """tt0011's frozen copy of the stored split's tables is what ``class_store.tables``
+    declares today: the same columns, primary keys and indexes (PostgreSQL's INCLUDE columns
+    too), made beside the migrated ones in a schema of their own and compared there."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=empty_database)
+    with app.app_context():
+        upgrade(revision="demo@head")
+        upgrade(revision="tt0011")
+        with db.engine.connect() as conn:
+            migrated = class_tables(conn, None)
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("CREATE SCHEMA declared"))
+            else:
+                conn.exec_driver_sql("ATTACH DATABASE ':memory:' AS declared")
+            metadata = sa.MetaData(schema="declared")
+            class_store.tables(metadata, UTCDateTime)
+            metadata.create_all(conn)
+            declared = class_tables(conn, "declared")
+            conn.rollback()
+            if conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("DETACH DATABASE declared")
+        downgrade(revision="tutor_times@base")
+        db.engine.dispose()
+    assert [name for name, *_ in migrated] == [class_store.MONTHS, class_store.BLOCKS]
+    assert migrated == declared
+
+
+def class_tables(conn: sa.Connection, schema: str | None) -> list[tuple[Any, ...]]:
+    """The stored split's tables in ``schema`` (None: the default): each one's name, columns
+    (name, type, nullable, default), primary key, and how each of its indexes is made
+    (PostgreSQL's definition, the schema's name taken out; SQLite's statement)."""
+    inspector = sa.inspect(conn)
+    out = []
+    for name in (class_store.MONTHS, class_store.BLOCKS):
+        columns = [
+            (c["name"], str(c["type"]), c["nullable"], c["default"])
+            for c in inspector.get_columns(name, schema)
+        ]
+        key = inspector.get_pk_constraint(name, schema)
+        if conn.dialect.name == "postgresql":
+            made = conn.execute(
+                sa.text(
+                    "SELECT replace(pg_get_indexdef(i.indexrelid), n.nspname || '.', '')"
+                    " FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid"
+                    " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+                    " WHERE c.relname = :name AND n.nspname = coalesce(:schema, current_schema())"
+                    " ORDER BY 1"
+                ),
+                {"name": name, "schema": schema},
+            ).scalars()
+        else:
+            made = conn.execute(
+                sa.text(
+                    f"SELECT sql FROM {schema or 'main'}.sqlite_master"
+                    " WHERE tbl_name = :name ORDER BY name"
+                ),
+                {"name": name},
+            ).scalars()
+        out.append((name, columns, key["constrained_columns"], key["name"], list(made)))
+    return out
+
+
+def test_tt0012_versions_each_rolled_month_and_its_downgrade_puts_back_tt0011(
+    empty_database: str,
+) -> None:
+    """tt0012 gives each month the summary's roll-up holds a version of its own (PostgreSQL),
+    and replaces the roll-up's function by one that keeps them; its downgrade takes its
+    tables away and puts back the functions as tt0009 made them."""
+    app = create_app("testing", SQLALCHEMY_DATABASE_URI=empty_database)
+    rolled = [(1, date(2026, 3, 1), 3), (1, date(2026, 3, 1), 4), (1, date(2026, 4, 1), 3)]
+    rolled += [(2, date(2026, 3, 1), 3)]
+
+    def state() -> tuple[set[str], list[tuple[str, str]]]:
+        with db.engine.connect() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            code = tally_code(conn) if conn.dialect.name == "postgresql" else []
+        return tables, code
+
+    with app.app_context():
+        upgrade(revision="demo@head")
+        upgrade(revision="tt0011")
+        postgres = db.engine.dialect.name == "postgresql"
+        if postgres:
+            with db.engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO tutor_times_tutor_months (unit_id, month, marker_id,"
+                        " sessions, assessments, uncounted, credited)"
+                        " VALUES (:unit, :month, :marker, 1, 0, 0, '{1,2,3,4,5,6,7,8,9,10}')"
+                    ),
+                    [{"unit": u, "month": m, "marker": k} for u, m, k in rolled],
+                )
+        before = state()
+        upgrade(revision="tt0012")
+        after = state()
+        with db.engine.connect() as conn:
+            versions = conn.execute(
+                sa.text("SELECT unit_id, month, version FROM tutor_times_month_versions")
+            ).all()
+        downgrade(revision="tt0011")
+        again = state()
+        downgrade(revision="tutor_times@base")
+        db.engine.dispose()
+    assert {"tutor_times_month_versions", "tutor_times_class_checked"} <= after[0] - before[0]
+    assert again == before
+    if postgres:
+        assert after[1] != before[1]
+        assert sorted((u, m) for u, m, _ in versions) == sorted({(u, m) for u, m, _ in rolled})
+        assert len({v for *_, v in versions}) == len(versions)
+    else:
+        assert versions == []
 
 
 def tally_code(conn: sa.Connection) -> list[tuple[str, str]]:

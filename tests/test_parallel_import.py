@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tutor_times import history
+from tutor_times.history import importer as history
 
 from . import test_import_cli
 from .conftest import T0, Clock, build

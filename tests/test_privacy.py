@@ -11,7 +11,7 @@ from flask import Flask
 
 from demo.extensions import tutor_times
 from tutor_times import ConfigurationError
-from tutor_times.privacy import truncate
+from tutor_times.core.privacy import truncate
 
 from .conftest import (
     BACKENDS,

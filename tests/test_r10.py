@@ -15,8 +15,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from demo.extensions import db, tutor_times
-from tutor_times.accounting import duration_minutes, merged_minutes
-from tutor_times.reports import Scope, bucket_index, merged_blocks, merged_split_by
+from tutor_times.core.accounting import duration_minutes, merged_minutes
+from tutor_times.reports.figured import bucket_index
+from tutor_times.reports.merge import merged_blocks, merged_split_by
+from tutor_times.reports.scope import Scope
 
 from .conftest import T0, built
 

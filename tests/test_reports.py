@@ -9,8 +9,9 @@ import pytest
 from flask import Flask
 
 from demo.extensions import tutor_times
-from tutor_times.accounting import merged_minutes
-from tutor_times.reports import Scope, summary
+from tutor_times.core.accounting import merged_minutes
+from tutor_times.reports.scope import Scope
+from tutor_times.reports.summary import summary
 
 from .conftest import D, at
 

@@ -24,8 +24,8 @@ from flask import Flask
 from demo import create_app
 from demo.extensions import db, tutor_times
 from demo.seed import seed
-from tutor_times import drivers, idempotency
-from tutor_times.web.views import report_activity
+from tutor_times.store import drivers, idempotency
+from tutor_times.web.activities import report_activity
 
 from .conftest import REDIS_URL, STORES, TASK, Clock, activities, emptied, login
 from .databases import scratch_database

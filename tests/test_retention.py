@@ -12,7 +12,7 @@ from flask import Flask
 from prometheus_client import REGISTRY
 
 from demo.extensions import tutor_times
-from tutor_times.worker import Worker
+from tutor_times.closing.worker import Worker
 
 from .conftest import T0, Clock, activities, built, sessions
 
@@ -122,7 +122,7 @@ def test_without_a_period_nothing_is_removed(backend: str, clock: Clock) -> None
 
 
 def test_the_period_is_checked(clock: Clock) -> None:
-    from tutor_times.errors import ConfigurationError
+    from tutor_times.core.errors import ConfigurationError
 
     for value in (0, -3, 1.5, "30"):
         with pytest.raises(ConfigurationError, match="TUTOR_TIMES_RETENTION_DAYS"):

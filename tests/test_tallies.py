@@ -1,4 +1,4 @@
-"""The tasks report's tallies (tallies.py) on PostgreSQL: kept by the triggers whoever writes,
+"""The tasks report's tallies (store/tallies.py) on PostgreSQL: kept by the triggers whoever writes,
 two writers of one task taking turns, and the widest gap a safe bound.
 
 The equality of the tallied tasks report with the raw rows, through every writer, is
@@ -18,8 +18,9 @@ import sqlalchemy as sa
 from flask import Flask
 
 from demo.extensions import db, tutor_times
-from tutor_times import tallies
-from tutor_times.reports import Scope, tasks
+from tutor_times.reports.scope import Scope
+from tutor_times.reports.tasks import tasks
+from tutor_times.store import tallies
 
 from .conftest import T0, build, check_tallies
 

@@ -12,8 +12,8 @@ import pytest
 from flask import Flask
 
 from demo.extensions import db, tutor_times
-from tutor_times import whatif
-from tutor_times.reports import Scope
+from tutor_times.reports import whatif
+from tutor_times.reports.scope import Scope
 
 from .conftest import BACKENDS, T0, Clock, build, login, play_scenario
 from .test_property import TIMEOUT, reference

@@ -1,55 +1,39 @@
 """The ``TutorTimes`` Flask extension: the facade a host uses.
 
 ``app.extensions["tutor_times"]`` holds the extension itself; what it keeps for each app
-(settings, tracker, stores, threads) is an :class:`~tutor_times.state.AppState`, reached by
-:meth:`TutorTimes.state_of` or, inside an app context, :attr:`TutorTimes.state`.
+(settings, tracker, stores, threads) is an :class:`~tutor_times.app.state.AppState`, reached by
+:meth:`TutorTimes.state_of` or, inside an app context, :attr:`TutorTimes.state`. What the
+facade does beyond registering and decorating is :class:`~tutor_times.app.services.Services`,
+which the web layer, the CLI and the worker reach by ``services()``.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import weakref
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 import redis
-import sqlalchemy as sa
-from flask import Flask, current_app
+from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from redis.cluster import RedisCluster
 
-from . import drivers, metrics
-from .accounting import utcnow
-from .activity import check_action
-from .constants import DEFAULTS
-from .decorator import IdSpec, TrackSpec, track_view
-from .errors import ConfigurationError
-from .hooks import HostHooks
-from .maintenance import Maintenance
-from .models import CLIENT, SERVER, Models, build_models
-from .settings import Settings
-from .state import AppState, build_state
+from .app.cli import cli
+from .app.services import EXTENSION_KEY, Services
+from .app.settings import Settings
+from .app.state import build_state
+from .core.accounting import utcnow
+from .core.constants import DEFAULTS
+from .core.errors import ConfigurationError
+from .store.activity import check_action
+from .store.models import build_models
+from .tracking.decorator import IdSpec, TrackSpec, track_view
+from .web import bp
 
 F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
-
-EXTENSION_KEY = "tutor_times"
-logger = logging.getLogger("tutor_times")
 
 
-def current() -> TutorTimes:
-    """The extension registered on the current app."""
-    ext = current_app.extensions.get(EXTENSION_KEY)
-    if not isinstance(ext, TutorTimes):
-        raise ConfigurationError(
-            "TutorTimes is not registered on this app: did you forget tutor_times.init_app(app)?"
-        )
-    return ext
-
-
-class TutorTimes(HostHooks, Maintenance):
+class TutorTimes(Services):
     """Tracks marking actions into sessions and reports the time tutors spend marking.
 
     ``TutorTimes(app, db=db)``, or ``TutorTimes(db=db)`` then ``init_app(app)``.
@@ -68,22 +52,16 @@ class TutorTimes(HostHooks, Maintenance):
         user_fk: str | None = "users.id",
         unit_fk: str | None = "units.id",
     ) -> None:
-        super().__init__()
         if not isinstance(db, SQLAlchemy):
             raise ConfigurationError(
                 "TutorTimes needs the host's Flask-SQLAlchemy instance: TutorTimes(app, db=db)"
             )
-        self.db = db
-        self.models: Models = build_models(db, user_fk=user_fk, unit_fk=unit_fk)
+        models = build_models(db, user_fk=user_fk, unit_fk=unit_fk)
+        super().__init__(db=db, models=models, clock=clock or utcnow, redis=redis)
         self.MarkingSession = self.models.MarkingSession
         self.SessionActivity = self.models.SessionActivity
-        self.clock: Callable[[], datetime] = clock or utcnow
-        self._redis = redis
         #: every @track applied with this extension, checked against each app's actions
         self._specs: list[TrackSpec] = []
-        self._states: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
-        self._failures = 0
-        self._lock = threading.Lock()
         self.app = app
         if app is not None:
             self.init_app(app)
@@ -113,42 +91,9 @@ class TutorTimes(HostHooks, Maintenance):
             engine_options=dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS", {})),
         )
         app.extensions[EXTENSION_KEY] = self
-
-        from .cli import cli
-        from .web import bp
-
         app.cli.add_command(cli)
         app.register_blueprint(bp, url_prefix=settings.url_prefix)
         app.before_request(self._on_first_request)
-
-    def state_of(self, app: Flask) -> AppState:
-        try:
-            return self._states[app]
-        except KeyError:
-            raise ConfigurationError(
-                "TutorTimes is not registered on this app: did you forget"
-                " tutor_times.init_app(app)?"
-            ) from None
-
-    @property
-    def state(self) -> AppState:
-        """The current app's state."""
-        return self.state_of(current_app._get_current_object())  # type: ignore[attr-defined]
-
-    @property
-    def tracking_engine(self) -> sa.Engine:
-        """The engine tracking writes with (the host's own for in-memory SQLite)."""
-        return self.state.tracking_engine(self.db.engine)
-
-    @property
-    def tracking_engines(self) -> tuple[sa.Engine, sa.Engine]:
-        """The tracking engine and its autocommit twin (the hot path's INSERT)."""
-        state, host = self.state, self.db.engine
-        return state.tracking_engine(host), state.tracking_engine(host, autocommit=True)
-
-    def dispose(self) -> None:
-        """Close the current app's tracking and report connections (after a fork, or in tests)."""
-        self.state.dispose(self.db.engine)
 
     # -- tracking --------------------------------------------------------------
 
@@ -183,89 +128,3 @@ class TutorTimes(HostHooks, Maintenance):
         )
         self._specs.append(spec)
         return track_view(self, spec)
-
-    def record_activity(
-        self,
-        action: str,
-        *,
-        marker_id: int,
-        unit_id: int,
-        ip_address: str | None,
-        project_id: int | None = None,
-        task_id: int | None = None,
-        task_definition_id: int | None = None,
-        at: datetime | None = None,
-    ) -> Any:
-        """Record one activity and return it (a ``SessionActivity`` with its session id).
-
-        The trusted service API: the host vouches for who acted, so no role is checked.
-        ``at`` may lie at most TUTOR_TIMES_MAX_BACKDATE in the past. Raises
-        :class:`InvalidActivityError` before writing anything when input is bad.
-        """
-        return self._record(
-            action,
-            source=SERVER,
-            marker_id=marker_id,
-            unit_id=unit_id,
-            ip_address=ip_address,
-            project_id=project_id,
-            task_id=task_id,
-            task_definition_id=task_definition_id,
-            at=at,
-        )
-
-    def record_client_activity(self, action: str, *, unit_id: int, **fields: Any) -> Any:
-        """Record what a client reported itself (R11): only TUTOR_TIMES_CLIENT_ACTIONS, ids the
-        host confirms as the unit's, marked ``source="client"``. The caller has checked that
-        the marker is staff of the unit."""
-        allowed = self.state.settings.client_actions
-        self.host_read(lambda: self.check_client_report(action, unit_id, allowed, fields))
-        return self._record(action, source=CLIENT, unit_id=unit_id, **fields)
-
-    def _record(self, action: str, *, source: str, **fields: Any) -> Any:
-        state = self.state
-        if state.in_process_sweeper and state.sweeper is None:
-            self._start_sweeper(state)
-        activity = state.tracker.validate(action, source=source, **fields)
-        return state.tracker.record(activity)
-
-    def host_read(self, read: Callable[[], T]) -> T:
-        """``read()``: the host's callbacks that read its database (its ``role_loader``, a
-        tracked view's ``when=`` and ids, its ``target_loader``), tried once more when the
-        database dropped the connection of the host's session (a restart). The session is
-        rolled back first: its transaction went with its connection, and a session is
-        unusable until then; the second try reads on a new connection.
-
-        A transaction of the host's session that only this read began (the view had ended
-        its own) is ended here: otherwise the host's teardown would end it, and a restart
-        meanwhile would fail the host's answer there (a 500 after the view succeeded)."""
-        session = self.db.session()
-        began = not session.in_transaction()
-        try:
-            try:
-                return read()
-            except sa.exc.DBAPIError as exc:
-                if not drivers.is_disconnect(exc):
-                    raise
-            session.rollback()
-            return read()
-        finally:
-            if began and session.in_transaction():
-                try:
-                    session.rollback()
-                except sa.exc.DBAPIError as exc:
-                    if not drivers.is_disconnect(exc):
-                        raise
-                    logger.warning("the host's session could not be rolled back: %s", exc)
-
-    def count_failure(self, kind: str = "request") -> None:
-        """A tracking failure: ``request`` (a tracked view's activity was lost) or
-        ``report`` (POST /activities could not store one)."""
-        metrics.failed(kind)
-        with self._lock:
-            self._failures += 1
-
-    @property
-    def failures(self) -> int:
-        """Tracked requests whose activity could not be recorded, since start."""
-        return self._failures

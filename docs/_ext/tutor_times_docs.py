@@ -1,7 +1,7 @@
 """Pages of this documentation that are made from the code at build time, so they cannot drift.
 
 - ``.. tutor-times-settings::`` lists every ``TUTOR_TIMES_*`` key of
-  :class:`tutor_times.ConfigVars` with its default from :data:`tutor_times.constants.DEFAULTS`
+  :class:`tutor_times.ConfigVars` with its default from :data:`tutor_times.core.constants.DEFAULTS`
   and its meaning from the ``#:`` comment on its attribute.
 - ``.. tutor-times-openapi::`` builds the demo app, asks it for ``<prefix>/openapi.json`` and
   renders every operation, its parameters and answers, and the whole document.
@@ -17,7 +17,6 @@ application, so the tests can check what the pages will say.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import textwrap
@@ -57,9 +56,9 @@ HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 
 def setting_docs() -> dict[str, tuple[str, list[str]]]:
     """``{key: (attribute name, meaning lines)}`` for every attribute of ``ConfigVars``."""
-    from tutor_times.constants import ConfigVars
+    from tutor_times.core.constants import ConfigVars
 
-    analyzer = ModuleAnalyzer.for_module("tutor_times.constants")
+    analyzer = ModuleAnalyzer.for_module("tutor_times.core.constants")
     comments = analyzer.find_attr_docs()
     found: dict[str, tuple[str, list[str]]] = {}
     for name, key in vars(ConfigVars).items():
@@ -81,7 +80,7 @@ def default_text(value: Any) -> str:
 
 def settings_rst() -> list[str]:
     """The configuration reference: a table of every key and default, then each key's entry."""
-    from tutor_times.constants import DEFAULTS
+    from tutor_times.core.constants import DEFAULTS
 
     docs = setting_docs()
     missing = set(DEFAULTS) ^ set(docs)
@@ -243,42 +242,56 @@ def first_sentence(module: str) -> str:
     """The opening sentence of a module's docstring, as a table cell."""
     import importlib
 
-    doc = importlib.import_module(f"tutor_times.{module}").__doc__ or ""
+    name = f"tutor_times.{module}" if module else "tutor_times"
+    doc = importlib.import_module(name).__doc__ or ""
     text = " ".join(doc.split())
     end = text.find(". ")
     return _rst(text if end < 0 else text[: end + 1])
 
 
-def layer_contract() -> dict[str, int]:
-    """``LAYERS`` of ``tests/test_layers.py``, read from its source (the docs need no pytest)."""
-    source = Path(__file__).resolve().parents[2] / "tests" / "test_layers.py"
-    for node in ast.parse(source.read_text()).body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "LAYERS":
-            assert node.value is not None
-            layers: dict[str, int] = ast.literal_eval(node.value)
-            return layers
-    raise ValueError(f"{source} has no LAYERS")
+def layer_contract() -> list[list[str]]:
+    """The layers of the import contract in ``setup.cfg`` (``[importlinter:contract:flow]``),
+    highest first, each a list of the rooms that stand side by side on it."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    lines = config["importlinter:contract:flow"]["layers"].split("\n")
+    return [[room.strip() for room in line.split("|")] for line in lines if line.strip()]
+
+
+def rooms_of(package: str) -> list[str]:
+    """The modules of ``package`` (dotted, under ``tutor_times``), the package itself first."""
+    root = Path(__file__).resolve().parents[2]
+    folder = root / package.replace(".", "/")
+    if not folder.is_dir():
+        return [package]
+    modules = sorted(p for p in folder.rglob("*.py") if p.name != "__init__.py")
+    return [package, *(".".join(p.relative_to(root).with_suffix("").parts) for p in modules)]
 
 
 def layers_rst() -> list[str]:
-    """The layers the import contract of ``tests/test_layers.py`` gives the modules, lowest
-    first: a module imports only modules of lower layers."""
-    LAYERS = layer_contract()
+    """The import contract's layers, highest first: a room imports only the rooms below it,
+    and rooms on one layer never import each other. Each module with the opening sentence of
+    its docstring."""
     out = [
         ".. list-table::",
         "   :header-rows: 1",
-        "   :widths: 8 22 70",
+        "   :widths: 8 30 62",
         "",
         "   * - layer",
         "     - module",
         "     - what it is (its docstring)",
     ]
-    for module, layer in sorted(LAYERS.items(), key=lambda item: (item[1], item[0])):
-        out += [
-            f"   * - {layer}",
-            f"     - ``{module}``",
-            f"     - {first_sentence(module)}",
-        ]
+    layers = layer_contract()
+    for number, rooms in enumerate(layers):
+        for room in rooms:
+            for module in rooms_of(room):
+                out += [
+                    f"   * - {len(layers) - number}",
+                    f"     - ``{module}``",
+                    f"     - {first_sentence(module.removeprefix('tutor_times').lstrip('.'))}",
+                ]
     return [*out, ""]
 
 
@@ -300,7 +313,7 @@ class _Generated(SphinxDirective):
 
 class SettingsDirective(_Generated):
     def run(self) -> list[nodes.Node]:
-        self.env.note_dependency(ModuleAnalyzer.for_module("tutor_times.constants").srcname)
+        self.env.note_dependency(ModuleAnalyzer.for_module("tutor_times.core.constants").srcname)
         return self.render(settings_rst())
 
 
@@ -363,7 +376,7 @@ class SettingLinks(SphinxTransform):
     default_priority = 701
 
     def apply(self, **kwargs: Any) -> None:
-        from tutor_times.constants import DEFAULTS
+        from tutor_times.core.constants import DEFAULTS
 
         for literal in list(self.document.findall(nodes.literal)):
             key = literal.astext()

@@ -5,7 +5,8 @@ The only part of the package that knows HTTP or the schema library; everything i
 comes from :mod:`tutor_times.reports`.
 """
 
-from . import dashboard as dashboard  # registers the pages on the blueprint
+# each registers its endpoints or pages on the blueprint
+from . import activities, dashboard, meta, reports
 from .views import bp
 
-__all__ = ["bp"]
+__all__ = ["activities", "bp", "dashboard", "meta", "reports"]

@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ..accounting import UTC
+from ..core.accounting import UTC
 
 #: the most days one calendar shows: a week, so a block stays wide enough to point at
 MAX_DAYS = 7

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Response
 
-from ..accounting import UTC
+from ..core.accounting import UTC
 from .api import FieldError
 
 

@@ -23,32 +23,28 @@ from flask_login.utils import login_url
 from markupsafe import Markup
 from pydantic import BaseModel
 
-from .. import class_times, reports, whatif
-from ..class_times import Timetable
-from ..extension import current
-from ..reports import Scope
+from .. import reports
+from ..app.services import services
+from ..reports import whatif
+from ..reports.scope import Scope
+from ..store import class_times
+from ..store.class_times import Timetable
 from . import calendar, csv_export, html
 from . import schemas as s
 from .api import ApiError, FieldError, parse, query_args
+from .class_split import add_students, later_timeline, timetable_of, unit_summary
+from .connections import later, one_connection, report, what_if
 from .ranges import ZONES
 from .views import (
     RETRY_AFTER_S,
     UNAVAILABLE,
-    add_students,
     bp,
     current_user_id,
     date_range,
-    later,
-    later_timeline,
     live_after,
     marker_scope,
-    one_connection,
-    report,
     roll_back_host_session,
-    timetable_of,
     unavailable,
-    unit_summary,
-    what_if,
 )
 
 logger = logging.getLogger("tutor_times")
@@ -99,7 +95,7 @@ def _page(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any
 
 
 def _rendered(model: type[BaseModel], build: Callable[[Any], dict[str, Any]]) -> Any:
-    if not current().state.settings.dashboard:
+    if not services().state.settings.dashboard:
         return _error_page(404, "There is no such page.")
     if not current_user or not current_user.is_authenticated:
         return _anonymous()
@@ -132,7 +128,7 @@ def unit_dashboard(unit_id: int) -> Any:
             query,
             what_if_seconds=query.timeout,
             timeout_choices=_timeout_choices(query.timeout),
-            title=current().unit_names_of([unit_id])[unit_id],
+            title=services().unit_names_of([unit_id])[unit_id],
             live_url=live,
             links=links,
         )
@@ -148,7 +144,7 @@ def my_dashboard() -> Any:
         me = current_user_id()
         start, end = date_range(query)
         scope = Scope(start, end, unit_id=query.unit_id, marker_id=me)
-        yesterday = (current().clock() - timedelta(days=1)).date().isoformat()
+        yesterday = (services().clock() - timedelta(days=1)).date().isoformat()
         live_args: dict[str, Any] = {"from": yesterday, "per_page": 100, "unit_id": query.unit_id}
         live = url_for(".my_sessions", **live_args)
         if query.unit_id is None:
@@ -159,7 +155,7 @@ def my_dashboard() -> Any:
         if query.unit_id is None:
             title = "My marking"
         else:
-            title = f"My marking in {current().unit_names_of([query.unit_id])[query.unit_id]}"
+            title = f"My marking in {services().unit_names_of([query.unit_id])[query.unit_id]}"
         return _context(scope, query, title=title, live_url=live, links=links)
 
     return _page(s.MyDashboardQuery, build)
@@ -196,6 +192,18 @@ def _local_dates(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[date, da
     return start.astimezone(tz).date(), (end - timedelta(microseconds=1)).astimezone(tz).date()
 
 
+#: what every page's template is given besides its reports
+PAGE_HELPERS: dict[str, Any] = {
+    "zone_options": ZONE_OPTIONS,
+    "cell": html.cell,
+    "day_label": html.day_label,
+    "timeline_chart": html.timeline_chart,
+    "timeline_rows": html.timeline_rows,
+    "live_every_ms": LIVE_EVERY_MS,
+    "hours": csv_export.hours,
+}
+
+
 def _context(
     scope: Scope, query: Any, *, what_if_seconds: int | None = None, **page: Any
 ) -> dict[str, Any]:
@@ -208,7 +216,7 @@ def _context(
     # the host's timetable, asked once for the summary, the timeline and the calendar
     timetable = timetable_of(scope)
     # the tasks and the timeline read on a second connection while the summary and the
-    # calendar read on the page's (:func:`.views.later`)
+    # calendar read on the page's (:func:`.connections.later`)
     tasks = later(reports.tasks, scope)
     timeline = later_timeline(scope, tz, bucket, timetable)
     summary = unit_summary(scope, timetable)
@@ -219,7 +227,7 @@ def _context(
     if scope.marker_id is not None:
         shown.append(scope.marker_id)
     # one call for every tutor on the page, never one per row
-    names = current().names_of(shown)
+    names = services().names_of(shown)
     colours = calendar.colours_of(names)
     # the columns of class times (R12) and of students, when the host gives them
     split = "during_class_minutes" in summary["totals"]
@@ -252,15 +260,9 @@ def _context(
         "tasks": tasks(),
         "week": week,
         "active": active,
-        "zone_options": ZONE_OPTIONS,
-        "cell": html.cell,
-        "day_label": html.day_label,
-        "timeline_chart": html.timeline_chart,
-        "timeline_rows": html.timeline_rows,
         "presets": _presets(last),
-        "live_every_ms": LIVE_EVERY_MS,
-        "hours": csv_export.hours,
         "what_if": what_if,
+        **PAGE_HELPERS,
     }
 
 
@@ -275,7 +277,7 @@ def _what_if(scope: Scope, seconds: int, summary: dict[str, Any]) -> dict[str, A
     stored = {t["marker_id"] for t in summary["tutors"]}
     for marker in sorted(minutes.keys() - stored):
         summary["tutors"].append(_no_stored_minutes(marker, summary["totals"], scope))
-    configured = int(current().state.timeout.total_seconds())
+    configured = int(services().state.timeout.total_seconds())
     return {
         "label": timeout_label(seconds),
         "configured_label": timeout_label(configured),
@@ -303,7 +305,7 @@ def timeout_label(seconds: int) -> str:
 def _timeout_choices(chosen: int | None) -> list[tuple[int, str]]:
     """The what-if picker's options: common timeouts, the configured one (so named) and the
     one in the URL, in order."""
-    configured = int(current().state.timeout.total_seconds())
+    configured = int(services().state.timeout.total_seconds())
     shown = sorted({*WHAT_IF_TIMEOUTS, configured, *([chosen] if chosen else [])})
     return [
         (seconds, timeout_label(seconds) + (" (configured)" if seconds == configured else ""))
@@ -334,7 +336,7 @@ def _week(scope: Scope, tz: ZoneInfo, timetable: Timetable | None) -> calendar.W
         if scope.unit_id is not None and scope.marker_id is not None:
             # a tutor's own page of a unit: their classes and every tutor's
             classes = [c for c in classes if c[0] in (None, scope.marker_id)]
-    return calendar.week(rows, days, tz, current().clock(), page["total"], classes)
+    return calendar.week(rows, days, tz, services().clock(), page["total"], classes)
 
 
 def _active(scope: Scope) -> list[dict[str, Any]]:

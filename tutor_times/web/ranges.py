@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, available_timezones
 
-from ..accounting import UTC
+from ..core.accounting import UTC
 from .api import FieldError
 
 #: the zones a report may be asked in: the IANA names, without the tz database's

@@ -21,8 +21,8 @@ from pydantic import (
     field_validator,
 )
 
-from ..accounting import UTC
-from ..constants import BIGINT_MAX
+from ..core.accounting import UTC
+from ..core.constants import BIGINT_MAX
 from . import ranges
 from .ranges import zone
 

@@ -20,7 +20,7 @@ Create Date: 2026-12-03
 import sqlalchemy as sa
 from alembic import op
 
-from tutor_times.models import UTCDateTime
+from tutor_times.store.models import UTCDateTime
 
 revision = "tt0006"
 down_revision = "tt0005"

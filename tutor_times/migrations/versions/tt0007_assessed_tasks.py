@@ -17,7 +17,7 @@ Create Date: 2026-12-06
 import sqlalchemy as sa
 from alembic import op
 
-from tutor_times.models import IdList
+from tutor_times.store.models import IdList
 
 revision = "tt0007"
 down_revision = "tt0006"

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from tutor_times.models import UTCDateTime
+from tutor_times.store.models import UTCDateTime
 
 revision = "tt0008"
 down_revision = "tt0007"

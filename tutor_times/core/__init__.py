@@ -1,0 +1,2 @@
+"""The rules themselves: time arithmetic, names, settings' keys, errors and metrics, with no
+Flask, SQL or Redis."""

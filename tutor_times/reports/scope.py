@@ -1,0 +1,51 @@
+"""What every read model takes: the :class:`Scope` of a report (a range, a unit, a tutor), and a
+session's end and minutes so far (R3, R4)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from ..core.accounting import duration_minutes
+from ..store.models import Models
+from ..store.sql import last_activity_of
+
+B = TypeVar("B")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Sessions that started in [start, end), of one unit and/or one marker when given."""
+
+    start: datetime
+    end: datetime
+    unit_id: int | None = None
+    marker_id: int | None = None
+
+    def where(self, models: Models) -> list[Any]:
+        return self.where_on(models.MarkingSession)
+
+    def where_on(self, sessions: Any) -> list[Any]:
+        """The scope's conditions on ``sessions`` (the model, or an alias's columns)."""
+        clauses = [sessions.start_time >= self.start, sessions.start_time < self.end]
+        if self.unit_id is not None:
+            clauses.append(sessions.unit_id == self.unit_id)
+        if self.marker_id is not None:
+            clauses.append(sessions.marker_id == self.marker_id)
+        return clauses
+
+
+def last_activity(models: Models) -> Any:
+    """A session's end so far: its end_time once closed, else its last activity (R3)."""
+    ms = models.MarkingSession
+    return sa.func.coalesce(ms.end_time, last_activity_of(models), type_=ms.start_time.type)
+
+
+def minutes_so_far(row: Any, min_minutes: int) -> int:
+    """Recorded minutes of a closed session; running minutes of an open one."""
+    if row.duration_minutes is not None:
+        return int(row.duration_minutes)
+    return duration_minutes(row.start_time, row.last_activity, min_minutes)

@@ -1,0 +1,542 @@
+"""R12's split of a unit's R10 blocks, kept on PostgreSQL and tied to the timetable it was
+computed from, so that a report with class times adds up stored figures as one without does.
+
+A block's split depends on its tutor's classes over its own time and on nothing else. So, per
+(unit, UTC month of a block's start, tutor) — the rows of the summary's roll-up
+(:mod:`.rollups`) — two tables keep:
+
+- ``tutor_times_class_months``: what the month's blocks were split against. ``seen``: the
+  version of the roll-up's row they were read with (its ``xmin``: every statement that
+  changes a block of the month rewrites that row, so a row rewritten since has another);
+  ``fingerprint``: the unit's classes over the month and :data:`REACH` past it
+  (:meth:`.Timetable.fingerprint`); ``long_blocks``: the month's blocks that reach further
+  than that (their split may depend on classes the fingerprint does not see: counted live).
+- ``tutor_times_class_blocks``: each of the month's blocks that meets a class: its start,
+  its stored minutes, its length and the time of it inside classes, in microseconds. A
+  block that meets none splits all its minutes outside class and is not kept.
+
+Per (unit, month), ``tutor_times_class_checked`` records that every tutor of the month
+agreed: the roll-up's version of the month (:data:`.rollups.VERSIONS`, new whenever a
+statement changes any of its rows) and the fingerprint they agreed with, as one statement
+found them (:func:`_check`).
+
+A report of a unit with a timetable (:func:`whole_blocks`) reads, on its own snapshot, each
+month of its range that has a class: where the month's version and fingerprint are those
+recorded, every tutor's stored split of it still agrees — two rows read by key, however many
+tutors. Only in the other months is each (month, tutor) compared with the roll-up's row and
+the fingerprint. What agrees gives the split of its whole blocks from the stored measures —
+the same integers as :meth:`.Timetable.during` — in one grouped read of the few blocks that
+meet a class, in the same statement. What does not (a class added, moved or removed in the
+month; a session of the tutor's month closed, moved or deleted since; a month never split)
+is split from its blocks here, counted in the report, and stored for the next one, with the
+months it checked, in a savepoint that gives way to any concurrent writer of the same rows
+(or to a read-only replica): what is stored is only ever used where it still agrees, so the
+report is R12 whatever is stored.
+
+Nothing is written while tracking or closing but what the roll-up's triggers write: its
+month's row, and the month's version beside it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from ..core.accounting import UTC, lock_hash, to_micros
+from . import rollups
+from .class_sql import PACKED, TIME, PackedTimes
+from .class_times import PG_EPOCH, Timetable, split_minutes
+from .drivers import binary_arrays
+
+if TYPE_CHECKING:
+    from .models import Models
+
+MONTHS = "tutor_times_class_months"
+BLOCKS = "tutor_times_class_blocks"
+CHECKED = "tutor_times_class_checked"
+#: how far past its month a month's classes are fingerprinted: a block that starts in the
+#: month and ends within this is split by classes the fingerprint sees
+REACH = timedelta(days=1)
+MICROSECOND = timedelta(microseconds=1)
+
+
+def tables(metadata: sa.MetaData, time_type: Any) -> tuple[sa.Table, sa.Table]:
+    """The two tables, declared on ``metadata`` (on every backend, so that one schema is
+    migrated; only PostgreSQL fills them)."""
+    months = sa.Table(
+        MONTHS,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("month", sa.Date, nullable=False),
+        sa.Column("marker_id", sa.BigInteger, nullable=False),
+        sa.Column("seen", sa.BigInteger, nullable=False),
+        sa.Column("fingerprint", sa.Text, nullable=False),
+        sa.Column("long_blocks", sa.Integer, nullable=False),
+        sa.PrimaryKeyConstraint(
+            "unit_id",
+            "month",
+            "marker_id",
+            postgresql_include=["seen", "fingerprint", "long_blocks"],
+        ),
+    )
+    blocks = sa.Table(
+        BLOCKS,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("block_start", time_type, nullable=False),
+        sa.Column("marker_id", sa.BigInteger, nullable=False),
+        sa.Column("month", sa.Date, nullable=False),
+        sa.Column("block_minutes", sa.BigInteger, nullable=False),
+        sa.Column("length", sa.BigInteger, nullable=False),
+        sa.Column("inside", sa.BigInteger, nullable=False),
+        # a range's blocks read from the index alone
+        sa.PrimaryKeyConstraint(
+            "unit_id",
+            "block_start",
+            "marker_id",
+            postgresql_include=["month", "block_minutes", "length", "inside"],
+        ),
+    )
+    return months, blocks
+
+
+def checked_table(metadata: sa.MetaData) -> sa.Table:
+    """The months whose every tutor's stored split agreed, declared on ``metadata`` (on
+    every backend; only PostgreSQL fills it): per (unit, month), the roll-up's ``version``
+    of the month (:data:`.rollups.VERSIONS`) and the ``fingerprint`` they all agreed with,
+    or a NULL version where that is not known."""
+    return sa.Table(
+        CHECKED,
+        metadata,
+        sa.Column("unit_id", sa.BigInteger, nullable=False),
+        sa.Column("month", sa.Date, nullable=False),
+        sa.Column("version", sa.BigInteger),
+        sa.Column("fingerprint", sa.Text, nullable=False),
+        sa.PrimaryKeyConstraint("unit_id", "month", postgresql_include=["version", "fingerprint"]),
+    )
+
+
+def months_of(start: datetime, end: datetime) -> list[date]:
+    """The UTC months of the instants in [start, end), as their first days."""
+    first = start.astimezone(UTC).date().replace(day=1)
+    last = (end - MICROSECOND).astimezone(UTC).date().replace(day=1)
+    out = []
+    while first <= last:
+        out.append(first)
+        first = _next(first)
+    return out
+
+
+def _next(month: date) -> date:
+    return (month + timedelta(days=32)).replace(day=1)
+
+
+def _at(day: date) -> datetime:
+    return datetime.combine(day, datetime.min.time(), UTC)
+
+
+def asked(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The classes a unit's report over [start, end) asks its loader for: the whole UTC
+    months of the range, and :data:`REACH` past them, so that every month it reads has a
+    fingerprint."""
+    months = months_of(start, end)
+    return _at(months[0]), _at(_next(months[-1])) + REACH
+
+
+def window(month: date) -> tuple[int, int]:
+    """The microseconds whose classes split the blocks of ``month`` (those that end within
+    :data:`REACH` of the month's end)."""
+    return to_micros(_at(month)), to_micros(_at(_next(month)) + REACH)
+
+
+def usable(conn: sa.Connection, models: Models, scope: Any, timetable: Any) -> bool:
+    """Whether a report over ``scope`` splits by the stored measures: on PostgreSQL, for
+    one unit's timetable by tutor, away from the calendar's ends."""
+    return (
+        scope.unit_id is not None
+        and conn.dialect.name == "postgresql"
+        and models.ClassMonths is not None
+        and isinstance(timetable, Timetable)
+        and timetable.by == "marker"
+        and scope.start.year > 1
+        and scope.end.year < 9999
+    )
+
+
+def _disagreeing(month: str, fingerprint: str, marker_t: str = "", marker_c: str = "") -> str:
+    """SQL: the tutors of one month of the unit ``:unit`` (``month``, whose classes are
+    ``fingerprint``: SQL expressions) that do not agree with what is stored — ``rolled``
+    when the roll-up has the tutor's row (its blocks are to be split), not when only the
+    store has it; ``marker_t`` and ``marker_c`` narrow each side to a tutor's own."""
+    return f"""SELECT coalesce(t.marker_id, c.marker_id) AS marker,
+       t.marker_id IS NOT NULL AS rolled
+FROM (SELECT r.marker_id, CAST(CAST(r.xmin AS text) AS bigint) AS seen
+      FROM {rollups.MONTHS} AS r
+      WHERE r.unit_id = :unit AND r.month = {month} {marker_t}) AS t
+FULL JOIN (SELECT k.marker_id, k.seen, k.fingerprint, k.long_blocks
+           FROM {MONTHS} AS k
+           WHERE k.unit_id = :unit AND k.month = {month} {marker_c}) AS c
+  ON c.marker_id = t.marker_id
+WHERE t.marker_id IS NULL OR c.marker_id IS NULL OR c.seen <> t.seen
+   OR c.fingerprint IS DISTINCT FROM {fingerprint} OR c.long_blocks > 0"""
+
+
+def _unsure(marker_t: str, marker_c: str) -> str:
+    """SQL, two CTEs: ``dirty``, the months of ``:months`` (their classes ``:prints``) not
+    known to agree with what is stored — the roll-up's version of the month, or its
+    classes, are not those every tutor last agreed at (:data:`CHECKED`); and ``unsure``,
+    each of those months with a NULL marker and, in those months alone, each tutor that
+    does not agree (:func:`_disagreeing`). A month known to agree costs two rows read by
+    key."""
+    return f"""dirty AS (
+  SELECT f.month, f.print
+  FROM unnest(CAST(:months AS date[]), CAST(:prints AS text[])) AS f(month, print)
+  LEFT JOIN {rollups.VERSIONS} AS v ON v.unit_id = :unit AND v.month = f.month
+  LEFT JOIN {CHECKED} AS a ON a.unit_id = :unit AND a.month = f.month
+  WHERE NOT coalesce(a.version = v.version AND a.fingerprint = f.print, false)),
+unsure AS (
+  SELECT d.month, CAST(NULL AS bigint) AS marker, CAST(NULL AS boolean) AS rolled
+  FROM dirty AS d
+  UNION ALL
+  SELECT d.month, x.marker, x.rolled
+  FROM dirty AS d
+  CROSS JOIN LATERAL ({_disagreeing("d.month", "d.print", marker_t, marker_c)}) AS x)"""
+
+
+#: the bucket of a stored block among a timeline's ``:starts``, as
+#: :func:`.reports.bucket_index` gives it: one bucket, the starts in PostgreSQL's binary
+#: form (psycopg 3: a timeline of two years by day has 730, and dumping each took longer
+#: than the statement), or as an array another driver sends
+BUCKETS = {
+    "one": "0",
+    "packed": "greatest(width_bucket(b.block_start, :starts), 1) - 1",
+    "array": "greatest(width_bucket(b.block_start, CAST(:starts AS timestamptz[])), 1) - 1",
+}
+
+
+def _summed(marker: bool, buckets: str) -> str:
+    """SQL: the stored measures of what agrees in a range of the unit (a tutor's own with
+    ``marker``) summed per bucket (:data:`BUCKETS`) and tutor, each block's during-class
+    minutes as :meth:`.Timetable.during` gives them (kind 1); and in the same statement the
+    rows of ``unsure`` (kind 0): the months not known to agree, and their tutors that do
+    not."""
+    marker_t, marker_c, marker_b = (
+        ("AND r.marker_id = :marker", "AND k.marker_id = :marker", "AND b.marker_id = :marker")
+        if marker
+        else ("", "", "")
+    )
+    value = BUCKETS[buckets]
+    grouped = "b.marker_id" if buckets == "one" else f"{value}, b.marker_id"
+    least = "greatest(b.block_minutes, :least)"
+    return f"""WITH {_unsure(marker_t, marker_c)}
+SELECT 1 AS kind, {value} AS bucket, b.marker_id AS marker,
+       CAST(sum(CASE WHEN b.length = 0 THEN {least} * b.inside
+                ELSE div(2 * {least} * b.inside + b.length, 2 * b.length) END) AS bigint)
+         AS during,
+       CAST(NULL AS date) AS month, CAST(NULL AS boolean) AS rolled
+FROM {BLOCKS} AS b
+WHERE b.unit_id = :unit AND b.block_start >= :since AND b.block_start < :until
+  AND b.month = ANY(CAST(:months AS date[])) {marker_b}
+  AND NOT EXISTS (SELECT FROM unsure AS u WHERE u.month = b.month AND u.marker = b.marker_id)
+GROUP BY {grouped}
+UNION ALL
+SELECT 0, NULL, u.marker, NULL, u.month, u.rolled FROM unsure AS u"""
+
+
+@functools.cache
+def summed_statement(marker: bool, buckets: str) -> sa.TextualSelect:
+    """:func:`_summed` as a statement made once (its compiled form and the driver's
+    prepared one are then reused: made on each report, building and keying it took more
+    than the statement)."""
+    starts: list[Any] = []
+    if buckets == "packed":
+        starts = [sa.bindparam("starts", type_=PACKED)]
+    elif buckets == "array":
+        starts = [sa.bindparam("starts", type_=postgresql.ARRAY(TIME))]
+    return (
+        sa.text(_summed(marker, buckets))
+        .bindparams(
+            sa.bindparam("unit", type_=sa.BigInteger),
+            sa.bindparam("months", type_=postgresql.ARRAY(sa.Date)),
+            sa.bindparam("prints", type_=postgresql.ARRAY(sa.Text)),
+            sa.bindparam("least", type_=sa.BigInteger),
+            sa.bindparam("since", type_=TIME),
+            sa.bindparam("until", type_=TIME),
+            *([sa.bindparam("marker", type_=sa.BigInteger)] if marker else []),
+            *starts,
+        )
+        .columns(
+            sa.column("kind", sa.Integer),
+            sa.column("bucket", sa.Integer),
+            sa.column("marker", sa.BigInteger),
+            sa.column("during", sa.BigInteger),
+            sa.column("month", sa.Date),
+            sa.column("rolled", sa.Boolean),
+        )
+    )
+
+
+#: each month of ``:months`` (its classes ``:prints``) of the unit: the roll-up's version of
+#: it, and whether every tutor's stored split of it agrees (one snapshot). Each month's
+#: tutors are compared beside it (LATERAL): as a correlated NOT EXISTS, PostgreSQL read the
+#: whole roll-up table for each month
+VERIFIED = f"""
+SELECT f.month, v.version, count(x.marker) = 0 AS agrees
+FROM unnest(CAST(:months AS date[]), CAST(:prints AS text[])) AS f(month, print)
+LEFT JOIN {rollups.VERSIONS} AS v ON v.unit_id = :unit AND v.month = f.month
+LEFT JOIN LATERAL ({_disagreeing("f.month", "f.print")}) AS x ON true
+GROUP BY f.month, v.version
+"""
+
+#: the blocks of some (month, tutor) of a unit, with the version of each one's roll-up row,
+#: read in one statement (one snapshot whatever the isolation)
+BLOCKS_OF = """
+WITH p AS (
+  SELECT r.month, r.marker_id, CAST(CAST(r.xmin AS text) AS bigint) AS seen
+  FROM tutor_times_tutor_months AS r
+  JOIN unnest(CAST(:months AS date[]), CAST(:markers AS bigint[])) AS q(month, marker)
+    ON r.month = q.month AND r.marker_id = q.marker
+  WHERE r.unit_id = :unit)
+SELECT p.month, p.marker_id, p.seen, s.start_time, s.block_end, s.block_minutes
+FROM p LEFT JOIN (
+  SELECT ms.marker_id, ms.start_time, ms.block_end, ms.block_minutes,
+         CAST(date_trunc('month', ms.start_time AT TIME ZONE 'UTC') AS date) AS month
+  FROM marking_sessions AS ms
+  WHERE ms.unit_id = :unit AND ms.start_time >= :since AND ms.start_time < :until
+    AND ms.block_minutes IS NOT NULL) AS s
+  ON s.month = p.month AND s.marker_id = p.marker_id
+"""
+
+
+def whole_blocks(
+    conn: sa.Connection,
+    models: Models,
+    unit_id: int,
+    marker_id: int | None,
+    start: datetime,
+    end: datetime,
+    timetable: Timetable,
+    *,
+    min_minutes: int,
+    starts: list[datetime] | None,
+    bucket_of: Callable[[datetime], Any],
+    cut: Mapping[tuple[int, datetime], tuple[datetime, int] | None],
+) -> list[tuple[Any, int, int]]:
+    """(bucket, marker, during-class minutes) of the stored R10 blocks of ``unit_id`` (and
+    ``marker_id``) that start in [start, end), but those ``cut`` (marker, block start) —
+    the split of :func:`.reports.figured_by`'s whole blocks, in the buckets that begin at
+    ``starts`` (one without), as :func:`.reports.bucket_index` and ``bucket_of`` give
+    them."""
+    # the months with classes: in the others every block is outside class
+    printed = {m: timetable.fingerprint(*window(m)) for m in months_of(start, end)}
+    printed = {m: p for m, p in printed.items() if p}
+    if not printed:
+        return []
+    params: dict[str, Any] = {
+        "unit": unit_id,
+        "months": list(printed),
+        "prints": list(printed.values()),
+        "least": min_minutes,
+        "since": start,
+        "until": end,
+    }
+    if marker_id is not None:
+        params["marker"] = marker_id
+    buckets = "one"
+    if starts and len(starts) > 1:
+        buckets = "packed" if binary_arrays(conn) else "array"
+        params["starts"] = (
+            PackedTimes.of([to_micros(s) - PG_EPOCH for s in starts])
+            if buckets == "packed"
+            else starts
+        )
+    # the stored measures of what agrees, grouped in PostgreSQL, and in the same statement
+    # the months not known to agree and the (month, tutor) of them that do not
+    out: list[tuple[Any, int, int]] = []
+    dirty: list[date] = []
+    gone: list[tuple[date, int]] = []
+    rolled: list[tuple[date, int]] = []
+    statement = summed_statement(marker_id is not None, buckets)
+    for kind, value, marker, summed_during, month, was_rolled in conn.execute(statement, params):
+        if kind:
+            out.append((value, marker, int(summed_during)))
+        elif marker is None:
+            dirty.append(month)
+        else:
+            gone.append((month, marker))
+            if was_rolled:
+                rolled.append((month, marker))
+    # the cut blocks counted above are merged again by the report: their stored split out
+    failing = set(gone)
+    for (marker, first), stored in cut.items():
+        if stored is None or not start <= first < end:
+            continue
+        month = first.astimezone(UTC).date().replace(day=1)
+        if month not in printed or (month, marker) in failing:
+            continue
+        last, minutes = stored
+        length, inside, at_start = timetable.inside(marker, to_micros(first), to_micros(last))
+        split_ = split_minutes(max(minutes, min_minutes), length, inside, at_start)
+        out.append((bucket_of(first), marker, -split_))
+    if dirty:
+        split = _split_months(conn, unit_id, timetable, rolled)
+        for (_, marker), (_, _, measured) in split.items():
+            for first, minutes, length, inside, at_start, _ in measured:
+                if start <= first < end and (marker, first) not in cut:
+                    credited = max(minutes, min_minutes)
+                    split_ = split_minutes(credited, length, inside, at_start)
+                    out.append((bucket_of(first), marker, split_))
+        _store(conn, models, unit_id, gone, split, {m: printed[m] for m in dirty})
+    return out
+
+
+#: one (month, tutor)'s split: the roll-up row's version, its long blocks, and each block's
+#: (start, stored minutes, length, inside, start in a class, long)
+Measured = tuple[int, int, list[tuple[datetime, int, int, int, bool, bool]]]
+
+
+def _split_months(
+    conn: sa.Connection, unit_id: int, timetable: Timetable, pairs: list[tuple[date, int]]
+) -> dict[tuple[date, int], Measured]:
+    """Each of ``pairs`` (month, marker) of the unit, its blocks measured against the
+    timetable."""
+    if not pairs:
+        return {}
+    since = min(month for month, _ in pairs)
+    until = max(_next(month) for month, _ in pairs)
+    rows = conn.execute(
+        sa.text(BLOCKS_OF),
+        {
+            "unit": unit_id,
+            "months": [month for month, _ in pairs],
+            "markers": [marker for _, marker in pairs],
+            "since": _at(since),
+            "until": _at(until),
+        },
+    )
+    found: dict[tuple[date, int], Measured] = {}
+    # the end of each month's window, worked out once a month rather than once a block
+    reach = {month: window(month)[1] for month, _ in pairs}
+    for month, marker, seen, first, last, minutes in rows:
+        key = (month, marker)
+        entry = found.setdefault(key, (seen, 0, []))
+        if first is None:
+            continue
+        a, b = to_micros(first), to_micros(last)
+        length, inside, at_start = timetable.inside(marker, a, b)
+        long = b > reach[month]
+        if long:
+            entry = found[key] = (entry[0], entry[1] + 1, entry[2])
+        entry[2].append((first, int(minutes), length, inside, at_start, long))
+    return found
+
+
+def _store(
+    conn: sa.Connection,
+    models: Models,
+    unit_id: int,
+    gone: list[tuple[date, int]],
+    split: dict[tuple[date, int], Measured],
+    prints: dict[date, str],
+) -> None:
+    """Keep ``split`` in place of what ``gone`` (month, marker) had stored, and then, for
+    each month of ``prints`` (those not known to agree, whose classes they give: ``gone``
+    lies in them), whether every tutor's stored split of it now agrees, in a savepoint:
+    when a concurrent report of the unit is storing (it holds the unit's lock), when
+    another stored a row after this report's snapshot, or on a read-only replica, nothing
+    is stored.
+
+    A month is known to agree (:data:`CHECKED`) only as one statement finds it, under the
+    lock, with the roll-up's version of it read in that statement: the version changes
+    with any of its roll-up's rows, so what is stored of it is used only while that holds.
+    Every store writes the row of each month it touches, so a store whose snapshot is
+    older than another's that touched the month fails (REPEATABLE READ) rather than
+    vouching for what it did not see; at READ COMMITTED the statement sees every store
+    committed before the lock was taken."""
+    month_rows = [
+        {
+            "unit_id": unit_id,
+            "month": month,
+            "marker_id": marker,
+            "seen": seen,
+            "fingerprint": prints[month],
+            "long_blocks": long_blocks,
+        }
+        for (month, marker), (seen, long_blocks, _) in split.items()
+    ]
+    block_rows = [
+        {
+            "unit_id": unit_id,
+            "block_start": first,
+            "marker_id": marker,
+            "month": month,
+            "block_minutes": minutes,
+            "length": length,
+            "inside": inside if length else 1,
+        }
+        for (month, marker), (_, _, measured) in split.items()
+        for first, minutes, length, inside, at_start, long in measured
+        # a block that meets no class splits nothing into class; a long one is split live
+        if not long and (inside > 0 if length else at_start)
+    ]
+    savepoint = conn.begin_nested()
+    try:
+        locked = conn.execute(
+            sa.select(sa.func.pg_try_advisory_xact_lock(lock_hash(f"class_store:{unit_id}")))
+        ).scalar()
+        if not locked:
+            savepoint.rollback()
+            return
+        if gone:
+            for table in (models.ClassBlocks, models.ClassMonths):
+                conn.execute(
+                    sa.delete(table).where(
+                        table.c.unit_id == unit_id,
+                        sa.tuple_(table.c.month, table.c.marker_id).in_(gone),
+                    )
+                )
+        if month_rows:
+            conn.execute(sa.insert(models.ClassMonths), month_rows)
+        if block_rows:
+            conn.execute(sa.insert(models.ClassBlocks), block_rows)
+        _check(conn, models, unit_id, prints)
+        savepoint.commit()
+    except sa.exc.DBAPIError:
+        savepoint.rollback()
+
+
+def _check(conn: sa.Connection, models: Models, unit_id: int, prints: dict[date, str]) -> None:
+    """Record, for each month of ``prints`` (its classes' fingerprint), the roll-up's version
+    of it if every tutor's stored split of it agrees now, else that it is not known to."""
+    if not prints:
+        return
+    months = sorted(prints)
+    found = conn.execute(
+        sa.text(VERIFIED).bindparams(
+            sa.bindparam("unit", unit_id, type_=sa.BigInteger),
+            sa.bindparam("months", months, type_=postgresql.ARRAY(sa.Date)),
+            sa.bindparam("prints", [prints[m] for m in months], type_=postgresql.ARRAY(sa.Text)),
+        )
+    ).all()
+    rows = [
+        {
+            "unit_id": unit_id,
+            "month": month,
+            "version": version if agrees else None,
+            "fingerprint": prints[month],
+        }
+        for month, version, agrees in sorted(found)
+    ]
+    upsert = postgresql.insert(models.ClassChecked)
+    conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["unit_id", "month"],
+            set_={"version": upsert.excluded.version, "fingerprint": upsert.excluded.fingerprint},
+        ),
+        rows,
+    )

@@ -1,0 +1,507 @@
+"""What differs between database drivers, named in this one module.
+
+Supported: psycopg 3 (``postgresql+psycopg://``), psycopg2 (``postgresql+psycopg2://`` and,
+under SQLAlchemy 2, plain ``postgresql://``) and SQLite's ``pysqlite``. Everything else in the
+package speaks SQLAlchemy and asks here when a driver matters.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from .class_sql import INT8_ARRAY_OID, TIMESTAMPTZ_ARRAY_OID, PackedInts, PackedTimes
+
+T = TypeVar("T")
+
+#: the drivers whose connections take libpq's ``options`` and ``connect_timeout``
+LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2"})
+#: keys of SQLALCHEMY_ENGINE_OPTIONS that size the host's pool; the tracking pool has its own
+POOL_KEYS = frozenset(
+    {"pool_size", "max_overflow", "pool_timeout", "poolclass", "pool_recycle", "pool_pre_ping"}
+)
+
+
+def has_fast_path(dialect: Dialect) -> bool:
+    """Whether the hot path's INSERT may go straight to the driver's connection.
+
+    Only psycopg 3: its ``Connection.execute`` runs a prepared statement in one call.
+    psycopg2 shares psycopg's paramstyle but has no such method, so the test is the
+    driver's name, never the paramstyle.
+    """
+    return dialect.driver == "psycopg"
+
+
+def is_in_memory(url: sa.URL) -> bool:
+    """An in-memory SQLite database exists once per connection: nothing else can share it."""
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return database in ("", ":memory:") or "mode=memory" in str(url.query.get("mode", ""))
+
+
+def _timeout_args(driver: str, timeout: float) -> dict[str, Any]:
+    """Connection arguments that bound every statement and lock wait by ``timeout``."""
+    ms = max(1, round(timeout * 1000))
+    if driver in LIBPQ_DRIVERS:
+        return {
+            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+            # libpq takes whole seconds and treats anything below 2 as 2
+            "connect_timeout": max(2, math.ceil(timeout)),
+        }
+    if driver == "pysqlite":
+        return {"timeout": timeout}  # how long to wait for a locked database
+    return {}
+
+
+def own_engine(
+    host: sa.Engine,
+    *,
+    timeout: float | None,
+    pool_size: int,
+    options: dict[str, Any],
+    autocommit: bool = False,
+    pre_ping: bool = False,
+    settings: dict[str, str] | None = None,
+    snapshot: bool = False,
+    statement_timeout: float | None = None,
+) -> sa.Engine:
+    """An engine of the extension's own on the host's database (tracking's, or the
+    reports'), or the host's engine itself when its database cannot be shared (in-memory
+    SQLite).
+
+    Tracking writes after the host's view, while the request still holds a connection of the
+    host's pool: taking a second one from the same pool deadlocks under load (every request
+    holds one and waits for another). A pool of its own cannot, and its waits — checkout,
+    statements, locks — are bounded by ``timeout``. ``options`` are the host's
+    SQLALCHEMY_ENGINE_OPTIONS; its pool sizing is not copied.
+
+    Reports read through such a pool too (``timeout`` None: a report may take as long as
+    the host's own queries; ``pre_ping``: each checkout tests its connection, so a
+    database restart fails no report; ``settings``: PostgreSQL settings of each connection,
+    given as its connection options unless the host's options give them, see
+    :data:`REPORTS_SETTINGS`; ``snapshot``: on PostgreSQL each transaction reads one
+    snapshot, REPEATABLE READ, so the statements of one report, or of one page of reports,
+    agree; ``statement_timeout``: seconds each statement may run, lock waits included,
+    whatever the host's options say — PostgreSQL's ``statement_timeout``, a deadline checked
+    while it runs on SQLite): see
+    :meth:`~tutor_times.app.state.AppState.reports_engine`.
+    """
+    url = host.url
+    if is_in_memory(url):
+        return host.execution_options(isolation_level="AUTOCOMMIT") if autocommit else host
+    kwargs = {k: v for k, v in options.items() if k not in POOL_KEYS}
+    connect_args = _connect_args(
+        host, dict(kwargs.pop("connect_args", {}) or {}), timeout, settings, statement_timeout
+    )
+    if host.dialect.driver == "pysqlite":
+        # one engine's connections are used from the threads of many requests
+        connect_args.setdefault("check_same_thread", False)
+    if autocommit:
+        # set once on each new connection, rather than on every checkout and back again
+        kwargs["isolation_level"] = "AUTOCOMMIT"
+    elif snapshot and host.dialect.name == "postgresql":
+        kwargs["isolation_level"] = "REPEATABLE READ"
+    pool: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": pool_size,
+        "pool_pre_ping": pre_ping,
+    }
+    if timeout is not None:
+        pool["pool_timeout"] = timeout
+    engine = sa.create_engine(url, connect_args=connect_args, **pool, **kwargs)
+    if host.dialect.driver == "pysqlite":
+        sa.event.listen(engine, "connect", _enforce_foreign_keys)
+        if statement_timeout is not None:
+            _stop_sqlite_statements_after(engine, statement_timeout)
+    return engine
+
+
+def _connect_args(
+    host: sa.Engine,
+    connect_args: dict[str, Any],
+    timeout: float | None,
+    settings: dict[str, str] | None,
+    statement_timeout: float | None,
+) -> dict[str, Any]:
+    """The host's ``connect_args`` with :func:`own_engine`'s timeout, settings and
+    statement timeout added (a setting the host gives itself stays the host's)."""
+    ours = {} if timeout is None else _timeout_args(host.dialect.driver, timeout)
+    if settings and host.dialect.driver in LIBPQ_DRIVERS:
+        # a setting the host gives in its own connection options is the host's to make
+        hosts = str(connect_args.get("options") or "")
+        given = " ".join(
+            f"-c {name}={value}"
+            for name, value in settings.items()
+            if not re.search(rf"(?:-c\s*|--){re.escape(name)}=", hosts)
+        )
+        ours["options"] = f"{ours.get('options', '')} {given}".strip()
+    if statement_timeout is not None and host.dialect.driver in LIBPQ_DRIVERS:
+        # after the host's options, so that it is the one in force
+        ms = max(1, round(statement_timeout * 1000))
+        ours["options"] = f"{ours.get('options', '')} -c statement_timeout={ms}".strip()
+    if "options" in ours and connect_args.get("options"):
+        ours["options"] = f"{connect_args['options']} {ours['options']}"
+    connect_args.update(ours)
+    return connect_args
+
+
+#: SQLite virtual-machine instructions between two looks at a statement's deadline
+SQLITE_CHECK_EVERY = 10_000
+
+
+def _stop_sqlite_statements_after(engine: sa.Engine, seconds: float) -> None:
+    """SQLite has no statement timeout: each statement of ``engine`` gets a deadline that a
+    progress handler checks while it runs (its rows read included), interrupting it past
+    ``seconds`` — the error :func:`stopped_by_timeout` recognises."""
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _deadline(conn: sa.Connection, *_: Any) -> None:
+        deadline = time.monotonic() + seconds
+        raw: Any = conn.connection.dbapi_connection
+        raw.set_progress_handler(lambda: time.monotonic() > deadline, SQLITE_CHECK_EVERY)
+
+    @sa.event.listens_for(engine, "checkin")
+    def _no_deadline(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.set_progress_handler(None, 0)
+
+
+#: the reports' connections on PostgreSQL. No JIT: a report over years costs past
+#: ``jit_above_cost``, and compiling its expressions took longer than running them. Memory
+#: to hash: a report groups a range's sessions by tutor (or bucket) while gathering the ids
+#: of its cut sessions in arrays, which the planner sizes at 8 kB a group; under the default
+#: 4 MB it sorted two years of a unit's sessions on disk instead (35 ms, hashed 17 ms).
+#: Plans made for each run: a report's statements are prepared (parsed once per
+#: connection), and after five runs PostgreSQL may keep a generic plan, made for no range
+#: in particular; one range is a day, the next two years, and over two years the generic
+#: plan grouped a unit's sessions at about half the speed (a summary at 10x: 23 ms, 14 ms
+#: planned for its range, for under a millisecond of planning).
+#: A host that sets any of them in its ``connect_args`` ``options`` keeps its own value.
+REPORTS_SETTINGS = {"jit": "off", "work_mem": "32MB", "plan_cache_mode": "force_custom_plan"}
+
+
+def _enforce_foreign_keys(dbapi_connection: Any, record: Any) -> None:
+    """SQLite checks foreign keys only when asked, per connection: without it an activity
+    for a unit that does not exist would be stored on SQLite and refused on PostgreSQL."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
+Violation = Literal["unique", "foreign_key", "check", "other"]
+
+
+#: what PostgreSQL answers when a statement ran past ``statement_timeout`` (query_canceled)
+#: or waited past ``lock_timeout`` (lock_not_available)
+STOPPED_STATES = frozenset({"57014", "55P03"})
+
+
+def stopped_by_timeout(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database stopped the statement because it ran (or waited) too long."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        return str(orig) == "interrupted"  # by the progress handler of a deadline
+    return (getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)) in STOPPED_STATES
+
+
+def integrity_violation(exc: sa.exc.IntegrityError) -> Violation:
+    """Which kind of constraint refused a statement.
+
+    A unique violation on the open-session index is a race another request won (retry); a
+    foreign key violation names a user or unit that does not exist (a client's mistake).
+    """
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code is not None:
+        kinds: dict[str, Violation] = {"23505": "unique", "23503": "foreign_key", "23514": "check"}
+        return kinds.get(code, "other")
+    text = str(orig).upper()
+    if "UNIQUE" in text:
+        return "unique"
+    if "FOREIGN KEY" in text:
+        return "foreign_key"
+    if "CHECK" in text:
+        return "check"
+    return "other"
+
+
+def is_unique_violation(exc: BaseException, index: str, column: str) -> bool:
+    """Whether ``exc`` is the unique index ``index`` on ``column`` refusing a row: through
+    SQLAlchemy, or straight from psycopg's COPY (:func:`insert_rows`), which SQLAlchemy never
+    sees. PostgreSQL names the index; SQLite names the column."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if code is not None:
+        diag = getattr(orig, "diag", None)
+        return code == "23505" and getattr(diag, "constraint_name", None) == index
+    text = str(orig)
+    return "UNIQUE constraint failed" in text and text.endswith(f".{column}")
+
+
+def execute_for_id(
+    conn: sa.Connection, statement: Any, params: dict[str, Any], compiled: dict[str, str]
+) -> int | None:
+    """Run an INSERT … RETURNING id; the new id, or None when it inserted nothing.
+
+    On psycopg 3, unless someone listens to the engine's statement events (tracing, tests),
+    the statement — compiled once per dialect into ``compiled`` — goes straight to the
+    driver: SQLAlchemy's per-call execution machinery would be a sixth of the hot path
+    (benchmarks/README.md, B1). Errors still come out as SQLAlchemy's, and a lost connection
+    invalidates the whole pool, as SQLAlchemy's own execution does: a database restart
+    dropped every pooled connection, not only this one, and a retry must not take another
+    of them (see :func:`retry_disconnects`).
+    """
+    dialect = conn.dialect
+    events = conn.dispatch
+    if (
+        not has_fast_path(dialect)
+        or events.before_cursor_execute
+        or events.after_cursor_execute
+        or dialect.dispatch.handle_error
+    ):
+        value = conn.execute(statement, params).scalar()
+        return None if value is None else int(value)
+    sql = compiled.get(dialect.name)
+    if sql is None:
+        sql = compiled[dialect.name] = str(statement.compile(dialect=dialect))
+    pooled = conn.connection
+    try:
+        row = pooled.driver_connection.execute(sql, params).fetchone()  # type: ignore[union-attr]
+    except dialect.loaded_dbapi.Error as exc:
+        invalidated = dialect.is_disconnect(exc, pooled.dbapi_connection, None)
+        if invalidated:
+            # every connection of the pool made before now is replaced at its next checkout
+            conn.engine.pool._invalidate(pooled, exc)
+            conn.invalidate(exc)
+        raise sa.exc.DBAPIError.instance(
+            sql,
+            params,
+            exc,
+            dialect.loaded_dbapi.Error,
+            connection_invalidated=invalidated,
+            dialect=dialect,
+        ) from exc
+    return None if row is None else int(row[0])
+
+
+#: how many times a write is tried when the database dropped its connection each time
+DISCONNECT_ATTEMPTS = 3
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database dropped the connection (a restart, a terminated
+    backend), so the statement was not done and may be sent again on a new connection."""
+    return isinstance(exc, sa.exc.DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retry_disconnects(write: Callable[[], T], attempts: int = DISCONNECT_ATTEMPTS) -> T:
+    """``write()``, run again (up to ``attempts`` in all) while it fails on a connection the
+    database had dropped.
+
+    A dropped connection invalidates its whole pool (SQLAlchemy's execution does, and
+    :func:`execute_for_id`), so the next attempt runs on a new connection: a restart costs
+    the one statement that found it, not the activity. A server that dies as a statement
+    runs ends it uncommitted, so running it again does not do it twice. Each attempt is
+    bounded by the pool's own timeouts; anything else is raised at once.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return write()
+        except sa.exc.DBAPIError as exc:
+            if not is_disconnect(exc) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
+
+
+def insert_rows(
+    conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert many rows in the connection's transaction: COPY on psycopg 3 (one stream, no
+    statement per row), executemany elsewhere. Values go through the columns' types first,
+    as a bound parameter would, so a time is stored the same way by either path."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    if not has_fast_path(dialect):
+        conn.execute(sa.insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    types = [copy_type(table.c[name].type, dialect) for name in columns]
+    # an aware time goes to a timestamptz column as it is: psycopg refuses a naive one
+    processors = [
+        None if pg_type == "timestamptz" else table.c[name].type.bind_processor(dialect)
+        for name, pg_type in zip(columns, types, strict=True)
+    ]
+    processed = [(i, p) for i, p in enumerate(processors) if p is not None]
+    names = ", ".join(dialect.identifier_preparer.quote(name) for name in columns)
+    target = dialect.identifier_preparer.format_table(table)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    _default_array_dumpers(cursor, types)
+    with cursor.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        # the columns' types named once: each value is then dumped without a lookup by its
+        # Python type, and the server reads it without parsing text
+        copy.set_types(types)
+        write = copy.write_row
+        if not processed:
+            for row in rows:
+                write(row)
+            return
+        for row in rows:
+            values = list(row)
+            for i, process in processed:
+                values[i] = process(values[i])
+            write(values)
+
+
+def _default_array_dumpers(cursor: Any, types: list[str]) -> None:
+    """psycopg's own dumpers of the array types among ``types``, on ``cursor``: a dumper a
+    connection registered by oid (the class-time reports' packed arrays take ``int8[]``'s)
+    would otherwise dump a COPY's lists."""
+    import psycopg
+    from psycopg.pq import Format
+
+    for name in types:
+        if name.endswith("[]"):
+            oid = psycopg.adapters.types.get_oid(name)
+            cursor.adapters.register_dumper(
+                None, psycopg.adapters.get_dumper_by_oid(oid, Format.BINARY)
+            )
+
+
+def without_jit(conn: sa.Connection) -> None:
+    """No JIT compilation for the rest of ``conn``'s transaction (PostgreSQL): a bulk
+    statement's estimated cost passes jit_above_cost, and compiling it took longer than
+    running it (an import's lookups, placements and the triggers they fire)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL jit = off")
+
+
+#: a session-local table of the values :func:`stored_values` looks up (emptied at commit)
+WANTED = "tutor_times_wanted"
+
+
+def stored_values(conn: sa.Connection, column: sa.Column[Any], values: list[str]) -> set[str]:
+    """Which of ``values`` (text) ``column`` holds. On psycopg 3 they are COPYed into a
+    temporary table and each looked up by ``column``'s index (one stream, however many: an
+    array parameter is dumped value by value in Python); elsewhere one IN list. The lookups
+    are a LATERAL fenced by OFFSET: joined, the planner hashed the whole of ``column``'s
+    table for every batch of an import (whose statistics lag behind it), a scan that grows
+    with every row imported."""
+    if not values:
+        return set()
+    dialect = conn.dialect
+    if not has_fast_path(dialect):
+        return set(conn.scalars(sa.select(column).where(column.in_(values))))
+    prep = dialect.identifier_preparer
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(f"CREATE TEMP TABLE IF NOT EXISTS {WANTED} (v text) ON COMMIT DELETE ROWS")
+    cursor.execute(f"TRUNCATE {WANTED}")
+    with cursor.copy(f"COPY {WANTED} (v) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["text"])
+        for value in values:
+            copy.write_row((value,))
+    table = prep.format_table(column.table)
+    cursor.execute(
+        f"SELECT w.v FROM {WANTED} AS w CROSS JOIN LATERAL (SELECT FROM {table} AS t"
+        f" WHERE t.{prep.quote(column.name)} = w.v OFFSET 0) AS found"
+    )
+    return {row[0] for row in cursor.fetchall()}
+
+
+def insert_returning_ids(
+    conn: sa.Connection, table: sa.Table, columns: list[str], rows: list[tuple[Any, ...]]
+) -> list[int]:
+    """Insert many rows and return their new ids, in the rows' order.
+
+    On psycopg 3 the ids are drawn from the table's sequence first and the rows are COPYed
+    with them: a many-row INSERT … RETURNING costs more to build and parse than to run.
+    Elsewhere one INSERT … RETURNING, its ids sorted back into the rows' order.
+    """
+    if not rows:
+        return []
+    if has_fast_path(conn.dialect):
+        ids = next_ids(conn, table, len(rows))
+        insert_rows(
+            conn, table, ["id", *columns], [(i, *row) for i, row in zip(ids, rows, strict=True)]
+        )
+        return [int(i) for i in ids]
+    stmt = sa.insert(table).returning(table.c.id, sort_by_parameter_order=True)
+    found = conn.scalars(stmt, [dict(zip(columns, row, strict=True)) for row in rows])
+    return [int(i) for i in found]
+
+
+def next_ids(conn: sa.Connection, table: sa.Table, n: int) -> list[int]:
+    """``n`` new ids from the sequence of ``table``'s id (PostgreSQL), ascending: each
+    greater than any id drawn before."""
+    if n == 0:
+        return []
+    sequence = sa.func.pg_get_serial_sequence(table.name, "id")
+    query = sa.select(sa.func.nextval(sequence)).select_from(sa.func.generate_series(1, n))
+    if has_fast_path(conn.dialect):  # the driver's rows as they are: ints already
+        compiled = query.compile(dialect=conn.dialect)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(str(compiled), compiled.params)
+        return [row[0] for row in cursor.fetchall()]
+    return [int(i) for i in conn.scalars(query)]
+
+
+# -- arrays in PostgreSQL's binary form, sent as they are by psycopg 3 ---------------------
+
+
+def copy_type(column_type: sa.types.TypeEngine[Any], dialect: Dialect) -> str:
+    """The PostgreSQL type psycopg dumps a column's values as, in a binary COPY."""
+    name = column_type.compile(dialect=dialect).lower().split("(")[0].strip()
+    return COPY_TYPES.get(name, name)
+
+
+#: column types as psycopg names them; a varchar takes a text value in a binary COPY
+COPY_TYPES = {
+    "bigint": "int8",
+    "integer": "int4",
+    "smallint": "int2",
+    "varchar": "text",
+    "character varying": "text",
+    "timestamp with time zone": "timestamptz",
+    "timestamp without time zone": "timestamp",
+    "boolean": "bool",
+}
+
+
+def binary_arrays(conn: sa.Connection) -> bool:
+    """Whether ``conn`` takes :class:`PackedArray` parameters: psycopg 3 with its dumper
+    registered (on this connection's adapters, once; other drivers take text)."""
+    if conn.dialect.driver != "psycopg":
+        return False
+    from psycopg import ProgrammingError
+    from psycopg.adapt import PyFormat
+
+    adapters = conn.connection.driver_connection.adapters  # type: ignore[union-attr]
+    try:
+        adapters.get_dumper(PackedTimes, PyFormat.AUTO)
+    except ProgrammingError:
+        adapters.register_dumper(PackedInts, _packed_dumper(INT8_ARRAY_OID))
+        adapters.register_dumper(PackedTimes, _packed_dumper(TIMESTAMPTZ_ARRAY_OID))
+    return True
+
+
+def _packed_dumper(array_oid: int) -> type[Any]:
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class PackedArrayDumper(Dumper):
+        """Sends a :class:`PackedArray`'s bytes as they are: already the wire form."""
+
+        format = Format.BINARY
+        oid = array_oid
+
+        def dump(self, obj: Any) -> bytes:
+            data: bytes = obj.data
+            return data
+
+    return PackedArrayDumper
