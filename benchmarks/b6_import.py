@@ -231,9 +231,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     url = smoke_url(DATABASE_URL) if args.smoke else DATABASE_URL
     ensure_database(url)
+    load_before = os.getloadavg()[0]
     if args.log_lines:
         with tempfile.TemporaryDirectory() as tmp:
             big = log_of_lines(url, args.log_lines, Path(tmp))
+        big["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         if not args.smoke:
             save("b6_log_lines", big)
         return big
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with step(f"the floor: COPY {rows:,} formatted rows"):
         floor = copy_floor(url, rows)
     result = {"imports": imports, **after, "copy_floor": floor}
+    # the machine is shared: the load around the run says how much of it the run had
+    result["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     if not args.smoke:
         save("b6_import", result)
     return result

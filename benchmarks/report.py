@@ -12,6 +12,14 @@ README = Path(__file__).resolve().parent / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
+def loads(result: dict[str, Any]) -> str:
+    """The machine's load average when a run began and ended, when it says."""
+    if "load_average" not in result:
+        return ""
+    before, after = result["load_average"]
+    return f"; load average {before:.1f} at its start, {after:.1f} at its end"
+
+
 def load(name: str) -> dict[str, Any] | None:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
@@ -155,7 +163,8 @@ def table() -> str:
                 f" ({big['bytes'] / 2**30:.1f} GiB, {big['rows']:,} activities) |"
                 f" {big['rows_per_s']:,} rows/s ({big['lines'] / big['seconds']:,.0f} lines/s)"
                 f" end to end ({big['seconds']} s), peak RSS {big['peak_rss_mb']} MB"
-                f" | RSS < 200 MB | {ok(big['peak_rss_mb'] < 200)} |"
+                + loads(big)
+                + f" | RSS < 200 MB | {ok(big['peak_rss_mb'] < 200)} |"
             )
         lines.append(
             f"| B6 rebuild of unit 1 under a new timeout | {b6['rebuild_s']} s ({b6['rebuild']})"
@@ -171,7 +180,8 @@ def table() -> str:
                 f"| B6 floor: PostgreSQL alone, {floor['rows']:,} formatted activities by one"
                 f" COPY (indexes and foreign key, nothing parsed or placed) |"
                 f" {floor['rows_per_s']:,} rows/s ({floor['seconds']} s, best of 3)"
-                f" | the most one connection takes | reference |"
+                + loads(b6)
+                + " | the most one connection takes | reference |"
             )
     b7 = load("b7_cluster")
     if b7:

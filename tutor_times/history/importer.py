@@ -416,6 +416,7 @@ class Importer:
     ) -> list[Pending]:
         """The batch without rows already imported, repeated, or naming a unit or user the
         database does not know (counted by reason)."""
+        drivers.without_jit(conn)
         stored = self._stored_keys(conn, [p[8] for p in batch])
         units = self._known(conn, "unit_id", {p[1] for p in batch})
         users = self._known(conn, "marker_id", {p[0] for p in batch})
@@ -723,6 +724,7 @@ class Placer:
         for attempt in range(CONFLICT_RETRIES + 1):
             # the keys' locks and their tutors' (figures.refresh writes other keys' rows)
             hashes = [key_hash(k) for k, _ in chunk] + [tutor_hash(k[1], k[0]) for k, _ in chunk]
+            drivers.without_jit(conn)
             lock_keys(conn, hashes)
             if attempt:
                 chunk, dropped = self._unstored(conn, chunk)

@@ -374,14 +374,25 @@ def _default_array_dumpers(cursor: Any, types: list[str]) -> None:
             )
 
 
+def without_jit(conn: sa.Connection) -> None:
+    """No JIT compilation for the rest of ``conn``'s transaction (PostgreSQL): a bulk
+    statement's estimated cost passes jit_above_cost, and compiling it took longer than
+    running it (an import's lookups, placements and the triggers they fire)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL jit = off")
+
+
 #: a session-local table of the values :func:`stored_values` looks up (emptied at commit)
 WANTED = "tutor_times_wanted"
 
 
 def stored_values(conn: sa.Connection, column: sa.Column[Any], values: list[str]) -> set[str]:
     """Which of ``values`` (text) ``column`` holds. On psycopg 3 they are COPYed into a
-    temporary table and joined (one stream, however many: an array parameter is dumped
-    value by value in Python); elsewhere one IN list."""
+    temporary table and each looked up by ``column``'s index (one stream, however many: an
+    array parameter is dumped value by value in Python); elsewhere one IN list. The lookups
+    are a LATERAL fenced by OFFSET: joined, the planner hashed the whole of ``column``'s
+    table for every batch of an import (whose statistics lag behind it), a scan that grows
+    with every row imported."""
     if not values:
         return set()
     dialect = conn.dialect
@@ -397,7 +408,8 @@ def stored_values(conn: sa.Connection, column: sa.Column[Any], values: list[str]
             copy.write_row((value,))
     table = prep.format_table(column.table)
     cursor.execute(
-        f"SELECT w.v FROM {WANTED} AS w JOIN {table} AS t ON t.{prep.quote(column.name)} = w.v"
+        f"SELECT w.v FROM {WANTED} AS w CROSS JOIN LATERAL (SELECT FROM {table} AS t"
+        f" WHERE t.{prep.quote(column.name)} = w.v OFFSET 0) AS found"
     )
     return {row[0] for row in cursor.fetchall()}
 
