@@ -25,7 +25,9 @@ from hypothesis import strategies as st
 from demo.extensions import db, tutor_times
 from tutor_times.core.errors import InvalidActivityError, UnknownActionError
 from tutor_times.history import importer as history
-from tutor_times.history.importer import (
+from tutor_times.history import placer
+from tutor_times.history.importer import in_background
+from tutor_times.history.rows import (
     EARLIEST,
     MALFORMED,
     NOT_ALLOWED,
@@ -33,7 +35,7 @@ from tutor_times.history.importer import (
     Checks,
     Rejected,
     RowChecker,
-    in_background,
+    content_digest,
 )
 from tutor_times.history.sources import csv_rows, path_and_username
 from tutor_times.store.activity import Activity
@@ -242,7 +244,7 @@ def test_a_batch_over_more_keys_than_a_transaction_holds_is_placed_exactly(
 ) -> None:
     """Keys are placed KEYS_PER_TRANSACTION at a time: at one a transaction, a batch of every
     key, with live sessions to merge with, still gives R2 over each key's activities."""
-    monkeypatch.setattr(history, "KEYS_PER_TRANSACTION", 1)
+    monkeypatch.setattr(placer, "KEYS_PER_TRANSACTION", 1)
     stream: list[tuple[Any, ...]] = []
     rows: list[dict[str, Any]] = []
     clock.set(T0)
@@ -442,7 +444,7 @@ def test_a_rows_content_digest_is_what_earlier_versions_stored(fields: tuple[Any
         parts[3] = parts[3].replace("+00:00", ".000000+00:00")
     parts += [action, *("" if i is None else str(i) for i in ids)]
     text = "\x1f".join(parts)
-    assert history.content_digest(fields) == hashlib.sha256(text.encode()).hexdigest()[:32]
+    assert content_digest(fields) == hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def test_imports_leave_the_garbage_collector_as_they_found_it() -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import selectinload
 
 from demo.extensions import tutor_times
-from tutor_times.history.importer import (
+from tutor_times.history.rows import (
     DUPLICATE,
     MALFORMED,
     NOT_ALLOWED,

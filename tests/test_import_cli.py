@@ -24,7 +24,7 @@ from flask import Flask
 
 from demo.extensions import db, tutor_times
 from tutor_times.app.cli import progress_reporter
-from tutor_times.history.importer import DUPLICATE, ImportReport
+from tutor_times.history.rows import DUPLICATE, ImportReport
 from tutor_times.store.models import IMPORT_KEY_LENGTH
 
 from .conftest import BACKENDS, PG_URL, Clock, build

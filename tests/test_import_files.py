@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from flask import Flask
 
 from demo.extensions import db, tutor_times
-from tutor_times.history.importer import DUPLICATE, MALFORMED, ImportReport
+from tutor_times.history.rows import DUPLICATE, MALFORMED, ImportReport
 from tutor_times.history.sources import CSV_COLUMNS
 from tutor_times.store.sql_store import key_hash
 
@@ -222,7 +222,7 @@ def test_a_gzip_bomb_of_one_line_is_skipped_in_bounded_memory(
     """A 500 MiB line in a gzip of about half a megabyte: the line is counted as too long
     and never held whole; the import's peak memory stays within a bound of the same file
     without it (before, it peaked over 1 GB)."""
-    from tutor_times.history.importer import TOO_LONG
+    from tutor_times.history.rows import TOO_LONG
     from tutor_times.history.sources import MAX_LINE
 
     if fmt == "csv":
@@ -251,7 +251,7 @@ def test_a_line_over_the_limit_is_counted_and_the_rest_imported(
 ) -> None:
     """Plain too: the line over MAX_LINE is skipped as too long, the rows around it are
     imported; a line just under it is read (and is a malformed row)."""
-    from tutor_times.history.importer import TOO_LONG
+    from tutor_times.history.rows import TOO_LONG
     from tutor_times.history.sources import MAX_LINE
 
     path = write_csv(tmp_path / "long.csv", [record(n) for n in range(6)])

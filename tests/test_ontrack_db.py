@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tutor_times.history.importer import DUPLICATE, MALFORMED, NOT_ALLOWED
+from tutor_times.history.rows import DUPLICATE, MALFORMED, NOT_ALLOWED
 
 from .conftest import BACKENDS, Clock, build
 from .test_history import stored_sessions

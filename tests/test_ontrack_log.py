@@ -30,7 +30,7 @@ from sqlalchemy.orm import selectinload
 
 from demo.extensions import db, tutor_times
 from demo.models import Project
-from tutor_times.history.importer import DUPLICATE, ImportReport
+from tutor_times.history.rows import DUPLICATE, ImportReport
 
 from .conftest import BACKENDS, Clock, build, stored
 from .test_history import stored_sessions

@@ -16,8 +16,9 @@ from .core.errors import (
 )
 from .core.metrics import process_exited
 from .extension import TutorTimes
-from .history.importer import Importer, ImportReport
+from .history.importer import Importer
 from .history.rebuild import RebuildReport
+from .history.rows import ImportReport
 from .history.sources import LogTarget
 from .migrations import include_migrations
 

@@ -19,8 +19,9 @@ from ..closing.worker import Worker
 from ..core import metrics
 from ..core.errors import ConfigurationError
 from ..history import ontrack_db
-from ..history.importer import BATCH_SIZE, ImportReport
+from ..history.importer import BATCH_SIZE
 from ..history.ontrack_log import OnTrackLog, UnrecognisedLog, staff_check
+from ..history.rows import ImportReport
 from ..history.sources import (
     FORMATS,
     Source,

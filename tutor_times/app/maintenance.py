@@ -15,8 +15,9 @@ from ..closing.closer import oldest_unclosed, sweep
 from ..closing.worker import Worker
 from ..core import metrics
 from ..core.accounting import UTC
-from ..history.importer import BATCH_SIZE, Checks, Importer, ImportReport, Row, adopt_line_keys
+from ..history.importer import BATCH_SIZE, Importer
 from ..history.rebuild import Rebuilder, RebuildReport
+from ..history.rows import Checks, ImportReport, Row, adopt_line_keys
 from ..store import idempotency, jobs
 from ..tracking.decorator import check_routes
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from ..core.accounting import UTC
-from .importer import MALFORMED, Rejected, Row
+from .rows import MALFORMED, Rejected, Row
 from .sources import Source
 from .sources import _records as records  # a csv reader's records, one it refuses Rejected
 

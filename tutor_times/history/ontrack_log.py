@@ -32,7 +32,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..core.constants import TRACKED_ROLES
-from .importer import MALFORMED, NOT_MARKING, UNKNOWN_UNIT, UNKNOWN_USER, Rejected, Row
+from .rows import MALFORMED, NOT_MARKING, UNKNOWN_UNIT, UNKNOWN_USER, Rejected, Row
 from .sources import LogTarget, path_and_username
 
 #: how long after its start a request's own lines may still come (they come within

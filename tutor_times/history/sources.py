@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import IO, Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
-from .importer import MALFORMED, ROW_FIELDS, TOO_LONG, Rejected, Row
+from .rows import MALFORMED, ROW_FIELDS, TOO_LONG, Rejected, Row
 
 FORMATS = ("csv", "ontrack-log", "ontrack-db")
 #: a CSV's header: a row's fields in the order the readers yield them, all but the import
