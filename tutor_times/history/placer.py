@@ -86,14 +86,16 @@ class Plan:
 
 
 def chunks(
-    groups: list[tuple[Key, list[Pending]]], size: int = KEYS_PER_TRANSACTION
+    groups: list[tuple[Key, list[Pending]]], size: int | None = None
 ) -> Iterator[list[tuple[Key, list[Pending]]]]:
     """Keys' rows by transaction: at most ``size`` keys each, a tutor's keys together (so a
     transaction merges a tutor's new sessions into blocks once, not once for each of their
     addresses; a tutor with more keys than that spreads over transactions of their own).
     Tutors in the order of their locks' numbers, a tutor's keys in the order of theirs.
     Each transaction takes all its locks in one statement, in ascending order
-    (:func:`~tutor_times.models.lock_keys`), so no order of keys lets two wait in a cycle."""
+    (:func:`~tutor_times.store.sql.lock_keys`), so no order of keys lets two wait in a cycle.
+    ``size`` is KEYS_PER_TRANSACTION unless given, read when called."""
+    size = KEYS_PER_TRANSACTION if size is None else size
     groups = sorted(groups, key=lambda kg: (tutor_hash(kg[0][1], kg[0][0]), key_hash(kg[0])))
     chunk: list[tuple[Key, list[Pending]]] = []
     for _, tutor in groupby(groups, key=lambda kg: (kg[0][1], kg[0][0])):
