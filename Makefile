@@ -55,7 +55,7 @@ docs: install
 ## make screenshots: the dashboard pictures of the docs (docs/_static/dashboard-*.png), taken by
 ## the browser tests in headless Chromium on the demo's history, as make run shows it
 screenshots: install
-	TUTOR_TIMES_DOCS_SCREENSHOTS=docs/_static $(BIN)/python -m pytest tests/test_dashboard_browser.py -k documentations_screenshots -q
+	TUTOR_TIMES_DOCS_SCREENSHOTS=docs/_static $(BIN)/python -m pytest tests/system/test_dashboard_browser.py -k documentations_screenshots -q
 
 lint: install
 	$(BIN)/ruff check tutor_times demo tests benchmarks docs config.py wsgi.py

@@ -5,7 +5,7 @@ that serves the key's slot, plus one raw INSERT + COMMIT. The same store on one 
 rounds as a control: on a busy machine B1's own ratio moves too. Interleaved as B1, and
 measured ``--runs`` times in a row, each run reported.
 
-Then many processes on the same cluster: the load test of tests/test_many_processes.py, longer
+Then many processes on the same cluster: the load test of tests/system/test_many_processes.py, longer
 (2 app instances of 4 gunicorn processes, 2 worker processes, 1,000 tutors over 200 units, 32
 clients): throughput and latency of the tracked requests, the same checks of what was stored,
 and the CPU time each kind of process spent per activity (the capacity model's costs).
@@ -221,8 +221,9 @@ def stored_checks(fleet: Fleet, served: list[Served]) -> dict[str, Any]:
     """What the load test asserts, counted: answers that were not 2xx, activities missing or
     stored twice (per tutor), keys with two open sessions, and whether the stored sessions are
     the reference sessionizer's over the stored activities."""
-    from tests.many_processes import per_tutor, stored_per_tutor
     from tests.test_property import reference
+
+    from tests.many_processes import per_tutor, stored_per_tutor
 
     stored = fleet.activities()
     answered, kept = per_tutor(served), stored_per_tutor(stored)

@@ -129,12 +129,15 @@ def _create_worker_database() -> None:
 #: fixtures that start servers of the test's own: a test that takes one (test_cluster.py runs
 #: the tracker's rule tests on its cluster) is a ``system`` test wherever it was written
 SYSTEM_FIXTURES = frozenset({"cluster", "own_cluster"})
+#: every test in tests/system is a ``system`` test, whatever its file marks
+SYSTEM_FOLDER = Path(__file__).resolve().parent / "system"
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
+        in_folder = SYSTEM_FOLDER in Path(str(item.path)).resolve().parents
+        if in_folder or SYSTEM_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.system)
 
 

@@ -6,7 +6,7 @@ of 200 units in and sends their tracked requests, each through one of the instan
 proxy in front of them would (``X-Forwarded-For`` names the tutor's address). Every process
 is started here and stopped by its PID; the database is dropped afterwards.
 
-``tests/test_many_processes.py`` checks what it stored; ``benchmarks/b7_cluster.py`` runs it
+``tests/system/test_many_processes.py`` checks what it stored; ``benchmarks/b7_cluster.py`` runs it
 longer for throughput, latency and the cost of each activity in each process.
 """
 

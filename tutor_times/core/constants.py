@@ -10,7 +10,7 @@ class ConfigVars:
 
     The ``#:`` comment above each name is what the documentation's configuration page says
     about the key, beside its default from :data:`tutor_times.core.constants.DEFAULTS`; a name
-    without one fails the documentation's build and ``tests/test_docs.py``.
+    without one fails the documentation's build and ``tests/integration/test_docs.py``.
     """
 
     #: Seconds of inactivity that end a session.

@@ -3,7 +3,7 @@
 Every number on them comes from the report functions the JSON endpoints run, through the
 same helpers (:mod:`.views`), so a page and the API cannot disagree; the one difference is
 the calendar's, which asks the sessions page for each session's assessments alone (held to
-the JSON's by ``tests/test_dashboard.py``). The long tables and charts are rendered by
+the JSON's by ``tests/integration/test_dashboard.py``). The long tables and charts are rendered by
 :mod:`.html`. The pages answer in HTML, errors included; they are served only while
 ``TUTOR_TIMES_DASHBOARD`` is on.
 """
