@@ -44,7 +44,7 @@ import sqlalchemy as sa
 
 from ..core import metrics
 from ..core.errors import InvalidActivityError, UnknownActionError
-from ..store import drivers
+from ..store import bulk
 from ..store.models import Models
 from ..store.sql_store import SqlStore
 from .placer import Placer
@@ -219,7 +219,7 @@ class Importer:
     ) -> list[Pending]:
         """The batch without rows already imported, repeated, or naming a unit or user the
         database does not know (counted by reason)."""
-        drivers.without_jit(conn)
+        bulk.without_jit(conn)
         stored = self._stored_keys(conn, [p[8] for p in batch])
         units = self._known(conn, "unit_id", {p[1] for p in batch})
         users = self._known(conn, "marker_id", {p[0] for p in batch})
@@ -238,7 +238,7 @@ class Importer:
 
     def _stored_keys(self, conn: sa.Connection, keys: list[str]) -> set[str]:
         """Which of ``keys`` are stored already."""
-        return drivers.stored_values(conn, self.models.SessionActivity.__table__.c.import_key, keys)
+        return bulk.stored_values(conn, self.models.SessionActivity.__table__.c.import_key, keys)
 
     def _known(self, conn: sa.Connection, column: str, ids: set[int]) -> set[int] | None:
         """Which of ``ids`` the table a session's ``column`` references holds; None when the

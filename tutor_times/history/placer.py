@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from ..core.accounting import duration_minutes, runs
 from ..core.constants import ASSESSING
-from ..store import drivers, figures
+from ..store import bulk, drivers, figures
 from ..store.activity import STORED_FIELDS
 from ..store.models import IMPORT_KEY_INDEX, SERVER, Models
 from ..store.sql import (
@@ -187,7 +187,7 @@ class Placer:
         for attempt in range(CONFLICT_RETRIES + 1):
             # the keys' locks and their tutors' (figures.refresh writes other keys' rows)
             hashes = [key_hash(k) for k, _ in chunk] + [tutor_hash(k[1], k[0]) for k, _ in chunk]
-            drivers.without_jit(conn)
+            bulk.without_jit(conn)
             lock_keys(conn, hashes)
             if attempt:
                 chunk, dropped = self._unstored(conn, chunk)
@@ -213,7 +213,7 @@ class Placer:
     ) -> tuple[list[tuple[Key, list[Pending]]], int]:
         """The chunk without the rows whose import keys are stored, and how many those were."""
         column = self.models.SessionActivity.__table__.c.import_key
-        stored = drivers.stored_values(conn, column, [p[8] for _, rows in chunk for p in rows])
+        stored = bulk.stored_values(conn, column, [p[8] for _, rows in chunk for p in rows])
         kept = [(k, [p for p in rows if p[8] not in stored]) for k, rows in chunk]
         dropped = sum(len(rows) for _, rows in chunk) - sum(len(rows) for _, rows in kept)
         return [(k, rows) for k, rows in kept if rows], dropped
@@ -421,9 +421,9 @@ class Placer:
         ]  # (as _span gives them, without a dict a session)
         drawn = conn.dialect.name == "postgresql"
         if drawn:
-            ids = drivers.next_ids(conn, ms, len(rows))
+            ids = bulk.next_ids(conn, ms, len(rows))
         else:
-            ids = drivers.insert_returning_ids(conn, ms, columns, rows)
+            ids = bulk.insert_returning_ids(conn, ms, columns, rows)
         made = [
             figures.Made(sid, island.key[1], island.key[0], island.start, row[4], counted(island))
             for island, sid, row in zip(plan.create, ids, rows, strict=True)
@@ -432,7 +432,7 @@ class Placer:
         touches = figures.touched(conn, self.models, ids_touched)
         changed, found = figures.merged(conn, self.models, touches, recount=ids_touched, made=made)
         if drawn:
-            drivers.insert_rows(
+            bulk.insert_rows(
                 conn,
                 ms,
                 ["id", *columns, *figures.FIGURES],
@@ -452,7 +452,7 @@ class Placer:
         rows = [
             (sid, p[4], p[5], p[6], p[7], SERVER, p[3], p[3], p[8]) for sid, ps in place for p in ps
         ]
-        drivers.insert_rows(conn, table, columns, rows)
+        bulk.insert_rows(conn, table, columns, rows)
 
     def _span(self, start: datetime, end: datetime, is_open: bool) -> dict[str, Any]:
         """A session's start, and for a closed one its end and duration (R3, R4)."""

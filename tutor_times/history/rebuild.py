@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..core.accounting import continues, duration_minutes, runs
-from ..store import drivers, figures
+from ..store import bulk, figures
 from ..store.models import Models
 from ..store.sql import activities_of, last_activity_of, lock_keys, tutor_hash, update_rows
 from ..store.sql_store import key_hash
@@ -231,7 +231,7 @@ class Rebuilder:
         columns = ["marker_id", "unit_id", "ip_address", "start_time", "end_time"]
         columns += ["duration_minutes", "updated_at", "created_at"]
         rows = [(*key, *self._closed(run, now).values(), run.start) for run in fresh]
-        ids = drivers.insert_returning_ids(conn, ms, columns, rows)
+        ids = bulk.insert_returning_ids(conn, ms, columns, rows)
         target = {id(run): sid for sid, run in kept}
         target.update({id(run): sid for sid, run in zip(ids, fresh, strict=True)})
         moves = [

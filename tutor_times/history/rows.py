@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from ..core.accounting import UTC
 from ..core.constants import BIGINT_MAX
 from ..core.errors import InvalidActivityError
-from ..store import drivers
+from ..store import bulk
 from ..store.activity import check_action, check_id, check_ip, check_time
 from ..store.models import IMPORT_KEY_LENGTH, Models
 from ..store.sql import (
@@ -267,7 +267,7 @@ def adopt_line_keys(conn: sa.Connection, models: Models, line_source: str, sourc
     copies = Counter(d for _, d in digests)
     # the content keys of these digests stored already (up to as many again as there are)
     candidates = [content_key(source_key, d, k) for d, n in copies.items() for k in range(2 * n)]
-    taken = drivers.stored_values(conn, act.c.import_key, candidates)
+    taken = bulk.stored_values(conn, act.c.import_key, candidates)
     following = Counter[str]()
     keyed = []
     column = act.c.import_key
@@ -276,7 +276,7 @@ def adopt_line_keys(conn: sa.Connection, models: Models, line_source: str, sourc
         if key in taken:
             return True
         beyond = following[digest] >= 2 * copies[digest]  # not among the candidates asked
-        return beyond and bool(drivers.stored_values(conn, column, [key]))
+        return beyond and bool(bulk.stored_values(conn, column, [key]))
 
     for activity_id, digest in digests:
         while stored(key := content_key(source_key, digest, following[digest]), digest):

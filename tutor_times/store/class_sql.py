@@ -2,7 +2,7 @@
 (:meth:`~tutor_times.store.class_times.Timetable.split_blocks`), over integer microseconds or,
 on psycopg 3, over real instants, and how a statement is made of them; and the arrays
 psycopg 3 sends in PostgreSQL's binary form (its dumper is registered by
-:func:`~tutor_times.store.drivers.binary_arrays`)."""
+:func:`~tutor_times.store.bulk.binary_arrays`)."""
 
 from __future__ import annotations
 

@@ -47,13 +47,13 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..core.accounting import UTC, lock_hash, to_micros
+from .bulk import binary_arrays
 from .class_sql import PackedTimes
 from .class_statements import BLOCKS as BLOCKS
 from .class_statements import BLOCKS_OF, VERIFIED, summed_statement
 from .class_statements import CHECKED as CHECKED
 from .class_statements import MONTHS as MONTHS
 from .class_times import PG_EPOCH, Timetable, split_minutes
-from .drivers import binary_arrays
 
 if TYPE_CHECKING:
     from .models import Models

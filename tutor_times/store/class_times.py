@@ -39,6 +39,7 @@ import sqlalchemy as sa
 
 from ..core.accounting import EPOCH, to_micros
 from ..core.errors import ConfigurationError
+from .bulk import binary_arrays
 from .class_sql import (
     BIG_ARRAY,
     PACKED,
@@ -51,7 +52,6 @@ from .class_sql import (
     PackedTimes,
     split_statement,
 )
-from .drivers import binary_arrays
 
 MICROSECOND = timedelta(microseconds=1)
 #: one key's room on the line of keys: times are microseconds within WINDOW of ``base``

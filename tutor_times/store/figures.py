@@ -27,7 +27,7 @@ rewrites only itself.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -258,6 +258,30 @@ def _sessions_within(
     ]
     order = [ms.unit_id, ms.marker_id, ms.start_time, ms.end_time, ms.id]
     closed = ms.end_time.is_not(None)
+    reach = _reach(ms)
+
+    rows: list[Any]
+    if conn.dialect.name == "postgresql":
+        rows = _within_each_tutor(conn, ms, spans, columns, closed, reach)
+    else:
+        rows = []
+        items = sorted(spans.items())
+        for i in range(0, len(items), SQLITE_TUTORS_PER_READ):
+            within = [
+                reach(unit_id, marker_id, since, until)
+                for (unit_id, marker_id), (since, until) in items[i : i + SQLITE_TUTORS_PER_READ]
+            ]
+            rows += conn.execute(
+                sa.select(*columns).where(closed, sa.or_(*within)).order_by(*order)
+            )
+    if leave_out:
+        rows = [r for r in rows if r.id not in leave_out]
+    return rows, _counted(conn, models, rows, recount)
+
+
+def _reach(ms: Any) -> Callable[[Any, Any, Any, Any], Any]:
+    """SQL: the sessions of a tutor's blocks that reach into [since, until] (see
+    :func:`_sessions_within`), for a tutor's columns or values."""
     later = ms.__table__.alias("later").c
 
     def reach(unit_id: Any, marker_id: Any, since: Any, until: Any) -> Any:
@@ -283,51 +307,48 @@ def _sessions_within(
             ),
         )
 
-    rows: list[Any]
-    if conn.dialect.name == "postgresql":
-        tutors = sorted(spans)
-        touched = (
-            sa.func.unnest(
-                bound_array([u for u, _ in tutors], sa.BigInteger),
-                bound_array([m for _, m in tutors], sa.BigInteger),
-                bound_array([spans[t][0] for t in tutors], ms.start_time.type),
-                bound_array([spans[t][1] for t in tutors], ms.start_time.type),
-            )
-            .table_valued("unit_id", "marker_id", "since", "until")
-            .render_derived(name="touched")
+    return reach
+
+
+def _within_each_tutor(
+    conn: sa.Connection,
+    ms: Any,
+    spans: dict[tuple[int, int], tuple[datetime, datetime]],
+    columns: list[Any],
+    closed: Any,
+    reach: Callable[[Any, Any, Any, Any], Any],
+) -> list[Any]:
+    """:func:`_sessions_within`'s rows on PostgreSQL: one statement, each tutor's span
+    read by its own index ranges."""
+    tutors = sorted(spans)
+    touched = (
+        sa.func.unnest(
+            bound_array([u for u, _ in tutors], sa.BigInteger),
+            bound_array([m for _, m in tutors], sa.BigInteger),
+            bound_array([spans[t][0] for t in tutors], ms.start_time.type),
+            bound_array([spans[t][1] for t in tutors], ms.start_time.type),
         )
-        t = touched.c
-        # per touched tutor (LATERAL): its own index ranges, whatever the planner guesses
-        # of the join (it scanned every session and ran the bound for each)
-        each = (
-            sa.select(*columns)
-            .where(closed, reach(t.unit_id, t.marker_id, t.since, t.until))
-            .correlate(touched)
-            .offset(0)  # fenced: flattened, the LATERAL became a hash join over every session
-        )
-        found = each.lateral("found")
-        f = found.c
-        query = (
-            sa.select(found)
-            .select_from(touched)
-            .join(found, sa.true())
-            .order_by(f.unit_id, f.marker_id, f.start_time, f.end_time, f.id)
-        )
-        rows = list(conn.execute(query))
-    else:
-        rows = []
-        items = sorted(spans.items())
-        for i in range(0, len(items), SQLITE_TUTORS_PER_READ):
-            within = [
-                reach(unit_id, marker_id, since, until)
-                for (unit_id, marker_id), (since, until) in items[i : i + SQLITE_TUTORS_PER_READ]
-            ]
-            rows += conn.execute(
-                sa.select(*columns).where(closed, sa.or_(*within)).order_by(*order)
-            )
-    if leave_out:
-        rows = [r for r in rows if r.id not in leave_out]
-    return rows, _counted(conn, models, rows, recount)
+        .table_valued("unit_id", "marker_id", "since", "until")
+        .render_derived(name="touched")
+    )
+    t = touched.c
+    # per touched tutor (LATERAL): its own index ranges, whatever the planner guesses
+    # of the join (it scanned every session and ran the bound for each)
+    each = (
+        sa.select(*columns)
+        .where(closed, reach(t.unit_id, t.marker_id, t.since, t.until))
+        .correlate(touched)
+        .offset(0)  # fenced: flattened, the LATERAL became a hash join over every session
+    )
+    found = each.lateral("found")
+    f = found.c
+    query = (
+        sa.select(found)
+        .select_from(touched)
+        .join(found, sa.true())
+        .order_by(f.unit_id, f.marker_id, f.start_time, f.end_time, f.id)
+    )
+    return list(conn.execute(query))
 
 
 def _lists_agree(row: Any) -> bool:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from ..core.accounting import duration_minutes, lock_hash
-from .drivers import copy_type
+from .bulk import copy_type
 from .models import IdList, Models
 
 #: (session id, start_time, time of its last activity)
