@@ -191,24 +191,7 @@ def whole_blocks(
     printed = {m: p for m, p in printed.items() if p}
     if not printed:
         return []
-    params: dict[str, Any] = {
-        "unit": unit_id,
-        "months": list(printed),
-        "prints": list(printed.values()),
-        "least": min_minutes,
-        "since": start,
-        "until": end,
-    }
-    if marker_id is not None:
-        params["marker"] = marker_id
-    buckets = "one"
-    if starts and len(starts) > 1:
-        buckets = "packed" if binary_arrays(conn) else "array"
-        params["starts"] = (
-            PackedTimes.of([to_micros(s) - PG_EPOCH for s in starts])
-            if buckets == "packed"
-            else starts
-        )
+    params, buckets = _params(conn, unit_id, marker_id, start, end, printed, min_minutes, starts)
     # the stored measures of what agrees, grouped in PostgreSQL, and in the same statement
     # the months not known to agree and the (month, tutor) of them that do not
     out: list[tuple[Any, int, int]] = []
@@ -248,6 +231,39 @@ def whole_blocks(
 #: one (month, tutor)'s split: the roll-up row's version, its long blocks, and each block's
 #: (start, stored minutes, length, inside, start in a class, long)
 Measured = tuple[int, int, list[tuple[datetime, int, int, int, bool, bool]]]
+
+
+def _params(
+    conn: sa.Connection,
+    unit_id: int,
+    marker_id: int | None,
+    start: datetime,
+    end: datetime,
+    printed: dict[date, str],
+    min_minutes: int,
+    starts: list[datetime] | None,
+) -> tuple[dict[str, Any], str]:
+    """:func:`whole_blocks`' statement's parameters, and how it is given its buckets: one,
+    or their starts as packed binary arrays (psycopg 3) or as an array."""
+    params: dict[str, Any] = {
+        "unit": unit_id,
+        "months": list(printed),
+        "prints": list(printed.values()),
+        "least": min_minutes,
+        "since": start,
+        "until": end,
+    }
+    if marker_id is not None:
+        params["marker"] = marker_id
+    buckets = "one"
+    if starts and len(starts) > 1:
+        buckets = "packed" if binary_arrays(conn) else "array"
+        params["starts"] = (
+            PackedTimes.of([to_micros(s) - PG_EPOCH for s in starts])
+            if buckets == "packed"
+            else starts
+        )
+    return params, buckets
 
 
 def _cut_out(
