@@ -15,6 +15,7 @@ The database page of the documentation (docs/user/database.md) gives the command
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -143,3 +144,16 @@ def _as_list(value: str | Iterable[str] | None) -> list[str]:
     if isinstance(value, str):
         return [value]
     return list(value)
+
+
+def functions_as_made_by(revision_file: str, functions: Iterable[str]) -> list[str]:
+    """The ``CREATE OR REPLACE FUNCTION`` statements of ``functions`` as the revision in
+    ``versions/revision_file`` froze them (its ``CREATE``): a later revision that replaces
+    them puts them back on downgrade from there, not from a copy written out again."""
+    path = Path(VERSIONS_DIR) / revision_file
+    spec = importlib.util.spec_from_file_location(f"tutor_times_{path.stem}", path)
+    assert spec is not None and spec.loader is not None
+    revision = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(revision)
+    starts = tuple(f"CREATE OR REPLACE FUNCTION {name}(" for name in functions)
+    return [statement for statement in revision.CREATE if statement.lstrip().startswith(starts)]

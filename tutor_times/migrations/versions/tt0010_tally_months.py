@@ -15,11 +15,10 @@ Revises: tt0009
 Create Date: 2026-12-06
 """
 
-import importlib.util
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
+
+from tutor_times.migrations import functions_as_made_by
 
 revision = "tt0010"
 down_revision = "tt0009"
@@ -168,17 +167,9 @@ INSERT INTO tutor_times_assessed_totals (unit_id, definition, kind, keys)
 def _as_tt0008_made_them() -> list[str]:
     """The two functions this revision replaces, as tt0008 created them: a downgrade puts
     them back (read from tt0008's own frozen statements, not written out again)."""
-    path = Path(__file__).with_name("tt0008_task_tallies.py")
-    spec = importlib.util.spec_from_file_location("tutor_times_tt0008", path)
-    assert spec is not None and spec.loader is not None
-    tt0008 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tt0008)
-    replaced = ("tutor_times_tally(", "tutor_times_tally_truncate(")
-    return [
-        statement
-        for statement in tt0008.CREATE
-        if statement.lstrip().startswith(tuple(f"CREATE OR REPLACE FUNCTION {f}" for f in replaced))
-    ]
+    return functions_as_made_by(
+        "tt0008_task_tallies.py", ("tutor_times_tally", "tutor_times_tally_truncate")
+    )
 
 
 def upgrade() -> None:

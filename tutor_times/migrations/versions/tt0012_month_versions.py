@@ -17,11 +17,10 @@ Revises: tt0011
 Create Date: 2026-12-08
 """
 
-import importlib.util
-from pathlib import Path
-
 import sqlalchemy as sa
 from alembic import op
+
+from tutor_times.migrations import functions_as_made_by
 
 revision = "tt0012"
 down_revision = "tt0011"
@@ -95,17 +94,9 @@ INSERT INTO tutor_times_month_versions (unit_id, month, version)
 def _as_tt0009_made_them() -> list[str]:
     """The two functions this revision replaces, as tt0009 created them: a downgrade puts
     them back (read from tt0009's own frozen statements, not written out again)."""
-    path = Path(__file__).with_name("tt0009_tutor_months.py")
-    spec = importlib.util.spec_from_file_location("tutor_times_tt0009", path)
-    assert spec is not None and spec.loader is not None
-    tt0009 = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tt0009)
-    replaced = ("tutor_times_roll(", "tutor_times_roll_truncate(")
-    return [
-        statement
-        for statement in tt0009.CREATE
-        if statement.lstrip().startswith(tuple(f"CREATE OR REPLACE FUNCTION {f}" for f in replaced))
-    ]
+    return functions_as_made_by(
+        "tt0009_tutor_months.py", ("tutor_times_roll", "tutor_times_roll_truncate")
+    )
 
 
 def upgrade() -> None:
