@@ -50,7 +50,7 @@ METRICS_CALLS = 200_000
 #: is chosen when prometheus_client is first imported, so each mode needs a fresh process)
 METRICS_PROBE = """
 import sys, time
-from tutor_times import metrics
+from tutor_times.core import metrics
 n = int(sys.argv[1])
 for _ in range(1000):
     metrics.recorded(metrics.CACHED, "assessing"); metrics.tracking_took(0.0006)

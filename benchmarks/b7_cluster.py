@@ -221,8 +221,7 @@ def stored_checks(fleet: Fleet, served: list[Served]) -> dict[str, Any]:
     """What the load test asserts, counted: answers that were not 2xx, activities missing or
     stored twice (per tutor), keys with two open sessions, and whether the stored sessions are
     the reference sessionizer's over the stored activities."""
-    from tests.test_property import reference
-
+    from tests.integration.test_property import reference
     from tests.many_processes import per_tutor, stored_per_tutor
 
     stored = fleet.activities()
