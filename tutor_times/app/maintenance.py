@@ -168,7 +168,7 @@ class Maintenance:
 
     def adopt_line_keys(self, line_source: str, source_key: str) -> int:
         """Key the activities an earlier version imported from one file by line by what they
-        say (see :func:`tutor_times.history.importer.adopt_line_keys`); how many were keyed anew."""
+        say (see :func:`tutor_times.history.rows.adopt_line_keys`); how many were keyed anew."""
         with self.state.tracker.sql.connect() as conn:
             return adopt_line_keys(conn, self.models, line_source, source_key)
 

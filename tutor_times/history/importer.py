@@ -253,7 +253,7 @@ def parts(batch: list[Pending], n: int) -> list[list[Pending]]:
     """``batch`` cut into ``n`` parts (some maybe empty) for connections placing at once,
     none of whose locks another takes: whole units each, the largest first into the part
     with the fewest rows so far. The first writes of a unit's sessions in a transaction take
-    the unit's lock of the roll-ups and tallies (:mod:`.tallies`) until it commits, so two
+    the unit's lock of the roll-ups and tallies (:mod:`~tutor_times.store.tallies`) until it commits, so two
     connections writing one unit would place one after the other. A batch of one unit is
     cut by tutor (a tutor's keys share the lock of their figures): its connections then
     overlap while they read and plan."""

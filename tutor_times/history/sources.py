@@ -4,7 +4,7 @@ Each reader streams its file a line at a time (plain or gzip), so memory stays f
 the file's size (OnTrack's log is read by :mod:`.ontrack_log`, its tables by
 :mod:`.ontrack_db`). A line is read MAX_LINE at most: a longer one is skipped, counted as too
 long, never held whole. Every row is keyed by what it says
-(:func:`tutor_times.history.importer.content_key`) under its format, so importing a file again, an
+(:func:`tutor_times.history.rows.content_key`) under its format, so importing a file again, an
 edited, re-sorted or regenerated copy of it, or resuming an import that was killed, adds
 nothing twice.
 """

@@ -34,8 +34,8 @@ def figured_by(
 ) -> dict[tuple[int | None, int | None], list[int]]:
     """Sessions, assessments, minutes (R10) and during-class minutes (R12, 0 without a
     ``timetable``) per (bucket, marker) of the scope, from the figures each closed session
-    keeps (:mod:`.figures`), in one pass over the range (and, for the split, one over the
-    split stored of a unit's blocks on PostgreSQL, :mod:`.class_store`, or over its stored
+    keeps (:mod:`~tutor_times.store.figures`), in one pass over the range (and, for the split, one over the
+    split stored of a unit's blocks on PostgreSQL, :mod:`~tutor_times.store.class_store`, or over its stored
     blocks elsewhere).
 
     ``starts`` are the buckets' first instants (the bucket is None without them); without
@@ -47,7 +47,7 @@ def figured_by(
 
     ``pieces`` ([start, end) each, within the scope): only the sessions that start in them
     are counted, each as the whole scope counts it (the summary adds the months between
-    them from :mod:`.rollups`); without them, every session of the scope.
+    them from :mod:`~tutor_times.store.rollups`); without them, every session of the scope.
     """
     where = scope.where(models)
     read = _Read.of(conn, models, scope, min_minutes, starts, per_marker)
@@ -153,7 +153,7 @@ def _during_class(
     cut_blocks: dict[tuple[int, datetime], tuple[datetime, int] | None],
 ) -> None:
     """The during-class minutes (R12) of the stored blocks the range does not cut, added to
-    ``totals``: from the split stored of them on PostgreSQL (:mod:`.class_store`), else as
+    ``totals``: from the split stored of them on PostgreSQL (:mod:`~tutor_times.store.class_store`), else as
     the blocks are split."""
     ms = models.MarkingSession
     starts = totals.starts

@@ -31,7 +31,7 @@ def _assessments_of(models: Models) -> Any:
 
 def figured_assessments(models: Models) -> Any:
     """A session's assessments: those its figures keep once it is closed and figured, else
-    counted (:func:`_assessments_of`), as :mod:`.figures` reads them."""
+    counted (:func:`_assessments_of`), as :mod:`~tutor_times.store.figures` reads them."""
     ms = models.MarkingSession
     unfigured = sa.or_(ms.block_start.is_(None), ms.assessments.is_(None))
     return sa.case((unfigured, _assessments_of(models)), else_=ms.assessments)
@@ -75,7 +75,7 @@ def merged_split_by(
     comes back. Elsewhere :func:`merged_blocks` merges the sessions here.
 
     Each value is (minutes, during-class minutes): with a ``timetable``, each block's
-    minutes are split by R12 (:mod:`.class_times`) in the same pass; without one, 0.
+    minutes are split by R12 (:mod:`~tutor_times.store.class_times`) in the same pass; without one, 0.
     """
     if conn.dialect.name == "postgresql":
         return _merged_minutes_in_sql(conn, models, scope, min_minutes, bucket, timetable)

@@ -69,7 +69,7 @@ def _session_rows(
     session whose last activity is after ``live_after``, as in :func:`active_sessions`.
 
     Without ``by_action`` a row has its assessments only, in the same statement: those a
-    closed session's figures keep (:mod:`.figures`), the others' counted."""
+    closed session's figures keep (:mod:`~tutor_times.store.figures`), the others' counted."""
     ms, act = models.MarkingSession, models.SessionActivity
     columns = [
         ms.id,

@@ -33,7 +33,7 @@ def summary(
 
     From the stored figures unless ``stored`` is false: then every session is counted
     and merged again. On PostgreSQL a unit's range of :data:`ROLLED_FROM` or more (or any,
-    with ``rolled``) adds up the whole months between its ends from :mod:`.rollups`, where
+    with ``rolled``) adds up the whole months between its ends from :mod:`~tutor_times.store.rollups`, where
     no block the range cuts can reach, and counts its ends from the figures: the same
     numbers."""
     if stored:
@@ -97,7 +97,7 @@ def _stored_summary(
 
 
 #: a unit's summary over a range at least this long adds up its whole months from the
-#: roll-up (:mod:`.rollups`) on PostgreSQL
+#: roll-up (:mod:`~tutor_times.store.rollups`) on PostgreSQL
 ROLLED_FROM = timedelta(days=62)
 
 
@@ -105,7 +105,7 @@ def _rolled_months(
     conn: sa.Connection, models: Models, scope: Scope, min_minutes: int
 ) -> tuple[dict[int, tuple[int, int, int]], list[tuple[datetime, datetime]]] | None:
     """The whole UTC months of a unit's range that no block the range cuts reaches, added up
-    per tutor from :mod:`.rollups` — (sessions, assessments, minutes) — and the range's
+    per tutor from :mod:`~tutor_times.store.rollups` — (sessions, assessments, minutes) — and the range's
     pieces either side of them, for :func:`figured_by`; None where there are none (or not
     on PostgreSQL, or for one tutor, or under a minimum the roll-up does not keep).
 

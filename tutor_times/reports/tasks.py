@@ -31,9 +31,9 @@ def tasks(
     each session's minutes shared equally among that session's assessments.
 
     On PostgreSQL a closed session's assessments come from the lists it keeps
-    (:mod:`.figures`): a range reads its sessions, not every one of their activities; the
+    (:mod:`~tutor_times.store.figures`): a range reads its sessions, not every one of their activities; the
     others' from their activities. A unit's range of :data:`TALLIED_FROM` or more (or any,
-    with ``tallied``) is counted from the unit's tallies (:mod:`.tallies`) instead, but for
+    with ``tallied``) is counted from the unit's tallies (:mod:`~tutor_times.store.tallies`) instead, but for
     the partial UTC days at its edges and the sessions not tallied: the same numbers."""
     if tallied is None:
         tallied = scope.end - scope.start >= TALLIED_FROM
@@ -79,7 +79,7 @@ def _assessed(
     """One row per assessment of the ``scope``'s sessions (task definition, task, marker,
     the share of its session's minutes), as a subquery.
 
-    On PostgreSQL the sessions whose lists agree (:func:`.tallies.kept`) read their
+    On PostgreSQL the sessions whose lists agree (:func:`~tutor_times.store.tallies.kept`) read their
     lists, those of them that start within ``kept_within`` (default: the scope); the
     others read their activities. Without ``shares`` the share is NULL (not worked out)."""
     ms = models.MarkingSession
@@ -177,7 +177,7 @@ def _tallied_tasks(
     days: tuple[date, date],
     min_minutes: int,
 ) -> dict[Any, tuple[int, int, int, Any]]:
-    """:func:`tasks`' figures of a unit's range from its tallies (:mod:`.tallies`).
+    """:func:`tasks`' figures of a unit's range from its tallies (:mod:`~tutor_times.store.tallies`).
 
     Assessments and minutes: the whole UTC days' tallies, plus the tallied sessions of the
     partial days at the edges and every session not tallied, read as the report reads them
@@ -232,7 +232,7 @@ def _tallied_tasks(
 def _tallied_distinct(
     conn: sa.Connection, models: Models, scope: Scope, min_minutes: int
 ) -> dict[tuple[int, int], int]:
-    """Distinct keys (:mod:`.tallies`) per (definition, kind) with a session in the scope."""
+    """Distinct keys (:mod:`~tutor_times.store.tallies`) per (definition, kind) with a session in the scope."""
     keys, occurrences = models.AssessedKeys.c, models.Assessed.c
     start, end = scope.start, scope.end
     latest = conn.execute(

@@ -61,7 +61,7 @@ unsure AS (
 
 
 #: the bucket of a stored block among a timeline's ``:starts``, as
-#: :func:`.reports.bucket_index` gives it: one bucket, the starts in PostgreSQL's binary
+#: :func:`~tutor_times.reports.figured.bucket_index` gives it: one bucket, the starts in PostgreSQL's binary
 #: form (psycopg 3: a timeline of two years by day has 730, and dumping each took longer
 #: than the statement), or as an array another driver sends
 BUCKETS = {

@@ -183,8 +183,8 @@ def whole_blocks(
 ) -> list[tuple[Any, int, int]]:
     """(bucket, marker, during-class minutes) of the stored R10 blocks of ``unit_id`` (and
     ``marker_id``) that start in [start, end), but those ``cut`` (marker, block start) —
-    the split of :func:`.reports.figured_by`'s whole blocks, in the buckets that begin at
-    ``starts`` (one without), as :func:`.reports.bucket_index` and ``bucket_of`` give
+    the split of :func:`~tutor_times.reports.figured.figured_by`'s whole blocks, in the buckets that begin at
+    ``starts`` (one without), as :func:`~tutor_times.reports.figured.bucket_index` and ``bucket_of`` give
     them."""
     # the months with classes: in the others every block is outside class
     printed = {m: timetable.fingerprint(*window(m)) for m in months_of(start, end)}

@@ -16,7 +16,7 @@ session does, so each closed session keeps them (open ones keep NULLs and are co
 A block whose sessions all start in a report's range is the block the range's own merge
 makes (merging is a walk in start order, and nothing outside the block touches it), so the
 report takes its stored minutes. The few blocks cut by the range's edges, or near an open
-session, are merged again from their sessions by the report (:mod:`.reports`).
+session, are merged again from their sessions by the report (:mod:`tutor_times.reports`).
 
 Every writer that closes, reopens, moves, joins or deletes a session, or adds an activity to
 a closed one, calls :func:`refresh` (or :func:`sessions_changed`) in its own transaction with
