@@ -157,6 +157,26 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
             f"the table {MARKING_SESSIONS!r} is already declared on this db's metadata"
         )
 
+    MarkingSession = _session_model(db, user_fk=user_fk, unit_fk=unit_fk)
+    SessionActivity = _activity_model(db)
+    _listen_for_upkeeps(db.metadata, MarkingSession.__table__)
+    models = Models(
+        MarkingSession,
+        SessionActivity,
+        *_operations_tables(db.metadata),
+        *tallies.tables(db.metadata, UTCDateTime),
+        rollups.table(db.metadata),
+        *class_store.tables(db.metadata, UTCDateTime),
+        rollups.versions_table(db.metadata),
+        class_store.checked_table(db.metadata),
+    )
+    _built[db] = models
+    return models
+
+
+def _session_model(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) -> Any:
+    """The marking sessions' model: a key's sitting, and a closed one's stored figures."""
+
     def fk(target: str | None) -> tuple[Any, ...]:
         return (sa.ForeignKey(target),) if target else ()
 
@@ -194,62 +214,10 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         )
 
         __table_args__ = (
-            sa.Index(
-                "ix_marking_sessions_key_updated_at",
-                "marker_id",
-                "unit_id",
-                "ip_address",
-                "updated_at",
-            ),
-            # R5: at most one open session per key, whatever the code does.
-            sa.Index(
-                "uq_marking_sessions_open_key",
-                "marker_id",
-                "unit_id",
-                "ip_address",
-                unique=True,
-                postgresql_where=sa.text("end_time IS NULL"),
-                sqlite_where=sa.text("end_time IS NULL"),
-            ),
-            # Reports add up a range's stored figures from this index alone on PostgreSQL.
-            sa.Index(
-                "ix_marking_sessions_unit_start",
-                "unit_id",
-                "start_time",
-                postgresql_include=list(REPORTED),
-            ),
-            # A report finds the sessions of its range that have no figures (the open ones).
-            sa.Index(
-                "ix_marking_sessions_unfigured",
-                "unit_id",
-                "start_time",
-                postgresql_where=sa.text("block_start IS NULL"),
-                sqlite_where=sa.text("block_start IS NULL"),
-            ),
-            # The tasks report finds the sessions of a range that are not tallied (the open
-            # ones, and any whose lists a writer of an earlier version left unset or short);
-            # SQLite keeps no tallies (an index of the open sessions, as small).
-            sa.Index(
-                "ix_marking_sessions_untallied",
-                "unit_id",
-                "start_time",
-                postgresql_where=sa.text(f"NOT {LISTS_AGREE}"),
-                sqlite_where=sa.text("assessments IS NULL"),
-            ),
-            # Keeping the figures finds a tutor's blocks that reach a time by their end.
-            sa.Index("ix_marking_sessions_tutor_block_end", "unit_id", "marker_id", "block_end"),
-            # Placing a late or historical activity looks for the key's neighbouring sessions
-            # by start time.
-            sa.Index(
-                "ix_marking_sessions_key_start",
-                "marker_id",
-                "unit_id",
-                "ip_address",
-                "start_time",
-            ),
-            # R4: a closed session has a positive duration and does not end before it starts;
-            # an open one has no duration yet. Spelt without a bare comparison on a nullable
-            # column, since a CHECK that evaluates to NULL passes.
+            *_session_indexes(),
+            # R4: a closed session has a positive duration and does not end before it
+            # starts; an open one has no duration yet. Spelt without a bare comparison on a
+            # nullable column, since a CHECK that evaluates to NULL passes.
             sa.CheckConstraint(CLOSED_DURATION_CHECK, name="ck_marking_sessions_closed_duration"),
         )
 
@@ -262,6 +230,71 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 f"<MarkingSession {self.id} marker={self.marker_id} unit={self.unit_id}"
                 f" {self.start_time:%Y-%m-%d %H:%M:%S}..{self.end_time or 'open'}>"
             )
+
+    return MarkingSession
+
+
+def _session_indexes() -> tuple[sa.Index, ...]:
+    """The marking sessions' indexes, each with what it serves."""
+    return (
+        sa.Index(
+            "ix_marking_sessions_key_updated_at",
+            "marker_id",
+            "unit_id",
+            "ip_address",
+            "updated_at",
+        ),
+        # R5: at most one open session per key, whatever the code does.
+        sa.Index(
+            "uq_marking_sessions_open_key",
+            "marker_id",
+            "unit_id",
+            "ip_address",
+            unique=True,
+            postgresql_where=sa.text("end_time IS NULL"),
+            sqlite_where=sa.text("end_time IS NULL"),
+        ),
+        # Reports add up a range's stored figures from this index alone on PostgreSQL.
+        sa.Index(
+            "ix_marking_sessions_unit_start",
+            "unit_id",
+            "start_time",
+            postgresql_include=list(REPORTED),
+        ),
+        # A report finds the sessions of its range that have no figures (the open ones).
+        sa.Index(
+            "ix_marking_sessions_unfigured",
+            "unit_id",
+            "start_time",
+            postgresql_where=sa.text("block_start IS NULL"),
+            sqlite_where=sa.text("block_start IS NULL"),
+        ),
+        # The tasks report finds the sessions of a range that are not tallied (the open
+        # ones, and any whose lists a writer of an earlier version left unset or short);
+        # SQLite keeps no tallies (an index of the open sessions, as small).
+        sa.Index(
+            "ix_marking_sessions_untallied",
+            "unit_id",
+            "start_time",
+            postgresql_where=sa.text(f"NOT {LISTS_AGREE}"),
+            sqlite_where=sa.text("assessments IS NULL"),
+        ),
+        # Keeping the figures finds a tutor's blocks that reach a time by their end.
+        sa.Index("ix_marking_sessions_tutor_block_end", "unit_id", "marker_id", "block_end"),
+        # Placing a late or historical activity looks for the key's neighbouring sessions
+        # by start time.
+        sa.Index(
+            "ix_marking_sessions_key_start",
+            "marker_id",
+            "unit_id",
+            "ip_address",
+            "start_time",
+        ),
+    )
+
+
+def _activity_model(db: SQLAlchemy) -> Any:
+    """The session activities' model: one tracked, posted or imported action."""
 
     class SessionActivity(db.Model):  # type: ignore[name-defined,misc]
         __tablename__ = SESSION_ACTIVITIES
@@ -306,13 +339,18 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
                 f" at {self.created_at:%Y-%m-%d %H:%M:%S}>"
             )
 
+    return SessionActivity
+
+
+def _listen_for_upkeeps(metadata: sa.MetaData, sessions: sa.Table) -> None:
+    """Create the upkeeps' functions and triggers with the tables, and drop them first."""
     # each upkeep's functions and triggers (the tallies', the summary months') once every
     # table is there (the functions name the tables' row types), and gone before the
     # sessions' table is
     for target, event, statements in (
-        (db.metadata, "after_create", [s for u in UPKEEPS for s in tallies.create_statements(u)]),
+        (metadata, "after_create", [s for u in UPKEEPS for s in tallies.create_statements(u)]),
         (
-            MarkingSession.__table__,
+            sessions,
             "before_drop",
             [s for u in UPKEEPS for s in tallies.drop_statements(u)],
         ),
@@ -320,18 +358,6 @@ def build_models(db: SQLAlchemy, *, user_fk: str | None, unit_fk: str | None) ->
         for statement in statements:
             ddl = sa.DDL(statement)  # type: ignore[no-untyped-call]
             sa.event.listen(target, event, ddl.execute_if(dialect="postgresql"))
-    models = Models(
-        MarkingSession,
-        SessionActivity,
-        *_operations_tables(db.metadata),
-        *tallies.tables(db.metadata, UTCDateTime),
-        rollups.table(db.metadata),
-        *class_store.tables(db.metadata, UTCDateTime),
-        rollups.versions_table(db.metadata),
-        class_store.checked_table(db.metadata),
-    )
-    _built[db] = models
-    return models
 
 
 def _operations_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
