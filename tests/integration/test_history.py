@@ -142,6 +142,19 @@ def test_rows_are_skipped_and_counted_by_reason(history_app: Flask, clock: Clock
     assert len(sessions(history_app)) == 1
 
 
+def test_a_key_repeated_in_a_later_batch_is_stored_once(history_app: Flask, clock: Clock) -> None:
+    """A batch is checked against the stored keys while the batch before it is placed, so a
+    row whose own key the batch before holds is found when it is placed: counted as a
+    duplicate, stored once, and the rest of its batch stored."""
+    t = T0 - timedelta(hours=1)
+    minutes = [timedelta(minutes=m) for m in range(5)]
+    rows = [row(K, t + m, n) for m, n in zip(minutes, (1, 2, 1, 3, 2), strict=True)]
+    with history_app.app_context():
+        report = tutor_times.import_activities(rows, source_key="repeats", batch_size=2)
+    assert (report.read, report.imported, dict(report.skipped)) == (5, 3, {DUPLICATE: 2})
+    assert [s[-1] for s in stored_sessions(history_app)] == [3]
+
+
 def test_an_import_reports_its_progress_as_metrics(history_app: Flask, clock: Clock) -> None:
     """Each batch adds its rows to tutor_times_import_rows, by outcome, as the import runs."""
     from prometheus_client import REGISTRY

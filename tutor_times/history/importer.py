@@ -145,28 +145,25 @@ class Importer:
         # a source key too long for any row is the caller's error
         content_key(source_key, "0" * DIGEST_LENGTH, 10**12)
         report = ImportReport(dry_run=dry_run)
-        admitted = Counter[str]()  # rows skipped when a batch was checked against the database
+        # rows another import stored since they were checked (the same file imported twice
+        # at once), or an earlier batch of this one: duplicates too
+        stored_meanwhile = Counter[str]()
         told = (0, Counter[str]())  # what the metrics have been told so far
-        batches = self._batches(rows, source_key)
+        batches = self._admitted(self._batches(rows, source_key))
         with (
             fewer_collections(),
             ThreadPoolExecutor(self.placers - 1 or 1, "tutor-times-import-placer") as pool,
         ):
             for batch, read, skipped in in_background(batches, self.context):
                 report.read = read
-                placed = 0
-                if batch:
+                placed = len(batch)
+                if batch and not dry_run:
                     with self.store.connect() as conn:
-                        batch = self._admissible(conn, batch, admitted)
-                        # rows another import stored since they were checked (the same file
-                        # imported twice at once) are duplicates too
-                        stored_meanwhile = 0
-                        if not dry_run:
-                            stored_meanwhile = self._place(pool, conn, batch)
-                    admitted[DUPLICATE] += stored_meanwhile
-                    placed = len(batch) - stored_meanwhile
-                    report.imported += placed
-                self._report(report, skipped + admitted, dry_run, told, placed, progress)
+                        meanwhile = self._place(pool, conn, batch)
+                    stored_meanwhile[DUPLICATE] += meanwhile
+                    placed -= meanwhile
+                report.imported += placed
+                self._report(report, skipped + stored_meanwhile, dry_run, told, placed, progress)
                 told = (read, Counter(report.skipped))
         if not dry_run and report.imported >= ANALYZE_AFTER:
             with self.store.connect() as conn:
@@ -213,6 +210,21 @@ class Importer:
         while batch := list(islice(pending, self.batch_size)):
             yield batch, seen.read, Counter(seen.skipped)
         yield [], seen.read, Counter(seen.skipped)
+
+    def _admitted(
+        self, batches: Iterator[tuple[list[Pending], int, Counter[str]]]
+    ) -> Iterator[tuple[list[Pending], int, Counter[str]]]:
+        """``batches`` without the rows :meth:`_admissible` leaves out, each with the rows
+        skipped so far, those included. This runs in the reading thread, on a connection of
+        its own, while the batch before is placed: a row of this batch that the one before
+        stores (a key the file repeats) meets its stored key when it is placed, and is
+        counted as a duplicate then (:meth:`Placer.place`)."""
+        admitted = Counter[str]()
+        for batch, read, skipped in batches:
+            if batch:
+                with self.store.connect() as conn:
+                    batch = self._admissible(conn, batch, admitted)
+            yield batch, read, skipped + admitted
 
     def _admissible(
         self, conn: sa.Connection, batch: list[Pending], skipped: Counter[str]
