@@ -30,6 +30,7 @@ edited, re-sorted or regenerated file adds exactly its new rows.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -69,6 +70,10 @@ from .rows import (
 #: rows checked, deduplicated and placed together: the more rows of a key a batch holds,
 #: the fewer statements each row costs
 BATCH_SIZE = 20_000
+#: rows of an import's first batch at most: nothing is placed before the first batch is read
+#: and checked, so a small one sets the placers to work sooner (later batches are read while
+#: the one before is placed)
+FIRST_BATCH = 2_000
 #: connections that place one batch at once on PostgreSQL, each a disjoint set of units
 #: (so of keys and of locks, :func:`parts`): one places while another waits on the database
 PLACERS = 4
@@ -152,6 +157,7 @@ class Importer:
         batches = self._admitted(self._batches(rows, source_key))
         with (
             fewer_collections(),
+            quicker_switches(),
             ThreadPoolExecutor(self.placers - 1 or 1, "tutor-times-import-placer") as pool,
         ):
             for batch, read, skipped in in_background(batches, self.context):
@@ -207,8 +213,10 @@ class Importer:
         empty one with the totals."""
         seen = ImportReport()
         pending = self._checked(rows, source_key, seen)
-        while batch := list(islice(pending, self.batch_size)):
+        size = min(self.batch_size, FIRST_BATCH)
+        while batch := list(islice(pending, size)):
             yield batch, seen.read, Counter(seen.skipped)
+            size = self.batch_size
         yield [], seen.read, Counter(seen.skipped)
 
     def _admitted(
@@ -317,6 +325,35 @@ def fewer_collections() -> Iterator[None]:
             if _gc_imports == 0:
                 gc.set_threshold(*_gc_before)
                 gc.unfreeze()
+
+
+#: seconds a thread runs before another that waits for the interpreter is let in, while
+#: imports run (Python's default is 0.005)
+SWITCH_INTERVAL = 0.0005
+_switch_lock = threading.Lock()
+_switch_imports = 0
+_switch_before = 0.005
+
+
+@contextmanager
+def quicker_switches() -> Iterator[None]:
+    """Threads handed the interpreter ten times as often while imports run. The reading
+    thread is busy in Python, and each placer's round trip to the database ends waiting for
+    it to let go: up to Python's 5 ms a time, so placing waited on reading (measured in
+    benchmarks/README.md, B6). The last import to end puts back what it found."""
+    global _switch_imports, _switch_before
+    with _switch_lock:
+        _switch_imports += 1
+        if _switch_imports == 1:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(SWITCH_INTERVAL, _switch_before))
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_imports -= 1
+            if _switch_imports == 0:
+                sys.setswitchinterval(_switch_before)
 
 
 #: rows an import adds before it analyzes the tables it filled (PostgreSQL): its plans then
