@@ -155,6 +155,22 @@ def test_a_key_repeated_in_a_later_batch_is_stored_once(history_app: Flask, cloc
     assert [s[-1] for s in stored_sessions(history_app)] == [3]
 
 
+def test_stored_rows_after_batches_of_new_ones_are_duplicates(
+    history_app: Flask, clock: Clock
+) -> None:
+    """A batch of new rows lets the import place the next ones without looking their keys
+    up first; rows an earlier import stored, later in the file, are still found (when they
+    are placed), counted as duplicates and stored once, and the keys are looked up again."""
+    t = T0 - timedelta(hours=1)
+    rows = [row(K, t + timedelta(minutes=n), n) for n in range(24)]
+    with history_app.app_context():
+        earlier = tutor_times.import_activities(rows[8:12] + rows[20:], source_key="half")
+        report = tutor_times.import_activities(rows, source_key="half", batch_size=4)
+    assert earlier.imported == 8
+    assert (report.read, report.imported, dict(report.skipped)) == (24, 16, {DUPLICATE: 8})
+    assert [s[-1] for s in stored_sessions(history_app)] == [24]
+
+
 def test_an_import_reports_its_progress_as_metrics(history_app: Flask, clock: Clock) -> None:
     """Each batch adds its rows to tutor_times_import_rows, by outcome, as the import runs."""
     from prometheus_client import REGISTRY

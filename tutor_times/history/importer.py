@@ -111,6 +111,8 @@ class Importer:
         self.closing_delay = closing_delay
         self.batch_size = batch_size
         self.placer = Placer(self.models, store.timeout, store.min_minutes, closing_delay)
+        #: whether the next batch's keys are looked up before it is placed (:meth:`_admitted`)
+        self.look_up_keys = True
 
     # -- rows to activities --------------------------------------------------------------
 
@@ -154,7 +156,8 @@ class Importer:
         # at once), or an earlier batch of this one: duplicates too
         stored_meanwhile = Counter[str]()
         told = (0, Counter[str]())  # what the metrics have been told so far
-        batches = self._admitted(self._batches(rows, source_key))
+        self.look_up_keys = True
+        batches = self._admitted(self._batches(rows, source_key), dry_run)
         with (
             fewer_collections(),
             quicker_switches(),
@@ -168,6 +171,8 @@ class Importer:
                         meanwhile = self._place(pool, conn, batch)
                     stored_meanwhile[DUPLICATE] += meanwhile
                     placed -= meanwhile
+                    if meanwhile:
+                        self.look_up_keys = True
                 report.imported += placed
                 self._report(report, skipped + stored_meanwhile, dry_run, told, placed, progress)
                 told = (read, Counter(report.skipped))
@@ -220,27 +225,41 @@ class Importer:
         yield [], seen.read, Counter(seen.skipped)
 
     def _admitted(
-        self, batches: Iterator[tuple[list[Pending], int, Counter[str]]]
+        self, batches: Iterator[tuple[list[Pending], int, Counter[str]]], dry_run: bool
     ) -> Iterator[tuple[list[Pending], int, Counter[str]]]:
         """``batches`` without the rows :meth:`_admissible` leaves out, each with the rows
         skipped so far, those included. This runs in the reading thread, on a connection of
         its own, while the batch before is placed: a row of this batch that the one before
         stores (a key the file repeats) meets its stored key when it is placed, and is
-        counted as a duplicate then (:meth:`Placer.place`)."""
+        counted as a duplicate then (:meth:`Placer.place`).
+
+        Once a batch finds none of its keys stored, the next ones are placed without looking
+        theirs up (the unique index looks each up as it is inserted): a row stored already
+        then fails its transaction, which is placed again without it and counted, and the
+        keys are looked up again from then on (:attr:`look_up_keys`). A dry run, which
+        places nothing, looks every key up."""
         admitted = Counter[str]()
         for batch, read, skipped in batches:
             if batch:
+                look_up = self.look_up_keys or dry_run
                 with self.store.connect() as conn:
-                    batch = self._admissible(conn, batch, admitted)
+                    batch = self._admissible(conn, batch, admitted, look_up=look_up)
             yield batch, read, skipped + admitted
 
     def _admissible(
-        self, conn: sa.Connection, batch: list[Pending], skipped: Counter[str]
+        self,
+        conn: sa.Connection,
+        batch: list[Pending],
+        skipped: Counter[str],
+        *,
+        look_up: bool = True,
     ) -> list[Pending]:
-        """The batch without rows already imported, repeated, or naming a unit or user the
-        database does not know (counted by reason)."""
+        """The batch without rows already imported (when ``look_up``), repeated, or naming a
+        unit or user the database does not know (counted by reason)."""
         bulk.without_jit(conn)
-        stored = self._stored_keys(conn, [p[8] for p in batch])
+        stored = self._stored_keys(conn, [p[8] for p in batch]) if look_up else set()
+        if look_up:
+            self.look_up_keys = bool(stored)
         units = self._known(conn, "unit_id", {p[1] for p in batch})
         users = self._known(conn, "marker_id", {p[0] for p in batch})
         kept: list[Pending] = []
