@@ -68,8 +68,9 @@ from .rows import (
 )
 
 #: rows checked, deduplicated and placed together: the more rows of a key a batch holds,
-#: the fewer statements each row costs
-BATCH_SIZE = 20_000
+#: the fewer statements each row costs; three batches are held at once (one read, one
+#: waiting, one placed), so memory grows with it
+BATCH_SIZE = 30_000
 #: rows of an import's first batch at most: nothing is placed before the first batch is read
 #: and checked, so a small one sets the placers to work sooner (later batches are read while
 #: the one before is placed)
