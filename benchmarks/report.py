@@ -261,7 +261,7 @@ def b6_floor_rest(
     copied, started = rest["sessions_copy"], rest["start_up"]["seconds"]
     total = floor["seconds"] + copied["seconds"] + started
     ratios = ", ".join(
-        f"{r['format']} {r['seconds']} s ({r['seconds'] / total:.2f}x)"
+        f"{r['format']} {r['seconds']} s, {r['seconds'] / total:.2f}x that"
         for r in b6["imports"]
         if r["rows"] == largest
     )
@@ -269,7 +269,8 @@ def b6_floor_rest(
         f"| B6 floor, the rest: the {copied['sessions']:,} sessions of the larger log's import"
         " by one COPY (indexes, foreign keys, roll-up and tally triggers), and the command's"
         f" start-up (best of 3 each) | sessions {copied['seconds']} s, start-up {started} s;"
-        f" with the activities' COPY {total:.2f} s on one core. The larger imports: {ratios}"
+        f" with the activities' COPY {total:.2f} s on one core, where half the floor is"
+        f" {2 * floor['seconds']:.2f} s. The larger imports: {ratios}"
         " | what an import of this schema writes, at the least | reference |"
     )
 
