@@ -183,6 +183,9 @@ def table() -> str:
                 + loads(b6)
                 + " | the most one connection takes | reference |"
             )
+        rest = b6.get("floor_rest")
+        if floor and rest:
+            lines.append(b6_floor_rest(b6, floor, rest, largest))
     b7 = load("b7_cluster")
     if b7:
         runs = len(b7["results"])
@@ -247,6 +250,28 @@ def many_processes_row(r: dict[str, Any]) -> str:
         f" {r['sessions']:,} sessions, all closed {r['all_closed_after_s']} s after the load,"
         f" {'equal to' if r['sessions_match_reference'] else '**not** equal to'} the reference"
         f" sessionizer's | 0 duplicates, 0 lost, sessions as the reference | {ok(exact)} |"
+    )
+
+
+def b6_floor_rest(
+    b6: dict[str, Any], floor: dict[str, Any], rest: dict[str, Any], largest: int
+) -> str:
+    """B6's row of what else an import cannot skip: the sessions' COPY and the start-up,
+    added to the activities' COPY, against the larger imports' times."""
+    copied, started = rest["sessions_copy"], rest["start_up"]["seconds"]
+    total = floor["seconds"] + copied["seconds"] + started
+    ratios = ", ".join(
+        f"{r['format']} {r['seconds']} s, {r['seconds'] / total:.2f}x that"
+        for r in b6["imports"]
+        if r["rows"] == largest
+    )
+    return (
+        f"| B6 floor, the rest: the {copied['sessions']:,} sessions of the larger log's import"
+        " by one COPY (indexes, foreign keys, roll-up and tally triggers), and the command's"
+        f" start-up (best of 3 each) | sessions {copied['seconds']} s, start-up {started} s;"
+        f" with the activities' COPY {total:.2f} s on one core, where half the floor is"
+        f" {2 * floor['seconds']:.2f} s. The larger imports: {ratios}"
+        " | what an import of this schema writes, at the least | reference |"
     )
 
 

@@ -142,6 +142,35 @@ def test_rows_are_skipped_and_counted_by_reason(history_app: Flask, clock: Clock
     assert len(sessions(history_app)) == 1
 
 
+def test_a_key_repeated_in_a_later_batch_is_stored_once(history_app: Flask, clock: Clock) -> None:
+    """A batch is checked against the stored keys while the batch before it is placed, so a
+    row whose own key the batch before holds is found when it is placed: counted as a
+    duplicate, stored once, and the rest of its batch stored."""
+    t = T0 - timedelta(hours=1)
+    minutes = [timedelta(minutes=m) for m in range(5)]
+    rows = [row(K, t + m, n) for m, n in zip(minutes, (1, 2, 1, 3, 2), strict=True)]
+    with history_app.app_context():
+        report = tutor_times.import_activities(rows, source_key="repeats", batch_size=2)
+    assert (report.read, report.imported, dict(report.skipped)) == (5, 3, {DUPLICATE: 2})
+    assert [s[-1] for s in stored_sessions(history_app)] == [3]
+
+
+def test_stored_rows_after_batches_of_new_ones_are_duplicates(
+    history_app: Flask, clock: Clock
+) -> None:
+    """A batch of new rows lets the import place the next ones without looking their keys
+    up first; rows an earlier import stored, later in the file, are still found (when they
+    are placed), counted as duplicates and stored once, and the keys are looked up again."""
+    t = T0 - timedelta(hours=1)
+    rows = [row(K, t + timedelta(minutes=n), n) for n in range(24)]
+    with history_app.app_context():
+        earlier = tutor_times.import_activities(rows[8:12] + rows[20:], source_key="half")
+        report = tutor_times.import_activities(rows, source_key="half", batch_size=4)
+    assert earlier.imported == 8
+    assert (report.read, report.imported, dict(report.skipped)) == (24, 16, {DUPLICATE: 8})
+    assert [s[-1] for s in stored_sessions(history_app)] == [24]
+
+
 def test_an_import_reports_its_progress_as_metrics(history_app: Flask, clock: Clock) -> None:
     """Each batch adds its rows to tutor_times_import_rows, by outcome, as the import runs."""
     from prometheus_client import REGISTRY

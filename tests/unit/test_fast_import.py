@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import io
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -96,3 +97,16 @@ def test_imports_leave_the_garbage_collector_as_they_found_it() -> None:
         assert gc.get_threshold()[0] == history.GC_YOUNGEST
     assert gc.get_threshold() == before
     assert gc.get_freeze_count() == 0
+
+
+def test_imports_leave_the_threads_switch_interval_as_they_found_it() -> None:
+    """While imports run, a thread that waited on the database takes the interpreter back
+    from the reading thread sooner (two imports at once too); the last one to end puts the
+    process's interval back."""
+    before = sys.getswitchinterval()
+    with history.quicker_switches():
+        assert sys.getswitchinterval() == history.SWITCH_INTERVAL < before
+        with history.quicker_switches():
+            pass
+        assert sys.getswitchinterval() == history.SWITCH_INTERVAL
+    assert sys.getswitchinterval() == before

@@ -30,6 +30,7 @@ edited, re-sorted or regenerated file adds exactly its new rows.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -67,8 +68,13 @@ from .rows import (
 )
 
 #: rows checked, deduplicated and placed together: the more rows of a key a batch holds,
-#: the fewer statements each row costs
-BATCH_SIZE = 20_000
+#: the fewer statements each row costs; three batches are held at once (one read, one
+#: waiting, one placed), so memory grows with it
+BATCH_SIZE = 30_000
+#: rows of an import's first batch at most: nothing is placed before the first batch is read
+#: and checked, so a small one sets the placers to work sooner (later batches are read while
+#: the one before is placed)
+FIRST_BATCH = 2_000
 #: connections that place one batch at once on PostgreSQL, each a disjoint set of units
 #: (so of keys and of locks, :func:`parts`): one places while another waits on the database
 PLACERS = 4
@@ -106,6 +112,8 @@ class Importer:
         self.closing_delay = closing_delay
         self.batch_size = batch_size
         self.placer = Placer(self.models, store.timeout, store.min_minutes, closing_delay)
+        #: whether the next batch's keys are looked up before it is placed (:meth:`_admitted`)
+        self.look_up_keys = True
 
     # -- rows to activities --------------------------------------------------------------
 
@@ -145,28 +153,29 @@ class Importer:
         # a source key too long for any row is the caller's error
         content_key(source_key, "0" * DIGEST_LENGTH, 10**12)
         report = ImportReport(dry_run=dry_run)
-        admitted = Counter[str]()  # rows skipped when a batch was checked against the database
+        # rows another import stored since they were checked (the same file imported twice
+        # at once), or an earlier batch of this one: duplicates too
+        stored_meanwhile = Counter[str]()
         told = (0, Counter[str]())  # what the metrics have been told so far
-        batches = self._batches(rows, source_key)
+        self.look_up_keys = True
+        batches = self._admitted(self._batches(rows, source_key), dry_run)
         with (
             fewer_collections(),
+            quicker_switches(),
             ThreadPoolExecutor(self.placers - 1 or 1, "tutor-times-import-placer") as pool,
         ):
             for batch, read, skipped in in_background(batches, self.context):
                 report.read = read
-                placed = 0
-                if batch:
+                placed = len(batch)
+                if batch and not dry_run:
                     with self.store.connect() as conn:
-                        batch = self._admissible(conn, batch, admitted)
-                        # rows another import stored since they were checked (the same file
-                        # imported twice at once) are duplicates too
-                        stored_meanwhile = 0
-                        if not dry_run:
-                            stored_meanwhile = self._place(pool, conn, batch)
-                    admitted[DUPLICATE] += stored_meanwhile
-                    placed = len(batch) - stored_meanwhile
-                    report.imported += placed
-                self._report(report, skipped + admitted, dry_run, told, placed, progress)
+                        meanwhile = self._place(pool, conn, batch)
+                    stored_meanwhile[DUPLICATE] += meanwhile
+                    placed -= meanwhile
+                    if meanwhile:
+                        self.look_up_keys = True
+                report.imported += placed
+                self._report(report, skipped + stored_meanwhile, dry_run, told, placed, progress)
                 told = (read, Counter(report.skipped))
         if not dry_run and report.imported >= ANALYZE_AFTER:
             with self.store.connect() as conn:
@@ -210,17 +219,48 @@ class Importer:
         empty one with the totals."""
         seen = ImportReport()
         pending = self._checked(rows, source_key, seen)
-        while batch := list(islice(pending, self.batch_size)):
+        size = min(self.batch_size, FIRST_BATCH)
+        while batch := list(islice(pending, size)):
             yield batch, seen.read, Counter(seen.skipped)
+            size = self.batch_size
         yield [], seen.read, Counter(seen.skipped)
 
+    def _admitted(
+        self, batches: Iterator[tuple[list[Pending], int, Counter[str]]], dry_run: bool
+    ) -> Iterator[tuple[list[Pending], int, Counter[str]]]:
+        """``batches`` without the rows :meth:`_admissible` leaves out, each with the rows
+        skipped so far, those included. This runs in the reading thread, on a connection of
+        its own, while the batch before is placed: a row of this batch that the one before
+        stores (a key the file repeats) meets its stored key when it is placed, and is
+        counted as a duplicate then (:meth:`Placer.place`).
+
+        Once a batch finds none of its keys stored, the next ones are placed without looking
+        theirs up (the unique index looks each up as it is inserted): a row stored already
+        then fails its transaction, which is placed again without it and counted, and the
+        keys are looked up again from then on (:attr:`look_up_keys`). A dry run, which
+        places nothing, looks every key up."""
+        admitted = Counter[str]()
+        for batch, read, skipped in batches:
+            if batch:
+                look_up = self.look_up_keys or dry_run
+                with self.store.connect() as conn:
+                    batch = self._admissible(conn, batch, admitted, look_up=look_up)
+            yield batch, read, skipped + admitted
+
     def _admissible(
-        self, conn: sa.Connection, batch: list[Pending], skipped: Counter[str]
+        self,
+        conn: sa.Connection,
+        batch: list[Pending],
+        skipped: Counter[str],
+        *,
+        look_up: bool = True,
     ) -> list[Pending]:
-        """The batch without rows already imported, repeated, or naming a unit or user the
-        database does not know (counted by reason)."""
+        """The batch without rows already imported (when ``look_up``), repeated, or naming a
+        unit or user the database does not know (counted by reason)."""
         bulk.without_jit(conn)
-        stored = self._stored_keys(conn, [p[8] for p in batch])
+        stored = self._stored_keys(conn, [p[8] for p in batch]) if look_up else set()
+        if look_up:
+            self.look_up_keys = bool(stored)
         units = self._known(conn, "unit_id", {p[1] for p in batch})
         users = self._known(conn, "marker_id", {p[0] for p in batch})
         kept: list[Pending] = []
@@ -305,6 +345,35 @@ def fewer_collections() -> Iterator[None]:
             if _gc_imports == 0:
                 gc.set_threshold(*_gc_before)
                 gc.unfreeze()
+
+
+#: seconds a thread runs before another that waits for the interpreter is let in, while
+#: imports run (Python's default is 0.005)
+SWITCH_INTERVAL = 0.0005
+_switch_lock = threading.Lock()
+_switch_imports = 0
+_switch_before = 0.005
+
+
+@contextmanager
+def quicker_switches() -> Iterator[None]:
+    """Threads handed the interpreter ten times as often while imports run. The reading
+    thread is busy in Python, and each placer's round trip to the database ends waiting for
+    it to let go: up to Python's 5 ms a time, so placing waited on reading (measured in
+    benchmarks/README.md, B6). The last import to end puts back what it found."""
+    global _switch_imports, _switch_before
+    with _switch_lock:
+        _switch_imports += 1
+        if _switch_imports == 1:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(SWITCH_INTERVAL, _switch_before))
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_imports -= 1
+            if _switch_imports == 0:
+                sys.setswitchinterval(_switch_before)
 
 
 #: rows an import adds before it analyzes the tables it filled (PostgreSQL): its plans then

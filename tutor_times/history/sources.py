@@ -19,6 +19,7 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from operator import itemgetter
 from typing import IO, Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -177,7 +178,7 @@ def csv_rows(text: Iterable[str]) -> Iterator[Row]:
         raise ValueError(f"the CSV lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}")
     keyed = "import_key" in header
     at_ip, at_action, at_time = (header.index(c) for c in ("ip_address", "action", "created_at"))
-    at_ids = [header.index(c) for c in ID_COLUMNS]
+    ids_of = itemgetter(*(header.index(c) for c in ID_COLUMNS))
     at_key = header.index("import_key") if keyed else -1
     for record in _records(reader):
         if isinstance(record, Rejected):
@@ -186,7 +187,10 @@ def csv_rows(text: Iterable[str]) -> Iterator[Row]:
         if not record:
             continue
         try:
-            marker, unit, project, task, definition = (_int(record[i]) for i in at_ids)
+            # an id left blank is None (a list, not a call a field: a fifth of reading a row)
+            marker, unit, project, task, definition = [
+                int(text) if text.strip() else None for text in ids_of(record)
+            ]
             row = (
                 marker,
                 unit,
@@ -217,12 +221,6 @@ def _records(reader: Any) -> Iterator[list[str] | Rejected]:
             return
         except csv.Error as exc:
             yield Rejected(MALFORMED, f"line {reader.line_num}: {exc}")
-
-
-def _int(text: str | None) -> int | None:
-    if text is None:
-        raise ValueError("a column is missing")
-    return int(text) if text.strip() else None
 
 
 # -- ontrack-log (read by ontrack_log.py) --------------------------------------------------
