@@ -149,22 +149,22 @@ def sessions_page(
     calendar's): no second statement over the page's activities."""
     ms = models.MarkingSession
     where = scope.where(models)
-    total = conn.execute(sa.select(sa.func.count()).select_from(ms).where(*where)).scalar_one()
+    skipped = (page - 1) * per_page
     query = (
         sa.select(ms.id)
         .where(*where)
         .order_by(ms.start_time.desc(), ms.id.desc())
         .limit(per_page)
-        .offset((page - 1) * per_page)
+        .offset(skipped)
     )
-    return {
-        "page": page,
-        "per_page": per_page,
-        "total": total,
-        "sessions": _session_rows(
-            conn, models, query, live_after, min_minutes, by_action=by_action
-        ),
-    }
+    rows = _session_rows(conn, models, query, live_after, min_minutes, by_action=by_action)
+    if len(rows) < per_page and (rows or page == 1):
+        # the last page: the sessions before it and its own are all there are (a
+        # calendar's week is one page)
+        total = skipped + len(rows)
+    else:
+        total = conn.execute(sa.select(sa.func.count()).select_from(ms).where(*where)).scalar_one()
+    return {"page": page, "per_page": per_page, "total": total, "sessions": rows}
 
 
 def session_detail(

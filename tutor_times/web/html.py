@@ -145,7 +145,27 @@ def lesson_name(lesson: Lesson, names: Mapping[int, Any]) -> str:
 
 
 def calendar_lessons(week: Week, names: Mapping[int, Any]) -> Markup:
-    """The scheduled classes, shaded across their day's column behind the sessions."""
+    """The scheduled classes, shaded across their day's column behind the sessions: drawn
+    once per first hour and names of their tutors, and kept with the classes
+    (:class:`~.calendar.Shading`)."""
+    shaded = week.shaded
+    key = (week.first_hour, *(names.get(m, "") for m in shaded.markers if m is not None))
+    try:
+        drawn = shaded.drawn.get(key)
+    except TypeError:  # a host's name that cannot be a key: drawn afresh
+        return Markup(_lessons(week, names))
+    if drawn is None:
+        if len(shaded.drawn) >= DRAWINGS_KEPT:
+            shaded.drawn.clear()  # names that changed: the next pages draw the new ones
+        drawn = shaded.drawn[key] = _lessons(week, names)
+    return Markup(drawn)
+
+
+#: how many drawings of one calendar's classes are kept (by first hour and names)
+DRAWINGS_KEPT = 4
+
+
+def _lessons(week: Week, names: Mapping[int, Any]) -> str:
     out = []
     for lesson in week.lessons:
         r = week.shade(lesson)
@@ -155,7 +175,7 @@ def calendar_lessons(week: Week, names: Mapping[int, Any]) -> Markup:
             f'<rect class="tt-class"{marker} x="{r["x"]}" y="{r["y"]}" width="{r["width"]}" '
             f'height="{r["height"]}" role="img" aria-label="{said}"><title>{said}</title></rect>'
         )
-    return Markup("\n".join(out))
+    return "\n".join(out)
 
 
 def legend(week: Week, names: Mapping[int, Any], colours: Mapping[int, int]) -> Markup:
