@@ -85,9 +85,7 @@ def _session_rows(
         columns.append(figured_assessments(models).label("assessments"))
     rows = conn.execute(query.with_only_columns(*columns)).all()
     if not by_action:
-        return [
-            {**_session_row(r, live_after, min_minutes), "assessments": r.assessments} for r in rows
-        ]
+        return _calendar_rows(rows, live_after, min_minutes)
     counts: dict[int, dict[str, int]] = {r.id: {} for r in rows}
     reported: dict[int, int] = dict.fromkeys(counts, 0)
     if rows:
@@ -108,6 +106,28 @@ def _session_rows(
             "client_activities": reported[r.id],
         }
         for r in rows
+    ]
+
+
+def _calendar_rows(rows: list[Any], live_after: datetime, min_minutes: int) -> list[Any]:
+    """:func:`_session_row` of each of ``rows`` with its assessments, the rows unpacked as
+    tuples (a calendar's week is hundreds of sessions: a column read by name costs more)."""
+    return [
+        {
+            "id": sid,
+            "marker_id": marker,
+            "unit_id": unit,
+            "ip_address": ip,
+            "start_time": start,
+            "end_time": end,
+            "last_activity": last,
+            "duration_minutes": int(minutes)
+            if minutes is not None
+            else duration_minutes(start, last, min_minutes),
+            "active": end is None and last > live_after,
+            "assessments": assessments,
+        }
+        for sid, marker, unit, ip, start, end, minutes, last, assessments in rows
     ]
 
 
