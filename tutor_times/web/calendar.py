@@ -198,22 +198,25 @@ def _block(row: dict[str, Any], days: list[date], tz: ZoneInfo, now: datetime) -
     day = (start.date() - days[0]).days
     if not 0 <= day < len(days):
         return None
-    top = _minutes(start)
+    top = start.hour * 60 + start.minute + start.second / 60
     continues = end.date() > start.date()
-    bottom = 24 * 60 if continues else _minutes(end)
+    bottom = 24 * 60 if continues else end.hour * 60 + end.minute + end.second / 60
+    # positional, in the fields' order (a week has hundreds of blocks)
     return Block(
-        session_id=row["id"],
-        marker_id=row["marker_id"],
-        day=day,
-        top=top,
-        bottom=max(bottom, top),
-        start=start,
-        end=end,
-        minutes=row["duration_minutes"],
-        during_class=row.get("during_class_minutes"),
-        assessments=row["assessments"],
-        running=bool(row["active"]),
-        continues=continues,
+        row["id"],
+        row["marker_id"],
+        day,
+        top,
+        max(bottom, top),
+        start,
+        end,
+        row["duration_minutes"],
+        row["assessments"],
+        bool(row["active"]),
+        continues,
+        0,
+        1,
+        row.get("during_class_minutes"),
     )
 
 

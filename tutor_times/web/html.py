@@ -60,6 +60,9 @@ def cell(column: str, value: Any, shown: Any = None) -> Markup:
 
 
 def _cell(column: str, value: Any, shown: Any = None, css: str = "") -> str:
+    if type(value) is int and shown is None and not css:
+        # most cells: a count, shown as it is (a page has thousands)
+        return f'<td data-col="{column}" data-value="{value}">{value}</td>'
     raw = "" if value is None else text(value)
     shown_text = ("—" if value is None else raw) if shown is None else text(shown)
     attributes = f' class="{css}"' if css else ""
