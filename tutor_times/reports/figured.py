@@ -52,7 +52,7 @@ def figured_by(
     """
     where = scope.where(models)
     read = _Read.of(conn, models, scope, min_minutes, starts, per_marker)
-    rows = _stored(conn, models, read, scope, where, starts, per_marker, pieces)
+    rows = _stored(conn, models, scope, min_minutes, starts, per_marker, pieces)
     totals = _Totals(starts, per_marker)
     for value, marker, n, assessed, minutes, _ in rows:
         totals.add(value, marker, n, int(assessed or 0), int(minutes or 0))
@@ -308,26 +308,50 @@ class _Totals:
 def _stored(
     conn: sa.Connection,
     models: Models,
-    read: _Read,
     scope: Scope,
-    where: list[Any],
+    min_minutes: int,
     starts: list[datetime] | None,
     per_marker: bool,
     pieces: list[tuple[datetime, datetime]] | None,
 ) -> list[Any]:
     """Every session counted where it starts, and a stored block's minutes where it starts,
-    unless it is cut. Grouped by (bucket, marker) only, or bucket by bucket (_per_bucket): a
-    planner that cannot count the groups sorts every session instead of hashing a few
+    unless it is cut (:func:`_stored_statement`)."""
+    statement = _stored_statement(
+        conn.dialect.name,
+        models,
+        scope,
+        min_minutes,
+        None if starts is None else tuple(starts),
+        per_marker,
+        None if pieces is None else tuple(pieces),
+    )
+    return list(conn.execute(statement).all())
+
+
+@functools.lru_cache(maxsize=64)
+def _stored_statement(
+    dialect: str,
+    models: Models,
+    scope: Scope,
+    min_minutes: int,
+    starts: tuple[datetime, ...] | None,
+    per_marker: bool,
+    pieces: tuple[tuple[datetime, datetime], ...] | None,
+) -> Any:
+    """:func:`_stored`'s statement, made once for what it depends on and reused (as
+    :meth:`_Read.of`). Grouped by (bucket, marker) only, or bucket by bucket (_per_bucket):
+    a planner that cannot count the groups sorts every session instead of hashing a few
     hundred groups."""
     ms = models.MarkingSession
-    postgres = conn.dialect.name == "postgresql"
+    read = _read_of(dialect, models, scope, min_minutes, starts, per_marker)
+    where = scope.where(models)
+    postgres = dialect == "postgresql"
     several = starts is not None and len(starts) > 1
     # the pieces are PostgreSQL's (the months between them are rolled up there alone)
     assert pieces is None or (postgres and not several)
     if postgres and several:
         assert starts is not None
-        statement = _per_bucket(starts, scope, read.figures, where, ms, per_marker)
-        return list(conn.execute(statement).all())
+        return _per_bucket(list(starts), scope, read.figures, where, ms, per_marker)
     # each piece's own range of starts (none: the scope's); a piece at a time: each reads
     # its own range of the index
     within = [[ms.start_time >= low, ms.start_time < high] for low, high in pieces or []] or [[]]
@@ -335,7 +359,7 @@ def _stored(
         sa.select(read.label, *read.figures).where(*where, *piece).group_by(*read.keys)
         for piece in within
     ]
-    return list(conn.execute(counted[0] if len(counted) == 1 else sa.union_all(*counted)).all())
+    return counted[0] if len(counted) == 1 else sa.union_all(*counted)
 
 
 def _cut(

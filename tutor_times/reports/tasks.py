@@ -325,9 +325,28 @@ def _untallied_keys(
     none_within: Callable[[Any], Any],
 ) -> dict[tuple[int, int], int]:
     """The keys of the scope's sessions not tallied that no tallied session in the range
-    has, per (definition, kind)."""
-    found: dict[tuple[int, int], int] = {}
-    c = _assessed(conn, models, scope, min_minutes, kept_within=[], shares=False).c
+    has, per (definition, kind). The statement depends on the backend, the tables and the
+    scope alone: made once for them and reused (:data:`UNTALLIED`)."""
+    key = (conn.dialect.name, models, scope)
+    statement = UNTALLIED.get(key)
+    if statement is None:
+        if len(UNTALLIED) >= STATEMENTS_KEPT:
+            UNTALLIED.clear()  # one step (other threads' reports read it too)
+        statement = UNTALLIED[key] = _untallied_statement(conn, models, scope, none_within)
+    return {(definition, kind): n for definition, kind, n in conn.execute(statement)}
+
+
+#: :func:`_untallied_keys`' statements, by (backend, tables, scope): a range asked again (a
+#: page reloaded) builds it once; up to STATEMENTS_KEPT of them
+UNTALLIED: dict[tuple[Any, ...], Any] = {}
+STATEMENTS_KEPT = 64
+
+
+def _untallied_statement(
+    conn: sa.Connection, models: Models, scope: Scope, none_within: Callable[[Any], Any]
+) -> Any:
+    """:func:`_untallied_keys`' statement (``conn`` is read for its backend alone)."""
+    c = _assessed(conn, models, scope, 0, kept_within=[], shares=False).c
     definition = sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION)
     unit = sa.literal(scope.unit_id, sa.BigInteger)
     others = sa.union(
@@ -345,13 +364,11 @@ def _untallied_keys(
         ),
     ).subquery("others")
     o = others.c
-    for definition, kind, n in conn.execute(
+    return (
         sa.select(o.definition, o.kind, sa.func.count())
         .where(none_within(o))
         .group_by(o.definition, o.kind)
-    ):
-        found[definition, kind] = n
-    return found
+    )
 
 
 def _share(conn: sa.Connection, minutes: Any, n: Any) -> Any:
