@@ -15,7 +15,7 @@ from ..store.models import Models
 from ..store.sql import last_activity_of
 from .figured import figured_by
 from .merge import counts_by, merged_split_by
-from .scope import Scope
+from .scope import Scope, made_once
 
 
 def summary(
@@ -122,16 +122,18 @@ def _rolled_months(
     ):
         return None
     ms, months = models.MarkingSession, models.TutorMonths.c
-    first_unfigured, longest = conn.execute(
-        sa.select(
+    reach = made_once(
+        ("reach", models, scope),
+        lambda: sa.select(
             sa.select(sa.func.min(ms.start_time))
             .where(*scope.where(models), ms.block_start.is_(None))
             .scalar_subquery(),
             sa.select(sa.func.max(months.longest))
             .where(months.unit_id == scope.unit_id)
             .scalar_subquery(),
-        )
-    ).one()
+        ),
+    )
+    first_unfigured, longest = conn.execute(reach).one()
     if longest is None:
         return None
     end = scope.end if first_unfigured is None else min(scope.end, first_unfigured)
@@ -142,17 +144,21 @@ def _rolled_months(
     if whole is None:
         return None
     low, high = whole
-    rows = conn.execute(
-        sa.select(
-            months.marker_id,
-            sa.func.sum(months.sessions),
-            sa.func.sum(months.assessments),
-            sa.func.sum(months.credited[min_minutes]),
-            sa.func.sum(months.uncounted),
-        )
-        .where(months.unit_id == scope.unit_id, months.month >= low, months.month < high)
-        .group_by(months.marker_id)
-    ).all()
+    summed = made_once(
+        ("months", models, scope.unit_id, low, high, min_minutes),
+        lambda: (
+            sa.select(
+                months.marker_id,
+                sa.func.sum(months.sessions),
+                sa.func.sum(months.assessments),
+                sa.func.sum(months.credited[min_minutes]),
+                sa.func.sum(months.uncounted),
+            )
+            .where(months.unit_id == scope.unit_id, months.month >= low, months.month < high)
+            .group_by(months.marker_id)
+        ),
+    )
+    rows = conn.execute(summed).all()
     if any(uncounted for *_, uncounted in rows):
         return None  # assessments to count from the activities: read as before
     counted = {marker: (int(n), int(a), int(m)) for marker, n, a, m, _ in rows}
@@ -199,13 +205,14 @@ def open_minutes(conn: sa.Connection, models: Models, scope: Scope, min_minutes:
     minutes are computed here and inlined, keeping the rest of the sum in SQL.
     """
     ms = models.MarkingSession
+    opened = made_once(
+        ("open", models, scope),
+        lambda: sa.select(ms.id, ms.start_time, last_activity_of(models)).where(
+            *scope.where(models), ms.end_time.is_(None)
+        ),
+    )
     running = {
-        sid: duration_minutes(start, last, min_minutes)
-        for sid, start, last in conn.execute(
-            sa.select(ms.id, ms.start_time, last_activity_of(models)).where(
-                *scope.where(models), ms.end_time.is_(None)
-            )
-        )
+        sid: duration_minutes(start, last, min_minutes) for sid, start, last in conn.execute(opened)
     }
     if not running:
         return ms.duration_minutes

@@ -4,6 +4,7 @@ how long between them, from the sessions or, over long ranges on PostgreSQL, the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,7 @@ from ..core.accounting import UTC
 from ..core.constants import ASSESSING
 from ..store import tallies
 from ..store.models import Models
-from .scope import Scope
+from .scope import Scope, made_once
 from .summary import open_minutes, whole_months
 
 TALLIED_FROM = timedelta(weeks=8)
@@ -233,62 +234,78 @@ def _tallied_distinct(
     conn: sa.Connection, models: Models, scope: Scope, min_minutes: int
 ) -> dict[tuple[int, int], int]:
     """Distinct keys (:mod:`~tutor_times.store.tallies`) per (definition, kind) with a session in the scope."""
-    keys, occurrences = models.AssessedKeys.c, models.Assessed.c
-    start, end = scope.start, scope.end
-    latest = conn.execute(
-        sa.select(sa.func.max(keys.last_start)).where(keys.unit_id == scope.unit_id)
-    ).scalar()
-
-    def none_within(key: Any) -> Any:
-        """SQL: ``key`` (columns unit_id, definition, kind, value) has no tallied
-        occurrence in the range."""
-        return ~sa.exists().where(
-            occurrences.unit_id == key.unit_id,
-            occurrences.definition == key.definition,
-            occurrences.kind == key.kind,
-            occurrences.value == key.value,
-            occurrences.start_time >= start,
-            occurrences.start_time < end,
-        )
-
-    spanning = sa.and_(keys.first_start < end, keys.last_start >= start)
-    straddling = sa.and_(
-        keys.first_start < start,
-        keys.last_start >= end,
-        keys.widest_gap > end - start,
-        none_within(keys),
-    )
+    made = made_once(("distinct", models, scope), lambda: _Distinct.of(models, scope))
+    latest = conn.execute(made.latest).scalar()
     found: dict[tuple[int, int], int] = {}
-    if latest is not None and latest < end:
+    if latest is not None and latest < scope.end:
         # no key seen at or after the end: every key but those last seen before the start
         # (none can straddle the range, none starts after it), from the unit's totals
-        totals = models.AssessedTotals.c
-        for definition, kind, n in conn.execute(
-            sa.select(totals.definition, totals.kind, totals["keys"]).where(
-                totals.unit_id == scope.unit_id
-            )
-        ):
+        for definition, kind, n in conn.execute(made.totals):
             found[definition, kind] = n
-        for definition, kind, n in conn.execute(
-            sa.select(keys.definition, keys.kind, sa.func.count())
-            .where(keys.unit_id == scope.unit_id, keys.last_start < start)
-            .group_by(keys.definition, keys.kind)
-        ):
+        for definition, kind, n in conn.execute(made.before):
             found[definition, kind] -= n
     elif latest is not None:
-        for definition, kind, n in conn.execute(
+        for definition, kind, n in conn.execute(made.spanning):
+            found[definition, kind] = n
+    for key, n in _untallied_keys(conn, models, scope, made.none_within).items():
+        found[key] = found.get(key, 0) + n
+    return found
+
+
+@dataclass(frozen=True)
+class _Distinct:
+    """:func:`_tallied_distinct`'s statements of a scope (made once: :func:`made_once`): the
+    unit's latest key, its totals, its keys last seen before the range, its keys seen within
+    it (less those straddling it), and whether a key has no tallied occurrence in it."""
+
+    latest: Any
+    totals: Any
+    before: Any
+    spanning: Any
+    none_within: Callable[[Any], Any]
+
+    @classmethod
+    def of(cls, models: Models, scope: Scope) -> _Distinct:
+        keys, occurrences = models.AssessedKeys.c, models.Assessed.c
+        start, end = scope.start, scope.end
+
+        def none_within(key: Any) -> Any:
+            """SQL: ``key`` (columns unit_id, definition, kind, value) has no tallied
+            occurrence in the range."""
+            return ~sa.exists().where(
+                occurrences.unit_id == key.unit_id,
+                occurrences.definition == key.definition,
+                occurrences.kind == key.kind,
+                occurrences.value == key.value,
+                occurrences.start_time >= start,
+                occurrences.start_time < end,
+            )
+
+        spanning = sa.and_(keys.first_start < end, keys.last_start >= start)
+        straddling = sa.and_(
+            keys.first_start < start,
+            keys.last_start >= end,
+            keys.widest_gap > end - start,
+            none_within(keys),
+        )
+        totals = models.AssessedTotals.c
+        return cls(
+            sa.select(sa.func.max(keys.last_start)).where(keys.unit_id == scope.unit_id),
+            sa.select(totals.definition, totals.kind, totals["keys"]).where(
+                totals.unit_id == scope.unit_id
+            ),
+            sa.select(keys.definition, keys.kind, sa.func.count())
+            .where(keys.unit_id == scope.unit_id, keys.last_start < start)
+            .group_by(keys.definition, keys.kind),
             sa.select(
                 keys.definition,
                 keys.kind,
                 sa.func.count().filter(spanning) - sa.func.count().filter(straddling),
             )
             .where(keys.unit_id == scope.unit_id)
-            .group_by(keys.definition, keys.kind)
-        ):
-            found[definition, kind] = n
-    for key, n in _untallied_keys(conn, models, scope, min_minutes, none_within).items():
-        found[key] = found.get(key, 0) + n
-    return found
+            .group_by(keys.definition, keys.kind),
+            none_within,
+        )
 
 
 def _day_and_month_tallies(
@@ -318,28 +335,15 @@ def _day_and_month_tallies(
 
 
 def _untallied_keys(
-    conn: sa.Connection,
-    models: Models,
-    scope: Scope,
-    min_minutes: int,
-    none_within: Callable[[Any], Any],
+    conn: sa.Connection, models: Models, scope: Scope, none_within: Callable[[Any], Any]
 ) -> dict[tuple[int, int], int]:
     """The keys of the scope's sessions not tallied that no tallied session in the range
-    has, per (definition, kind). The statement depends on the backend, the tables and the
-    scope alone: made once for them and reused (:data:`UNTALLIED`)."""
-    key = (conn.dialect.name, models, scope)
-    statement = UNTALLIED.get(key)
-    if statement is None:
-        if len(UNTALLIED) >= STATEMENTS_KEPT:
-            UNTALLIED.clear()  # one step (other threads' reports read it too)
-        statement = UNTALLIED[key] = _untallied_statement(conn, models, scope, none_within)
+    has, per (definition, kind)."""
+    statement = made_once(
+        ("untallied", conn.dialect.name, models, scope),
+        lambda: _untallied_statement(conn, models, scope, none_within),
+    )
     return {(definition, kind): n for definition, kind, n in conn.execute(statement)}
-
-
-#: :func:`_untallied_keys`' statements, by (backend, tables, scope): a range asked again (a
-#: page reloaded) builds it once; up to STATEMENTS_KEPT of them
-UNTALLIED: dict[tuple[Any, ...], Any] = {}
-STATEMENTS_KEPT = 64
 
 
 def _untallied_statement(
