@@ -204,6 +204,13 @@ def open_minutes(conn: sa.Connection, models: Models, scope: Scope, min_minutes:
     Open sessions are the live ones (within TIMEOUT of now), so they are few: their running
     minutes are computed here and inlined, keeping the rest of the sum in SQL.
     """
+    return minutes_with(models, running_minutes(conn, models, scope, min_minutes))
+
+
+def running_minutes(
+    conn: sa.Connection, models: Models, scope: Scope, min_minutes: int
+) -> dict[int, int]:
+    """The scope's open sessions' minutes so far, by id (what :func:`open_minutes` inlines)."""
     ms = models.MarkingSession
     opened = made_once(
         ("open", models, scope),
@@ -211,9 +218,14 @@ def open_minutes(conn: sa.Connection, models: Models, scope: Scope, min_minutes:
             *scope.where(models), ms.end_time.is_(None)
         ),
     )
-    running = {
+    return {
         sid: duration_minutes(start, last, min_minutes) for sid, start, last in conn.execute(opened)
     }
+
+
+def minutes_with(models: Models, running: dict[int, int]) -> Any:
+    """:func:`open_minutes` of the ``running`` minutes of the open sessions."""
+    ms = models.MarkingSession
     if not running:
         return ms.duration_minutes
     return sa.case(running, value=ms.id, else_=ms.duration_minutes)

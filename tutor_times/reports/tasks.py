@@ -15,7 +15,7 @@ from ..core.constants import ASSESSING
 from ..store import tallies
 from ..store.models import Models
 from .scope import Scope, made_once
-from .summary import open_minutes, whole_months
+from .summary import minutes_with, open_minutes, running_minutes, whole_months
 
 TALLIED_FROM = timedelta(weeks=8)
 
@@ -46,11 +46,15 @@ def tasks(
     )
     days = _whole_days(scope) if tallied else None
     if days is None:
+        # made once per range and the open sessions' minutes so far (:func:`made_once`)
+        running = running_minutes(conn, models, scope, min_minutes)
+        figures = made_once(
+            ("tasks", conn.dialect.name, models, scope, tuple(sorted(running.items()))),
+            lambda: _task_figures(_assessed(conn, models, scope, min_minutes, running=running)),
+        )
         found = {
             definition: (n, n_tasks, n_markers, minutes)
-            for definition, n, n_tasks, n_markers, minutes in conn.execute(
-                _task_figures(_assessed(conn, models, scope, min_minutes))
-            )
+            for definition, n, n_tasks, n_markers, minutes in conn.execute(figures)
         }
     else:
         found = _tallied_tasks(conn, models, scope, days, min_minutes)
@@ -76,13 +80,16 @@ def _assessed(
     *,
     kept_within: list[Scope] | None = None,
     shares: bool = True,
+    running: dict[int, int] | None = None,
 ) -> Any:
     """One row per assessment of the ``scope``'s sessions (task definition, task, marker,
     the share of its session's minutes), as a subquery.
 
     On PostgreSQL the sessions whose lists agree (:func:`~tutor_times.store.tallies.kept`) read their
     lists, those of them that start within ``kept_within`` (default: the scope); the
-    others read their activities. Without ``shares`` the share is NULL (not worked out)."""
+    others read their activities. Without ``shares`` the share is NULL (not worked out); with
+    ``running`` (the open sessions' minutes so far, :func:`.summary.running_minutes`) the
+    shares are of those, else they are read here."""
     ms = models.MarkingSession
     own, n = _assessed_tasks(conn, models)
     # one row per assessment, with its session's minutes and assessment count beside it
@@ -92,7 +99,13 @@ def _assessed(
             own.c.task_id,
             ms.marker_id,
             (
-                _share(conn, open_minutes(conn, models, scope, min_minutes), n)
+                _share(
+                    conn,
+                    open_minutes(conn, models, scope, min_minutes)
+                    if running is None
+                    else minutes_with(models, running),
+                    n,
+                )
                 if shares
                 else sa.null()
             ).label("share"),
@@ -188,34 +201,16 @@ def _tallied_tasks(
     it, or, when no key of the unit was seen at or after its end, the unit's totals less
     those last seen before its start — plus the keys of the sessions not tallied that have
     no tallied one in it. Whole UTC months among the days come from the months' tallies."""
-    first, end = days
-    unit = scope.unit_id
-    first_at = datetime.combine(first, datetime.min.time(), UTC)
-    end_at = datetime.combine(end, datetime.min.time(), UTC)
-    edges = [
-        Scope(low, high, unit_id=unit)
-        for low, high in ((scope.start, first_at), (end_at, scope.end))
-        if low < high
-    ]
-    c = _assessed(conn, models, scope, min_minutes, kept_within=edges).c
-    tallied = _day_and_month_tallies(models, unit, first, end, first_at, end_at)
-    # added up in the database: exact decimals, whatever their number of digits
-    both = sa.union_all(
-        *tallied,
-        sa.select(
-            sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION),
-            sa.literal(1, sa.BigInteger),
-            c.share,
-        ),
-    ).subquery("both")
-    b = both.c
+    running = running_minutes(conn, models, scope, min_minutes)
+    # made once per range and the open sessions' minutes so far (:func:`made_once`)
+    key = ("tallied", conn.dialect.name, models, scope, tuple(sorted(running.items())))
+
+    def summed() -> Any:
+        return _summed_tallies(conn, models, scope, days, min_minutes, running)
+
     totals = {
         definition: (int(n), minutes)
-        for definition, n, minutes in conn.execute(
-            sa.select(b.definition, sa.func.sum(b.assessments), sa.func.sum(b.minutes)).group_by(
-                b.definition
-            )
-        )
+        for definition, n, minutes in conn.execute(made_once(key, summed))
     }
     distinct = _tallied_distinct(conn, models, scope, min_minutes)
     return {
@@ -228,6 +223,43 @@ def _tallied_tasks(
         for definition, (n, minutes) in totals.items()
         if n
     }
+
+
+def _summed_tallies(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    days: tuple[date, date],
+    min_minutes: int,
+    running: dict[int, int],
+) -> Any:
+    """:func:`_tallied_tasks`' statement of assessments and minutes per definition: the
+    whole days' (and months') tallies and the edges' and untallied sessions' shares, with
+    the open sessions' ``running`` minutes."""
+    first, end = days
+    unit = scope.unit_id
+    first_at = datetime.combine(first, datetime.min.time(), UTC)
+    end_at = datetime.combine(end, datetime.min.time(), UTC)
+    edges = [
+        Scope(low, high, unit_id=unit)
+        for low, high in ((scope.start, first_at), (end_at, scope.end))
+        if low < high
+    ]
+    c = _assessed(conn, models, scope, min_minutes, kept_within=edges, running=running).c
+    tallied = _day_and_month_tallies(models, unit, first, end, first_at, end_at)
+    # added up in the database: exact decimals, whatever their number of digits
+    both = sa.union_all(
+        *tallied,
+        sa.select(
+            sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION),
+            sa.literal(1, sa.BigInteger),
+            c.share,
+        ),
+    ).subquery("both")
+    b = both.c
+    return sa.select(b.definition, sa.func.sum(b.assessments), sa.func.sum(b.minutes)).group_by(
+        b.definition
+    )
 
 
 def _tallied_distinct(
