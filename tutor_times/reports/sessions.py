@@ -75,22 +75,10 @@ def _session_rows(
 
     With a ``key`` (what the query depends on), the statement is made once for it
     (:func:`~.scope.made_once`)."""
-    ms, act = models.MarkingSession, models.SessionActivity
+    act = models.SessionActivity
 
     def statement() -> Any:
-        columns = [
-            ms.id,
-            ms.marker_id,
-            ms.unit_id,
-            ms.ip_address,
-            ms.start_time,
-            ms.end_time,
-            ms.duration_minutes,
-            last_activity(models).label("last_activity"),
-        ]
-        if not by_action:
-            columns.append(figured_assessments(models).label("assessments"))
-        return query().with_only_columns(*columns)
+        return query().with_only_columns(*_row_columns(models, by_action))
 
     selected = statement() if key is None else made_once((*key, by_action), statement)
     rows = conn.execute(selected).all()
@@ -117,6 +105,25 @@ def _session_rows(
         }
         for r in rows
     ]
+
+
+def _row_columns(models: Models, by_action: bool) -> list[Any]:
+    """What :func:`_session_rows` reads of each session (without ``by_action``, its
+    assessments too)."""
+    ms = models.MarkingSession
+    columns = [
+        ms.id,
+        ms.marker_id,
+        ms.unit_id,
+        ms.ip_address,
+        ms.start_time,
+        ms.end_time,
+        ms.duration_minutes,
+        last_activity(models).label("last_activity"),
+    ]
+    if not by_action:
+        columns.append(figured_assessments(models).label("assessments"))
+    return columns
 
 
 def _calendar_rows(rows: list[Any], live_after: datetime, min_minutes: int) -> list[Any]:

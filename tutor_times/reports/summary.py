@@ -144,26 +144,32 @@ def _rolled_months(
     if whole is None:
         return None
     low, high = whole
-    summed = made_once(
-        ("months", models, scope.unit_id, low, high, min_minutes),
-        lambda: (
-            sa.select(
-                months.marker_id,
-                sa.func.sum(months.sessions),
-                sa.func.sum(months.assessments),
-                sa.func.sum(months.credited[min_minutes]),
-                sa.func.sum(months.uncounted),
-            )
-            .where(months.unit_id == scope.unit_id, months.month >= low, months.month < high)
-            .group_by(months.marker_id)
-        ),
-    )
-    rows = conn.execute(summed).all()
+    key = ("months", models, scope.unit_id, low, high, min_minutes)
+    rows = conn.execute(
+        made_once(key, lambda: _month_sums(models, scope.unit_id, low, high, min_minutes))
+    ).all()
     if any(uncounted for *_, uncounted in rows):
         return None  # assessments to count from the activities: read as before
     counted = {marker: (int(n), int(a), int(m)) for marker, n, a, m, _ in rows}
     at = [datetime.combine(d, datetime.min.time(), UTC) for d in (low, high)]
     return counted, [(scope.start, at[0]), (at[1], scope.end)]
+
+
+def _month_sums(models: Models, unit: int | None, low: date, high: date, min_minutes: int) -> Any:
+    """Per tutor of ``unit``, the roll-up's months [low, high) added up: sessions,
+    assessments, minutes credited under ``min_minutes``, and assessments not counted."""
+    months = models.TutorMonths.c
+    return (
+        sa.select(
+            months.marker_id,
+            sa.func.sum(months.sessions),
+            sa.func.sum(months.assessments),
+            sa.func.sum(months.credited[min_minutes]),
+            sa.func.sum(months.uncounted),
+        )
+        .where(months.unit_id == unit, months.month >= low, months.month < high)
+        .group_by(months.marker_id)
+    )
 
 
 def whole_months(start: datetime, end: datetime) -> tuple[date, date] | None:
