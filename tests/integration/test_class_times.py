@@ -27,7 +27,7 @@ from tutor_times.core.errors import ConfigurationError
 from tutor_times.reports.figured import bucket_index
 from tutor_times.reports.merge import merged_blocks, merged_split_by
 from tutor_times.reports.scope import Scope
-from tutor_times.store.class_times import Timetable
+from tutor_times.store.class_times import Timetable, split_rows
 
 from ..conftest import BACKENDS, Clock, build, built, login
 
@@ -462,6 +462,40 @@ def test_python_split_is_the_rule(
         during = timetable.during(1, marker, micros(start), micros(start + length), minutes)
         assert during == plain_during(classes, marker, start, start + length, minutes)
         assert 0 <= during <= minutes
+
+
+@settings(max_examples=200, deadline=None)
+@given(CLASS_LISTS, SESSION_LISTS)
+def test_each_rows_split_is_the_rule(
+    classes: list[tuple[int | None, int, int]], sessions: list[tuple[int, int, int]]
+) -> None:
+    """The split of a page's rows (the calendar's, the sessions page's), worked out in one
+    loop, is R12 read literally for each row, by marker in a unit and by unit for a tutor."""
+    by_marker = Timetable.of_unit(as_classes(classes))
+    by_unit = Timetable.of_marker(3, {1: as_classes(classes), 2: as_classes(classes[::2])})
+    for timetable, unit in ((by_marker, 1), (by_unit, 1), (by_unit, 2)):
+        rows = []
+        for marker, start, length in sessions:
+            minutes = duration_minutes(micros(start), micros(start + length), 1)
+            who = marker if timetable is by_marker else 3
+            rows.append(
+                {
+                    "unit_id": unit,
+                    "marker_id": who,
+                    "start_time": micros(start),
+                    "last_activity": micros(start + length),
+                    "duration_minutes": minutes,
+                }
+            )
+        split_rows(rows, timetable)
+        shown = classes if unit == 1 else classes[::2]
+        for r, (_, start, length) in zip(rows, sessions, strict=True):
+            minutes = r["duration_minutes"]
+            during = plain_during(shown, r["marker_id"], start, start + length, minutes)
+            assert (r["during_class_minutes"], r["outside_class_minutes"]) == (
+                during,
+                minutes - during,
+            )
 
 
 @pytest.fixture(scope="module", params=["postgres", "postgres-psycopg2"])

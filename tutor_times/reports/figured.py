@@ -5,8 +5,9 @@ are made of."""
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -51,7 +52,7 @@ def figured_by(
     """
     where = scope.where(models)
     read = _Read.of(conn, models, scope, min_minutes, starts, per_marker)
-    rows = _stored(conn, models, read, scope, where, starts, per_marker, pieces)
+    rows = _stored(conn, models, scope, min_minutes, starts, per_marker, pieces)
     totals = _Totals(starts, per_marker)
     for value, marker, n, assessed, minutes, _ in rows:
         totals.add(value, marker, n, int(assessed or 0), int(minutes or 0))
@@ -133,10 +134,15 @@ def bucket_index(conn: sa.Connection, starts: list[datetime]) -> Callable[[Any],
     ``width_bucket`` does it by binary search; elsewhere a CASE walks the starts. A time
     before the first start counts in the first bucket (the scope never holds one).
     """
+    return _bucket_index(conn.dialect.name, starts)
+
+
+def _bucket_index(dialect: str, starts: Sequence[datetime]) -> Callable[[Any], Any]:
+    """:func:`bucket_index` on the backend named ``dialect``."""
     if len(starts) == 1:
         return lambda _: sa.literal(0)
-    if conn.dialect.name == "postgresql":
-        thresholds = bound_array(starts, sa.DateTime(timezone=True))
+    if dialect == "postgresql":
+        thresholds = bound_array(list(starts), sa.DateTime(timezone=True))
         return lambda t: sa.func.greatest(sa.func.width_bucket(t, thresholds), 1) - 1
     return lambda t: sa.case(*[(t < s, i) for i, s in enumerate(starts[1:])], else_=len(starts) - 1)
 
@@ -213,6 +219,22 @@ class _Read:
         starts: list[datetime] | None,
         per_marker: bool,
     ) -> _Read:
+        """Made once per backend, tables, scope, shortest session, buckets and grouping, and
+        reused (the same range asked again, as a page reloaded, builds none of these
+        expressions again: SQLAlchemy's expressions are immutable)."""
+        bounds = None if starts is None else tuple(starts)
+        return _read_of(conn.dialect.name, models, scope, min_minutes, bounds, per_marker)
+
+    @classmethod
+    def made(
+        cls,
+        dialect: str,
+        models: Models,
+        scope: Scope,
+        min_minutes: int,
+        starts: tuple[datetime, ...] | None,
+        per_marker: bool,
+    ) -> _Read:
         ms = models.MarkingSession
         # the first start of the range's sessions without figures: the open ones (and any
         # closed one a writer left without), counted live; a stored block that reaches it is
@@ -232,7 +254,7 @@ class _Read:
         # a comparison with no unfigured session to compare with is no cut (NULL is not true)
         is_cut = sa.case((sa.or_(*cut), True), else_=False)
         several = starts is not None and len(starts) > 1
-        index = bucket_index(conn, starts) if starts is not None and several else None
+        index = _bucket_index(dialect, starts) if starts is not None and several else None
         label = (sa.literal(0) if index is None else index(ms.start_time)).label("bucket")
         keys = [label] if several else []
         keys += [ms.marker_id] if per_marker else []
@@ -245,7 +267,7 @@ class _Read:
         # and the ids found again by _cut)
         cut_of = (
             sa.func.array_agg(ms.id).filter(is_cut)
-            if conn.dialect.name == "postgresql"
+            if dialect == "postgresql"
             else sa.func.sum(sa.case((is_cut, 1), else_=0))
         )
         # every stored block's minutes, the cut ones' taken off again as they are read: one
@@ -258,6 +280,10 @@ class _Read:
             cut_of.label("cut"),
         ]
         return cls(is_cut, credited, index, label, keys, figures)
+
+
+#: :meth:`_Read.made`, kept for the ranges asked most lately
+_read_of = functools.lru_cache(maxsize=64)(_Read.made)
 
 
 class _Totals:
@@ -282,26 +308,50 @@ class _Totals:
 def _stored(
     conn: sa.Connection,
     models: Models,
-    read: _Read,
     scope: Scope,
-    where: list[Any],
+    min_minutes: int,
     starts: list[datetime] | None,
     per_marker: bool,
     pieces: list[tuple[datetime, datetime]] | None,
 ) -> list[Any]:
     """Every session counted where it starts, and a stored block's minutes where it starts,
-    unless it is cut. Grouped by (bucket, marker) only, or bucket by bucket (_per_bucket): a
-    planner that cannot count the groups sorts every session instead of hashing a few
+    unless it is cut (:func:`_stored_statement`)."""
+    statement = _stored_statement(
+        conn.dialect.name,
+        models,
+        scope,
+        min_minutes,
+        None if starts is None else tuple(starts),
+        per_marker,
+        None if pieces is None else tuple(pieces),
+    )
+    return list(conn.execute(statement).all())
+
+
+@functools.lru_cache(maxsize=64)
+def _stored_statement(
+    dialect: str,
+    models: Models,
+    scope: Scope,
+    min_minutes: int,
+    starts: tuple[datetime, ...] | None,
+    per_marker: bool,
+    pieces: tuple[tuple[datetime, datetime], ...] | None,
+) -> Any:
+    """:func:`_stored`'s statement, made once for what it depends on and reused (as
+    :meth:`_Read.of`). Grouped by (bucket, marker) only, or bucket by bucket (_per_bucket):
+    a planner that cannot count the groups sorts every session instead of hashing a few
     hundred groups."""
     ms = models.MarkingSession
-    postgres = conn.dialect.name == "postgresql"
+    read = _read_of(dialect, models, scope, min_minutes, starts, per_marker)
+    where = scope.where(models)
+    postgres = dialect == "postgresql"
     several = starts is not None and len(starts) > 1
     # the pieces are PostgreSQL's (the months between them are rolled up there alone)
     assert pieces is None or (postgres and not several)
     if postgres and several:
         assert starts is not None
-        statement = _per_bucket(starts, scope, read.figures, where, ms, per_marker)
-        return list(conn.execute(statement).all())
+        return _per_bucket(list(starts), scope, read.figures, where, ms, per_marker)
     # each piece's own range of starts (none: the scope's); a piece at a time: each reads
     # its own range of the index
     within = [[ms.start_time >= low, ms.start_time < high] for low, high in pieces or []] or [[]]
@@ -309,7 +359,7 @@ def _stored(
         sa.select(read.label, *read.figures).where(*where, *piece).group_by(*read.keys)
         for piece in within
     ]
-    return list(conn.execute(counted[0] if len(counted) == 1 else sa.union_all(*counted)).all())
+    return counted[0] if len(counted) == 1 else sa.union_all(*counted)
 
 
 def _cut(

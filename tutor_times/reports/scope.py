@@ -3,6 +3,7 @@ session's end and minutes so far (R3, R4)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -14,6 +15,25 @@ from ..store.models import Models
 from ..store.sql import last_activity_of
 
 B = TypeVar("B")
+T = TypeVar("T")
+
+#: how many statements :func:`made_once` keeps
+STATEMENTS_KEPT = 256
+_MADE: dict[Hashable, Any] = {}
+
+
+def made_once(key: Hashable, make: Callable[[], T]) -> T:
+    """``make()``, a statement that depends on nothing but ``key`` (what it is, the backend,
+    the tables, the range), made once per key and reused: a range asked again (a page
+    reloaded) builds none of it again. SQLAlchemy's statements are immutable, and building
+    and keying one cost more Python than PostgreSQL spent on it. Up to STATEMENTS_KEPT, then
+    all dropped in one step (other threads' reports read them too)."""
+    found = _MADE.get(key)
+    if found is None:
+        if len(_MADE) >= STATEMENTS_KEPT:
+            _MADE.clear()
+        found = _MADE[key] = make()
+    return found  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

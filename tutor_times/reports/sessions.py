@@ -3,6 +3,7 @@ activities, and the units a tutor marked in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -13,7 +14,7 @@ from ..core.constants import ASSESSING
 from ..store.models import CLIENT, Models
 from ..store.sql import last_activity_of
 from .merge import figured_assessments
-from .scope import Scope, last_activity, minutes_so_far
+from .scope import Scope, last_activity, made_once, minutes_so_far
 
 
 def active_sessions(
@@ -58,36 +59,31 @@ def active_sessions(
 def _session_rows(
     conn: sa.Connection,
     models: Models,
-    query: Any,
+    query: Callable[[], Any],
     live_after: datetime,
     min_minutes: int,
     *,
     by_action: bool = True,
+    key: tuple[Any, ...] | None = None,
 ) -> list[Any]:
-    """Sessions selected by ``query`` (a WHERE/ORDER/LIMIT over marking_sessions), with
+    """Sessions selected by ``query()`` (a WHERE/ORDER/LIMIT over marking_sessions), with
     their activity counts by action, as response rows. ``active`` is true for an open
     session whose last activity is after ``live_after``, as in :func:`active_sessions`.
 
     Without ``by_action`` a row has its assessments only, in the same statement: those a
-    closed session's figures keep (:mod:`~tutor_times.store.figures`), the others' counted."""
-    ms, act = models.MarkingSession, models.SessionActivity
-    columns = [
-        ms.id,
-        ms.marker_id,
-        ms.unit_id,
-        ms.ip_address,
-        ms.start_time,
-        ms.end_time,
-        ms.duration_minutes,
-        last_activity(models).label("last_activity"),
-    ]
+    closed session's figures keep (:mod:`~tutor_times.store.figures`), the others' counted.
+
+    With a ``key`` (what the query depends on), the statement is made once for it
+    (:func:`~.scope.made_once`)."""
+    act = models.SessionActivity
+
+    def statement() -> Any:
+        return query().with_only_columns(*_row_columns(models, by_action))
+
+    selected = statement() if key is None else made_once((*key, by_action), statement)
+    rows = conn.execute(selected).all()
     if not by_action:
-        columns.append(figured_assessments(models).label("assessments"))
-    rows = conn.execute(query.with_only_columns(*columns)).all()
-    if not by_action:
-        return [
-            {**_session_row(r, live_after, min_minutes), "assessments": r.assessments} for r in rows
-        ]
+        return _calendar_rows(rows, live_after, min_minutes)
     counts: dict[int, dict[str, int]] = {r.id: {} for r in rows}
     reported: dict[int, int] = dict.fromkeys(counts, 0)
     if rows:
@@ -108,6 +104,47 @@ def _session_rows(
             "client_activities": reported[r.id],
         }
         for r in rows
+    ]
+
+
+def _row_columns(models: Models, by_action: bool) -> list[Any]:
+    """What :func:`_session_rows` reads of each session (without ``by_action``, its
+    assessments too)."""
+    ms = models.MarkingSession
+    columns = [
+        ms.id,
+        ms.marker_id,
+        ms.unit_id,
+        ms.ip_address,
+        ms.start_time,
+        ms.end_time,
+        ms.duration_minutes,
+        last_activity(models).label("last_activity"),
+    ]
+    if not by_action:
+        columns.append(figured_assessments(models).label("assessments"))
+    return columns
+
+
+def _calendar_rows(rows: list[Any], live_after: datetime, min_minutes: int) -> list[Any]:
+    """:func:`_session_row` of each of ``rows`` with its assessments, the rows unpacked as
+    tuples (a calendar's week is hundreds of sessions: a column read by name costs more)."""
+    return [
+        {
+            "id": sid,
+            "marker_id": marker,
+            "unit_id": unit,
+            "ip_address": ip,
+            "start_time": start,
+            "end_time": end,
+            "last_activity": last,
+            "duration_minutes": int(minutes)
+            if minutes is not None
+            else duration_minutes(start, last, min_minutes),
+            "active": end is None and last > live_after,
+            "assessments": assessments,
+        }
+        for sid, marker, unit, ip, start, end, minutes, last, assessments in rows
     ]
 
 
@@ -148,23 +185,30 @@ def sessions_page(
     Without ``by_action`` each session's assessments are its only counts (the
     calendar's): no second statement over the page's activities."""
     ms = models.MarkingSession
-    where = scope.where(models)
-    total = conn.execute(sa.select(sa.func.count()).select_from(ms).where(*where)).scalar_one()
-    query = (
-        sa.select(ms.id)
-        .where(*where)
-        .order_by(ms.start_time.desc(), ms.id.desc())
-        .limit(per_page)
-        .offset((page - 1) * per_page)
-    )
-    return {
-        "page": page,
-        "per_page": per_page,
-        "total": total,
-        "sessions": _session_rows(
-            conn, models, query, live_after, min_minutes, by_action=by_action
-        ),
-    }
+    skipped = (page - 1) * per_page
+
+    def query() -> Any:
+        return (
+            sa.select(ms.id)
+            .where(*scope.where(models))
+            .order_by(ms.start_time.desc(), ms.id.desc())
+            .limit(per_page)
+            .offset(skipped)
+        )
+
+    key = ("page", models, scope, page, per_page)
+    rows = _session_rows(conn, models, query, live_after, min_minutes, by_action=by_action, key=key)
+    if len(rows) < per_page and (rows or page == 1):
+        # the last page: the sessions before it and its own are all there are (a
+        # calendar's week is one page)
+        total = skipped + len(rows)
+    else:
+        counted = made_once(
+            ("count", models, scope),
+            lambda: sa.select(sa.func.count()).select_from(ms).where(*scope.where(models)),
+        )
+        total = conn.execute(counted).scalar_one()
+    return {"page": page, "per_page": per_page, "total": total, "sessions": rows}
 
 
 def session_detail(
@@ -177,8 +221,9 @@ def session_detail(
 ) -> dict[str, Any] | None:
     """One session with every activity, oldest first; None when there is no such session."""
     ms, act = models.MarkingSession, models.SessionActivity
-    query = sa.select(ms.id).where(ms.id == session_id)
-    rows = _session_rows(conn, models, query, live_after, min_minutes)
+    rows = _session_rows(
+        conn, models, lambda: sa.select(ms.id).where(ms.id == session_id), live_after, min_minutes
+    )
     if not rows:
         return None
     activities = conn.execute(

@@ -15,7 +15,7 @@ from ..store.models import Models
 from ..store.sql import last_activity_of
 from .figured import figured_by
 from .merge import counts_by, merged_split_by
-from .scope import Scope
+from .scope import Scope, made_once
 
 
 def summary(
@@ -122,16 +122,18 @@ def _rolled_months(
     ):
         return None
     ms, months = models.MarkingSession, models.TutorMonths.c
-    first_unfigured, longest = conn.execute(
-        sa.select(
+    reach = made_once(
+        ("reach", models, scope),
+        lambda: sa.select(
             sa.select(sa.func.min(ms.start_time))
             .where(*scope.where(models), ms.block_start.is_(None))
             .scalar_subquery(),
             sa.select(sa.func.max(months.longest))
             .where(months.unit_id == scope.unit_id)
             .scalar_subquery(),
-        )
-    ).one()
+        ),
+    )
+    first_unfigured, longest = conn.execute(reach).one()
     if longest is None:
         return None
     end = scope.end if first_unfigured is None else min(scope.end, first_unfigured)
@@ -142,7 +144,22 @@ def _rolled_months(
     if whole is None:
         return None
     low, high = whole
+    key = ("months", models, scope.unit_id, low, high, min_minutes)
     rows = conn.execute(
+        made_once(key, lambda: _month_sums(models, scope.unit_id, low, high, min_minutes))
+    ).all()
+    if any(uncounted for *_, uncounted in rows):
+        return None  # assessments to count from the activities: read as before
+    counted = {marker: (int(n), int(a), int(m)) for marker, n, a, m, _ in rows}
+    at = [datetime.combine(d, datetime.min.time(), UTC) for d in (low, high)]
+    return counted, [(scope.start, at[0]), (at[1], scope.end)]
+
+
+def _month_sums(models: Models, unit: int | None, low: date, high: date, min_minutes: int) -> Any:
+    """Per tutor of ``unit``, the roll-up's months [low, high) added up: sessions,
+    assessments, minutes credited under ``min_minutes``, and assessments not counted."""
+    months = models.TutorMonths.c
+    return (
         sa.select(
             months.marker_id,
             sa.func.sum(months.sessions),
@@ -150,14 +167,9 @@ def _rolled_months(
             sa.func.sum(months.credited[min_minutes]),
             sa.func.sum(months.uncounted),
         )
-        .where(months.unit_id == scope.unit_id, months.month >= low, months.month < high)
+        .where(months.unit_id == unit, months.month >= low, months.month < high)
         .group_by(months.marker_id)
-    ).all()
-    if any(uncounted for *_, uncounted in rows):
-        return None  # assessments to count from the activities: read as before
-    counted = {marker: (int(n), int(a), int(m)) for marker, n, a, m, _ in rows}
-    at = [datetime.combine(d, datetime.min.time(), UTC) for d in (low, high)]
-    return counted, [(scope.start, at[0]), (at[1], scope.end)]
+    )
 
 
 def whole_months(start: datetime, end: datetime) -> tuple[date, date] | None:
@@ -198,15 +210,28 @@ def open_minutes(conn: sa.Connection, models: Models, scope: Scope, min_minutes:
     Open sessions are the live ones (within TIMEOUT of now), so they are few: their running
     minutes are computed here and inlined, keeping the rest of the sum in SQL.
     """
+    return minutes_with(models, running_minutes(conn, models, scope, min_minutes))
+
+
+def running_minutes(
+    conn: sa.Connection, models: Models, scope: Scope, min_minutes: int
+) -> dict[int, int]:
+    """The scope's open sessions' minutes so far, by id (what :func:`open_minutes` inlines)."""
     ms = models.MarkingSession
-    running = {
-        sid: duration_minutes(start, last, min_minutes)
-        for sid, start, last in conn.execute(
-            sa.select(ms.id, ms.start_time, last_activity_of(models)).where(
-                *scope.where(models), ms.end_time.is_(None)
-            )
-        )
+    opened = made_once(
+        ("open", models, scope),
+        lambda: sa.select(ms.id, ms.start_time, last_activity_of(models)).where(
+            *scope.where(models), ms.end_time.is_(None)
+        ),
+    )
+    return {
+        sid: duration_minutes(start, last, min_minutes) for sid, start, last in conn.execute(opened)
     }
+
+
+def minutes_with(models: Models, running: dict[int, int]) -> Any:
+    """:func:`open_minutes` of the ``running`` minutes of the open sessions."""
+    ms = models.MarkingSession
     if not running:
         return ms.duration_minutes
     return sa.case(running, value=ms.id, else_=ms.duration_minutes)

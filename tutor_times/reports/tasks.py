@@ -4,6 +4,7 @@ how long between them, from the sessions or, over long ranges on PostgreSQL, the
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -13,8 +14,8 @@ from ..core.accounting import UTC
 from ..core.constants import ASSESSING
 from ..store import tallies
 from ..store.models import Models
-from .scope import Scope
-from .summary import open_minutes, whole_months
+from .scope import Scope, made_once
+from .summary import minutes_with, open_minutes, running_minutes, whole_months
 
 TALLIED_FROM = timedelta(weeks=8)
 
@@ -45,11 +46,15 @@ def tasks(
     )
     days = _whole_days(scope) if tallied else None
     if days is None:
+        # made once per range and the open sessions' minutes so far (:func:`made_once`)
+        running = running_minutes(conn, models, scope, min_minutes)
+        figures = made_once(
+            ("tasks", conn.dialect.name, models, scope, tuple(sorted(running.items()))),
+            lambda: _task_figures(_assessed(conn, models, scope, min_minutes, running=running)),
+        )
         found = {
             definition: (n, n_tasks, n_markers, minutes)
-            for definition, n, n_tasks, n_markers, minutes in conn.execute(
-                _task_figures(_assessed(conn, models, scope, min_minutes))
-            )
+            for definition, n, n_tasks, n_markers, minutes in conn.execute(figures)
         }
     else:
         found = _tallied_tasks(conn, models, scope, days, min_minutes)
@@ -75,13 +80,16 @@ def _assessed(
     *,
     kept_within: list[Scope] | None = None,
     shares: bool = True,
+    running: dict[int, int] | None = None,
 ) -> Any:
     """One row per assessment of the ``scope``'s sessions (task definition, task, marker,
     the share of its session's minutes), as a subquery.
 
     On PostgreSQL the sessions whose lists agree (:func:`~tutor_times.store.tallies.kept`) read their
     lists, those of them that start within ``kept_within`` (default: the scope); the
-    others read their activities. Without ``shares`` the share is NULL (not worked out)."""
+    others read their activities. Without ``shares`` the share is NULL (not worked out); with
+    ``running`` (the open sessions' minutes so far, :func:`.summary.running_minutes`) the
+    shares are of those, else they are read here."""
     ms = models.MarkingSession
     own, n = _assessed_tasks(conn, models)
     # one row per assessment, with its session's minutes and assessment count beside it
@@ -91,7 +99,13 @@ def _assessed(
             own.c.task_id,
             ms.marker_id,
             (
-                _share(conn, open_minutes(conn, models, scope, min_minutes), n)
+                _share(
+                    conn,
+                    open_minutes(conn, models, scope, min_minutes)
+                    if running is None
+                    else minutes_with(models, running),
+                    n,
+                )
                 if shares
                 else sa.null()
             ).label("share"),
@@ -187,34 +201,16 @@ def _tallied_tasks(
     it, or, when no key of the unit was seen at or after its end, the unit's totals less
     those last seen before its start — plus the keys of the sessions not tallied that have
     no tallied one in it. Whole UTC months among the days come from the months' tallies."""
-    first, end = days
-    unit = scope.unit_id
-    first_at = datetime.combine(first, datetime.min.time(), UTC)
-    end_at = datetime.combine(end, datetime.min.time(), UTC)
-    edges = [
-        Scope(low, high, unit_id=unit)
-        for low, high in ((scope.start, first_at), (end_at, scope.end))
-        if low < high
-    ]
-    c = _assessed(conn, models, scope, min_minutes, kept_within=edges).c
-    tallied = _day_and_month_tallies(models, unit, first, end, first_at, end_at)
-    # added up in the database: exact decimals, whatever their number of digits
-    both = sa.union_all(
-        *tallied,
-        sa.select(
-            sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION),
-            sa.literal(1, sa.BigInteger),
-            c.share,
-        ),
-    ).subquery("both")
-    b = both.c
+    running = running_minutes(conn, models, scope, min_minutes)
+    # made once per range and the open sessions' minutes so far (:func:`made_once`)
+    key = ("tallied", conn.dialect.name, models, scope, tuple(sorted(running.items())))
+
+    def summed() -> Any:
+        return _summed_tallies(conn, models, scope, days, min_minutes, running)
+
     totals = {
         definition: (int(n), minutes)
-        for definition, n, minutes in conn.execute(
-            sa.select(b.definition, sa.func.sum(b.assessments), sa.func.sum(b.minutes)).group_by(
-                b.definition
-            )
-        )
+        for definition, n, minutes in conn.execute(made_once(key, summed))
     }
     distinct = _tallied_distinct(conn, models, scope, min_minutes)
     return {
@@ -229,66 +225,119 @@ def _tallied_tasks(
     }
 
 
+def _summed_tallies(
+    conn: sa.Connection,
+    models: Models,
+    scope: Scope,
+    days: tuple[date, date],
+    min_minutes: int,
+    running: dict[int, int],
+) -> Any:
+    """:func:`_tallied_tasks`' statement of assessments and minutes per definition: the
+    whole days' (and months') tallies and the edges' and untallied sessions' shares, with
+    the open sessions' ``running`` minutes."""
+    first, end = days
+    unit = scope.unit_id
+    first_at = datetime.combine(first, datetime.min.time(), UTC)
+    end_at = datetime.combine(end, datetime.min.time(), UTC)
+    edges = [
+        Scope(low, high, unit_id=unit)
+        for low, high in ((scope.start, first_at), (end_at, scope.end))
+        if low < high
+    ]
+    c = _assessed(conn, models, scope, min_minutes, kept_within=edges, running=running).c
+    tallied = _day_and_month_tallies(models, unit, first, end, first_at, end_at)
+    # added up in the database: exact decimals, whatever their number of digits
+    both = sa.union_all(
+        *tallied,
+        sa.select(
+            sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION),
+            sa.literal(1, sa.BigInteger),
+            c.share,
+        ),
+    ).subquery("both")
+    b = both.c
+    return sa.select(b.definition, sa.func.sum(b.assessments), sa.func.sum(b.minutes)).group_by(
+        b.definition
+    )
+
+
 def _tallied_distinct(
     conn: sa.Connection, models: Models, scope: Scope, min_minutes: int
 ) -> dict[tuple[int, int], int]:
     """Distinct keys (:mod:`~tutor_times.store.tallies`) per (definition, kind) with a session in the scope."""
-    keys, occurrences = models.AssessedKeys.c, models.Assessed.c
-    start, end = scope.start, scope.end
-    latest = conn.execute(
-        sa.select(sa.func.max(keys.last_start)).where(keys.unit_id == scope.unit_id)
-    ).scalar()
-
-    def none_within(key: Any) -> Any:
-        """SQL: ``key`` (columns unit_id, definition, kind, value) has no tallied
-        occurrence in the range."""
-        return ~sa.exists().where(
-            occurrences.unit_id == key.unit_id,
-            occurrences.definition == key.definition,
-            occurrences.kind == key.kind,
-            occurrences.value == key.value,
-            occurrences.start_time >= start,
-            occurrences.start_time < end,
-        )
-
-    spanning = sa.and_(keys.first_start < end, keys.last_start >= start)
-    straddling = sa.and_(
-        keys.first_start < start,
-        keys.last_start >= end,
-        keys.widest_gap > end - start,
-        none_within(keys),
-    )
+    made = made_once(("distinct", models, scope), lambda: _Distinct.of(models, scope))
+    latest = conn.execute(made.latest).scalar()
     found: dict[tuple[int, int], int] = {}
-    if latest is not None and latest < end:
+    if latest is not None and latest < scope.end:
         # no key seen at or after the end: every key but those last seen before the start
         # (none can straddle the range, none starts after it), from the unit's totals
-        totals = models.AssessedTotals.c
-        for definition, kind, n in conn.execute(
-            sa.select(totals.definition, totals.kind, totals["keys"]).where(
-                totals.unit_id == scope.unit_id
-            )
-        ):
+        for definition, kind, n in conn.execute(made.totals):
             found[definition, kind] = n
-        for definition, kind, n in conn.execute(
-            sa.select(keys.definition, keys.kind, sa.func.count())
-            .where(keys.unit_id == scope.unit_id, keys.last_start < start)
-            .group_by(keys.definition, keys.kind)
-        ):
+        for definition, kind, n in conn.execute(made.before):
             found[definition, kind] -= n
     elif latest is not None:
-        for definition, kind, n in conn.execute(
+        for definition, kind, n in conn.execute(made.spanning):
+            found[definition, kind] = n
+    for key, n in _untallied_keys(conn, models, scope, made.none_within).items():
+        found[key] = found.get(key, 0) + n
+    return found
+
+
+@dataclass(frozen=True)
+class _Distinct:
+    """:func:`_tallied_distinct`'s statements of a scope (made once: :func:`made_once`): the
+    unit's latest key, its totals, its keys last seen before the range, its keys seen within
+    it (less those straddling it), and whether a key has no tallied occurrence in it."""
+
+    latest: Any
+    totals: Any
+    before: Any
+    spanning: Any
+    none_within: Callable[[Any], Any]
+
+    @classmethod
+    def of(cls, models: Models, scope: Scope) -> _Distinct:
+        keys, occurrences = models.AssessedKeys.c, models.Assessed.c
+        start, end = scope.start, scope.end
+
+        def none_within(key: Any) -> Any:
+            """SQL: ``key`` (columns unit_id, definition, kind, value) has no tallied
+            occurrence in the range."""
+            return ~sa.exists().where(
+                occurrences.unit_id == key.unit_id,
+                occurrences.definition == key.definition,
+                occurrences.kind == key.kind,
+                occurrences.value == key.value,
+                occurrences.start_time >= start,
+                occurrences.start_time < end,
+            )
+
+        spanning = sa.and_(keys.first_start < end, keys.last_start >= start)
+        straddling = sa.and_(
+            keys.first_start < start,
+            keys.last_start >= end,
+            keys.widest_gap > end - start,
+            none_within(keys),
+        )
+        totals = models.AssessedTotals.c
+        return cls(
+            sa.select(sa.func.max(keys.last_start)).where(keys.unit_id == scope.unit_id),
+            sa.select(totals.definition, totals.kind, totals["keys"]).where(
+                totals.unit_id == scope.unit_id
+            ),
+            sa.select(keys.definition, keys.kind, sa.func.count())
+            .where(keys.unit_id == scope.unit_id, keys.last_start < start)
+            .group_by(keys.definition, keys.kind),
             sa.select(
                 keys.definition,
                 keys.kind,
                 sa.func.count().filter(spanning) - sa.func.count().filter(straddling),
             )
             .where(keys.unit_id == scope.unit_id)
-            .group_by(keys.definition, keys.kind)
-        ):
-            found[definition, kind] = n
-    for key, n in _untallied_keys(conn, models, scope, min_minutes, none_within).items():
-        found[key] = found.get(key, 0) + n
-    return found
+            .group_by(keys.definition, keys.kind),
+            none_within,
+        )
 
 
 def _day_and_month_tallies(
@@ -318,16 +367,22 @@ def _day_and_month_tallies(
 
 
 def _untallied_keys(
-    conn: sa.Connection,
-    models: Models,
-    scope: Scope,
-    min_minutes: int,
-    none_within: Callable[[Any], Any],
+    conn: sa.Connection, models: Models, scope: Scope, none_within: Callable[[Any], Any]
 ) -> dict[tuple[int, int], int]:
     """The keys of the scope's sessions not tallied that no tallied session in the range
     has, per (definition, kind)."""
-    found: dict[tuple[int, int], int] = {}
-    c = _assessed(conn, models, scope, min_minutes, kept_within=[], shares=False).c
+    statement = made_once(
+        ("untallied", conn.dialect.name, models, scope),
+        lambda: _untallied_statement(conn, models, scope, none_within),
+    )
+    return {(definition, kind): n for definition, kind, n in conn.execute(statement)}
+
+
+def _untallied_statement(
+    conn: sa.Connection, models: Models, scope: Scope, none_within: Callable[[Any], Any]
+) -> Any:
+    """:func:`_untallied_keys`' statement (``conn`` is read for its backend alone)."""
+    c = _assessed(conn, models, scope, 0, kept_within=[], shares=False).c
     definition = sa.func.coalesce(c.task_definition_id, tallies.NO_DEFINITION)
     unit = sa.literal(scope.unit_id, sa.BigInteger)
     others = sa.union(
@@ -345,13 +400,11 @@ def _untallied_keys(
         ),
     ).subquery("others")
     o = others.c
-    for definition, kind, n in conn.execute(
+    return (
         sa.select(o.definition, o.kind, sa.func.count())
         .where(none_within(o))
         .group_by(o.definition, o.kind)
-    ):
-        found[definition, kind] = n
-    return found
+    )
 
 
 def _share(conn: sa.Connection, minutes: Any, n: Any) -> Any:

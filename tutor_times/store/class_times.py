@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from itertools import accumulate, repeat
 from operator import floordiv, sub
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import sqlalchemy as sa
 
@@ -53,6 +53,7 @@ from .class_sql import (
     split_statement,
 )
 
+T = TypeVar("T")
 MICROSECOND = timedelta(microseconds=1)
 #: one key's room on the line of keys: times are microseconds within WINDOW of ``base``
 WINDOW = 2**52
@@ -60,6 +61,9 @@ WINDOW = 2**52
 MAX_SLOTS = 2**63 // WINDOW - 1
 #: how many ranges' arrays a timetable keeps
 WINDOWS_KEPT = 8
+#: how many things derived from its classes a timetable keeps (:meth:`Timetable.kept`)
+DERIVED_KEPT = 16
+MISSING = object()
 #: before every key: the first interval of the arrays, so a binary search always lands
 BEFORE = -(2**62)
 #: the arrays sent for a range are kept by its first instant rounded down to this: a report
@@ -149,6 +153,8 @@ class Timetable:
     windows: OrderedDict[tuple[int, str], dict[str, Any]] = field(init=False)
     #: :meth:`fingerprint` by window, made once per timetable
     prints: dict[tuple[int, int], str] = field(init=False, default_factory=dict)
+    #: what readers work out from the classes alone, by their own key (:meth:`kept`)
+    derived: dict[Hashable, Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.own) >= MAX_SLOTS:
@@ -290,6 +296,17 @@ class Timetable:
             for marker, a, b in self.spans
             if a < hi and b > lo
         ]
+
+    def kept(self, key: Hashable, make: Callable[[], T]) -> T:
+        """``make()``, worked out once per ``key`` and kept with the timetable (up to
+        :data:`DERIVED_KEPT` keys): a host's loader answers the same timetable on every
+        report, so what is derived from its classes alone serves them all."""
+        found = self.derived.get(key, MISSING)
+        if found is MISSING:
+            if len(self.derived) >= DERIVED_KEPT:
+                self.derived.clear()  # one step (requests of other threads read it too)
+            found = self.derived[key] = make()
+        return found  # type: ignore[no-any-return]
 
     def _key(self, slot: int, micros: int) -> int:
         return slot * WINDOW + min(max(micros - self.base, 0), WINDOW - 1)
@@ -451,13 +468,27 @@ class Memo:
 
 def split_rows(rows: Sequence[dict[str, Any]], timetable: Timetable) -> None:
     """R12 per session: each row (unit_id, marker_id, start_time, last_activity,
-    duration_minutes) gets its ``during_class_minutes`` and ``outside_class_minutes``."""
+    duration_minutes) gets its ``during_class_minutes`` and ``outside_class_minutes`` —
+    :meth:`Timetable.during` of each, worked out in one loop (a calendar's week is hundreds
+    of sessions, and a call per step cost more than the arithmetic)."""
+    t = timetable
+    key = "unit_id" if t.by == "unit" else "marker_id"
+    slots, starts, ends, before, base = t.slots, t.starts, t.ends, t.before, t.base
+    last = WINDOW - 1
     for r in rows:
-        during = timetable.during(
-            r["unit_id"], r["marker_id"], r["start_time"], r["last_activity"], r["duration_minutes"]
-        )
+        line = slots.get(r[key], 0) * WINDOW
+        a = line + min(max((r["start_time"] - EPOCH) // MICROSECOND - base, 0), last)
+        b = line + min(max((r["last_activity"] - EPOCH) // MICROSECOND - base, 0), last)
+        minutes = r["duration_minutes"]
+        i, j = bisect_right(starts, a) - 1, bisect_right(starts, b) - 1
+        if i == j and a >= ends[i]:
+            during = 0  # in a gap between classes: all outside (most sessions)
+        else:
+            inside = before[j] + max(0, min(b, ends[j]) - starts[j])
+            inside -= before[i] + max(0, min(a, ends[i]) - starts[i])
+            during = split_minutes(minutes, b - a, inside, a < ends[i])
         r["during_class_minutes"] = during
-        r["outside_class_minutes"] = r["duration_minutes"] - during
+        r["outside_class_minutes"] = minutes - during
 
 
 def with_split(row: dict[str, Any], during: int) -> dict[str, Any]:

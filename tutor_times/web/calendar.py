@@ -85,6 +85,44 @@ class Lesson:
 
 
 @dataclass
+class Shading:
+    """The scheduled classes of a calendar's days, laid on them once and kept with the
+    timetable they come from (:meth:`~tutor_times.store.class_times.Timetable.kept`): every
+    page of the same days of the same timetable shades the same classes, so a term's
+    timetable of thousands is neither searched nor laid out again on each page. ``drawn``
+    keeps their markup, by the calendar's first hour and the names of their tutors."""
+
+    lessons: list[Lesson]
+    #: each lesson's tutor, in order (what the markup names)
+    markers: list[int | None]
+    #: the earliest and latest minute of the day any lesson covers
+    top: float
+    bottom: float
+    drawn: dict[tuple[Any, ...], str] = field(default_factory=dict)
+
+
+#: no classes to shade
+UNSHADED = Shading([], [], 24 * 60, 0)
+
+
+def shading(
+    classes: Iterable[tuple[int | None, datetime, datetime]], days: list[date], tz: ZoneInfo
+) -> Shading:
+    """The ``classes`` (marker_id or None, start, end) that start on ``days``, laid on them
+    in ``tz``."""
+    lessons = [x for x in (_lesson(*c, days, tz) for c in classes) if x is not None]
+    if not lessons:
+        return UNSHADED
+    lessons.sort(key=lambda x: (x.day, x.top, x.bottom))
+    return Shading(
+        lessons,
+        [x.marker_id for x in lessons],
+        min(x.top for x in lessons),
+        max(x.bottom for x in lessons),
+    )
+
+
+@dataclass
 class Week:
     days: list[date]
     blocks: list[Block]
@@ -93,7 +131,11 @@ class Week:
     #: sessions in the calendar's days, of which ``blocks`` holds the newest
     total: int
     hours: list[int] = field(default_factory=list)
-    lessons: list[Lesson] = field(default_factory=list)
+    shaded: Shading = field(default_factory=lambda: UNSHADED)
+
+    @property
+    def lessons(self) -> list[Lesson]:
+        return self.shaded.lessons
 
     @property
     def width(self) -> float:
@@ -156,22 +198,25 @@ def _block(row: dict[str, Any], days: list[date], tz: ZoneInfo, now: datetime) -
     day = (start.date() - days[0]).days
     if not 0 <= day < len(days):
         return None
-    top = _minutes(start)
+    top = start.hour * 60 + start.minute + start.second / 60
     continues = end.date() > start.date()
-    bottom = 24 * 60 if continues else _minutes(end)
+    bottom = 24 * 60 if continues else end.hour * 60 + end.minute + end.second / 60
+    # positional, in the fields' order (a week has hundreds of blocks)
     return Block(
-        session_id=row["id"],
-        marker_id=row["marker_id"],
-        day=day,
-        top=top,
-        bottom=max(bottom, top),
-        start=start,
-        end=end,
-        minutes=row["duration_minutes"],
-        during_class=row.get("during_class_minutes"),
-        assessments=row["assessments"],
-        running=bool(row["active"]),
-        continues=continues,
+        row["id"],
+        row["marker_id"],
+        day,
+        top,
+        max(bottom, top),
+        start,
+        end,
+        row["duration_minutes"],
+        row["assessments"],
+        bool(row["active"]),
+        continues,
+        0,
+        1,
+        row.get("during_class_minutes"),
     )
 
 
@@ -208,17 +253,16 @@ def week(
     tz: ZoneInfo,
     now: datetime,
     total: int,
-    classes: Iterable[tuple[int | None, datetime, datetime]] = (),
+    shaded: Shading = UNSHADED,
 ) -> Week:
     """The calendar of ``rows`` (sessions that start on ``days``) in ``tz``, with the
-    scheduled ``classes`` (marker_id or None, start, end) of those days behind them."""
+    scheduled classes of those days (:func:`shading`) behind them."""
     blocks = [b for b in (_block(r, days, tz, now) for r in rows) if b is not None]
     _lay_out(blocks)
-    lessons = [x for x in (_lesson(*c, days, tz) for c in classes) if x is not None]
-    lessons.sort(key=lambda x: (x.day, x.top, x.bottom))
-    spans = [(b.top, b.bottom) for b in blocks] + [(x.top, x.bottom) for x in lessons]
-    first = min([DAY_HOURS[0], *(math.floor(top / 60) for top, _ in spans)])
-    last = max([DAY_HOURS[1], *(math.ceil(bottom / 60) for _, bottom in spans)])
-    shown = Week(days, blocks, first, min(last, 24), total, lessons=lessons)
+    tops = [shaded.top, *(b.top for b in blocks)]
+    bottoms = [shaded.bottom, *(b.bottom for b in blocks)]
+    first = min(DAY_HOURS[0], math.floor(min(tops) / 60))
+    last = max(DAY_HOURS[1], math.ceil(max(bottoms) / 60))
+    shown = Week(days, blocks, first, min(last, 24), total, shaded=shaded)
     shown.hours = list(range(shown.first_hour, shown.last_hour + 1))
     return shown

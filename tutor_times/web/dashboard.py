@@ -328,15 +328,32 @@ def _week(scope: Scope, tz: ZoneInfo, timetable: Timetable | None) -> calendar.W
         by_action=False,
     )
     rows = page["sessions"]
-    classes: list[tuple[int | None, datetime, datetime]] = []
+    shaded = calendar.UNSHADED
     if timetable is not None:
         class_times.split_rows(rows, timetable)
-        # the classes the calendar shades: from the same answer of the host's loader
-        classes = timetable.classes(since, scope.end)
-        if scope.unit_id is not None and scope.marker_id is not None:
-            # a tutor's own page of a unit: their classes and every tutor's
-            classes = [c for c in classes if c[0] in (None, scope.marker_id)]
-    return calendar.week(rows, days, tz, services().clock(), page["total"], classes)
+        # a tutor's own page of a unit: their classes and every tutor's
+        own = scope.marker_id if scope.unit_id is not None else None
+        shaded = timetable.kept(
+            ("calendar", since, scope.end, tz, own),
+            lambda: _shading(timetable, since, scope.end, days, tz, own),
+        )
+    return calendar.week(rows, days, tz, services().clock(), page["total"], shaded)
+
+
+def _shading(
+    timetable: Timetable,
+    since: datetime,
+    end: datetime,
+    days: list[date],
+    tz: ZoneInfo,
+    own: int | None,
+) -> calendar.Shading:
+    """The classes the calendar shades, from the same answer of the host's loader as the
+    split's: those of ``own`` and every tutor's when it is a tutor's own page of a unit."""
+    classes = timetable.classes(since, end)
+    if own is not None:
+        classes = [c for c in classes if c[0] in (None, own)]
+    return calendar.shading(classes, days, tz)
 
 
 def _active(scope: Scope) -> list[dict[str, Any]]:

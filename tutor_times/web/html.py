@@ -60,6 +60,9 @@ def cell(column: str, value: Any, shown: Any = None) -> Markup:
 
 
 def _cell(column: str, value: Any, shown: Any = None, css: str = "") -> str:
+    if type(value) is int and shown is None and not css:
+        # most cells: a count, shown as it is (a page has thousands)
+        return f'<td data-col="{column}" data-value="{value}">{value}</td>'
     raw = "" if value is None else text(value)
     shown_text = ("—" if value is None else raw) if shown is None else text(shown)
     attributes = f' class="{css}"' if css else ""
@@ -113,26 +116,33 @@ def block_name(b: Block, name: str) -> str:
     )
 
 
+def shown_names(week: Week, names: Mapping[int, Any]) -> dict[int, str]:
+    """The name of each tutor in the calendar, escaped once (not once per session)."""
+    return {m: text(names.get(m, "")) for m in {b.marker_id for b in week.blocks}}
+
+
 def calendar_blocks(week: Week, names: Mapping[int, Any], colours: Mapping[int, int]) -> Markup:
     """The calendar's session rectangles in their tutor's colour, each named by its tooltip
     and its accessible name and, where it fits, by a label."""
     out = []
+    shown = shown_names(week, names)
     for b in week.blocks:
         r = week.rect(b)
-        name = text(names.get(b.marker_id, ""))
+        x, y, width, height = r["x"], r["y"], r["width"], r["height"]
+        name = shown[b.marker_id]
         running = " tt-running" if b.running else ""
         continues = ' data-continues="yes"' if b.continues else ""
         said = block_name(b, name)
         out.append(
             f'<rect class="tt-block tt-c{colours.get(b.marker_id, 0)}{running}" '
             f'data-session-id="{b.session_id}" data-marker="{b.marker_id}"{continues} '
-            f'x="{r["x"]}" y="{r["y"]}" width="{r["width"]}" height="{r["height"]}" rx="2" '
+            f'x="{x}" y="{y}" width="{width}" height="{height}" rx="2" '
             f'role="img" aria-label="{said}"><title>{said}</title></rect>'
         )
-        if r["height"] >= 14 and r["width"] >= 70:
+        if height >= 14 and width >= 70:
             in_class = f" ({b.during_class} in class)" if b.during_class else ""
             out.append(
-                f'<text class="tt-label" x="{r["x"] + 3}" y="{r["y"] + 11}" '
+                f'<text class="tt-label" x="{x + 3}" y="{y + 11}" '
                 f'aria-hidden="true">{name} {b.minutes}m{in_class}</text>'
             )
     return Markup("\n".join(out))
@@ -145,7 +155,27 @@ def lesson_name(lesson: Lesson, names: Mapping[int, Any]) -> str:
 
 
 def calendar_lessons(week: Week, names: Mapping[int, Any]) -> Markup:
-    """The scheduled classes, shaded across their day's column behind the sessions."""
+    """The scheduled classes, shaded across their day's column behind the sessions: drawn
+    once per first hour and names of their tutors, and kept with the classes
+    (:class:`~.calendar.Shading`)."""
+    shaded = week.shaded
+    key = (week.first_hour, *(names.get(m, "") for m in shaded.markers if m is not None))
+    try:
+        drawn = shaded.drawn.get(key)
+    except TypeError:  # a host's name that cannot be a key: drawn afresh
+        return Markup(_lessons(week, names))
+    if drawn is None:
+        if len(shaded.drawn) >= DRAWINGS_KEPT:
+            shaded.drawn.clear()  # names that changed: the next pages draw the new ones
+        drawn = shaded.drawn[key] = _lessons(week, names)
+    return Markup(drawn)
+
+
+#: how many drawings of one calendar's classes are kept (by first hour and names)
+DRAWINGS_KEPT = 4
+
+
+def _lessons(week: Week, names: Mapping[int, Any]) -> str:
     out = []
     for lesson in week.lessons:
         r = week.shade(lesson)
@@ -155,7 +185,7 @@ def calendar_lessons(week: Week, names: Mapping[int, Any]) -> Markup:
             f'<rect class="tt-class"{marker} x="{r["x"]}" y="{r["y"]}" width="{r["width"]}" '
             f'height="{r["height"]}" role="img" aria-label="{said}"><title>{said}</title></rect>'
         )
-    return Markup("\n".join(out))
+    return "\n".join(out)
 
 
 def legend(week: Week, names: Mapping[int, Any], colours: Mapping[int, int]) -> Markup:
@@ -183,12 +213,13 @@ def legend(week: Week, names: Mapping[int, Any], colours: Mapping[int, int]) -> 
 def calendar_rows(week: Week, names: Mapping[int, Any], *, split: bool) -> Markup:
     """The calendar's sessions as table rows, in order of start."""
     rows = []
+    shown = shown_names(week, names)
     for b in sorted(week.blocks, key=lambda b: b.start):
         end = "running" if b.running else day_clock(b.end)
         during = _cell("during_class_minutes", b.during_class) if split else ""
         rows.append(
             f'<tr data-row="{b.session_id}" data-marker="{b.marker_id}">'
-            f"<td>{text(names.get(b.marker_id, ''))}</td>"
+            f"<td>{shown[b.marker_id]}</td>"
             f"<td>{day_clock(b.start)}</td><td>{end}</td>"
             f"{_cell('minutes', b.minutes)}{during}{_cell('assessments', b.assessments)}</tr>"
         )
