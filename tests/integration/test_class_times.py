@@ -474,7 +474,7 @@ def test_each_rows_split_is_the_rule(
     by_marker = Timetable.of_unit(as_classes(classes))
     by_unit = Timetable.of_marker(3, {1: as_classes(classes), 2: as_classes(classes[::2])})
     for timetable, unit in ((by_marker, 1), (by_unit, 1), (by_unit, 2)):
-        rows = []
+        rows: list[dict[str, Any]] = []
         for marker, start, length in sessions:
             minutes = duration_minutes(micros(start), micros(start + length), 1)
             who = marker if timetable is by_marker else 3

@@ -33,7 +33,7 @@ def made_once(key: Hashable, make: Callable[[], T]) -> T:
         if len(_MADE) >= STATEMENTS_KEPT:
             _MADE.clear()
         found = _MADE[key] = make()
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ activities, and the units a tutor marked in."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -126,7 +126,7 @@ def _row_columns(models: Models, by_action: bool) -> list[Any]:
     return columns
 
 
-def _calendar_rows(rows: list[Any], live_after: datetime, min_minutes: int) -> list[Any]:
+def _calendar_rows(rows: Sequence[Any], live_after: datetime, min_minutes: int) -> list[Any]:
     """:func:`_session_row` of each of ``rows`` with its assessments, the rows unpacked as
     tuples (a calendar's week is hundreds of sessions: a column read by name costs more)."""
     return [
