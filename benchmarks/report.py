@@ -269,7 +269,7 @@ def b6_floor_rest(
         f"| B6 floor, the rest: the {copied['sessions']:,} sessions of the larger log's import"
         " by one COPY (indexes, foreign keys, roll-up and tally triggers), and the command's"
         f" start-up (best of 3 each) | sessions {copied['seconds']} s, start-up {started} s;"
-        f" with the activities' COPY {total:.2f} s on one core, where half the floor is"
+        f" with the activities' COPY {total:.2f} s on one core, where 0.5x the floor's rate takes"
         f" {2 * floor['seconds']:.2f} s. The larger imports: {ratios}"
         " | what an import of this schema writes, at the least | reference |"
     )
