@@ -181,7 +181,9 @@ def _stop_sqlite_statements_after(engine: sa.Engine, seconds: float) -> None:
 #: connection), and after five runs PostgreSQL may keep a generic plan, made for no range
 #: in particular; one range is a day, the next two years, and over two years the generic
 #: plan grouped a unit's sessions at about half the speed (a summary at 10x: 23 ms, 14 ms
-#: planned for its range, for under a millisecond of planning).
+#: planned for its range, for under a millisecond of planning). The one statement whose plan
+#: does not depend on its range, the stored class-time split's, is given a generic plan
+#: for itself alone (:func:`rows_on_generic_plan`).
 #: A host that sets any of them in its ``connect_args`` ``options`` keeps its own value.
 REPORTS_SETTINGS = {"jit": "off", "work_mem": "32MB", "plan_cache_mode": "force_custom_plan"}
 
