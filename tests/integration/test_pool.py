@@ -192,6 +192,78 @@ def test_prepared_reports_are_planned_for_their_own_range() -> None:
 
 
 @pytest.mark.real
+def test_the_stored_split_of_class_times_runs_on_one_generic_plan() -> None:
+    """The stored class-time split's statement (R12) reads by key whatever the range, and
+    planning it took twice as long as running it: it alone runs on a generic plan, made
+    once per connection, while every statement of the figures is still planned for its own
+    range (benchmarks/README.md, B3 with class times)."""
+    with built("postgres") as app:
+        # a class of every tutor at the start of each range asked, so every report splits
+        tutor_times.class_times_loader(
+            lambda unit_id, start, end: [(None, start, start + timedelta(hours=1))]
+        )
+        convenor = login(app, "convenor")
+        for days in (1, 7, 84, 365, 730) * 5:
+            to = date(2026, 3, 10)
+            query = f"from={to - timedelta(days=days - 1)}&to={to}"
+            assert convenor.get(f"/tutor-times/units/1/summary?{query}").status_code == 200
+        tutor_times.forget_workload_loaders()
+        with app.app_context():
+            engine = tutor_times.state.reports_engine(db.engine)
+            with engine.connect() as conn:
+
+                def plans(table: str) -> list[tuple[int, int]]:
+                    return [
+                        (generic, custom)
+                        for generic, custom in conn.execute(
+                            sa.text(
+                                "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+                                " WHERE statement LIKE :like"
+                            ),
+                            {"like": f"%FROM {table} %"},
+                        )
+                    ]
+
+                split, figures = plans("tutor_times_class_blocks"), plans("marking_sessions")
+                # and the connection's own setting is in force again after it
+                assert conn.execute(sa.text("SHOW plan_cache_mode")).scalar() == (
+                    "force_custom_plan"
+                )
+        assert split and all(custom == 0 for _, custom in split)
+        assert sum(generic for generic, _ in split) >= 20
+        assert figures and sum(generic for generic, _ in figures) == 0
+
+
+@pytest.mark.real
+def test_a_statement_on_its_generic_plan_gives_back_the_transactions_setting() -> None:
+    """The setting a statement is given its generic plan under lasts for that statement
+    alone: the next statement of the same transaction is planned as the connection says."""
+    from tutor_times.store.drivers import rows_on_generic_plan
+
+    statement = sa.text("SELECT n FROM generate_series(1, :top) AS n").bindparams(
+        sa.bindparam("top", type_=sa.Integer)
+    )
+    with built("postgres") as app, app.app_context():
+        engine = tutor_times.state.reports_engine(db.engine)
+        compiled: dict[str, str] = {}
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SHOW plan_cache_mode")).scalar() == "force_custom_plan"
+            for top in (3, 4):
+                rows = rows_on_generic_plan(conn, statement, {"top": top}, compiled)
+                assert [n for (n,) in rows] == list(range(1, top + 1))
+                assert conn.execute(sa.text("SHOW plan_cache_mode")).scalar() == (
+                    "force_custom_plan"
+                )
+            generic = conn.execute(
+                sa.text(
+                    "SELECT generic_plans FROM pg_prepared_statements"
+                    " WHERE statement LIKE '%generate_series%'"
+                )
+            ).scalar()
+        assert generic == 2
+
+
+@pytest.mark.real
 def test_reports_run_without_jit_and_group_in_memory() -> None:
     """A report over years has plan costs past PostgreSQL's jit_above_cost, and compiling its
     expressions costs more than running them: the reports' connections turn JIT off. They

@@ -133,6 +133,13 @@ def summed_statement(marker: bool, buckets: str) -> sa.TextualSelect:
     )
 
 
+@functools.cache
+def summed_compiled(marker: bool, buckets: str) -> dict[str, str]:
+    """:func:`summed_statement`'s text as each dialect compiles it, kept once made (for
+    :func:`~tutor_times.store.drivers.rows_on_generic_plan`)."""
+    return {}
+
+
 #: each month of ``:months`` (its classes ``:prints``) of the unit: the roll-up's version of
 #: it, and whether every tutor's stored split of it agrees (one snapshot). Each month's
 #: tutors are compared beside it (LATERAL): as a correlated NOT EXISTS, PostgreSQL read the

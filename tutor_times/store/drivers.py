@@ -181,7 +181,9 @@ def _stop_sqlite_statements_after(engine: sa.Engine, seconds: float) -> None:
 #: connection), and after five runs PostgreSQL may keep a generic plan, made for no range
 #: in particular; one range is a day, the next two years, and over two years the generic
 #: plan grouped a unit's sessions at about half the speed (a summary at 10x: 23 ms, 14 ms
-#: planned for its range, for under a millisecond of planning).
+#: planned for its range, for under a millisecond of planning). The one statement whose plan
+#: does not depend on its range, the stored class-time split's, is given a generic plan
+#: for itself alone (:func:`rows_on_generic_plan`).
 #: A host that sets any of them in its ``connect_args`` ``options`` keeps its own value.
 REPORTS_SETTINGS = {"jit": "off", "work_mem": "32MB", "plan_cache_mode": "force_custom_plan"}
 
@@ -257,22 +259,75 @@ def execute_for_id(
     dropped every pooled connection, not only this one, and a retry must not take another
     of them (see :func:`retry_disconnects`).
     """
-    dialect = conn.dialect
-    events = conn.dispatch
-    if (
-        not has_fast_path(dialect)
-        or events.before_cursor_execute
-        or events.after_cursor_execute
-        or dialect.dispatch.handle_error
-    ):
+    if not _straight_to_driver(conn):
         value = conn.execute(statement, params).scalar()
         return None if value is None else int(value)
+    sql = _compiled_once(conn.dialect, statement, compiled)
+    row = _on_driver(conn, sql, params, lambda raw: raw.execute(sql, params).fetchone())
+    return None if row is None else int(row[0])
+
+
+#: sent in the same round trip as a statement that is to have a generic plan: the setting
+#: in force kept (for this transaction), then a generic plan for what follows
+GENERIC_PLAN = (
+    "SELECT set_config('tutor_times.plan_cache_mode', current_setting('plan_cache_mode'), true),"
+    " set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
+#: and after it: the setting kept given back
+KEPT_PLAN = (
+    "SELECT set_config('plan_cache_mode', current_setting('tutor_times.plan_cache_mode'), true)"
+)
+
+
+def rows_on_generic_plan(
+    conn: sa.Connection, statement: Any, params: dict[str, Any], compiled: dict[str, str]
+) -> list[Any]:
+    """The rows of ``statement``, a read whose plan does not depend on its parameters' values,
+    on a generic plan: PostgreSQL plans it once per connection rather than on each run, as
+    the reports' connections ask for every other statement (:data:`REPORTS_SETTINGS`).
+
+    On psycopg 3 (without statement listeners, as :func:`execute_for_id`) the statement is
+    prepared and sent in one round trip (pipeline mode) between two that set
+    ``plan_cache_mode`` for it alone, in the current transaction, and give back the
+    connection's own. Elsewhere it runs as any statement does."""
+    if not _straight_to_driver(conn) or not conn.in_transaction():
+        return list(conn.execute(statement, params))
+    sql = _compiled_once(conn.dialect, statement, compiled)
+
+    def pipelined(raw: Any) -> list[Any]:
+        with raw.pipeline():
+            raw.execute(GENERIC_PLAN, prepare=True)
+            cursor = raw.execute(sql, params, prepare=True)
+            raw.execute(KEPT_PLAN, prepare=True)
+        return cursor.fetchall()  # type: ignore[no-any-return]
+
+    return _on_driver(conn, sql, params, pipelined)
+
+
+def _straight_to_driver(conn: sa.Connection) -> bool:
+    """Whether a statement of ``conn`` may go straight to the driver: psycopg 3, and no one
+    listens to the engine's statement events or errors."""
+    dialect = conn.dialect
+    events = conn.dispatch
+    return has_fast_path(dialect) and not (
+        events.before_cursor_execute or events.after_cursor_execute or dialect.dispatch.handle_error
+    )
+
+
+def _compiled_once(dialect: Dialect, statement: Any, compiled: dict[str, str]) -> str:
     sql = compiled.get(dialect.name)
     if sql is None:
         sql = compiled[dialect.name] = str(statement.compile(dialect=dialect))
+    return sql
+
+
+def _on_driver(conn: sa.Connection, sql: str, params: dict[str, Any], run: Callable[[Any], T]) -> T:
+    """``run`` on ``conn``'s psycopg connection, its errors raised as SQLAlchemy's; a lost
+    connection invalidates the pool (:func:`execute_for_id`)."""
+    dialect = conn.dialect
     pooled = conn.connection
     try:
-        row = pooled.driver_connection.execute(sql, params).fetchone()  # type: ignore[union-attr]
+        return run(pooled.driver_connection)
     except dialect.loaded_dbapi.Error as exc:
         invalidated = dialect.is_disconnect(exc, pooled.dbapi_connection, None)
         if invalidated:
@@ -287,7 +342,6 @@ def execute_for_id(
             connection_invalidated=invalidated,
             dialect=dialect,
         ) from exc
-    return None if row is None else int(row[0])
 
 
 #: how many times a write is tried when the database dropped its connection each time
