@@ -193,27 +193,7 @@ def whole_blocks(
     if not printed:
         return []
     params, buckets = _params(conn, unit_id, marker_id, start, end, printed, min_minutes, starts)
-    # the stored measures of what agrees, grouped in PostgreSQL, and in the same statement
-    # the months not known to agree and the (month, tutor) of them that do not
-    out: list[tuple[Any, int, int]] = []
-    dirty: list[date] = []
-    gone: list[tuple[date, int]] = []
-    rolled: list[tuple[date, int]] = []
-    # on a generic plan: planned afresh, as the reports' other statements are, planning it
-    # took twice as long as running it
-    statement = summed_statement(marker_id is not None, buckets)
-    compiled = summed_compiled(marker_id is not None, buckets)
-    for kind, value, marker, summed_during, month, was_rolled in rows_on_generic_plan(
-        conn, statement, params, compiled
-    ):
-        if kind:
-            out.append((value, marker, int(summed_during)))
-        elif marker is None:
-            dirty.append(month)
-        else:
-            gone.append((month, marker))
-            if was_rolled:
-                rolled.append((month, marker))
+    out, dirty, gone, rolled = _stored_split(conn, marker_id is not None, buckets, params)
     # the cut blocks counted above are merged again by the report: their stored split out
     out += _cut_out(cut, set(gone), printed, timetable, start, end, min_minutes, bucket_of)
     if dirty:
@@ -232,6 +212,34 @@ def whole_blocks(
             {m: printed[m] for m in dirty},
         )
     return out
+
+
+def _stored_split(
+    conn: sa.Connection, by_marker: bool, buckets: str, params: dict[str, Any]
+) -> tuple[list[tuple[Any, int, int]], list[date], list[tuple[date, int]], list[tuple[date, int]]]:
+    """The stored measures of what agrees, grouped in PostgreSQL, and in the same statement
+    the months not known to agree and the (month, tutor) of them that do not (and of those,
+    the ones whose roll-up row was there): (summed, dirty months, gone, rolled)."""
+    out: list[tuple[Any, int, int]] = []
+    dirty: list[date] = []
+    gone: list[tuple[date, int]] = []
+    rolled: list[tuple[date, int]] = []
+    # on a generic plan: planned afresh, as the reports' other statements are, planning it
+    # took twice as long as running it
+    statement = summed_statement(by_marker, buckets)
+    compiled = summed_compiled(by_marker, buckets)
+    for kind, value, marker, summed_during, month, was_rolled in rows_on_generic_plan(
+        conn, statement, params, compiled
+    ):
+        if kind:
+            out.append((value, marker, int(summed_during)))
+        elif marker is None:
+            dirty.append(month)
+        else:
+            gone.append((month, marker))
+            if was_rolled:
+                rolled.append((month, marker))
+    return out, dirty, gone, rolled
 
 
 #: one (month, tutor)'s split: the roll-up row's version, its long blocks, and each block's
