@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +17,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import selectinload
 
-from demo.extensions import tutor_times
+from demo.extensions import db, tutor_times
+from demo.seed import seed
+from tutor_times.history.importer import Importer
+from tutor_times.history.placer import Placer
 from tutor_times.history.rows import (
     DUPLICATE,
     MALFORMED,
@@ -25,7 +30,7 @@ from tutor_times.history.rows import (
     Rejected,
 )
 
-from ..conftest import BACKENDS, T0, Clock, build, reset_tables, sessions, stored
+from ..conftest import BACKENDS, T0, Clock, build, make_app, reset_tables, sessions, stored
 from .test_property import BACKDATE, KEYS, TIMEOUT, gaps, reference
 
 EXAMPLES = int(os.environ.get("TUTOR_TIMES_PROPERTY_EXAMPLES", "60"))
@@ -169,6 +174,44 @@ def test_stored_rows_after_batches_of_new_ones_are_duplicates(
     assert earlier.imported == 8
     assert (report.read, report.imported, dict(report.skipped)) == (24, 16, {DUPLICATE: 8})
     assert [s[-1] for s in stored_sessions(history_app)] == [24]
+
+
+def test_an_in_memory_database_keeps_every_row_of_an_import(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-memory SQLite is one connection that every checkout shares: a batch checked in the
+    reading thread while the batch before is written would end the writer's transaction
+    when its connection went back (the rows written before it lost, yet counted). There the
+    batch is checked where it is placed. The events pin the interleaving that lost rows:
+    each check waits for a write to be under way, and each write holds its transaction open
+    a moment."""
+    writing = threading.Event()
+    write = Placer.write
+
+    def slow_write(self: Placer, *args: Any) -> Any:
+        written = write(self, *args)
+        writing.set()
+        time.sleep(0.05)  # the chunk's transaction is open, its rows written
+        writing.clear()
+        return written
+
+    admissible = Importer._admissible
+
+    def check_while_writing(self: Importer, *args: Any, **kwargs: Any) -> Any:
+        writing.wait(0.2)
+        return admissible(self, *args, **kwargs)
+
+    monkeypatch.setattr(Placer, "write", slow_write)
+    monkeypatch.setattr(Importer, "_admissible", check_while_writing)
+    t = T0 - timedelta(days=2)
+    rows = [row(K, t + timedelta(hours=n), n) for n in range(40)]
+    app = make_app("sqlite", SQLALCHEMY_DATABASE_URI="sqlite://")
+    with app.app_context():
+        db.create_all(bind_key=None)
+        seed()
+        report = tutor_times.import_activities(rows, source_key="memory", batch_size=10)
+        assert report.imported == 40
+        assert sum(s[-1] for s in stored_sessions(app)) == 40
 
 
 def test_an_import_reports_its_progress_as_metrics(history_app: Flask, clock: Clock) -> None:

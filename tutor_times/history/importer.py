@@ -46,6 +46,7 @@ import sqlalchemy as sa
 from ..core import metrics
 from ..core.errors import InvalidActivityError, UnknownActionError
 from ..store import bulk
+from ..store.drivers import is_in_memory
 from ..store.models import Models
 from ..store.sql_store import SqlStore
 from .placer import Placer
@@ -158,13 +159,19 @@ class Importer:
         stored_meanwhile = Counter[str]()
         told = (0, Counter[str]())  # what the metrics have been told so far
         self.look_up_keys = True
-        batches = self._admitted(self._batches(rows, source_key), dry_run)
+        batches = self._batches(rows, source_key)
+        if is_in_memory(self.store.maintenance().url):
+            # one connection every checkout shares: a check in the reading thread would end
+            # the transaction a batch is written in, so batches are checked where placed
+            checked = self._admitted(in_background(batches, self.context), dry_run)
+        else:
+            checked = in_background(self._admitted(batches, dry_run), self.context)
         with (
             fewer_collections(),
             quicker_switches(),
             ThreadPoolExecutor(self.placers - 1 or 1, "tutor-times-import-placer") as pool,
         ):
-            for batch, read, skipped in in_background(batches, self.context):
+            for batch, read, skipped in checked:
                 report.read = read
                 placed = len(batch)
                 if batch and not dry_run:
@@ -199,8 +206,8 @@ class Importer:
 
     def _place(self, pool: ThreadPoolExecutor, conn: sa.Connection, batch: list[Pending]) -> int:
         """The batch placed on ``conn`` and, on PostgreSQL, on PLACERS - 1 more connections
-        at once, each taking its own units' rows (:func:`parts`). Returns the rows another
-        import stored meanwhile, as :meth:`Placer.place` does."""
+        at once, each taking its own units' rows (:func:`parts`). Returns the rows found stored
+        already when placed, as :meth:`Placer.place` does."""
         if self.placers == 1 or conn.dialect.name != "postgresql" or len(batch) < SPLIT_AT:
             return self.placer.place(conn, batch, self.clock)
         first, *rest = parts(batch, self.placers)
@@ -230,14 +237,16 @@ class Importer:
     ) -> Iterator[tuple[list[Pending], int, Counter[str]]]:
         """``batches`` without the rows :meth:`_admissible` leaves out, each with the rows
         skipped so far, those included. This runs in the reading thread, on a connection of
-        its own, while the batch before is placed: a row of this batch that the one before
-        stores (a key the file repeats) meets its stored key when it is placed, and is
-        counted as a duplicate then (:meth:`Placer.place`).
+        its own, while the batch before is placed (in the placing thread on in-memory
+        SQLite, whose one connection the threads would share): a row of this batch that the
+        one before stores (a key the file repeats) meets its stored key when it is placed,
+        and is counted as a duplicate then (:meth:`Placer.place`).
 
         Once a batch finds none of its keys stored, the next ones are placed without looking
         theirs up (the unique index looks each up as it is inserted): a row stored already
         then fails its transaction, which is placed again without it and counted, and the
-        keys are looked up again from then on (:attr:`look_up_keys`). A dry run, which
+        batches checked after that look their keys up again (:attr:`look_up_keys`; one or
+        two read ahead may not, which costs a retry, not a count). A dry run, which
         places nothing, looks every key up."""
         admitted = Counter[str]()
         for batch, read, skipped in batches:
