@@ -102,11 +102,15 @@ def test_imports_leave_the_garbage_collector_as_they_found_it() -> None:
 def test_imports_leave_the_threads_switch_interval_as_they_found_it() -> None:
     """While imports run, a thread that waited on the database takes the interpreter back
     from the reading thread sooner (two imports at once too); the last one to end puts the
-    process's interval back."""
-    before = sys.getswitchinterval()
-    with history.quicker_switches():
-        assert sys.getswitchinterval() == history.SWITCH_INTERVAL < before
+    process's interval back (a process's own, whatever it was: Python's default here)."""
+    found = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
         with history.quicker_switches():
-            pass
-        assert sys.getswitchinterval() == history.SWITCH_INTERVAL
-    assert sys.getswitchinterval() == before
+            assert sys.getswitchinterval() == history.SWITCH_INTERVAL < 0.005
+            with history.quicker_switches():
+                pass
+            assert sys.getswitchinterval() == history.SWITCH_INTERVAL
+        assert sys.getswitchinterval() == 0.005
+    finally:
+        sys.setswitchinterval(found)

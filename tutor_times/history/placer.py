@@ -162,8 +162,8 @@ class Placer:
         self, conn: sa.Connection, batch: list[Pending], clock: Callable[[], datetime]
     ) -> int:
         """Keys in order of their tutors' locks' numbers, then their own, a bounded number
-        of keys per transaction (:func:`chunks`). Returns how many rows another import
-        stored after the batch was checked (left out: see :meth:`_place_chunk`)."""
+        of keys per transaction (:func:`chunks`). Returns how many of its rows were stored
+        already (left out: see :meth:`_place_chunk`)."""
         batch.sort(key=by_key_and_time)
         groups = [(k, list(g)) for k, g in groupby(batch, key=by_key)]
         stored_meanwhile = 0
@@ -177,9 +177,11 @@ class Placer:
         chunk: list[tuple[Key, list[Pending]]],
         clock: Callable[[], datetime],
     ) -> int:
-        """One transaction's keys. Another import of the same rows (the same file twice at
-        once) may have stored some of them since the batch was checked: the insert then
-        meets the import key's unique index. The transaction is rolled back and the keys
+        """One transaction's keys. Some of their rows may be stored already: by another
+        import of the same rows since the batch was checked (the same file twice at once), by
+        this import's batch before (a key the file repeats), or before the import, when its
+        keys were not looked up (after a batch of new ones): the insert then meets the import
+        key's unique index. The transaction is rolled back and the keys
         placed again, their rows checked once more under the keys' locks (an import that
         stores a row holds its key's lock until it commits): those stored are left out and
         counted. Returns how many."""
