@@ -186,21 +186,28 @@ def copy_floor(url: str, rows: int) -> dict[str, Any]:
         "COPY session_activities (marking_session_id, action, project_id, task_id,"
         " task_definition_id, created_at, updated_at, source, import_key) FROM STDIN"
     )
+    best = best_copy(engine, "TRUNCATE session_activities", copy, lines)
+    return {"rows": rows, "seconds": round(best, 2), "rows_per_s": round(rows / best)}
+
+
+def best_copy(engine: Any, empty: str, copy: str, data: bytes) -> float:
+    """Seconds of the fastest of three runs of ``copy`` taking ``data``, each committed,
+    on a table ``empty`` empties before each (not timed)."""
     best = float("inf")
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
         for _ in range(3):
-            cursor.execute("TRUNCATE session_activities")
+            cursor.execute(empty)
             raw.commit()
             started = time.perf_counter()
             with cursor.copy(copy) as stream:
-                stream.write(lines)
+                stream.write(data)
             raw.commit()
             best = min(best, time.perf_counter() - started)
     finally:
         raw.close()
-    return {"rows": rows, "seconds": round(best, 2), "rows_per_s": round(rows / best)}
+    return best
 
 
 def dump_sessions(url: str) -> tuple[int, bytes]:
@@ -223,20 +230,9 @@ def sessions_floor(url: str, sessions: tuple[int, bytes]) -> dict[str, Any]:
     engine = engine_of(app)
     with engine.begin() as conn:
         add_staff(conn, MARKERS, UNITS)
-    best = float("inf")
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        for _ in range(3):
-            cursor.execute("TRUNCATE marking_sessions CASCADE")
-            raw.commit()
-            started = time.perf_counter()
-            with cursor.copy("COPY marking_sessions FROM STDIN") as stream:
-                stream.write(sessions[1])
-            raw.commit()
-            best = min(best, time.perf_counter() - started)
-    finally:
-        raw.close()
+    best = best_copy(
+        engine, "TRUNCATE marking_sessions CASCADE", "COPY marking_sessions FROM STDIN", sessions[1]
+    )
     return {"sessions": sessions[0], "seconds": round(best, 2)}
 
 
