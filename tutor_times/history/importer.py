@@ -323,66 +323,81 @@ def parts(batch: list[Pending], n: int) -> list[list[Pending]]:
     return out
 
 
+class _WhileImporting:
+    """A setting of the whole process, changed while any import runs: the first import to
+    start changes it, the last to end puts back what the first found."""
+
+    def __init__(self, change: Callable[[], Any], put_back: Callable[[Any], object]) -> None:
+        self._change, self._put_back = change, put_back
+        self._lock = threading.Lock()
+        self._imports = 0
+        self._found: Any = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        with self._lock:
+            self._imports += 1
+            if self._imports == 1:
+                self._found = self._change()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._imports -= 1
+                if self._imports == 0:
+                    self._put_back(self._found)
+
+
 #: container objects allocated (net) between two of the garbage collector's youngest passes
 #: while an import runs (Python's default is 700)
 GC_YOUNGEST = 50_000
-_gc_lock = threading.Lock()
-_gc_imports = 0
-_gc_before: tuple[int, int, int] = (0, 0, 0)
 
 
-@contextmanager
-def fewer_collections() -> Iterator[None]:
+def _rarer_collections() -> tuple[int, int, int]:
+    found = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNGEST, *found[1:])
+    return found
+
+
+def _collections_as_found(found: tuple[int, int, int]) -> None:
+    gc.set_threshold(*found)
+    gc.unfreeze()
+
+
+_collections = _WhileImporting(_rarer_collections, _collections_as_found)
+
+
+def fewer_collections() -> AbstractContextManager[None]:
     """The garbage collector's passes made rarer while imports run: the objects that exist
     when the first starts (the app's modules and the host's) are set aside from its full
     passes (``gc.freeze``), and its youngest pass waits for GC_YOUNGEST allocations. An
     import allocates tuples and lists by the million and frees them all; with Python's
     defaults the full passes, each over every object of the process, were a third of its
     CPU. The last import to end puts back what it found."""
-    global _gc_imports, _gc_before
-    with _gc_lock:
-        _gc_imports += 1
-        if _gc_imports == 1:
-            _gc_before = gc.get_threshold()
-            gc.freeze()
-            gc.set_threshold(GC_YOUNGEST, *_gc_before[1:])
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_imports -= 1
-            if _gc_imports == 0:
-                gc.set_threshold(*_gc_before)
-                gc.unfreeze()
+    return _collections.held()
 
 
 #: seconds a thread runs before another that waits for the interpreter is let in, while
 #: imports run (Python's default is 0.005)
 SWITCH_INTERVAL = 0.0005
-_switch_lock = threading.Lock()
-_switch_imports = 0
-_switch_before = 0.005
 
 
-@contextmanager
-def quicker_switches() -> Iterator[None]:
+def _quicker_switches() -> float:
+    found = sys.getswitchinterval()
+    sys.setswitchinterval(min(SWITCH_INTERVAL, found))
+    return found
+
+
+_switches = _WhileImporting(_quicker_switches, sys.setswitchinterval)
+
+
+def quicker_switches() -> AbstractContextManager[None]:
     """Threads handed the interpreter ten times as often while imports run. The reading
     thread is busy in Python, and each placer's round trip to the database ends waiting for
     it to let go: up to Python's 5 ms a time, so placing waited on reading (measured in
     benchmarks/README.md, B6). The last import to end puts back what it found."""
-    global _switch_imports, _switch_before
-    with _switch_lock:
-        _switch_imports += 1
-        if _switch_imports == 1:
-            _switch_before = sys.getswitchinterval()
-            sys.setswitchinterval(min(SWITCH_INTERVAL, _switch_before))
-    try:
-        yield
-    finally:
-        with _switch_lock:
-            _switch_imports -= 1
-            if _switch_imports == 0:
-                sys.setswitchinterval(_switch_before)
+    return _switches.held()
 
 
 #: rows an import adds before it analyzes the tables it filled (PostgreSQL): its plans then
