@@ -340,6 +340,25 @@ def test_what_is_stored_is_added_up_until_a_class_or_a_session_of_its_month_chan
             assert report(moved) == scratch(moved) == {3: (41, 15)}
 
 
+def two_tutors_in_a_class(
+    app: Flask, clock: Clock
+) -> tuple[datetime, list[tuple[int | None, datetime, datetime]], Timetable]:
+    """Tutors 3 and 4 of unit 1 each with a closed session of two assessments, two days
+    after T0, inside a unit-wide class: its start, the classes, and their timetable."""
+    at = T0 + timedelta(days=2)
+    with app.app_context():
+        for key in (0, 2):  # tutors 3 and 4, in unit 1
+            for minutes in (0, 10):
+                clock.set(at + timedelta(minutes=minutes))
+                record(key, clock(), "assessing")
+        tutor_times.close_expired_sessions(at + timedelta(hours=1))
+    classes: list[tuple[int | None, datetime, datetime]] = [
+        (None, at - timedelta(hours=1), at + timedelta(hours=2))
+    ]
+    timetable = Timetable.of_unit([(w, to_micros(a), to_micros(b)) for w, a, b in classes])
+    return at, classes, timetable
+
+
 @pytest.mark.real
 def test_a_month_is_known_to_agree_once_every_tutor_of_it_does_until_its_version_changes(
     clock: Clock,
@@ -349,18 +368,8 @@ def test_a_month_is_known_to_agree_once_every_tutor_of_it_does_until_its_version
     checks every tutor of it and splits the other's; from then on the month is known to
     agree at the roll-up's version of it, until another tutor's session of the month
     closes (a new version): then its tutors are checked again, and the report is R12."""
-    at = T0 + timedelta(days=2)
     with built("postgres") as app:
-        with app.app_context():
-            for key in (0, 2):  # tutors 3 and 4, in unit 1
-                for minutes in (0, 10):
-                    clock.set(at + timedelta(minutes=minutes))
-                    record(key, clock(), "assessing")
-            tutor_times.close_expired_sessions(at + timedelta(hours=1))
-        classes: list[tuple[int | None, datetime, datetime]] = [
-            (None, at - timedelta(hours=1), at + timedelta(hours=2))
-        ]
-        timetable = Timetable.of_unit([(w, to_micros(a), to_micros(b)) for w, a, b in classes])
+        _, classes, timetable = two_tutors_in_a_class(app, clock)
         unit = Scope(T0, T0 + timedelta(days=10), unit_id=1)
         march = T0.date().replace(day=1)
         with app.app_context(), db.engine.connect() as conn:
@@ -417,18 +426,8 @@ def test_a_store_from_a_snapshot_older_than_another_stores_of_the_month_gives_wa
     is later stores first (tutor 4's split); the other's store (tutor 3's), which cannot
     see it, fails on the month's row that every store writes, and keeps nothing — a report
     never vouches for a month whose stored rows it did not see. Both answer R12."""
-    at = T0 + timedelta(days=2)
     with built("postgres") as app:
-        with app.app_context():
-            for key in (0, 2):  # tutors 3 and 4, in unit 1
-                for minutes in (0, 10):
-                    clock.set(at + timedelta(minutes=minutes))
-                    record(key, clock(), "assessing")
-            tutor_times.close_expired_sessions(at + timedelta(hours=1))
-        classes: list[tuple[int | None, datetime, datetime]] = [
-            (None, at - timedelta(hours=1), at + timedelta(hours=2))
-        ]
-        timetable = Timetable.of_unit([(w, to_micros(a), to_micros(b)) for w, a, b in classes])
+        *_, timetable = two_tutors_in_a_class(app, clock)
         with app.app_context():
             models = tutor_times.models
             with db.engine.connect() as conn:
