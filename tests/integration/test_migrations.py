@@ -78,25 +78,27 @@ def test_migrations_match_the_models(empty_database: str) -> None:
         db.engine.dispose()
 
 
+def schema_state() -> tuple[set[str], list[tuple[str, str]]]:
+    """The app's database's tables, and on PostgreSQL the tallies' functions' code."""
+    with db.engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())
+        code = tally_code(conn) if conn.dialect.name == "postgresql" else []
+    return tables, code
+
+
 def test_downgrading_tt0010_puts_back_what_tt0009_left(empty_database: str) -> None:
     """tt0010 replaces the tallies' function (and adds two tables); its downgrade takes the
     tables away and puts back the functions as tt0008 made them (PostgreSQL)."""
     app = create_app("testing", SQLALCHEMY_DATABASE_URI=empty_database)
 
-    def state() -> tuple[set[str], list[tuple[str, str]]]:
-        with db.engine.connect() as conn:
-            tables = set(sa.inspect(conn).get_table_names())
-            code = tally_code(conn) if conn.dialect.name == "postgresql" else []
-        return tables, code
-
     with app.app_context():
         upgrade(revision="demo@head")
         upgrade(revision="tt0009")
-        before = state()
+        before = schema_state()
         upgrade(revision="tt0010")
-        after = state()
+        after = schema_state()
         downgrade(revision="tt0009")
-        again = state()
+        again = schema_state()
         downgrade(revision="tutor_times@base")
         db.engine.dispose()
     assert {"tutor_times_assessed_months", "tutor_times_assessed_totals"} <= after[0] - before[0]
@@ -177,12 +179,6 @@ def test_tt0012_versions_each_rolled_month_and_its_downgrade_puts_back_tt0011(
     rolled = [(1, date(2026, 3, 1), 3), (1, date(2026, 3, 1), 4), (1, date(2026, 4, 1), 3)]
     rolled += [(2, date(2026, 3, 1), 3)]
 
-    def state() -> tuple[set[str], list[tuple[str, str]]]:
-        with db.engine.connect() as conn:
-            tables = set(sa.inspect(conn).get_table_names())
-            code = tally_code(conn) if conn.dialect.name == "postgresql" else []
-        return tables, code
-
     with app.app_context():
         upgrade(revision="demo@head")
         upgrade(revision="tt0011")
@@ -197,15 +193,15 @@ def test_tt0012_versions_each_rolled_month_and_its_downgrade_puts_back_tt0011(
                     ),
                     [{"unit": u, "month": m, "marker": k} for u, m, k in rolled],
                 )
-        before = state()
+        before = schema_state()
         upgrade(revision="tt0012")
-        after = state()
+        after = schema_state()
         with db.engine.connect() as conn:
             versions = conn.execute(
                 sa.text("SELECT unit_id, month, version FROM tutor_times_month_versions")
             ).all()
         downgrade(revision="tt0011")
-        again = state()
+        again = schema_state()
         downgrade(revision="tutor_times@base")
         db.engine.dispose()
     assert {"tutor_times_month_versions", "tutor_times_class_checked"} <= after[0] - before[0]
